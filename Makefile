@@ -1,0 +1,67 @@
+# livefw: `make demo` and `make test` do all set-up on a fresh Debian 12 / Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Debian packages the tests and the demo need, as "command-or-file:package".
+DEB_NEEDS := /usr/bin/dbus-daemon:dbus-daemon /usr/bin/busctl:systemd \
+	/usr/bin/setpriv:util-linux /usr/bin/pkg-config:pkg-config \
+	/usr/include/dbus-1.0/dbus/dbus.h:libdbus-1-dev \
+	/usr/include/glib-2.0/glib.h:libglib2.0-dev
+
+.PHONY: all deps venv demo test lint typecheck pytest bench clean
+
+all: test
+
+# Install missing Debian packages only (idempotent; apt-get runs only when needed).
+deps:
+	@missing=""; for need in $(DEB_NEEDS); do \
+		path=$${need%%:*}; pkg=$${need##*:}; \
+		[ -e "$$path" ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
+	touch $@
+
+venv: deps $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy --strict -p livefw
+
+pytest: venv
+	$(BIN)/pytest -q -m "not slow"
+
+test: venv
+	@# editable_mode=strict links files, so new modules need a re-install
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict -p livefw
+	$(BIN)/pytest -q -m "not slow"
+
+demo: venv
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
+	$(BIN)/python tools/demo.py
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,522 @@
+"""The engine: plugins, the device registry, operations, locks and history.
+
+Business rules live here and in the plugins; the bus layer only translates. One
+engine-wide lock serialises install, activate and cancel on all devices (firmware
+updates never overlap); per-device locks serialise fwctl RPCs and telemetry reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import structlog
+
+from livefw.config import Config
+from livefw.device import Device
+from livefw.errors import Busy, Internal, LivefwError, NotFound, NotSupported
+from livefw.history import History, HistoryEntry
+from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
+from livefw.plugin import (
+    InstallOptions,
+    Operation,
+    Payload,
+    Plugin,
+    PluginContext,
+    Probe,
+    Reconciliation,
+)
+from livefw.state import Status, UpdateState
+
+__all__ = ["Engine", "EngineListener", "PluginRecord", "discover_plugins"]
+
+log = structlog.get_logger("livefw.engine")
+
+ENTRY_POINT_GROUP = "livefw.plugins"
+
+
+@dataclass
+class PluginRecord:
+    """A plugin as ``livefw plugins`` shows it: loaded or not, and why."""
+
+    name: str
+    plugin: Plugin | None
+    probe: Probe
+
+
+class EngineListener:
+    """Receives engine events (the bus layer implements this)."""
+
+    def device_added(self, device: Device) -> None:
+        """A device was registered."""
+
+    def device_removed(self, device: Device) -> None:
+        """A device was unregistered."""
+
+    def manager_changed(self, names: frozenset[str]) -> None:
+        """Manager properties (``status``, ``percentage``) changed."""
+
+
+def discover_plugins() -> tuple[list[type[Plugin]], list[PluginRecord]]:
+    """Load every entry point of ``livefw.plugins``; failures become records."""
+    classes: list[type[Plugin]] = []
+    failures: list[PluginRecord] = []
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            cls = entry.load()
+            if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+                raise TypeError(f"{entry.value} is not a Plugin subclass")
+            classes.append(cls)
+        except Exception as error:
+            log.error("plugin_import_failed", plugin=entry.name, error=str(error))
+            failures.append(
+                PluginRecord(entry.name, None, Probe(result="failed", reason=f"import: {error}"))
+            )
+    return classes, failures
+
+
+class Engine:
+    """Owns plugins, devices, operations and history for one daemon process."""
+
+    def __init__(
+        self,
+        provider: KernelProvider,
+        config: Config,
+        state_dir: str,
+        plugin_classes: Iterable[type[Plugin]] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.config = config
+        self.state_dir = state_dir
+        self.history = History(os.path.join(state_dir, "history.db"))
+        self.plugins: dict[str, PluginRecord] = {}
+        self.devices: dict[str, Device] = {}
+        self.status = Status.IDLE
+        self.percentage = 0
+        self.boot_id = ""
+        self.stopping = False
+        self._explicit_classes = list(plugin_classes) if plugin_classes is not None else None
+        self._lock = asyncio.Lock()
+        self._device_locks: dict[str, asyncio.Lock] = {}
+        self._listeners: list[EngineListener] = []
+        self._uevent_task: asyncio.Task[None] | None = None
+        self._irreversible = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: called with True when the first irreversible step starts, False after the
+        #: last one ends (the daemon takes a logind shutdown inhibitor).
+        self.on_irreversible: Callable[[bool], Any] | None = None
+
+    # ------------------------------------------------------------------ listeners
+
+    def add_listener(self, listener: EngineListener) -> None:
+        """Subscribe to device and manager events."""
+        self._listeners.append(listener)
+
+    def _set_progress(self, status: Status, percentage: int) -> None:
+        changed = set()
+        if status != self.status:
+            self.status = status
+            changed.add("status")
+        if percentage != self.percentage:
+            self.percentage = percentage
+            changed.add("percentage")
+        if changed:
+            for listener in self._listeners:
+                listener.manager_changed(frozenset(changed))
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Load and probe plugins, coldplug, reconcile history, follow uevents."""
+        self.boot_id = (await self.provider.read_attr(BOOT_ID_PATH)).strip()
+        if self._explicit_classes is None:
+            classes, failures = discover_plugins()
+            for record in failures:
+                self.plugins[record.name] = record
+        else:
+            classes = self._explicit_classes
+        for cls in classes:
+            await self._load_plugin(cls)
+        await self._reconcile()
+        self._uevent_task = asyncio.create_task(self._follow_uevents(), name="uevents")
+        log.info(
+            "engine_started",
+            devices=len(self.devices),
+            plugins={name: rec.probe.result for name, rec in self.plugins.items()},
+            boot_id=self.boot_id,
+        )
+
+    async def _load_plugin(self, cls: type[Plugin]) -> None:
+        name = cls.name
+        if name in self.config.plugins.disabled:
+            self.plugins[name] = PluginRecord(
+                name, None, Probe.unsupported("disabled in livefw.conf ([plugins] disabled)")
+            )
+            return
+        plugin_dir = os.path.join(self.state_dir, "plugins", name)
+        os.makedirs(plugin_dir, exist_ok=True)
+        ctx = PluginContext(
+            name,
+            self.provider,
+            self.config.plugins.for_plugin(name),
+            plugin_dir,
+            self._add_device,
+            self._remove_device,
+            lambda: list(self.devices.values()),
+        )
+        try:
+            plugin = cls(ctx)
+            probe = await plugin.probe()
+            record = PluginRecord(name, plugin if probe.result == "ok" else None, probe)
+            self.plugins[name] = record
+            if probe.result == "ok":
+                await plugin.coldplug()
+            log.info("plugin_probed", plugin=name, result=probe.result, reason=probe.reason)
+        except Exception as error:
+            log.exception("plugin_failed", plugin=name)
+            reason = error.message if isinstance(error, LivefwError) else repr(error)
+            self.plugins[name] = PluginRecord(name, None, Probe(result="failed", reason=reason))
+            for device in [d for d in self.devices.values() if d.plugin == name]:
+                self._remove_device(device.id)
+
+    async def stop(self) -> None:
+        """Refuse new operations, let an irreversible step finish (bounded), release."""
+        self.stopping = True
+        timeout = self.config.daemon.shutdown_timeout
+        if not self._idle.is_set():
+            log.warning("shutdown_waiting", seconds=timeout, steps=self._irreversible)
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                log.error("shutdown_timeout", steps=self._irreversible)
+        if self._uevent_task is not None:
+            self._uevent_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._uevent_task
+        for record in self.plugins.values():
+            if record.plugin is not None:
+                try:
+                    await record.plugin.shutdown()
+                except Exception:
+                    log.exception("plugin_shutdown_failed", plugin=record.name)
+        self.history.close()
+
+    async def _follow_uevents(self) -> None:
+        async for event in self.provider.uevents():
+            await self._dispatch_uevent(event)
+
+    async def _dispatch_uevent(self, event: UEvent) -> None:
+        log.debug("uevent", action=event.action, devpath=event.devpath)
+        for record in list(self.plugins.values()):
+            if record.plugin is None:
+                continue
+            try:
+                await record.plugin.on_uevent(event)
+            except Exception:
+                log.exception("uevent_failed", plugin=record.name, devpath=event.devpath)
+
+    # ------------------------------------------------------------------- devices
+
+    def _add_device(self, device: Device) -> None:
+        if device.id in self.devices:
+            raise Internal(f"device {device.id} registered twice")
+        self.devices[device.id] = device
+        for listener in self._listeners:
+            listener.device_added(device)
+
+    def _remove_device(self, device_id: str) -> None:
+        device = self.devices.pop(device_id, None)
+        self._device_locks.pop(device_id, None)
+        if device is not None:
+            for listener in self._listeners:
+                listener.device_removed(device)
+
+    def get_device(self, device_id: str) -> Device:
+        """The device with that Id.
+
+        Raises:
+            NotFound: no such device (it may have been removed).
+        """
+        device = self.devices.get(device_id)
+        if device is None:
+            raise NotFound(f"no device with id {device_id}; `livefw get-devices` lists them")
+        return device
+
+    def device_lock(self, device_id: str) -> asyncio.Lock:
+        """The per-device lock (fwctl RPCs, telemetry reads)."""
+        self.get_device(device_id)
+        return self._device_locks.setdefault(device_id, asyncio.Lock())
+
+    async def refresh_device(self, device_id: str) -> Device:
+        """Re-read a device's live state and return it."""
+        device = self.get_device(device_id)
+        await device.refresh()
+        return device
+
+    async def refresh(self) -> None:
+        """Re-scan every loaded plugin."""
+        for record in list(self.plugins.values()):
+            if record.plugin is not None:
+                await record.plugin.refresh()
+
+    # ---------------------------------------------------------------- operations
+
+    @contextlib.asynccontextmanager
+    async def irreversible(self, what: str) -> AsyncIterator[None]:
+        """Mark a step that must not be interrupted by a shutdown."""
+        self._irreversible += 1
+        if self._irreversible == 1:
+            self._idle.clear()
+            if self.on_irreversible is not None:
+                await _maybe_await(self.on_irreversible(True))
+        log.debug("irreversible_begin", what=what)
+        try:
+            yield
+        finally:
+            self._irreversible -= 1
+            if self._irreversible == 0:
+                self._idle.set()
+                if self.on_irreversible is not None:
+                    await _maybe_await(self.on_irreversible(False))
+
+    @property
+    def busy(self) -> bool:
+        """An operation holds the engine lock."""
+        return self._lock.locked()
+
+    def _check_running(self) -> None:
+        if self.stopping:
+            raise Busy("livefwd is shutting down; try again when it is back")
+
+    def _operation(self, kind: str, device: Device, entry: HistoryEntry) -> Operation:
+        def on_progress(status: Status, percentage: int) -> None:
+            device.update(status=status, percentage=percentage)
+            self._set_progress(status, percentage)
+
+        def on_record(data: Mapping[str, Any]) -> None:
+            self.history.record(entry.op_id, data)
+
+        return Operation(entry.op_id, kind, device, on_progress, on_record)
+
+    def _finish_progress(self, device: Device) -> None:
+        if device.id in self.devices:
+            device.update(status=Status.IDLE, percentage=0)
+        self._set_progress(Status.IDLE, 0)
+
+    async def activate(self, device_id: str, caller_uid: int = -1) -> HistoryEntry:
+        """Activate a device's pending or staged image.
+
+        Raises:
+            NotFound, NotSupported, NothingToDo: before anything is written.
+            ActivationFailed, Busy, ...: the attempt failed (the history says so).
+        """
+        self._check_running()
+        device = self.get_device(device_id)
+        await device.refresh()
+        device.check_activate()
+        async with self._lock:
+            self._check_running()
+            device = self.get_device(device_id)
+            device.check_activate()
+            entry = self.history.begin(
+                device_id=device.id,
+                device_name=device.name,
+                plugin=device.plugin,
+                physical_id=device.physical_id,
+                kind="activate",
+                version_old=device.version,
+                version_new=device.version_pending,
+                boot_id=self.boot_id,
+                caller_uid=caller_uid,
+            )
+            bound = log.bind(op_id=entry.op_id, plugin=device.plugin, device_id=device.id)
+            bound.info("activate_started", version_old=device.version, to=device.version_pending)
+            op = self._operation("activate", device, entry)
+            op.progress(Status.DEVICE_ACTIVATE, 0)
+            try:
+                async with self.irreversible(f"activate {device.name}"):
+                    version = await device.activate(op)
+            except Exception as error:
+                failure = _as_livefw_error(error)
+                bound.error("activate_failed", error=failure.message, error_name=failure.name)
+                entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
+                if device.id in self.devices:
+                    device.update(update_state=UpdateState.FAILED, update_error=failure.message)
+                raise failure from error
+            finally:
+                await _cleanup(device)
+                self._finish_progress(device)
+            entry = self.history.set_state(entry.op_id, "success", version_new=version)
+            self._complete_staged(device, "success", f"activated by {entry.op_id[:8]}", version)
+            device.update(update_state=UpdateState.SUCCESS, update_error="")
+            bound.info("activate_succeeded", version=version)
+            return entry
+
+    async def cancel(self, device_id: str, caller_uid: int = -1) -> None:
+        """Cancel a staged update (or an activation the firmware allows to cancel)."""
+        self._check_running()
+        device = self.get_device(device_id)
+        device.check_cancel()
+        async with self._lock:
+            self._check_running()
+            device.check_cancel()
+            try:
+                await device.cancel()
+            finally:
+                await _cleanup(device)
+            self._complete_staged(device, "cancelled", f"cancelled by uid {caller_uid}", "")
+            if device.update_state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
+                device.update(update_state=UpdateState.NONE, update_error="")
+            log.info("cancelled", device_id=device.id, plugin=device.plugin, uid=caller_uid)
+
+    async def install(
+        self,
+        device_id: str,
+        payload: Payload,
+        options: InstallOptions,
+        caller_uid: int = -1,
+    ) -> HistoryEntry:
+        """Check and install a payload on a device.
+
+        The payload is validated without side effects first (refusals cost nothing);
+        the history row is written before the device's first irreversible step.
+        """
+        self._check_running()
+        device = self.get_device(device_id)
+        version = device.check_install(payload, options)
+        async with self._lock:
+            self._check_running()
+            device = self.get_device(device_id)
+            version = device.check_install(payload, options)
+            entry = self.history.begin(
+                device_id=device.id,
+                device_name=device.name,
+                plugin=device.plugin,
+                physical_id=device.physical_id,
+                kind="install",
+                version_old=device.version,
+                version_new=version,
+                boot_id=self.boot_id,
+                caller_uid=caller_uid,
+                data={
+                    "payload-name": payload.name,
+                    "payload-size": len(payload.data),
+                    "payload-sha256": hashlib.sha256(payload.data).hexdigest(),
+                    "activate": options.activate,
+                },
+            )
+            bound = log.bind(op_id=entry.op_id, plugin=device.plugin, device_id=device.id)
+            bound.info("install_started", version_old=device.version, to=version)
+            op = self._operation("install", device, entry)
+            op.progress(Status.LOADING, 0)
+            try:
+                async with self.irreversible(f"install {device.name}"):
+                    result = await device.install(payload, options, op)
+            except Exception as error:
+                failure = _as_livefw_error(error)
+                bound.error("install_failed", error=failure.message, error_name=failure.name)
+                entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
+                if device.id in self.devices:
+                    device.update(update_state=UpdateState.FAILED, update_error=failure.message)
+                raise failure from error
+            finally:
+                await _cleanup(device)
+                self._finish_progress(device)
+            if result.state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
+                reason = (
+                    "staged; waiting for Activate"
+                    if result.state == UpdateState.PENDING
+                    else "staged; applied at the next reboot"
+                )
+                entry = self.history.set_state(
+                    entry.op_id, "staged", reason=reason, version_new=result.version,
+                    finished=False,
+                )
+            else:
+                entry = self.history.set_state(
+                    entry.op_id, "success", version_new=result.version
+                )
+            device.update(update_state=result.state, update_error="")
+            bound.info("install_done", state=str(result.state), version=result.version)
+            return entry
+
+    def _complete_staged(self, device: Device, state: str, reason: str, version: str) -> None:
+        """Close the device's staged install rows with the outcome of what followed."""
+        for entry in self.history.entries(device_id=device.id, unfinished=True):
+            if entry.state == "staged":
+                self.history.set_state(
+                    entry.op_id, state, reason=reason, version_new=version or None
+                )
+
+    # ------------------------------------------------------------- reconciliation
+
+    async def _reconcile(self) -> None:
+        """Hand every unfinished row to its plugin (ARCHITECTURE.md, Reconciliation)."""
+        for entry in reversed(self.history.entries(unfinished=True)):
+            boot_changed = entry.boot_id != self.boot_id
+            record = self.plugins.get(entry.plugin)
+            verdict: Reconciliation | None
+            try:
+                if record is None or record.plugin is None:
+                    raise NotSupported(f"the {entry.plugin} plugin is not loaded")
+                verdict = await record.plugin.reconcile(entry, boot_changed)
+            except NotSupported as error:
+                verdict = Reconciliation(UpdateState.FAILED, f"interrupted: {error.message}")
+            except Exception as error:
+                log.exception("reconcile_failed", op_id=entry.op_id, plugin=entry.plugin)
+                verdict = Reconciliation(UpdateState.FAILED, f"interrupted: {error!r}")
+            if verdict is None:
+                device = self.devices.get(entry.device_id)
+                if device is not None and entry.state == "staged":
+                    staged_state = (
+                        UpdateState.NEEDS_REBOOT
+                        if "needs-reboot" in device.flags
+                        else UpdateState.PENDING
+                    )
+                    device.update(update_state=staged_state)
+                continue
+            self.history.set_state(
+                entry.op_id,
+                str(verdict.state),
+                reason=verdict.reason,
+                version_new=verdict.version or None,
+            )
+            log.info(
+                "reconciled",
+                op_id=entry.op_id,
+                plugin=entry.plugin,
+                state=str(verdict.state),
+                reason=verdict.reason,
+                boot_changed=boot_changed,
+            )
+            device = self.devices.get(entry.device_id)
+            if device is not None:
+                device.update(
+                    update_state=verdict.state,
+                    update_error="" if verdict.state == UpdateState.SUCCESS else verdict.reason,
+                )
+
+
+def _as_livefw_error(error: BaseException) -> LivefwError:
+    if isinstance(error, LivefwError):
+        return error
+    return Internal(f"unexpected error: {error!r}")
+
+
+async def _cleanup(device: Device) -> None:
+    try:
+        await device.cleanup()
+    except Exception:
+        log.exception("cleanup_failed", device_id=device.id, plugin=device.plugin)
+
+
+async def _maybe_await(value: Any) -> None:
+    if asyncio.iscoroutine(value):
+        await value

@@ -1,0 +1,220 @@
+"""The history of every install and activation attempt, in SQLite.
+
+A row is written (and committed) *before* the first irreversible step of an
+operation, in state ``pending``; it is completed afterwards. A daemon killed in
+between leaves the row pending, and the next start hands it to the plugin to
+reconcile (ARCHITECTURE.md, Decisions: Reconciliation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from livefw.errors import NotFound
+
+__all__ = ["SCHEMA_VERSION", "History", "HistoryEntry"]
+
+#: rows that still wait for an outcome (handed to plugins at start-up).
+UNFINISHED_STATES = ("pending", "staged")
+
+#: PRAGMA user_version of the current schema; migrations below bring older ones up.
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op_id TEXT NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    device_name TEXT NOT NULL DEFAULT '',
+    plugin TEXT NOT NULL,
+    physical_id TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version_old TEXT NOT NULL DEFAULT '',
+    version_new TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    boot_id TEXT NOT NULL DEFAULT '',
+    caller_uid INTEGER NOT NULL DEFAULT -1,
+    created REAL NOT NULL,
+    finished REAL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS history_state ON history(state);
+CREATE INDEX IF NOT EXISTS history_device ON history(device_id);
+"""
+
+
+class HistoryEntry(BaseModel):
+    """One row of the history.
+
+    Attributes:
+        state: ``pending`` while the operation runs; ``staged`` when it left an
+            update waiting for an activation or a reboot; then ``success``,
+            ``failed``, ``failed-transient`` or ``cancelled``.
+        data: what the operation recorded for reconciliation (staged paths ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    op_id: str
+    device_id: str
+    device_name: str
+    plugin: str
+    physical_id: str
+    kind: str
+    state: str
+    version_old: str
+    version_new: str
+    reason: str
+    boot_id: str
+    caller_uid: int
+    created: float
+    finished: float | None
+    data: dict[str, Any]
+
+    @property
+    def unfinished(self) -> bool:
+        """Still waiting for an outcome."""
+        return self.state in UNFINISHED_STATES
+
+
+class History:
+    """The history database (``<state dir>/history.db``)."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed row survives a power cut, which is the point of writing it
+        # before the irreversible step.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema {version}, newer than this livefwd ({SCHEMA_VERSION})"
+            )
+        if version < 1:
+            self._db.executescript(_SCHEMA_V1)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def begin(
+        self,
+        *,
+        device_id: str,
+        device_name: str,
+        plugin: str,
+        physical_id: str,
+        kind: str,
+        version_old: str,
+        version_new: str,
+        boot_id: str,
+        caller_uid: int = -1,
+        data: Mapping[str, Any] | None = None,
+    ) -> HistoryEntry:
+        """Write a ``pending`` row, durably, and return it."""
+        op_id = uuid.uuid4().hex
+        self._db.execute(
+            "INSERT INTO history (op_id, device_id, device_name, plugin, physical_id, kind,"
+            " state, version_old, version_new, boot_id, caller_uid, created, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+            (
+                op_id,
+                device_id,
+                device_name,
+                plugin,
+                physical_id,
+                kind,
+                version_old,
+                version_new,
+                boot_id,
+                caller_uid,
+                time.time(),
+                json.dumps(dict(data or {})),
+            ),
+        )
+        return self.get(op_id)
+
+    def record(self, op_id: str, data: Mapping[str, Any]) -> None:
+        """Merge ``data`` into a row's data, durably."""
+        entry = self.get(op_id)
+        merged = {**entry.data, **data}
+        self._db.execute(
+            "UPDATE history SET data = ? WHERE op_id = ?", (json.dumps(merged), op_id)
+        )
+
+    def set_state(
+        self,
+        op_id: str,
+        state: str,
+        *,
+        reason: str = "",
+        version_new: str | None = None,
+        finished: bool = True,
+    ) -> HistoryEntry:
+        """Set a row's outcome (or an intermediate state such as ``needs-reboot``)."""
+        entry = self.get(op_id)
+        self._db.execute(
+            "UPDATE history SET state = ?, reason = ?, version_new = ?, finished = ?"
+            " WHERE op_id = ?",
+            (
+                state,
+                reason,
+                entry.version_new if version_new is None else version_new,
+                time.time() if finished else None,
+                op_id,
+            ),
+        )
+        return self.get(op_id)
+
+    def get(self, op_id: str) -> HistoryEntry:
+        """One row by operation id."""
+        row = self._db.execute("SELECT * FROM history WHERE op_id = ?", (op_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no history entry {op_id}")
+        return _entry(row)
+
+    def entries(
+        self, *, device_id: str | None = None, limit: int = 0, unfinished: bool = False
+    ) -> list[HistoryEntry]:
+        """Rows, newest first, optionally for one device or only unfinished ones."""
+        query, args = "SELECT * FROM history", []
+        where = []
+        if device_id:
+            where.append("device_id = ?")
+            args.append(device_id)
+        if unfinished:
+            where.append("state IN ('pending', 'staged')")
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY id DESC"
+        if limit > 0:
+            query += f" LIMIT {int(limit)}"
+        return [_entry(row) for row in self._db.execute(query, args)]
+
+    def delete(self, op_id: str) -> None:
+        """Remove a row (only for an operation refused before any side effect)."""
+        self._db.execute("DELETE FROM history WHERE op_id = ?", (op_id,))
+
+
+def _entry(row: sqlite3.Row) -> HistoryEntry:
+    values = dict(row)
+    values["data"] = json.loads(values["data"] or "{}")
+    return HistoryEntry.model_validate(values)

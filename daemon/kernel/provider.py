@@ -1,0 +1,209 @@
+"""The kernel boundary: the one interface through which livefw touches the machine.
+
+Plugins never call ``os``, ``fcntl``, ``mmap`` or ``pyudev``. They ask a
+:class:`KernelProvider` for sysfs attributes, directory listings, files and device
+nodes; a device node comes back as a :class:`Handle` offering ``read``, a one-call
+``write``, ``ioctl`` on that open file, a read-only ``mmap`` and ``close``.
+
+Two implementations exist: :class:`livefw.kernel.real.RealProvider` (the machine,
+under a configurable root) and :class:`livefw.kernel.sim.SimProvider` (the simulated
+machine, kernel and firmware). Paths are always relative (``sys/firmware/lfa``,
+``dev/acpi_pfr_update0``); :func:`normalize` rejects absolute paths and ``..``.
+
+Every failed call raises :class:`livefw.errors.KernelError` carrying the errno.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import IntFlag
+from typing import Protocol, runtime_checkable
+
+from livefw.errors import InvalidArgument
+
+__all__ = [
+    "BOOT_ID_PATH",
+    "Handle",
+    "KernelProvider",
+    "MountEntry",
+    "OpenFlags",
+    "UEvent",
+    "normalize",
+]
+
+#: where the kernel reports the current boot's random id (proc(5)).
+BOOT_ID_PATH = "proc/sys/kernel/random/boot_id"
+
+
+class OpenFlags(IntFlag):
+    """How to open a file through the provider (a subset of open(2) flags)."""
+
+    READ = 1
+    WRITE = 2
+    RDWR = 3
+    CREATE = 4
+    EXCLUSIVE = 8
+    TRUNCATE = 16
+
+
+@dataclass(frozen=True)
+class UEvent:
+    """A kernel uevent as the provider reports it.
+
+    Attributes:
+        action: ``add``, ``remove``, ``change``, ``bind``, ``unbind``.
+        devpath: the kobject path below ``/sys`` without the leading slash
+            (``firmware/lfa/47d4...``, ``devices/.../fwctl/fwctl0``).
+        subsystem: the kobject's subsystem, or ``""`` for plain kobjects.
+        properties: the uevent's environment (``DEVNAME``, ``MAJOR`` ...).
+    """
+
+    action: str
+    devpath: str
+    subsystem: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of ``/proc/self/mountinfo``, reduced to what livefw uses."""
+
+    mount_point: str
+    fs_type: str
+    source: str
+    major: int
+    minor: int
+    options: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Handle(Protocol):
+    """An open file or device node.
+
+    All methods raise :class:`livefw.errors.KernelError` with the errno on failure.
+    """
+
+    path: str
+
+    async def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all when -1)."""
+
+    async def write(self, data: bytes) -> int:
+        """Write ``data`` in exactly one write(2) call; returns the count written."""
+
+    async def ioctl(
+        self,
+        request: int,
+        arg: bytearray | None = None,
+        pointers: Mapping[int, bytearray] | None = None,
+    ) -> int:
+        """Issue an ioctl on this open file.
+
+        Args:
+            request: the ioctl request number (from ``livefw.kernel.uapi``).
+            arg: the packed argument struct, updated in place with what the kernel
+                copies back; ``None`` passes 0.
+            pointers: user-space buffers the struct points at, keyed by the byte
+                offset of the u64 pointer field in ``arg``. The provider fills in the
+                addresses; buffers are updated in place.
+
+        Returns:
+            The ioctl's non-negative return value.
+        """
+
+    async def mmap(self, length: int) -> memoryview:
+        """Map ``length`` bytes read-only (``PROT_READ``, ``MAP_SHARED``)."""
+
+    def fileno(self) -> int:
+        """The file descriptor (real in both providers, so it can cross D-Bus)."""
+
+    async def close(self) -> None:
+        """Close the file; closing twice is harmless."""
+
+
+@runtime_checkable
+class KernelProvider(Protocol):
+    """Primitives over sysfs, device nodes, efivarfs, the ESP and uevents.
+
+    Attributes:
+        simulated: True for the simulated machine.
+    """
+
+    simulated: bool
+
+    async def exists(self, path: str) -> bool:
+        """Whether ``path`` exists (file, directory or node)."""
+
+    async def is_dir(self, path: str) -> bool:
+        """Whether ``path`` is a directory."""
+
+    async def listdir(self, path: str) -> list[str]:
+        """Sorted names in directory ``path``. Raises KernelError(ENOENT/ENOTDIR)."""
+
+    async def read_attr(self, path: str) -> str:
+        """Read a sysfs/proc attribute as text (trailing newline stripped)."""
+
+    async def write_attr(self, path: str, value: str) -> None:
+        """Write a sysfs attribute in one write(2). May block for a long time."""
+
+    async def read_file(self, path: str) -> bytes:
+        """Read a whole file (efivarfs variable, file on the ESP)."""
+
+    async def write_file(self, path: str, data: bytes, *, durable: bool = False) -> None:
+        """Create or replace ``path`` with ``data`` in one write(2).
+
+        ``durable`` adds an fsync of the file before returning.
+        """
+
+    async def unlink(self, path: str) -> None:
+        """Remove a file."""
+
+    async def rename(self, src: str, dst: str) -> None:
+        """Atomically rename ``src`` over ``dst`` (same filesystem)."""
+
+    async def makedirs(self, path: str) -> None:
+        """Create a directory and its parents; existing ones are fine."""
+
+    async def get_immutable(self, path: str) -> bool:
+        """Whether ``FS_IMMUTABLE_FL`` is set (FS_IOC_GETFLAGS)."""
+
+    async def set_immutable(self, path: str, value: bool) -> None:
+        """Set or clear ``FS_IMMUTABLE_FL`` (FS_IOC_SETFLAGS)."""
+
+    async def free_space(self, path: str) -> int:
+        """Free bytes on the filesystem holding ``path`` (statvfs)."""
+
+    async def mounts(self) -> list[MountEntry]:
+        """The mount table (``/proc/self/mountinfo``)."""
+
+    async def udev_properties(self, subsystem: str, major: int, minor: int) -> dict[str, str]:
+        """udev's properties of a device node (e.g. ``ID_PART_ENTRY_UUID``)."""
+
+    async def open(self, path: str, flags: OpenFlags = OpenFlags.READ) -> Handle:
+        """Open a file or device node and return its handle."""
+
+    async def kexec(self) -> None:
+        """reboot(LINUX_REBOOT_CMD_KEXEC): switch to the kernel loaded by ``kexec -l``."""
+
+    def uevents(self) -> AsyncIterator[UEvent]:
+        """An endless stream of uevents; iterate it in a task and cancel to stop."""
+
+    async def close(self) -> None:
+        """Release the provider's resources (uevent monitor, sim state)."""
+
+
+def normalize(path: str) -> str:
+    """Return the canonical relative form of a provider path.
+
+    Raises:
+        InvalidArgument: for absolute paths, ``..`` components and empty paths, so
+            nothing a caller supplies can leave the provider's root.
+    """
+    if not path or path.startswith("/") or "\x00" in path:
+        raise InvalidArgument(f"kernel path must be relative and non-empty: {path!r}")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if any(part == ".." for part in parts) or not parts:
+        raise InvalidArgument(f"kernel path must stay below the root: {path!r}")
+    return posixpath.join(*parts)

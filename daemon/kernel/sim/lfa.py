@@ -1,0 +1,360 @@
+"""Simulated Arm LFA: the firmware agent (TF-A) and the kernel driver's sysfs tree.
+
+The agent holds an ordered inventory of images. The "kernel" renders
+``/sys/firmware/lfa/<guid>/`` from a cached enumeration (capable, may_reset_cpu,
+cpu_rendezvous and current_version are cached until the next enumeration) while
+``activation_pending`` and ``pending_version`` query the agent at read time, as the
+v3 driver does (spec §2.3, §2.5). Activation runs the PRIME loop and ACTIVATE with
+the driver's time budgets, and every agent failure reaches user space as the errno
+the driver returns (ECANCELED for activation failures, EINVAL for cancel).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from livefw.errors import InvalidArgument
+from livefw.kernel.provider import UEvent
+from livefw.kernel.sim.machine import SimComponent, SimDevice
+from livefw.kernel.sim.vfs import Attr, Dir, fail
+from livefw.kernel.uapi import lfa as uapi
+
+_TRUE = {"1", "y", "yes", "on", "true"}
+_FALSE = {"0", "n", "no", "off", "false"}
+
+
+def _kstrtobool(data: bytes, path: str) -> bool:
+    text = data.decode(errors="replace").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise fail(errno.EINVAL, "write", path)
+
+
+class LfaImage(BaseModel):
+    """One image in the agent's inventory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    guid: str
+    capable: bool = True
+    pending: bool = False
+    may_reset_cpu: bool = False
+    rendezvous_optional: bool = False
+    current: str = "1.0"
+    pending_version: str | None = None
+    force_cpu_rendezvous: bool = True
+    auto_activate: bool = False
+
+
+class LfaCache(BaseModel):
+    """What the kernel cached at the last enumeration (spec §2.3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capable: bool
+    may_reset_cpu: bool
+    cpu_rendezvous: bool
+    current: str
+
+
+class LfaState(BaseModel):
+    """The simulated agent and driver.
+
+    Attributes:
+        present: the agent answers LFA_VERSION (else no /sys/firmware/lfa at all).
+        style: ``v3`` (twelve files) or ``rfc`` (the seven files of RFC v1,
+            ``(unknown)`` names) so the daemon is tested against both.
+        activate_seconds: how long the firmware takes to activate (the write blocks).
+        prime_iterations: how many times PRIME asks to be called again.
+        retry_budget_seconds: the driver's budget for BUSY/call-again on ACTIVATE.
+        activated_remove: GUIDs that disappear from the inventory after the next
+            activation (directories removed, as after a re-enumeration).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    present: bool = True
+    style: Literal["v3", "rfc"] = "v3"
+    activate_seconds: float = 0.5
+    prime_iterations: int = 2
+    retry_budget_seconds: float = uapi.ACTIVATE_TIMEOUT_S
+    images: list[LfaImage] = Field(default_factory=list)
+    cache: dict[str, LfaCache] = Field(default_factory=dict)
+    activated_remove: list[str] = Field(default_factory=list)
+
+
+_BL31, _BL33, _RMM = list(uapi.KNOWN_IMAGES)
+
+
+class LfaComponent(SimComponent):
+    """The LFA agent plus the kernel's sysfs view of it."""
+
+    name = "lfa"
+    order = 20
+    state_model = LfaState
+    state: LfaState
+    FAULTS = {
+        "busy": "the agent answers BUSY to ACTIVATE until the driver's budget runs out",
+        "auth-error": "PRIME fails with AUTH_ERROR (image authentication failed)",
+        "activation-failed": "ACTIVATE fails with ACTIVATION_FAILED",
+        "rendezvous-failure": "the CPU rendezvous fails (CRITICAL_ERROR inside stop_machine)",
+    }
+
+    @classmethod
+    def default_state(cls, profile: str, scale: int) -> LfaState:
+        """Three images: one pending, one with nothing pending, one not capable."""
+        if profile == "empty":
+            return LfaState(present=False)
+        images = [
+            LfaImage(guid=_BL31, current="2.13", pending=True, pending_version="2.14"),
+            LfaImage(guid=_RMM, current="0.7", rendezvous_optional=True),
+            LfaImage(guid=_BL33, capable=False, current="2025.10"),
+        ]
+        if profile == "minimal":
+            images = images[:1]
+        if profile == "scale":
+            for index in range(scale):
+                images.append(
+                    LfaImage(
+                        guid=str(uuid.UUID(int=0x5C41E << 96 | index)),
+                        current="1.0",
+                        pending=index % 2 == 0,
+                        pending_version="1.1" if index % 2 == 0 else None,
+                    )
+                )
+        state = LfaState(style="rfc" if profile == "rfc" else "v3", images=images)
+        cls._enumerate(state)
+        return state
+
+    # ------------------------------------------------------------------- kernel
+
+    @staticmethod
+    def _enumerate(state: LfaState) -> None:
+        """GET_INFO + GET_INVENTORY for every image: refresh the kernel's cache."""
+        state.cache = {
+            image.guid: LfaCache(
+                capable=image.capable,
+                may_reset_cpu=image.may_reset_cpu,
+                cpu_rendezvous=not image.rendezvous_optional,
+                current=image.current,
+            )
+            for image in state.images
+        }
+
+    def _image(self, guid: str) -> LfaImage | None:
+        return next((image for image in self.state.images if image.guid == guid), None)
+
+    def _kernel_name(self, guid: str) -> str:
+        if guid in uapi.KNOWN_IMAGES:
+            name = uapi.KNOWN_IMAGES[guid]
+            if self.state.style == "rfc":  # RFC names lacked the "TF-" prefixes
+                name = name.removeprefix("TF-A ").removeprefix("TF-")
+            return name
+        return uapi.UNKNOWN_NAME_RFC if self.state.style == "rfc" else guid
+
+    def render(self, root: Dir) -> None:
+        """sys/firmware/lfa/<guid>/<attr> for every cached image."""
+        if not self.state.present:
+            return
+        top = root.mkdirs(uapi.LFA_SYSFS)
+        for guid in self.state.cache:
+            top.children[guid] = self._image_dir(guid)
+
+    def _image_dir(self, guid: str) -> Dir:
+        path = f"{uapi.LFA_SYSFS}/{guid}"
+
+        def cached(field: str) -> Attr:
+            def read() -> str:
+                value = getattr(self.state.cache[guid], field)
+                return (str(int(value)) if isinstance(value, bool) else value) + "\n"
+
+            return Attr(read=read)
+
+        def live_pending() -> str:
+            image = self._image(guid)
+            return f"{int(bool(image and image.pending))}\n"
+
+        def live_pending_version() -> str:
+            image = self._image(guid)
+            if image and image.pending and image.pending_version:
+                return image.pending_version + "\n"
+            return uapi.PENDING_NONE + "\n"
+
+        def flag_attr(field: str) -> Attr:
+            def read() -> str:
+                image = self._image(guid)
+                return f"{int(bool(image and getattr(image, field)))}\n"
+
+            def write(data: bytes) -> None:
+                value = _kstrtobool(data, f"{path}/{field}")
+                image = self._image(guid)
+                if image is not None:
+                    setattr(image, field, value)
+                    self.machine.changed()
+
+            return Attr(read=read, write=write, mode=0o644)
+
+        attrs: dict[str, Attr] = {
+            uapi.ATTR_NAME: Attr(read=lambda: self._kernel_name(guid) + "\n"),
+            uapi.ATTR_ACTIVATION_CAPABLE: cached("capable"),
+            uapi.ATTR_ACTIVATION_PENDING: Attr(read=live_pending),
+            uapi.ATTR_MAY_RESET_CPU: cached("may_reset_cpu"),
+            uapi.ATTR_CPU_RENDEZVOUS: cached("cpu_rendezvous"),
+            uapi.ATTR_ACTIVATE: Attr(
+                write=lambda data: self._activate(guid), mode=0o200, blocking=True
+            ),
+            uapi.ATTR_CANCEL: Attr(write=lambda data: self._cancel(guid), mode=0o200),
+        }
+        if self.state.style == "v3":
+            attrs[uapi.ATTR_FORCE_CPU_RENDEZVOUS] = flag_attr("force_cpu_rendezvous")
+            attrs[uapi.ATTR_CURRENT_VERSION] = cached("current")
+            attrs[uapi.ATTR_PENDING_VERSION] = Attr(read=live_pending_version)
+            attrs[uapi.ATTR_AUTO_ACTIVATE] = flag_attr("auto_activate")
+        return Dir(children=dict(attrs))
+
+    def _activate(self, guid: str) -> None:
+        """The driver's activate_store: refuse, PRIME loop, ACTIVATE, re-enumerate.
+
+        Runs in a worker thread (the write blocks like the real one); the machine lock
+        is held only around state changes.
+        """
+        path = f"{uapi.LFA_SYSFS}/{guid}/{uapi.ATTR_ACTIVATE}"
+        machine = self.machine
+        with machine.lock:
+            cache = self.state.cache.get(guid)
+            image = self._image(guid)
+            if cache is None or image is None:
+                raise fail(errno.ENODEV, "write", path)
+            if cache.may_reset_cpu:
+                # v2+: prime refuses, the write returns ECANCELED (spec §2.3 table).
+                raise fail(errno.ECANCELED, "write", path, "image may reset CPUs")
+            if not image.capable or not image.pending:
+                # PRIME answers WRONG_STATE / COMPONENT_WRONG_STATE -> ECANCELED.
+                raise fail(errno.ECANCELED, "write", path, "PRIME: COMPONENT_WRONG_STATE")
+            fault = machine.take_fault(
+                self.name, f"lfa/{guid}", ("auth-error", "busy", "activation-failed",
+                                           "rendezvous-failure")
+            )
+            iterations = self.state.prime_iterations
+            delay = self.state.activate_seconds
+            budget = self.state.retry_budget_seconds
+        # PRIME loop: call again while x1 bit0 is set, 10 ms apart.
+        for _ in range(max(iterations, 0)):
+            time.sleep(uapi.RETRY_INTERVAL_S)
+        if fault == "auth-error":
+            raise fail(errno.ECANCELED, "write", path, "PRIME: AUTH_ERROR")
+        if fault == "busy":
+            # v3 retries ACTIVATE on BUSY within its budget, then CANCELs.
+            time.sleep(min(budget, 30.0))
+            raise fail(errno.ECANCELED, "write", path, "ACTIVATE: BUSY past the budget")
+        time.sleep(max(delay, 0.0))
+        if fault == "activation-failed":
+            raise fail(errno.ECANCELED, "write", path, "ACTIVATE: ACTIVATION_FAILED")
+        if fault == "rendezvous-failure":
+            raise fail(errno.ECANCELED, "write", path, "ACTIVATE: CPU rendezvous failed")
+        with machine.lock:
+            image = self._image(guid)
+            if image is None:
+                raise fail(errno.ENODEV, "write", path)
+            image.current = image.pending_version or image.current
+            image.pending = False
+            image.pending_version = None
+            self._reenumerate()
+
+    def _reenumerate(self) -> None:
+        """After a successful activation: rescan, add/remove directories by GUID."""
+        before = set(self.state.cache)
+        removed = set(self.state.activated_remove)
+        self.state.images = [i for i in self.state.images if i.guid not in removed]
+        self.state.activated_remove = []
+        self._enumerate(self.state)
+        self.machine.changed()
+        self.machine.render()
+        after = set(self.state.cache)
+        for guid in sorted(after - before):
+            self.machine.emit(UEvent("add", f"{uapi.LFA_DEVPATH}/{guid}"))
+        for guid in sorted(before - after):
+            self.machine.emit(UEvent("remove", f"{uapi.LFA_DEVPATH}/{guid}"))
+
+    def _cancel(self, guid: str) -> None:
+        """LFA_CANCEL: nothing is primed outside an activation, so the agent refuses."""
+        raise fail(errno.EINVAL, "write", f"{uapi.LFA_SYSFS}/{guid}/{uapi.ATTR_CANCEL}")
+
+    # ------------------------------------------------------------ sim commands
+
+    def devices(self) -> list[SimDevice]:
+        """One device per image in the agent's inventory."""
+        return [
+            SimDevice(
+                key=f"lfa/{image.guid}",
+                name=self._kernel_name(image.guid)
+                if image.guid in uapi.KNOWN_IMAGES
+                else f"LFA image {image.guid[:8]}",
+                component=self.name,
+                summary=f"current {image.current}"
+                + (f", pending {image.pending_version}" if image.pending else "")
+                + ("" if image.capable else ", not activation-capable"),
+            )
+            for image in self.state.images
+        ]
+
+    def add_device(self, options: dict[str, str]) -> SimDevice:
+        """Add an image (as after a firmware-side change plus a notification)."""
+        guid = options.get("guid") or str(uuid.uuid4())
+        try:
+            guid = str(uuid.UUID(guid))
+        except ValueError as error:
+            raise InvalidArgument(f"not a GUID: {guid!r}") from error
+        if self._image(guid) is not None:
+            raise InvalidArgument(f"LFA image {guid} already exists")
+        image = LfaImage(
+            guid=guid,
+            current=options.get("version", "1.0"),
+            capable=options.get("capable", "1") in _TRUE,
+            may_reset_cpu=options.get("may-reset-cpu", "0") in _TRUE,
+        )
+        if "pending" in options:
+            image.pending, image.pending_version = True, options["pending"]
+        with self.machine.lock:
+            self.state.images.append(image)
+            self._enumerate(self.state)
+            self.machine.changed()
+            self.machine.render()
+        self.machine.emit(UEvent("add", f"{uapi.LFA_DEVPATH}/{guid}"))
+        return self.devices()[-1]
+
+    def remove_device(self, key: str) -> None:
+        """Remove an image and its directory."""
+        guid = key.removeprefix("lfa/")
+        with self.machine.lock:
+            self.state.images = [i for i in self.state.images if i.guid != guid]
+            self._enumerate(self.state)
+            self.machine.changed()
+            self.machine.render()
+        self.machine.emit(UEvent("remove", f"{uapi.LFA_DEVPATH}/{guid}"))
+
+    def stage(self, key: str, options: dict[str, str]) -> str:
+        """A new image arrives out of band (the BMC drops it): it becomes pending."""
+        guid = key.removeprefix("lfa/")
+        version = options.get("version", "")
+        try:
+            uapi.parse_version(version)
+        except ValueError as error:
+            raise InvalidArgument(f"--version must be MAJOR.MINOR, got {version!r}") from error
+        with self.machine.lock:
+            image = self._image(guid)
+            if image is None:
+                raise InvalidArgument(f"no LFA image {guid}")
+            image.pending, image.pending_version = True, version
+            self.machine.changed()
+        return f"lfa/{guid}: {version} pending"
+
+
+COMPONENT = LfaComponent

@@ -1,0 +1,412 @@
+"""The simulated machine: kernel interfaces and the firmware behind them.
+
+A :class:`SimMachine` holds one :class:`SimComponent` per technology (each in its own
+module of this package, found by :func:`component_classes`), a boot id, a fault
+table and a uevent fan-out. Its whole state lives in ``<dir>/machine.json`` so that a
+simulated reboot or kexec can happen between two daemon processes, and so that
+``livefw sim`` can edit it while no daemon runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import pkgutil
+import tempfile
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from livefw.errors import InvalidArgument, NotFound, NotSupported
+from livefw.kernel.provider import MountEntry, UEvent
+from livefw.kernel.sim.vfs import Attr, Dir
+
+__all__ = [
+    "FaultSpec",
+    "SimComponent",
+    "SimDevice",
+    "SimMachine",
+    "component_classes",
+]
+
+STATE_FILE = "machine.json"
+SCHEMA_VERSION = 1
+
+#: modules of this package that are framework, not technologies.
+_FRAMEWORK_MODULES = {"vfs", "machine", "provider", "control"}
+
+
+class FaultSpec(BaseModel):
+    """A fault armed in the simulated firmware or kernel.
+
+    Attributes:
+        component: technology name (``lfa``, ``pfru`` ...).
+        target: the sim device key it applies to, or ``*`` for any.
+        kind: one of the component's ``FAULTS``.
+        count: how many times it fires; -1 for every time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    component: str
+    target: str = "*"
+    kind: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    """A device of the simulated machine as ``livefw sim devices`` lists it."""
+
+    key: str
+    name: str
+    component: str
+    summary: str = ""
+
+
+class MachineState(BaseModel):
+    """What machine.json holds besides the components' own sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    profile: str = "default"
+    boot_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    boots: int = 1
+    faults: list[FaultSpec] = Field(default_factory=list)
+    components: dict[str, Any] = Field(default_factory=dict)
+
+
+class SimComponent(ABC):
+    """One technology of the simulated machine (kernel driver plus firmware).
+
+    A component renders its interfaces into the machine's VFS in :meth:`render`,
+    keeps its state as a pydantic model in ``self.state`` (persisted by the machine),
+    and reacts to reboot and kexec. Mutations must happen under ``machine.lock`` and
+    end with ``machine.changed()`` so the state is saved.
+
+    Attributes:
+        name: the technology name (``lfa``), also the key of its state section.
+        order: render order among components.
+        FAULTS: fault kinds this component can inject, with a description each.
+        BROKEN: kinds of deliberately broken sample payloads, with descriptions.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[int] = 50
+    state_model: ClassVar[type[BaseModel]]
+    FAULTS: ClassVar[dict[str, str]] = {}
+    BROKEN: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, machine: SimMachine, state: BaseModel) -> None:
+        self.machine = machine
+        self.state = state
+
+    @classmethod
+    @abstractmethod
+    def default_state(cls, profile: str, scale: int) -> BaseModel:
+        """The component's state for a new machine of ``profile``.
+
+        ``scale`` is the number of synthetic devices asked for by the ``scale``
+        profile (load tests; not faithful to kernel limits).
+        """
+
+    @abstractmethod
+    def render(self, root: Dir) -> None:
+        """Add this component's sysfs/dev/efivarfs nodes to ``root``."""
+
+    @abstractmethod
+    def devices(self) -> list[SimDevice]:
+        """The devices this component simulates."""
+
+    def add_device(self, options: dict[str, str]) -> SimDevice:
+        """Hot-add a device (``livefw sim add``); emits an ``add`` uevent."""
+        raise NotSupported(f"the simulated {self.name} component cannot add devices")
+
+    def remove_device(self, key: str) -> None:
+        """Hot-remove a device (``livefw sim remove``); emits a ``remove`` uevent."""
+        raise NotSupported(f"the simulated {self.name} component cannot remove devices")
+
+    def stage(self, key: str, options: dict[str, str]) -> str:
+        """Make a new image pending out of band (e.g. a BMC dropping an image)."""
+        raise NotSupported(f"{self.name} images are not staged out of band; use a payload")
+
+    def sample(self, key: str, version: str | None, broken: str | None) -> bytes:
+        """A payload for device ``key``: valid, or broken in the way ``broken`` names."""
+        raise NotSupported(
+            f"{self.name} devices take no payload file"
+            + (": images arrive out of band, use `livefw sim stage`" if self.name == "lfa" else "")
+        )
+
+    def configure(self, key: str, value: str) -> None:
+        """Set a knob of the simulated firmware (``livefw sim set``)."""
+        fields = type(self.state).model_fields
+        if key not in fields or fields[key].annotation not in (int, float, bool, str):
+            knobs = [k for k, f in fields.items() if f.annotation in (int, float, bool, str)]
+            raise InvalidArgument(f"{self.name} has no setting {key!r}; settings: {knobs}")
+        annotation = fields[key].annotation
+        try:
+            parsed: Any
+            if annotation is bool:
+                parsed = value.lower() in ("1", "true", "yes", "on")
+            else:
+                parsed = annotation(value)  # type: ignore[misc]
+        except ValueError as error:
+            raise InvalidArgument(f"{self.name}.{key}: {error}") from error
+        setattr(self.state, key, parsed)
+
+    def on_reboot(self) -> None:
+        """Play the firmware's part at boot (e.g. apply staged capsules)."""
+
+    def on_kexec(self) -> None:
+        """Carry what survives a kexec (e.g. preserved live-update files)."""
+
+    def on_start(self) -> None:
+        """Called when a daemon process starts on this machine (kernel boot state)."""
+
+
+def component_classes() -> dict[str, type[SimComponent]]:
+    """Every technology module of this package that defines ``COMPONENT``."""
+    package = importlib.import_module("livefw.kernel.sim")
+    found: dict[str, type[SimComponent]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in _FRAMEWORK_MODULES or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"livefw.kernel.sim.{info.name}")
+        cls = getattr(module, "COMPONENT", None)
+        if cls is not None:
+            found[cls.name] = cls
+    return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
+
+
+class SimMachine:
+    """The simulated machine, persisted in a directory.
+
+    Use :meth:`create` for a new machine and :meth:`load` for an existing one.
+    """
+
+    def __init__(self, directory: str, state: MachineState) -> None:
+        self.directory = directory
+        self.state = state
+        self.lock = threading.RLock()
+        self.components: dict[str, SimComponent] = {}
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[UEvent]]] = []
+        self._batch = 0
+        self._dirty = False
+        for name, cls in component_classes().items():
+            raw = state.components.get(name)
+            if raw is None:
+                comp_state = cls.default_state(state.profile, 0)
+            else:
+                comp_state = cls.state_model.model_validate(raw)
+            self.components[name] = cls(self, comp_state)
+        self.root = Dir()
+        #: mount table and udev database the components fill in while rendering.
+        self.mount_table: list[MountEntry] = []
+        self.udev_table: dict[tuple[str, int, int], dict[str, str]] = {}
+        self.render()
+
+    # ----------------------------------------------------------------- life cycle
+
+    @classmethod
+    def create(cls, directory: str, profile: str = "default", scale: int = 0) -> SimMachine:
+        """Create a new machine of ``profile`` in ``directory`` (replacing any)."""
+        classes = component_classes()
+        if profile not in ("default", "minimal", "rfc", "scale", "empty"):
+            raise InvalidArgument(
+                f"unknown profile {profile!r}: use default, minimal, rfc, scale or empty"
+            )
+        state = MachineState(profile=profile)
+        for name, comp_cls in classes.items():
+            state.components[name] = comp_cls.default_state(profile, scale).model_dump(mode="json")
+        machine = cls(directory, state)
+        machine.save()
+        return machine
+
+    @classmethod
+    def load(cls, directory: str, *, create: bool = False) -> SimMachine:
+        """Load the machine in ``directory``; create the default one if asked."""
+        path = os.path.join(directory, STATE_FILE)
+        if not os.path.exists(path):
+            if create:
+                return cls.create(directory)
+            raise NotFound(
+                f"no simulated machine in {directory}: run `livefw sim init` "
+                "or start livefwd with --simulate"
+            )
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+        return cls(directory, MachineState.model_validate(raw))
+
+    def save(self) -> None:
+        """Write machine.json atomically (temp file, fsync, rename)."""
+        with self.lock:
+            for name, comp in self.components.items():
+                self.state.components[name] = comp.state.model_dump(mode="json")
+            os.makedirs(self.directory, exist_ok=True)
+            data = self.state.model_dump_json(indent=1).encode()
+            fd, tmp = tempfile.mkstemp(prefix=".machine.", dir=self.directory)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(self.directory, STATE_FILE))
+            self._dirty = False
+
+    def changed(self) -> None:
+        """Record a state change: save now, or at the end of the current batch."""
+        if self._batch:
+            self._dirty = True
+        else:
+            self.save()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several mutations into one save."""
+        with self.lock:
+            self._batch += 1
+            try:
+                yield
+            finally:
+                self._batch -= 1
+                if not self._batch and self._dirty:
+                    self.save()
+
+    def render(self) -> None:
+        """Rebuild the VFS from component state."""
+        with self.lock:
+            root = Dir()
+            self.mount_table = []
+            self.udev_table = {}
+            proc = root.mkdirs("proc/sys/kernel/random")
+            proc.children["boot_id"] = Attr(read=lambda: self.state.boot_id + "\n")
+            for comp in self.components.values():
+                comp.render(root)
+            self.root = root
+
+    def start(self) -> None:
+        """A daemon process starts on this machine."""
+        with self.batch():
+            for comp in self.components.values():
+                comp.on_start()
+            self.changed()
+
+    def reboot(self) -> str:
+        """Reboot: firmware actions at boot, a new boot id. Returns the new boot id."""
+        with self.batch():
+            for comp in self.components.values():
+                comp.on_reboot()
+            self._new_boot()
+        self.render()
+        return self.state.boot_id
+
+    def kexec(self) -> str:
+        """kexec into a new kernel: components carry what survives; new boot id."""
+        with self.batch():
+            for comp in self.components.values():
+                comp.on_kexec()
+            self._new_boot()
+        self.render()
+        return self.state.boot_id
+
+    def _new_boot(self) -> None:
+        self.state.boot_id = str(uuid.uuid4())
+        self.state.boots += 1
+        self.changed()
+
+    # ------------------------------------------------------------------- devices
+
+    def devices(self) -> list[SimDevice]:
+        """All simulated devices."""
+        with self.lock:
+            return [dev for comp in self.components.values() for dev in comp.devices()]
+
+    def find_device(self, query: str) -> tuple[SimComponent, SimDevice]:
+        """Find a device by key, key prefix or suffix, or unique name substring."""
+        devices = self.devices()
+        for matcher in (
+            lambda d: d.key == query,
+            lambda d: d.key.startswith(query) or d.key.split("/", 1)[-1].startswith(query),
+            lambda d: query.lower() in d.name.lower(),
+        ):
+            hits = [d for d in devices if matcher(d)]
+            if len(hits) == 1:
+                return self.components[hits[0].component], hits[0]
+            if len(hits) > 1:
+                keys = ", ".join(d.key for d in hits)
+                raise InvalidArgument(f"{query!r} matches several simulated devices: {keys}")
+        raise NotFound(f"no simulated device matches {query!r}; see `livefw sim devices`")
+
+    def component(self, name: str) -> SimComponent:
+        """The component called ``name``."""
+        try:
+            return self.components[name]
+        except KeyError:
+            raise NotFound(
+                f"no simulated component {name!r}; components: {sorted(self.components)}"
+            ) from None
+
+    # -------------------------------------------------------------------- faults
+
+    def add_fault(self, fault: FaultSpec) -> None:
+        """Arm a fault."""
+        comp = self.component(fault.component)
+        if fault.kind not in comp.FAULTS:
+            raise InvalidArgument(
+                f"{comp.name} has no fault {fault.kind!r}; faults: {sorted(comp.FAULTS)}"
+            )
+        with self.lock:
+            self.state.faults.append(fault)
+            self.changed()
+
+    def clear_faults(self) -> None:
+        """Disarm every fault."""
+        with self.lock:
+            self.state.faults.clear()
+            self.changed()
+
+    def take_fault(self, component: str, target: str, kinds: tuple[str, ...]) -> str | None:
+        """Consume and return the first armed fault matching, or None."""
+        with self.lock:
+            for fault in self.state.faults:
+                if (
+                    fault.component == component
+                    and fault.kind in kinds
+                    and fault.target in ("*", target)
+                    and fault.count != 0
+                ):
+                    if fault.count > 0:
+                        fault.count -= 1
+                    self.state.faults = [f for f in self.state.faults if f.count != 0]
+                    self.changed()
+                    return fault.kind
+        return None
+
+    # ------------------------------------------------------------------- uevents
+
+    def subscribe(self) -> asyncio.Queue[UEvent]:
+        """A queue receiving every uevent emitted from now on (call from a loop)."""
+        queue: asyncio.Queue[UEvent] = asyncio.Queue()
+        self._subscribers.append((asyncio.get_running_loop(), queue))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[UEvent]) -> None:
+        """Stop delivering to ``queue``."""
+        self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not queue]
+
+    def emit(self, event: UEvent) -> None:
+        """Deliver a uevent to every subscriber (thread-safe)."""
+        for loop, queue in list(self._subscribers):
+            if loop.is_closed():
+                continue
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+

@@ -1,0 +1,251 @@
+"""The plugin contract.
+
+A plugin is a :class:`Plugin` subclass registered under the entry-point group
+``livefw.plugins`` (its ``name`` equals its folder and entry point). The engine
+constructs it with a :class:`PluginContext`, calls :meth:`Plugin.probe`, then
+:meth:`Plugin.coldplug`, feeds it uevents, and hands it unfinished history rows to
+reconcile at start-up. Devices are :class:`livefw.device.Device` subclasses.
+
+Plugins import only ``livefw.plugin``, ``livefw.kernel`` and ``livefw.errors``; this
+module re-exports what they need from the rest of the daemon.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from livefw.errors import NotSupported
+from livefw.device import Device, DeviceInfo, device_id
+from livefw.history import HistoryEntry
+from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
+from livefw.state import FLAGS, Status, UpdateState
+
+__all__ = [
+    "FLAGS",
+    "Device",
+    "DeviceInfo",
+    "HistoryEntry",
+    "InstallOptions",
+    "InstallResult",
+    "Operation",
+    "Payload",
+    "Plugin",
+    "PluginContext",
+    "Probe",
+    "Reconciliation",
+    "Status",
+    "UpdateState",
+    "device_id",
+]
+
+
+class Probe(BaseModel):
+    """What :meth:`Plugin.probe` found.
+
+    ``ok``: the machine has the interface; ``unsupported``: it does not, and
+    ``reason`` says why in words a person understands; ``defer``: not yet (a
+    module still loading), the engine retries on the next uevent.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    result: Literal["ok", "unsupported", "defer", "failed"]
+    reason: str = ""
+
+    @classmethod
+    def ok(cls, reason: str = "") -> Probe:
+        """The plugin can run."""
+        return cls(result="ok", reason=reason)
+
+    @classmethod
+    def unsupported(cls, reason: str) -> Probe:
+        """The machine lacks the interface."""
+        return cls(result="unsupported", reason=reason)
+
+    @classmethod
+    def defer(cls, reason: str) -> Probe:
+        """Try again later."""
+        return cls(result="defer", reason=reason)
+
+
+class InstallOptions(BaseModel):
+    """Options of Install (wire: ``a{sv}`` with kebab-case keys)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allow_older: bool = False
+    allow_reinstall: bool = False
+    activate: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A payload a client handed in, read completely and size-checked by the engine."""
+
+    data: bytes
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What :meth:`Device.install` did.
+
+    Attributes:
+        state: ``pending``/``needs-reboot`` (staged) or ``success`` (applied).
+        version: the version now running (after ``success``) or staged.
+    """
+
+    state: UpdateState
+    version: str
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """A plugin's verdict on an unfinished history row.
+
+    Attributes:
+        state: ``success``, ``failed`` or ``failed-transient``.
+        reason: what happened, for the history and the device's UpdateError.
+        version: the version the device runs now, if known.
+    """
+
+    state: UpdateState
+    reason: str = ""
+    version: str = ""
+
+
+class Operation:
+    """The operation in flight, handed to a device's install/activate hook.
+
+    Reports progress (``Status``/``Percentage`` on the device and the manager) and
+    records data into the operation's history row immediately, so that a crash after
+    an irreversible step leaves what reconciliation needs.
+    """
+
+    def __init__(
+        self,
+        op_id: str,
+        kind: str,
+        device: Device,
+        on_progress: Callable[[Status, int], None],
+        on_record: Callable[[Mapping[str, Any]], None],
+    ) -> None:
+        self.id = op_id
+        self.kind = kind
+        self.device = device
+        self._on_progress = on_progress
+        self._on_record = on_record
+        self._status = Status.LOADING
+        self._percentage = 0
+
+    def progress(self, status: Status | None = None, percentage: int | None = None) -> None:
+        """Report the current step and/or percentage (0-100)."""
+        if status is not None:
+            self._status = status
+        if percentage is not None:
+            self._percentage = max(0, min(100, int(percentage)))
+        self._on_progress(self._status, self._percentage)
+
+    def record(self, **data: Any) -> None:
+        """Merge JSON-serialisable ``data`` into the history row, durably, now."""
+        self._on_record(data)
+
+
+class PluginContext:
+    """What a plugin gets from the engine.
+
+    Attributes:
+        provider: the kernel provider (real or simulated).
+        config: the plugin's section of livefw.conf (``[plugins.<name>]``).
+        log: a structlog logger bound with ``plugin=<name>``.
+        state_dir: a directory private to the plugin under the daemon's state dir.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        provider: KernelProvider,
+        config: Mapping[str, Any],
+        state_dir: str,
+        add_device: Callable[[Device], None],
+        remove_device: Callable[[str], None],
+        get_devices: Callable[[], list[Device]],
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.config = dict(config)
+        self.state_dir = state_dir
+        self.log = structlog.get_logger("livefw.plugin").bind(plugin=name)
+        self._add = add_device
+        self._remove = remove_device
+        self._get = get_devices
+
+    def add_device(self, device: Device) -> None:
+        """Register a device; the bus layer publishes it (InterfacesAdded)."""
+        self._add(device)
+
+    def remove_device(self, device_id: str) -> None:
+        """Unregister a device (InterfacesRemoved)."""
+        self._remove(device_id)
+
+    def devices(self) -> list[Device]:
+        """This plugin's registered devices."""
+        return [device for device in self._get() if device.plugin == self.name]
+
+    async def boot_id(self) -> str:
+        """The kernel's boot id (changes at every boot and kexec)."""
+        return await self.provider.read_attr(BOOT_ID_PATH)
+
+
+class Plugin(ABC):
+    """One kernel technology.
+
+    Attributes:
+        name: equals the folder, the entry point and the devices' ``Plugin``.
+        requires: provider paths the plugin needs (documentation and ``plugins``).
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    async def probe(self) -> Probe:
+        """Is this machine capable? Never raises for an absent interface."""
+
+    @abstractmethod
+    async def coldplug(self) -> None:
+        """Create the devices present now."""
+
+    async def on_uevent(self, event: UEvent) -> None:
+        """Hotplug: add or remove devices. Default: ignore."""
+
+    async def refresh(self) -> None:
+        """Re-scan (``livefw refresh``): add, update and remove devices."""
+
+    async def reconcile(self, entry: HistoryEntry, boot_changed: bool) -> Reconciliation | None:
+        """Decide from kernel state what happened to an unfinished history row.
+
+        Args:
+            entry: the row, with the data the operation recorded.
+            boot_changed: the boot id differs from the one the row was written in.
+
+        Returns:
+            The verdict, or None when the operation is legitimately still pending
+            (e.g. a capsule staged for the next reboot and no reboot happened). The
+            engine marks the row ``failed: interrupted`` only when this raises
+            NotSupported (the plugin cannot tell), which is the default.
+        """
+        raise NotSupported(f"the {self.name} plugin cannot tell what happened")
+
+    async def shutdown(self) -> None:
+        """Release resources when the daemon stops."""

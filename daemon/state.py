@@ -1,0 +1,87 @@
+"""Update state, transient status and their allowed transitions.
+
+As in fwupd, three things are kept apart: the persistent :class:`UpdateState` of a
+device (what happened to the last update), the transient :class:`Status` of an
+operation in flight with its percentage, and the device flags.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from livefw.errors import Internal
+
+__all__ = ["ALLOWED", "FLAGS", "Status", "UpdateState", "transition"]
+
+
+class UpdateState(StrEnum):
+    """What happened to a device's last update (wire value: kebab-case string)."""
+
+    NONE = "none"
+    PENDING = "pending"
+    NEEDS_REBOOT = "needs-reboot"
+    SUCCESS = "success"
+    FAILED = "failed"
+    FAILED_TRANSIENT = "failed-transient"
+
+
+class Status(StrEnum):
+    """What an operation is doing right now."""
+
+    IDLE = "idle"
+    LOADING = "loading"
+    WAITING_FOR_AUTH = "waiting-for-auth"
+    DEVICE_BUSY = "device-busy"
+    DEVICE_READ = "device-read"
+    DEVICE_WRITE = "device-write"
+    DEVICE_VERIFY = "device-verify"
+    DEVICE_ACTIVATE = "device-activate"
+    SCHEDULING = "scheduling"
+    SHUTDOWN = "shutdown"
+
+
+_ANY_RESULT = frozenset(
+    {UpdateState.SUCCESS, UpdateState.FAILED, UpdateState.FAILED_TRANSIENT}
+)
+
+#: from -> the states a device may move to. ``transition`` refuses anything else.
+ALLOWED: dict[UpdateState, frozenset[UpdateState]] = {
+    UpdateState.NONE: _ANY_RESULT | {UpdateState.PENDING, UpdateState.NEEDS_REBOOT},
+    UpdateState.PENDING: _ANY_RESULT | {UpdateState.NONE, UpdateState.NEEDS_REBOOT},
+    UpdateState.NEEDS_REBOOT: _ANY_RESULT | {UpdateState.NONE, UpdateState.PENDING},
+    UpdateState.SUCCESS: _ANY_RESULT
+    | {UpdateState.NONE, UpdateState.PENDING, UpdateState.NEEDS_REBOOT},
+    UpdateState.FAILED: _ANY_RESULT
+    | {UpdateState.NONE, UpdateState.PENDING, UpdateState.NEEDS_REBOOT},
+    UpdateState.FAILED_TRANSIENT: _ANY_RESULT
+    | {UpdateState.NONE, UpdateState.PENDING, UpdateState.NEEDS_REBOOT},
+}
+
+
+def transition(current: UpdateState, new: UpdateState) -> UpdateState:
+    """Check a state change against :data:`ALLOWED`.
+
+    Raises:
+        Internal: the change is not allowed (a bug in the caller).
+    """
+    if new == current:
+        return new
+    if new not in ALLOWED[current]:
+        raise Internal(f"update state cannot go from {current} to {new}")
+    return new
+
+
+#: Device flags (wire: ``as`` of these words) with their meaning, for docs and the CLI.
+FLAGS: dict[str, str] = {
+    "updatable": "a payload can be installed through livefw",
+    "needs-activation": "a new image is staged or pending and waits for Activate",
+    "needs-reboot": "an update is staged and is applied at the next reboot",
+    "activation-capable": "the firmware can activate a new image without a reboot",
+    "may-reset-cpu": "activation may reset CPUs (the kernel refuses to activate it)",
+    "cpu-rendezvous": "activation stops all CPUs while the firmware switches",
+    "internal": "part of the platform, not a removable device",
+    "locked": "refuses changes until unlocked",
+    "signed-payload": "the device only accepts signed payloads",
+    "unsigned-payload": "the device accepts unsigned payloads",
+    "can-cancel": "a staged update or activation can be cancelled",
+}

@@ -1,0 +1,1 @@
+"""livefw plugins: one package per kernel technology (entry-point group ``livefw.plugins``)."""
