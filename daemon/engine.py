@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -20,7 +21,17 @@ import structlog
 
 from livefw.config import Config
 from livefw.device import Device
-from livefw.errors import Busy, Internal, LivefwError, NotFound, NotSupported
+from livefw.errors import (
+    Busy,
+    Internal,
+    InvalidArgument,
+    InvalidFile,
+    LivefwError,
+    NotFound,
+    NotSupported,
+    VersionNewer,
+    VersionSame,
+)
 from livefw.history import History, HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
 from livefw.plugin import (
@@ -436,16 +447,88 @@ class Engine:
                     else "staged; applied at the next reboot"
                 )
                 entry = self.history.set_state(
-                    entry.op_id, "staged", reason=reason, version_new=result.version,
+                    entry.op_id,
+                    "staged",
+                    reason=reason,
+                    version_new=result.version,
                     finished=False,
                 )
             else:
-                entry = self.history.set_state(
-                    entry.op_id, "success", version_new=result.version
-                )
+                entry = self.history.set_state(entry.op_id, "success", version_new=result.version)
             device.update(update_state=result.state, update_error="")
             bound.info("install_done", state=str(result.state), version=result.version)
             return entry
+
+    def read_payload(self, fd: int, name: str = "") -> Payload:
+        """Read a payload from a file descriptor a client passed, with the size cap.
+
+        Only regular files and memfds are accepted (a pipe or socket could block the
+        daemon or change under it); the whole file is read from offset 0.
+
+        Raises:
+            InvalidFile: not a regular file or memfd, empty, or over the limit.
+        """
+        limit = self.config.install.max_payload_size
+        try:
+            info = os.fstat(fd)
+        except OSError as error:
+            raise InvalidFile(f"the file descriptor cannot be read: {error.strerror}") from error
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidFile(
+                "the payload must be a regular file or a memfd, not a pipe, socket or device"
+            )
+        if info.st_size == 0:
+            raise InvalidFile("the payload file is empty")
+        if info.st_size > limit:
+            raise InvalidFile(
+                f"the payload is {info.st_size} bytes, over the limit of {limit} bytes "
+                "([install] max_payload_size in livefw.conf)"
+            )
+        chunks, total = [], 0
+        while total <= limit:
+            try:
+                chunk = os.pread(fd, min(1 << 20, limit + 1 - total), total)
+            except OSError as error:
+                raise InvalidFile(f"reading the payload failed: {error.strerror}") from error
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise InvalidFile(f"the payload grew past the limit of {limit} bytes while read")
+        if total == 0:
+            raise InvalidFile("the payload file is empty")
+        return Payload(b"".join(chunks), name)
+
+    def match_payload(self, payload: Payload, options: InstallOptions) -> Device:
+        """Find the one updatable device a payload is for (``livefw install FILE``).
+
+        Raises:
+            InvalidFile: no device takes it.
+            InvalidArgument: several devices take it; the caller must name one.
+            VersionNewer, VersionSame: the only device it is for refuses its version.
+        """
+        matched: list[Device] = []
+        refusals: list[LivefwError] = []
+        for device in self.devices.values():
+            if "updatable" not in device.flags:
+                continue
+            try:
+                device.check_install(payload, options)
+            except (VersionNewer, VersionSame) as error:
+                refusals.append(error)
+            except (InvalidFile, NotSupported):
+                continue
+            else:
+                matched.append(device)
+        if len(matched) == 1:
+            return matched[0]
+        if len(matched) > 1:
+            names = ", ".join(f"{d.name} ({d.id[:8]})" for d in matched)
+            raise InvalidArgument(f"the payload fits several devices ({names}); name one")
+        if len(refusals) == 1:
+            raise refusals[0]
+        raise InvalidFile("no device on this machine accepts this payload")
 
     def _complete_staged(self, device: Device, state: str, reason: str, version: str) -> None:
         """Close the device's staged install rows with the outcome of what followed."""

@@ -156,9 +156,7 @@ class History:
         """Merge ``data`` into a row's data, durably."""
         entry = self.get(op_id)
         merged = {**entry.data, **data}
-        self._db.execute(
-            "UPDATE history SET data = ? WHERE op_id = ?", (json.dumps(merged), op_id)
-        )
+        self._db.execute("UPDATE history SET data = ? WHERE op_id = ?", (json.dumps(merged), op_id))
 
     def set_state(
         self,

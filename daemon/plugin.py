@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from livefw.errors import NotSupported
 from livefw.device import Device, DeviceInfo, device_id
+from livefw.errors import NotSupported
 from livefw.history import HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
 from livefw.state import FLAGS, Status, UpdateState

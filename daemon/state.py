@@ -40,9 +40,7 @@ class Status(StrEnum):
     SHUTDOWN = "shutdown"
 
 
-_ANY_RESULT = frozenset(
-    {UpdateState.SUCCESS, UpdateState.FAILED, UpdateState.FAILED_TRANSIENT}
-)
+_ANY_RESULT = frozenset({UpdateState.SUCCESS, UpdateState.FAILED, UpdateState.FAILED_TRANSIENT})
 
 #: from -> the states a device may move to. ``transition`` refuses anything else.
 ALLOWED: dict[UpdateState, frozenset[UpdateState]] = {

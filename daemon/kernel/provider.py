@@ -179,7 +179,7 @@ class KernelProvider(Protocol):
         """The mount table (``/proc/self/mountinfo``)."""
 
     async def udev_properties(self, subsystem: str, major: int, minor: int) -> dict[str, str]:
-        """udev's properties of a device node (e.g. ``ID_PART_ENTRY_UUID``)."""
+        """Udev's properties of a device node (e.g. ``ID_PART_ENTRY_UUID``)."""
 
     async def open(self, path: str, flags: OpenFlags = OpenFlags.READ) -> Handle:
         """Open a file or device node and return its handle."""

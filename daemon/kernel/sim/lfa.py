@@ -239,8 +239,9 @@ class LfaComponent(SimComponent):
                 # PRIME answers WRONG_STATE / COMPONENT_WRONG_STATE -> ECANCELED.
                 raise fail(errno.ECANCELED, "write", path, "PRIME: COMPONENT_WRONG_STATE")
             fault = machine.take_fault(
-                self.name, f"lfa/{guid}", ("auth-error", "busy", "activation-failed",
-                                           "rendezvous-failure")
+                self.name,
+                f"lfa/{guid}",
+                ("auth-error", "busy", "activation-failed", "rendezvous-failure"),
             )
             iterations = self.state.prime_iterations
             delay = self.state.activate_seconds

@@ -310,7 +310,7 @@ class SimMachine:
         return self.state.boot_id
 
     def kexec(self) -> str:
-        """kexec into a new kernel: components carry what survives; new boot id."""
+        """Kexec into a new kernel: components carry what survives; new boot id."""
         with self.batch():
             for comp in self.components.values():
                 comp.on_kexec()
@@ -409,4 +409,3 @@ class SimMachine:
             if loop.is_closed():
                 continue
             loop.call_soon_threadsafe(queue.put_nowait, event)
-

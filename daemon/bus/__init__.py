@@ -1,0 +1,1 @@
+"""The bus layer: dbus-next service interfaces over the engine (translation only)."""

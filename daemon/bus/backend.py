@@ -1,0 +1,228 @@
+"""The one module that imports the D-Bus library.
+
+Everything else in livefw (bus layer, CLI, tests) imports D-Bus names from here, so
+the backend (dbus-next today, dbus-fast later) can be swapped in one place.
+
+:class:`LivefwBus` adds what livefwd needs on top of dbus-next's message bus:
+
+* ``InterfacesAdded``/``InterfacesRemoved`` are emitted from the ObjectManager's
+  path (dbus-next emits them from the object's own path, which
+  ``GDBusObjectManagerClient`` and ``busctl`` monitors filtered on the manager miss);
+* path prefixes can be hidden from ``GetManagedObjects`` and from the parent's
+  introspection (live-update sessions), and guarded by an async check of the caller
+  before any message reaches them;
+* the message being dispatched is available to method implementations through
+  :data:`CURRENT_MESSAGE` (asyncio tasks copy the context at creation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dbus_next import (
+    BusType,
+    DBusError,
+    ErrorType,
+    Message,
+    MessageType,
+    PropertyAccess,
+    Variant,
+)
+from dbus_next import introspection as intr
+from dbus_next.aio import MessageBus as _AioMessageBus
+from dbus_next.constants import MessageFlag, NameFlag, RequestNameReply
+from dbus_next.service import ServiceInterface, dbus_property, method, signal
+
+__all__ = [
+    "CURRENT_MESSAGE",
+    "BusType",
+    "DBusError",
+    "ErrorType",
+    "LivefwBus",
+    "Message",
+    "MessageBus",
+    "MessageFlag",
+    "MessageType",
+    "NameFlag",
+    "PropertyAccess",
+    "RequestNameReply",
+    "ServiceInterface",
+    "Variant",
+    "dbus_property",
+    "intr",
+    "method",
+    "signal",
+]
+
+#: the message whose method call is being served (set before dispatch).
+CURRENT_MESSAGE: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
+    "livefw_current_message", default=None
+)
+
+#: a plain client bus (the CLI and tests use it).
+MessageBus = _AioMessageBus
+
+Guard = Callable[[Message], Awaitable[bool]]
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+class LivefwBus(_AioMessageBus):  # type: ignore[misc]
+    """dbus-next's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
+
+    def __init__(
+        self,
+        bus_address: str | None = None,
+        bus_type: BusType = BusType.SYSTEM,
+        object_manager_path: str = "/",
+    ) -> None:
+        super().__init__(bus_address=bus_address, bus_type=bus_type, negotiate_unix_fd=True)
+        self.object_manager_path = object_manager_path
+        self._hidden: list[str] = []
+        self._guards: list[tuple[str, Guard]] = []
+        self._guard_tasks: set[asyncio.Future[None]] = set()
+
+    # ----------------------------------------------------------- hidden objects
+
+    def hide_prefix(self, prefix: str) -> None:
+        """Keep objects under ``prefix`` out of GetManagedObjects and introspection."""
+        self._hidden.append(prefix)
+
+    def guard_prefix(self, prefix: str, guard: Guard) -> None:
+        """Let a method call under ``prefix`` through only if ``guard(msg)`` is true.
+
+        Refused calls get ``org.freedesktop.DBus.Error.UnknownObject``, as if the
+        object did not exist.
+        """
+        self._guards.append((prefix, guard))
+
+    def _is_hidden(self, path: str) -> bool:
+        return any(_under(path, prefix) for prefix in self._hidden)
+
+    # ----------------------------------------------------------- dispatching
+
+    def _process_message(self, msg: Message) -> None:
+        if msg.message_type == MessageType.METHOD_CALL and msg.path:
+            for prefix, guard in self._guards:
+                if _under(msg.path, prefix):
+                    task = asyncio.ensure_future(self._guarded(msg, guard))
+                    self._guard_tasks.add(task)
+                    task.add_done_callback(self._guard_tasks.discard)
+                    return
+        token = CURRENT_MESSAGE.set(msg)
+        try:
+            super()._process_message(msg)
+        finally:
+            CURRENT_MESSAGE.reset(token)
+
+    async def _guarded(self, msg: Message, guard: Guard) -> None:
+        try:
+            allowed = await guard(msg)
+        except Exception:
+            allowed = False
+        if not allowed:
+            if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                self.send(
+                    Message.new_error(
+                        msg, ErrorType.UNKNOWN_OBJECT.value, f"no object at {msg.path}"
+                    )
+                )
+            return
+        token = CURRENT_MESSAGE.set(msg)
+        try:
+            super()._process_message(msg)
+        finally:
+            CURRENT_MESSAGE.reset(token)
+
+    # ------------------------------------------------- ObjectManager overrides
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected or self._is_hidden(path):
+            return
+
+        def on_values(iface: Any, result: Any, user_data: Any, error: Any) -> None:
+            if error is not None:
+                return
+            self.send(
+                Message.new_signal(
+                    path=self.object_manager_path,
+                    interface="org.freedesktop.DBus.ObjectManager",
+                    member="InterfacesAdded",
+                    signature="oa{sa{sv}}",
+                    body=[path, {interface.name: result}],
+                )
+            )
+
+        ServiceInterface._get_all_property_values(interface, on_values)
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected or self._is_hidden(path):
+            return
+        self.send(
+            Message.new_signal(
+                path=self.object_manager_path,
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="InterfacesRemoved",
+                signature="oas",
+                body=[path, removed_interfaces],
+            )
+        )
+
+    def _default_get_managed_objects_handler(self, msg: Message, send_reply: Any) -> None:
+        if msg.path != self.object_manager_path:
+            send_reply(
+                Message.new_error(
+                    msg,
+                    ErrorType.UNKNOWN_METHOD.value,
+                    f"{msg.path} is not an ObjectManager; use {self.object_manager_path}",
+                )
+            )
+            return
+        exports = self._path_exports
+        hidden = {path: exports.pop(path) for path in list(exports) if self._is_hidden(path)}
+        try:
+            super()._default_get_managed_objects_handler(msg, send_reply)
+        finally:
+            exports.update(hidden)
+
+    def _introspect_export_path(self, path: str) -> Any:
+        node = super()._introspect_export_path(path)
+        node.nodes = [
+            child
+            for child in node.nodes
+            if not self._is_hidden(path.rstrip("/") + "/" + child.name)
+        ]
+        if path == self.object_manager_path:
+            node.interfaces.append(
+                intr.Interface(
+                    "org.freedesktop.DBus.ObjectManager",
+                    methods=[
+                        intr.Method(
+                            "GetManagedObjects",
+                            out_args=[intr.Arg("a{oa{sa{sv}}}", intr.ArgDirection.OUT, "objects")],
+                        )
+                    ],
+                    signals=[
+                        intr.Signal(
+                            "InterfacesAdded",
+                            args=[
+                                intr.Arg("o", name="object_path"),
+                                intr.Arg("a{sa{sv}}", name="interfaces_and_properties"),
+                            ],
+                        ),
+                        intr.Signal(
+                            "InterfacesRemoved",
+                            args=[
+                                intr.Arg("o", name="object_path"),
+                                intr.Arg("as", name="interfaces"),
+                            ],
+                        ),
+                    ],
+                )
+            )
+        return node

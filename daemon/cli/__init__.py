@@ -1,0 +1,1 @@
+"""The ``livefw`` command-line client."""
