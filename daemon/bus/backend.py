@@ -22,19 +22,22 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dbus_next import (
-    BusType,
-    DBusError,
-    ErrorType,
-    Message,
-    MessageType,
-    PropertyAccess,
-    Variant,
-)
 from dbus_next import introspection as intr
-from dbus_next.aio import MessageBus as _AioMessageBus
-from dbus_next.constants import MessageFlag, NameFlag, RequestNameReply
+from dbus_next.aio.message_bus import MessageBus as _AioMessageBus
+from dbus_next.constants import (
+    ArgDirection,
+    BusType,
+    ErrorType,
+    MessageFlag,
+    MessageType,
+    NameFlag,
+    PropertyAccess,
+    RequestNameReply,
+)
+from dbus_next.errors import DBusError
+from dbus_next.message import Message
 from dbus_next.service import ServiceInterface, dbus_property, method, signal
+from dbus_next.signature import Variant
 
 __all__ = [
     "CURRENT_MESSAGE",
@@ -51,10 +54,13 @@ __all__ = [
     "RequestNameReply",
     "ServiceInterface",
     "Variant",
+    "call",
     "dbus_property",
+    "disconnect",
     "intr",
     "method",
     "signal",
+    "wait_for_disconnect",
 ]
 
 #: the message whose method call is being served (set before dispatch).
@@ -68,11 +74,33 @@ MessageBus = _AioMessageBus
 Guard = Callable[[Message], Awaitable[bool]]
 
 
+async def call(bus: _AioMessageBus, message: Message) -> Message:
+    """Send a method call and return the reply (METHOD_RETURN or ERROR).
+
+    Raises:
+        ConnectionError: the bus went away before a reply came.
+    """
+    reply = await bus.call(message)
+    if reply is None:
+        raise ConnectionError(f"no reply to {message.member}: the bus connection is closed")
+    return reply
+
+
+def disconnect(bus: _AioMessageBus) -> None:
+    """Close a bus connection."""
+    bus.disconnect()
+
+
+async def wait_for_disconnect(bus: _AioMessageBus) -> None:
+    """Return when the connection is closed (raises if it closed with an error)."""
+    await bus.wait_for_disconnect()
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-class LivefwBus(_AioMessageBus):  # type: ignore[misc]
+class LivefwBus(_AioMessageBus):
     """dbus-next's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
 
     def __init__(
@@ -81,7 +109,11 @@ class LivefwBus(_AioMessageBus):  # type: ignore[misc]
         bus_type: BusType = BusType.SYSTEM,
         object_manager_path: str = "/",
     ) -> None:
-        super().__init__(bus_address=bus_address, bus_type=bus_type, negotiate_unix_fd=True)
+        super().__init__(
+            bus_address=bus_address,  # type: ignore[arg-type]  # None means bus_type
+            bus_type=bus_type,
+            negotiate_unix_fd=True,
+        )
         self.object_manager_path = object_manager_path
         self._hidden: list[str] = []
         self._guards: list[tuple[str, Guard]] = []
@@ -204,7 +236,13 @@ class LivefwBus(_AioMessageBus):  # type: ignore[misc]
                     methods=[
                         intr.Method(
                             "GetManagedObjects",
-                            out_args=[intr.Arg("a{oa{sa{sv}}}", intr.ArgDirection.OUT, "objects")],
+                            out_args=[
+                                intr.Arg(
+                                    "a{oa{sa{sv}}}",
+                                    ArgDirection.OUT,  # type: ignore[arg-type]
+                                    "objects",
+                                )
+                            ],
                         )
                     ],
                     signals=[

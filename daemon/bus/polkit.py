@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import structlog
 
-from livefw.bus.backend import DBusError, Message, MessageBus, MessageType, Variant
+from livefw.bus.backend import DBusError, Message, MessageBus, MessageType, Variant, call
 from livefw.config import AuthSection
 from livefw.errors import AuthFailed, Internal
 
@@ -36,7 +36,8 @@ class Authorizer:
         """The uid behind a unique bus name (cached; unique names are never reused)."""
         if sender in self._uids:
             return self._uids[sender]
-        reply = await self.bus.call(
+        reply = await call(
+            self.bus,
             Message(
                 destination="org.freedesktop.DBus",
                 path="/org/freedesktop/DBus",
@@ -44,7 +45,7 @@ class Authorizer:
                 member="GetConnectionUnixUser",
                 signature="s",
                 body=[sender],
-            )
+            ),
         )
         if reply.message_type == MessageType.ERROR:
             raise AuthFailed(f"cannot identify the caller {sender}: {reply.body}")
@@ -85,7 +86,8 @@ class Authorizer:
     async def _polkit(self, sender: str, action_id: str, details: dict[str, str]) -> bool | None:
         """True/False from polkit, or None when polkit is not on the bus."""
         subject = ["system-bus-name", {"name": Variant("s", sender)}]
-        reply = await self.bus.call(
+        reply = await call(
+            self.bus,
             Message(
                 destination=POLKIT_NAME,
                 path=POLKIT_PATH,
@@ -93,7 +95,7 @@ class Authorizer:
                 member="CheckAuthorization",
                 signature="(sa{sv})sa{ss}us",
                 body=[subject, action_id, details, ALLOW_USER_INTERACTION, ""],
-            )
+            ),
         )
         if reply.message_type == MessageType.ERROR:
             if reply.error_name in _ABSENT:

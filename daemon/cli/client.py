@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from livefw.bus.backend import BusType, Message, MessageBus, MessageType, Variant
+from livefw.bus.backend import (
+    BusType,
+    Message,
+    MessageBus,
+    MessageType,
+    Variant,
+    call,
+    disconnect,
+)
 from livefw.errors import ERROR_PREFIX
 
 __all__ = [
@@ -81,7 +89,7 @@ class Client:
 
     async def close(self) -> None:
         """Disconnect."""
-        self.bus.disconnect()
+        disconnect(self.bus)
 
     async def call(
         self,
@@ -112,7 +120,7 @@ class Client:
             body=body or [],
             unix_fds=unix_fds or [],
         )
-        reply = await asyncio.wait_for(self.bus.call(message), timeout)
+        reply = await asyncio.wait_for(call(self.bus, message), timeout)
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
             raise CallError(str(reply.error_name), str(text))

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -201,6 +201,9 @@ class SimMachine:
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[UEvent]]] = []
         self._batch = 0
         self._dirty = False
+        #: set by a daemon running on this machine: called with "reboot" or "kexec"
+        #: when the simulated kernel goes away under it.
+        self.exit_hook: Callable[[str], None] | None = None
         for name, cls in component_classes().items():
             raw = state.components.get(name)
             if raw is None:

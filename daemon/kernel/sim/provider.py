@@ -330,8 +330,10 @@ class SimProvider:
             return _Handle(self.machine, inner)
 
     async def kexec(self) -> None:
-        """Simulated kexec: the machine carries what survives; the caller then exits."""
+        """Simulated kexec: the machine carries what survives, then this daemon ends."""
         self.machine.kexec()
+        if self.machine.exit_hook is not None:
+            self.machine.exit_hook("kexec")
 
     async def uevents(self) -> AsyncIterator[UEvent]:
         queue = self.machine.subscribe()

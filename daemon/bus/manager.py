@@ -1,0 +1,175 @@
+"""``org.livefw.Daemon1.Manager`` at ``/org/livefw/Daemon1``.
+
+Each method parses, authorizes, awaits the engine and converts; business rules
+live in the engine and the plugins.
+"""
+
+import os
+from typing import Any
+
+import livefw
+from livefw.bus.backend import (
+    PropertyAccess,
+    ServiceInterface,
+    Variant,
+    dbus_property,
+    method,
+)
+from livefw.bus.context import BusContext
+from livefw.bus.device import device_dict
+from livefw.bus.errors import dbus_errors
+from livefw.errors import InvalidArgument
+from livefw.history import HistoryEntry
+from livefw.plugin import InstallOptions
+
+INTERFACE = "org.livefw.Daemon1.Manager"
+
+ACTION_INSTALL = "org.livefw.daemon1.install"
+ACTION_ACTIVATE = "org.livefw.daemon1.activate"
+
+_INSTALL_OPTIONS = {"allow-older", "allow-reinstall", "activate", "force", "filename"}
+
+
+def _options(options: dict[str, Variant], allowed: set[str]) -> dict[str, Any]:
+    """Unwrap an ``a{sv}`` and refuse unknown keys or wrong types."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidArgument(f"unknown options {unknown}; allowed: {sorted(allowed)}")
+    result = {}
+    for key, variant in options.items():
+        expected = "s" if key == "filename" else "b"
+        if variant.signature != expected:
+            raise InvalidArgument(f"option {key!r} must be of type {expected!r}")
+        result[key] = variant.value
+    return result
+
+
+def history_dict(entry: HistoryEntry) -> dict[str, Variant]:
+    """A history row as ``a{sv}``."""
+    return {
+        "Id": Variant("s", entry.op_id),
+        "DeviceId": Variant("s", entry.device_id),
+        "DeviceName": Variant("s", entry.device_name),
+        "Plugin": Variant("s", entry.plugin),
+        "Kind": Variant("s", entry.kind),
+        "State": Variant("s", entry.state),
+        "VersionOld": Variant("s", entry.version_old),
+        "VersionNew": Variant("s", entry.version_new),
+        "Reason": Variant("s", entry.reason),
+        "BootId": Variant("s", entry.boot_id),
+        "CallerUid": Variant("i", entry.caller_uid),
+        "Created": Variant("t", int(entry.created)),
+        "Finished": Variant("t", int(entry.finished or 0)),
+    }
+
+
+class ManagerInterface(ServiceInterface):
+    """Devices, operations, history and plugins."""
+
+    def __init__(self, ctx: BusContext) -> None:
+        super().__init__(INTERFACE)
+        self.ctx = ctx
+
+    # ---------------------------------------------------------------- properties
+
+    @dbus_property(access=PropertyAccess.READ)
+    def DaemonVersion(self) -> "s":
+        return livefw.__version__
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Status(self) -> "s":
+        return str(self.ctx.engine.status)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Percentage(self) -> "u":
+        return self.ctx.engine.percentage
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Simulated(self) -> "b":
+        return bool(self.ctx.engine.provider.simulated)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def BootId(self) -> "s":
+        return self.ctx.engine.boot_id
+
+    # ------------------------------------------------------------------- devices
+
+    @method()
+    @dbus_errors
+    async def GetDevices(self) -> "aa{sv}":
+        devices = sorted(self.ctx.engine.devices.values(), key=lambda d: (d.plugin, d.name))
+        return [device_dict(device) for device in devices]
+
+    @method()
+    @dbus_errors
+    async def GetDevice(self, device_id: "s") -> "a{sv}":
+        device = await self.ctx.engine.refresh_device(device_id)
+        return device_dict(device)
+
+    @method()
+    @dbus_errors
+    async def Refresh(self) -> None:
+        await self.ctx.engine.refresh()
+
+    # ---------------------------------------------------------------- operations
+
+    @method()
+    @dbus_errors
+    async def Activate(self, device_id: "s", options: "a{sv}") -> "a{sv}":
+        _options(options, set())
+        uid = await self.ctx.authorize(ACTION_ACTIVATE)
+        entry = await self.ctx.engine.activate(device_id, caller_uid=uid)
+        return history_dict(entry)
+
+    @method()
+    @dbus_errors
+    async def Cancel(self, device_id: "s", options: "a{sv}") -> None:
+        _options(options, set())
+        uid = await self.ctx.authorize(ACTION_INSTALL)
+        await self.ctx.engine.cancel(device_id, caller_uid=uid)
+
+    @method()
+    @dbus_errors
+    async def Install(self, device_id: "s", fd: "h", options: "a{sv}") -> "a{sv}":
+        try:
+            parsed = _options(options, _INSTALL_OPTIONS)
+            filename = str(parsed.pop("filename", ""))
+            install_options = InstallOptions(**{k.replace("-", "_"): v for k, v in parsed.items()})
+            uid = await self.ctx.authorize(ACTION_INSTALL)
+            payload = self.ctx.engine.read_payload(fd, os.path.basename(filename))
+        finally:
+            os.close(fd)
+        engine = self.ctx.engine
+        if not device_id:
+            device_id = engine.match_payload(payload, install_options).id
+        entry = await engine.install(device_id, payload, install_options, caller_uid=uid)
+        return history_dict(entry)
+
+    # ---------------------------------------------------------- history, plugins
+
+    @method()
+    @dbus_errors
+    async def GetHistory(self, options: "a{sv}") -> "aa{sv}":
+        unknown = set(options) - {"device-id", "limit"}
+        if unknown:
+            raise InvalidArgument(f"unknown options {sorted(unknown)}; use device-id, limit")
+        device_id = options["device-id"].value if "device-id" in options else None
+        limit = int(options["limit"].value) if "limit" in options else 0
+        entries = self.ctx.engine.history.entries(device_id=device_id, limit=limit)
+        return [history_dict(entry) for entry in entries]
+
+    @method()
+    @dbus_errors
+    async def GetPlugins(self) -> "aa{sv}":
+        return [
+            {
+                "Name": Variant("s", record.name),
+                "Result": Variant("s", record.probe.result),
+                "Reason": Variant("s", record.probe.reason),
+                "Devices": Variant(
+                    "u",
+                    sum(1 for d in self.ctx.engine.devices.values() if d.plugin == record.name),
+                ),
+            }
+            for record in sorted(self.ctx.engine.plugins.values(), key=lambda r: r.name)
+        ]

@@ -1,0 +1,229 @@
+"""``livefwd``: the daemon's entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+import structlog
+
+import livefw
+from livefw.bus.backend import (
+    BusType,
+    DBusError,
+    LivefwBus,
+    Message,
+    MessageType,
+    call,
+    disconnect,
+    wait_for_disconnect,
+)
+from livefw.bus.polkit import Authorizer
+from livefw.bus.service import MANAGER_PATH, DaemonService
+from livefw.config import Config, load_config
+from livefw.engine import Engine
+from livefw.errors import ConfigError, LivefwError
+from livefw.kernel.provider import KernelProvider
+from livefw.logs import setup_logging
+
+log = structlog.get_logger("livefw.daemon")
+
+DEFAULT_STATE_DIR = "/var/lib/livefw"
+
+#: exit codes (sysexits.h): configuration error, unavailable resource.
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="livefwd", description="Runtime firmware update daemon (D-Bus: org.livefw.Daemon1)"
+    )
+    parser.add_argument("--config", help="configuration file (default /etc/livefw/livefw.conf)")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run on the simulated machine kept in STATE_DIR/sim (created when missing)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help=f"state directory (default {DEFAULT_STATE_DIR})",
+    )
+    parser.add_argument("--bus-address", help="D-Bus address to use instead of the system bus")
+    parser.add_argument("--root", default="/", help="root of the real kernel interfaces (tests)")
+    parser.add_argument(
+        "--profile",
+        default="default",
+        help="profile of a new simulated machine (default, scale, ...)",
+    )
+    parser.add_argument(
+        "--scale", type=int, default=0, help="synthetic devices for --profile scale"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"livefwd {livefw.__version__}")
+    return parser.parse_args(argv)
+
+
+class Daemon:
+    """One livefwd process."""
+
+    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+        self.args = args
+        self.config = config
+        self.stop_event = asyncio.Event()
+        self.exit_code = 0
+        self._inhibitor_fd: int | None = None
+        self._hard_exit: str | None = None
+        self.bus: LivefwBus | None = None
+        self.control: Any = None
+
+    def _provider(self) -> KernelProvider:
+        if self.args.simulate:
+            from livefw.kernel.sim.machine import SimMachine
+            from livefw.kernel.sim.provider import SimProvider
+
+            sim_dir = os.path.join(self.args.state_dir, "sim")
+            if os.path.exists(os.path.join(sim_dir, "machine.json")):
+                machine = SimMachine.load(sim_dir)
+            else:
+                machine = SimMachine.create(sim_dir, self.args.profile, self.args.scale)
+            machine.exit_hook = self.end_as_kernel
+            machine.start()
+            return SimProvider(machine)
+        from livefw.kernel.real import RealProvider
+
+        return RealProvider(self.args.root)
+
+    def end_as_kernel(self, why: str) -> None:
+        """The simulated kernel rebooted or kexec'd: this process ends at once."""
+        log.warning("sim_kernel_gone", why=why)
+        self._hard_exit = why
+        self.stop_event.set()
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop."""
+        os.makedirs(self.args.state_dir, mode=0o700, exist_ok=True)
+        provider = self._provider()
+        engine = Engine(provider, self.config, self.args.state_dir)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_exception_handler)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+        bus = LivefwBus(
+            bus_address=self.args.bus_address,
+            bus_type=BusType.SYSTEM,
+            object_manager_path=MANAGER_PATH,
+        )
+        try:
+            await bus.connect()
+        except (OSError, ValueError) as error:
+            log.error("bus_connect_failed", address=self.args.bus_address, error=str(error))
+            return EX_UNAVAILABLE
+        self.bus = bus
+        authorizer = Authorizer(bus, self.config.auth)
+        engine.on_irreversible = self._inhibit
+        await engine.start()
+        service = DaemonService(engine, bus, authorizer)
+        await service.start()
+        if self.args.simulate:
+            from livefw.kernel.sim.control import ControlServer
+            from livefw.kernel.sim.provider import SimProvider
+
+            assert isinstance(provider, SimProvider)
+            self.control = ControlServer(provider.machine, self.end_as_kernel)
+            await self.control.start()
+        try:
+            await service.own_name()
+        except LivefwError as error:
+            log.error("bus_name_taken", error=error.message)
+            await engine.stop()
+            return EX_UNAVAILABLE
+        log.info(
+            "livefwd_ready",
+            version=livefw.__version__,
+            simulate=self.args.simulate,
+            devices=len(engine.devices),
+        )
+        disconnected = asyncio.ensure_future(wait_for_disconnect(bus))
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if self._hard_exit is not None:
+            # As after a reboot: nothing of this process may write state any more.
+            log.warning("livefwd_killed_by_sim", why=self._hard_exit)
+            sys.stderr.flush()
+            os._exit(0)
+        if disconnected.done() and not stop.done():
+            log.error("bus_disconnected")
+            self.exit_code = EX_UNAVAILABLE
+        stop.cancel()
+        log.info("livefwd_stopping")
+        await engine.stop()
+        if self.control is not None:
+            await self.control.stop()
+        await provider.close()
+        if bus.connected:
+            disconnect(bus)
+        log.info("livefwd_stopped")
+        return self.exit_code
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        self.stop_event.set()
+
+    async def _inhibit(self, active: bool) -> None:
+        """Hold a logind shutdown inhibitor while an irreversible step runs."""
+        if not active:
+            if self._inhibitor_fd is not None:
+                os.close(self._inhibitor_fd)
+                self._inhibitor_fd = None
+                log.debug("inhibitor_released")
+            return
+        if self.bus is None:
+            return
+        reply = await call(
+            self.bus,
+            Message(
+                destination="org.freedesktop.login1",
+                path="/org/freedesktop/login1",
+                interface="org.freedesktop.login1.Manager",
+                member="Inhibit",
+                signature="ssss",
+                body=["shutdown:sleep", "livefwd", "Firmware update in progress", "block"],
+            ),
+        )
+        if reply.message_type == MessageType.ERROR:
+            log.debug("inhibitor_unavailable", error=reply.error_name)
+            return
+        if reply.unix_fds:
+            self._inhibitor_fd = reply.unix_fds[0]
+            log.info("inhibitor_taken")
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # dbus-next re-raises a method's DBusError after it has sent the error reply.
+    if isinstance(context.get("exception"), DBusError):
+        return
+    loop.default_exception_handler(context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, required=args.config is not None)
+    except ConfigError as error:
+        sys.stderr.write(f"livefwd: {error.message}\n")
+        return EX_CONFIG
+    setup_logging("debug" if args.verbose else config.daemon.log_level)
+    daemon = Daemon(args, config)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(daemon.run())
+    return 0

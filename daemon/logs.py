@@ -1,0 +1,86 @@
+"""structlog set-up: journal format under systemd, a readable console otherwise.
+
+Under systemd (``$JOURNAL_STREAM`` names our stderr) each event is one line of
+``key=value`` pairs prefixed with the ``<N>`` syslog priority that journald parses;
+elsewhere structlog's console renderer writes to stderr. No ``print`` anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+
+__all__ = ["setup_logging", "under_journal"]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+#: structlog level -> syslog priority (sd-daemon(3) prefixes).
+_PRIORITY = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "critical": 2,
+    "exception": 3,
+}
+
+
+def under_journal() -> bool:
+    """Whether stderr is connected to the journal (systemd.exec(5), $JOURNAL_STREAM)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        info = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return info.st_dev == device and info.st_ino == inode
+
+
+def _journal_prefix(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["_priority"] = _PRIORITY.get(method, 6)
+    return event
+
+
+class _JournalRenderer:
+    def __init__(self) -> None:
+        self._kv = structlog.processors.KeyValueRenderer(
+            key_order=["event"], sort_keys=True, drop_missing=True
+        )
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        priority = event.pop("_priority", 6)
+        return f"<{priority}>{self._kv(logger, method, event)}"
+
+
+def setup_logging(level: str = "info", journal: bool | None = None) -> None:
+    """Configure structlog for the daemon (idempotent)."""
+    journal = under_journal() if journal is None else journal
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.format_exc_info,
+    ]
+    if journal:
+        processors += [_journal_prefix, _JournalRenderer()]
+    else:
+        processors += [
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

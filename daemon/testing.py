@@ -1,0 +1,295 @@
+"""Private buses and daemons for tests, the demo and anyone evaluating livefw.
+
+:class:`PrivateBus` starts a system-type ``dbus-daemon`` on a socket in a temporary
+directory (no service directories, so nothing is ever activated); :class:`DaemonProcess`
+runs ``livefwd --simulate`` on it; :class:`PolkitMock` runs python-dbusmock's polkitd
+template there. Every process is stopped by ``stop()`` (and by the context managers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+__all__ = ["DaemonProcess", "PolkitMock", "PrivateBus", "busctl"]
+
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+    <allow eavesdrop="true"/>
+  </policy>
+{extra}
+</busconfig>
+"""
+
+
+class _Process:
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> _Process:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class PrivateBus(_Process):
+    """A system-type dbus-daemon on a private socket.
+
+    Args:
+        directory: where the socket and config go (a new temp dir by default; made
+            world-readable so a client under another uid can reach the socket).
+        policy_files: extra ``<include>``d policy files (e.g. dbus/*.conf).
+        default_policy: allow everything (tests); False keeps only the included policy.
+    """
+
+    def __init__(
+        self,
+        directory: str | None = None,
+        policy_files: Sequence[str] = (),
+        default_policy: bool = True,
+    ) -> None:
+        self.directory = directory or tempfile.mkdtemp(prefix="livefw-bus.")
+        self._own_dir = directory is None
+        os.chmod(self.directory, 0o755)
+        self.socket = os.path.join(self.directory, "bus.sock")
+        self.address = f"unix:path={self.socket}"
+        self.policy_files = list(policy_files)
+        self.default_policy = default_policy
+
+    def start(self) -> PrivateBus:
+        """Start dbus-daemon and wait until its socket answers."""
+        dbus_daemon = shutil.which("dbus-daemon")
+        if dbus_daemon is None:
+            raise RuntimeError("dbus-daemon is not installed (apt-get install dbus-daemon)")
+        extra = "\n".join(f"  <include>{path}</include>" for path in self.policy_files)
+        config = _BUS_CONFIG.format(socket=self.socket, extra=extra)
+        if not self.default_policy:
+            start = config.index('  <policy context="default">')
+            end = config.index("</policy>", start) + len("</policy>")
+            config = config[:start] + config[end:]
+        config_path = os.path.join(self.directory, "bus.conf")
+        with open(config_path, "w", encoding="utf-8") as handle:
+            handle.write(config)
+        self.proc = subprocess.Popen(
+            [dbus_daemon, f"--config-file={config_path}", "--nofork", "--nopidfile"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dbus-daemon did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the bus and remove its directory if we made it."""
+        status = super().stop(timeout)
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return status
+
+    def env(self) -> dict[str, str]:
+        """Environment for clients of this bus (livefw CLI, busctl, fwupdmgr)."""
+        env = dict(os.environ)
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = self.address
+        env["LIVEFW_BUS_ADDRESS"] = self.address
+        return env
+
+    def name_has_owner(self, name: str) -> bool:
+        """Whether ``name`` is owned on this bus."""
+        result = busctl(
+            self.address,
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            name,
+            check=False,
+        )
+        return result.stdout.strip() == "b true"
+
+    def wait_for_name(self, name: str, timeout: float = 30.0, proc: _Process | None = None) -> None:
+        """Block until ``name`` is owned (or the owning process died)."""
+        deadline = time.monotonic() + timeout
+        while not self.name_has_owner(name):
+            if proc is not None and (proc.proc is None or proc.proc.poll() is not None):
+                raise RuntimeError(f"the process that should own {name} exited")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} was not owned within {timeout} s")
+            time.sleep(0.05)
+
+
+def busctl(
+    address: str, *args: str, check: bool = True, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``busctl --address=ADDRESS ARGS`` and return the completed process."""
+    return subprocess.run(
+        ["busctl", f"--address={address}", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+class DaemonProcess(_Process):
+    """``livefwd --simulate`` on a private bus, logging to ``<state dir>/livefwd.log``."""
+
+    def __init__(
+        self,
+        bus: PrivateBus,
+        state_dir: str,
+        extra_args: Sequence[str] = (),
+        config: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.state_dir = state_dir
+        self.extra_args = list(extra_args)
+        self.config = config
+        self.env = env or {}
+        self.log_path = os.path.join(state_dir, "livefwd.log")
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        """Start the daemon and wait until it owns org.livefw.Daemon1."""
+        os.makedirs(self.state_dir, exist_ok=True)
+        config = self.config or os.path.join(self.state_dir, "livefw.conf")
+        if self.config is None and not os.path.exists(config):
+            with open(config, "w", encoding="utf-8"):
+                pass  # an empty config: defaults, never /etc/livefw
+        command = [
+            sys.executable,
+            "-m",
+            "livefw",
+            "--simulate",
+            "--state-dir",
+            self.state_dir,
+            "--bus-address",
+            self.bus.address,
+            "--config",
+            config,
+            "--verbose",
+            *self.extra_args,
+        ]
+        env = self.bus.env()
+        env.pop("JOURNAL_STREAM", None)
+        env.update(self.env)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        try:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        finally:
+            log.close()
+        if wait:
+            self.bus.wait_for_name("org.livefw.Daemon1", proc=self)
+        return self
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the daemon to exit by itself (sim reboot/kexec)."""
+        assert self.proc is not None
+        status = self.proc.wait(timeout)
+        self.proc = None
+        return status
+
+    def log(self) -> str:
+        """The daemon's log so far."""
+        with contextlib.suppress(FileNotFoundError), open(self.log_path, errors="replace") as f:
+            return f.read()
+        return ""
+
+
+class PolkitMock(_Process):
+    """python-dbusmock's polkitd template on a private bus.
+
+    ``allowed``: actions to allow (SetAllowed); ``None`` allows everything.
+    """
+
+    NAME = "org.freedesktop.PolicyKit1"
+    PATH = "/org/freedesktop/PolicyKit1/Authority"
+
+    def __init__(self, bus: PrivateBus) -> None:
+        self.bus = bus
+
+    def start(self) -> PolkitMock:
+        """Start the mock and wait for its name."""
+        env = self.bus.env()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dbusmock", "--system", "--template", "polkitd"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.bus.wait_for_name(self.NAME, proc=self)
+        return self
+
+    def set_allowed(self, actions: Sequence[str]) -> None:
+        """Allow exactly these actions (everything else is denied)."""
+        busctl(
+            self.bus.address,
+            "call",
+            self.NAME,
+            self.PATH,
+            "org.freedesktop.DBus.Mock",
+            "SetAllowed",
+            "as",
+            str(len(actions)),
+            *actions,
+        )
+
+    def allow_unknown(self, value: bool = True) -> None:
+        """Allow every action the mock was not told about."""
+        busctl(
+            self.bus.address,
+            "call",
+            self.NAME,
+            self.PATH,
+            "org.freedesktop.DBus.Mock",
+            "AllowUnknown",
+            "b",
+            "true" if value else "false",
+        )
