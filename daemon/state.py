@@ -45,8 +45,9 @@ _ANY_RESULT = frozenset({UpdateState.SUCCESS, UpdateState.FAILED, UpdateState.FA
 #: from -> the states a device may move to. ``transition`` refuses anything else.
 ALLOWED: dict[UpdateState, frozenset[UpdateState]] = {
     UpdateState.NONE: _ANY_RESULT | {UpdateState.PENDING, UpdateState.NEEDS_REBOOT},
-    UpdateState.PENDING: _ANY_RESULT | {UpdateState.NONE, UpdateState.NEEDS_REBOOT},
-    UpdateState.NEEDS_REBOOT: _ANY_RESULT | {UpdateState.NONE, UpdateState.PENDING},
+    # a device waits for one thing at a time: an activation or a reboot, not both
+    UpdateState.PENDING: _ANY_RESULT | {UpdateState.NONE},
+    UpdateState.NEEDS_REBOOT: _ANY_RESULT | {UpdateState.NONE},
     UpdateState.SUCCESS: _ANY_RESULT
     | {UpdateState.NONE, UpdateState.PENDING, UpdateState.NEEDS_REBOOT},
     UpdateState.FAILED: _ANY_RESULT

@@ -19,7 +19,10 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-__all__ = ["DaemonProcess", "PolkitMock", "PrivateBus", "busctl"]
+__all__ = ["NOBODY", "Cli", "DaemonProcess", "PolkitMock", "PrivateBus", "as_user", "busctl"]
+
+#: the uid tests run unprivileged clients as (``nobody``).
+NOBODY = 65534
 
 _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -292,4 +295,56 @@ class PolkitMock(_Process):
             "AllowUnknown",
             "b",
             "true" if value else "false",
+        )
+
+
+def as_user(uid: int, command: list[str]) -> list[str]:
+    """Wrap ``command`` to run under ``uid`` with ``setpriv`` (needs root; no logind)."""
+    if os.geteuid() != 0:
+        raise PermissionError("running a client under another uid needs root")
+    if shutil.which("setpriv") is None:
+        raise RuntimeError("setpriv is not installed (util-linux)")
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
+
+
+class Cli:
+    """Runs the ``livefw`` CLI against a private bus and state dir."""
+
+    def __init__(self, bus: PrivateBus, state_dir: str) -> None:
+        self.bus = bus
+        self.state_dir = state_dir
+        self.program = os.path.join(os.path.dirname(sys.executable), "livefw")
+
+    def env(self) -> dict[str, str]:
+        """The environment the CLI runs with."""
+        env = self.bus.env()
+        env["LIVEFW_STATE_DIR"] = self.state_dir
+        env["COLUMNS"] = "200"
+        return env
+
+    def __call__(
+        self, *args: str, check: bool = True, uid: int | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``livefw ARGS``; raise AssertionError on a non-zero exit when ``check``."""
+        command = [self.program, *args]
+        if uid is not None:
+            command = as_user(uid, command)
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"livefw {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``livefw ARGS`` in the background (stdout/stderr piped)."""
+        return subprocess.Popen(
+            [self.program, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(),
         )

@@ -18,8 +18,11 @@ class Output:
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
-        self.out = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:
+            # scripts and logs: no wrapping at an imaginary 80 columns
+            self.out = Console(highlight=False, soft_wrap=True, width=200)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def json(self, value: Any) -> None:
         """Print ``value`` as indented JSON."""

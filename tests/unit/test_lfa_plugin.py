@@ -1,0 +1,201 @@
+"""The LFA plugin and the engine on the simulated machine, without a bus."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livefw.engine import Engine
+from livefw.errors import ActivationFailed, NothingToDo, NotSupported
+from livefw.kernel.sim.machine import FaultSpec, SimMachine
+from livefw.plugins.lfa import LfaPlugin
+from livefw.state import UpdateState
+
+BL31 = "47d4086d-4cfe-9846-9b95-2950cbbd5a00"
+
+
+def by_name(engine: Engine, text: str) -> Any:
+    return next(d for d in engine.devices.values() if text in d.name)
+
+
+def lfa_state(engine: Engine) -> Any:
+    return engine.provider.machine.components["lfa"].state  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def engine(make_engine: Callable[..., Any]) -> Engine:
+    engine = await make_engine([LfaPlugin])
+    lfa_state(engine).activate_seconds = 0
+    return engine
+
+
+async def test_one_device_per_image_with_flags(engine: Engine) -> None:
+    assert len(engine.devices) == 3
+    bl31 = by_name(engine, "BL31")
+    assert bl31.plugin == "lfa"
+    assert bl31.protocol == "org.livefw.lfa"
+    assert bl31.version == "2.13"
+    assert bl31.version_pending == "2.14"
+    assert {"activation-capable", "needs-activation", "cpu-rendezvous"} <= bl31.flags
+    assert "updatable" not in bl31.flags  # activate-only
+    rmm = by_name(engine, "RMM")
+    assert "needs-activation" not in rmm.flags
+    assert "cpu-rendezvous" not in rmm.flags
+    assert "activation-capable" not in by_name(engine, "BL33").flags
+
+
+async def test_activate_success_writes_history_and_updates_version(engine: Engine) -> None:
+    bl31 = by_name(engine, "BL31")
+    entry = await engine.activate(bl31.id, caller_uid=0)
+    assert (entry.state, entry.version_old, entry.version_new) == ("success", "2.13", "2.14")
+    assert bl31.version == "2.14"
+    assert bl31.version_pending == ""
+    assert "needs-activation" not in bl31.flags
+    assert bl31.update_state == UpdateState.SUCCESS
+    assert [e.state for e in engine.history.entries()] == ["success"]
+
+
+async def test_activate_not_capable_is_not_supported_and_changes_nothing(engine: Engine) -> None:
+    bl33 = by_name(engine, "BL33")
+    with pytest.raises(NotSupported, match="not activation-capable"):
+        await engine.activate(bl33.id)
+    assert engine.history.entries() == []
+    assert bl33.update_state == UpdateState.NONE
+    assert bl33.version == "2025.10"
+
+
+async def test_activate_with_nothing_pending_is_nothing_to_do(engine: Engine) -> None:
+    with pytest.raises(NothingToDo):
+        await engine.activate(by_name(engine, "RMM").id)
+    assert engine.history.entries() == []
+
+
+async def test_may_reset_cpu_is_refused_before_the_kernel(
+    engine: Engine, make_engine: Callable[..., Any]
+) -> None:
+    machine: SimMachine = engine.provider.machine  # type: ignore[attr-defined]
+    machine.components["lfa"].add_device(
+        {"guid": "11111111-2222-3333-4444-555555555555", "pending": "2.0", "may-reset-cpu": "1"}
+    )
+    await engine.refresh()
+    device = by_name(engine, "11111111")
+    assert "may-reset-cpu" in device.flags
+    assert "needs-activation" not in device.flags
+    with pytest.raises(NotSupported, match="reset CPUs"):
+        await engine.activate(device.id)
+
+
+@pytest.mark.parametrize("kind", ["auth-error", "activation-failed", "rendezvous-failure"])
+async def test_agent_failure_is_activation_failed_in_history(engine: Engine, kind: str) -> None:
+    machine: SimMachine = engine.provider.machine  # type: ignore[attr-defined]
+    machine.add_fault(FaultSpec(component="lfa", kind=kind))
+    bl31 = by_name(engine, "BL31")
+    with pytest.raises(ActivationFailed, match="ECANCELED"):
+        await engine.activate(bl31.id)
+    (entry,) = engine.history.entries()
+    assert entry.state == "failed"
+    assert "ECANCELED" in entry.reason
+    assert bl31.version == "2.13"
+    assert bl31.update_state == UpdateState.FAILED
+    assert "needs-activation" in bl31.flags
+
+
+async def test_pending_state_is_reread_on_refresh_not_on_a_timer(engine: Engine) -> None:
+    rmm = by_name(engine, "RMM")
+    machine: SimMachine = engine.provider.machine  # type: ignore[attr-defined]
+    machine.components["lfa"].stage(f"lfa/{rmm.guid}", {"version": "0.8"})
+    assert rmm.version_pending == ""  # nothing re-read it yet
+    await engine.refresh_device(rmm.id)
+    assert rmm.version_pending == "0.8"
+    assert "needs-activation" in rmm.flags
+
+
+async def test_cancel_without_activation_in_progress(engine: Engine) -> None:
+    with pytest.raises(NothingToDo, match="no activation in progress"):
+        await engine.cancel(by_name(engine, "BL31").id)
+    with pytest.raises(NotSupported):
+        await engine.cancel(by_name(engine, "BL33").id)
+
+
+async def test_activation_removing_an_image_removes_the_device(engine: Engine) -> None:
+    lfa_state(engine).activated_remove = ["6c0762a6-12f2-4b56-92cb-ba8f633606d9"]
+    await engine.activate(by_name(engine, "BL31").id)
+    assert not any("RMM" in d.name for d in engine.devices.values())
+
+
+async def test_rfc_style_tree_is_tolerated(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([LfaPlugin], profile="rfc")
+    lfa_state(engine).activate_seconds = 0
+    bl31 = by_name(engine, "BL31")
+    assert bl31.version == ""
+    assert "needs-activation" in bl31.flags
+    entry = await engine.activate(bl31.id)
+    assert entry.state == "success"
+
+
+async def test_no_lfa_directory_means_unsupported_probe(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([LfaPlugin], profile="empty")
+    record = engine.plugins["lfa"]
+    assert record.probe.result == "unsupported"
+    assert "/sys/firmware/lfa" in record.probe.reason
+    assert engine.devices == {}
+
+
+# ------------------------------------------------------------------ reconciliation
+
+
+async def _interrupted_row(engine: Engine, **data: str) -> str:
+    bl31 = by_name(engine, "BL31")
+    entry = engine.history.begin(
+        device_id=bl31.id,
+        device_name=bl31.name,
+        plugin="lfa",
+        physical_id=BL31,
+        kind="activate",
+        version_old="2.13",
+        version_new="2.14",
+        boot_id=engine.boot_id,
+    )
+    await engine.stop()
+    return entry.op_id
+
+
+async def test_restart_reconciles_a_completed_activation_as_success(
+    engine: Engine, make_engine: Callable[..., Any], tmp_path: Path
+) -> None:
+    op_id = await _interrupted_row(engine)
+    # the firmware finished after the daemon died: the version changed
+    machine = SimMachine.load(str(tmp_path / "sim"))
+    image = machine.components["lfa"].state.images[0]  # type: ignore[attr-defined]
+    image.current, image.pending, image.pending_version = "2.14", False, None
+    machine.components["lfa"]._enumerate(machine.components["lfa"].state)  # type: ignore[attr-defined]
+    machine.save()
+    again = await make_engine([LfaPlugin])
+    entry = again.history.get(op_id)
+    assert (entry.state, entry.reason) == ("success", "activated")
+    assert by_name(again, "BL31").update_state == UpdateState.SUCCESS
+
+
+async def test_restart_reconciles_an_activation_that_never_happened(
+    engine: Engine, make_engine: Callable[..., Any]
+) -> None:
+    op_id = await _interrupted_row(engine)
+    again = await make_engine([LfaPlugin])
+    entry = again.history.get(op_id)
+    assert entry.state == "failed"
+    assert "did not complete" in entry.reason
+    assert "interrupted" not in entry.reason
+
+
+async def test_restart_marks_interrupted_only_when_the_plugin_cannot_tell(
+    engine: Engine, make_engine: Callable[..., Any], tmp_path: Path
+) -> None:
+    op_id = await _interrupted_row(engine)
+    machine = SimMachine.load(str(tmp_path / "sim"))
+    machine.components["lfa"].remove_device(f"lfa/{BL31}")
+    machine.save()
+    again = await make_engine([LfaPlugin])
+    entry = again.history.get(op_id)
+    assert entry.state == "failed"
+    assert entry.reason.startswith("interrupted:")

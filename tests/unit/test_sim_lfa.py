@@ -1,0 +1,153 @@
+"""The simulated LFA agent and driver behave like the v3 posting (spec §2)."""
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from livefw.errors import KernelError
+from livefw.kernel.sim.machine import FaultSpec, SimMachine
+from livefw.kernel.sim.provider import SimProvider
+from livefw.kernel.uapi import lfa
+
+BL31 = "47d4086d-4cfe-9846-9b95-2950cbbd5a00"
+RMM = "6c0762a6-12f2-4b56-92cb-ba8f633606d9"
+BL33 = "d6d0eea7-fcea-d54b-9782-9934f234b6e4"
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> SimMachine:
+    machine = SimMachine.create(str(tmp_path / "sim"))
+    machine.components["lfa"].configure("activate_seconds", "0")
+    return machine
+
+
+@pytest.fixture
+def provider(machine: SimMachine) -> SimProvider:
+    return SimProvider(machine)
+
+
+def attr(guid: str, name: str) -> str:
+    return f"{lfa.LFA_SYSFS}/{guid}/{name}"
+
+
+async def test_v3_tree_has_twelve_files_and_raw_guid_names(provider: SimProvider) -> None:
+    assert await provider.listdir(lfa.LFA_SYSFS) == sorted([BL31, RMM, BL33])
+    assert sorted(await provider.listdir(f"{lfa.LFA_SYSFS}/{BL31}")) == sorted(lfa.V3_ATTRS)
+    assert await provider.read_attr(attr(BL31, "name")) == "TF-A BL31 runtime"
+    assert await provider.read_attr(attr(BL31, "current_version")) == "2.13"
+    assert await provider.read_attr(attr(BL31, "pending_version")) == "2.14"
+    assert await provider.read_attr(attr(RMM, "pending_version")) == "N/A"
+    assert await provider.read_attr(attr(RMM, "cpu_rendezvous")) == "0"
+    assert await provider.read_attr(attr(BL33, "activation_capable")) == "0"
+
+
+def test_guid_dirname_uses_raw_byte_order() -> None:
+    # tf-a-tests x1/x2 registers for BL31 (spec §2.2 table)
+    assert lfa.guid_dirname(0x4698FE4C6D08D447, 0x005ABDCB5029959B) == BL31
+    assert lfa.guid_dirname(0x564BF212A662076C, 0xD90636638FBACB92) == RMM
+
+
+def test_version_codec() -> None:
+    assert lfa.format_version((2 << 32) | 14) == "2.14"
+    assert lfa.parse_version("2.14") == (2 << 32) | 14
+    with pytest.raises(ValueError, match="range"):
+        lfa.parse_version("4294967296.0")
+
+
+async def test_activation_moves_pending_to_current_and_rerenders(provider: SimProvider) -> None:
+    await provider.write_attr(attr(BL31, "activate"), "1")
+    assert await provider.read_attr(attr(BL31, "current_version")) == "2.14"
+    assert await provider.read_attr(attr(BL31, "activation_pending")) == "0"
+    assert await provider.read_attr(attr(BL31, "pending_version")) == "N/A"
+
+
+async def test_pending_is_live_but_flags_are_cached(
+    provider: SimProvider, machine: SimMachine
+) -> None:
+    image = machine.components["lfa"].state.images[1]  # type: ignore[attr-defined]
+    image.pending, image.pending_version, image.may_reset_cpu = True, "0.8", True
+    # live: the kernel re-queries the agent on every read
+    assert await provider.read_attr(attr(RMM, "activation_pending")) == "1"
+    assert await provider.read_attr(attr(RMM, "pending_version")) == "0.8"
+    # cached until the next enumeration
+    assert await provider.read_attr(attr(RMM, "may_reset_cpu")) == "0"
+
+
+@pytest.mark.parametrize("guid", [RMM, BL33])
+async def test_activation_without_pending_or_capability_is_ecanceled(
+    provider: SimProvider, guid: str
+) -> None:
+    with pytest.raises(KernelError) as info:
+        await provider.write_attr(attr(guid, "activate"), "1")
+    assert info.value.errno == errno.ECANCELED
+
+
+@pytest.mark.parametrize("kind", ["auth-error", "activation-failed", "rendezvous-failure", "busy"])
+async def test_agent_failures_all_reach_user_space_as_ecanceled(
+    provider: SimProvider, machine: SimMachine, kind: str
+) -> None:
+    machine.components["lfa"].configure("retry_budget_seconds", "0")
+    machine.add_fault(FaultSpec(component="lfa", kind=kind))
+    with pytest.raises(KernelError) as info:
+        await provider.write_attr(attr(BL31, "activate"), "1")
+    assert info.value.errno == errno.ECANCELED
+    assert await provider.read_attr(attr(BL31, "current_version")) == "2.13"
+    assert await provider.read_attr(attr(BL31, "activation_pending")) == "1"
+    # the fault fired once; the next activation succeeds
+    await provider.write_attr(attr(BL31, "activate"), "1")
+    assert await provider.read_attr(attr(BL31, "current_version")) == "2.14"
+
+
+async def test_cancel_with_nothing_primed_is_einval(provider: SimProvider) -> None:
+    with pytest.raises(KernelError) as info:
+        await provider.write_attr(attr(BL31, "cancel"), "1")
+    assert info.value.errno == errno.EINVAL
+
+
+async def test_force_cpu_rendezvous_accepts_kstrtobool_only(provider: SimProvider) -> None:
+    await provider.write_attr(attr(BL31, "force_cpu_rendezvous"), "off")
+    assert await provider.read_attr(attr(BL31, "force_cpu_rendezvous")) == "0"
+    with pytest.raises(KernelError) as info:
+        await provider.write_attr(attr(BL31, "force_cpu_rendezvous"), "maybe")
+    assert info.value.errno == errno.EINVAL
+
+
+async def test_read_only_attributes_refuse_writes(provider: SimProvider) -> None:
+    with pytest.raises(KernelError) as info:
+        await provider.write_attr(attr(BL31, "current_version"), "9.9")
+    assert info.value.errno == errno.EACCES
+
+
+async def test_rfc_style_tree_has_seven_files_and_unknown_names(tmp_path: Path) -> None:
+    machine = SimMachine.create(str(tmp_path / "sim"), "rfc")
+    provider = SimProvider(machine)
+    assert sorted(await provider.listdir(f"{lfa.LFA_SYSFS}/{BL31}")) == sorted(lfa.RFC_ATTRS)
+    assert await provider.read_attr(attr(BL31, "name")) == "BL31 runtime"
+    machine.components["lfa"].add_device({"guid": "11111111-2222-3333-4444-555555555555"})
+    name = await provider.read_attr(attr("11111111-2222-3333-4444-555555555555", "name"))
+    assert name == "(unknown)"
+
+
+async def test_state_survives_reload(tmp_path: Path, provider: SimProvider) -> None:
+    await provider.write_attr(attr(BL31, "activate"), "1")
+    again = SimProvider(SimMachine.load(str(tmp_path / "sim")))
+    assert await again.read_attr(attr(BL31, "current_version")) == "2.14"
+
+
+async def test_empty_profile_has_no_lfa_directory(tmp_path: Path) -> None:
+    provider = SimProvider(SimMachine.create(str(tmp_path / "sim"), "empty"))
+    assert not await provider.exists(lfa.LFA_SYSFS)
+
+
+async def test_hotplug_emits_uevents(provider: SimProvider, machine: SimMachine) -> None:
+    queue = machine.subscribe()
+    added = machine.components["lfa"].add_device({"guid": "11111111-2222-3333-4444-555555555555"})
+    event = await queue.get()
+    assert (event.action, event.devpath) == (
+        "add",
+        "firmware/lfa/11111111-2222-3333-4444-555555555555",
+    )
+    machine.components["lfa"].remove_device(added.key)
+    assert (await queue.get()).action == "remove"
+    assert not await provider.exists(f"{lfa.LFA_SYSFS}/11111111-2222-3333-4444-555555555555")
