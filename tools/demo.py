@@ -131,7 +131,8 @@ def main() -> int:
             if not path.exists():
                 continue
             spec = importlib.util.spec_from_file_location(f"demo_{tech}", path)
-            assert spec is not None and spec.loader is not None
+            assert spec is not None
+            assert spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             if demo.daemon.proc is None:
