@@ -11,7 +11,7 @@ DEB_NEEDS := /usr/bin/dbus-daemon:dbus-daemon /usr/bin/busctl:systemd \
 	/usr/include/dbus-1.0/dbus/dbus.h:libdbus-1-dev \
 	/usr/include/glib-2.0/glib.h:libglib2.0-dev
 
-.PHONY: all deps venv demo test lint typecheck pytest bench clean
+.PHONY: all deps venv demo test test-deps lint typecheck pytest bench clean
 
 all: test
 
@@ -48,7 +48,10 @@ typecheck: venv
 pytest: venv
 	$(BIN)/pytest -q -m "not slow"
 
-test: venv
+# Extra set-up for the test suite; fragments in mk/ add prerequisites (e.g. fwupd).
+test-deps:
+
+test: venv test-deps
 	@# editable_mode=strict links files, so new modules need a re-install
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
 	$(BIN)/ruff check .
@@ -65,3 +68,7 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# Topic fragments (install/package, fwupd compatibility, robustness, benchmarks) add
+# their own targets and may add prerequisites to `test-deps`.
+-include mk/*.mk
