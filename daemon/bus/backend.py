@@ -17,15 +17,19 @@ the backend (dbus-next today, dbus-fast later) can be swapped in one place.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import contextlib
 import contextvars
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dbus_next import introspection as intr
 from dbus_next.aio.message_bus import MessageBus as _AioMessageBus
+from dbus_next.aio.message_bus import _MessageWriter
 from dbus_next.constants import (
-    ArgDirection,
     BusType,
     ErrorType,
     MessageFlag,
@@ -68,8 +72,75 @@ CURRENT_MESSAGE: contextvars.ContextVar[Message | None] = contextvars.ContextVar
     "livefw_current_message", default=None
 )
 
-#: a plain client bus (the CLI and tests use it).
-MessageBus = _AioMessageBus
+
+class _Writer(_MessageWriter):
+    """dbus-next's writer, fixed for a full socket and for fds handed over.
+
+    dbus-next 0.2.3 (and dbus-fast) treat ``EAGAIN`` from ``send()`` as a fatal error
+    and drop the whole connection: with many or large messages queued, the writer moves
+    on to the next message after finishing one and finds the socket full. Here a full
+    socket just means "wait until writable". File descriptors registered with
+    :meth:`LivefwBus.close_after_send` are closed once the kernel has taken them
+    (SCM_RIGHTS dups them into the message), so a method can return a descriptor it
+    does not keep.
+    """
+
+    def write_callback(self) -> None:
+        try:
+            while True:
+                if self.buf is None:
+                    if self.messages.qsize() == 0:
+                        self.loop.remove_writer(self.fd)
+                        return
+                    buf, unix_fds, fut = self.messages.get_nowait()
+                    self.unix_fds = unix_fds
+                    self.buf = memoryview(buf)
+                    self.offset = 0
+                    self.fut = fut
+                try:
+                    if self.unix_fds and self.negotiate_unix_fd:
+                        ancdata = [
+                            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self.unix_fds))
+                        ]
+                        sent = self.sock.sendmsg([self.buf[self.offset :]], ancdata)
+                        self.bus._fds_sent(self.unix_fds)
+                        self.unix_fds = None
+                    else:
+                        sent = self.sock.send(self.buf[self.offset :])
+                except (BlockingIOError, InterruptedError):
+                    return  # the loop calls back when the socket is writable again
+                self.offset += sent
+                if self.offset >= len(self.buf):
+                    self.buf = None
+                    if self.fut is not None and not self.fut.done():
+                        self.fut.set_result(None)
+                else:
+                    return
+        except Exception as error:
+            if self.fut is not None and not self.fut.done():
+                self.fut.set_exception(error)
+            self.bus._finalize(error)
+
+
+class MessageBus(_AioMessageBus):
+    """dbus-next's asyncio bus with the fixed writer (clients: the CLI, tests)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = _Writer(self)
+        self._owned_fds: set[int] = set()
+
+    def close_after_send(self, fd: int) -> None:
+        """Close ``fd`` once a message carrying it has been written to the socket."""
+        self._owned_fds.add(fd)
+
+    def _fds_sent(self, fds: list[int]) -> None:
+        for fd in fds:
+            if fd in self._owned_fds:
+                self._owned_fds.discard(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
 
 Guard = Callable[[Message], Awaitable[bool]]
 
@@ -100,7 +171,7 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-class LivefwBus(_AioMessageBus):
+class LivefwBus(MessageBus):
     """dbus-next's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
 
     def __init__(
@@ -110,7 +181,7 @@ class LivefwBus(_AioMessageBus):
         object_manager_path: str = "/",
     ) -> None:
         super().__init__(
-            bus_address=bus_address,  # type: ignore[arg-type]  # None means bus_type
+            bus_address=bus_address,  # None means: use bus_type
             bus_type=bus_type,
             negotiate_unix_fd=True,
         )
@@ -118,6 +189,7 @@ class LivefwBus(_AioMessageBus):
         self._hidden: list[str] = []
         self._guards: list[tuple[str, Guard]] = []
         self._guard_tasks: set[asyncio.Future[None]] = set()
+        self._batching = False
 
     # ----------------------------------------------------------- hidden objects
 
@@ -173,8 +245,40 @@ class LivefwBus(_AioMessageBus):
 
     # ------------------------------------------------- ObjectManager overrides
 
-    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+    def export_object(self, path: str, interfaces: list[ServiceInterface]) -> None:
+        """Export several interfaces on one path with a single InterfacesAdded.
+
+        ``export()`` one interface at a time would emit one signal per interface, and
+        an ObjectManager client would see a half-built object first.
+        """
+        self._batching = True
+        try:
+            for interface in interfaces:
+                self.export(path, interface)
+        finally:
+            self._batching = False
         if self._disconnected or self._is_hidden(path):
+            return
+        values: dict[str, Any] = {}
+
+        def on_values(iface: Any, result: Any, user_data: Any, error: Any) -> None:
+            values[iface.name] = {} if error is not None else result
+            if len(values) == len(interfaces):
+                self.send(
+                    Message.new_signal(
+                        path=self.object_manager_path,
+                        interface="org.freedesktop.DBus.ObjectManager",
+                        member="InterfacesAdded",
+                        signature="oa{sa{sv}}",
+                        body=[path, values],
+                    )
+                )
+
+        for interface in interfaces:
+            ServiceInterface._get_all_property_values(interface, on_values)
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected or self._is_hidden(path) or self._batching:
             return
 
         def on_values(iface: Any, result: Any, user_data: Any, error: Any) -> None:
@@ -229,38 +333,4 @@ class LivefwBus(_AioMessageBus):
             for child in node.nodes
             if not self._is_hidden(path.rstrip("/") + "/" + child.name)
         ]
-        if path == self.object_manager_path:
-            node.interfaces.append(
-                intr.Interface(
-                    "org.freedesktop.DBus.ObjectManager",
-                    methods=[
-                        intr.Method(
-                            "GetManagedObjects",
-                            out_args=[
-                                intr.Arg(
-                                    "a{oa{sa{sv}}}",
-                                    ArgDirection.OUT,  # type: ignore[arg-type]
-                                    "objects",
-                                )
-                            ],
-                        )
-                    ],
-                    signals=[
-                        intr.Signal(
-                            "InterfacesAdded",
-                            args=[
-                                intr.Arg("o", name="object_path"),
-                                intr.Arg("a{sa{sv}}", name="interfaces_and_properties"),
-                            ],
-                        ),
-                        intr.Signal(
-                            "InterfacesRemoved",
-                            args=[
-                                intr.Arg("o", name="object_path"),
-                                intr.Arg("as", name="interfaces"),
-                            ],
-                        ),
-                    ],
-                )
-            )
         return node

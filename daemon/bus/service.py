@@ -90,8 +90,7 @@ class DaemonService(EngineListener):
                 log.error("extension_missing", interface=name, device_id=device.id)
                 continue
             interfaces.append(builder(self.ctx, device))
-        for interface in interfaces:
-            self.bus.export(path, interface)
+        self.bus.export_object(path, interfaces)
         self._exported[path] = interfaces
         device.add_listener(self._device_changed)
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import pkgutil
 import signal
@@ -30,7 +31,7 @@ from livefw.cli.client import (
     Client,
     unwrap,
 )
-from livefw.cli.output import Output
+from livefw.cli.output import Output, json_default
 from livefw.cli.sim import register as register_sim
 
 Handler = Callable[[Client, argparse.Namespace, Output], Awaitable[int]]
@@ -329,8 +330,14 @@ async def cmd_monitor(client: Client, args: argparse.Namespace, out: Output) -> 
             return
         else:
             line = f"{message.member} {message.path} {body}"
-        if args.json:
-            out.json({"signal": message.member, "path": message.path, "body": body})
+        if args.json:  # one JSON object per line, for `jq` and line readers
+            sys.stdout.write(
+                json.dumps(
+                    {"signal": message.member, "path": message.path, "body": body},
+                    default=json_default,
+                )
+                + "\n"
+            )
         else:
             out.info(line)
         sys.stdout.flush()

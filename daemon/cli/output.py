@@ -10,7 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Output"]
+__all__ = ["Output", "json_default"]
+
+
+def json_default(value: Any) -> Any:
+    """JSON for what D-Bus returns beyond JSON's types: ``ay`` as hex, the rest as text."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return str(value)
 
 
 class Output:
@@ -26,7 +33,7 @@ class Output:
 
     def json(self, value: Any) -> None:
         """Print ``value`` as indented JSON."""
-        sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=json_default) + "\n")
         sys.stdout.flush()
 
     def table(
@@ -57,4 +64,5 @@ class Output:
 
     def error(self, text: str) -> None:
         """An error line, on stderr."""
-        self.err.print(f"[red]error:[/red] {text}")
+        self.err.print("[red]error:[/red] ", end="")
+        self.err.print(text, markup=False)

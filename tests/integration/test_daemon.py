@@ -24,7 +24,9 @@ DEVICE_PATH = f"{MANAGER}/devices/{BL31_ID}"
 
 
 def devices(cli: Cli) -> dict[str, dict[str, Any]]:
-    return {d["Name"]: d for d in json.loads(cli("get-devices", "--json").stdout)}
+    """The LFA devices (the default machine has every technology's devices)."""
+    listed = json.loads(cli("get-devices", "--json").stdout)
+    return {d["Name"]: d for d in listed if d["Plugin"] == "lfa"}
 
 
 def history(cli: Cli) -> list[dict[str, Any]]:
