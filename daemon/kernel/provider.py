@@ -16,7 +16,7 @@ Every failed call raises :class:`livefw.errors.KernelError` carrying the errno.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Protocol, runtime_checkable
@@ -186,6 +186,40 @@ class KernelProvider(Protocol):
 
     async def kexec(self) -> None:
         """reboot(LINUX_REBOOT_CMD_KEXEC): switch to the kernel loaded by ``kexec -l``."""
+
+    async def adopt_fd(self, fd: int, path: str) -> Handle:
+        """Own a descriptor the kernel returned inside an ioctl struct.
+
+        Some ioctls return new file descriptors in their argument (LUO session fds,
+        retrieved files). The returned handle owns ``fd`` and closes it; ``path`` only
+        labels it in errors and logs.
+        """
+
+    async def create_memfd(self, name: str, data: bytes, *, seals: int = 0) -> Handle:
+        """memfd_create(2) (close-on-exec, sealing allowed) holding ``data``.
+
+        The file position is left at 0 and ``seals`` (``F_SEAL_*``) are added last.
+        """
+
+    async def store_fds(self, name: str, handles: Sequence[Handle]) -> bool:
+        """Keep open files across a daemon restart in the service manager's fd store.
+
+        ``FDSTORE=1``/``FDNAME=name`` to systemd (``FileDescriptorStoreMax=``); the
+        handles stay open here too. Storing the same file again is harmless.
+
+        Returns:
+            False when no service manager listens (``$NOTIFY_SOCKET`` unset).
+        """
+
+    async def unstore_fds(self, name: str) -> None:
+        """Drop every descriptor stored under ``name`` (``FDSTOREREMOVE=1``)."""
+
+    async def stored_fds(self, prefix: str) -> dict[str, list[Handle]]:
+        """The descriptors this process inherited from the fd store, by name.
+
+        Returns (and removes from the inherited set) every name starting with
+        ``prefix``; the caller owns the handles.
+        """
 
     def uevents(self) -> AsyncIterator[UEvent]:
         """An endless stream of uevents; iterate it in a task and cancel to stop."""

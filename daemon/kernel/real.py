@@ -15,11 +15,12 @@ import fcntl
 import mmap
 import os
 import struct
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from livefw.errors import KernelError
-from livefw.kernel.provider import MountEntry, OpenFlags, UEvent, normalize
+from livefw.kernel.fdstore import FdStore
+from livefw.kernel.provider import Handle, MountEntry, OpenFlags, UEvent, normalize
 from livefw.kernel.uapi.fs import FS_IMMUTABLE_FL, FS_IOC_GETFLAGS, FS_IOC_SETFLAGS
 
 T = TypeVar("T")
@@ -28,6 +29,26 @@ T = TypeVar("T")
 _LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
 _LINUX_REBOOT_MAGIC2 = 672274793
 _LINUX_REBOOT_CMD_KEXEC = 0x45584543
+
+
+def make_memfd(name: str, data: bytes, seals: int = 0) -> int:
+    """A close-on-exec, sealable memfd holding ``data``, positioned at 0, with ``seals``.
+
+    Raises:
+        OSError: memfd_create, write or F_ADD_SEALS failed (the fd is closed).
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        if seals:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _call(op: str, path: str, fn: Callable[[], T]) -> T:
@@ -119,8 +140,10 @@ class RealProvider:
 
     simulated = False
 
-    def __init__(self, root: str = "/") -> None:
+    def __init__(self, root: str = "/", fd_store: FdStore | None = None) -> None:
         self.root = os.path.abspath(root)
+        #: systemd's fd store (from $NOTIFY_SOCKET and LISTEN_FDS at construction).
+        self.fd_store = fd_store if fd_store is not None else FdStore()
         self._monitor: object | None = None
 
     def _abs(self, path: str) -> str:
@@ -308,6 +331,30 @@ class RealProvider:
         result = libc.reboot(_LINUX_REBOOT_MAGIC1, _LINUX_REBOOT_MAGIC2, _LINUX_REBOOT_CMD_KEXEC)
         if result != 0:
             raise KernelError(ctypes.get_errno(), "reboot", "kexec")
+
+    async def adopt_fd(self, fd: int, path: str) -> RealHandle:
+        """Own a descriptor an ioctl returned."""
+        return RealHandle(path, fd)
+
+    async def create_memfd(self, name: str, data: bytes, *, seals: int = 0) -> RealHandle:
+        """memfd_create(2) with ``data``, position 0, then ``seals``."""
+        fd = _call("memfd_create", name, lambda: make_memfd(name, data, seals))
+        return RealHandle(f"memfd:{name}", fd)
+
+    async def store_fds(self, name: str, handles: Sequence[Handle]) -> bool:
+        """Push the handles' descriptors into systemd's fd store."""
+        return self.fd_store.push(name, [handle.fileno() for handle in handles])
+
+    async def unstore_fds(self, name: str) -> None:
+        """``FDSTOREREMOVE=1`` for ``name``."""
+        self.fd_store.remove(name)
+
+    async def stored_fds(self, prefix: str) -> dict[str, list[Handle]]:
+        """Inherited fd-store descriptors under ``prefix``."""
+        found: dict[str, list[Handle]] = {}
+        for name, fd in self.fd_store.take(prefix):
+            found.setdefault(name, []).append(RealHandle(f"fdstore:{name}", fd))
+        return found
 
     async def uevents(self) -> AsyncIterator[UEvent]:
         """Uevents from udev's netlink socket, read with ``loop.add_reader``."""

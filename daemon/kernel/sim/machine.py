@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from livefw.errors import InvalidArgument, NotFound, NotSupported
 from livefw.kernel.provider import MountEntry, UEvent
-from livefw.kernel.sim.vfs import Attr, Dir
+from livefw.kernel.sim.vfs import Attr, Dir, SimHandle
 
 __all__ = [
     "FaultSpec",
@@ -172,6 +172,20 @@ class SimComponent(ABC):
     def on_start(self) -> None:
         """Called when a daemon process starts on this machine (kernel boot state)."""
 
+    def restore_kernel_fds(self, fds: list[int]) -> list[int]:
+        """Take back kernel objects a previous daemon process kept in the fd store.
+
+        The simulated kernel lives inside livefwd, so objects that outlive the process
+        in a real kernel (e.g. files held by a live-update session) travel through the
+        service manager's fd store (see :meth:`SimHandle.kernel_fds`). Keep the fds
+        that are this component's and return the others.
+        """
+        return fds
+
+    def claim_fd(self, fd: int) -> SimHandle | None:
+        """The open file an fd handed back from the fd store stands for, if it is ours."""
+        return None
+
 
 def component_classes() -> dict[str, type[SimComponent]]:
     """Every technology module of this package that defines ``COMPONENT``."""
@@ -204,6 +218,9 @@ class SimMachine:
         #: set by a daemon running on this machine: called with "reboot" or "kexec"
         #: when the simulated kernel goes away under it.
         self.exit_hook: Callable[[str], None] | None = None
+        #: open files the simulated kernel returned inside an ioctl struct, by fd,
+        #: until the provider's adopt_fd() wraps them.
+        self.returned_fds: dict[int, SimHandle] = {}
         for name, cls in component_classes().items():
             raw = state.components.get(name)
             if raw is None:
@@ -223,9 +240,11 @@ class SimMachine:
     def create(cls, directory: str, profile: str = "default", scale: int = 0) -> SimMachine:
         """Create a new machine of ``profile`` in ``directory`` (replacing any)."""
         classes = component_classes()
-        if profile not in ("default", "minimal", "rfc", "scale", "empty"):
+        # legacy / xen-dom0: machines without an ESRT (uefi_capsule's "no ESRT" cases)
+        if profile not in ("default", "minimal", "rfc", "scale", "empty", "legacy", "xen-dom0"):
             raise InvalidArgument(
-                f"unknown profile {profile!r}: use default, minimal, rfc, scale or empty"
+                f"unknown profile {profile!r}: use default, minimal, rfc, scale, empty, "
+                "legacy or xen-dom0"
             )
         state = MachineState(profile=profile)
         for name, comp_cls in classes.items():
@@ -325,6 +344,30 @@ class SimMachine:
         self.state.boot_id = str(uuid.uuid4())
         self.state.boots += 1
         self.changed()
+
+    # ------------------------------------------------------------- descriptors
+
+    def return_fd(self, handle: SimHandle) -> int:
+        """Register an open file an ioctl hands to user space; return its fd number."""
+        self.returned_fds[handle.fileno()] = handle
+        return handle.fileno()
+
+    def restore_kernel_fds(self, fds: list[int]) -> None:
+        """Give fd-store descriptors of kernel objects back to their components."""
+        with self.lock:
+            for comp in self.components.values():
+                fds = comp.restore_kernel_fds(fds)
+            for fd in fds:
+                os.close(fd)
+
+    def claim_fd(self, fd: int) -> SimHandle | None:
+        """The simulated open file behind an fd handed back from the fd store, if any."""
+        with self.lock:
+            for comp in self.components.values():
+                handle = comp.claim_fd(fd)
+                if handle is not None:
+                    return handle
+        return None
 
     # ------------------------------------------------------------------- devices
 

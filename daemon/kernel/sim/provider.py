@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import AsyncIterator, Mapping
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from livefw.errors import KernelError
-from livefw.kernel.provider import MountEntry, OpenFlags, UEvent, normalize
+from livefw.kernel.fdstore import FdStore
+from livefw.kernel.provider import Handle, MountEntry, OpenFlags, UEvent, normalize
+from livefw.kernel.real import make_memfd
 from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, File, FsPolicy, Node, SimHandle, fail
 
@@ -68,6 +71,34 @@ class _AttrHandle(SimHandle):
         return len(data)
 
 
+class _PlainHandle(SimHandle):
+    """A real descriptor that is no simulated device (a memfd the sim returned or made).
+
+    Reads and writes go to the descriptor itself.
+    """
+
+    def do_read(self, size: int) -> bytes:
+        try:
+            if size >= 0:
+                return os.read(self.fileno(), size)
+            chunks = []
+            while chunk := os.read(self.fileno(), 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as error:
+            raise fail(error.errno or errno.EIO, "read", self.path) from error
+
+    def do_write(self, data: bytes) -> int:
+        try:
+            return os.write(self.fileno(), data)
+        except OSError as error:
+            raise fail(error.errno or errno.EIO, "write", self.path) from error
+
+
+#: fd-store name prefix for the simulated kernel's own objects (never handed to callers).
+SIM_KERNEL_FDNAME = "livefw-simk."
+
+
 class _Handle:
     """Async face of a :class:`SimHandle` (the Handle protocol)."""
 
@@ -120,8 +151,11 @@ class SimProvider:
 
     simulated = True
 
-    def __init__(self, machine: SimMachine) -> None:
+    def __init__(self, machine: SimMachine, fd_store: FdStore | None = None) -> None:
         self.machine = machine
+        #: systemd's fd store (or a LocalFdStore's), from the environment by default.
+        self.fd_store = fd_store if fd_store is not None else FdStore()
+        self._kernel_restored = False
 
     # --------------------------------------------------------------- resolution
 
@@ -334,6 +368,50 @@ class SimProvider:
         self.machine.kexec()
         if self.machine.exit_hook is not None:
             self.machine.exit_hook("kexec")
+
+    async def adopt_fd(self, fd: int, path: str) -> _Handle:
+        with self.machine.lock:
+            inner = self.machine.returned_fds.pop(fd, None)
+        if inner is None:
+            inner = _PlainHandle(path, fd)
+        return _Handle(self.machine, inner)
+
+    async def create_memfd(self, name: str, data: bytes, *, seals: int = 0) -> _Handle:
+        try:
+            fd = make_memfd(name, data, seals)
+        except OSError as error:
+            raise fail(error.errno or errno.EIO, "memfd_create", name) from error
+        return _Handle(self.machine, _PlainHandle(f"memfd:{name}", fd))
+
+    async def store_fds(self, name: str, handles: Sequence[Handle]) -> bool:
+        """Store the handles, and the simulated kernel objects they keep alive."""
+        kernel: list[int] = []
+        with self.machine.lock:
+            for handle in handles:
+                if isinstance(handle, _Handle):
+                    kernel.extend(handle._inner.kernel_fds())
+        stored = self.fd_store.push(name, [handle.fileno() for handle in handles])
+        if stored and kernel:
+            self.fd_store.push(SIM_KERNEL_FDNAME + name, kernel)
+        return stored
+
+    async def unstore_fds(self, name: str) -> None:
+        self.fd_store.remove(name)
+        self.fd_store.remove(SIM_KERNEL_FDNAME + name)
+
+    async def stored_fds(self, prefix: str) -> dict[str, list[Handle]]:
+        """Inherited fds; the simulated kernel first takes back its own objects."""
+        if not self._kernel_restored:
+            self._kernel_restored = True
+            kernel = [fd for _, fd in self.fd_store.take(SIM_KERNEL_FDNAME)]
+            self.machine.restore_kernel_fds(kernel)
+        found: dict[str, list[Handle]] = {}
+        for name, fd in self.fd_store.take(prefix):
+            if name.startswith(SIM_KERNEL_FDNAME):
+                continue
+            inner = self.machine.claim_fd(fd) or _PlainHandle(f"fdstore:{name}", fd)
+            found.setdefault(name, []).append(_Handle(self.machine, inner))
+        return found
 
     async def uevents(self) -> AsyncIterator[UEvent]:
         queue = self.machine.subscribe()

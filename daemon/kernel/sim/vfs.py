@@ -129,6 +129,14 @@ class SimHandle:
     def do_close(self) -> None:
         """Release per-open resources."""
 
+    def kernel_fds(self) -> list[int]:
+        """Descriptors of kernel objects this open file keeps alive (default none).
+
+        Stored with the file in the fd store so a new daemon process (where the
+        simulated kernel is reborn) gets them back: see SimComponent.restore_kernel_fds.
+        """
+        return []
+
     def close_fd(self) -> None:
         """Close the backing descriptor."""
         if self._fd >= 0:

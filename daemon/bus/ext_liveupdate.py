@@ -1,0 +1,338 @@
+"""``org.livefw.Daemon1.LiveUpdate`` and the per-session objects.
+
+The liveupdate device carries ``org.livefw.Daemon1.LiveUpdate`` (create, retrieve and
+list sessions; kexec). Each session is an object under
+``/org/livefw/Daemon1/liveupdate/sessions/<escaped kernel name>`` carrying
+``org.livefw.Daemon1.LiveUpdateSession``. Session objects are kept out of the
+ObjectManager and out of introspection, and a guard answers ``UnknownObject`` to
+every uid but the owner's (and root's), so other users cannot see, use or finish them.
+
+Unix fds: dbus-next hands ``h`` arguments over as fd numbers it does not close, and
+sends returned fd numbers later, from its writer, without closing them either. So
+received fds are closed here once the plugin is done with them, and returned fds are
+duplicates closed once the reply carrying them has left.
+"""
+
+import asyncio
+import contextlib
+import os
+import weakref
+from typing import Any
+
+import structlog
+
+from livefw.bus.backend import (
+    Message,
+    PropertyAccess,
+    ServiceInterface,
+    Variant,
+    dbus_property,
+    method,
+)
+from livefw.bus.context import BusContext
+from livefw.bus.errors import dbus_errors
+from livefw.device import Device
+from livefw.errors import Internal, InvalidArgument
+from livefw.plugins.liveupdate import LiveUpdateDevice, LiveUpdatePlugin, SessionInfo
+
+__all__ = [
+    "INTERFACE",
+    "SESSIONS_PATH",
+    "SESSION_INTERFACE",
+    "build",
+    "path_decode",
+    "path_encode",
+    "session_path",
+]
+
+log = structlog.get_logger("livefw.bus")
+
+INTERFACE = "org.livefw.Daemon1.LiveUpdate"
+SESSION_INTERFACE = "org.livefw.Daemon1.LiveUpdateSession"
+ROOT_PATH = "/org/livefw/Daemon1/liveupdate"
+SESSIONS_PATH = ROOT_PATH + "/sessions"
+
+ACTION_LIVEUPDATE = "org.livefw.daemon1.liveupdate"
+ACTION_KEXEC = "org.livefw.daemon1.kexec"
+
+#: how long a returned fd may wait in dbus-next's write queue before we close it anyway.
+_SEND_TIMEOUT = 30.0
+
+
+def path_encode(label: str) -> str:
+    """Escape a string into one object path element, like ``sd_bus_path_encode``.
+
+    Everything outside ``[A-Za-z0-9]`` (and a leading digit) becomes ``_xx`` hex; the
+    empty string becomes ``_``.
+    """
+    if not label:
+        return "_"
+    out = []
+    for index, byte in enumerate(label.encode()):
+        char = chr(byte)
+        if char.isascii() and (char.isalpha() or (index > 0 and char.isdigit())):
+            out.append(char)
+        else:
+            out.append(f"_{byte:02x}")
+    return "".join(out)
+
+
+def path_decode(element: str) -> str:
+    """Reverse :func:`path_encode` (``ValueError`` on malformed input)."""
+    if element == "_":
+        return ""
+    raw = bytearray()
+    index = 0
+    while index < len(element):
+        if element[index] == "_":
+            raw.append(int(element[index + 1 : index + 3], 16))
+            index += 3
+        else:
+            raw.append(ord(element[index]))
+            index += 1
+    return raw.decode()
+
+
+def session_path(kernel_name: str) -> str:
+    """The object path of a session."""
+    return f"{SESSIONS_PATH}/{path_encode(kernel_name)}"
+
+
+def _options(options: dict[str, Variant], allowed: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidArgument(f"unknown options {unknown}; allowed: {sorted(allowed)}")
+    result: dict[str, Any] = {}
+    for key, variant in options.items():
+        if variant.signature != "s":
+            raise InvalidArgument(f"option {key!r} must be of type 's'")
+        result[key] = variant.value
+    return result
+
+
+def _writer_holds(bus: Any, fd: int) -> bool:
+    """Whether dbus-next's writer still has a message carrying ``fd`` to send."""
+    writer = getattr(bus, "_writer", None)
+    if writer is None:
+        return False
+    if writer.unix_fds and fd in writer.unix_fds:
+        return True
+    queue = getattr(writer.messages, "_queue", ())
+    return any(fd in item[1] for item in list(queue))
+
+
+async def _close_after_send(bus: Any, fd: int) -> None:
+    # The reply is queued by a done-callback after the method returns; give it a
+    # moment to be queued, then wait until the writer has sent it.
+    await asyncio.sleep(0.05)
+    waited = 0.0
+    while _writer_holds(bus, fd) and waited < _SEND_TIMEOUT:
+        await asyncio.sleep(0.01)
+        waited += 0.01
+    os.close(fd)
+
+
+class _FdReturner:
+    """Keeps returned fds open until sent, then closes them."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, fd: int) -> int:
+        dup = os.dup(fd)
+        close_after_send = getattr(self.bus, "close_after_send", None)
+        if close_after_send is not None:  # the backend closes it once written
+            close_after_send(dup)
+            return dup
+        task = asyncio.ensure_future(_close_after_send(self.bus, dup))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return dup
+
+
+class LiveUpdateInterface(ServiceInterface):
+    """Create, retrieve and list sessions; kexec."""
+
+    def __init__(self, ctx: BusContext, device: LiveUpdateDevice) -> None:
+        super().__init__(INTERFACE)
+        self.ctx = ctx
+        self.plugin: LiveUpdatePlugin = device.broker
+        self.fds = _FdReturner(ctx.bus)
+        self.sessions: dict[str, SessionInterface] = {}
+        self.sync()
+
+    def sync(self) -> None:
+        """Export objects for new sessions, unexport gone ones, signal state changes."""
+        current = {info.kernel_name: info for info in self.plugin.list_sessions(0)}
+        for kernel_name in list(self.sessions):
+            if kernel_name not in current:
+                self.ctx.bus.unexport(session_path(kernel_name))
+                del self.sessions[kernel_name]
+        for kernel_name, info in current.items():
+            exported = self.sessions.get(kernel_name)
+            if exported is None:
+                exported = SessionInterface(self, kernel_name, info)
+                self.ctx.bus.export(session_path(kernel_name), exported)
+                self.sessions[kernel_name] = exported
+            else:
+                exported.refresh(info)
+
+    @method()
+    @dbus_errors
+    async def CreateSession(self, name: "s", options: "a{sv}") -> "o":
+        parsed = _options(options, {"label"})
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        info = await self.plugin.create_session(uid, name, parsed)
+        self.sync()
+        return session_path(info.kernel_name)
+
+    @method()
+    @dbus_errors
+    async def RetrieveSession(self, name: "s", options: "a{sv}") -> "o":
+        parsed = _options(options, set())
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        info = await self.plugin.retrieve_session(uid, name, parsed)
+        self.sync()
+        return session_path(info.kernel_name)
+
+    @method()
+    @dbus_errors
+    async def ListSessions(self) -> "a(ssuso)":
+        uid = await self.ctx.caller_uid()
+        return [
+            [info.name, info.state, info.owner, info.label, session_path(info.kernel_name)]
+            for info in self.plugin.list_sessions(uid)
+        ]
+
+    @method()
+    @dbus_errors
+    async def Kexec(self, options: "a{sv}") -> None:
+        _options(options, set())
+        await self.ctx.authorize(ACTION_KEXEC)
+        await self.plugin.kexec()
+
+
+class SessionInterface(ServiceInterface):
+    """One brokered session."""
+
+    def __init__(self, parent: LiveUpdateInterface, kernel_name: str, info: SessionInfo) -> None:
+        super().__init__(SESSION_INTERFACE)
+        self.parent = parent
+        self.ctx = parent.ctx
+        self.plugin = parent.plugin
+        self.kernel_name = kernel_name
+        self.info = info
+
+    def refresh(self, info: SessionInfo) -> None:
+        """Emit PropertiesChanged for what changed."""
+        changed: dict[str, Any] = {}
+        if info.state != self.info.state:
+            changed["State"] = info.state
+        self.info = info
+        if changed:
+            self.emit_properties_changed(changed)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Name(self) -> "s":
+        return self.info.name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def KernelName(self) -> "s":
+        return self.info.kernel_name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Owner(self) -> "u":
+        return self.info.owner
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> "s":
+        return self.info.state
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Label(self) -> "s":
+        return self.info.label
+
+    @method()
+    @dbus_errors
+    async def Preserve(self, fd: "h", token: "t", options: "a{sv}") -> None:
+        try:
+            parsed = _options(options, {"label"})
+            uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+            await self.plugin.preserve(uid, self.kernel_name, fd, token, parsed)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.parent.sync()
+
+    @method()
+    @dbus_errors
+    async def ListTokens(self) -> "at":
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        return sorted(await self.plugin.tokens(uid, self.kernel_name))
+
+    @method()
+    @dbus_errors
+    async def Retrieve(self, token: "t") -> "h":
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        handle = await self.plugin.retrieve_file(uid, self.kernel_name, token)
+        try:
+            return self.parent.fds.send(handle.fileno())
+        finally:
+            await handle.close()
+
+    @method()
+    @dbus_errors
+    async def Finish(self) -> None:
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        await self.plugin.finish(uid, self.kernel_name)
+        self.parent.sync()
+
+    @method()
+    @dbus_errors
+    async def Drop(self) -> None:
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        await self.plugin.drop(uid, self.kernel_name)
+        self.parent.sync()
+
+    @method()
+    @dbus_errors
+    async def GetSessionFd(self) -> "h":
+        uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
+        handle = await self.plugin.session_handle(uid, self.kernel_name)
+        return self.parent.fds.send(handle.fileno())
+
+
+#: buses on which the session prefix is already hidden and guarded.
+_GUARDED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _install_guard(ctx: BusContext, plugin: LiveUpdatePlugin) -> None:
+    if ctx.bus in _GUARDED:
+        return
+    _GUARDED.add(ctx.bus)
+    ctx.bus.hide_prefix(ROOT_PATH)
+
+    async def guard(msg: Message) -> bool:
+        element = (msg.path or "")[len(SESSIONS_PATH) + 1 :].split("/", 1)[0]
+        if not element:
+            return True  # the sessions folder itself; its children are hidden
+        try:
+            kernel_name = path_decode(element)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        owner = plugin.owner_of(kernel_name)
+        if owner is None:
+            return True  # nothing there: the bus answers UnknownObject itself
+        uid = await ctx.authorizer.caller_uid(str(msg.sender))
+        return uid in (0, owner)
+
+    ctx.bus.guard_prefix(SESSIONS_PATH, guard)
+
+
+def build(ctx: BusContext, device: Device) -> ServiceInterface:
+    """The LiveUpdate interface for the liveupdate device (and its session objects)."""
+    if not isinstance(device, LiveUpdateDevice):
+        raise Internal(f"{INTERFACE} is only for the liveupdate device")
+    _install_guard(ctx, device.broker)
+    return LiveUpdateInterface(ctx, device)

@@ -1,0 +1,394 @@
+"""The liveupdate broker on the simulated kernel: sessions, bad input, restart, kexec."""
+
+import fcntl
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livefw.config import Config
+from livefw.engine import Engine
+from livefw.errors import AuthFailed, InvalidArgument, InvalidFile, NotFound, NotSupported
+from livefw.kernel.fdstore import FdStore, LocalFdStore
+from livefw.kernel.sim.liveupdate import LiveUpdateComponent
+from livefw.kernel.sim.machine import SimMachine
+from livefw.kernel.sim.provider import SimProvider
+from livefw.plugins.liveupdate import LiveUpdatePlugin, kernel_session_name
+from livefw.plugins.liveupdate.plugin import NAME_MAX, REGISTRY_SESSIONS
+
+ALICE, BOB = 1000, 1001
+
+Starter = Callable[..., Any]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Starter]:
+    """``await start(store=None)``: a new daemon process on the same state dir."""
+    engines: list[Engine] = []
+
+    async def factory(store: FdStore | None = None, profile: str = "default") -> Engine:
+        sim = tmp_path / "sim"
+        if (sim / "machine.json").exists():
+            machine = SimMachine.load(str(sim))
+        else:
+            machine = SimMachine.create(str(sim), profile)
+        machine.start()
+        provider = SimProvider(machine, store or FdStore({}))
+        engine = Engine(provider, Config(), str(tmp_path), [LiveUpdatePlugin])
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.history.close()
+
+
+def broker(engine: Engine) -> LiveUpdatePlugin:
+    plugin = engine.plugins["liveupdate"].plugin
+    assert isinstance(plugin, LiveUpdatePlugin), engine.plugins["liveupdate"].probe
+    return plugin
+
+
+def machine_of(engine: Engine) -> SimMachine:
+    provider = engine.provider
+    assert isinstance(provider, SimProvider)
+    return provider.machine
+
+
+def memfd(data: bytes) -> int:
+    fd = os.memfd_create("client", os.MFD_ALLOW_SEALING)
+    os.write(fd, data)
+    return fd
+
+
+async def read_token(plugin: LiveUpdatePlugin, uid: int, kernel_name: str, token: int) -> bytes:
+    handle = await plugin.retrieve_file(uid, kernel_name, token)
+    try:
+        fd = handle.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        await handle.close()
+
+
+# ---------------------------------------------------------------- the device
+
+
+async def test_one_device_not_updatable(start: Starter) -> None:
+    engine = await start()
+    (device,) = engine.devices.values()
+    assert device.plugin == "liveupdate"
+    assert device.protocol == "org.livefw.liveupdate"
+    assert "updatable" not in device.flags
+    assert type(device).interfaces == ("org.livefw.Daemon1.LiveUpdate",)
+
+
+async def test_another_orchestrator_owning_the_device(start: Starter, tmp_path: Path) -> None:
+    machine = SimMachine.create(str(tmp_path / "sim"))
+    machine.components["liveupdate"].configure("held_by_other", "1")
+    machine.save()
+    engine = await start()
+    record = engine.plugins["liveupdate"]
+    assert record.probe.result == "unsupported"
+    assert "another orchestrator owns /dev/liveupdate" in record.probe.reason
+    assert engine.devices == {}
+
+
+async def test_no_device_without_luo(start: Starter) -> None:
+    engine = await start(profile="empty")
+    assert "no /dev/liveupdate" in engine.plugins["liveupdate"].probe.reason
+
+
+# ------------------------------------------------------------------ sessions
+
+
+def test_kernel_names_keep_users_apart() -> None:
+    assert kernel_session_name(ALICE, "vm") == "livefw.1000.vm"
+    assert kernel_session_name(BOB, "vm") != kernel_session_name(ALICE, "vm")
+    longest = kernel_session_name(4294967295, "n" * NAME_MAX)
+    assert len(longest) == 63
+    assert all(not name.split(".")[1].isdigit() for name in REGISTRY_SESSIONS)
+
+
+async def test_create_list_and_ownership(start: Starter) -> None:
+    plugin = broker(await start())
+    await plugin.create_session(ALICE, "vm", {"label": "guest"})
+    await plugin.create_session(BOB, "vm")
+    assert [s.owner for s in plugin.list_sessions(ALICE)] == [ALICE]
+    assert [s.label for s in plugin.list_sessions(ALICE)] == ["guest"]
+    assert {s.kernel_name for s in plugin.list_sessions(0)} == {"livefw.1000.vm", "livefw.1001.vm"}
+    with pytest.raises(AuthFailed, match="another user"):
+        await plugin.tokens(BOB, "livefw.1000.vm")
+    with pytest.raises(AuthFailed):
+        await plugin.drop(BOB, "livefw.1000.vm")
+    with pytest.raises(AuthFailed):
+        await plugin.preserve(BOB, "livefw.1000.vm", memfd(b"x"), 1)
+    assert await plugin.tokens(ALICE, "livefw.1000.vm") == {}
+    assert await plugin.tokens(0, "livefw.1000.vm") == {}  # root may
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "must not be empty"),
+        ("n" * (NAME_MAX + 1), "at most 45"),
+        ("a/b", "only letters"),
+        ("-x", "must start"),
+        ("é", "only letters"),
+        ("a b", "only letters"),
+    ],
+)
+async def test_bad_session_names(start: Starter, name: str, message: str) -> None:
+    plugin = broker(await start())
+    with pytest.raises(InvalidArgument, match=message):
+        await plugin.create_session(ALICE, name)
+    assert plugin.list_sessions(0) == []
+
+
+async def test_bad_options_and_duplicates(start: Starter) -> None:
+    plugin = broker(await start())
+    with pytest.raises(InvalidArgument, match="unknown options"):
+        await plugin.create_session(ALICE, "vm", {"colour": "red"})
+    with pytest.raises(InvalidArgument, match="label"):
+        await plugin.create_session(ALICE, "vm", {"label": "x" * 300})
+    await plugin.create_session(ALICE, "vm")
+    with pytest.raises(InvalidArgument, match="already have a session"):
+        await plugin.create_session(ALICE, "vm")
+    assert len(plugin.list_sessions(0)) == 1
+
+
+async def test_preserve_bad_input_leaves_the_session_as_it_was(
+    start: Starter, tmp_path: Path
+) -> None:
+    plugin = broker(await start())
+    info = await plugin.create_session(ALICE, "vm")
+    name = info.kernel_name
+    good = memfd(b"good")
+    await plugin.preserve(ALICE, name, good, 1, {"label": "ram"})
+    read_end, write_end = os.pipe()
+    left, right = socket.socketpair()
+    regular = os.open(tmp_path / "plain", os.O_RDWR | os.O_CREAT)
+    null = os.open("/dev/null", os.O_RDONLY)
+    for fd in (left.fileno(), read_end, regular, null):
+        with pytest.raises(InvalidFile, match="only memfds"):
+            await plugin.preserve(ALICE, name, fd, 2)
+    with pytest.raises(InvalidArgument, match="token 1 is already used"):
+        await plugin.preserve(ALICE, name, memfd(b"other"), 1)
+    with pytest.raises(InvalidFile, match="already preserved"):
+        await plugin.preserve(ALICE, name, good, 2)
+    other = await plugin.create_session(ALICE, "other")
+    with pytest.raises(InvalidFile, match="already preserved"):
+        await plugin.preserve(ALICE, other.kernel_name, good, 1)
+    with pytest.raises(InvalidArgument, match="cannot be finished"):
+        await plugin.finish(ALICE, name)
+    with pytest.raises(InvalidArgument, match="after the kexec"):
+        await plugin.retrieve_file(ALICE, name, 1)
+    with pytest.raises(InvalidArgument, match="after the kexec"):
+        await plugin.retrieve_session(ALICE, "vm")
+    with pytest.raises(NotFound):
+        await plugin.preserve(ALICE, "livefw.1000.nothing", good, 3)
+    assert await plugin.tokens(ALICE, name) == {1: "ram"}
+    component = machine_of_plugin(plugin).components["liveupdate"]
+    assert isinstance(component, LiveUpdateComponent)
+    (kernel,) = [s for s in component.state.sessions if s.name == name]
+    assert [f.token for f in kernel.files] == [1]
+    for fd in (read_end, write_end, regular, null):
+        os.close(fd)
+    left.close()
+    right.close()
+
+
+def machine_of_plugin(plugin: LiveUpdatePlugin) -> SimMachine:
+    provider = plugin.ctx.provider
+    assert isinstance(provider, SimProvider)
+    return provider.machine
+
+
+async def test_drop_releases_the_kernel_session(start: Starter) -> None:
+    plugin = broker(await start())
+    info = await plugin.create_session(ALICE, "vm")
+    fd = memfd(b"x")
+    await plugin.preserve(ALICE, info.kernel_name, fd, 1)
+    await plugin.drop(ALICE, info.kernel_name)
+    assert plugin.list_sessions(0) == []
+    component = machine_of_plugin(plugin).components["liveupdate"]
+    assert isinstance(component, LiveUpdateComponent)
+    assert [s.name for s in component.state.sessions if not s.name.startswith("livefw.reg")] == []
+    again = await plugin.create_session(ALICE, "vm")  # the name is free again
+    await plugin.preserve(ALICE, again.kernel_name, fd, 1)  # and the memfd too
+
+
+async def test_session_fd_is_not_offered_by_the_simulation(start: Starter) -> None:
+    plugin = broker(await start())
+    info = await plugin.create_session(ALICE, "vm")
+    with pytest.raises(NotSupported, match="simulated"):
+        await plugin.session_handle(ALICE, info.kernel_name)
+
+
+# ----------------------------------------------------------------- kexec
+
+
+async def test_sessions_and_registry_survive_kexec(start: Starter, tmp_path: Path) -> None:
+    plugin = broker(await start())
+    a = await plugin.create_session(ALICE, "vm", {"label": "alice's vm"})
+    b = await plugin.create_session(BOB, "db")
+    data_a, data_b = os.urandom(5000), b"bob's state"
+    fd_a = memfd(data_a)
+    fcntl.fcntl(fd_a, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    await plugin.preserve(ALICE, a.kernel_name, fd_a, 11, {"label": "ram"})
+    await plugin.preserve(BOB, b.kernel_name, memfd(data_b), 1)
+    lost = await plugin.create_session(ALICE, "lost")
+    await plugin.drop(ALICE, lost.kernel_name)
+    await plugin.kexec()  # the simulation switches kernels (the daemon would exit now)
+    (tmp_path / "plugins" / "liveupdate" / "registry.json").unlink()  # only the kernel knows
+
+    plugin = broker(await start())
+    listed = {s.kernel_name: s for s in plugin.list_sessions(0)}
+    assert set(listed) == {a.kernel_name, b.kernel_name}
+    assert listed[a.kernel_name].state == "incoming"
+    assert listed[a.kernel_name].label == "alice's vm"
+    assert listed[a.kernel_name].tokens == {11: "ram"}
+    assert [s.name for s in plugin.list_sessions(BOB)] == ["db"]
+    with pytest.raises(NotFound):
+        await plugin.retrieve_session(BOB, "vm")  # alice's name, bob's uid
+    with pytest.raises(InvalidArgument, match="RetrieveSession"):
+        await plugin.retrieve_file(ALICE, a.kernel_name, 11)
+    await plugin.retrieve_session(ALICE, "vm")
+    await plugin.retrieve_session(ALICE, "vm")  # idempotent
+    assert await read_token(plugin, ALICE, a.kernel_name, 11) == data_a
+    with pytest.raises(NotFound, match="token 12"):
+        await plugin.retrieve_file(ALICE, a.kernel_name, 12)
+    with pytest.raises(InvalidArgument, match="created in this boot"):
+        await plugin.preserve(ALICE, a.kernel_name, memfd(b"x"), 1)
+    await plugin.finish(ALICE, a.kernel_name)
+    # bob never retrieved: finishing discards it
+    await plugin.finish(BOB, b.kernel_name)
+    assert plugin.list_sessions(0) == []
+
+
+async def test_failed_freeze_keeps_every_session(start: Starter) -> None:
+    engine = await start()
+    plugin = broker(engine)
+    info = await plugin.create_session(ALICE, "vm")
+    await plugin.preserve(ALICE, info.kernel_name, memfd(b"1"), 1)
+    machine = machine_of(engine)
+    machine.components["liveupdate"].configure("fail_freeze", "1")
+    boot = machine.state.boot_id
+    from livefw.errors import Busy
+
+    with pytest.raises(Busy, match="refused to freeze"):
+        await plugin.kexec()
+    assert machine.state.boot_id == boot
+    await plugin.preserve(ALICE, info.kernel_name, memfd(b"2"), 2)
+    assert set(await plugin.tokens(ALICE, info.kernel_name)) == {1, 2}
+
+
+# --------------------------------------------------------------- restarts
+
+
+async def test_restart_keeps_sessions_that_were_in_the_fd_store(
+    start: Starter, tmp_path: Path
+) -> None:
+    store = LocalFdStore(str(tmp_path / "notify"))
+    try:
+        plugin = broker(await start(store.client()))
+        assert plugin.fd_store_available
+        info = await plugin.create_session(ALICE, "vm")
+        data = b"survives a restart and then a kexec"
+        fd = memfd(data)
+        await plugin.preserve(ALICE, info.kernel_name, fd, 3)
+        os.close(fd)  # the client is gone too: only the kernel (and the store) hold it
+        store.wait_idle()
+        assert "luo.livefw.1000.vm" in store.names()
+
+        engine = await start(store.client())  # a new livefwd process
+        plugin = broker(engine)
+        (session,) = plugin.list_sessions(0)
+        assert (session.kernel_name, session.state, session.tokens) == (
+            info.kernel_name,
+            "outgoing",
+            {3: ""},
+        )
+        await plugin.preserve(ALICE, info.kernel_name, memfd(b"more"), 4)
+        machine_of(engine).kexec()
+
+        plugin = broker(await start())
+        await plugin.retrieve_session(ALICE, "vm")
+        assert await read_token(plugin, ALICE, info.kernel_name, 3) == data
+        assert await read_token(plugin, ALICE, info.kernel_name, 4) == b"more"
+    finally:
+        store.close()
+
+
+async def test_restart_without_fd_store_loses_sessions(start: Starter) -> None:
+    plugin = broker(await start())
+    await plugin.create_session(ALICE, "vm")
+    assert not plugin.fd_store_available
+    engine = await start()  # no fd store: the previous process took its fds along
+    assert broker(engine).list_sessions(0) == []
+    assert engine.devices[next(iter(engine.devices))].metadata["fd-store"] == "no"
+
+
+async def test_registry_json_is_what_a_restart_reads(start: Starter, tmp_path: Path) -> None:
+    plugin = broker(await start())
+    await plugin.create_session(ALICE, "vm", {"label": "x"})
+    registry = json.loads((tmp_path / "plugins" / "liveupdate" / "registry.json").read_text())
+    assert [s["kernel_name"] for s in registry["sessions"]] == ["livefw.1000.vm"]
+    assert registry["boot_id"] == machine_of_plugin(plugin).state.boot_id
+
+
+async def test_a_retrieved_session_survives_a_restart_too(start: Starter, tmp_path: Path) -> None:
+    plugin = broker(await start())
+    info = await plugin.create_session(ALICE, "vm")
+    await plugin.preserve(ALICE, info.kernel_name, memfd(b"before the kexec"), 1)
+    await plugin.preserve(ALICE, info.kernel_name, memfd(b"second"), 2)
+    await plugin.kexec()
+    store = LocalFdStore(str(tmp_path / "notify"))
+    try:
+        plugin = broker(await start(store.client()))
+        await plugin.retrieve_session(ALICE, "vm")
+        handle = await plugin.retrieve_file(ALICE, info.kernel_name, 1)
+        os.pwrite(handle.fileno(), b"B", 0)  # the VMM changes its retrieved file
+        await handle.close()
+        store.wait_idle()
+
+        plugin = broker(await start(store.client()))  # restart before finishing
+        (session,) = plugin.list_sessions(ALICE)
+        assert session.state == "retrieved"
+        assert await read_token(plugin, ALICE, info.kernel_name, 1) == b"Before the kexec"
+        assert await read_token(plugin, ALICE, info.kernel_name, 2) == b"second"
+        await plugin.finish(ALICE, info.kernel_name)
+        assert plugin.list_sessions(0) == []
+    finally:
+        store.close()
+
+
+async def test_holds_sessions(start: Starter) -> None:
+    plugin = broker(await start())
+    assert not plugin.holds_sessions
+    info = await plugin.create_session(ALICE, "vm")
+    assert plugin.holds_sessions
+    await plugin.drop(ALICE, info.kernel_name)
+    assert not plugin.holds_sessions
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_no_room_rolls_back_the_create(start: Starter, tmp_path: Path, limit: int) -> None:
+    """limit 1: the kernel refuses the session; 2: it refuses the new registry."""
+    from livefw.errors import NoSpace
+
+    engine = await start()
+    plugin = broker(engine)
+    machine_of(engine).components["liveupdate"].configure("max_sessions", str(limit))
+    with pytest.raises(NoSpace, match="no room"):
+        await plugin.create_session(ALICE, "vm")
+    assert plugin.list_sessions(0) == []
+    component = machine_of(engine).components["liveupdate"]
+    assert isinstance(component, LiveUpdateComponent)
+    assert [s.name for s in component.state.sessions] == [REGISTRY_SESSIONS[1]]
+    registry = json.loads((tmp_path / "plugins" / "liveupdate" / "registry.json").read_text())
+    assert registry["sessions"] == []

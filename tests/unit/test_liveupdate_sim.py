@@ -1,0 +1,365 @@
+"""The simulated LUO: exclusive open, the errno table, reference counting, kexec."""
+
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from livefw.errors import KernelError
+from livefw.kernel import Handle, OpenFlags
+from livefw.kernel.fdstore import FdStore
+from livefw.kernel.sim.liveupdate import LiveUpdateComponent
+from livefw.kernel.sim.machine import FaultSpec, SimMachine
+from livefw.kernel.sim.provider import SimProvider
+from livefw.kernel.uapi import liveupdate as uapi
+from livefw.kernel.uapi.ioc import iowr
+
+DEV = "dev/liveupdate"
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> SimMachine:
+    return SimMachine.create(str(tmp_path / "sim"))
+
+
+@pytest.fixture
+def provider(machine: SimMachine) -> SimProvider:
+    return SimProvider(machine, FdStore({}))
+
+
+def luo(machine: SimMachine) -> LiveUpdateComponent:
+    component = machine.components["liveupdate"]
+    assert isinstance(component, LiveUpdateComponent)
+    return component
+
+
+async def expect_errno(err: int, coro: object) -> KernelError:
+    with pytest.raises(KernelError) as info:
+        await coro  # type: ignore[misc]
+    assert info.value.errno == err, info.value
+    return info.value
+
+
+async def create(provider: SimProvider, device: Handle, name: str) -> Handle:
+    arg = uapi.pack_create_session(name)
+    await device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, arg)
+    return await provider.adopt_fd(int.from_bytes(arg[4:8], "little", signed=True), name)
+
+
+async def retrieve(provider: SimProvider, device: Handle, name: str) -> Handle:
+    arg = uapi.pack_retrieve_session(name)
+    await device.ioctl(uapi.LIVEUPDATE_IOCTL_RETRIEVE_SESSION, arg)
+    return await provider.adopt_fd(int.from_bytes(arg[4:8], "little", signed=True), name)
+
+
+async def preserve(session: Handle, fd: int, token: int) -> None:
+    await session.ioctl(uapi.LIVEUPDATE_SESSION_PRESERVE_FD, uapi.pack_preserve_fd(fd, token))
+
+
+async def retrieve_fd(session: Handle, token: int) -> int:
+    arg = uapi.pack_retrieve_fd(token)
+    await session.ioctl(uapi.LIVEUPDATE_SESSION_RETRIEVE_FD, arg)
+    return int.from_bytes(arg[4:8], "little", signed=True)
+
+
+def memfd(data: bytes, sealable: bool = True) -> int:
+    fd = os.memfd_create("t", os.MFD_ALLOW_SEALING if sealable else 0)
+    os.write(fd, data)
+    return fd
+
+
+# --------------------------------------------------------------- the device
+
+
+async def test_device_is_exclusive(provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    await expect_errno(errno.EBUSY, provider.open(DEV, OpenFlags.RDWR))
+    await device.close()
+    again = await provider.open(DEV, OpenFlags.RDWR)
+    await again.close()
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "err"),
+    [("eio", "1", errno.EIO), ("held_by_other", "1", errno.EBUSY), ("present", "0", errno.ENOENT)],
+)
+async def test_device_knobs(
+    machine: SimMachine, provider: SimProvider, knob: str, value: str, err: int
+) -> None:
+    luo(machine).configure(knob, value)
+    await expect_errno(err, provider.open(DEV, OpenFlags.RDWR))
+
+
+async def test_empty_profile_has_no_device(tmp_path: Path) -> None:
+    machine = SimMachine.create(str(tmp_path / "e"), "empty")
+    assert not await SimProvider(machine, FdStore({})).exists(DEV)
+
+
+async def test_ioctl_decoding_errors(provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    good = uapi.pack_create_session("x")
+    # a session nr on the device, and a nr beyond every table: EINVAL, not ENOTTY
+    await expect_errno(errno.EINVAL, device.ioctl(uapi.LIVEUPDATE_SESSION_PRESERVE_FD, good))
+    await expect_errno(errno.EINVAL, device.ioctl(0xBA07, good))
+    # nr in range, other encoding: ENOTTY
+    await expect_errno(errno.ENOTTY, device.ioctl(iowr(0xBA, 0, 72), good))
+    short = bytearray(good)
+    short[0:4] = (70).to_bytes(4, "little")
+    await expect_errno(errno.EINVAL, device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, short))
+    longer = bytearray(good) + bytearray(8)
+    longer[0:4] = (80).to_bytes(4, "little")
+    longer[75] = 1
+    await expect_errno(errno.E2BIG, device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, longer))
+    longer[75] = 0  # zeros beyond the struct are fine
+    await device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, longer)
+
+
+async def test_session_names(provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    empty = bytearray(uapi.CREATE_SESSION.pack(72, -1, b""))
+    await expect_errno(errno.EINVAL, device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, empty))
+    unterminated = bytearray(uapi.CREATE_SESSION.pack(72, -1, b"y" * 64))
+    await expect_errno(
+        errno.EINVAL, device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, unterminated)
+    )
+    await create(provider, device, "n" * 63)
+    await create(provider, device, "dup")
+    await expect_errno(errno.EEXIST, create(provider, device, "dup"))
+    await expect_errno(errno.ENOENT, retrieve(provider, device, "dup"))
+
+
+async def test_session_limit(machine: SimMachine, provider: SimProvider) -> None:
+    luo(machine).configure("max_sessions", "1")
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    await create(provider, device, "one")
+    await expect_errno(errno.ENOSPC, create(provider, device, "two"))
+
+
+# ------------------------------------------------------------------ preserve
+
+
+async def test_only_memfds_are_preserved(provider: SimProvider, tmp_path: Path) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    read_end, write_end = os.pipe()
+    left, right = socket.socketpair()
+    regular = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (read_end, left.fileno(), regular, null):
+        await expect_errno(errno.ENOENT, preserve(session, fd, 1))
+    await expect_errno(errno.ENOENT, preserve(session, session.fileno(), 1))
+    await expect_errno(errno.EBADF, preserve(session, 9999, 1))
+    assert luo(provider.machine).state.sessions[0].files == []
+    for fd in (read_end, write_end, regular, null):
+        os.close(fd)
+    left.close()
+    right.close()
+
+
+async def test_vfio_handler_switch(
+    machine: SimMachine, provider: SimProvider, tmp_path: Path
+) -> None:
+    vfio_dir = tmp_path / "vfio"
+    vfio_dir.mkdir()
+    (vfio_dir / "devices0").write_bytes(b"")
+    luo(machine).configure("vfio_prefix", str(vfio_dir) + "/")
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = os.open(vfio_dir / "devices0", os.O_RDWR)
+    await expect_errno(errno.ENOENT, preserve(session, fd, 1))
+    luo(machine).configure("vfio_handler", "1")
+    await preserve(session, fd, 1)
+    assert luo(machine).state.sessions[0].files[0].kind == "vfio"
+    os.close(fd)
+
+
+async def test_tokens_and_double_preserve(provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    first = await create(provider, device, "a")
+    second = await create(provider, device, "b")
+    one, two = memfd(b"1"), memfd(b"2")
+    await preserve(first, one, 5)
+    await expect_errno(errno.EEXIST, preserve(first, two, 5))
+    await expect_errno(errno.EBUSY, preserve(first, one, 6))
+    await expect_errno(errno.EBUSY, preserve(second, os.dup(one), 5))
+    await preserve(second, two, 5)  # tokens are per session
+    # outgoing sessions have no retrieve/finish
+    await expect_errno(errno.EINVAL, retrieve_fd(first, 5))
+    await expect_errno(
+        errno.EINVAL, first.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, uapi.pack_finish())
+    )
+
+
+async def test_get_name_and_its_switch(machine: SimMachine, provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "named")
+    arg = uapi.pack_get_name()
+    await session.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, arg)
+    assert uapi.decode_name(bytes(arg[8:])) == "named"
+    bad = bytearray(uapi.GET_NAME.pack(72, 1, b""))
+    await expect_errno(errno.EINVAL, session.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, bad))
+    luo(machine).configure("get_name", "0")
+    await expect_errno(errno.EINVAL, session.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, arg))
+
+
+async def test_closing_the_last_fd_drops_an_outgoing_session(provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "gone")
+    fd = memfd(b"data")
+    await preserve(session, fd, 1)
+    await device.close()  # closing the device does not affect sessions
+    assert [s.name for s in luo(provider.machine).state.sessions] == ["gone"]
+    await session.close()
+    assert luo(provider.machine).state.sessions == []
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    other = await create(provider, device, "again")
+    await preserve(other, fd, 1)  # no longer preserved anywhere: no EBUSY
+
+
+# --------------------------------------------------------------------- kexec
+
+
+async def test_kexec_carries_held_sessions_with_contents_and_seals(
+    machine: SimMachine, provider: SimProvider
+) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    held = await create(provider, device, "held")
+    dropped = await create(provider, device, "dropped")
+    data = os.urandom(10000)
+    sealed = memfd(data)
+    os.ftruncate(sealed, 12000)  # size beyond the written data: a hole of zeros
+    os.lseek(sealed, 1234, os.SEEK_SET)
+    fcntl.fcntl(sealed, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+    plain = memfd(b"plain", sealable=False)
+    await preserve(held, sealed, 1)
+    await preserve(held, plain, 2)
+    await preserve(dropped, memfd(b"x"), 1)
+    await dropped.close()
+    os.write(plain, b" and later")  # written after preserve, before the kexec
+    old_boot = machine.state.boot_id
+    machine.kexec()
+    assert machine.state.boot_id != old_boot
+
+    reloaded = SimMachine.load(machine.directory)
+    provider2 = SimProvider(reloaded, FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    await expect_errno(errno.ENOENT, retrieve(provider2, device2, "dropped"))
+    session = await retrieve(provider2, device2, "held")
+    await expect_errno(errno.EINVAL, retrieve(provider2, device2, "held"))
+    await expect_errno(errno.EINVAL, preserve(session, memfd(b"new"), 9))
+    restored = await retrieve_fd(session, 1)
+    assert os.fstat(restored).st_size == 12000
+    assert os.pread(restored, 12000, 0) == data + bytes(2000)
+    assert os.lseek(restored, 0, os.SEEK_CUR) == 1234
+    seals = fcntl.fcntl(restored, fcntl.F_GET_SEALS)
+    assert seals == fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+    other = await retrieve_fd(session, 2)
+    assert os.pread(other, 100, 0) == b"plain and later"
+    assert fcntl.fcntl(other, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SEAL
+    # the same token twice: another fd for the same file
+    again = await retrieve_fd(session, 2)
+    os.pwrite(again, b"P", 0)
+    assert os.pread(other, 1, 0) == b"P"
+    await expect_errno(errno.ENOENT, retrieve_fd(session, 77))
+    # an outgoing session of the same name is allowed next to the incoming one
+    await create(provider2, device2, "held")
+    await session.close()  # closing a retrieved session finishes it
+    names = [(s.name, s.direction) for s in luo(reloaded).state.sessions]
+    assert names == [("held", "outgoing")]
+
+
+async def test_finish_releases_the_incoming_session(
+    machine: SimMachine, provider: SimProvider
+) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await preserve(session, memfd(b"1"), 1)
+    machine.kexec()
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "s")
+    bad = bytearray(uapi.FINISH.pack(8, 1))
+    await expect_errno(errno.EINVAL, incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, bad))
+    await incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, uapi.pack_finish())
+    await expect_errno(errno.EINVAL, retrieve_fd(incoming, 1))
+    assert luo(provider2.machine).state.sessions == []
+
+
+@pytest.mark.parametrize("how", ["knob", "fault"])
+async def test_failed_freeze_changes_nothing(
+    machine: SimMachine, provider: SimProvider, how: str
+) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await preserve(session, memfd(b"1"), 1)
+    if how == "knob":
+        luo(machine).configure("fail_freeze", "1")
+    else:
+        machine.add_fault(FaultSpec(component="liveupdate", kind="freeze-failure"))
+    boot = machine.state.boot_id
+    before = luo(machine).state.model_dump()
+    await expect_errno(errno.EBUSY, provider.kexec())
+    assert machine.state.boot_id == boot
+    assert luo(machine).state.model_dump()["sessions"] == before["sessions"]
+    await preserve(session, memfd(b"2"), 2)  # still a live outgoing session
+
+
+async def test_offline_kexec_carries_nothing_nobody_holds(machine: SimMachine) -> None:
+    provider = SimProvider(machine, FdStore({}))
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await preserve(session, memfd(b"1"), 1)
+    # another process (`livefw sim kexec` with no daemon) loads the machine: nobody
+    # holds the session there, so nothing is carried
+    offline = SimMachine.load(machine.directory)
+    offline.kexec()
+    assert luo(SimMachine.load(machine.directory)).state.sessions == []
+
+
+async def test_reboot_keeps_nothing(machine: SimMachine, provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await preserve(session, memfd(b"1"), 1)
+    machine.kexec()
+    machine.reboot()
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    await expect_errno(errno.ENOENT, retrieve(provider2, device2, "s"))
+    assert luo(provider2.machine).state.sessions == []
+
+
+async def test_a_failed_retrieve_stays_failed(
+    machine: SimMachine, provider: SimProvider, tmp_path: Path
+) -> None:
+    vfio = tmp_path / "vfio"
+    vfio.mkdir()
+    (vfio / "dev0").write_bytes(b"")
+    luo(machine).configure("vfio_prefix", str(vfio) + "/")
+    luo(machine).configure("vfio_handler", "1")
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = os.open(vfio / "dev0", os.O_RDWR)
+    await preserve(session, fd, 1)
+    machine.kexec()
+    (vfio / "dev0").unlink()  # the device did not come back in the new kernel
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "s")
+    await expect_errno(errno.ENOENT, retrieve_fd(incoming, 1))
+    (vfio / "dev0").write_bytes(b"")  # even once it is back
+    await expect_errno(errno.ENOENT, retrieve_fd(incoming, 1))
+
+
+async def test_hugetlb_memfds_are_refused(provider: SimProvider) -> None:
+    try:
+        huge = os.memfd_create("huge", os.MFD_HUGETLB)
+    except OSError:
+        pytest.skip("no hugetlbfs here")
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await expect_errno(errno.ENOENT, preserve(session, huge, 1))
+    await preserve(session, memfd(b"plain"), 1)
+    os.close(huge)
