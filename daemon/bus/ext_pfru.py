@@ -1,0 +1,114 @@
+"""``org.livefw.Daemon1.Telemetry``: the PFRT firmware log on the PFRU device object.
+
+Reading needs no polkit action (the log holds the firmware's update progress
+messages, and the bus policy decides who may talk to livefwd at all); changing the
+log level or type needs ``org.livefw.daemon1.telemetry-configure``. Every call holds
+the device's lock, so reads, data-info queries and changes never interleave.
+"""
+
+from typing import Any
+
+from livefw.bus.backend import PropertyAccess, ServiceInterface, Variant, dbus_property, method
+from livefw.bus.context import BusContext
+from livefw.bus.errors import dbus_errors
+from livefw.device import Device
+from livefw.errors import Internal, InvalidArgument
+from livefw.plugins.pfru import (
+    TELEMETRY_INTERFACE,
+    PfruTelemetryDevice,
+    level_name,
+    parse_level,
+    parse_log_type,
+    type_name,
+)
+
+INTERFACE = TELEMETRY_INTERFACE
+ACTION_CONFIGURE = "org.livefw.daemon1.telemetry-configure"
+
+_SET_OPTIONS = {"level": "s", "type": "s"}
+
+
+class TelemetryInterface(ServiceInterface):
+    """The firmware's telemetry ring buffer: settings, whole reads and delta reads."""
+
+    def __init__(self, ctx: BusContext, device: PfruTelemetryDevice) -> None:
+        super().__init__(INTERFACE)
+        self.ctx = ctx
+        self.device = device
+        device.add_telemetry_listener(self._changed)
+
+    def _changed(self) -> None:
+        self.emit_properties_changed(
+            {
+                "LogLevel": level_name(self.device.log_level),
+                "LogType": type_name(self.device.log_type),
+            }
+        )
+
+    def _lock(self) -> Any:
+        return self.ctx.engine.device_lock(self.device.id)
+
+    # ---------------------------------------------------------------- properties
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LogLevel(self) -> "s":
+        return level_name(self.device.log_level)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LogType(self) -> "s":
+        return type_name(self.device.log_type)
+
+    # ------------------------------------------------------------------- methods
+
+    @method()
+    @dbus_errors
+    async def SetLogInfo(self, options: "a{sv}") -> None:
+        unknown = sorted(set(options) - set(_SET_OPTIONS))
+        if unknown or not options:
+            raise InvalidArgument(
+                f"SetLogInfo takes level and/or type (strings); got {sorted(options)}"
+            )
+        for key, variant in options.items():
+            if variant.signature != _SET_OPTIONS[key]:
+                raise InvalidArgument(f"option {key!r} must be of type 's'")
+        level = parse_level(options["level"].value) if "level" in options else None
+        log_type = parse_log_type(options["type"].value) if "type" in options else None
+        await self.ctx.authorize(ACTION_CONFIGURE)
+        async with self._lock():
+            await self.device.set_telemetry(level, log_type)
+
+    @method()
+    @dbus_errors
+    async def GetDataInfo(self) -> "a{sv}":
+        async with self._lock():
+            info = await self.device.telemetry_data_info()
+        return {
+            "max-data-size": Variant("u", info.max_data_size),
+            "chunk1-size": Variant("u", info.chunk1_size),
+            "chunk2-size": Variant("u", info.chunk2_size),
+            "rollover-count": Variant("u", info.rollover_cnt),
+            "reset-count": Variant("u", info.reset_cnt),
+            "started": Variant("b", info.chunk2_addr != 0),
+            "log-type": Variant("s", type_name(self.device.log_type)),
+        }
+
+    @method()
+    @dbus_errors
+    async def Read(self) -> "ayt":
+        async with self._lock():
+            result = await self.device.read_telemetry(0)
+        return [result.data, result.cursor]
+
+    @method()
+    @dbus_errors
+    async def ReadSince(self, cursor: "t") -> "aytb":
+        async with self._lock():
+            result = await self.device.read_telemetry(cursor)
+        return [result.data, result.cursor, result.lost]
+
+
+def build(ctx: BusContext, device: Device) -> ServiceInterface:
+    """The Telemetry interface of a PFRU device that carries telemetry."""
+    if not isinstance(device, PfruTelemetryDevice):
+        raise Internal(f"{device.name} has no PFRT telemetry")
+    return TelemetryInterface(ctx, device)

@@ -1,0 +1,842 @@
+"""Simulated PFRU/PFRT: the ``pfr_update`` and ``pfr_telemetry`` drivers and the firmware.
+
+The kernel half behaves like ``drivers/acpi/pfr_update.c`` and ``pfr_telemetry.c``
+(spec §1): one-call ``write()`` into a fixed-size communication buffer from offset 0
+(EINVAL when larger), the kernel's capsule walk and version gate on ``write()`` (plus
+the length checks the kernel lacks), QUERY_CAP, SET_REV, STAGE, ACTIVATE and
+STAGE_ACTIVATE (EBUSY whenever the firmware's ``_DSM`` status is non-zero), and the
+telemetry ioctls plus a read-only mmap of the log buffer.
+
+The firmware half checks what the kernel does not: the platform id, the capsule's
+(simulated) signature and its anti-rollback rule (SVN for driver updates). It holds
+one staged capsule at a time (ACTIVATE takes no update type), loses it at reboot,
+and appends to two telemetry ring buffers (execution and history logs) while it
+stages and activates.
+
+Simulated signature: the certificate data is ``LIVEFW-SIM-SIG`` plus a NUL, followed by the
+SHA-256 of the monotonic count (u64 LE) and the payload bytes after the
+authentication structure. Nothing in the daemon knows this rule; it exists only so
+that the simulated firmware can refuse a corrupt capsule the way real firmware does.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import struct
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from livefw.errors import InvalidArgument
+from livefw.kernel.provider import OpenFlags, UEvent
+from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
+from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
+from livefw.kernel.uapi import capsule
+from livefw.kernel.uapi import pfru as uapi
+
+#: simulated signature marker (see the module docstring).
+SIM_SIGNATURE_MAGIC = b"LIVEFW-SIM-SIG\x00"
+#: pfru_payload_hdr.sig the sample capsules carry; the kernel does not check it.
+SAMPLE_PAYLOAD_SIG = 0x55524650  # "PFRU" little-endian
+#: misc major number and the minors the simulated nodes report.
+_MISC_MAJOR = 10
+_UPDATE_MINOR = 121
+_TELEMETRY_MINOR = 122
+
+KEY_CODE = "pfru/code-injection"
+KEY_DRIVER = "pfru/driver-update"
+KEY_TELEMETRY = "pfru/telemetry"
+#: fault target used for ``_DSM`` calls that concern no update type (queries).
+KEY_UPDATE = "pfru/update"
+
+_KEY_TYPES = {KEY_CODE: uapi.UpdateType.CODE_INJECTION, KEY_DRIVER: uapi.UpdateType.DRIVER_UPDATE}
+_TYPE_KEYS = {value: key for key, value in _KEY_TYPES.items()}
+
+_DEFAULT_PLATFORM = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+_OTHER_PLATFORM = "0badc0de-0000-4000-8000-00000000beef"
+_DEFAULT_OEM = "2f9a8b7c-6d5e-4f40-9a1b-2c3d4e5f6a7b"
+_ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+_FOREIGN_IMAGE_TYPE = "11111111-2222-4333-8444-555555555555"
+
+_LEVEL_NAMES = {0: "ERROR", 1: "WARN", 2: "INFO", 4: "VERBOSE"}
+
+
+class Capsule(BaseModel):
+    """What the firmware sees in its communication buffer (or has staged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int
+    sha256: str
+    #: the kernel-style walk succeeded (structure, image type, header v1/v2).
+    well_formed: bool
+    problem: str = ""
+    update_type: int = 0
+    rt_ver: int = 0
+    svn_ver: int = 0
+    hw_ver: int = 0
+    platform_id: str = _ZERO_GUID
+    signature_ok: bool = False
+
+
+class Ring(BaseModel):
+    """One telemetry log buffer (a ring of ``size`` bytes, written at ``head``).
+
+    ``data`` holds the bytes as latin-1 text so machine.json stays JSON.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: int
+    data: str = ""
+    head: int = 0
+    rollover: int = 0
+
+
+class PfruState(BaseModel):
+    """The simulated platform (firmware values) and driver state.
+
+    Attributes:
+        update_present / telemetry_present: the ACPI devices exist with a ``_DSM``
+            (else no node: the driver's probe fails with ENODEV).
+        driver_gate: which version the kernel compares for driver updates on
+            ``write()``: ``svn`` (6.17+, the Aug-2025 fix) or ``rt`` (before).
+        comm_buf_size: the firmware's communication buffer (``_DSM`` fn 2).
+        rev_id, log_type, log_revid: kept by the drivers (reset at boot).
+        buffer: what the last ``write()`` left in the communication buffer.
+        staged: the one capsule the firmware holds staged.
+        telemetry_started: the telemetry service has produced data (mmap works).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    update_present: bool = True
+    telemetry_present: bool = True
+    driver_gate: str = "svn"
+    update_cap: int = 0x3
+    code_type: str = uapi.CODE_INJECTION_GUID
+    drv_type: str = uapi.DRIVER_UPDATE_GUID
+    fw_version: int = 0x00020011
+    code_rt_version: int = 3
+    drv_rt_version: int = 7
+    drv_svn: int = 2
+    platform_id: str = _DEFAULT_PLATFORM
+    oem_id: str = _DEFAULT_OEM
+    oem_info_len: int = 0
+    comm_buf_size: int = 256 * 1024
+    rev_id: int = uapi.DEFAULT_REVID
+    buffer: Capsule | None = None
+    staged: Capsule | None = None
+    activations: int = 0
+    telemetry_started: bool = True
+    log_level: int = int(uapi.LogLevel.INFO)
+    log_type: int = int(uapi.LogType.EXECUTION)
+    log_revid: int = uapi.DEFAULT_REVID
+    telemetry_size: int = 4 * uapi.PAGE_SIZE
+    reset_cnt: int = 0
+    sequence: int = 0
+    rings: dict[str, Ring] = Field(default_factory=dict)
+
+
+def _ring_key(log_type: int) -> str:
+    return str(int(log_type))
+
+
+class PfruComponent(SimComponent):
+    """The PFRU update device, the PFRT telemetry device and the firmware behind them."""
+
+    name = "pfru"
+    order = 30
+    state_model = PfruState
+    state: PfruState
+    FAULTS = {
+        "busy": "every update _DSM call (capability, buffer, start) returns a non-zero "
+        "status: EBUSY",
+        "stage-fail": "the firmware fails the next STAGE (or STAGE_ACTIVATE): EBUSY",
+        "activate-fail": "the firmware fails the next ACTIVATE (or the activation half of "
+        "STAGE_ACTIVATE): EBUSY; the staged capsule stays staged",
+        "telemetry-busy": "the telemetry _DSM returns a non-zero status: GET_DATA_INFO, "
+        "mmap and SET_INFO (level) fail with EBUSY, GET_INFO reports -EBUSY as level",
+        "telemetry-reset": "the telemetry service resets before answering the next "
+        "GET_DATA_INFO (reset_cnt increments, the log is cleared)",
+        "append-race": "the firmware appends a record right after answering the next "
+        "GET_DATA_INFO (a reader racing the firmware)",
+    }
+    BROKEN = {
+        "truncated": "a valid capsule cut short (CapsuleImageSize beyond the file)",
+        "header-v3": "FMP image header version 3, which the kernel refuses",
+        "wrong-image-type": "an FMP image type that is neither code injection nor driver update",
+        "other-platform": "built for another platform id (the kernel accepts it; the "
+        "firmware refuses to stage it)",
+        "too-large": "larger than the firmware's communication buffer (write: EINVAL)",
+        "downgrade": "a version below the running one (anti-rollback)",
+        "svn-downgrade": "driver update with a newer runtime version but an older SVN "
+        "(passes pre-6.17 kernels, refused by 6.17+ and by the firmware)",
+        "corrupt-auth": "a signed capsule modified after signing (the firmware refuses "
+        "to stage it)",
+        "not-a-capsule": "a text file",
+    }
+
+    def __init__(self, machine: SimMachine, state: PfruState) -> None:
+        super().__init__(machine, state)
+        #: live ring buffers: mmap views stay valid while the firmware appends.
+        self._rings: dict[str, bytearray] = {}
+        for log_type in uapi.LogType:
+            key = _ring_key(log_type)
+            ring = state.rings.get(key)
+            if ring is None:
+                ring = Ring(base=self._ring_base(log_type))
+                state.rings[key] = ring
+            buffer = bytearray(state.telemetry_size)
+            raw = ring.data.encode("latin-1")[: state.telemetry_size]
+            buffer[: len(raw)] = raw
+            self._rings[key] = buffer
+        if state.telemetry_started and state.sequence == 0:
+            # a new machine: the firmware has logged its boot.
+            self._log(uapi.LogLevel.INFO, "boot: runtime update service ready")
+            self._log(
+                uapi.LogLevel.INFO,
+                f"boot: code injection rt {state.code_rt_version}, driver update rt "
+                f"{state.drv_rt_version} svn {state.drv_svn}",
+            )
+            self._history("boot: platform firmware runtime update enabled")
+
+    @staticmethod
+    def _ring_base(log_type: int) -> int:
+        # page-aligned physical addresses above 4 GiB so both halves of the lo/hi
+        # pairs are exercised.
+        return 0x1_7F00_0000 + int(log_type) * 0x10_0000
+
+    # ------------------------------------------------------------------ profiles
+
+    @classmethod
+    def default_state(cls, profile: str, scale: int) -> PfruState:
+        """The platform of ``profile``.
+
+        default/scale: both update types, telemetry running; minimal: code injection
+        only, telemetry not started; rfc: a pre-6.17 kernel (rt version gate); empty:
+        no PFRU devices.
+        """
+        if profile == "empty":
+            return PfruState(update_present=False, telemetry_present=False)
+        state = PfruState()
+        if profile == "minimal":
+            state.drv_type = _ZERO_GUID
+            state.drv_rt_version = 0
+            state.drv_svn = 0
+            state.telemetry_started = False
+        if profile == "rfc":
+            state.driver_gate = "rt"
+        return state
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self, root: Dir) -> None:
+        """The two device nodes and their misc-class directories."""
+        dev = root.mkdirs("dev")
+        if self.state.update_present:
+            dev.children[uapi.UPDATE_NODE.split("/", 1)[1]] = Device(opener=self._open_update)
+            self._misc(root, uapi.UPDATE_MISC, uapi.UPDATE_NODE, _UPDATE_MINOR)
+        if self.state.telemetry_present:
+            dev.children[uapi.TELEMETRY_NODE.split("/", 1)[1]] = Device(opener=self._open_telemetry)
+            self._misc(root, uapi.TELEMETRY_MISC, uapi.TELEMETRY_NODE, _TELEMETRY_MINOR)
+
+    @staticmethod
+    def _misc(root: Dir, path: str, node: str, minor: int) -> None:
+        folder = root.mkdirs(path)
+        devname = node.split("/", 1)[1]
+        folder.children["dev"] = Attr(read=lambda: f"{_MISC_MAJOR}:{minor}\n")
+        folder.children["uevent"] = Attr(
+            read=lambda: f"MAJOR={_MISC_MAJOR}\nMINOR={minor}\nDEVNAME={devname}\n"
+        )
+
+    def _open_update(self, path: str, flags: OpenFlags) -> SimHandle:
+        return _UpdateHandle(self, path)
+
+    def _open_telemetry(self, path: str, flags: OpenFlags) -> SimHandle:
+        return _TelemetryHandle(self, path)
+
+    # ------------------------------------------------------------------ firmware
+
+    def cap_info(self) -> uapi.UpdateCapInfo:
+        """``_DSM`` fn 1 (query capability) as the kernel copies it out."""
+        state = self.state
+        return uapi.UpdateCapInfo(
+            status=int(uapi.DsmStatus.SUCCEED),
+            update_cap=state.update_cap,
+            code_type=state.code_type,
+            fw_version=state.fw_version,
+            code_rt_version=state.code_rt_version,
+            drv_type=state.drv_type,
+            drv_rt_version=state.drv_rt_version,
+            drv_svn=state.drv_svn,
+            platform_id=state.platform_id,
+            oem_id=state.oem_id,
+            oem_info_len=state.oem_info_len,
+        )
+
+    def dsm_fault(self, target: str, *kinds: str) -> str | None:
+        """Consume an armed fault of ``kinds`` for ``target`` (or any target)."""
+        return self.machine.take_fault(self.name, target, kinds)
+
+    def load(self, data: bytes, path: str) -> int:
+        """pfru_write(): buffer query, size check, copy, capability query, the walk."""
+        state = self.state
+        if self.dsm_fault(KEY_UPDATE, "busy"):
+            raise fail(errno.EBUSY, "write", path, "_DSM query buffer: status RETRY_SUGGESTED")
+        if len(data) > state.comm_buf_size:
+            raise fail(
+                errno.EINVAL,
+                "write",
+                path,
+                f"{len(data)} bytes > communication buffer of {state.comm_buf_size}",
+            )
+        # the bytes reach the buffer before the kernel looks at them.
+        state.buffer = self._inspect(data)
+        self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
+        self.machine.changed()
+        buffer = state.buffer
+        if not buffer.well_formed:
+            raise fail(errno.EINVAL, "write", path, buffer.problem)
+        if buffer.update_type == uapi.UpdateType.CODE_INJECTION:
+            ok = buffer.rt_ver >= state.code_rt_version
+        elif state.driver_gate == "rt":
+            ok = buffer.rt_ver >= state.drv_rt_version
+        else:
+            ok = buffer.svn_ver >= state.drv_svn
+        if not ok:
+            raise fail(errno.EINVAL, "write", path, "capsule version below the running one")
+        return len(data)
+
+    def _inspect(self, data: bytes) -> Capsule:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            walked = uapi.walk_capsule(data)
+        except capsule.CapsuleError as error:
+            return Capsule(size=len(data), sha256=digest, well_formed=False, problem=str(error))
+        payload = walked.payload
+        return Capsule(
+            size=len(data),
+            sha256=digest,
+            well_formed=True,
+            update_type=int(walked.update_type),
+            rt_ver=payload.rt_ver,
+            svn_ver=payload.svn_ver,
+            hw_ver=payload.hw_ver,
+            platform_id=payload.platform_id,
+            signature_ok=walked.auth.cert_data
+            == sim_signature(
+                walked.auth.monotonic_count, data[walked.payload_offset : walked.image_end]
+            ),
+        )
+
+    def start_update(self, action: uapi.StartAction, path: str) -> None:
+        """``_DSM`` fn 3 with ``action``: the firmware stages and/or activates."""
+        op = {
+            uapi.StartAction.STAGE: "PFRU_IOC_STAGE",
+            uapi.StartAction.ACTIVATE: "PFRU_IOC_ACTIVATE",
+            uapi.StartAction.STAGE_ACTIVATE: "PFRU_IOC_STAGE_ACTIVATE",
+        }[action]
+        if self.dsm_fault(KEY_UPDATE, "busy"):
+            raise fail(errno.EBUSY, "ioctl", path, f"{op}: status RETRY_SUGGESTED")
+        if action in (uapi.StartAction.STAGE, uapi.StartAction.STAGE_ACTIVATE):
+            self._stage(path, op)
+        if action in (uapi.StartAction.ACTIVATE, uapi.StartAction.STAGE_ACTIVATE):
+            self._activate(path, op)
+
+    def _stage(self, path: str, op: str) -> None:
+        state = self.state
+        buffer = state.buffer
+        target = KEY_UPDATE
+        if buffer is not None and buffer.well_formed:
+            target = _TYPE_KEYS[uapi.UpdateType(buffer.update_type)]
+        problem = ""
+        if self.dsm_fault(target, "stage-fail"):
+            problem = "firmware stage failed (HARDWARE_ERR)"
+        elif buffer is None:
+            problem = "nothing in the communication buffer (INVAL_INPUT)"
+        elif not buffer.well_formed:
+            problem = f"the buffer holds no valid capsule: {buffer.problem} (INVAL_INPUT)"
+        elif not buffer.signature_ok:
+            problem = "capsule authentication failed (FUNC_SPEC_ERR)"
+        elif buffer.platform_id != state.platform_id:
+            problem = f"capsule is for platform {buffer.platform_id} (INVAL_INPUT)"
+        elif not self._newer_or_same(buffer):
+            problem = "anti-rollback: capsule version below the running one (FUNC_SPEC_ERR)"
+        if problem:
+            self._log(uapi.LogLevel.ERROR, f"stage: {problem}")
+            self._history(f"stage refused: {problem}")
+            self.machine.changed()
+            raise fail(errno.EBUSY, "ioctl", path, f"{op}: {problem}")
+        assert buffer is not None
+        kind = uapi.UpdateType(buffer.update_type).name.lower().replace("_", "-")
+        self._log(uapi.LogLevel.INFO, f"stage: authenticating {kind} capsule, {buffer.size} bytes")
+        self._log(
+            uapi.LogLevel.VERBOSE, f"stage: sha256 {buffer.sha256[:16]}, svn {buffer.svn_ver}"
+        )
+        self._log(uapi.LogLevel.INFO, f"stage: {kind} runtime version {buffer.rt_ver} staged")
+        state.staged = buffer.model_copy()
+        self.machine.changed()
+
+    def _newer_or_same(self, buffer: Capsule) -> bool:
+        if buffer.update_type == uapi.UpdateType.CODE_INJECTION:
+            return buffer.rt_ver >= self.state.code_rt_version
+        return buffer.svn_ver >= self.state.drv_svn
+
+    def _activate(self, path: str, op: str) -> None:
+        state = self.state
+        staged = state.staged
+        target = _TYPE_KEYS[uapi.UpdateType(staged.update_type)] if staged else KEY_UPDATE
+        if staged is None:
+            self._log(uapi.LogLevel.ERROR, "activate: nothing staged")
+            self.machine.changed()
+            raise fail(errno.EBUSY, "ioctl", path, f"{op}: nothing staged (INVAL_INPUT)")
+        kind = uapi.UpdateType(staged.update_type).name.lower().replace("_", "-")
+        if self.dsm_fault(target, "activate-fail"):
+            self._log(uapi.LogLevel.ERROR, f"activate: {kind} activation failed, rolled back")
+            self._history(f"activate {kind} {staged.rt_ver}: failed (HARDWARE_ERR)")
+            self.machine.changed()
+            raise fail(errno.EBUSY, "ioctl", path, f"{op}: activation failed (HARDWARE_ERR)")
+        if staged.update_type == uapi.UpdateType.CODE_INJECTION:
+            old = state.code_rt_version
+            state.code_rt_version = staged.rt_ver
+        else:
+            old = state.drv_svn
+            state.drv_rt_version = staged.rt_ver
+            state.drv_svn = staged.svn_ver
+        state.staged = None
+        state.activations += 1
+        self._log(uapi.LogLevel.INFO, f"activate: quiescing, switching {kind} runtime image")
+        self._log(
+            uapi.LogLevel.VERBOSE, f"activate: auth 812 us, exec {350 + staged.size // 1024} us"
+        )
+        self._log(uapi.LogLevel.INFO, f"activate: {kind} now runtime version {staged.rt_ver}")
+        new = (
+            staged.rt_ver
+            if staged.update_type == uapi.UpdateType.CODE_INJECTION
+            else staged.svn_ver
+        )
+        self._history(f"activate {kind}: {old} -> {new}: success")
+        self.machine.changed()
+
+    # ----------------------------------------------------------------- telemetry
+
+    def _ring(self, log_type: int) -> tuple[Ring, bytearray]:
+        key = _ring_key(log_type)
+        return self.state.rings[key], self._rings[key]
+
+    def _append(self, log_type: int, text: str) -> None:
+        """The firmware writes a record into a ring buffer (wrapping at its end)."""
+        state = self.state
+        if not state.telemetry_present:
+            return
+        state.telemetry_started = True
+        ring, buffer = self._ring(log_type)
+        data = text.encode("latin-1", "replace")
+        size = len(buffer)
+        for byte_index in range(0, len(data), size):
+            chunk = data[byte_index : byte_index + size]
+            first = min(len(chunk), size - ring.head)
+            buffer[ring.head : ring.head + first] = chunk[:first]
+            rest = chunk[first:]
+            if rest:
+                buffer[: len(rest)] = rest
+            new_head = ring.head + len(chunk)
+            if new_head >= size:
+                ring.rollover += 1
+            ring.head = new_head % size
+        ring.data = buffer.decode("latin-1")
+
+    def _log(self, level: int, message: str) -> None:
+        """An execution-log record, kept when ``level`` is within the configured level."""
+        if int(level) > self.state.log_level:
+            return
+        self.state.sequence += 1
+        name = _LEVEL_NAMES.get(int(level), str(int(level)))
+        self._append(uapi.LogType.EXECUTION, f"[{self.state.sequence:06d}] {name:<7} {message}\n")
+
+    def _history(self, message: str) -> None:
+        """A history-log record (update outcomes; not filtered by level)."""
+        self.state.sequence += 1
+        self._append(uapi.LogType.HISTORY, f"[{self.state.sequence:06d}] {message}\n")
+
+    def reset_telemetry(self) -> None:
+        """The telemetry service restarts: counters and buffers are cleared."""
+        self.state.reset_cnt += 1
+        for log_type in uapi.LogType:
+            ring, buffer = self._ring(log_type)
+            buffer[:] = bytes(len(buffer))
+            ring.head = 0
+            ring.rollover = 0
+            ring.data = buffer.decode("latin-1")
+        self._log(uapi.LogLevel.INFO, f"telemetry service restarted (reset {self.state.reset_cnt})")
+
+    def data_info(self, log_type: int) -> uapi.LogDataInfo:
+        """``_DSM`` fn 3 of the telemetry device for ``log_type``."""
+        state = self.state
+        if not state.telemetry_started:
+            return uapi.LogDataInfo(0, 0, 0, 0, 0, 0, 0, 0, state.reset_cnt)
+        ring, buffer = self._ring(log_type)
+        size = len(buffer)
+        if ring.rollover == 0:
+            chunk1_addr, chunk1_size = 0, 0
+        else:
+            chunk1_addr, chunk1_size = ring.base + ring.head, size - ring.head
+        return uapi.LogDataInfo(
+            status=int(uapi.DsmStatus.SUCCEED),
+            ext_status=0,
+            chunk1_addr=chunk1_addr,
+            chunk2_addr=ring.base,
+            max_data_size=size,
+            chunk1_size=chunk1_size,
+            chunk2_size=ring.head,
+            rollover_cnt=ring.rollover,
+            reset_cnt=state.reset_cnt,
+        )
+
+    def mapping(self, log_type: int) -> memoryview:
+        """The live buffer the driver maps (starting at chunk2's address)."""
+        return memoryview(self._ring(log_type)[1])
+
+    def append_record(self, message: str) -> None:
+        """Append one execution-log record now (``append-race`` and tests)."""
+        self._log(uapi.LogLevel.ERROR, message)
+
+    # -------------------------------------------------------------- sim commands
+
+    def devices(self) -> list[SimDevice]:
+        """The update types the firmware reports, and the telemetry device."""
+        state = self.state
+        found: list[SimDevice] = []
+        if state.update_present:
+            if state.code_type != _ZERO_GUID:
+                found.append(
+                    SimDevice(
+                        KEY_CODE,
+                        "PFRU code injection",
+                        self.name,
+                        f"runtime version {state.code_rt_version}"
+                        + (", staged" if _staged_type(state) == 1 else ""),
+                    )
+                )
+            if state.drv_type != _ZERO_GUID:
+                found.append(
+                    SimDevice(
+                        KEY_DRIVER,
+                        "PFRU driver update",
+                        self.name,
+                        f"runtime version {state.drv_rt_version}, svn {state.drv_svn}"
+                        + (", staged" if _staged_type(state) == 2 else ""),
+                    )
+                )
+        if state.telemetry_present:
+            data = self.data_info(state.log_type)
+            found.append(
+                SimDevice(
+                    KEY_TELEMETRY,
+                    "PFRT telemetry",
+                    self.name,
+                    f"level {state.log_level}, {data.chunk1_size + data.chunk2_size} bytes, "
+                    f"rollover {data.rollover_cnt}, reset {data.reset_cnt}",
+                )
+            )
+        return found
+
+    def add_device(self, options: dict[str, str]) -> SimDevice:
+        """Bind a driver again (``livefw sim add pfru device=update|telemetry``)."""
+        which = options.get("device", "update")
+        if which not in ("update", "telemetry"):
+            raise InvalidArgument("pfru devices to add: device=update or device=telemetry")
+        field = f"{which}_present"
+        with self.machine.lock:
+            if getattr(self.state, field):
+                raise InvalidArgument(f"the PFRU {which} device is already present")
+            setattr(self.state, field, True)
+            self.machine.changed()
+            self.machine.render()
+        self._uevent("add", which)
+        key = KEY_TELEMETRY if which == "telemetry" else KEY_CODE
+        return next((device for device in self.devices() if device.key == key), self.devices()[0])
+
+    def remove_device(self, key: str) -> None:
+        """Unbind a driver: the telemetry node, or the update node (both update types)."""
+        which = "telemetry" if key == KEY_TELEMETRY else "update"
+        with self.machine.lock:
+            setattr(self.state, f"{which}_present", False)
+            if which == "update":
+                self.state.staged = None
+                self.state.buffer = None
+            self.machine.changed()
+            self.machine.render()
+        self._uevent("remove", which)
+
+    def _uevent(self, action: str, which: str) -> None:
+        if which == "telemetry":
+            devpath, node = uapi.TELEMETRY_DEVPATH, uapi.TELEMETRY_NODE
+        else:
+            devpath, node = uapi.UPDATE_DEVPATH, uapi.UPDATE_NODE
+        self.machine.emit(UEvent(action, devpath, "misc", {"DEVNAME": node.removeprefix("dev/")}))
+
+    def configure(self, key: str, value: str) -> None:
+        """``livefw sim set pfru KEY VALUE``: firmware values; re-render nodes."""
+        if key == "driver_gate" and value not in ("svn", "rt"):
+            raise InvalidArgument("pfru.driver_gate must be svn (6.17+) or rt (older kernels)")
+        if key == "telemetry_size":
+            raise InvalidArgument("pfru.telemetry_size is fixed when the machine is created")
+        super().configure(key, value)
+        self.machine.render()
+
+    def sample(self, key: str, version: str | None, broken: str | None) -> bytes:
+        """A capsule for the code-injection or driver-update device."""
+        update_type = _KEY_TYPES.get(key)
+        if update_type is None:
+            raise InvalidArgument(
+                f"PFRU samples are for pfru/code-injection or pfru/driver-update, not {key}"
+            )
+        state = self.state
+        if update_type == uapi.UpdateType.CODE_INJECTION:
+            current_rt, current_svn = state.code_rt_version, 0
+        else:
+            current_rt, current_svn = state.drv_rt_version, state.drv_svn
+        current = current_rt if update_type == uapi.UpdateType.CODE_INJECTION else current_svn
+        if version is None:
+            target = current + 1
+        else:
+            try:
+                target = int(version, 0)
+            except ValueError as error:
+                raise InvalidArgument(f"PFRU versions are integers, not {version!r}") from error
+            if not 0 <= target < 1 << 32:
+                raise InvalidArgument(f"PFRU version {target} is out of range (u32)")
+        if update_type == uapi.UpdateType.CODE_INJECTION:
+            rt_ver, svn_ver = target, 0
+        else:
+            # the SVN is the version; the runtime version moves along with it.
+            rt_ver, svn_ver = max(current_rt + target - current_svn, 0), target
+        if broken == "downgrade":
+            if current == 0:
+                raise InvalidArgument("the running version is 0: nothing is older")
+            if update_type == uapi.UpdateType.CODE_INJECTION:
+                rt_ver = current - 1
+            else:
+                rt_ver, svn_ver = max(current_rt - 1, 0), current - 1
+        if broken == "svn-downgrade":
+            if update_type != uapi.UpdateType.DRIVER_UPDATE or current_svn == 0:
+                raise InvalidArgument("svn-downgrade needs the driver-update device with svn > 0")
+            rt_ver, svn_ver = current_rt + 1, current_svn - 1
+        if broken == "not-a-capsule":
+            return b"This is not a firmware capsule.\n" * 8
+        platform = _OTHER_PLATFORM if broken == "other-platform" else state.platform_id
+        image_type = (
+            _FOREIGN_IMAGE_TYPE if broken == "wrong-image-type" else uapi.IMAGE_TYPES[update_type]
+        )
+        filler = 1024
+        if broken == "too-large":
+            filler = state.comm_buf_size + uapi.PAGE_SIZE
+        data = build_capsule(
+            image_type=image_type,
+            rt_ver=rt_ver,
+            svn_ver=svn_ver,
+            platform_id=platform,
+            header_version=3 if broken == "header-v3" else 2,
+            body_size=filler,
+        )
+        if broken == "corrupt-auth":
+            corrupted = bytearray(data)
+            corrupted[-1] ^= 0xFF
+            data = bytes(corrupted)
+        if broken == "truncated":
+            data = data[: len(data) * 2 // 3]
+        return data
+
+    # --------------------------------------------------------------- life cycle
+
+    def on_reboot(self) -> None:
+        """Reboot: firmware runtime memory and driver state start over.
+
+        The buffer and the staged capsule go; the drivers start over (revision 1, log
+        type 0); the telemetry service restarts.
+        """
+        state = self.state
+        state.buffer = None
+        if state.staged is not None:
+            self._history("reboot: staged capsule discarded")
+        state.staged = None
+        state.rev_id = uapi.DEFAULT_REVID
+        state.log_type = int(uapi.LogType.EXECUTION)
+        state.log_revid = uapi.DEFAULT_REVID
+        if state.telemetry_started:
+            self.reset_telemetry()
+            self._log(uapi.LogLevel.INFO, "boot: runtime update service ready")
+        self.machine.changed()
+
+
+def _staged_type(state: PfruState) -> int:
+    return state.staged.update_type if state.staged else 0
+
+
+def sim_signature(monotonic_count: int, payload: bytes) -> bytes:
+    """The simulated firmware's signature over a payload (see the module docstring)."""
+    return (
+        SIM_SIGNATURE_MAGIC + hashlib.sha256(struct.pack("<Q", monotonic_count) + payload).digest()
+    )
+
+
+def build_capsule(
+    *,
+    image_type: str,
+    rt_ver: int,
+    svn_ver: int,
+    platform_id: str,
+    header_version: int = 2,
+    body_size: int = 1024,
+    hw_ver: int = 1,
+    monotonic_count: int = 1,
+) -> bytes:
+    """An FMP capsule carrying one PFRU payload, signed the simulated way."""
+    payload_hdr = uapi.PayloadHeader(
+        sig=SAMPLE_PAYLOAD_SIG,
+        hdr_version=1,
+        hdr_size=uapi.PAYLOAD_HDR.size,
+        hw_ver=hw_ver,
+        rt_ver=rt_ver,
+        platform_id=platform_id,
+        svn_ver=svn_ver,
+    ).pack()
+    body = bytes((index * 7 + rt_ver) & 0xFF for index in range(body_size))
+    payload = payload_hdr + body
+    auth = capsule.pack_image_auth(monotonic_count, sim_signature(monotonic_count, payload))
+    image_data = auth + payload
+    image_header = capsule.pack_fmp_image_header(header_version, image_type, len(image_data))
+    header_size = capsule.CAPSULE_HEADER.size + 4  # a little slack, as real tools add
+    fmp_size = capsule.FMP_CAPSULE_HEADER.size + 8
+    fmp = capsule.pack_fmp_capsule_header([fmp_size])
+    total = header_size + fmp_size + len(image_header) + len(image_data)
+    head = capsule.pack_capsule_header(
+        capsule.FMP_CAPSULE_GUID,
+        header_size,
+        capsule.CAPSULE_FLAG_PERSIST_ACROSS_RESET,
+        total,
+    )
+    return head + fmp + image_header + image_data
+
+
+class _UpdateHandle(SimHandle):
+    """An open ``/dev/acpi_pfr_update0``."""
+
+    def __init__(self, component: PfruComponent, path: str) -> None:
+        super().__init__(path)
+        self._component = component
+
+    def do_write(self, data: bytes) -> int:
+        return self._component.load(bytes(data), self.path)
+
+    def do_ioctl(
+        self, request: int, arg: bytearray | None, pointers: Mapping[int, bytearray]
+    ) -> int:
+        component = self._component
+        if request == uapi.PFRU_IOC_QUERY_CAP:
+            if arg is None or len(arg) < uapi.CAP_INFO.size:
+                raise fail(errno.EFAULT, "ioctl", self.path, "PFRU_IOC_QUERY_CAP")
+            if component.dsm_fault(KEY_UPDATE, "busy"):
+                raise fail(errno.EBUSY, "ioctl", self.path, "_DSM query capability failed")
+            arg[: uapi.CAP_INFO.size] = component.cap_info().pack()
+            return 0
+        if request == uapi.PFRU_IOC_SET_REV:
+            if arg is None or len(arg) < 4:
+                raise fail(errno.EFAULT, "ioctl", self.path, "PFRU_IOC_SET_REV")
+            (rev,) = struct.unpack_from("<I", arg)
+            if rev not in (uapi.REVID_1, uapi.REVID_2):
+                raise fail(errno.EINVAL, "ioctl", self.path, f"revision {rev} is not 1 or 2")
+            component.state.rev_id = rev
+            component.machine.changed()
+            return 0
+        actions = {
+            uapi.PFRU_IOC_STAGE: uapi.StartAction.STAGE,
+            uapi.PFRU_IOC_ACTIVATE: uapi.StartAction.ACTIVATE,
+            uapi.PFRU_IOC_STAGE_ACTIVATE: uapi.StartAction.STAGE_ACTIVATE,
+        }
+        if request in actions:
+            component.start_update(actions[request], self.path)
+            return 0
+        raise fail(errno.ENOTTY, "ioctl", self.path)
+
+
+class _TelemetryHandle(SimHandle):
+    """An open ``/dev/acpi_pfr_telemetry0`` (no read or write: mmap and ioctl)."""
+
+    def __init__(self, component: PfruComponent, path: str) -> None:
+        super().__init__(path)
+        self._component = component
+
+    def _data_info(self) -> uapi.LogDataInfo:
+        component = self._component
+        if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
+            raise fail(errno.EBUSY, "ioctl", self.path, "_DSM get data info failed")
+        if component.dsm_fault(KEY_TELEMETRY, "telemetry-reset"):
+            component.reset_telemetry()
+            component.machine.changed()
+        return component.data_info(component.state.log_type)
+
+    def do_ioctl(
+        self, request: int, arg: bytearray | None, pointers: Mapping[int, bytearray]
+    ) -> int:
+        component = self._component
+        state = component.state
+        if request == uapi.PFRT_LOG_IOC_SET_INFO:
+            if arg is None or len(arg) < uapi.LOG_INFO.size:
+                raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_SET_INFO")
+            info = uapi.LogInfo.unpack(arg[: uapi.LOG_INFO.size])
+            # each field applies only when valid; invalid values are ignored.
+            if info.log_revid in (uapi.REVID_1, uapi.REVID_2):
+                state.log_revid = info.log_revid
+            if info.log_level in set(uapi.LogLevel):
+                if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
+                    component.machine.changed()
+                    raise fail(errno.EBUSY, "ioctl", self.path, "_DSM set log level failed")
+                state.log_level = info.log_level
+                component._log(uapi.LogLevel.INFO, f"log level set to {info.log_level}")
+            if info.log_type in set(uapi.LogType):
+                state.log_type = info.log_type
+            component.machine.changed()
+            return 0
+        if request == uapi.PFRT_LOG_IOC_GET_INFO:
+            if arg is None or len(arg) < uapi.LOG_INFO.size:
+                raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_GET_INFO")
+            level = state.log_level
+            if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
+                level = (-errno.EBUSY) & 0xFFFFFFFF  # the driver stores the errno
+            arg[: uapi.LOG_INFO.size] = uapi.LogInfo(level, state.log_type, state.log_revid).pack()
+            return 0
+        if request == uapi.PFRT_LOG_IOC_GET_DATA_INFO:
+            if arg is None or len(arg) < uapi.LOG_DATA_INFO.size:
+                raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_GET_DATA_INFO")
+            data_info = self._data_info()
+            arg[: uapi.LOG_DATA_INFO.size] = data_info.pack()
+            if component.dsm_fault(KEY_TELEMETRY, "append-race"):
+                component.append_record("firmware event while a reader copies the log")
+                component.machine.changed()
+            return 0
+        raise fail(errno.ENOTTY, "ioctl", self.path)
+
+    def do_mmap(self, length: int) -> memoryview:
+        info = self._data_info()
+        if info.chunk2_addr == 0:
+            raise fail(errno.ENODEV, "mmap", self.path, "telemetry has not started")
+        if info.chunk2_addr % uapi.PAGE_SIZE or info.max_data_size % uapi.PAGE_SIZE:
+            raise fail(errno.ENODEV, "mmap", self.path, "buffer not page aligned")
+        if length <= 0:
+            raise fail(errno.EINVAL, "mmap", self.path)
+        pages = -(-length // uapi.PAGE_SIZE) * uapi.PAGE_SIZE
+        if pages > info.max_data_size:
+            raise fail(
+                errno.EINVAL,
+                "mmap",
+                self.path,
+                f"{length} bytes > max_data_size {info.max_data_size}",
+            )
+        return self._component.mapping(self._component.state.log_type)[:length].toreadonly()
+
+
+COMPONENT = PfruComponent
