@@ -1,0 +1,955 @@
+"""Simulated UEFI: the ESRT, efivarfs, the EFI System Partition and the boot firmware.
+
+The kernel side renders ``/sys/firmware/efi/esrt`` (0400 files, ``entry<N>``
+directories), efivarfs with its real write semantics (:class:`EfivarfsPolicy`), the
+ESP as a vfat mount with limited space (:class:`EspPolicy`) plus the block device's
+sysfs attributes and udev properties, and an installed fwupd EFI loader. The
+firmware side runs in :meth:`UefiCapsuleComponent.on_reboot`: capsule-on-disk
+processing, then BootNext -> the ``Boot####`` load option -> the fwupd-efi loader
+logic -> UpdateCapsule against the ESRT (spec §5.6-§5.8, including what was observed
+on OVMF). Variables and ESP files are persisted in the component state.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import posixpath
+import struct
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from livefw.errors import InvalidArgument
+from livefw.kernel.provider import MountEntry
+from livefw.kernel.sim.machine import SimComponent, SimDevice
+from livefw.kernel.sim.vfs import Attr, Dir, File, FsPolicy, fail
+from livefw.kernel.uapi import capsule as cap
+from livefw.kernel.uapi import efi
+
+#: what the simulated "PKCS7" signature of an FMP image is: this prefix + sha256.
+SIM_CERT_PREFIX = b"LIVEFW-SIM-PKCS7\x00"
+#: content markers of the simulated fwupd EFI loader binaries.
+LOADER_MARKER = b"MZ LIVEFW-SIM fwupd-efi loader\x00"
+SIGNED_MARKER = b"signed-by: simulated Microsoft UEFI CA\x00"
+SHIM_MARKER = b"MZ LIVEFW-SIM shim\x00"
+
+ESP_MOUNT = "boot/efi"
+ESP_MAJOR, ESP_MINOR = 259, 1
+ESP_PARTUUID = "5f2d2c4a-9e2b-4c1f-a0b2-6a3f0e7d1c11"
+ESP_START = 2048
+ESP_SECTORS = 1048576  # 512 MiB
+EFIVARS_MINOR = 30
+
+#: fw_class of the default machine's system firmware (spec §5.1 example).
+SYSTEM_FW_CLASS = "ddc0ee61-e7f0-4e7d-acc5-c070a398838e"
+DEVICE_FW_CLASS = "6a4e1a2f-3c55-4b3e-9d0e-7f1b2c3d4e5f"
+
+#: fault -> ESRT last_attempt_status it forces on the targeted device's capsule.
+STATUS_FAULTS: dict[str, int] = {
+    "unsuccessful": 1,
+    "insufficient-resources": 2,
+    "incorrect-version": 3,
+    "invalid-format": 4,
+    "auth-error": 5,
+    "ac-power": 6,
+    "battery-low": 7,
+    "unsatisfied-dependencies": 8,
+}
+
+
+class EsrtEntryState(BaseModel):
+    """One ESRT entry and the firmware behind it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fw_class: str
+    name: str
+    fw_type: int = efi.FW_TYPE_SYSTEM
+    fw_version: int = 1
+    lowest_supported_fw_version: int = 1
+    capsule_flags: int = 0
+    last_attempt_version: int = 0
+    last_attempt_status: int = 0
+
+    def entry(self) -> efi.EsrtEntry:
+        """As the kernel renders it."""
+        return efi.EsrtEntry(
+            self.fw_class,
+            self.fw_type,
+            self.fw_version,
+            self.lowest_supported_fw_version,
+            self.capsule_flags,
+            self.last_attempt_version,
+            self.last_attempt_status,
+        )
+
+
+class VarState(BaseModel):
+    """A committed EFI variable: the efivarfs file content and its inode flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str  # base64 of attributes + data
+    immutable: bool = False
+
+
+class UefiState(BaseModel):
+    """The simulated platform.
+
+    Attributes:
+        boot: ``uefi``; ``legacy`` (no /sys/firmware/efi); ``xen-dom0`` (EFI runtime
+            but no ESRT passed through, /sys/hypervisor/type = xen).
+        esrt_present: the firmware publishes an ESRT.
+        esp_size: capacity of the ESP in bytes (free space = size - files).
+        var_store_size: NVRAM bytes for variables (name + data).
+        efivarfs_readonly: efivarfs is mounted read-only (writes fail with EROFS).
+        secure_boot: the firmware only starts signed binaries.
+        loader_installed / signed_loader_installed: the fwupd-efi package files in
+            /usr/libexec/fwupd/efi.
+        capsule_on_disk: OsIndicationsSupported has FILE_CAPSULE_DELIVERY_SUPPORTED.
+        default_status: the ESRT status every applied capsule gets when no fault
+            says otherwise (0 = success).
+        os_id: ``ID`` in /etc/os-release.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    boot: Literal["uefi", "legacy", "xen-dom0"] = "uefi"
+    esrt_present: bool = True
+    esp_size: int = 64 * 1024 * 1024
+    var_store_size: int = 64 * 1024
+    efivarfs_readonly: bool = False
+    secure_boot: bool = False
+    loader_installed: bool = True
+    signed_loader_installed: bool = True
+    capsule_on_disk: bool = True
+    default_status: int = 0
+    os_id: str = "debian"
+    entries: list[EsrtEntryState] = Field(default_factory=list)
+    variables: dict[str, VarState] = Field(default_factory=dict)
+    esp_files: dict[str, str] = Field(default_factory=dict)
+    esp_dirs: list[str] = Field(default_factory=list)
+    #: what the firmware did at the last boots (for `livefw sim devices` and tests).
+    boot_log: list[str] = Field(default_factory=list)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode())
+
+
+def _now() -> efi.EfiTime:
+    stamp = time.gmtime()
+    return efi.EfiTime(
+        stamp.tm_year,
+        stamp.tm_mon,
+        stamp.tm_mday,
+        stamp.tm_hour,
+        stamp.tm_min,
+        stamp.tm_sec,
+        timezone=efi.EFI_UNSPECIFIED_TIMEZONE,
+    )
+
+
+def sim_signature(payload: bytes) -> bytes:
+    """The simulated PKCS7 blob over an FMP image payload."""
+    return SIM_CERT_PREFIX + hashlib.sha256(payload).digest()
+
+
+class EfiVarFile(File):
+    """An efivarfs inode; ``committed`` is False between O_CREAT and the first write."""
+
+    def __init__(self, data: bytes = b"", immutable: bool = False, committed: bool = True) -> None:
+        super().__init__(data=data, mode=0o644, immutable=immutable)
+        self.committed = committed
+        self.immutable_on_commit = immutable
+
+
+_FIRMWARE_READ_ONLY = {
+    efi.OS_INDICATIONS_SUPPORTED,
+    efi.SECURE_BOOT,
+    "BootCurrent",
+    efi.CAPSULE_MAX,
+    efi.CAPSULE_LAST,
+}
+
+
+class EfivarfsPolicy(FsPolicy):
+    """efivarfs semantics over the variables directory (spec §5.2)."""
+
+    def __init__(self, component: UefiCapsuleComponent, directory: Dir) -> None:
+        self.component = component
+        self.directory = directory
+
+    def _used(self, skip: str = "") -> int:
+        return sum(
+            len(name) * 2 + max(len(node.data) - 4, 0)
+            for name, node in self.directory.children.items()
+            if isinstance(node, File) and name != skip
+        )
+
+    def free_space(self) -> int:
+        """QueryVariableInfo's remaining storage (efivarfs statfs, 6.x)."""
+        return max(self.component.state.var_store_size - self._used(), 0)
+
+    def _check_writable(self, op: str, path: str) -> None:
+        state = self.component.state
+        if state.efivarfs_readonly or self.component.machine.take_fault(
+            self.component.name, "*", ("efivarfs-ro",)
+        ):
+            raise fail(errno.EROFS, op, path, "efivarfs is mounted read-only")
+
+    def before_write(self, path: str, existing: File | None, data: bytes) -> File | None:
+        """One write(2) is one SetVariable; see spec §5.2 for every rule."""
+        filename = posixpath.basename(path)
+        self._check_writable("write", path)
+        try:
+            name, guid = efi.parse_var_filename(filename)
+        except ValueError as error:
+            raise fail(errno.EINVAL, "open", path, str(error)) from error
+        if existing is None and not data:
+            # open(O_CREAT): an uncommitted inode; immutable from the first write on
+            if guid == efi.LINUX_EFI_RANDOM_SEED_TABLE_GUID:
+                raise fail(errno.EPERM, "open", path)
+            node = EfiVarFile(committed=False)
+            node.immutable_on_commit = not efi.var_is_mutable_by_default(name, guid)
+            return node
+        if existing is not None and existing.immutable:
+            raise fail(errno.EPERM, "open", path)
+        if len(data) < 4:
+            raise fail(errno.EINVAL, "write", path, "efivarfs writes need the 4-byte attributes")
+        attributes, value = efi.decode_var(data)
+        if attributes & ~efi.EFI_VARIABLE_MASK:
+            raise fail(errno.EINVAL, "write", path, "attribute bits outside the mask")
+        if guid == efi.EFI_GLOBAL_VARIABLE_GUID and not efi.validate_global_var(name, value):
+            raise fail(errno.EINVAL, "write", path, "variable_validate refused the data")
+        if guid == efi.EFI_GLOBAL_VARIABLE_GUID and name in _FIRMWARE_READ_ONLY:
+            raise fail(errno.EROFS, "write", path, "EFI_WRITE_PROTECTED")
+        committed = isinstance(existing, EfiVarFile) and existing.committed
+        if existing is not None and not isinstance(existing, EfiVarFile):
+            committed = True
+        if not value and not attributes & efi.EFI_VARIABLE_APPEND_WRITE:
+            if not committed:
+                raise fail(errno.ENOENT, "write", path, "EFI_NOT_FOUND")
+            return None  # SetVariable with size 0 deletes
+        if attributes & efi.EFI_VARIABLE_APPEND_WRITE and committed and existing is not None:
+            old_attrs, old_value = efi.decode_var(existing.data)
+            value = old_value + value
+            attributes = old_attrs
+        need = len(name) * 2 + len(value)
+        if need > self.component.state.var_store_size - self._used(skip=filename):
+            raise fail(errno.ENOSPC, "write", path, "EFI_OUT_OF_RESOURCES")
+        if self.component.machine.take_fault(self.component.name, "*", ("varstore-full",)):
+            raise fail(errno.ENOSPC, "write", path, "EFI_OUT_OF_RESOURCES (fault)")
+        attributes &= ~efi.EFI_VARIABLE_APPEND_WRITE
+        if isinstance(existing, EfiVarFile):
+            node = existing
+        else:
+            node = EfiVarFile(immutable=not efi.var_is_mutable_by_default(name, guid))
+            node.immutable_on_commit = node.immutable
+            node.immutable = False
+        node.data = efi.encode_var(attributes, value)
+        if not node.committed or existing is None:
+            node.immutable = node.immutable_on_commit
+        node.committed = True
+        return node
+
+    def before_unlink(self, path: str, node: File) -> None:
+        """Unlink = delete the variable; immutable files refuse (EPERM)."""
+        self._check_writable("unlink", path)
+        if node.immutable:
+            raise fail(errno.EPERM, "unlink", path)
+        name, guid = efi.parse_var_filename(posixpath.basename(path))
+        if guid == efi.EFI_GLOBAL_VARIABLE_GUID and name in _FIRMWARE_READ_ONLY:
+            raise fail(errno.EROFS, "unlink", path, "EFI_WRITE_PROTECTED")
+
+    def before_mkdir(self, path: str) -> None:
+        """No directories in efivarfs."""
+        raise fail(errno.EPERM, "mkdir", path)
+
+    def set_immutable(self, path: str, node: File, value: bool) -> None:
+        """FS_IOC_SETFLAGS (``chattr [+-]i``)."""
+        if self.component.machine.take_fault(self.component.name, "*", ("chattr-denied",)):
+            raise fail(errno.EPERM, "ioctl", path, "FS_IOC_SETFLAGS refused (CAP_LINUX_IMMUTABLE)")
+        node.immutable = value
+
+    def after_change(self) -> None:
+        """Persist the committed variables."""
+        self.component.sync_variables(self.directory)
+
+
+class EspPolicy(FsPolicy):
+    """A vfat ESP of ``esp_size`` bytes."""
+
+    def __init__(self, component: UefiCapsuleComponent, directory: Dir) -> None:
+        self.component = component
+        self.directory = directory
+
+    def free_space(self) -> int:
+        """Capacity minus the files' sizes."""
+        return max(self.component.state.esp_size - _tree_size(self.directory), 0)
+
+    def before_write(self, path: str, existing: File | None, data: bytes) -> File | None:
+        """ENOSPC past the capacity or when the ``esp-full`` fault fires."""
+        grow = len(data) - (len(existing.data) if existing is not None else 0)
+        if grow > 0 and grow > self.free_space():
+            raise fail(errno.ENOSPC, "write", path)
+        if data and self.component.machine.take_fault(self.component.name, "*", ("esp-full",)):
+            raise fail(errno.ENOSPC, "write", path, "fault: ESP full")
+        return super().before_write(path, existing, data)
+
+    def after_change(self) -> None:
+        """Persist the ESP tree."""
+        self.component.sync_esp(self.directory)
+
+
+def _tree_size(directory: Dir) -> int:
+    total = 0
+    for node in directory.children.values():
+        if isinstance(node, File):
+            total += len(node.data)
+        elif isinstance(node, Dir):
+            total += _tree_size(node)
+    return total
+
+
+def _walk(directory: Dir, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:
+    files: dict[str, bytes] = {}
+    dirs: list[str] = []
+    for name, node in sorted(directory.children.items()):
+        path = f"{prefix}{name}"
+        if isinstance(node, File):
+            files[path] = node.data
+        elif isinstance(node, Dir):
+            dirs.append(path)
+            sub_files, sub_dirs = _walk(node, path + "/")
+            files.update(sub_files)
+            dirs.extend(sub_dirs)
+    return files, dirs
+
+
+def _var(
+    name: str, guid: str, data: bytes, attrs: int = efi.EFI_VARIABLE_DEFAULT
+) -> tuple[str, VarState]:
+    immutable = not efi.var_is_mutable_by_default(name, guid)
+    return efi.var_filename(name, guid), VarState(
+        content=_b64(efi.encode_var(attrs, data)), immutable=immutable
+    )
+
+
+def _hd() -> efi.HardDriveNode:
+    return efi.HardDriveNode(1, ESP_START, ESP_SECTORS, ESP_PARTUUID)
+
+
+class UefiCapsuleComponent(SimComponent):
+    """The UEFI platform: ESRT, variables, ESP and the boot-time capsule processing."""
+
+    name = "uefi_capsule"
+    order = 40
+    state_model = UefiState
+    state: UefiState
+    FAULTS = {
+        **{
+            kind: f"the next capsule for the target fails with ESRT status {code}"
+            for kind, code in STATUS_FAULTS.items()
+        },
+        "bootnext-ignored": "at the next boot the firmware drops BootNext without running it",
+        "boot-entry-removed": "at the next boot the firmware deletes the BootNext entry",
+        "esp-full": "the next write to the ESP fails with ENOSPC",
+        "varstore-full": "the next variable write fails with ENOSPC (EFI_OUT_OF_RESOURCES)",
+        "chattr-denied": "the next FS_IOC_SETFLAGS on efivarfs fails with EPERM",
+        "efivarfs-ro": "the next efivarfs write or unlink fails with EROFS",
+    }
+    BROKEN = {
+        "truncated": "CapsuleImageSize larger than the file",
+        "bad-header": "HeaderSize past the end of the file",
+        "wrong-guid": "an FMP image for a GUID no ESRT entry has",
+        "bad-signature": "a valid capsule whose image signature does not verify (status 5)",
+        "too-old": "a version below lowest_supported_fw_version (status 3)",
+        "no-version": "a fwupd-style capsule whose payload has no FMP payload header",
+    }
+
+    # ------------------------------------------------------------ profiles
+
+    @classmethod
+    def default_state(cls, profile: str, scale: int) -> UefiState:
+        """System firmware plus a device firmware; see the module doc for profiles."""
+        entries = [
+            EsrtEntryState(
+                fw_class=SYSTEM_FW_CLASS,
+                name="System Firmware",
+                fw_type=efi.FW_TYPE_SYSTEM,
+                fw_version=65586,
+                lowest_supported_fw_version=65536,
+                capsule_flags=0x8010,
+                last_attempt_version=65586,
+            ),
+            EsrtEntryState(
+                fw_class=DEVICE_FW_CLASS,
+                name="Embedded Controller",
+                fw_type=efi.FW_TYPE_DEVICE,
+                fw_version=41,
+                lowest_supported_fw_version=30,
+                capsule_flags=0,
+            ),
+        ]
+        state = UefiState(entries=entries)
+        if profile == "minimal":
+            state.entries = entries[:1]
+            state.loader_installed = False
+            state.signed_loader_installed = False
+        elif profile == "scale":
+            # more than the kernel's 128 entries is not faithful; load tests only
+            for index in range(scale):
+                state.entries.append(
+                    EsrtEntryState(
+                        fw_class=str(uuid.UUID(int=0xE5A7 << 112 | index)),
+                        name=f"Device Firmware {index}",
+                        fw_type=efi.FW_TYPE_DEVICE,
+                        fw_version=100,
+                        lowest_supported_fw_version=1,
+                    )
+                )
+        elif profile == "empty":
+            state.esrt_present = False
+            state.entries = []
+        elif profile == "legacy":
+            state.boot = "legacy"
+            state.esrt_present = False
+            state.entries = []
+        elif profile == "xen-dom0":
+            state.boot = "xen-dom0"
+            state.esrt_present = False
+        cls._initial_files(state)
+        return state
+
+    @staticmethod
+    def _initial_files(state: UefiState) -> None:
+        """A Debian install: shim + grub on the ESP and their boot entries."""
+        state.esp_dirs = ["EFI", "EFI/BOOT", f"EFI/{state.os_id}"]
+        state.esp_files = {
+            "EFI/BOOT/BOOTX64.EFI": _b64(SHIM_MARKER),
+            f"EFI/{state.os_id}/shimx64.efi": _b64(SHIM_MARKER),
+            f"EFI/{state.os_id}/grubx64.efi": _b64(b"MZ LIVEFW-SIM grub\x00" + bytes(2048)),
+        }
+        if state.boot == "legacy":
+            state.variables = {}
+            return
+        glob = efi.EFI_GLOBAL_VARIABLE_GUID
+        shim = efi.LoadOption(
+            efi.LOAD_OPTION_ACTIVE,
+            state.os_id,
+            [_hd(), efi.FilePathNode(f"\\EFI\\{state.os_id}\\shimx64.efi")],
+        )
+        shell = efi.LoadOption(
+            efi.LOAD_OPTION_ACTIVE, "UEFI Shell", [efi.RawNode(0x04, 0x06, bytes(16))]
+        )
+        pxe = efi.LoadOption(
+            efi.LOAD_OPTION_ACTIVE, "UEFI PXEv4", [efi.RawNode(0x03, 0x0B, bytes(32))]
+        )
+        supported = efi.OS_INDICATIONS_BOOT_TO_FW_UI | efi.OS_INDICATIONS_FMP_CAPSULE_SUPPORTED
+        supported |= efi.OS_INDICATIONS_CAPSULE_RESULT_VAR_SUPPORTED
+        if state.capsule_on_disk:
+            supported |= efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED
+        bs_rt = efi.EFI_VARIABLE_BOOTSERVICE_ACCESS | efi.EFI_VARIABLE_RUNTIME_ACCESS
+        variables = [
+            _var("Boot0000", glob, shim.pack()),
+            _var("Boot0001", glob, shell.pack()),
+            _var("Boot0002", glob, pxe.pack()),
+            _var("BootOrder", glob, struct.pack("<3H", 0, 1, 2)),
+            _var("BootCurrent", glob, struct.pack("<H", 0), bs_rt),
+            _var("Timeout", glob, struct.pack("<H", 3)),
+            _var(efi.OS_INDICATIONS_SUPPORTED, glob, struct.pack("<Q", supported), bs_rt),
+            _var(efi.SECURE_BOOT, glob, bytes([int(state.secure_boot)]), bs_rt),
+        ]
+        state.variables = dict(variables)
+
+    # ------------------------------------------------------------ rendering
+
+    def render(self, root: Dir) -> None:
+        """sysfs, efivarfs, the ESP, the fwupd-efi package files, mounts and udev."""
+        state = self.state
+        machine = self.machine
+        os_release = f'PRETTY_NAME="Debian GNU/Linux"\nID={state.os_id}\nVERSION_ID="14"\n'
+        root.mkdirs("etc").children["os-release"] = File(data=os_release.encode())
+        machine.mount_table.append(
+            MountEntry("/", "ext4", "/dev/nvme0n1p2", ESP_MAJOR, ESP_MINOR + 1, ("rw", "relatime"))
+        )
+        if state.boot == "xen-dom0":
+            root.mkdirs("sys/hypervisor").children["type"] = Attr(read=lambda: "xen\n")
+            root.mkdirs("proc/xen").children["capabilities"] = Attr(read=lambda: "control_d\n")
+        self._render_esp(root)
+        self._render_loaders(root)
+        if state.boot == "legacy":
+            return
+        efi_dir = root.mkdirs(efi.EFI_DIR)
+        efi_dir.children["fw_platform_size"] = Attr(read=lambda: "64\n")
+        self._firmware_variables()
+        self._render_efivars(root)
+        if state.esrt_present:
+            self._render_esrt(root)
+
+    def _firmware_variables(self) -> None:
+        """SecureBoot and OsIndicationsSupported follow the knobs (the firmware sets them)."""
+        glob = efi.EFI_GLOBAL_VARIABLE_GUID
+        bs_rt = efi.EFI_VARIABLE_BOOTSERVICE_ACCESS | efi.EFI_VARIABLE_RUNTIME_ACCESS
+        found = self._get_var(efi.OS_INDICATIONS_SUPPORTED, glob)
+        if found is not None:
+            (bits,) = struct.unpack_from("<Q", found[1].ljust(8, b"\0"))
+            bits &= ~efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED
+            if self.state.capsule_on_disk:
+                bits |= efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED
+            self._firmware_var(efi.OS_INDICATIONS_SUPPORTED, struct.pack("<Q", bits), bs_rt)
+        self._firmware_var(efi.SECURE_BOOT, bytes([int(self.state.secure_boot)]), bs_rt)
+
+    def _firmware_var(self, name: str, data: bytes, attrs: int) -> None:
+        """Set a firmware-owned global variable when its value differs (keeps the flag)."""
+        glob = efi.EFI_GLOBAL_VARIABLE_GUID
+        current = self._get_var(name, glob)
+        if current is None or current[1] != data:
+            filename, var = _var(name, glob, data, attrs)
+            self.state.variables[filename] = var
+
+    def _render_esrt(self, root: Dir) -> None:
+        esrt = root.mkdirs(efi.ESRT_DIR)
+        count = len(self.state.entries)
+        esrt.children[efi.ESRT_RESOURCE_COUNT] = Attr(read=lambda: f"{count}\n", mode=0o400)
+        esrt.children[efi.ESRT_RESOURCE_COUNT_MAX] = Attr(
+            read=lambda: f"{max(count, 8)}\n", mode=0o400
+        )
+        esrt.children[efi.ESRT_RESOURCE_VERSION] = Attr(read=lambda: "1\n", mode=0o400)
+        entries = esrt.mkdirs("entries")
+        for index in range(count):
+            entry_dir = Dir()
+
+            def reader(index: int, key: str) -> Attr:
+                return Attr(
+                    read=lambda: self.state.entries[index].entry().render()[key], mode=0o400
+                )
+
+            for key in efi.ESRT_ENTRY_FILES:
+                entry_dir.children[key] = reader(index, key)
+            entries.children[f"entry{index}"] = entry_dir
+
+    def _render_efivars(self, root: Dir) -> None:
+        parent = root.mkdirs(posixpath.dirname(efi.EFIVARS_DIR))
+        directory = Dir()
+        directory.policy = EfivarfsPolicy(self, directory)
+        for filename, var in self.state.variables.items():
+            directory.children[filename] = EfiVarFile(_unb64(var.content), var.immutable)
+        parent.children[posixpath.basename(efi.EFIVARS_DIR)] = directory
+        options = ("ro",) if self.state.efivarfs_readonly else ("rw", "nosuid", "nodev")
+        self.machine.mount_table.append(
+            MountEntry("/" + efi.EFIVARS_DIR, "efivarfs", "efivarfs", 0, EFIVARS_MINOR, options)
+        )
+
+    def _render_esp(self, root: Dir) -> None:
+        parent = root.mkdirs(posixpath.dirname(ESP_MOUNT))
+        directory = Dir()
+        directory.policy = EspPolicy(self, directory)
+        for path in self.state.esp_dirs:
+            directory.mkdirs(path)
+        for path, content in self.state.esp_files.items():
+            directory.mkdirs(posixpath.dirname(path)).children[posixpath.basename(path)] = File(
+                data=_unb64(content)
+            )
+        parent.children[posixpath.basename(ESP_MOUNT)] = directory
+        self.machine.mount_table.append(
+            MountEntry(
+                "/" + ESP_MOUNT,
+                "vfat",
+                "/dev/nvme0n1p1",
+                ESP_MAJOR,
+                ESP_MINOR,
+                ("rw", "relatime", "fmask=0077", "dmask=0077"),
+            )
+        )
+        block = root.mkdirs(f"{efi.SYS_DEV_BLOCK}/{ESP_MAJOR}:{ESP_MINOR}")
+        block.children["partition"] = Attr(read=lambda: "1\n")
+        block.children["start"] = Attr(read=lambda: f"{ESP_START}\n")
+        block.children["size"] = Attr(read=lambda: f"{ESP_SECTORS}\n")
+        block.children["dev"] = Attr(read=lambda: f"{ESP_MAJOR}:{ESP_MINOR}\n")
+        self.machine.udev_table[("block", ESP_MAJOR, ESP_MINOR)] = {
+            "DEVNAME": "/dev/nvme0n1p1",
+            "ID_FS_TYPE": "vfat",
+            "ID_PART_ENTRY_SCHEME": "gpt",
+            "ID_PART_ENTRY_NUMBER": "1",
+            "ID_PART_ENTRY_TYPE": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+            "ID_PART_ENTRY_UUID": ESP_PARTUUID,
+        }
+
+    def _render_loaders(self, root: Dir) -> None:
+        directory = root.mkdirs(efi.FWUPD_EFI_DIRS[0])
+        body = bytes(8192)
+        if self.state.loader_installed:
+            directory.children["fwupdx64.efi"] = File(data=LOADER_MARKER + body)
+        if self.state.signed_loader_installed:
+            directory.children["fwupdx64.efi.signed"] = File(
+                data=LOADER_MARKER + SIGNED_MARKER + body
+            )
+
+    # --------------------------------------------------------- persistence
+
+    def sync_variables(self, directory: Dir) -> None:
+        """Store the committed efivarfs files (called after every change)."""
+        with self.machine.lock:
+            self.state.variables = {
+                name: VarState(content=_b64(node.data), immutable=node.immutable)
+                for name, node in sorted(directory.children.items())
+                if isinstance(node, File) and (not isinstance(node, EfiVarFile) or node.committed)
+            }
+            self.machine.changed()
+
+    def sync_esp(self, directory: Dir) -> None:
+        """Store the ESP tree."""
+        with self.machine.lock:
+            files, dirs = _walk(directory)
+            self.state.esp_files = {path: _b64(data) for path, data in files.items()}
+            self.state.esp_dirs = dirs
+            self.machine.changed()
+
+    # ------------------------------------------------- firmware-side helpers
+
+    def _get_var(self, name: str, guid: str) -> tuple[int, bytes] | None:
+        var = self.state.variables.get(efi.var_filename(name, guid))
+        return efi.decode_var(_unb64(var.content)) if var is not None else None
+
+    def _set_var(self, name: str, guid: str, data: bytes, immutable: bool | None = None) -> None:
+        filename = efi.var_filename(name, guid)
+        old = self.state.variables.get(filename)
+        if immutable is None:
+            immutable = old.immutable if old else not efi.var_is_mutable_by_default(name, guid)
+        self.state.variables[filename] = VarState(
+            content=_b64(efi.encode_var(efi.EFI_VARIABLE_DEFAULT, data)), immutable=immutable
+        )
+
+    def _del_var(self, name: str, guid: str) -> None:
+        self.state.variables.pop(efi.var_filename(name, guid), None)
+
+    def _esp_read(self, efi_path: str) -> bytes | None:
+        content = self.state.esp_files.get(efi.efi_path_to_esp(efi_path))
+        if content is None:
+            # vfat is case-insensitive
+            wanted = efi.efi_path_to_esp(efi_path).lower()
+            content = next(
+                (v for k, v in self.state.esp_files.items() if k.lower() == wanted), None
+            )
+        return _unb64(content) if content is not None else None
+
+    def _entry(self, fw_class: str) -> EsrtEntryState | None:
+        return next((e for e in self.state.entries if e.fw_class == fw_class.lower()), None)
+
+    def _log(self, text: str) -> None:
+        self.state.boot_log = [
+            *self.state.boot_log[-49:],
+            f"boot {self.machine.state.boots}: {text}",
+        ]
+
+    # ------------------------------------------------------------ the boot
+
+    def on_reboot(self) -> None:
+        """Play the firmware at boot: capsule on disk, then BootNext (spec §5.7, §5.8)."""
+        if self.state.boot == "legacy":
+            return
+        with self.machine.lock:
+            self._capsules_on_disk()
+            self._boot_next()
+            self.machine.changed()
+
+    def _boot_next(self) -> None:
+        glob = efi.EFI_GLOBAL_VARIABLE_GUID
+        found = self._get_var(efi.BOOT_NEXT, glob)
+        if found is None:
+            return
+        self._del_var(efi.BOOT_NEXT, glob)  # consumed whatever happens next
+        (number,) = struct.unpack("<H", found[1][:2].ljust(2, b"\x00"))
+        name = efi.boot_var_name(number)
+        if self.machine.take_fault(self.name, "*", ("bootnext-ignored",)):
+            self._log(f"BootNext={name} ignored")
+            return
+        if self.machine.take_fault(self.name, "*", ("boot-entry-removed",)):
+            self._del_var(name, glob)
+            self._log(f"{name} removed by the firmware")
+            return
+        option_raw = self._get_var(name, glob)
+        if option_raw is None:
+            self._log(f"BootNext={name}: no such load option")
+            return
+        try:
+            option = efi.LoadOption.unpack(option_raw[1])
+        except ValueError:
+            self._log(f"{name}: malformed load option")
+            return
+        binary = self._resolve(option.file_path)
+        if binary is None:
+            self._log(f"{name}: Not Found; falling through to the next boot option")
+            return
+        if binary.startswith(SHIM_MARKER) and option.optional_data:
+            second = option.optional_data.decode("utf-16-le", "replace").split("\x00", 1)[0]
+            folder = efi.efi_path_to_esp(option.file_path_text()).rsplit("/", 1)[0]
+            binary = self._esp_read(folder + "/" + efi.efi_path_to_esp(second)) or b""
+        if self.state.secure_boot and SIGNED_MARKER not in binary:
+            self._log(f"{name}: Secure Boot violation, image not signed")
+            return
+        if not binary.startswith(LOADER_MARKER):
+            self._log(f"{name}: not the fwupd loader; nothing to do")
+            return
+        self._fwupd_efi()
+
+    def _resolve(self, nodes: list[efi.DevicePathNode]) -> bytes | None:
+        """Follow HD + File path to a file on the ESP (the only disk)."""
+        hard = next((n for n in nodes if isinstance(n, efi.HardDriveNode)), None)
+        path = next((n.path for n in nodes if isinstance(n, efi.FilePathNode)), "")
+        if hard is not None and (
+            hard.partition_signature != ESP_PARTUUID
+            or hard.partition_number != 1
+            or hard.partition_start != ESP_START
+        ):
+            return None
+        if not path:
+            return None
+        return self._esp_read(path)
+
+    def _fwupd_efi(self) -> None:
+        """fwupd-efi's efi/fwupdate.c: validate every record, then apply (spec §5.6)."""
+        guid = efi.FWUPDATE_GUID
+        suffix = "-" + guid
+        records: list[tuple[str, efi.UpdateInfo]] = []
+        for filename in sorted(self.state.variables):
+            if not filename.endswith(suffix):
+                continue
+            name = filename[: -len(suffix)]
+            if name in (efi.FWUPDATE_VERBOSE, efi.FWUPDATE_DEBUG_LOG):
+                continue
+            _, data = efi.decode_var(_unb64(self.state.variables[filename].content))
+            try:
+                info = efi.UpdateInfo.unpack(data)
+            except ValueError:
+                self._del_var(name, guid)
+                self._log(f"fwupd-efi: malformed record {name} deleted; nothing applied")
+                return
+            records.append((name, info))
+        todo = [(n, i) for n, i in records if i.status & efi.UPDATE_INFO_STATUS_ATTEMPT_UPDATE]
+        if not todo:
+            self._log("fwupd-efi: no updates to process")
+            return
+        for name, info in todo:
+            stamped = efi.UpdateInfo(
+                guid=info.guid,
+                capsule_flags=info.capsule_flags,
+                device_path=info.device_path,
+                hw_inst=info.hw_inst,
+                time_attempted=_now(),
+                status=efi.UPDATE_INFO_STATUS_ATTEMPTED,
+                version=info.version,
+            )
+            self._set_var(name, guid, stamped.pack())
+            capsule_data = self._resolve(info.device_path)
+            if capsule_data is None:
+                self._log(f"fwupd-efi: {name}: capsule file not found")
+                continue
+            self._update_capsule(capsule_data, f"fwupd-efi {name}")
+
+    def _update_capsule(self, data: bytes, source: str) -> int:
+        """UpdateCapsule: apply to the ESRT entry the capsule targets; EFI_STATUS back."""
+        classes = tuple(e.fw_class for e in self.state.entries)
+        try:
+            info = efi.inspect_capsule(data, classes)
+        except cap.CapsuleError as error:
+            self._log(f"{source}: invalid capsule: {error}")
+            return efi.EFI_INVALID_PARAMETER | efi.EFI_ERROR_BIT
+        if info.header is None:
+            self._log(f"{source}: no capsule header")
+            return efi.EFI_UNSUPPORTED | efi.EFI_ERROR_BIT
+        result = efi.EFI_SUCCESS
+        for image in info.images:
+            entry = self._entry(image.image_type)
+            if entry is None:
+                self._log(f"{source}: Unsupported capsule {image.image_type}")
+                return efi.EFI_UNSUPPORTED | efi.EFI_ERROR_BIT
+            status = self._apply(entry, image)
+            if status and not result:
+                result = {
+                    2: efi.EFI_OUT_OF_RESOURCES,
+                    3: efi.EFI_INCOMPATIBLE_VERSION,
+                    4: efi.EFI_INVALID_PARAMETER,
+                    5: efi.EFI_SECURITY_VIOLATION,
+                }.get(status, efi.EFI_ABORTED) | efi.EFI_ERROR_BIT
+        return result
+
+    def _apply(self, entry: EsrtEntryState, image: efi.CapsuleImage) -> int:
+        """The FMP's SetImage; writes the ESRT last-attempt fields. Returns the status."""
+        key = f"uefi_capsule/{entry.fw_class}"
+        version = image.version if image.version is not None else entry.last_attempt_version
+        fault = self.machine.take_fault(self.name, key, tuple(STATUS_FAULTS))
+        if fault is not None:
+            status = STATUS_FAULTS[fault]
+        elif image.version is None:
+            status = efi.LAST_ATTEMPT_INVALID_FORMAT
+        elif image.auth is not None and image.auth.cert_data != sim_signature(image.payload):
+            status = efi.LAST_ATTEMPT_AUTH_ERROR
+        elif image.version < entry.lowest_supported_fw_version:
+            status = efi.LAST_ATTEMPT_INCORRECT_VERSION
+        else:
+            status = self.state.default_status
+        entry.last_attempt_version = version
+        entry.last_attempt_status = status
+        if status == efi.LAST_ATTEMPT_SUCCESS and image.version is not None:
+            entry.fw_version = image.version
+            if image.lowest is not None:
+                entry.lowest_supported_fw_version = max(
+                    entry.lowest_supported_fw_version, image.lowest
+                )
+        self._log(f"{entry.name}: version {version} status {status}")
+        return status
+
+    def _capsules_on_disk(self) -> None:
+        """UEFI §8.5.5: EFI/UpdateCapsule when OsIndications has bit 2 (spec §5.7)."""
+        glob = efi.EFI_GLOBAL_VARIABLE_GUID
+        indications = self._get_var(efi.OS_INDICATIONS, glob)
+        value = struct.unpack("<Q", indications[1][:8].ljust(8, b"\0"))[0] if indications else 0
+        prefix = efi.CAPSULE_ON_DISK_DIR + "/"
+        files = sorted(p for p in self.state.esp_files if p.startswith(prefix))
+        if not (value & efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED) or not files:
+            return
+        if not self.state.capsule_on_disk:
+            return
+        report = efi.EFI_CAPSULE_REPORT_GUID
+        last = self._get_var(efi.CAPSULE_LAST, report)
+        number = -1
+        if last is not None:
+            text = last[1].decode("utf-16-le", "replace").rstrip("\x00")
+            try:
+                number = int(text.removeprefix("Capsule"), 16)
+            except ValueError:
+                number = -1
+        for path in files:
+            data = _unb64(self.state.esp_files.pop(path))
+            status = self._update_capsule(data, path)
+            number = (number + 1) % 0x10000
+            try:
+                header = cap.parse_capsule_header(data)
+                capsule_guid = header.guid
+            except cap.CapsuleError:
+                capsule_guid = str(uuid.UUID(int=0))
+            result = efi.CapsuleResult(capsule_guid, _now(), status)
+            try:
+                info = efi.inspect_capsule(data, tuple(e.fw_class for e in self.state.entries))
+                if info.fmp:
+                    result = efi.CapsuleResult(
+                        capsule_guid, _now(), status, (1, 0, 1, info.images[0].image_type)
+                    )
+            except cap.CapsuleError:
+                pass
+            self._set_var(efi.capsule_result_name(number), report, result.pack(), immutable=True)
+            self._set_var(
+                efi.CAPSULE_LAST,
+                report,
+                efi.capsule_result_name(number).encode("utf-16-le"),
+                immutable=True,
+            )
+        self._set_var(
+            efi.CAPSULE_MAX, report, efi.capsule_result_name(0xFFFF).encode("utf-16-le"), True
+        )
+        self._set_var(
+            efi.OS_INDICATIONS,
+            glob,
+            struct.pack("<Q", value & ~efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED),
+        )
+
+    # ------------------------------------------------------- sim commands
+
+    def devices(self) -> list[SimDevice]:
+        """One device per ESRT entry."""
+        if not self.state.esrt_present:
+            return []
+        return [
+            SimDevice(
+                key=f"uefi_capsule/{entry.fw_class}",
+                name=entry.name,
+                component=self.name,
+                summary=(
+                    f"fw_version {entry.fw_version}, lowest {entry.lowest_supported_fw_version},"
+                    f" last attempt {entry.last_attempt_version} status "
+                    f"{entry.last_attempt_status}"
+                    f" ({efi.describe_last_attempt_status(entry.last_attempt_status)})"
+                ),
+            )
+            for entry in self.state.entries
+        ]
+
+    def sample(self, key: str, version: str | None, broken: str | None) -> bytes:
+        """A signed FMP capsule for the entry (or a broken one, see BROKEN)."""
+        entry = self._entry(key.removeprefix("uefi_capsule/"))
+        if entry is None:
+            raise InvalidArgument(f"no ESRT entry {key}")
+        try:
+            new = int(version, 0) if version else entry.fw_version + 1
+        except ValueError as error:
+            raise InvalidArgument(f"ESRT versions are u32 numbers, not {version!r}") from error
+        if not 0 <= new < 1 << 32:
+            raise InvalidArgument(f"ESRT versions are u32 numbers, not {version!r}")
+        if broken == "too-old":
+            new = max(entry.lowest_supported_fw_version - 1, 0)
+        firmware = hashlib.sha256(f"{entry.fw_class}:{new}".encode()).digest() * 64
+        payload = efi.FmpPayloadHeader(new, entry.lowest_supported_fw_version).pack() + firmware
+        if broken == "no-version":
+            body = firmware
+            header = cap.pack_capsule_header(
+                entry.fw_class, 4096, entry.capsule_flags, 4096 + len(body)
+            )
+            return header + body
+        signature = sim_signature(payload)
+        if broken == "bad-signature":
+            signature = SIM_CERT_PREFIX + bytes(32)
+        image = cap.pack_image_auth(1, signature) + payload
+        image_type = (
+            str(uuid.uuid5(uuid.NAMESPACE_DNS, "nowhere"))
+            if broken == "wrong-guid"
+            else entry.fw_class
+        )
+        image_header = cap.pack_fmp_image_header(
+            3,
+            image_type,
+            len(image),
+            capsule_support=efi.CAPSULE_SUPPORT_AUTHENTICATION,
+        )
+        fmp_size = cap.FMP_CAPSULE_HEADER.size + 8
+        body = cap.pack_fmp_capsule_header([fmp_size]) + image_header + image
+        header_size = 32
+        flags = cap.CAPSULE_FLAG_PERSIST_ACROSS_RESET | cap.CAPSULE_FLAG_INITIATE_RESET
+        image_size = header_size + len(body)
+        if broken == "truncated":
+            image_size += 4096
+        if broken == "bad-header":
+            header_size = len(body) + 4096
+        head = cap.CAPSULE_HEADER.pack(
+            cap.guid_to_efi(cap.FMP_CAPSULE_GUID), header_size, flags, image_size
+        )
+        return head + bytes(32 - len(head)) + body
+
+    def stage(self, key: str, options: dict[str, str]) -> str:
+        """Set an entry's ESRT fields directly (e.g. ``version=N``, as after a BIOS flash)."""
+        entry = self._entry(key.removeprefix("uefi_capsule/"))
+        if entry is None:
+            raise InvalidArgument(f"no ESRT entry {key}")
+        with self.machine.lock:
+            for field_name in ("fw_version", "lowest_supported_fw_version", "last_attempt_status"):
+                option = options.get(field_name.replace("_", "-")) or options.get(field_name)
+                if option is not None:
+                    try:
+                        setattr(entry, field_name, int(option, 0))
+                    except ValueError as error:
+                        raise InvalidArgument(f"{field_name} must be a number") from error
+            self.machine.changed()
+        return f"{key}: fw_version {entry.fw_version}"
+
+
+COMPONENT = UefiCapsuleComponent

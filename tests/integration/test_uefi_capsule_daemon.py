@@ -1,0 +1,119 @@
+"""UEFI capsules end to end: stage with the CLI, `livefw sim reboot`, restart, read the result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livefw.testing import Cli, DaemonProcess, PolkitMock
+
+SYSTEM_ID = "9a3878b215be0fd3ae94aa02e96ffb857437d0f4"  # sha1("uefi_capsule:ddc0ee61-...")
+SYSTEM_CLASS = "ddc0ee61-e7f0-4e7d-acc5-c070a398838e"
+
+
+def _device(cli: Cli) -> dict[str, Any]:
+    listed = {d["Id"]: d for d in json.loads(cli("get-devices", "--json").stdout)}
+    return listed[SYSTEM_ID]
+
+
+def _history(cli: Cli) -> list[dict[str, Any]]:
+    return [e for e in json.loads(cli("history", "--json").stdout) if e["Plugin"] == "uefi_capsule"]
+
+
+def _stage(cli: Cli, tmp_path: Path) -> None:
+    capsule = tmp_path / "system.cap"
+    cli("sim", "sample", f"uefi_capsule/{SYSTEM_CLASS}", "-o", str(capsule))
+    result = cli("install", str(capsule), SYSTEM_ID)
+    assert "staged" in result.stdout
+    device = _device(cli)
+    assert "needs-reboot" in device["Flags"]
+    assert device["VersionPending"] == "65587"
+    assert device["Protocol"] == "org.uefi.capsule"
+    assert device["Plugin"] == "uefi_capsule"
+
+
+def _reboot(cli: Cli, daemon: DaemonProcess) -> None:
+    cli("sim", "reboot")
+    daemon.wait_exit()
+
+
+@pytest.mark.parametrize(
+    ("fault", "state", "words"),
+    [
+        (None, "success", "applied version 65587"),
+        ("auth-error", "failed", "status 5 (authentication error)"),
+        ("insufficient-resources", "failed", "status 2 (insufficient resources)"),
+        ("battery-low", "failed-transient", "status 7 (battery power event"),
+    ],
+)
+def test_stage_reboot_restart(
+    daemon_factory: Callable[..., DaemonProcess],
+    polkit: PolkitMock,
+    cli: Cli,
+    tmp_path: Path,
+    fault: str | None,
+    state: str,
+    words: str,
+) -> None:
+    daemon = daemon_factory()
+    _stage(cli, tmp_path)
+    # a plain restart changes nothing
+    daemon.stop()
+    daemon = daemon_factory()
+    (entry,) = _history(cli)
+    assert entry["State"] == "staged"
+    assert "needs-reboot" in _device(cli)["Flags"]
+    if fault is not None:
+        cli("sim", "fault", "uefi_capsule", fault)
+    _reboot(cli, daemon)
+    daemon_factory()
+    (entry,) = _history(cli)
+    assert entry["State"] == state
+    assert words in entry["Reason"]
+    device = _device(cli)
+    assert device["Version"] == ("65587" if state == "success" else "65586")
+    assert "needs-reboot" not in device["Flags"]
+    assert device["UpdateState"] == state
+
+
+def test_cancel_over_the_bus(
+    daemon_factory: Callable[..., DaemonProcess], polkit: PolkitMock, cli: Cli, tmp_path: Path
+) -> None:
+    daemon = daemon_factory()
+    shown = cli("esp").stdout
+    assert "/boot/efi" in shown
+    assert "nvram" in shown
+    assert "/usr/libexec/fwupd/efi/fwupdx64.efi" in shown
+    _stage(cli, tmp_path)
+    staged = json.loads(cli("esp", "--json").stdout)
+    assert {d["Id"]: d["VersionPending"] for d in staged["devices"]}[SYSTEM_ID] == "65587"
+    cli("cancel", SYSTEM_ID)
+    assert "needs-reboot" not in _device(cli)["Flags"]
+    (entry,) = _history(cli)
+    assert entry["State"] == "cancelled"
+    _reboot(cli, daemon)
+    daemon_factory()
+    assert _device(cli)["Version"] == "65586"
+
+
+@pytest.mark.parametrize(
+    ("profile", "words"),
+    [("legacy", "legacy BIOS boot"), ("xen-dom0", "Xen PV dom0")],
+)
+def test_plugins_says_why_there_is_no_esrt(
+    daemon_factory: Callable[..., DaemonProcess],
+    polkit: PolkitMock,
+    cli: Cli,
+    profile: str,
+    words: str,
+) -> None:
+    cli("sim", "init", "--profile", profile, "--force")
+    daemon_factory()
+    assert words in cli("plugins").stdout
+    result = cli("esp", check=False)
+    assert result.returncode == 5
+    assert "livefw plugins" in result.stderr
