@@ -1,0 +1,345 @@
+"""The fwctl plugin with the engine on the simulated machine, without a bus."""
+
+import asyncio
+import hashlib
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from livefw.config import Config
+from livefw.engine import Engine
+from livefw.errors import InvalidArgument, NotFound, NotSupported, PermissionDenied
+from livefw.kernel.sim.fwctl import FwctlComponent
+from livefw.kernel.uapi import fwctl as uapi
+from livefw.kernel.uapi.fwctl import Scope
+from livefw.plugins.fwctl import FwctlDevice, FwctlPlugin, RpcOptions, parse_scope
+
+MEDIA = "6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60"  # reset-only effects: debug-write
+THERMAL = "a7c3d1e4-0b2f-4e7a-8c19-5d6e7f809112"  # immediate effects: debug-write-full
+SCRUB = "96dad7d6-fde8-482b-a733-75774e06db8a"  # kernel-owned
+SANITIZE = "c0ffee00-1234-4abc-9def-0123456789ab"  # background: never
+
+
+def config(**fwctl: Any) -> Config:
+    return Config.model_validate({"plugins": {"fwctl": fwctl}})
+
+
+@pytest.fixture
+async def engine(make_engine: Callable[..., Any]) -> Engine:
+    return await make_engine([FwctlPlugin])  # type: ignore[no-any-return]
+
+
+def plugin(engine: Engine) -> FwctlPlugin:
+    found = engine.plugins["fwctl"].plugin
+    assert isinstance(found, FwctlPlugin)
+    return found
+
+
+def sim(engine: Engine) -> FwctlComponent:
+    component = engine.provider.machine.components["fwctl"]  # type: ignore[attr-defined]
+    assert isinstance(component, FwctlComponent)
+    return component
+
+
+def device(engine: Engine, type_name: str) -> FwctlDevice:
+    return next(
+        d
+        for d in engine.devices.values()
+        if isinstance(d, FwctlDevice) and d.type_name == type_name
+    )
+
+
+def sent(engine: Engine) -> int:
+    return sum(sim(engine).rpc_counts.values())
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+# ------------------------------------------------------------------ devices
+
+
+async def test_one_device_per_node_with_parent_and_info(engine: Engine) -> None:
+    assert len(engine.devices) == 2
+    cxl = device(engine, "cxl")
+    assert cxl.id == hashlib.sha1(b"fwctl:cxl@0000:0d:00.0").hexdigest()
+    assert cxl.name == "CXL memory device mem0 at 0000:0d:00.0"
+    assert cxl.protocol == "org.livefw.fwctl"
+    assert cxl.plugin == "fwctl"
+    assert "updatable" not in cxl.flags
+    assert cxl.metadata["parent"] == "mem0"
+    assert cxl.metadata["pci-driver"] == "cxl_pci"
+    assert cxl.metadata["node"] == "/dev/fwctl/fwctl0"
+    assert cxl.metadata["features"] == "6"
+    assert cxl.fwctl_info()["device-data"] == b""
+    assert [f.uuid for f in cxl.features if f.changeable] == [MEDIA, THERMAL, SANITIZE]
+    mlx5 = device(engine, "mlx5")
+    assert mlx5.name == "mlx5 device at 0000:08:00.0 (mlx5_core)"
+    assert mlx5.vendor == "NVIDIA (Mellanox)"
+    assert mlx5.parent.name == "mlx5_core.fwctl"
+    assert mlx5.parent.driver == "mlx5_fwctl"
+    assert mlx5.fwctl_info()["uctx-caps"] == uapi.MLX5_UCTX_CAP_TOOLS_RESOURCES
+    # coldplug closed every fd it opened
+    assert sim(engine).open_uids[1] == set()
+
+
+async def test_hotplug_adds_and_removes_devices(engine: Engine) -> None:
+    component = sim(engine)
+    await asyncio.to_thread(component.add_device, {"type": "mlx5", "pci": "0000:09:00.0"})
+    await wait_for(lambda: len(engine.devices) == 3)
+    added = next(d for d in engine.devices.values() if "0000:09:00.0" in d.name)
+    assert isinstance(added, FwctlDevice)
+    await asyncio.to_thread(component.remove_device, "fwctl/fwctl2")
+    await wait_for(lambda: len(engine.devices) == 2)
+    assert added.removed
+    with pytest.raises(NotFound):
+        await plugin(engine).rpc(added, Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions())
+
+
+async def test_refresh_drops_vanished_nodes(engine: Engine) -> None:
+    component = sim(engine)
+    component.remove_device("fwctl/fwctl0")
+    await plugin(engine).refresh()
+    assert {d.type_name for d in engine.devices.values()} == {"mlx5"}  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ RPCs
+
+
+async def test_rpc_returns_response_and_info(engine: Engine) -> None:
+    cxl = device(engine, "cxl")
+    request = uapi.pack_get_supported_features(48 * 6, 0)
+    with capture_logs() as logs:
+        result = await plugin(engine).rpc(
+            cxl, Scope.CONFIGURATION, request, RpcOptions(response_size=64), caller_uid=1000
+        )
+    # the driver's length exceeds the buffer offered; the response is truncated
+    assert result.info["response-length"] == 16 + 6 * 48
+    assert len(result.response) == 64
+    assert result.info["tainted"] is False
+    assert result.info["command"] == "GET_SUPPORTED_FEATURES"
+    assert result.info["device-status-name"] == "success"
+    (entry,) = [log for log in logs if log["event"] == "fwctl_rpc"]
+    assert (entry["uid"], entry["scope"], entry["command"], entry["result"]) == (
+        1000,
+        "configuration",
+        "GET_SUPPORTED_FEATURES",
+        "ok",
+    )
+
+
+async def test_mlx5_rpc_and_device_status(engine: Engine) -> None:
+    mlx5 = device(engine, "mlx5")
+    result = await plugin(engine).rpc(
+        mlx5, Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI), RpcOptions()
+    )
+    assert result.info["device-status-name"] == "ok"
+    assert struct.unpack_from(">H", result.response, 16) == (1,)
+
+
+async def test_debug_write_taints_even_when_the_device_rejects(engine: Engine) -> None:
+    cxl = device(engine, "cxl")
+    request = uapi.pack_set_feature(MEDIA, b"\x01" * 8, version=7)  # wrong version
+    with capture_logs() as logs:
+        result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
+    assert result.info["tainted"] is True
+    assert result.info["device-status-name"] == "unsupported-feature-version"
+    assert any(log["event"] == "fwctl_kernel_tainted" for log in logs)
+    assert await plugin(engine).tainted()
+
+
+async def test_set_feature_at_debug_write_applies(engine: Engine) -> None:
+    cxl = device(engine, "cxl")
+    rpc = plugin(engine).rpc
+    await rpc(cxl, Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x42" * 4, version=1),
+              RpcOptions())  # fmt: skip
+    result = await rpc(cxl, Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions())
+    assert result.response[8:] == b"\x42" * 4
+
+
+# ------------------------------------------------------------ refusals (item 6)
+
+
+@pytest.mark.parametrize(
+    ("kind", "scope", "request_bytes", "options", "error"),
+    [
+        # bad input
+        ("cxl", Scope.CONFIGURATION, b"", RpcOptions(), InvalidArgument),
+        ("cxl", Scope.CONFIGURATION, b"\x00" * 70000, RpcOptions(), InvalidArgument),
+        ("cxl", Scope.CONFIGURATION, uapi.pack_get_supported_features(0, 0),
+         RpcOptions(response_size=0), InvalidArgument),
+        ("cxl", Scope.CONFIGURATION, uapi.pack_get_supported_features(0, 0),
+         RpcOptions(response_size=2 * 1024 * 1024), InvalidArgument),
+        ("cxl", Scope.CONFIGURATION, b"\x00\x05", RpcOptions(), InvalidArgument),
+        ("cxl", Scope.CONFIGURATION, uapi.pack_cxl_rpc(0x4500, b""), RpcOptions(), NotSupported),
+        ("cxl", Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 64),
+         RpcOptions(response_size=32), InvalidArgument),
+        ("mlx5", Scope.DEBUG_READ_ONLY, b"\x01\x0a", RpcOptions(), InvalidArgument),
+        # escalation attempts: a write command at a read scope
+        ("cxl", Scope.DEBUG_READ_ONLY, uapi.pack_set_feature(MEDIA, b"\x01", version=1),
+         RpcOptions(), PermissionDenied),
+        ("cxl", Scope.CONFIGURATION, uapi.pack_set_feature(MEDIA, b"\x01", version=1),
+         RpcOptions(), PermissionDenied),
+        ("mlx5", Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(uapi.MLX5_OP_SET_DIAGNOSTIC_PARAMS),
+         RpcOptions(), PermissionDenied),
+        ("mlx5", Scope.CONFIGURATION, uapi.pack_mlx5_in(uapi.MLX5_OP_NOP), RpcOptions(),
+         PermissionDenied),
+        ("mlx5", Scope.CONFIGURATION, uapi.pack_mlx5_in(uapi.MLX5_OP_ACCESS_REG, 1),
+         RpcOptions(), PermissionDenied),
+        # debug-write for a command the immediate-effects feature needs full debug for
+        ("cxl", Scope.DEBUG_WRITE, uapi.pack_set_feature(THERMAL, b"\x01", version=1),
+         RpcOptions(), PermissionDenied),
+        # features user space may never set
+        ("cxl", Scope.DEBUG_WRITE, uapi.pack_set_feature(SCRUB, b"\x01", version=1),
+         RpcOptions(), PermissionDenied),
+        ("cxl", Scope.DEBUG_WRITE, uapi.pack_set_feature(SANITIZE, b"\x01", version=1),
+         RpcOptions(), PermissionDenied),
+        ("cxl", Scope.DEBUG_WRITE,
+         uapi.pack_set_feature("00000000-0000-4000-8000-000000000001", b"\x01", version=1),
+         RpcOptions(), InvalidArgument),
+        # a write scope for a read command would taint for nothing
+        ("mlx5", Scope.DEBUG_WRITE, uapi.pack_mlx5_in(uapi.MLX5_OP_NOP), RpcOptions(),
+         InvalidArgument),
+        # full debug is off by default
+        ("cxl", Scope.DEBUG_WRITE_FULL, uapi.pack_set_feature(THERMAL, b"\x01", version=1),
+         RpcOptions(), NotSupported),
+    ],
+)  # fmt: skip
+async def test_refused_before_anything_reaches_the_kernel(
+    engine: Engine,
+    kind: str,
+    scope: Scope,
+    request_bytes: bytes,
+    options: RpcOptions,
+    error: type[Exception],
+) -> None:
+    before = sent(engine)
+    with capture_logs() as logs, pytest.raises(error):
+        await plugin(engine).rpc(device(engine, kind), scope, request_bytes, options, 1000)
+    assert sent(engine) == before
+    assert not sim(engine).state.tainted
+    assert any(log["event"] == "fwctl_rpc_refused" and log["uid"] == 1000 for log in logs)
+
+
+def test_unknown_scope_name() -> None:
+    assert parse_scope("debug-write-full") == Scope.DEBUG_WRITE_FULL
+    with pytest.raises(InvalidArgument, match="unknown fwctl scope"):
+        parse_scope("root")
+
+
+async def test_full_debug_when_configured(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([FwctlPlugin], config=config(allow_full_debug=True))
+    cxl = device(engine, "cxl")
+    request = uapi.pack_set_feature(THERMAL, b"\x05", version=1)
+    result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE_FULL, request, RpcOptions())
+    assert result.info["device-status-name"] == "success"
+    assert result.info["tainted"] is True
+    # without CAP_SYS_RAWIO the kernel refuses (EPERM) and does not taint
+    sim(engine).state.tainted = False
+    sim(engine).state.daemon_has_rawio = False
+    with pytest.raises(PermissionDenied, match="EPERM"):
+        await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE_FULL, request, RpcOptions())
+    assert not sim(engine).state.tainted
+
+
+async def test_unknown_device_type_write_policy(make_engine: Callable[..., Any]) -> None:
+    for allow in (False, True):
+        engine = await make_engine(
+            [FwctlPlugin], config=config(allow_unknown_write=allow), state_dir=None
+        )
+        component = sim(engine)
+        if not any(n.kind == "sample" for n in component.state.nodes):
+            await asyncio.to_thread(component.add_device, {"type": "sample"})
+        await wait_for(lambda e=engine: any("unknown-8" in d.name for d in e.devices.values()))
+        sample = device(engine, "unknown-8")
+        read = await plugin(engine).rpc(sample, Scope.DEBUG_READ_ONLY, b"ping", RpcOptions())
+        assert read.response == b"ping"
+        if allow:
+            result = await plugin(engine).rpc(sample, Scope.DEBUG_WRITE, b"poke", RpcOptions())
+            assert result.info["tainted"] is True
+        else:
+            before = sent(engine)
+            with pytest.raises(NotSupported, match="allow_unknown_write"):
+                await plugin(engine).rpc(sample, Scope.DEBUG_WRITE, b"poke", RpcOptions())
+            assert sent(engine) == before
+            assert not component.state.tainted
+        await engine.stop()
+
+
+async def test_kernel_refusal_maps_to_one_error_name(engine: Engine) -> None:
+    mlx5 = device(engine, "mlx5")
+    before = sent(engine)
+    # an opcode livefw has no table entry for goes to the kernel, which refuses it
+    with pytest.raises(PermissionDenied, match="EBADMSG"):
+        await plugin(engine).rpc(
+            mlx5, Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(0x9F0), RpcOptions()
+        )
+    assert sent(engine) == before + 1
+
+
+async def test_rpcs_to_one_device_are_serialized(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fwctl = plugin(engine)
+    active, peak = 0, 0
+    real = fwctl._transact
+
+    async def slow(*args: Any) -> Any:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.02)
+        try:
+            return await real(*args)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(fwctl, "_transact", slow)
+    cxl, mlx5 = device(engine, "cxl"), device(engine, "mlx5")
+    request = uapi.pack_get_supported_features(0, 0)
+    await asyncio.gather(*(fwctl.rpc(cxl, Scope.CONFIGURATION, request, RpcOptions())
+                           for _ in range(4)))  # fmt: skip
+    assert peak == 1
+    peak = 0
+    await asyncio.gather(
+        fwctl.rpc(cxl, Scope.CONFIGURATION, request, RpcOptions()),
+        fwctl.rpc(mlx5, Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions()),
+    )
+    assert peak == 2  # different devices do not wait for each other
+
+
+async def test_bad_configuration_fails_the_plugin_only(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([FwctlPlugin], config=config(max_request_size=0))
+    record = engine.plugins["fwctl"]
+    assert record.probe.result == "failed"
+    assert "max_request_size" in record.probe.reason
+    engine2 = await make_engine([FwctlPlugin], config=config(bogus=True), state_dir=None)
+    assert "unknown key" in engine2.plugins["fwctl"].probe.reason
+
+
+async def test_empty_machine_is_unsupported(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([FwctlPlugin], profile="empty")
+    assert engine.plugins["fwctl"].probe.result == "unsupported"
+    assert "CONFIG_FWCTL" in engine.plugins["fwctl"].probe.reason
+
+
+async def test_device_level_failure_is_not_an_error(engine: Engine) -> None:
+    from livefw.kernel.sim.machine import FaultSpec
+
+    engine.provider.machine.add_fault(  # type: ignore[attr-defined]
+        FaultSpec(component="fwctl", kind="firmware-busy")
+    )
+    mlx5 = device(engine, "mlx5")
+    result = await plugin(engine).rpc(
+        mlx5, Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions()
+    )
+    assert result.info["device-status-name"] == "bad-system-state"
+    assert result.info["syndrome"] == 0x5B

@@ -1,0 +1,351 @@
+"""The simulated fwctl kernel: generic ioctl rules, scopes, taint, drivers, hotplug."""
+
+import asyncio
+import errno
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livefw.errors import KernelError
+from livefw.kernel import OpenFlags
+from livefw.kernel.sim.fwctl import FwctlComponent
+from livefw.kernel.sim.machine import SimMachine
+from livefw.kernel.sim.provider import SimProvider
+from livefw.kernel.uapi import fwctl as uapi
+
+CXL = "dev/fwctl/fwctl0"
+MLX5 = "dev/fwctl/fwctl1"
+MEDIA = "6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60"  # vendor feature, reset-only effects
+THERMAL = "a7c3d1e4-0b2f-4e7a-8c19-5d6e7f809112"  # immediate effects
+SCRUB = "96dad7d6-fde8-482b-a733-75774e06db8a"  # kernel-owned
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> SimProvider:
+    return SimProvider(SimMachine.create(str(tmp_path / "sim")))
+
+
+def comp(provider: SimProvider) -> FwctlComponent:
+    component = provider.machine.components["fwctl"]
+    assert isinstance(component, FwctlComponent)
+    return component
+
+
+async def rpc(
+    provider: SimProvider, path: str, scope: int, request: bytes, out_len: int = 4096
+) -> tuple[bytes, int]:
+    handle = await provider.open(path, OpenFlags.RDWR)
+    try:
+        arg = uapi.pack_rpc(scope, len(request), out_len)
+        out = bytearray(out_len)
+        await handle.ioctl(uapi.FWCTL_RPC, arg, pointers={16: bytearray(request), 24: out})
+    finally:
+        await handle.close()
+    (length,) = struct.unpack_from("<I", arg, 12)
+    return bytes(out[: min(length, out_len)]), length
+
+
+async def errno_of(coro: Any) -> int:
+    with pytest.raises(KernelError) as info:
+        await coro
+    return info.value.errno
+
+
+async def tainted(provider: SimProvider) -> int:
+    return int(await provider.read_attr("proc/sys/kernel/tainted"))
+
+
+# ------------------------------------------------------------------ sysfs
+
+
+async def test_sysfs_nodes_and_parents(provider: SimProvider) -> None:
+    assert await provider.listdir("sys/class/fwctl") == ["fwctl0", "fwctl1"]
+    assert await provider.read_attr("sys/class/fwctl/fwctl0/dev") == "239:0"
+    assert "DEVNAME=fwctl/fwctl0" in await provider.read_attr("sys/class/fwctl/fwctl0/uevent")
+    memdev = await provider.read_attr("sys/class/fwctl/fwctl0/device/uevent")
+    assert "DEVNAME=cxl/mem0" in memdev
+    pci = await provider.read_attr("sys/class/fwctl/fwctl0/device/device/uevent")
+    assert "PCI_SLOT_NAME=0000:0d:00.0" in pci
+    assert "DRIVER=cxl_pci" in pci
+    aux = await provider.read_attr("sys/class/fwctl/fwctl1/device/uevent")
+    assert "MODALIAS=auxiliary:mlx5_core.fwctl" in aux
+    assert await provider.read_attr("sys/class/fwctl/fwctl1/device/device/vendor") == "0x15b3"
+    assert await provider.exists("sys/bus/cxl/devices/mem0/fwctl/fwctl0/dev")
+    assert await provider.exists(CXL)
+    assert await tainted(provider) == 0
+
+
+async def test_empty_profile_has_no_class(tmp_path: Path) -> None:
+    provider = SimProvider(SimMachine.create(str(tmp_path / "sim"), "empty"))
+    assert not await provider.exists("sys/class/fwctl")
+
+
+# ------------------------------------------------------------------ generic rules
+
+
+async def test_generic_ioctl_rules(provider: SimProvider) -> None:
+    handle = await provider.open(CXL, OpenFlags.RDWR)
+    request = uapi.pack_get_supported_features(0, 0)
+    pointers = {16: bytearray(request), 24: bytearray(64)}
+    # wrong number and wrong type -> ENOTTY
+    assert await errno_of(handle.ioctl(0x9A05, uapi.pack_rpc(0, 24, 64), pointers)) == errno.ENOTTY
+    assert await errno_of(handle.ioctl(0x40089A01, uapi.pack_rpc(0, 24, 64))) == errno.ENOTTY
+    # size below the last known field -> EINVAL
+    short = uapi.pack_rpc(0, 24, 64)
+    struct.pack_into("<I", short, 0, 28)
+    assert await errno_of(handle.ioctl(uapi.FWCTL_RPC, short, pointers)) == errno.EINVAL
+    # larger struct with a non-zero tail -> E2BIG; zero tail is fine
+    big = uapi.pack_rpc(0, 24, 64) + bytearray(8)
+    struct.pack_into("<I", big, 0, 40)
+    await handle.ioctl(uapi.FWCTL_RPC, big, pointers)
+    big[36] = 1
+    assert await errno_of(handle.ioctl(uapi.FWCTL_RPC, big, pointers)) == errno.E2BIG
+    # over 2 MiB -> EMSGSIZE; unknown scope -> EOPNOTSUPP
+    huge = uapi.pack_rpc(0, 24, uapi.MAX_RPC_LEN + 1)
+    assert await errno_of(handle.ioctl(uapi.FWCTL_RPC, huge, pointers)) == errno.EMSGSIZE
+    bad_scope = uapi.pack_rpc(7, 24, 64)
+    assert await errno_of(handle.ioctl(uapi.FWCTL_RPC, bad_scope, pointers)) == errno.EOPNOTSUPP
+    # info flags must be zero
+    info = uapi.pack_info(0)
+    struct.pack_into("<I", info, 4, 1)
+    assert await errno_of(handle.ioctl(uapi.FWCTL_INFO, info)) == errno.EOPNOTSUPP
+    await handle.close()
+    assert await tainted(provider) == 0
+
+
+async def test_info_zero_length_returns_zero(provider: SimProvider) -> None:
+    handle = await provider.open(MLX5, OpenFlags.RDWR)
+    arg = uapi.pack_info(0)
+    await handle.ioctl(uapi.FWCTL_INFO, arg)
+    assert struct.unpack_from("<II", arg, 8) == (uapi.DeviceType.MLX5, 0)
+    arg = uapi.pack_info(64)
+    data = bytearray(b"\xff" * 64)
+    await handle.ioctl(uapi.FWCTL_INFO, arg, pointers={16: data})
+    assert struct.unpack_from("<II", arg, 8) == (uapi.DeviceType.MLX5, 8)
+    uid, caps = struct.unpack_from("<II", data)
+    assert uid >= 1
+    assert caps == uapi.MLX5_UCTX_CAP_TOOLS_RESOURCES
+    assert data[8:] == bytes(56)  # zero-filled past the driver's data
+    await handle.close()
+    handle = await provider.open(CXL, OpenFlags.RDWR)
+    arg = uapi.pack_info(16)
+    data = bytearray(b"\xff" * 16)
+    await handle.ioctl(uapi.FWCTL_INFO, arg, pointers={16: data})
+    assert struct.unpack_from("<II", arg, 8) == (uapi.DeviceType.CXL, 0)
+    assert data == bytes(16)
+    await handle.close()
+
+
+async def test_write_scopes_taint_once_even_when_the_driver_refuses(
+    provider: SimProvider,
+) -> None:
+    await rpc(provider, MLX5, uapi.Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(uapi.MLX5_OP_NOP))
+    assert await tainted(provider) == 0
+    # an unknown opcode at debug-write: the driver refuses, but the core tainted first
+    request = uapi.pack_mlx5_in(0x9999)
+    assert await errno_of(rpc(provider, MLX5, uapi.Scope.DEBUG_WRITE, request)) == errno.EBADMSG
+    assert await tainted(provider) == 524288
+    assert comp(provider).state.tainted
+    provider.machine.reboot()
+    assert await tainted(provider) == 0
+
+
+async def test_full_debug_needs_rawio_and_does_not_taint_without_it(
+    provider: SimProvider,
+) -> None:
+    comp(provider).state.daemon_has_rawio = False
+    request = uapi.pack_mlx5_in(uapi.MLX5_OP_NOP)
+    scope = uapi.Scope.DEBUG_WRITE_FULL
+    assert await errno_of(rpc(provider, MLX5, scope, request)) == errno.EPERM
+    assert await tainted(provider) == 0
+    comp(provider).state.daemon_has_rawio = True
+    response, _ = await rpc(provider, MLX5, scope, request)
+    assert response[0] == uapi.MLX5_CMD_STAT_OK
+    assert await tainted(provider) == uapi.TAINT_FWCTL
+
+
+# ------------------------------------------------------------------ mlx5
+
+
+async def test_mlx5_scope_table_and_headers(provider: SimProvider) -> None:
+    nop = uapi.pack_mlx5_in(uapi.MLX5_OP_NOP)
+    assert await errno_of(rpc(provider, MLX5, 0, nop)) == errno.EBADMSG  # needs debug-read
+    response, length = await rpc(provider, MLX5, 1, nop)
+    assert (length, response[0]) == (16, 0)
+    assert await errno_of(rpc(provider, MLX5, 1, nop[:8])) == errno.EMSGSIZE
+    assert await errno_of(rpc(provider, MLX5, 1, nop, out_len=8)) == errno.EMSGSIZE
+    # ACCESS_REG write at configuration, read needs debug-read
+    write = uapi.pack_mlx5_in(uapi.MLX5_OP_ACCESS_REG, 0, struct.pack(">HHI", 0, 0x5002, 0))
+    await rpc(provider, MLX5, 0, write + b"\x11" * 16)
+    read = uapi.pack_mlx5_in(uapi.MLX5_OP_ACCESS_REG, 1, struct.pack(">HHI", 0, 0x5002, 0))
+    assert await errno_of(rpc(provider, MLX5, 0, read)) == errno.EBADMSG
+    response, _ = await rpc(provider, MLX5, 1, read)
+    assert response[16 + 8 :] == b"\x11" * 16
+
+
+async def test_mlx5_device_errors_travel_in_the_response(provider: SimProvider) -> None:
+    request = uapi.pack_mlx5_in(uapi.MLX5_OP_SET_DIAGNOSTIC_PARAMS, 0, b"\x01")  # body too short
+    response, _ = await rpc(provider, MLX5, uapi.Scope.DEBUG_WRITE, request)
+    status, syndrome = struct.unpack_from(uapi.MLX5_OUT_HDR_FMT, response)
+    assert status == uapi.MLX5_CMD_STAT_BAD_PARAM_ERR
+    assert syndrome != 0
+
+
+async def test_mlx5_uids_are_per_open_and_freed_on_close(provider: SimProvider) -> None:
+    component = comp(provider)
+    component.state.mlx5_max_uids = 2
+    first = await provider.open(MLX5, OpenFlags.RDWR)
+    second = await provider.open(MLX5, OpenFlags.RDWR)
+    assert component.open_uids[1] == {1, 2}
+    assert await errno_of(provider.open(MLX5, OpenFlags.RDWR)) == errno.EAGAIN
+    await first.close()
+    assert component.open_uids[1] == {2}
+    third = await provider.open(MLX5, OpenFlags.RDWR)
+    assert component.open_uids[1] == {1, 2}
+    await second.close()
+    await third.close()
+    assert component.open_uids[1] == set()
+
+
+# ------------------------------------------------------------------ CXL
+
+
+async def test_cxl_get_supported_features_masks_kernel_owned(provider: SimProvider) -> None:
+    response, length = await rpc(provider, CXL, 0, uapi.pack_get_supported_features(0, 0), 16)
+    decoded = uapi.unpack_supported_features(response)
+    assert (length, decoded.supported, decoded.entries) == (16, 6, ())
+    request = uapi.pack_get_supported_features(48 * 100, 0)
+    response, length = await rpc(provider, CXL, 0, request)
+    decoded = uapi.unpack_supported_features(response)
+    assert length == 16 + 6 * 48
+    scrub = next(e for e in decoded.entries if e.uuid == SCRUB)
+    assert (scrub.set_size, scrub.changeable) == (0, False)
+    media = next(e for e in decoded.entries if e.uuid == MEDIA)
+    assert media.changeable
+    assert media.set_size == 96
+    # paging and the start index check
+    response, _ = await rpc(provider, CXL, 0, uapi.pack_get_supported_features(48, 5))
+    assert [e.index for e in uapi.unpack_supported_features(response).entries] == [5]
+    request = uapi.pack_get_supported_features(48, 6)
+    assert await errno_of(rpc(provider, CXL, 0, request)) == errno.EINVAL
+
+
+async def test_cxl_get_feature_rules(provider: SimProvider) -> None:
+    response, length = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 16))
+    size, retval = struct.unpack_from("<II", response)
+    assert (size, retval, length) == (16, 0, 24)
+    request = uapi.pack_get_feature(MEDIA, 0, 0)
+    assert await errno_of(rpc(provider, CXL, 0, request)) == errno.EINVAL  # count 0
+    request = uapi.pack_get_feature(MEDIA, 0, 64)
+    assert await errno_of(rpc(provider, CXL, 0, request, out_len=32)) == errno.EINVAL
+    unknown = "00000000-0000-4000-8000-000000000001"
+    response, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(unknown, 0, 4))
+    assert struct.unpack_from("<II", response) == (0, uapi.CXL_MBOX_CMD_RC_UNSUPPORTED)
+
+
+async def test_cxl_set_feature_scopes_and_errnos(provider: SimProvider) -> None:
+    data = b"\xaa" * 8
+    media = uapi.pack_set_feature(MEDIA, data, version=1)
+    assert await errno_of(rpc(provider, CXL, 1, media)) == errno.EINVAL  # escalation
+    assert await tainted(provider) == 0
+    response, _ = await rpc(provider, CXL, 2, media)
+    assert struct.unpack_from("<II", response) == (0, 0)
+    assert await tainted(provider) == uapi.TAINT_FWCTL
+    current, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 8))
+    assert current[8:] == data
+    thermal = uapi.pack_set_feature(THERMAL, data, version=1)
+    assert await errno_of(rpc(provider, CXL, 2, thermal)) == errno.EINVAL  # needs full
+    await rpc(provider, CXL, 3, thermal)
+    scrub = uapi.pack_set_feature(SCRUB, data, version=1)
+    assert await errno_of(rpc(provider, CXL, 3, scrub)) == errno.EPERM  # kernel owns it
+    # unsupported opcode at any scope
+    other = uapi.pack_cxl_rpc(0x4500, b"")
+    assert await errno_of(rpc(provider, CXL, 3, other)) == errno.EINVAL
+    # device-level error only in the out buffer: wrong feature version
+    wrong = uapi.pack_set_feature(MEDIA, data, version=9)
+    response, _ = await rpc(provider, CXL, 2, wrong)
+    assert struct.unpack_from("<II", response)[1] == uapi.CXL_MBOX_CMD_RC_FEATUREVERSION
+
+
+async def test_cxl_chunked_set_feature(provider: SimProvider) -> None:
+    def chunk(data: bytes, action: int, offset: int) -> bytes:
+        return uapi.pack_set_feature(MEDIA, data, version=1, flags=action, offset=offset)
+
+    async def retval(request: bytes) -> int:
+        response, _ = await rpc(provider, CXL, 2, request)
+        return int(struct.unpack_from("<II", response)[1])
+
+    new = bytes(range(96))
+    assert await retval(chunk(new[:32], 1, 0)) == 0  # initiate
+    assert await retval(chunk(new[:32], 1, 0)) == uapi.CXL_MBOX_CMD_RC_FEATURETRANSFERIP
+    assert await retval(chunk(new[40:64], 2, 40)) == uapi.CXL_MBOX_CMD_RC_FEATURETRANSFEROOO
+    assert await retval(chunk(new[32:64], 2, 32)) == 0  # continue
+    before, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96))
+    assert before[8:] != new  # nothing applied before finish
+    assert await retval(chunk(new[64:], 3 | 8, 64)) == 0  # finish, saved across reset
+    after, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96))
+    assert after[8:] == new
+    saved, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96, selection=2))
+    assert saved[8:] == new
+    # abort discards
+    assert await retval(chunk(b"\x00" * 8, 1, 0)) == 0
+    assert await retval(chunk(b"\x00", 4, 0)) == 0
+    assert not comp(provider).state.nodes[0].transfers
+
+
+# ------------------------------------------------------------------ hotplug
+
+
+async def test_hot_remove_gives_enodev_on_old_fds_and_add_emits_uevents(
+    provider: SimProvider,
+) -> None:
+    machine = provider.machine
+    queue = machine.subscribe()
+    handle = await provider.open(MLX5, OpenFlags.RDWR)
+    component = comp(provider)
+    component.remove_device("fwctl/fwctl1")
+    event = await asyncio.wait_for(queue.get(), 5)
+    assert (event.action, event.subsystem) == ("remove", "fwctl")
+    assert event.devpath.endswith("/mlx5_core.fwctl.0/fwctl/fwctl1")
+    assert not await provider.exists(MLX5)
+    assert not await provider.exists("sys/class/fwctl/fwctl1")
+    arg = uapi.pack_info(0)
+    assert await errno_of(handle.ioctl(uapi.FWCTL_INFO, arg)) == errno.ENODEV
+    await handle.close()
+    added = component.add_device({"type": "mlx5", "pci": "0000:09:00.0"})
+    assert added.key == "fwctl/fwctl1"
+    event = await asyncio.wait_for(queue.get(), 5)
+    assert (event.action, event.properties["DEVNAME"]) == ("add", "fwctl/fwctl1")
+    reopened = await provider.open(MLX5, OpenFlags.RDWR)
+    await reopened.ioctl(uapi.FWCTL_INFO, uapi.pack_info(0))
+    await reopened.close()
+    # state persists: a reloaded machine has the same nodes
+    again = SimMachine.load(machine.directory)
+    assert [n.pci for n in again.components["fwctl"].state.nodes] == [  # type: ignore[attr-defined]
+        "0000:0d:00.0",
+        "0000:09:00.0",
+    ]
+
+
+async def test_firmware_busy_fault_travels_in_the_response(provider: SimProvider) -> None:
+    from livefw.kernel.sim.machine import FaultSpec
+
+    provider.machine.add_fault(FaultSpec(component="fwctl", kind="firmware-busy"))
+    response, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 4))
+    assert struct.unpack_from("<II", response) == (0, uapi.CXL_MBOX_CMD_RC_BUSY)
+    response, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 4))
+    assert struct.unpack_from("<II", response) == (4, 0)  # fired once
+
+
+async def test_sim_knobs(provider: SimProvider) -> None:
+    component = comp(provider)
+    component.configure("present", "false")
+    assert not await provider.exists("sys/class/fwctl")
+    component.configure("present", "true")
+    assert await provider.exists("sys/class/fwctl/fwctl0")
+    component.configure("tainted", "true")
+    assert await tainted(provider) == uapi.TAINT_FWCTL
+    provider.machine.kexec()
+    assert await tainted(provider) == 0
