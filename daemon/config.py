@@ -31,6 +31,9 @@ class DaemonSection(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: also own org.freedesktop.fwupd (the fwupd-compatible API).
     fwupd_compat: bool = False
+    #: DaemonVersion on the fwupd-compatible API; "" = the installed libfwupd's
+    #: version (fwupdmgr refuses a daemon whose version differs from its own).
+    fwupd_version: str = ""
 
 
 class AuthSection(_Section):
@@ -48,6 +51,13 @@ class InstallSection(_Section):
 
     #: largest payload accepted, in bytes (the PFRU buffer size is not exposed).
     max_payload_size: int = Field(default=256 * 1024 * 1024, gt=0)
+    #: refuse cabinets whose payload and metainfo are not signed by a key in
+    #: ``pki_dir`` and that do not come from a remote marked Trusted.
+    only_trusted: bool = True
+    #: certificates (PEM, *.pem/*.crt) that cabinet signatures (.jcat PKCS#7) must chain to.
+    pki_dir: str = "/etc/livefw/pki"
+    #: local remotes: one INI file per folder of .cab files (see livefw.remotes).
+    remotes_dir: str = "/etc/livefw/remotes.d"
 
 
 class PluginsSection(BaseModel):

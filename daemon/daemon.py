@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scale", type=int, default=0, help="synthetic devices for --profile scale"
     )
+    parser.add_argument(
+        "--fwupd-compat",
+        action="store_true",
+        help="also own org.freedesktop.fwupd (fwupd clients drive livefwd; "
+        "[daemon] fwupd_compat in livefw.conf)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"livefwd {livefw.__version__}")
     return parser.parse_args(argv)
@@ -146,6 +152,13 @@ class Daemon:
             log.error("bus_name_taken", error=error.message)
             await engine.stop()
             return EX_UNAVAILABLE
+        compat = None
+        if self.args.fwupd_compat or self.config.daemon.fwupd_compat:
+            # issue 7: the fwupd-compatible API on a connection of its own
+            from livefw.bus.compat import CompatService
+
+            compat = CompatService(engine, authorizer, self.args.bus_address, self.args.state_dir)
+            await compat.start()
         log.info(
             "livefwd_ready",
             version=livefw.__version__,
@@ -165,6 +178,8 @@ class Daemon:
             self.exit_code = EX_UNAVAILABLE
         stop.cancel()
         log.info("livefwd_stopping")
+        if compat is not None:
+            compat.stop()
         await engine.stop()
         if self.control is not None:
             await self.control.stop()

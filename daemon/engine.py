@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -44,6 +45,9 @@ from livefw.plugin import (
     Reconciliation,
 )
 from livefw.state import Status, UpdateState
+
+if TYPE_CHECKING:
+    from livefw.releases import ReleaseService
 
 __all__ = ["Engine", "EngineListener", "PluginRecord", "discover_plugins"]
 
@@ -123,6 +127,13 @@ class Engine:
         #: called with True when the first irreversible step starts, False after the
         #: last one ends (the daemon takes a logind shutdown inhibitor).
         self.on_irreversible: Callable[[bool], Any] | None = None
+
+    @functools.cached_property
+    def releases(self) -> ReleaseService:
+        """Cabinet installs and local-remote releases (issue 7, livefw.releases)."""
+        from livefw.releases import ReleaseService
+
+        return ReleaseService(self)
 
     # ------------------------------------------------------------------ listeners
 
@@ -393,11 +404,13 @@ class Engine:
         payload: Payload,
         options: InstallOptions,
         caller_uid: int = -1,
+        extra: Mapping[str, Any] | None = None,
     ) -> HistoryEntry:
         """Check and install a payload on a device.
 
         The payload is validated without side effects first (refusals cost nothing);
         the history row is written before the device's first irreversible step.
+        ``extra`` is merged into the row's data (the cabinet release it came from).
         """
         self._check_running()
         device = self.get_device(device_id)
@@ -421,6 +434,7 @@ class Engine:
                     "payload-size": len(payload.data),
                     "payload-sha256": hashlib.sha256(payload.data).hexdigest(),
                     "activate": options.activate,
+                    **(extra or {}),
                 },
             )
             bound = log.bind(op_id=entry.op_id, plugin=device.plugin, device_id=device.id)

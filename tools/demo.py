@@ -18,7 +18,7 @@ from pathlib import Path
 from livefw.testing import DaemonProcess, PrivateBus
 
 TOOLS = Path(__file__).resolve().parent
-TECHNOLOGIES = ("pfru", "uefi_capsule", "fwctl", "liveupdate")
+TECHNOLOGIES = ("pfru", "uefi_capsule", "fwctl", "liveupdate", "remotes")
 
 
 class Demo:

@@ -21,6 +21,7 @@ from livefw.bus.errors import dbus_errors
 from livefw.errors import InvalidArgument
 from livefw.history import HistoryEntry
 from livefw.plugin import InstallOptions
+from livefw.releases import Candidate
 
 INTERFACE = "org.livefw.Daemon1.Manager"
 
@@ -60,6 +61,26 @@ def history_dict(entry: HistoryEntry) -> dict[str, Variant]:
         "CallerUid": Variant("i", entry.caller_uid),
         "Created": Variant("t", int(entry.created)),
         "Finished": Variant("t", int(entry.finished or 0)),
+    }
+
+
+def release_dict(candidate: Candidate, order: int) -> dict[str, Variant]:
+    """A release a remote offers, as ``a{sv}`` (``Order``: -1 older, 0 same, 1 newer)."""
+    release = candidate.release
+    return {
+        "AppstreamId": Variant("s", release.appstream_id),
+        "Name": Variant("s", release.name),
+        "Summary": Variant("s", release.summary),
+        "Vendor": Variant("s", release.vendor),
+        "Version": Variant("s", release.version),
+        "Order": Variant("i", order),
+        "RemoteId": Variant("s", candidate.remote.id if candidate.remote else ""),
+        "Location": Variant("s", candidate.location),
+        "Checksum": Variant("s", candidate.cabinet.sha256),
+        "Size": Variant("t", release.size),
+        "Created": Variant("t", release.created),
+        "Trusted": Variant("b", candidate.trusted),
+        "Guids": Variant("as", list(release.guids)),
     }
 
 
@@ -139,11 +160,28 @@ class ManagerInterface(ServiceInterface):
             payload = self.ctx.engine.read_payload(fd, os.path.basename(filename))
         finally:
             os.close(fd)
-        engine = self.ctx.engine
-        if not device_id:
-            device_id = engine.match_payload(payload, install_options).id
-        entry = await engine.install(device_id, payload, install_options, caller_uid=uid)
-        return history_dict(entry)
+        # a cabinet (.cab) or a raw payload; several rows when a cabinet updates
+        # several devices: the last one is returned, all are in the history
+        entries = await self.ctx.engine.releases.install_file(
+            device_id, payload, install_options, caller_uid=uid
+        )
+        return history_dict(entries[-1])
+
+    # ------------------------------------------------------------------ releases
+
+    @method()
+    @dbus_errors
+    async def GetReleases(self, device_id: "s") -> "aa{sv}":
+        releases = self.ctx.engine.releases
+        device = self.ctx.engine.get_device(device_id)
+        candidates = await releases.releases(device_id)
+        return [release_dict(c, releases.compare_to_device(device, c)) for c in candidates]
+
+    @method()
+    @dbus_errors
+    async def GetUpgrades(self, device_id: "s") -> "aa{sv}":
+        candidates = await self.ctx.engine.releases.upgrades(device_id)
+        return [release_dict(c, 1) for c in candidates]
 
     # ---------------------------------------------------------- history, plugins
 

@@ -1,0 +1,826 @@
+"""``org.freedesktop.fwupd`` at ``/``: the fwupd-compatible subset real clients use.
+
+With ``--fwupd-compat`` (or ``[daemon] fwupd_compat``) livefwd also owns
+``org.freedesktop.fwupd`` so fwupdmgr, gnome-firmware, gnome-software and Discover
+drive it as if it were fwupd (../shared/spec/fwupd-compat.md, §10). Wire rules kept
+here: exact dictionary types; empty results are ``NothingToDo`` errors (except
+GetRemotes, which returns ``[]``); Install takes fd 0 of the message whatever the
+``h`` value says; errors carry fwupd's names only (codes 0-17, what 1.8 clients
+know); methods check fwupd's own polkit action ids.
+
+Devices: PFRU and LFA use ``needs-activation`` (``updatable`` cleared and
+``updatable-hidden`` set while staged), UEFI capsule devices carry ``needs-reboot``
+as a capability; fwctl and live-update devices are not shown.
+"""
+
+import functools
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+
+import livefw
+from livefw.bus.backend import (
+    BusType,
+    DBusError,
+    LivefwBus,
+    NameFlag,
+    PropertyAccess,
+    RequestNameReply,
+    ServiceInterface,
+    Variant,
+    dbus_property,
+    disconnect,
+    method,
+    signal,
+)
+from livefw.bus.context import BusContext
+from livefw.device import Device
+from livefw.engine import EngineListener
+from livefw.errors import (
+    InvalidFile,
+    LivefwError,
+    NotFound,
+    NothingToDo,
+    NotSupported,
+)
+from livefw.history import HistoryEntry
+from livefw.plugin import InstallOptions
+from livefw.releases import Candidate, Plan, device_version_format, fwupd_version
+
+log = structlog.get_logger("livefw.compat")
+
+BUS_NAME = "org.freedesktop.fwupd"
+PATH = "/"
+INTERFACE = "org.freedesktop.fwupd"
+ERROR_PREFIX = "org.freedesktop.fwupd."
+
+#: plugins whose devices stay off this interface (nothing like them in fwupd).
+HIDDEN_PLUGINS = frozenset({"fwctl", "liveupdate"})
+#: protocols whose devices finish an install at the next boot.
+REBOOT_PROTOCOLS = frozenset({"org.uefi.capsule"})
+
+#: FwupdDeviceFlags (spec §3.3).
+DEVICE_FLAGS = {
+    "internal": 0x1,
+    "updatable": 0x2,
+    "require-ac": 0x8,
+    "locked": 0x10,
+    "supported": 0x20,
+    "needs-reboot": 0x100,
+    "reported": 0x200,
+    "notified": 0x400,
+    "needs-shutdown": 0x20000,
+    "needs-activation": 0x100000,
+    "historical": 0x400000,
+    "updatable-hidden": 0x2000000000,
+    "signed-payload": 0x800000000000,
+    "unsigned-payload": 0x1000000000000,
+}
+#: FwupdStatus (spec §3.1) for livefw's Status.
+STATUS = {
+    "idle": 1,
+    "loading": 2,
+    "device-write": 5,
+    "device-verify": 6,
+    "scheduling": 7,
+    "device-read": 9,
+    "waiting-for-auth": 11,
+    "device-busy": 12,
+    "shutdown": 13,
+    "device-activate": 5,
+}
+#: FwupdUpdateState (spec §3.2) for livefw's UpdateState.
+UPDATE_STATE = {
+    "none": 0,
+    "pending": 1,
+    "success": 2,
+    "failed": 3,
+    "needs-reboot": 4,
+    "failed-transient": 5,
+}
+#: FwupdVersionFormat (spec §3.7).
+VERSION_FORMAT = {"unknown": 0, "plain": 1, "number": 2, "pair": 3, "triplet": 4, "quad": 5}
+#: FwupdReleaseFlags (spec §3.5).
+TRUSTED_PAYLOAD, TRUSTED_METADATA, IS_UPGRADE, IS_DOWNGRADE = 1, 2, 4, 8
+#: FwupdReleaseUrgency.
+URGENCY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+#: FwupdInstallFlags (2.x ``install-flags``, spec §3.6).
+INSTALL_ALLOW_REINSTALL, INSTALL_ALLOW_OLDER, INSTALL_ALLOW_BRANCH_SWITCH = 2, 4, 32
+#: FwupdRemoteKind directory, FwupdRemoteFlags enabled.
+REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 3, 1
+
+#: livefw error names -> fwupd error names a 1.8 client knows (codes 0-17).
+ERRORS = {
+    "Internal": "Internal",
+    "NotFound": "NotFound",
+    "InvalidFile": "InvalidFile",
+    "InvalidArgument": "InvalidFile",
+    "NotSupported": "NotSupported",
+    "AuthFailed": "AuthFailed",
+    "Busy": "AlreadyPending",
+    "VersionNewer": "VersionNewer",
+    "VersionSame": "VersionSame",
+    "NothingToDo": "NothingToDo",
+    "NoSpace": "Write",
+    "ActivationFailed": "Internal",
+    "PermissionDenied": "PermissionDenied",
+    "Timeout": "Internal",
+}
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def fwupd_errors(fn: F) -> F:
+    """Map livefw errors to ``org.freedesktop.fwupd.<Name>`` (never livefw's names)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except DBusError:
+            raise
+        except LivefwError as error:
+            name = ERRORS.get(error.name, "Internal")
+            raise DBusError(ERROR_PREFIX + name, error.message) from error
+        except Exception as error:
+            log.exception("compat_method_failed", method=fn.__name__)
+            raise DBusError(
+                ERROR_PREFIX + "Internal", f"internal error in {fn.__name__}"
+            ) from error
+
+    return wrapper  # type: ignore[return-value]
+
+
+def visible(device: Device) -> bool:
+    """Whether a device is shown on the fwupd-compatible interface."""
+    return device.plugin not in HIDDEN_PLUGINS
+
+
+def device_flags(device: Device, supported: bool) -> int:
+    """FwupdDeviceFlags for a device (spec §9 mapping)."""
+    names = set(device.flags) & set(DEVICE_FLAGS)
+    names.discard("needs-reboot")
+    if device.protocol in REBOOT_PROTOCOLS and "updatable" in device.flags:
+        names.add("needs-reboot")  # a capability: the install completes at the next boot
+    if "needs-activation" in device.flags and "updatable" in names:
+        names.discard("updatable")
+        names.add("updatable-hidden")
+    if supported:
+        names.add("supported")
+    value = 0
+    for name in names:
+        value |= DEVICE_FLAGS[name]
+    return value
+
+
+def _version_fields(version: str, fmt: str, prefix: str) -> dict[str, Variant]:
+    fields = {prefix: Variant("s", version)} if version else {}
+    if version.isdigit() and int(version) < 1 << 64:
+        fields[prefix + "Raw"] = Variant("t", int(version))
+    return fields
+
+
+def device_dict(device: Device, supported: bool, created: int) -> dict[str, Variant]:
+    """The fwupd device dict (spec §2.1), exact types, empty values left out."""
+    fmt = device_version_format(device)
+    result: dict[str, Variant] = {
+        "DeviceId": Variant("s", device.id),
+        "Name": Variant("s", device.name),
+        "Plugin": Variant("s", device.plugin),
+        "Flags": Variant("t", device_flags(device, supported)),
+        "Created": Variant("t", created),
+        "Icon": Variant("as", ["computer"]),
+        "VersionFormat": Variant("u", VERSION_FORMAT.get(fmt, 0)),
+        "UpdateState": Variant("u", UPDATE_STATE.get(str(device.update_state), 0)),
+    }
+    if device.guids:
+        result["Guid"] = Variant("as", [g.lower() for g in device.guids])
+    for key, value in (
+        ("Vendor", device.vendor),
+        ("Summary", device.summary),
+        ("Protocol", device.protocol),
+        ("UpdateError", device.update_error),
+    ):
+        if value:
+            result[key] = Variant("s", value)
+    result.update(_version_fields(device.version, fmt, "Version"))
+    result.update(_version_fields(device.version_lowest, fmt, "VersionLowest"))
+    if str(device.status) != "idle":
+        result["Status"] = Variant("u", STATUS.get(str(device.status), 0))
+        result["Percentage"] = Variant("u", device.percentage)
+    return result
+
+
+def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Variant]:
+    """The fwupd release dict (spec §2.2); ``order`` against the device (-1/0/1)."""
+    release = candidate.release
+    trust = (TRUSTED_PAYLOAD if candidate.trusted_payload else 0) | (
+        TRUSTED_METADATA if candidate.trusted_metadata else 0
+    )
+    if order is not None and order > 0:
+        trust |= IS_UPGRADE
+    elif order is not None and order < 0:
+        trust |= IS_DOWNGRADE
+    result: dict[str, Variant] = {
+        "AppstreamId": Variant("s", release.appstream_id),
+        "Version": Variant("s", release.version),
+        "Size": Variant("t", release.size),
+        "Checksum": Variant("s", f"{candidate.cabinet.sha1},{candidate.cabinet.sha256}"),
+        "TrustFlags": Variant("t", trust),
+    }
+    if candidate.location:
+        result["Locations"] = Variant("as", ["file://" + candidate.location])
+        result["Filename"] = Variant("s", os.path.basename(candidate.location))
+    if candidate.remote is not None:
+        result["RemoteId"] = Variant("s", candidate.remote.id)
+    for key, value in (
+        ("Name", release.name),
+        ("Summary", release.summary),
+        ("Description", release.description),
+        ("Vendor", release.vendor),
+        ("License", release.license),
+        ("Homepage", release.homepage),
+        ("DetailsUrl", release.details_url),
+        ("ReleaseId", release.release_id),
+        ("Protocol", release.protocol),
+        ("UpdateMessage", release.update_message),
+    ):
+        if value:
+            result[key] = Variant("s", value)
+    if release.created:
+        result["Created"] = Variant("t", release.created)
+    if release.urgency in URGENCY:
+        result["Urgency"] = Variant("u", URGENCY[release.urgency])
+    if release.install_duration:
+        result["InstallDuration"] = Variant("u", release.install_duration)
+    return result
+
+
+def install_options(options: dict[str, Variant]) -> InstallOptions:
+    """Fwupd Install options: 2.x ``install-flags`` and the 1.x booleans.
+
+    ``force`` (a flag bit or a boolean) is not honoured: a compatible client may not
+    bypass the version and requirement checks (spec §7.2 recommends so).
+    """
+    flags = 0
+    if "install-flags" in options:
+        variant = options["install-flags"]
+        if variant.signature != "t":
+            raise InvalidFile("install-flags must be of type t")
+        flags = int(variant.value)
+
+    def boolean(key: str) -> bool:
+        variant = options.get(key)
+        return bool(variant is not None and variant.signature == "b" and variant.value)
+
+    branch = bool(flags & INSTALL_ALLOW_BRANCH_SWITCH) or boolean("allow-branch-switch")
+    return InstallOptions(
+        allow_reinstall=bool(flags & INSTALL_ALLOW_REINSTALL) or boolean("allow-reinstall"),
+        allow_older=bool(flags & INSTALL_ALLOW_OLDER) or boolean("allow-older") or branch,
+    )
+
+
+def install_action(plan: Plan) -> str:
+    """Fwupd's polkit action for one planned release (spec §6.1)."""
+    internal = "internal" in plan.device.flags
+    kind = "downgrade" if plan.downgrade else "update"
+    action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
+    return action + ("-trusted" if plan.candidate.trusted_payload else "")
+
+
+class CompatInterface(ServiceInterface, EngineListener):
+    """The ``org.freedesktop.fwupd`` interface, backed by the engine."""
+
+    def __init__(self, ctx: BusContext, state_dir: str) -> None:
+        super().__init__(INTERFACE)
+        self.ctx = ctx
+        self.created = int(time.time())
+        self._supported: set[str] = set()
+        self._hints: dict[str, dict[str, str]] = {}
+        self._features: dict[str, int] = {}
+        self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
+        self._notified = self._load_notified()
+        self._daemon_version = ctx.engine.config.daemon.fwupd_version or fwupd_version()
+
+    def attach(self) -> None:
+        """Follow engine and device events (signals)."""
+        self.ctx.engine.add_listener(self)
+        for device in self.ctx.engine.devices.values():
+            device.add_listener(self._device_changed)
+
+    # ----------------------------------------------------------- engine events
+
+    def device_added(self, device: Device) -> None:
+        """DeviceAdded, and follow its changes."""
+        device.add_listener(self._device_changed)
+        if visible(device):
+            self.DeviceAdded(device_dict(device, device.id in self._supported, self.created))
+
+    def device_removed(self, device: Device) -> None:
+        """DeviceRemoved."""
+        device.remove_listener(self._device_changed)
+        if visible(device):
+            self.DeviceRemoved(device_dict(device, device.id in self._supported, self.created))
+
+    def manager_changed(self, names: frozenset[str]) -> None:
+        """PropertiesChanged with values, one property per signal (as fwupd)."""
+        engine = self.ctx.engine
+        if "status" in names:
+            self.emit_properties_changed({"Status": STATUS.get(str(engine.status), 0)})
+        if "percentage" in names:
+            self.emit_properties_changed({"Percentage": engine.percentage})
+            self.emit_properties_changed({"PercentageFull": float(engine.percentage)})
+
+    def _device_changed(self, device: Device, names: frozenset[str]) -> None:
+        if visible(device) and names:
+            self.DeviceChanged(device_dict(device, device.id in self._supported, self.created))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _load_notified(self) -> set[str]:
+        try:
+            with open(self._notified_path, encoding="utf-8") as handle:
+                value = json.load(handle)
+            return {str(item) for item in value} if isinstance(value, list) else set()
+        except (OSError, ValueError):
+            return set()
+
+    def _save_notified(self) -> None:
+        tmp = self._notified_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(sorted(self._notified), handle)
+        os.replace(tmp, self._notified_path)
+
+    async def _refresh_supported(self) -> None:
+        try:
+            available = await self.ctx.engine.releases.available()
+        except LivefwError:
+            available = []
+        self._supported = {
+            device.id
+            for device in self.ctx.engine.devices.values()
+            if "updatable" in device.flags
+            and any(c.release.provides(device.guids) for c in available)
+        }
+
+    def _device(self, device_id: str) -> Device:
+        device = self.ctx.engine.devices.get(device_id)
+        if device is None or not visible(device):
+            raise NotFound(f"Failed to find {device_id} in device list")
+        return device
+
+    def _history_rows(self) -> list[HistoryEntry]:
+        """The latest row per device, install rows preferred (fwupd keeps one per device)."""
+        rows: dict[str, HistoryEntry] = {}
+        for entry in self.ctx.engine.history.entries():
+            if entry.plugin in HIDDEN_PLUGINS or entry.kind not in ("install", "activate"):
+                continue
+            current = rows.get(entry.device_id)
+            if (
+                current is None
+                or (current.kind != "install" and entry.kind == "install")
+                or (current.kind == entry.kind and entry.created > current.created)
+            ):
+                rows[entry.device_id] = entry
+        return sorted(rows.values(), key=lambda e: e.created)
+
+    def _history_state(self, entry: HistoryEntry) -> int:
+        if entry.state == "staged":
+            protocol = str(entry.data.get("protocol", ""))
+            device = self.ctx.engine.devices.get(entry.device_id)
+            if device is not None:
+                protocol = device.protocol
+            return UPDATE_STATE["needs-reboot" if protocol in REBOOT_PROTOCOLS else "pending"]
+        if entry.state in ("success", "failed", "failed-transient", "pending"):
+            return UPDATE_STATE[entry.state]
+        return UPDATE_STATE["failed"]  # cancelled, interrupted
+
+    def _history_dict(self, entry: HistoryEntry) -> dict[str, Variant]:
+        device = self.ctx.engine.devices.get(entry.device_id)
+        flags = DEVICE_FLAGS["historical"]
+        if device is not None:
+            flags |= device_flags(device, False)
+        if entry.op_id in self._notified:
+            flags |= DEVICE_FLAGS["notified"]
+        result: dict[str, Variant] = {
+            "DeviceId": Variant("s", entry.device_id),
+            "Name": Variant("s", entry.device_name),
+            "Plugin": Variant("s", entry.plugin),
+            "Flags": Variant("t", flags),
+            "Created": Variant("t", int(entry.created)),
+            "Modified": Variant("t", int(entry.finished or entry.created)),
+            "UpdateState": Variant("u", self._history_state(entry)),
+        }
+        if entry.version_old:
+            result["Version"] = Variant("s", entry.version_old)
+        if device is not None and device.guids:
+            result["Guid"] = Variant("as", [g.lower() for g in device.guids])
+        if entry.state not in ("success", "staged", "pending") and entry.reason:
+            result["UpdateError"] = Variant("s", entry.reason)
+        release: dict[str, Variant] = {
+            "Version": Variant("s", entry.version_new or entry.version_old),
+            "Metadata": Variant(
+                "a{ss}",
+                {
+                    "BootId": entry.boot_id,
+                    "LivefwOperation": entry.op_id,
+                    "LivefwKind": entry.kind,
+                    "LivefwState": entry.state,
+                },
+            ),
+        }
+        data = entry.data
+        if data.get("appstream-id"):
+            release["AppstreamId"] = Variant("s", str(data["appstream-id"]))
+        if data.get("cabinet-sha1"):
+            release["Checksum"] = Variant(
+                "s", f"{data['cabinet-sha1']},{data.get('cabinet-sha256', '')}"
+            )
+        if data.get("payload-name"):
+            release["Filename"] = Variant("s", str(data["payload-name"]))
+        if data.get("remote-id"):
+            release["RemoteId"] = Variant("s", str(data["remote-id"]))
+        if data.get("protocol"):
+            release["Protocol"] = Variant("s", str(data["protocol"]))
+        result["Release"] = Variant("aa{sv}", [release])
+        return result
+
+    def _sender(self) -> str:
+        try:
+            return self.ctx.sender()
+        except LivefwError:
+            return ""
+
+    # --------------------------------------------------------------- properties
+
+    @dbus_property(access=PropertyAccess.READ)
+    def DaemonVersion(self) -> "s":
+        return self._daemon_version or livefw.__version__
+
+    @dbus_property(access=PropertyAccess.READ)
+    def HostBkc(self) -> "s":
+        return ""
+
+    @dbus_property(access=PropertyAccess.READ)
+    def HostVendor(self) -> "s":
+        return "livefw"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def HostProduct(self) -> "s":
+        simulated = bool(self.ctx.engine.provider.simulated)
+        return "Simulated machine (livefwd --simulate)" if simulated else "livefwd"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Tainted(self) -> "b":
+        return False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Interactive(self) -> "b":
+        return False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Status(self) -> "u":
+        return STATUS.get(str(self.ctx.engine.status), 0)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Percentage(self) -> "u":
+        return self.ctx.engine.percentage
+
+    @dbus_property(access=PropertyAccess.READ)
+    def PercentageFull(self) -> "d":
+        return float(self.ctx.engine.percentage)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def BatteryLevel(self) -> "u":
+        return 101
+
+    @dbus_property(access=PropertyAccess.READ)
+    def BatteryThreshold(self) -> "u":
+        return 10
+
+    @dbus_property(access=PropertyAccess.READ)
+    def OnlyTrusted(self) -> "b":
+        return bool(self.ctx.engine.config.install.only_trusted)
+
+    # ----------------------------------------------------------------- methods
+
+    @method()
+    @fwupd_errors
+    async def SetHints(self, hints: "a{ss}") -> None:
+        if len(hints) > 32:
+            raise NotSupported("too many hints")
+        self._hints[self._sender()] = dict(hints)
+
+    @method()
+    @fwupd_errors
+    async def SetFeatureFlags(self, feature_flags: "t") -> None:
+        self._features[self._sender()] = int(feature_flags)
+
+    @method()
+    @fwupd_errors
+    async def GetDevices(self) -> "aa{sv}":
+        await self._refresh_supported()
+        devices = sorted(
+            (d for d in self.ctx.engine.devices.values() if visible(d)),
+            key=lambda d: (d.plugin, d.name),
+        )
+        if not devices:
+            raise NothingToDo("No detected devices")
+        return [device_dict(d, d.id in self._supported, self.created) for d in devices]
+
+    @method()
+    @fwupd_errors
+    async def GetPlugins(self) -> "aa{sv}":
+        return []
+
+    @method()
+    @fwupd_errors
+    async def GetReleases(self, device_id: "s") -> "aa{sv}":
+        device = self._device(device_id)
+        releases = self.ctx.engine.releases
+        candidates = await releases.releases(device.id)
+        return [release_dict(c, releases.compare_to_device(device, c)) for c in candidates]
+
+    @method()
+    @fwupd_errors
+    async def GetUpgrades(self, device_id: "s") -> "aa{sv}":
+        device = self._device(device_id)
+        candidates = await self.ctx.engine.releases.upgrades(device.id)
+        return [release_dict(c, 1) for c in candidates]
+
+    @method()
+    @fwupd_errors
+    async def GetDowngrades(self, device_id: "s") -> "aa{sv}":
+        device = self._device(device_id)
+        candidates = await self.ctx.engine.releases.downgrades(device.id)
+        return [release_dict(c, -1) for c in candidates]
+
+    @method()
+    @fwupd_errors
+    async def GetHistory(self) -> "aa{sv}":
+        rows = self._history_rows()
+        if not rows:
+            raise NothingToDo("No history")
+        return [self._history_dict(entry) for entry in rows]
+
+    @method()
+    @fwupd_errors
+    async def GetResults(self, device_id: "s") -> "a{sv}":
+        rows = self._history_rows()
+        if device_id == "*":
+            rows = [e for e in rows if e.state in ("success", "failed", "failed-transient")]
+        else:
+            rows = [e for e in rows if e.device_id == device_id]
+        if not rows:
+            raise NothingToDo(f"no results for {device_id}")
+        entry = rows[0] if device_id == "*" else rows[-1]
+        if entry.op_id in self._notified or entry.state in ("pending",):
+            raise NothingToDo(
+                "the user was already notified" if entry.op_id in self._notified else "in progress"
+            )
+        if not entry.data.get("appstream-id"):
+            raise NotFound(f"{entry.device_name} was not updated from a cabinet (no AppStream id)")
+        return self._history_dict(entry)
+
+    @method()
+    @fwupd_errors
+    async def ClearResults(self, device_id: "s") -> None:
+        rows = [e for e in self._history_rows() if e.device_id == device_id]
+        if not rows:
+            raise NothingToDo(f"no results for {device_id}")
+        self._notified.add(rows[-1].op_id)
+        self._save_notified()
+
+    @method()
+    @fwupd_errors
+    async def ModifyDevice(self, device_id: "s", key: "s", value: "s") -> None:
+        if key != "Flags" or value not in ("notified", "reported", "~notified", "~reported"):
+            raise NotSupported(f"key {key} value {value} is not supported")
+        rows = [e for e in self._history_rows() if e.device_id == device_id]
+        if not rows:
+            raise NotFound(f"no history for {device_id}")
+        if value == "notified":
+            self._notified.add(rows[-1].op_id)
+        elif value == "~notified":
+            self._notified.discard(rows[-1].op_id)
+        self._save_notified()
+
+    @method()
+    @fwupd_errors
+    async def GetRemotes(self) -> "aa{sv}":
+        result = []
+        for remote in self.ctx.engine.releases.remotes():
+            result.append(
+                {
+                    "RemoteId": Variant("s", remote.id),
+                    "Title": Variant("s", remote.title),
+                    "Type": Variant("u", REMOTE_KIND_DIRECTORY),
+                    "Flags": Variant("t", REMOTE_ENABLED if remote.enabled else 0),
+                    "Enabled": Variant("b", remote.enabled),
+                    "ApprovalRequired": Variant("b", False),
+                    "Uri": Variant("s", "file://" + remote.path),
+                    "FilenameSource": Variant("s", remote.config_path),
+                    "Priority": Variant("i", remote.priority),
+                    "ModificationTime": Variant("t", remote.mtime or int(time.time())),
+                }
+            )
+        return result
+
+    def _take_fd(self) -> int:
+        """Fd 0 of the message (the ``h`` value is the client's own number)."""
+        fds = list(self.ctx.message().unix_fds or [])
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise DBusError(
+                ERROR_PREFIX + "Internal", f"wrong number of file descriptors: {len(fds)}"
+            )
+        return int(fds[0])
+
+    def _read(self, name: str) -> bytes:
+        fd = self._take_fd()
+        try:
+            return self.ctx.engine.read_payload(fd, name).data
+        finally:
+            os.close(fd)
+
+    @method()
+    @fwupd_errors
+    async def GetDetails(self, handle: "h") -> "aa{sv}":
+        data = self._read("")
+        releases = self.ctx.engine.releases
+        candidates = await releases.open(data)
+        result = []
+        for candidate in candidates:
+            matches = [
+                d
+                for d in self.ctx.engine.devices.values()
+                if visible(d) and candidate.release.provides(d.guids)
+            ]
+            if matches:
+                device = matches[0]
+                entry = device_dict(device, True, self.created)
+                order = releases.compare_to_device(device, candidate)
+            else:
+                entry = {
+                    "Guid": Variant("as", list(candidate.release.guids)),
+                    "Name": Variant("s", candidate.release.name or candidate.release.appstream_id),
+                    "Flags": Variant("t", 0),
+                    "Problems": Variant("t", 0),
+                    "UpdateError": Variant("s", "Device was not found"),
+                }
+                order = None
+            entry["Release"] = Variant("aa{sv}", [release_dict(candidate, order)])
+            result.append(entry)
+        return result
+
+    @method()
+    @fwupd_errors
+    async def Install(self, device_id: "s", handle: "h", options: "a{sv}") -> None:
+        filename = options.get("filename")
+        name = os.path.basename(str(filename.value)) if filename is not None else ""
+        data = self._read(name)
+        parsed = install_options(options)
+        from livefw.cabinet import is_cabinet
+
+        if not is_cabinet(data):
+            raise InvalidFile(
+                "not a firmware cabinet (.cab); raw capsules go through livefw's own API "
+                "(`livefw install FILE`)"
+            )
+        releases = self.ctx.engine.releases
+        target = "*" if device_id in ("", "*") else self._device(device_id).id
+        plans = await releases.plan(target, data, parsed)
+        plans = [p for p in plans if visible(p.device)]
+        if not plans:
+            raise NotFound("No supported devices found")
+        uid = -1
+        for action in sorted({install_action(plan) for plan in plans}):
+            uid = await self.ctx.authorize(action)
+        try:
+            await releases.install(plans, parsed, caller_uid=uid)
+        finally:
+            self.Changed()
+
+    @method()
+    @fwupd_errors
+    async def Activate(self, device_id: "s") -> None:
+        device = self._device(device_id)
+        if "needs-activation" not in device.flags:
+            raise NotSupported(f"Device {device_id} does not need activation")
+        uid = await self.ctx.authorize("org.freedesktop.fwupd.device-activate")
+        try:
+            await self.ctx.engine.activate(device.id, caller_uid=uid)
+        finally:
+            self.Changed()
+
+    @method()
+    @fwupd_errors
+    async def Unlock(self, device_id: "s") -> None:
+        self._device(device_id)
+        raise NotSupported(f"Device {device_id} is not locked")
+
+    @method()
+    @fwupd_errors
+    async def Verify(self, device_id: "s") -> None:
+        self._device(device_id)
+        raise NotSupported("livefw devices cannot read their firmware back")
+
+    @method()
+    @fwupd_errors
+    async def ModifyRemote(self, remote_id: "s", key: "s", value: "s") -> None:
+        raise NotSupported(
+            "livefw remotes are configured in files (remotes_dir in livefw.conf); edit "
+            f"{remote_id}.conf there"
+        )
+
+    @method()
+    @fwupd_errors
+    async def UpdateMetadata(self, remote_id: "s", data: "h", signature: "h") -> None:
+        for fd in list(self.ctx.message().unix_fds or []):
+            os.close(fd)
+        raise NotSupported(
+            "livefw has no download remotes; drop cabinets into a directory remote instead"
+        )
+
+    @method()
+    @fwupd_errors
+    async def GetApprovedFirmware(self) -> "as":
+        return []
+
+    # ----------------------------------------------------------------- signals
+
+    @signal()
+    def Changed(self) -> None:
+        return None
+
+    @signal()
+    def DeviceAdded(self, device: "a{sv}") -> "a{sv}":
+        return device
+
+    @signal()
+    def DeviceRemoved(self, device: "a{sv}") -> "a{sv}":
+        return device
+
+    @signal()
+    def DeviceChanged(self, device: "a{sv}") -> "a{sv}":
+        return device
+
+    @signal()
+    def DeviceRequest(self, request: "a{sv}") -> "a{sv}":
+        return request
+
+
+class CompatService:
+    """A second bus connection that owns ``org.freedesktop.fwupd`` and serves ``/``.
+
+    A connection of its own keeps fwupd's name, object and signals apart from
+    ``org.livefw.Daemon1`` (no stray InterfacesAdded on the native ObjectManager).
+    """
+
+    def __init__(
+        self, engine: Any, authorizer: Any, bus_address: str | None, state_dir: str
+    ) -> None:
+        self.engine = engine
+        self.authorizer = authorizer
+        self.bus_address = bus_address
+        self.state_dir = state_dir
+        self.bus: LivefwBus | None = None
+        self.interface: CompatInterface | None = None
+
+    async def start(self) -> bool:
+        """Connect, export ``/`` and request the name; False if it is taken."""
+        bus = LivefwBus(
+            bus_address=self.bus_address, bus_type=BusType.SYSTEM, object_manager_path=PATH
+        )
+        try:
+            await bus.connect()
+        except (OSError, ValueError) as error:
+            log.error("fwupd_compat_unavailable", error=str(error))
+            return False
+        self.bus = bus
+        ctx = BusContext(self.engine, bus, self.authorizer)
+        self.interface = CompatInterface(ctx, self.state_dir)
+        bus.export(PATH, self.interface)
+        self.interface.attach()
+        reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            log.error(
+                "fwupd_name_taken",
+                name=BUS_NAME,
+                hint="fwupd.service (or another livefwd) owns it: stop and mask fwupd.service "
+                "to use livefwd's fwupd-compatible API",
+            )
+            return False
+        log.info("bus_name_owned", name=BUS_NAME)
+        return True
+
+    def stop(self) -> None:
+        """Disconnect."""
+        if self.bus is not None and self.bus.connected:
+            disconnect(self.bus)
+        self.bus = None

@@ -1,0 +1,703 @@
+"""Firmware cabinets (.cab) as vendors and the LVFS ship them.
+
+A cabinet is a Microsoft Cabinet archive holding one or more ``*.metainfo.xml``
+AppStream components (which devices a payload is for, by GUID, and which version it
+carries), the payload(s) and optionally a ``.jcat`` file with signatures
+(:mod:`livefw.jcat`). This module:
+
+* checks the archive's headers for bomb shapes (declared sizes, file and folder
+  counts, names with directories) **before** anything is decompressed;
+* reads it with the ``cabarchive`` library (no compression or MSZIP, as fwupd);
+* parses each metainfo with ``defusedxml`` (no DTDs, no entity expansion) under a
+  size cap;
+* verifies payload checksums and declared sizes;
+* compares versions the way fwupd does and evaluates ``<requires>``.
+
+Nothing here touches the disk: a cabinet is bytes in, frozen objects out.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as SafeET
+from cabarchive import CabArchive
+from cabarchive.errors import CorruptionError, NotSupportedError
+from defusedxml import DefusedXmlException
+
+from livefw.errors import InvalidFile, NotFound, NotSupported
+
+__all__ = [
+    "CAB_MAGIC",
+    "Cabinet",
+    "Limits",
+    "Release",
+    "Requirement",
+    "check_requirements",
+    "compare_versions",
+    "is_cabinet",
+    "make_cabinet",
+    "make_metainfo",
+    "normalize_version",
+    "read_cabinet",
+]
+
+#: MS-CAB signature (Microsoft Cabinet Format, CFHEADER.signature).
+CAB_MAGIC = b"MSCF"
+
+#: CFHEADER flags (Microsoft Cabinet Format).
+_CFHDR_PREV_CABINET = 0x0001
+_CFHDR_NEXT_CABINET = 0x0002
+_CFHDR_RESERVE_PRESENT = 0x0004
+#: CFFOLDER.typeCompress low nibble: 0 none, 1 MSZIP (2 Quantum, 3 LZX: refused, as fwupd).
+_COMPRESSION_OK = {0, 1}
+#: a CFDATA block never holds more than 32 KiB of uncompressed data (MS-CAB).
+_CFDATA_MAX = 0x8000
+#: an ``int`` that does not fit fwupd's signed parts (fwupd compares as gint64).
+_PART = re.compile(r"^(-?\d*)(.*)$")
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a cabinet may be; anything bigger is refused before it is unpacked."""
+
+    #: the whole .cab, bytes.
+    max_size: int = 256 * 1024 * 1024
+    #: sum of the files' declared uncompressed sizes, bytes.
+    max_unpacked: int = 512 * 1024 * 1024
+    #: files in the archive (fwupd allows 1024; real cabinets hold 2-5).
+    max_files: int = 64
+    #: folders (compression units) in the archive.
+    max_folders: int = 16
+    #: characters in a file name.
+    max_name: int = 255
+    #: one metainfo.xml, bytes.
+    max_metainfo: int = 1024 * 1024
+    #: components over all metainfo files.
+    max_components: int = 32
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One ``<requires>`` child: ``kind`` is ``id``, ``firmware``, ``hardware`` ..."""
+
+    kind: str
+    text: str = ""
+    compare: str = ""
+    version: str = ""
+    depth: str = ""
+
+
+@dataclass(frozen=True)
+class Release:
+    """The release of one component of a cabinet (fwupd uses the first ``<release>``).
+
+    Attributes:
+        appstream_id: the component ``<id>``.
+        guids: the GUIDs of ``<provides><firmware type="flashed">``, lowercase.
+        version: the release version as the metainfo writes it.
+        version_format: ``LVFS::VersionFormat`` or ``""``.
+        protocol: ``LVFS::UpdateProtocol`` or ``""``.
+        payload_name: the payload file inside the cabinet.
+        payload: the payload bytes (checksums verified).
+        metainfo_name: the metainfo file the component came from.
+    """
+
+    appstream_id: str
+    name: str
+    summary: str
+    description: str
+    vendor: str
+    license: str
+    homepage: str
+    guids: tuple[str, ...]
+    version: str
+    version_format: str
+    protocol: str
+    release_id: str
+    created: int
+    urgency: str
+    install_duration: int
+    details_url: str
+    update_message: str
+    payload_name: str
+    payload: bytes = field(repr=False)
+    metainfo_name: str
+    requirements: tuple[Requirement, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Payload size in bytes."""
+        return len(self.payload)
+
+    def provides(self, guids: tuple[str, ...] | list[str]) -> bool:
+        """Whether one of ``guids`` is among the GUIDs this release provides."""
+        return bool({g.lower() for g in guids} & set(self.guids))
+
+
+@dataclass(frozen=True)
+class Cabinet:
+    """A parsed, checksum-verified cabinet.
+
+    Attributes:
+        files: every file by basename.
+        releases: one per component.
+        sha1, sha256: of the whole archive (the release ``Checksum`` fwupd reports).
+    """
+
+    files: Mapping[str, bytes] = field(repr=False)
+    releases: tuple[Release, ...]
+    sha1: str
+    sha256: str
+    size: int
+
+    @property
+    def jcat_names(self) -> list[str]:
+        """The ``.jcat`` files in the archive."""
+        return sorted(name for name in self.files if name.lower().endswith(".jcat"))
+
+
+def is_cabinet(data: bytes) -> bool:
+    """Whether ``data`` starts like an MS-CAB archive."""
+    return data[:4] == CAB_MAGIC
+
+
+# ------------------------------------------------------------------ archive shape
+
+
+def _precheck(data: bytes, limits: Limits) -> None:
+    """Walk CFHEADER, CFFOLDER, CFFILE and CFDATA headers without decompressing.
+
+    Raises:
+        InvalidFile: not a cabinet, truncated, or over one of ``limits``.
+    """
+    if len(data) > limits.max_size:
+        raise InvalidFile(
+            f"the cabinet is {len(data)} bytes, over the limit of {limits.max_size} bytes"
+        )
+    if not is_cabinet(data):
+        raise InvalidFile("not a cabinet archive (no MSCF signature)")
+    try:
+        (_, _, cb_cabinet, _, coff_files, _, _, _, folders, files, flags, _, _) = (
+            struct.unpack_from("<4sIIIIIBBHHHHH", data, 0)
+        )
+        offset = 36
+        folder_reserve = data_reserve = 0
+        if flags & (_CFHDR_PREV_CABINET | _CFHDR_NEXT_CABINET):
+            raise InvalidFile("multi-volume cabinets are not supported")
+        if flags & _CFHDR_RESERVE_PRESENT:
+            header_reserve, folder_reserve, data_reserve = struct.unpack_from("<HBB", data, offset)
+            offset += 4 + header_reserve
+        if cb_cabinet != len(data):
+            raise InvalidFile(
+                f"the cabinet declares {cb_cabinet} bytes but is {len(data)} bytes long"
+            )
+        if folders == 0 or files == 0:
+            raise InvalidFile("the cabinet is empty")
+        if files > limits.max_files:
+            raise InvalidFile(
+                f"the cabinet holds {files} files, over the limit of {limits.max_files}"
+            )
+        if folders > limits.max_folders:
+            raise InvalidFile(
+                f"the cabinet holds {folders} folders, over the limit of {limits.max_folders}"
+            )
+        unpacked_blocks = 0
+        for _ in range(folders):
+            coff_start, blocks, compression = struct.unpack_from("<IHH", data, offset)
+            offset += 8 + folder_reserve
+            if compression & 0x000F not in _COMPRESSION_OK:
+                raise InvalidFile(
+                    "the cabinet uses LZX or Quantum compression; only none and MSZIP are "
+                    "supported (as by fwupd)"
+                )
+            block = coff_start
+            for _ in range(blocks):
+                _, cb_data, cb_uncomp = struct.unpack_from("<IHH", data, block)
+                if cb_uncomp > _CFDATA_MAX:
+                    raise InvalidFile("a cabinet data block declares more than 32 KiB")
+                unpacked_blocks += cb_uncomp
+                block += 8 + data_reserve + cb_data
+                if block > len(data):
+                    raise InvalidFile("the cabinet is truncated (a data block runs past its end)")
+        declared = 0
+        offset = coff_files
+        for _ in range(files):
+            cb_file, _, _, _, _, _ = struct.unpack_from("<IIHHHH", data, offset)
+            offset += 16
+            end = data.index(b"\0", offset, offset + limits.max_name + 1)
+            name = data[offset:end].decode("utf-8", "replace")
+            offset = end + 1
+            if "/" in name or "\\" in name or name in ("", ".", ".."):
+                raise InvalidFile(
+                    f"the cabinet holds {name!r}: firmware cabinets are flat (no folders)"
+                )
+            declared += cb_file
+    except struct.error as error:
+        raise InvalidFile("the cabinet is truncated or corrupt") from error
+    except ValueError as error:  # no NUL within max_name
+        raise InvalidFile(
+            f"a file name in the cabinet is longer than {limits.max_name} characters"
+        ) from error
+    if declared > limits.max_unpacked or unpacked_blocks > limits.max_unpacked:
+        raise InvalidFile(
+            f"the cabinet unpacks to {max(declared, unpacked_blocks)} bytes, over the limit "
+            f"of {limits.max_unpacked} bytes"
+        )
+
+
+def _unpack(data: bytes, limits: Limits) -> dict[str, bytes]:
+    _precheck(data, limits)
+    try:
+        archive = CabArchive(data)
+    except NotSupportedError as error:
+        raise InvalidFile(f"unsupported cabinet: {error}") from error
+    except (CorruptionError, ValueError, IndexError, struct.error) as error:
+        raise InvalidFile(f"corrupt cabinet: {error or type(error).__name__}") from error
+    files: dict[str, bytes] = {}
+    total = 0
+    for name, cabfile in archive.items():
+        payload = bytes(cabfile.buf or b"")
+        total += len(payload)
+        if total > limits.max_unpacked:
+            raise InvalidFile(f"the cabinet unpacks to more than {limits.max_unpacked} bytes")
+        if name in files:
+            raise InvalidFile(f"the cabinet holds {name!r} twice")
+        files[name] = payload
+    return files
+
+
+# ----------------------------------------------------------------------- metainfo
+
+
+def _text(node: Element | None) -> str:
+    return (node.text or "").strip() if node is not None else ""
+
+
+def _description(node: Element | None) -> str:
+    """AppStream description markup, re-serialised as plain ``<p>``/``<li>`` text."""
+    if node is None:
+        return ""
+    parts = []
+    for child in node.iter():
+        if child.tag in ("p", "li") and (child.text or "").strip():
+            tag = child.tag
+            parts.append(f"<{tag}>{(child.text or '').strip()}</{tag}>")
+    return "".join(parts)
+
+
+def _parse_metainfo(name: str, blob: bytes, limits: Limits) -> list[Element]:
+    if len(blob) > limits.max_metainfo:
+        raise InvalidFile(
+            f"{name} is {len(blob)} bytes, over the limit of {limits.max_metainfo} bytes"
+        )
+    try:
+        root = SafeET.fromstring(blob, forbid_dtd=True, forbid_entities=True)
+    except DefusedXmlException as error:
+        raise InvalidFile(f"{name} uses a DTD or entities, which are refused") from error
+    except SafeET.ParseError as error:
+        raise InvalidFile(f"{name} is not well-formed XML: {error}") from error
+    if root.tag == "component":
+        components = [root]
+    elif root.tag == "components":
+        components = list(root.findall("component"))
+    else:
+        raise InvalidFile(f"{name} has no AppStream <component>")
+    return [c for c in components if c.get("type") == "firmware"]
+
+
+def _children(node: Element | None) -> list[Element]:
+    return list(node) if node is not None else []
+
+
+def _custom(component: Element) -> dict[str, str]:
+    values = {}
+    for value in component.findall("custom/value"):
+        key = value.get("key")
+        if key:
+            values[key] = _text(value)
+    return values
+
+
+def _checksum_ok(kind: str, expected: str, blob: bytes) -> bool | None:
+    algorithm = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}.get(kind.lower())
+    if algorithm is None:
+        return None
+    return hashlib.new(algorithm, blob).hexdigest() == expected.strip().lower()
+
+
+def _release_of(component: Element, metainfo_name: str, files: Mapping[str, bytes]) -> Release:
+    appstream_id = _text(component.find("id"))
+    if not appstream_id:
+        raise InvalidFile(f"{metainfo_name}: the component has no <id>")
+    guids = tuple(
+        _text(node).lower()
+        for node in component.findall("provides/firmware")
+        if node.get("type") == "flashed" and _text(node)
+    )
+    if not guids:
+        raise InvalidFile(f"{metainfo_name}: {appstream_id} provides no firmware GUID")
+    for guid in guids:
+        if not _GUID.match(guid):
+            raise InvalidFile(f"{metainfo_name}: {guid!r} is not a GUID")
+    release = component.find("releases/release")
+    if release is None:
+        raise InvalidFile(f"{metainfo_name}: {appstream_id} has no <release>")
+    version = (release.get("version") or "").strip()
+    if not version:
+        raise InvalidFile(f"{metainfo_name}: the release of {appstream_id} has no version")
+    # payload name and checksums: artifacts first (newer metainfo), then <checksum>
+    payload_name = ""
+    checksums: list[tuple[str, str]] = []
+    for artifact in release.findall("artifacts/artifact"):
+        if artifact.get("type") == "source":
+            payload_name = _text(artifact.find("filename"))
+            checksums += [(c.get("type") or "", _text(c)) for c in artifact.findall("checksum")]
+            break
+    if not payload_name:
+        for checksum in release.findall("checksum"):
+            if checksum.get("target") == "content":
+                payload_name = payload_name or (checksum.get("filename") or "")
+                checksums.append((checksum.get("type") or "", _text(checksum)))
+    payload_name = payload_name or "firmware.bin"
+    if "/" in payload_name or "\\" in payload_name:
+        raise InvalidFile(f"{metainfo_name}: payload name {payload_name!r} has a folder")
+    payload = files.get(payload_name)
+    if payload is None:
+        raise InvalidFile(
+            f"{metainfo_name}: the payload {payload_name} is missing from the cabinet"
+        )
+    for kind, expected in checksums:
+        ok = _checksum_ok(kind, expected, payload)
+        if ok is False:
+            raise InvalidFile(
+                f"{payload_name}: the {kind} checksum does not match the metainfo; the "
+                "cabinet is damaged or was tampered with"
+            )
+    for size in release.findall("size"):
+        if size.get("type") == "installed":
+            try:
+                declared = int(_text(size))
+            except ValueError as error:
+                raise InvalidFile(f"{metainfo_name}: <size> is not a number") from error
+            if declared != len(payload):
+                raise InvalidFile(
+                    f"{payload_name} is {len(payload)} bytes but the metainfo says {declared}"
+                )
+    created = 0
+    if release.get("timestamp", "").isdigit():
+        created = int(release.get("timestamp", "0"))
+    try:
+        duration = int(release.get("install_duration") or 0)
+    except ValueError:
+        duration = 0
+    custom = _custom(component)
+    details_url = next((_text(u) for u in release.findall("url") if u.get("type") == "details"), "")
+    homepage = next((_text(u) for u in component.findall("url") if u.get("type") == "homepage"), "")
+    requirements = tuple(
+        Requirement(
+            kind=node.tag,
+            text=_text(node),
+            compare=node.get("compare") or "",
+            version=node.get("version") or "",
+            depth=node.get("depth") or "",
+        )
+        for node in _children(component.find("requires"))
+    )
+    return Release(
+        appstream_id=appstream_id,
+        name=_text(component.find("name")),
+        summary=_text(component.find("summary")),
+        description=_description(release.find("description"))
+        or _description(component.find("description")),
+        vendor=_text(component.find("developer_name")),
+        license=_text(component.find("project_license")),
+        homepage=homepage,
+        guids=guids,
+        version=version,
+        version_format=custom.get("LVFS::VersionFormat", ""),
+        protocol=custom.get("LVFS::UpdateProtocol", ""),
+        release_id=release.get("id") or "",
+        created=created,
+        urgency=release.get("urgency") or "",
+        install_duration=max(0, duration),
+        details_url=details_url,
+        update_message=custom.get("LVFS::UpdateMessage", ""),
+        payload_name=payload_name,
+        payload=payload,
+        metainfo_name=metainfo_name,
+        requirements=requirements,
+    )
+
+
+def read_cabinet(data: bytes, limits: Limits | None = None) -> Cabinet:
+    """Parse and verify a cabinet.
+
+    Raises:
+        InvalidFile: not a cabinet, a bomb shape, unsafe or invalid metainfo, no
+            firmware component, a missing payload, a checksum or size mismatch.
+    """
+    limits = limits or Limits()
+    files = _unpack(data, limits)
+    metainfos = sorted(n for n in files if n.lower().endswith(".metainfo.xml"))
+    if not metainfos:
+        raise InvalidFile("the cabinet has no *.metainfo.xml: it is not a firmware package")
+    releases: list[Release] = []
+    for name in metainfos:
+        for component in _parse_metainfo(name, files[name], limits):
+            releases.append(_release_of(component, name, files))
+            if len(releases) > limits.max_components:
+                raise InvalidFile(
+                    f"the cabinet has more than {limits.max_components} firmware components"
+                )
+    if not releases:
+        raise InvalidFile('the metainfo has no <component type="firmware">')
+    return Cabinet(
+        files=files,
+        releases=tuple(releases),
+        sha1=hashlib.sha1(data).hexdigest(),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
+
+
+# ----------------------------------------------------------------------- versions
+
+
+def normalize_version(version: str, version_format: str) -> str:
+    """A version without dots, on a device that uses dotted versions, as fwupd formats it.
+
+    fwupd treats a release version with no dot as the raw integer and formats it
+    with the version format (triplet ``0xAABBCCDD`` -> ``AA.BB.CCDD``).
+    """
+    if "." in version or not version.isdigit():
+        return version
+    value = int(version)
+    fmt = version_format.lower()
+    if fmt == "triplet":
+        return f"{(value >> 24) & 0xFF}.{(value >> 16) & 0xFF}.{value & 0xFFFF}"
+    if fmt == "quad":
+        parts = [(value >> s) & 0xFF for s in (24, 16, 8, 0)]
+        return ".".join(str(p) for p in parts)
+    if fmt == "pair":
+        return f"{(value >> 16) & 0xFFFF}.{value & 0xFFFF}"
+    if fmt == "bcd":
+        return f"{(value >> 4) & 0xF}{value & 0xF}"
+    if fmt == "hex":
+        return f"0x{value:08x}"
+    return version
+
+
+def _split(part: str) -> tuple[int, str]:
+    match = _PART.match(part)
+    assert match is not None  # the pattern matches every string
+    number, rest = match.groups()
+    try:
+        return (int(number) if number not in ("", "-") else 0), rest
+    except ValueError:
+        return 0, part
+
+
+def _compare_rest(a: str, b: str) -> int:
+    """Character-wise, with ``~`` before everything, including the end of the text."""
+    for i in range(max(len(a), len(b))):
+        ca = a[i] if i < len(a) else ""
+        cb = b[i] if i < len(b) else ""
+        if ca == cb:
+            continue
+        if ca == "~":
+            return -1
+        if cb == "~":
+            return 1
+        if not ca:
+            return -1
+        if not cb:
+            return 1
+        return -1 if ca < cb else 1
+    return 0
+
+
+def compare_versions(a: str, b: str, version_format: str = "") -> int:
+    """Fwupd's comparison: -1, 0 or 1.
+
+    ``plain`` compares text; ``hex`` parses; everything else splits on ``.``,
+    compares each part as an integer and then the text after it; a version with
+    fewer parts is older.
+    """
+    fmt = version_format.lower()
+    if fmt == "plain":
+        return (a > b) - (a < b)
+    if fmt == "hex":
+        try:
+            x, y = int(a, 16), int(b, 16)
+            return (x > y) - (x < y)
+        except ValueError:
+            pass
+    parts_a, parts_b = a.split("."), b.split(".")
+    for i in range(max(len(parts_a), len(parts_b))):
+        if i >= len(parts_a):
+            return -1
+        if i >= len(parts_b):
+            return 1
+        num_a, rest_a = _split(parts_a[i])
+        num_b, rest_b = _split(parts_b[i])
+        if num_a != num_b:
+            return -1 if num_a < num_b else 1
+        result = _compare_rest(rest_a, rest_b)
+        if result:
+            return result
+    return 0
+
+
+# ------------------------------------------------------------------- requirements
+
+
+def _compare_ok(compare: str, have: str, want: str, version_format: str) -> bool:
+    if compare == "glob":
+        return fnmatch.fnmatchcase(have, want)
+    if compare == "regex":
+        try:
+            return re.search(want, have) is not None
+        except re.error as error:
+            raise InvalidFile(f"requirement regex {want!r} is invalid: {error}") from error
+    result = compare_versions(have, want, version_format)
+    table = {
+        "eq": result == 0,
+        "ne": result != 0,
+        "lt": result < 0,
+        "le": result <= 0,
+        "gt": result > 0,
+        "ge": result >= 0,
+    }
+    if compare not in table:
+        raise InvalidFile(f"unknown requirement comparison {compare!r}")
+    return table[compare]
+
+
+def check_requirements(
+    release: Release,
+    device_version: str,
+    version_format: str,
+    runtimes: Mapping[str, str],
+) -> None:
+    """Evaluate ``<requires>`` against a device and the daemon.
+
+    Args:
+        release: the release to check.
+        device_version: the device's current version.
+        version_format: the format both versions use.
+        runtimes: component ids the daemon knows with their versions
+            (``org.freedesktop.fwupd``, ``org.livefw.daemon`` ...).
+
+    Raises:
+        InvalidFile: a requirement is not met.
+        NotFound: a runtime id the daemon does not know.
+        NotSupported: a requirement livefw cannot evaluate (HWIDs, bootloader,
+            parent/child devices, client features): refused rather than ignored.
+    """
+    for req in release.requirements:
+        if req.kind == "id":
+            have = runtimes.get(req.text)
+            if have is None:
+                raise NotFound(f"the firmware requires {req.text}, which livefw does not know")
+            if req.compare and not _compare_ok(req.compare, have, req.version, ""):
+                raise InvalidFile(
+                    f"not compatible with {req.text} version {have}, requires "
+                    f"{req.compare} {req.version}"
+                )
+        elif req.kind == "firmware" and not req.text and not req.depth:
+            if req.compare and not _compare_ok(
+                req.compare, device_version, req.version, version_format
+            ):
+                raise InvalidFile(
+                    f"not compatible with firmware version {device_version}, requires "
+                    f"{req.compare} {req.version}"
+                )
+        else:
+            what = f"<{req.kind}>{req.text}</{req.kind}>" if req.text else f"<{req.kind}/>"
+            raise NotSupported(
+                f"the firmware requires {what}, which livefw cannot check; refusing rather "
+                "than installing it unchecked"
+            )
+
+
+# ------------------------------------------------------------------------ writing
+
+
+def make_metainfo(
+    *,
+    appstream_id: str,
+    guids: list[str] | tuple[str, ...],
+    version: str,
+    payload_name: str,
+    payload: bytes,
+    name: str = "",
+    summary: str = "",
+    vendor: str = "",
+    protocol: str = "",
+    version_format: str = "",
+    description: str = "",
+    requires: list[Requirement] | tuple[Requirement, ...] = (),
+    timestamp: int = 0,
+) -> bytes:
+    """An AppStream firmware component for one payload (what vendors ship)."""
+    from xml.etree.ElementTree import SubElement, tostring
+
+    component = Element("component", {"type": "firmware"})
+    SubElement(component, "id").text = appstream_id
+    SubElement(component, "name").text = name or appstream_id
+    SubElement(component, "summary").text = summary or f"Firmware for {name or appstream_id}"
+    if vendor:
+        SubElement(component, "developer_name").text = vendor
+    SubElement(component, "metadata_license").text = "CC0-1.0"
+    SubElement(component, "project_license").text = "proprietary"
+    provides = SubElement(component, "provides")
+    for guid in guids:
+        SubElement(provides, "firmware", {"type": "flashed"}).text = guid
+    if requires:
+        node = SubElement(component, "requires")
+        for req in requires:
+            attrs = {k: v for k, v in (("compare", req.compare), ("version", req.version)) if v}
+            if req.depth:
+                attrs["depth"] = req.depth
+            child = SubElement(node, req.kind, attrs)
+            if req.text:
+                child.text = req.text
+    releases = SubElement(component, "releases")
+    release = SubElement(
+        releases,
+        "release",
+        {"version": version, "timestamp": str(timestamp), "urgency": "medium"},
+    )
+    for kind in ("sha1", "sha256"):
+        checksum = SubElement(
+            release, "checksum", {"type": kind, "filename": payload_name, "target": "content"}
+        )
+        checksum.text = hashlib.new(kind, payload).hexdigest()
+    SubElement(release, "size", {"type": "installed"}).text = str(len(payload))
+    text = SubElement(SubElement(release, "description"), "p")
+    text.text = description or f"Version {version}."
+    custom = [("LVFS::UpdateProtocol", protocol), ("LVFS::VersionFormat", version_format)]
+    if any(value for _, value in custom):
+        node = SubElement(component, "custom")
+        for key, value in custom:
+            if value:
+                SubElement(node, "value", {"key": key}).text = value
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(component) + b"\n"
+
+
+def make_cabinet(files: Mapping[str, bytes], compress: bool = True) -> bytes:
+    """An MS-CAB archive of flat ``files`` (MSZIP when ``compress``)."""
+    from cabarchive import CabFile
+
+    archive = CabArchive()
+    for name, data in files.items():
+        archive[name] = CabFile(data)
+    return bytes(archive.save(compress=compress))

@@ -1,0 +1,236 @@
+"""Real fwupd clients against livefwd's org.freedesktop.fwupd on a private bus.
+
+Debian's ``fwupd`` package provides fwupdmgr (and libfwupd); only its client runs:
+the fwupd daemon is never started, and the test bus loads no service directories,
+so it cannot be activated. Skipped when fwupdmgr is not installed (``make test``
+installs it in CI; ``make test-compat`` installs and runs these on demand).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livefw.testing import Cli, DaemonProcess, PolkitMock, PrivateBus
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("fwupdmgr") is None,
+        reason="fwupdmgr is not installed (Debian package fwupd; `make test-compat` installs it)",
+    ),
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed"),
+]
+
+PFRU_CODE_INJECTION_GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
+SYSTEM_FIRMWARE_GUID = "ddc0ee61-e7f0-4e7d-acc5-c070a398838e"
+
+
+class Compat:
+    """livefwd --fwupd-compat with a test PKI, plus helpers to run fwupdmgr."""
+
+    def __init__(self, bus: PrivateBus, daemon: DaemonProcess, cli: Cli, work: Path) -> None:
+        self.bus = bus
+        self.daemon = daemon
+        self.cli = cli
+        self.work = work
+        self.cert = str(work / "keys" / "vendor.pem")
+        self.key = str(work / "keys" / "vendor.key")
+
+    def fwupdmgr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = self.bus.env()
+        env["XDG_CACHE_HOME"] = str(self.work / "cache")
+        env["HOME"] = str(self.work)
+        env.pop("FWUPD_DBUS_SOCKET", None)
+        result = subprocess.run(
+            ["fwupdmgr", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=180,
+            cwd=self.work,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"fwupdmgr {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}\n"
+                f"----- livefwd log -----\n{self.daemon.log()[-4000:]}"
+            )
+        return result
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        out = self.fwupdmgr("get-devices", "--json").stdout
+        return {d["Name"]: d for d in json.loads(out)["Devices"]}
+
+    def cabinet(self, device: str, guid: str, version: str, name: str, signed: bool = True) -> str:
+        payload = str(self.work / f"{name}.bin")
+        self.cli("sim", "sample", device, "--version", version, "-o", payload)
+        cab = str(self.work / f"{name}.cab")
+        sign = ["--sign-cert", self.cert, "--sign-key", self.key] if signed else []
+        self.cli(
+            "build-cabinet", payload, "--guid", guid, "--version", version,
+            "--id", f"org.example.{name}", "--name", name, *sign, "-o", cab,
+        )  # fmt: skip
+        return cab
+
+
+@pytest.fixture
+def compat(
+    daemon_factory: Callable[..., DaemonProcess],
+    polkit: PolkitMock,
+    private_bus: PrivateBus,
+    cli: Cli,
+    tmp_path: Path,
+) -> Compat:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=vendor", "-keyout", str(keys / "vendor.key"),
+            "-out", str(keys / "vendor.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "pki").mkdir()
+    shutil.copy(keys / "vendor.pem", tmp_path / "pki" / "vendor.pem")
+    (tmp_path / "remotes.d").mkdir()
+    config = (
+        f'[install]\npki_dir = "{tmp_path / "pki"}"\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
+    )
+    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
+    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
+    return Compat(private_bus, daemon, cli, tmp_path)
+
+
+def test_get_devices_shows_the_simulated_devices(compat: Compat, cli: Cli) -> None:
+    devices = compat.devices()
+    native = {d["Name"]: d for d in json.loads(cli("get-devices", "--json").stdout)}
+    pfru = devices["Platform firmware runtime code injection"]
+    assert pfru["Version"] == native[pfru["Name"]]["Version"] == "3"
+    assert pfru["DeviceId"] == native[pfru["Name"]]["Id"]
+    assert pfru["Plugin"] == "pfru"
+    assert pfru["Protocols"] == ["org.livefw.pfru"]
+    assert set(pfru["Flags"]) == {"internal", "updatable"}
+    assert PFRU_CODE_INJECTION_GUID in pfru["Guid"]
+    system = devices["System Firmware"]
+    assert set(system["Flags"]) == {"internal", "updatable", "needs-reboot"}
+    assert system["Version"] == native["System Firmware"]["Version"]
+    lfa = devices["TF-A BL31 runtime"]
+    assert "needs-activation" in lfa["Flags"]
+    assert "needs-reboot" not in lfa["Flags"]
+    plugins = {d["Plugin"] for d in devices.values()}
+    assert plugins == {"pfru", "uefi_capsule", "lfa"}  # fwctl and liveupdate stay off
+
+
+def test_install_cabinets_activate_and_history(compat: Compat) -> None:
+    pfru_cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "pfru")
+    bios_cab = compat.cabinet(SYSTEM_FIRMWARE_GUID, SYSTEM_FIRMWARE_GUID, "65587", "bios")
+    assert compat.fwupdmgr("install", pfru_cab, "--no-reboot-check", "--json").stdout == ""
+    compat.fwupdmgr("install", bios_cab, "--no-reboot-check")
+    devices = compat.devices()
+    pfru = devices["Platform firmware runtime code injection"]
+    assert set(pfru["Flags"]) == {"internal", "needs-activation", "updatable-hidden"}
+    assert pfru["UpdateState"] == 1  # pending: waits for Activate
+    system = devices["System Firmware"]
+    assert "needs-reboot" in system["Flags"]
+    assert system["UpdateState"] == 4  # needs-reboot
+
+    out = compat.fwupdmgr("activate", pfru["DeviceId"]).stdout
+    assert "Activating firmware update for Platform firmware runtime code injection" in out
+    pfru = compat.devices()["Platform firmware runtime code injection"]
+    assert pfru["Version"] == "4"
+    assert set(pfru["Flags"]) == {"internal", "updatable"}
+
+    history = json.loads(compat.fwupdmgr("get-history", "--json").stdout)["Devices"]
+    by_name = {d["Name"]: d for d in history}
+    assert by_name["Platform firmware runtime code injection"]["UpdateState"] == 2
+    (release,) = by_name["Platform firmware runtime code injection"]["Releases"]
+    assert release["AppstreamId"] == "org.example.pfru"
+    assert release["Version"] == "4"
+    assert by_name["System Firmware"]["UpdateState"] == 4
+    assert by_name["System Firmware"]["Releases"][0]["Version"] == "65587"
+    assert "historical" in by_name["System Firmware"]["Flags"]
+
+    # the simulated reboot applies the capsule; the next livefwd settles the row
+    compat.cli("sim", "reboot")
+    compat.daemon.wait_exit(60)
+    compat.daemon.start()
+    compat.bus.wait_for_name("org.freedesktop.fwupd", proc=compat.daemon)
+    assert compat.devices()["System Firmware"]["Version"] == "65587"
+    history = json.loads(compat.fwupdmgr("get-history", "--json").stdout)["Devices"]
+    assert {d["Name"]: d for d in history}["System Firmware"]["UpdateState"] == 2
+
+
+def test_the_same_cabinet_twice_is_version_same(compat: Compat) -> None:
+    cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "3", "same")
+    result = compat.fwupdmgr("install", cab, "--no-reboot-check", "--json", check=False)
+    assert result.returncode != 0
+    error = json.loads(result.stdout)["Error"]
+    assert error["Code"] == 2, error  # FWUPD_ERROR_VERSION_SAME
+
+
+def test_an_unsigned_cabinet_is_refused_as_invalid_file(compat: Compat) -> None:
+    cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "u", signed=False)
+    result = compat.fwupdmgr("install", cab, "--no-reboot-check", "--json", check=False)
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["Error"]
+    assert error["Code"] == 7, error  # FWUPD_ERROR_INVALID_FILE
+    assert "not trusted" in error["Message"]
+    assert (
+        "needs-activation"
+        not in compat.devices()["Platform firmware runtime code injection"]["Flags"]
+    )
+
+
+def test_install_checks_fwupds_polkit_action(compat: Compat, polkit: PolkitMock) -> None:
+    cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "auth")
+    polkit.allow_unknown(False)
+    polkit.set_allowed(["org.livefw.daemon1.install"])  # livefw's own id does not count
+    result = compat.fwupdmgr("install", cab, "--no-reboot-check", "--json", check=False)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["Error"]["Code"] == 4  # FWUPD_ERROR_AUTH_FAILED
+    polkit.set_allowed(["org.freedesktop.fwupd.update-internal-trusted"])
+    compat.fwupdmgr("install", cab, "--no-reboot-check", "--json")
+
+
+def test_a_directory_remote_feeds_get_updates(compat: Compat, cli: Cli) -> None:
+    folder = compat.work / "firmware"
+    folder.mkdir()
+    for version in ("4", "5"):
+        cab = compat.cabinet(
+            "pfru/code-injection", PFRU_CODE_INJECTION_GUID, version, f"pfru{version}", False
+        )
+        shutil.copy(cab, folder)
+    (compat.work / "remotes.d" / "fleet.conf").write_text(
+        f"[livefw Remote]\nEnabled=true\nTitle=Fleet\nPath={folder}\nTrusted=true\n"
+    )
+    updates = json.loads(compat.fwupdmgr("get-updates", "--json").stdout)["Devices"]
+    (device,) = updates
+    assert device["Name"] == "Platform firmware runtime code injection"
+    assert "supported" in device["Flags"]
+    assert [r["Version"] for r in device["Releases"]] == ["5", "4"]
+    assert device["Releases"][0]["Locations"][0].startswith("file://")
+    remotes = json.loads(compat.fwupdmgr("get-remotes", "--json").stdout)["Remotes"]
+    assert [r["Id"] for r in remotes] == ["fleet"]
+
+    # the client downloads Locations[0] (file://) itself and passes a memfd
+    pfru_id = device["DeviceId"]
+    compat.fwupdmgr("install", pfru_id, "4", "--no-reboot-check", "--json")
+    assert compat.devices()[device["Name"]]["UpdateState"] == 1
+    compat.fwupdmgr("activate", pfru_id)
+
+    native = json.loads(cli("get-updates", "--json").stdout)
+    assert [r["Version"] for r in native["Devices"][0]["Releases"]] == ["5"]
+    out = cli("update").stdout
+    assert "4 -> 5: staged" in out
+    result = cli("get-updates", check=False)
+    assert result.returncode == 7  # NOTHING_TO_DO
+    assert "waits for activation" in result.stdout

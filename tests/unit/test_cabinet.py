@@ -1,0 +1,204 @@
+"""Cabinets: archive shape, metainfo safety, checksums, versions, requirements."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from livefw.cabinet import (
+    Limits,
+    Requirement,
+    check_requirements,
+    compare_versions,
+    make_cabinet,
+    make_metainfo,
+    normalize_version,
+    read_cabinet,
+)
+from livefw.errors import InvalidFile, NotFound, NotSupported
+
+GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
+PAYLOAD = bytes(range(256)) * 64
+
+
+def _metainfo(**overrides: object) -> bytes:
+    args: dict[str, object] = {
+        "appstream_id": "org.example.firmware",
+        "guids": [GUID],
+        "version": "4",
+        "payload_name": "firmware.bin",
+        "payload": PAYLOAD,
+        "name": "Example",
+    }
+    args.update(overrides)
+    return make_metainfo(**args)  # type: ignore[arg-type]
+
+
+def _cab(metainfo: bytes | None = None, payload: bytes = PAYLOAD, **extra: bytes) -> bytes:
+    files = {"firmware.bin": payload, "firmware.metainfo.xml": metainfo or _metainfo()}
+    files.update(extra)
+    return make_cabinet(files)
+
+
+def test_a_valid_cabinet_is_read_with_its_release() -> None:
+    cabinet = read_cabinet(_cab())
+    (release,) = cabinet.releases
+    assert release.appstream_id == "org.example.firmware"
+    assert release.guids == (GUID,)
+    assert release.version == "4"
+    assert release.payload == PAYLOAD
+    assert release.provides([GUID.upper()])
+    assert not release.provides(["00000000-0000-0000-0000-000000000000"])
+    assert len(cabinet.sha1) == 40
+    assert len(cabinet.sha256) == 64
+
+
+def test_an_uncompressed_cabinet_is_read_too() -> None:
+    files = {"firmware.bin": PAYLOAD, "firmware.metainfo.xml": _metainfo()}
+    assert read_cabinet(make_cabinet(files, compress=False)).releases[0].payload == PAYLOAD
+
+
+def test_a_payload_checksum_mismatch_is_refused() -> None:
+    tampered = bytearray(PAYLOAD)
+    tampered[10] ^= 0xFF
+    with pytest.raises(InvalidFile, match="checksum does not match"):
+        read_cabinet(_cab(payload=bytes(tampered)))
+
+
+def test_a_size_mismatch_is_refused() -> None:
+    metainfo = _metainfo().replace(
+        f'<size type="installed">{len(PAYLOAD)}</size>'.encode(), b'<size type="installed">5</size>'
+    )
+    with pytest.raises(InvalidFile, match="metainfo says 5"):
+        read_cabinet(_cab(metainfo))
+
+
+def test_a_missing_payload_is_refused() -> None:
+    metainfo = _metainfo(payload_name="other.bin")
+    with pytest.raises(InvalidFile, match=r"other\.bin is missing"):
+        read_cabinet(_cab(metainfo))
+
+
+def test_a_cabinet_without_metainfo_is_refused() -> None:
+    with pytest.raises(InvalidFile, match=r"no \*\.metainfo\.xml"):
+        read_cabinet(make_cabinet({"firmware.bin": PAYLOAD}))
+
+
+def test_a_component_without_guid_is_refused() -> None:
+    metainfo = _metainfo().replace(f'<firmware type="flashed">{GUID}</firmware>'.encode(), b"")
+    with pytest.raises(InvalidFile, match="provides no firmware GUID"):
+        read_cabinet(_cab(metainfo))
+
+
+def test_entities_are_never_expanded() -> None:
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE c [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b'<component type="firmware"><id>&b;</id></component>'
+    )
+    with pytest.raises(InvalidFile, match="DTD or entities"):
+        read_cabinet(_cab(bomb))
+
+
+def test_an_oversized_metainfo_is_refused() -> None:
+    with pytest.raises(InvalidFile, match="over the limit"):
+        read_cabinet(_cab(), Limits(max_metainfo=100))
+
+
+def test_malformed_xml_is_refused() -> None:
+    with pytest.raises(InvalidFile, match="not well-formed"):
+        read_cabinet(_cab(b"<component type='firmware'>"))
+
+
+def test_not_a_cabinet() -> None:
+    with pytest.raises(InvalidFile, match="no MSCF"):
+        read_cabinet(b"\x00" * 100)
+
+
+def test_too_many_files_are_refused_before_unpacking() -> None:
+    data = _cab(extra=b"x")
+    with pytest.raises(InvalidFile, match="3 files, over the limit of 2"):
+        read_cabinet(data, Limits(max_files=2))
+
+
+def _first_cffile(data: bytes) -> int:
+    (coff_files,) = struct.unpack_from("<I", data, 16)
+    return int(coff_files)
+
+
+def test_a_huge_declared_size_is_refused_before_unpacking() -> None:
+    data = bytearray(_cab())
+    struct.pack_into("<I", data, _first_cffile(bytes(data)), 0xFFFFFFF0)
+    with pytest.raises(InvalidFile, match="unpacks to"):
+        read_cabinet(bytes(data))
+
+
+def test_a_name_with_a_folder_is_refused() -> None:
+    data = _cab()
+    patched = data.replace(b"firmware.bin\x00", b"../mware.bin\x00", 1)
+    with pytest.raises(InvalidFile, match="flat"):
+        read_cabinet(patched)
+
+
+def test_a_truncated_cabinet_is_refused() -> None:
+    data = _cab()
+    with pytest.raises(InvalidFile):
+        read_cabinet(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("1.2.3", "1.2.3", 0),
+        ("1.2.3", "1.2.10", -1),
+        ("1.10", "1.9", 1),
+        ("1.2", "1.2.1", -1),
+        ("1.2~rc1", "1.2", -1),
+        ("1.2a", "1.2", 1),
+        ("65587", "65586", 1),
+        ("4", "3", 1),
+    ],
+)
+def test_versions_compare_like_fwupd(a: str, b: str, expected: int) -> None:
+    assert compare_versions(a, b) == expected
+    assert compare_versions(b, a) == -expected
+
+
+def test_raw_versions_are_formatted() -> None:
+    assert normalize_version("65587", "triplet") == "0.1.51"
+    assert normalize_version("16909060", "quad") == "1.2.3.4"
+    assert normalize_version("65537", "pair") == "1.1"
+    assert normalize_version("1.2.3", "triplet") == "1.2.3"
+    assert normalize_version("7", "number") == "7"
+
+
+def _release(*requirements: Requirement) -> object:
+    return read_cabinet(_cab(_metainfo(requires=list(requirements)))).releases[0]
+
+
+RUNTIMES = {"org.freedesktop.fwupd": "2.0.20", "org.livefw.daemon": "0.1.0"}
+
+
+def test_firmware_version_requirements() -> None:
+    release = _release(Requirement("firmware", compare="ge", version="3"))
+    check_requirements(release, "3", "number", RUNTIMES)  # type: ignore[arg-type]
+    with pytest.raises(InvalidFile, match="requires ge 3"):
+        check_requirements(release, "2", "number", RUNTIMES)  # type: ignore[arg-type]
+
+
+def test_runtime_requirements() -> None:
+    ok = _release(Requirement("id", "org.freedesktop.fwupd", "ge", "1.9.0"))
+    check_requirements(ok, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+    newer = _release(Requirement("id", "org.freedesktop.fwupd", "ge", "3.0.0"))
+    with pytest.raises(InvalidFile, match=r"org\.freedesktop\.fwupd version 2\.0\.20"):
+        check_requirements(newer, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+    unknown = _release(Requirement("id", "com.example.other", "ge", "1"))
+    with pytest.raises(NotFound):
+        check_requirements(unknown, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+
+
+def test_requirements_livefw_cannot_check_are_refused() -> None:
+    release = _release(Requirement("hardware", "6de5d951-d755-576b-bd09-c5cf66b27234"))
+    with pytest.raises(NotSupported, match="cannot check"):
+        check_requirements(release, "1", "number", RUNTIMES)  # type: ignore[arg-type]
