@@ -454,7 +454,14 @@ class Engine:
             finally:
                 await _cleanup(device)
                 self._finish_progress(device)
+            installed_version = result.version or version
             if result.state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
+                # a new staging replaces what the device had staged before
+                for older in self.history.entries(device_id=device.id, unfinished=True):
+                    if older.state == "staged" and older.op_id != entry.op_id:
+                        self.history.set_state(
+                            older.op_id, "superseded", reason=f"replaced by {entry.op_id[:8]}"
+                        )
                 reason = (
                     "staged; waiting for Activate"
                     if result.state == UpdateState.PENDING
@@ -464,13 +471,15 @@ class Engine:
                     entry.op_id,
                     "staged",
                     reason=reason,
-                    version_new=result.version,
+                    version_new=installed_version,
                     finished=False,
                 )
             else:
-                entry = self.history.set_state(entry.op_id, "success", version_new=result.version)
+                entry = self.history.set_state(
+                    entry.op_id, "success", version_new=installed_version
+                )
             device.update(update_state=result.state, update_error="")
-            bound.info("install_done", state=str(result.state), version=result.version)
+            bound.info("install_done", state=str(result.state), version=installed_version)
             return entry
 
     def read_payload(self, fd: int, name: str = "") -> Payload:
@@ -569,6 +578,22 @@ class Engine:
             except Exception as error:
                 log.exception("reconcile_failed", op_id=entry.op_id, plugin=entry.plugin)
                 verdict = Reconciliation(UpdateState.FAILED, f"interrupted: {error!r}")
+            if verdict is not None and verdict.state in (
+                UpdateState.PENDING,
+                UpdateState.NEEDS_REBOOT,
+            ):
+                # the plugin found the update staged (e.g. interrupted after staging)
+                self.history.set_state(
+                    entry.op_id,
+                    "staged",
+                    reason=verdict.reason or "staged",
+                    version_new=verdict.version or None,
+                    finished=False,
+                )
+                device = self.devices.get(entry.device_id)
+                if device is not None:
+                    device.update(update_state=verdict.state, update_error="")
+                continue
             if verdict is None:
                 device = self.devices.get(entry.device_id)
                 if device is not None and entry.state == "staged":

@@ -111,7 +111,9 @@ class Reconciliation:
     """A plugin's verdict on an unfinished history row.
 
     Attributes:
-        state: ``success``, ``failed`` or ``failed-transient``.
+        state: ``success``, ``failed`` or ``failed-transient``; or ``pending`` /
+            ``needs-reboot`` when the operation turns out to have staged an update
+            that still waits (the row becomes ``staged``).
         reason: what happened, for the history and the device's UpdateError.
         version: the version the device runs now, if known.
     """

@@ -4,7 +4,7 @@ OK = 0
 FAILURE = 1  # the operation failed (activation failed, internal error, ...)
 USAGE = 2  # bad command line (argparse)
 NOT_FOUND = 3  # no such device, session, history entry
-AUTH = 4  # not authorized
+AUTH = 4  # not authorized (polkit), or not permitted (the kernel or the scope policy)
 NOT_SUPPORTED = 5  # the device cannot do that
 BUSY = 6  # try again later
 NOTHING_TO_DO = 7  # valid request, nothing to do (no pending image, no update)
@@ -15,6 +15,7 @@ UNAVAILABLE = 69  # livefwd is not running or not reachable (EX_UNAVAILABLE)
 BY_ERROR = {
     "NotFound": NOT_FOUND,
     "AuthFailed": AUTH,
+    "PermissionDenied": AUTH,
     "NotSupported": NOT_SUPPORTED,
     "Busy": BUSY,
     "NothingToDo": NOTHING_TO_DO,

@@ -184,7 +184,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs.required = True
 
     p = verbs.add_parser("init", help="create a simulated machine")
-    p.add_argument("--profile", default="default", help="default, minimal, rfc, scale, empty")
+    p.add_argument(
+        "--profile", default="default", help="default, minimal, rfc, scale, empty, legacy, xen-dom0"
+    )
     p.add_argument("--scale", type=int, default=0, help="synthetic devices for --profile scale")
     p.add_argument("--force", action="store_true", help="replace an existing machine")
 
