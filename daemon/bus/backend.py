@@ -13,37 +13,83 @@ the backend (dbus-next today, dbus-fast later) can be swapped in one place.
   before any message reaches them;
 * the message being dispatched is available to method implementations through
   :data:`CURRENT_MESSAGE` (asyncio tasks copy the context at creation).
+
+Backend selection: ``LIVEFW_DBUS_BACKEND=next`` (the default: dbus-next, pure Python)
+or ``LIVEFW_DBUS_BACKEND=fast`` (dbus-fast, its maintained fork with Cython-compiled
+marshalling; ``pip install livefw[fast]``). The variable is read once, at import; both
+backends get the same fixes (the EAGAIN-safe writer, fds closed after send, the
+ObjectManager and hidden-path behaviour). :data:`BACKEND` says which one is in use.
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import contextvars
+import importlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dbus_next import introspection as intr
-from dbus_next.aio.message_bus import MessageBus as _AioMessageBus
-from dbus_next.aio.message_bus import _MessageWriter
-from dbus_next.constants import (
-    BusType,
-    ErrorType,
-    MessageFlag,
-    MessageType,
-    NameFlag,
-    PropertyAccess,
-    RequestNameReply,
-)
-from dbus_next.errors import DBusError
-from dbus_next.message import Message
-from dbus_next.service import ServiceInterface, dbus_property, method, signal
-from dbus_next.signature import Variant
+#: the D-Bus library in use: "next" (dbus-next) or "fast" (dbus-fast).
+BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or "next"
+if BACKEND not in ("next", "fast"):
+    raise ImportError(
+        f"LIVEFW_DBUS_BACKEND={BACKEND!r} is not a D-Bus backend: use 'next' (dbus-next, "
+        "the default) or 'fast' (dbus-fast)"
+    )
+
+if TYPE_CHECKING or BACKEND == "next":
+    from dbus_next import introspection as intr
+    from dbus_next.aio.message_bus import MessageBus as _AioMessageBus
+    from dbus_next.aio.message_bus import _MessageWriter
+    from dbus_next.constants import (
+        BusType,
+        ErrorType,
+        MessageFlag,
+        MessageType,
+        NameFlag,
+        PropertyAccess,
+        RequestNameReply,
+    )
+    from dbus_next.errors import DBusError
+    from dbus_next.message import Message
+    from dbus_next.service import ServiceInterface, dbus_property, method, signal
+    from dbus_next.signature import Variant
+else:
+    # The same names from dbus-fast (imported by name so that type checking does not
+    # depend on whether the optional extra is installed).
+    try:
+        _fast_aio = importlib.import_module("dbus_fast.aio.message_bus")
+    except ImportError as _error:
+        raise ImportError(
+            "LIVEFW_DBUS_BACKEND=fast needs dbus-fast: pip install 'livefw[fast]'"
+        ) from _error
+    _fast_constants = importlib.import_module("dbus_fast.constants")
+    _fast_service = importlib.import_module("dbus_fast.service")
+    intr = importlib.import_module("dbus_fast.introspection")
+    _AioMessageBus = _fast_aio.MessageBus
+    _MessageWriter = _fast_aio._MessageWriter
+    BusType = _fast_constants.BusType
+    ErrorType = _fast_constants.ErrorType
+    MessageFlag = _fast_constants.MessageFlag
+    MessageType = _fast_constants.MessageType
+    NameFlag = _fast_constants.NameFlag
+    PropertyAccess = _fast_constants.PropertyAccess
+    RequestNameReply = _fast_constants.RequestNameReply
+    DBusError = importlib.import_module("dbus_fast.errors").DBusError
+    Message = importlib.import_module("dbus_fast.message").Message
+    ServiceInterface = _fast_service.ServiceInterface
+    dbus_property = _fast_service.dbus_property
+    method = _fast_service.method
+    signal = _fast_service.signal
+    Variant = importlib.import_module("dbus_fast.signature").Variant
 
 __all__ = [
+    "BACKEND",
     "CURRENT_MESSAGE",
     "BusType",
     "DBusError",
@@ -74,25 +120,38 @@ CURRENT_MESSAGE: contextvars.ContextVar[Message | None] = contextvars.ContextVar
 
 
 class _Writer(_MessageWriter):
-    """dbus-next's writer, fixed for a full socket and for fds handed over.
+    """The library's writer, fixed for a full socket and for fds handed over.
 
-    dbus-next 0.2.3 (and dbus-fast) treat ``EAGAIN`` from ``send()`` as a fatal error
+    dbus-next 0.2.3 and dbus-fast 5 treat ``EAGAIN`` from ``send()`` as a fatal error
     and drop the whole connection: with many or large messages queued, the writer moves
     on to the next message after finishing one and finds the socket full. Here a full
     socket just means "wait until writable". File descriptors registered with
     :meth:`LivefwBus.close_after_send` are closed once the kernel has taken them
     (SCM_RIGHTS dups them into the message), so a method can return a descriptor it
     does not keep.
+
+    dbus-next queues messages in an ``asyncio.Queue`` and calls ``write_callback()``;
+    dbus-fast queues them in a ``deque`` and calls ``write_callback(remove_writer=False)``
+    when it writes at once from ``send()`` (it then registers the writer itself while
+    anything is left). Both are handled here.
     """
 
-    def write_callback(self) -> None:
+    def _next_message(self) -> Any:
+        messages = self.messages
+        if isinstance(messages, collections.deque):
+            return messages.popleft() if messages else None
+        return messages.get_nowait() if messages.qsize() else None
+
+    def write_callback(self, remove_writer: bool = True) -> None:
         try:
             while True:
                 if self.buf is None:
-                    if self.messages.qsize() == 0:
-                        self.loop.remove_writer(self.fd)
+                    queued = self._next_message()
+                    if queued is None:
+                        if remove_writer:
+                            self.loop.remove_writer(self.fd)
                         return
-                    buf, unix_fds, fut = self.messages.get_nowait()
+                    buf, unix_fds, fut = queued
                     self.unix_fds = unix_fds
                     self.buf = memoryview(buf)
                     self.offset = 0
@@ -118,17 +177,28 @@ class _Writer(_MessageWriter):
                     return
         except Exception as error:
             if self.fut is not None and not self.fut.done():
-                self.fut.set_exception(error)
+                if getattr(self.bus, "_user_disconnect", False):
+                    self.fut.set_result(None)  # dbus-fast: a disconnect we asked for
+                else:
+                    self.fut.set_exception(error)
             self.bus._finalize(error)
 
 
 class MessageBus(_AioMessageBus):
-    """dbus-next's asyncio bus with the fixed writer (clients: the CLI, tests)."""
+    """The library's asyncio bus with the fixed writer (clients: the CLI, tests)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._writer = _Writer(self)
+        if BACKEND == "next":
+            self._writer = _Writer(self)  # dbus-fast makes its writer in connect()
         self._owned_fds: set[int] = set()
+
+    async def _authenticate(self) -> None:
+        if BACKEND == "fast":
+            # dbus-fast has just connected the socket and made its own writer, which
+            # nothing has used yet: put the fixed one in its place.
+            self._writer = _Writer(self)
+        await super()._authenticate()
 
     def close_after_send(self, fd: int) -> None:
         """Close ``fd`` once a message carrying it has been written to the socket."""
@@ -172,7 +242,7 @@ def _under(path: str, prefix: str) -> bool:
 
 
 class LivefwBus(MessageBus):
-    """dbus-next's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
+    """The library's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
 
     def __init__(
         self,
@@ -257,6 +327,10 @@ class LivefwBus(MessageBus):
                 self.export(path, interface)
         finally:
             self._batching = False
+        self._send_interfaces_added(path, interfaces)
+
+    def _send_interfaces_added(self, path: str, interfaces: list[ServiceInterface]) -> None:
+        """One InterfacesAdded from the manager path with every interface's properties."""
         if self._disconnected or self._is_hidden(path):
             return
         values: dict[str, Any] = {}
@@ -278,23 +352,8 @@ class LivefwBus(MessageBus):
             ServiceInterface._get_all_property_values(interface, on_values)
 
     def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
-        if self._disconnected or self._is_hidden(path) or self._batching:
-            return
-
-        def on_values(iface: Any, result: Any, user_data: Any, error: Any) -> None:
-            if error is not None:
-                return
-            self.send(
-                Message.new_signal(
-                    path=self.object_manager_path,
-                    interface="org.freedesktop.DBus.ObjectManager",
-                    member="InterfacesAdded",
-                    signature="oa{sa{sv}}",
-                    body=[path, {interface.name: result}],
-                )
-            )
-
-        ServiceInterface._get_all_property_values(interface, on_values)
+        if not self._batching:
+            self._send_interfaces_added(path, [interface])
 
     def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
         if self._disconnected or self._is_hidden(path):
