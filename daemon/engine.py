@@ -117,6 +117,9 @@ class Engine:
         self.boot_id = ""
         self.stopping = False
         self._explicit_classes = list(plugin_classes) if plugin_classes is not None else None
+        #: classes of plugins whose probe said "defer" or "unsupported": probed again
+        #: on an ``add`` uevent (a driver loaded after livefwd started).
+        self._waiting: dict[str, type[Plugin]] = {}
         self._lock = asyncio.Lock()
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[EngineListener] = []
@@ -199,7 +202,10 @@ class Engine:
             record = PluginRecord(name, plugin if probe.result == "ok" else None, probe)
             self.plugins[name] = record
             if probe.result == "ok":
+                self._waiting.pop(name, None)
                 await plugin.coldplug()
+            else:
+                self._waiting[name] = cls
             log.info("plugin_probed", plugin=name, result=probe.result, reason=probe.reason)
         except Exception as error:
             log.exception("plugin_failed", plugin=name)
@@ -236,6 +242,14 @@ class Engine:
 
     async def _dispatch_uevent(self, event: UEvent) -> None:
         log.debug("uevent", action=event.action, devpath=event.devpath)
+        if event.action == "add":
+            # an interface that appears late (module loaded, agent started): probe again;
+            # a plugin that loads now coldplugs, which covers the device of this event
+            for name, cls in list(self._waiting.items()):
+                if not self.stopping:
+                    await self._load_plugin(cls)
+                    if self.plugins[name].plugin is not None:
+                        log.info("plugin_loaded_late", plugin=name, devpath=event.devpath)
         for record in list(self.plugins.values()):
             if record.plugin is None:
                 continue

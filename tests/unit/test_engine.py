@@ -119,3 +119,37 @@ async def test_refused_payload_writes_no_history(tmp_path: Path) -> None:
     with pytest.raises(InvalidFile):
         await engine.install(device.id, Payload(b"junk"), InstallOptions())
     assert engine.history.entries() == []
+
+
+class LatePlugin(Plugin):
+    """Unsupported until its interface appears (as after `modprobe`)."""
+
+    name = "late"
+    present = False
+
+    async def probe(self) -> Probe:
+        return Probe.ok() if LatePlugin.present else Probe.unsupported("no interface yet")
+
+    async def coldplug(self) -> None:
+        self.ctx.add_device(Device("late", "x", name="Late device"))
+
+
+async def test_unsupported_plugin_is_probed_again_on_an_add_uevent(tmp_path: Path) -> None:
+    from livefw.kernel.provider import UEvent
+
+    machine = SimMachine.load(str(tmp_path / "sim"), create=True)
+    engine = Engine(SimProvider(machine), Config(), str(tmp_path), [LatePlugin])
+    await engine.start()
+    assert engine.plugins["late"].probe.result == "unsupported"
+    LatePlugin.present = True
+    try:
+        await engine._dispatch_uevent(UEvent("change", "devices/late"))
+        assert engine.plugins["late"].plugin is None  # only "add" triggers a probe
+        await engine._dispatch_uevent(UEvent("add", "devices/late"))
+        assert engine.plugins["late"].probe.result == "ok"
+        assert [d.name for d in engine.devices.values()] == ["Late device"]
+        await engine._dispatch_uevent(UEvent("add", "devices/other"))
+        assert len(engine.devices) == 1  # loaded once, not again
+    finally:
+        LatePlugin.present = False
+        await engine.stop()
