@@ -23,6 +23,6 @@ def run(demo: Any) -> None:
     demo.cli("fwctl", "rpc", MLX5, "configuration", uapi.pack_mlx5_in(0x101).hex())
     set_feature = uapi.pack_set_feature(MEDIA_POLICY, b"\x01\x02", version=1).hex()
     demo.say("Escalation: Set Feature asked for at debug-read is refused; nothing is sent")
-    demo.cli("fwctl", "rpc", CXL, "debug-read", set_feature, expect=1)
+    demo.cli("fwctl", "rpc", CXL, "debug-read", set_feature, expect=4)
     demo.say("The same Set Feature at debug-write goes through and taints the kernel")
     demo.cli("fwctl", "rpc", CXL, "debug-write", set_feature)
