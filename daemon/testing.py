@@ -348,3 +348,51 @@ class Cli:
             text=True,
             env=self.env(),
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m livefw.testing [--state-dir DIR] [COMMAND ...]``.
+
+    Starts a private bus and ``livefwd --simulate`` on it, runs COMMAND (default: your
+    shell) with ``LIVEFW_BUS_ADDRESS``, ``DBUS_SYSTEM_BUS_ADDRESS`` and
+    ``LIVEFW_STATE_DIR`` set, and stops both when it exits. The daemon allows the
+    calling user privileged methods (there is no polkit on this bus).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m livefw.testing",
+        description="Run a command (default: a shell) next to livefwd --simulate on a private bus.",
+    )
+    parser.add_argument("--state-dir", help="keep the daemon's state here (default: a temp dir)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run")
+    args = parser.parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="livefw-try.")
+    state_dir = os.path.abspath(args.state_dir or os.path.join(workdir, "state"))
+    os.makedirs(state_dir, exist_ok=True)
+    config = os.path.join(workdir, "livefw.conf")
+    with open(config, "w", encoding="utf-8") as handle:
+        handle.write(f"[auth]\nfallback_uids = [0, {os.getuid()}]\n")
+    os.makedirs(os.path.join(workdir, "bus"))
+    bus = PrivateBus(os.path.join(workdir, "bus")).start()
+    daemon = DaemonProcess(bus, state_dir, config=config)
+    try:
+        daemon.start()
+        env = bus.env()
+        env["LIVEFW_STATE_DIR"] = state_dir
+        # the livefw next to this interpreter first, even from an unactivated venv
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        command = args.command or [os.environ.get("SHELL", "/bin/sh")]
+        sys.stderr.write(
+            f"livefwd --simulate is on {bus.address} (log: {daemon.log_path});\n"
+            "livefw and busctl --address=$DBUS_SYSTEM_BUS_ADDRESS reach it. Exit to stop.\n"
+        )
+        return subprocess.call(command, env=env)
+    finally:
+        daemon.stop()
+        bus.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
