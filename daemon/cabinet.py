@@ -304,6 +304,9 @@ def _parse_metainfo(name: str, blob: bytes, limits: Limits) -> list[Element]:
         raise InvalidFile(f"{name} uses a DTD or entities, which are refused") from error
     except SafeET.ParseError as error:
         raise InvalidFile(f"{name} is not well-formed XML: {error}") from error
+    except (LookupError, ValueError) as error:
+        # expat raises these for an XML declaration naming an unknown encoding
+        raise InvalidFile(f"{name} declares an encoding that cannot be read: {error}") from error
     if root.tag == "component":
         components = [root]
     elif root.tag == "components":

@@ -37,6 +37,7 @@ from livefw.history import History, HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
 from livefw.plugin import (
     InstallOptions,
+    InstallResult,
     Operation,
     Payload,
     Plugin,
@@ -381,11 +382,18 @@ class Engine:
                     version = await device.activate(op)
             except Exception as error:
                 failure = _as_livefw_error(error)
-                bound.error("activate_failed", error=failure.message, error_name=failure.name)
-                entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
-                if device.id in self.devices:
-                    device.update(update_state=UpdateState.FAILED, update_error=failure.message)
-                raise failure from error
+                verdict = await self._verdict_after_failure(entry, failure)
+                if verdict is None or verdict.state != UpdateState.SUCCESS:
+                    bound.error("activate_failed", error=failure.message, error_name=failure.name)
+                    entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
+                    if device.id in self.devices:
+                        device.update(update_state=UpdateState.FAILED, update_error=failure.message)
+                    raise failure from error
+                # the firmware switched; only a step after that failed (e.g. the re-read)
+                bound.warning(
+                    "activate_applied_despite_error", error=failure.message, version=verdict.version
+                )
+                version = verdict.version or device.version_pending or device.version
             finally:
                 await _cleanup(device)
                 self._finish_progress(device)
@@ -460,11 +468,36 @@ class Engine:
                     result = await device.install(payload, options, op)
             except Exception as error:
                 failure = _as_livefw_error(error)
-                bound.error("install_failed", error=failure.message, error_name=failure.name)
-                entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
-                if device.id in self.devices:
-                    device.update(update_state=UpdateState.FAILED, update_error=failure.message)
-                raise failure from error
+                verdict = await self._verdict_after_failure(entry, failure)
+                if verdict is None or verdict.state not in (
+                    UpdateState.SUCCESS,
+                    UpdateState.PENDING,
+                    UpdateState.NEEDS_REBOOT,
+                ):
+                    bound.error("install_failed", error=failure.message, error_name=failure.name)
+                    entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
+                    if device.id in self.devices:
+                        device.update(update_state=UpdateState.FAILED, update_error=failure.message)
+                    raise failure from error
+                if options.activate and verdict.state != UpdateState.SUCCESS:
+                    # staged, but the activation asked for failed: the row owns the
+                    # staged update, the caller gets the activation's error
+                    bound.error("install_activation_failed", error=failure.message)
+                    entry = self.history.set_state(
+                        entry.op_id,
+                        "staged",
+                        reason=f"staged; the activation failed: {failure.message}",
+                        version_new=verdict.version or version,
+                        finished=False,
+                    )
+                    if device.id in self.devices:
+                        device.update(update_state=verdict.state, update_error=failure.message)
+                    raise failure from error
+                # everything was done; only a step after that failed (e.g. a read-back)
+                bound.warning(
+                    "install_applied_despite_error", error=failure.message, state=verdict.state
+                )
+                result = InstallResult(verdict.state, verdict.version or version)
             finally:
                 await _cleanup(device)
                 self._finish_progress(device)
@@ -567,6 +600,35 @@ class Engine:
             raise refusals[0]
         raise InvalidFile("no device on this machine accepts this payload")
 
+    async def _verdict_after_failure(
+        self, entry: HistoryEntry, failure: LivefwError
+    ) -> Reconciliation | None:
+        """What the kernel says an operation whose hook raised actually did.
+
+        A hook can fail *after* its irreversible step took effect (a read-back or a
+        re-scan failing, the device going away). The row is reconciled as after a
+        crash (ARCHITECTURE.md, Reconciliation) so the history does not record a
+        failure for an update the firmware applied or staged. Returns the plugin's
+        verdict when it tells success or a staged update, else None (the failure
+        stands). The plugin's "still staged" answer (None) counts as staged.
+        """
+        record = self.plugins.get(entry.plugin)
+        if record is None or record.plugin is None:
+            return None
+        try:
+            verdict = await record.plugin.reconcile(self.history.get(entry.op_id), False)
+        except Exception as error:
+            log.debug("verdict_after_failure_unknown", op_id=entry.op_id, error=repr(error))
+            return None
+        if verdict is None:
+            device = self.devices.get(entry.device_id)
+            if device is None or entry.kind != "install":
+                return None
+            return Reconciliation(_staged_state(device), "staged", "")
+        if verdict.state in (UpdateState.SUCCESS, UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
+            return verdict
+        return None
+
     def _complete_staged(self, device: Device, state: str, reason: str, version: str) -> None:
         """Close the device's staged install rows with the outcome of what followed."""
         for entry in self.history.entries(device_id=device.id, unfinished=True):
@@ -610,13 +672,16 @@ class Engine:
                 continue
             if verdict is None:
                 device = self.devices.get(entry.device_id)
-                if device is not None and entry.state == "staged":
-                    staged_state = (
-                        UpdateState.NEEDS_REBOOT
-                        if "needs-reboot" in device.flags
-                        else UpdateState.PENDING
+                if entry.state == "pending" and entry.kind == "install":
+                    # every step was done before the daemon stopped: the update waits
+                    self.history.set_state(
+                        entry.op_id,
+                        "staged",
+                        reason="staged; the daemon stopped before it recorded so",
+                        finished=False,
                     )
-                    device.update(update_state=staged_state)
+                if device is not None:
+                    device.update(update_state=_staged_state(device))
                 continue
             self.history.set_state(
                 entry.op_id,
@@ -638,6 +703,16 @@ class Engine:
                     update_state=verdict.state,
                     update_error="" if verdict.state == UpdateState.SUCCESS else verdict.reason,
                 )
+        # an interrupted activation does not undo the staging an older row owns
+        for entry in self.history.entries(unfinished=True):
+            device = self.devices.get(entry.device_id)
+            if entry.state == "staged" and device is not None:
+                device.update(update_state=_staged_state(device))
+
+
+def _staged_state(device: Device) -> UpdateState:
+    """What a device with a staged update waits for."""
+    return UpdateState.NEEDS_REBOOT if "needs-reboot" in device.flags else UpdateState.PENDING
 
 
 def _as_livefw_error(error: BaseException) -> LivefwError:

@@ -51,6 +51,21 @@ CREATE INDEX IF NOT EXISTS history_state ON history(state);
 CREATE INDEX IF NOT EXISTS history_device ON history(device_id);
 """
 
+#: columns every history table has had (a table without them is not livefw's).
+_V1_REQUIRED = ("id", "op_id", "device_id", "plugin", "kind", "state", "created")
+#: columns schema 1 added to the unversioned layout, with their definitions.
+_V1_ADDED = {
+    "device_name": "TEXT NOT NULL DEFAULT ''",
+    "physical_id": "TEXT NOT NULL DEFAULT ''",
+    "version_old": "TEXT NOT NULL DEFAULT ''",
+    "version_new": "TEXT NOT NULL DEFAULT ''",
+    "reason": "TEXT NOT NULL DEFAULT ''",
+    "boot_id": "TEXT NOT NULL DEFAULT ''",
+    "caller_uid": "INTEGER NOT NULL DEFAULT -1",
+    "finished": "REAL",
+    "data": "TEXT NOT NULL DEFAULT '{}'",
+}
+
 
 class HistoryEntry(BaseModel):
     """One row of the history.
@@ -95,21 +110,65 @@ class History:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed row survives a power cut, which is the point of writing it
         # before the irreversible step.
         self._db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+        # after the migration: a database refused above is left byte for byte as it was
+        self._db.execute("PRAGMA journal_mode=WAL")
 
     def _migrate(self) -> None:
+        """Bring an older database up to :data:`SCHEMA_VERSION`, all or nothing.
+
+        Raises:
+            RuntimeError: the database is newer than this livefwd, or its layout cannot
+                be upgraded; it is left unchanged.
+        """
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path} has schema {version}, newer than this livefwd ({SCHEMA_VERSION})"
             )
-        if version < 1:
-            self._db.executescript(_SCHEMA_V1)
+        if version == SCHEMA_VERSION:
+            return
+        # one transaction: a crash or a refusal half-way leaves the old database
+        # (executescript would commit early, so statements run one by one)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 1:
+                self._upgrade_to_v1()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._db.execute("ROLLBACK")
+            raise RuntimeError(
+                f"{self.path}: cannot upgrade the history from schema {version}: {error}"
+            ) from error
+
+    def _upgrade_to_v1(self) -> None:
+        """Create schema 1, or add its columns to a table from before versioning."""
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'history'"
+        ).fetchone()
+        if exists:
+            # CREATE TABLE IF NOT EXISTS would keep the old columns and every later
+            # INSERT would fail: add what is missing (every added column has a default)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(history)")}
+            missing = [name for name in _V1_REQUIRED if name not in columns]
+            if missing:
+                raise sqlite3.DatabaseError(
+                    f"the history table lacks {', '.join(missing)} and is not livefw's"
+                )
+            for name, definition in _V1_ADDED.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE history ADD COLUMN {name} {definition}")
+        for statement in _SCHEMA_V1.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
 
     def close(self) -> None:
         """Close the database."""

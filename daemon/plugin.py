@@ -243,7 +243,8 @@ class Plugin(ABC):
 
         Returns:
             The verdict, or None when the operation is legitimately still pending
-            (e.g. a capsule staged for the next reboot and no reboot happened). The
+            (e.g. a capsule staged for the next reboot and no reboot happened); an
+            install row the daemon never finished then becomes ``staged``. The
             engine marks the row ``failed: interrupted`` only when this raises
             NotSupported (the plugin cannot tell), which is the default.
         """

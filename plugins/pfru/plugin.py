@@ -823,6 +823,15 @@ class PfruPlugin(Plugin):
                 )
             device.mark_staged(entry.version_new)
             return None  # still staged, waiting for Activate
+        if step in ("staged", "activating") and entry.kind == "install":
+            # the capsule was staged and not (or not yet) activated: the firmware holds
+            # it, so this row owns it until an activation or a reboot settles it
+            device.mark_staged(entry.version_new)
+            return Reconciliation(
+                UpdateState.PENDING,
+                "staged; the daemon stopped before it finished: run `livefw activate` to apply it",
+                entry.version_new,
+            )
         if step in ("staged", "activating"):
             # the firmware may still hold the staged capsule: offer the activation again.
             device.mark_staged(entry.version_new)

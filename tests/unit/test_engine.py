@@ -86,7 +86,9 @@ async def test_match_payload_finds_the_device_or_says_none_fits(tmp_path: Path) 
         (Reconciliation(UpdateState.PENDING, "still staged"), "staged", "still staged"),
         (Reconciliation(UpdateState.SUCCESS, "applied", "1.0"), "success", "applied"),
         (NotSupported("no idea"), "failed", "interrupted: no idea"),
-        (None, "pending", ""),
+        # "still waiting" on a row the daemon never completed: the operation staged
+        # everything before it stopped, so the row is staged, not left "pending"
+        (None, "staged", "staged; the daemon stopped before it recorded so"),
     ],
 )
 async def test_reconciliation_verdicts(
