@@ -29,6 +29,7 @@ import collections
 import contextlib
 import contextvars
 import importlib
+import inspect
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -108,10 +109,62 @@ __all__ = [
     "dbus_property",
     "disconnect",
     "intr",
+    "marshal",
     "method",
     "signal",
     "wait_for_disconnect",
 ]
+
+
+def _contains_type(signature: Any, body: list[Any], token: str) -> bool:
+    """Whether a message body of ``signature`` holds a value of type ``token``.
+
+    The same answer as the library's ``signature_contains_type`` (which both use on
+    every method call and reply to find file descriptors), found with string tests
+    instead of walking signature trees: a type code is one character and ``h``/``v``
+    appear in a signature only as types, so a signature without ``token`` or ``v``
+    needs no walk, and a variant is only descended into when its own signature has
+    a ``v``. The library's version cost ~35 µs per device dict of a GetDevices reply
+    (bench/NOTES.md); this one a few string tests per variant.
+    """
+    text = signature if isinstance(signature, str) else signature.signature
+    if token in text:
+        return True
+    if "v" not in text:
+        return False
+    stack = list(body)
+    while stack:
+        member = stack.pop()
+        if type(member) is Variant:
+            inner = member.signature
+            if token in inner:
+                return True
+            if "v" in inner:
+                stack.append(member.value)
+        elif type(member) is list:
+            stack.extend(member)
+        elif type(member) is dict:
+            stack.extend(member.values())
+    return False
+
+
+#: the library's own version (tests compare the two).
+_library_contains_type: Callable[[Any, list[Any], str], bool] | None = None
+
+
+def _use_fast_type_scan() -> None:
+    """Put :func:`_contains_type` where the library's service code looks it up."""
+    global _library_contains_type
+    package = "dbus_next" if BACKEND == "next" else "dbus_fast"
+    util = importlib.import_module(f"{package}._private.util")
+    if _library_contains_type is None:
+        _library_contains_type = util.signature_contains_type
+    for loaded in (importlib.import_module(f"{package}.service"), util):
+        if hasattr(loaded, "signature_contains_type"):
+            setattr(loaded, "signature_contains_type", _contains_type)  # noqa: B010
+
+
+_use_fast_type_scan()
 
 #: the message whose method call is being served (set before dispatch).
 CURRENT_MESSAGE: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
@@ -227,6 +280,11 @@ async def call(bus: _AioMessageBus, message: Message) -> Message:
     return reply
 
 
+def marshal(message: Message, negotiate_unix_fd: bool = False) -> bytes:
+    """A message's wire bytes (both libraries; dbus-fast's ``_marshall`` has no default)."""
+    return bytes(message._marshall(negotiate_unix_fd))
+
+
 def disconnect(bus: _AioMessageBus) -> None:
     """Close a bus connection."""
     bus.disconnect()
@@ -235,6 +293,17 @@ def disconnect(bus: _AioMessageBus) -> None:
 async def wait_for_disconnect(bus: _AioMessageBus) -> None:
     """Return when the connection is closed (raises if it closed with an error)."""
     await bus.wait_for_disconnect()
+
+
+_ASYNC: dict[Any, bool] = {}
+
+
+def _is_async(function: Any) -> bool:
+    """``inspect.iscoroutinefunction``, remembered (property getters do not change)."""
+    known = _ASYNC.get(function)
+    if known is None:
+        known = _ASYNC[function] = inspect.iscoroutinefunction(function)
+    return known
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -378,12 +447,52 @@ class LivefwBus(MessageBus):
                 )
             )
             return
+        objects = self._managed_objects(msg.path)
+        if objects is not None:
+            send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [objects]))
+            return
+        # an async getter or a getter error: the library's way (its errors and all)
         exports = self._path_exports
         hidden = {path: exports.pop(path) for path in list(exports) if self._is_hidden(path)}
         try:
             super()._default_get_managed_objects_handler(msg, send_reply)
         finally:
             exports.update(hidden)
+
+    def _managed_objects(self, root: str) -> dict[str, dict[str, dict[str, Any]]] | None:
+        """GetManagedObjects' answer built in one pass, or None to leave it to the library.
+
+        The libraries collect every property through a callback per value and, after
+        each interface, scan the whole result for missing values: quadratic in the
+        number of objects (0.45 s per call at 1,500 objects with dbus-next;
+        bench/NOTES.md). With synchronous getters the same values come from one
+        loop. Same paths (children of ``root``, hidden prefixes left out), same
+        properties (readable, not disabled), same ``Variant(signature, value)``.
+        """
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        below = root + "/"
+        for path, exported in self._path_exports.items():
+            if not (root == "/" or path.startswith(below)) or self._is_hidden(path):
+                continue
+            interfaces = exported.values() if isinstance(exported, dict) else exported
+            entry: dict[str, dict[str, Any]] = {}
+            for interface in interfaces:
+                values: dict[str, Any] = {}
+                for prop in ServiceInterface._get_properties(interface):
+                    if prop.disabled or not prop.access.readable():
+                        continue
+                    getter = prop.prop_getter
+                    if _is_async(getter):
+                        return None
+                    try:
+                        values[prop.name] = Variant(
+                            prop.signature, getattr(interface, getter.__name__)
+                        )
+                    except Exception:
+                        return None
+                entry[interface.name] = values
+            result[path] = entry
+        return result
 
     def _introspect_export_path(self, path: str) -> Any:
         node = super()._introspect_export_path(path)

@@ -300,6 +300,10 @@ class CompatInterface(ServiceInterface, EngineListener):
         self.ctx = ctx
         self.created = int(time.time())
         self._supported: set[str] = set()
+        #: device id -> (device, supported, its dict): GetDevices rebuilds a dict only
+        #: after the device changed (its listener drops the entry); at 1,000 devices
+        #: building them was a third of the call (bench/REPORT.md, profile)
+        self._dicts: dict[str, tuple[Device, bool, dict[str, Variant]]] = {}
         self._hints: dict[str, dict[str, str]] = {}
         self._features: dict[str, int] = {}
         self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
@@ -316,12 +320,14 @@ class CompatInterface(ServiceInterface, EngineListener):
 
     def device_added(self, device: Device) -> None:
         """DeviceAdded, and follow its changes."""
+        self._dicts.pop(device.id, None)
         device.add_listener(self._device_changed)
         if visible(device):
             self.DeviceAdded(device_dict(device, device.id in self._supported, self.created))
 
     def device_removed(self, device: Device) -> None:
         """DeviceRemoved."""
+        self._dicts.pop(device.id, None)
         device.remove_listener(self._device_changed)
         if visible(device):
             self.DeviceRemoved(device_dict(device, device.id in self._supported, self.created))
@@ -336,6 +342,7 @@ class CompatInterface(ServiceInterface, EngineListener):
             self.emit_properties_changed({"PercentageFull": float(engine.percentage)})
 
     def _device_changed(self, device: Device, names: frozenset[str]) -> None:
+        self._dicts.pop(device.id, None)
         if visible(device) and names:
             self.DeviceChanged(device_dict(device, device.id in self._supported, self.created))
 
@@ -530,7 +537,16 @@ class CompatInterface(ServiceInterface, EngineListener):
         )
         if not devices:
             raise NothingToDo("No detected devices")
-        return [device_dict(d, d.id in self._supported, self.created) for d in devices]
+        return [self._cached_dict(d) for d in devices]
+
+    def _cached_dict(self, device: Device) -> dict[str, Variant]:
+        supported = device.id in self._supported
+        cached = self._dicts.get(device.id)
+        if cached is not None and cached[0] is device and cached[1] == supported:
+            return cached[2]
+        result = device_dict(device, supported, self.created)
+        self._dicts[device.id] = (device, supported, result)
+        return result
 
     @method()
     @fwupd_errors

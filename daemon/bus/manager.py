@@ -152,6 +152,8 @@ class ManagerInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def Install(self, device_id: "s", fd: "h", options: "a{sv}") -> "a{sv}":
+        if not isinstance(fd, int):  # an "h" argument with no descriptor attached
+            raise InvalidArgument("Install needs the payload as a Unix file descriptor")
         try:
             parsed = _options(options, _INSTALL_OPTIONS)
             filename = str(parsed.pop("filename", ""))

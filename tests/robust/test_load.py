@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from livefw.bus.backend import Message
+from livefw.bus.backend import Message, marshal
 from livefw.cli.client import Client
 from livefw.testing import Cli, DaemonProcess, PolkitMock, PrivateBus
 
@@ -93,7 +93,7 @@ def _stuck_client(socket_path: str, calls: int) -> socket.socket:
         member="Hello",
         serial=1,
     )
-    sock.sendall(hello._marshall())
+    sock.sendall(marshal(hello))
     for serial in range(2, calls + 2):
         message = Message(
             destination=BUS,
@@ -102,7 +102,7 @@ def _stuck_client(socket_path: str, calls: int) -> socket.socket:
             member="GetManagedObjects",
             serial=serial,
         )
-        sock.sendall(message._marshall())
+        sock.sendall(marshal(message))
     return sock  # never read from
 
 

@@ -1,0 +1,116 @@
+"""GetManagedObjects' one-pass answer equals the library's, and falls back to it."""
+
+# ruff: noqa: F821, F722 - D-Bus signatures as annotations (no postponed evaluation here)
+
+from livefw.bus.backend import (
+    LivefwBus,
+    Message,
+    MessageBus,
+    MessageType,
+    PropertyAccess,
+    ServiceInterface,
+    call,
+    dbus_property,
+    disconnect,
+)
+from livefw.testing import PrivateBus
+
+ROOT = "/org/example/Manager"
+
+
+class Thing(ServiceInterface):
+    def __init__(self, name: str, index: int) -> None:
+        super().__init__(name)
+        self.index = index
+        self.fail = False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Index(self) -> "u":
+        if self.fail:
+            raise RuntimeError("getter broke")
+        return self.index
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Names(self) -> "as":
+        return [f"n{self.index}", "x"]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Map(self) -> "a{ss}":
+        return {"k": str(self.index)}
+
+    @dbus_property(access=PropertyAccess.READ, disabled=True)
+    def Hidden(self) -> "s":
+        return "never"
+
+    @dbus_property(access=PropertyAccess.WRITE)
+    def WriteOnly(self) -> "s":
+        return "never"
+
+    @WriteOnly.setter  # type: ignore[no-redef]
+    def WriteOnly(self, value: "s") -> None:
+        pass
+
+
+class Empty(ServiceInterface):
+    pass
+
+
+async def _ask(address: str, name: str) -> Message:
+    client = await MessageBus(bus_address=address).connect()
+    try:
+        return await call(
+            client,
+            Message(
+                destination=name,
+                path=ROOT,
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="GetManagedObjects",
+            ),
+        )
+    finally:
+        disconnect(client)
+
+
+async def _with_server(private_bus: PrivateBus) -> tuple[LivefwBus, list[Thing]]:
+    server = LivefwBus(bus_address=private_bus.address, object_manager_path=ROOT)
+    await server.connect()
+    things = []
+    for index in range(5):
+        thing = Thing("org.example.Thing", index)
+        things.append(thing)
+        server.export_object(f"{ROOT}/thing{index}", [thing, Empty("org.example.Empty")])
+    server.export(f"{ROOT}/secret/inner", Thing("org.example.Thing", 99))
+    server.hide_prefix(f"{ROOT}/secret")
+    server.export("/elsewhere", Thing("org.example.Thing", 7))
+    return server, things
+
+
+async def test_one_pass_answer_equals_the_library_answer(private_bus: PrivateBus) -> None:
+    server, _ = await _with_server(private_bus)
+    try:
+        fast = await _ask(private_bus.address, server.unique_name)
+        assert fast.message_type == MessageType.METHOD_RETURN, fast.body
+        server._managed_objects = lambda root: None  # type: ignore[method-assign]
+        library = await _ask(private_bus.address, server.unique_name)
+        assert library.message_type == MessageType.METHOD_RETURN, library.body
+        assert fast.signature == library.signature == "a{oa{sa{sv}}}"
+        assert fast.body == library.body
+        objects = fast.body[0]
+        assert sorted(objects) == [f"{ROOT}/thing{i}" for i in range(5)]  # no hidden, no other
+        thing = objects[f"{ROOT}/thing3"]
+        assert thing["org.example.Empty"] == {}
+        assert set(thing["org.example.Thing"]) == {"Index", "Names", "Map"}
+        assert thing["org.example.Thing"]["Index"].value == 3
+    finally:
+        disconnect(server)
+
+
+async def test_a_failing_getter_gets_the_library_error(private_bus: PrivateBus) -> None:
+    server, things = await _with_server(private_bus)
+    try:
+        things[2].fail = True
+        assert server._managed_objects(ROOT) is None
+        reply = await _ask(private_bus.address, server.unique_name)
+        assert reply.message_type == MessageType.ERROR
+    finally:
+        disconnect(server)
