@@ -17,16 +17,7 @@ all: test
 
 # Install missing Debian packages only (idempotent; apt-get runs only when needed).
 deps:
-	@missing=""; for need in $(DEB_NEEDS); do \
-		path=$${need%%:*}; pkg=$${need##*:}; \
-		[ -e "$$path" ] || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@tools/apt-need $(DEB_NEEDS)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

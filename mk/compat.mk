@@ -49,13 +49,8 @@ GUI_PACKAGES := gnome-firmware xvfb imagemagick xdotool x11-utils xauth
 GUI_SHOTS ?= build/gui
 
 test-gui: venv install-fwupd-client
-	@missing=""; for tool in gnome-firmware Xvfb import xdotool; do \
-		command -v $$tool >/dev/null || missing=1; done; \
-	if [ -n "$$missing" ]; then \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			$$SUDO apt-get install -y -qq --no-install-recommends $(GUI_PACKAGES); \
-	fi
+	@tools/apt-need gnome-firmware:gnome-firmware Xvfb:xvfb import:imagemagick \
+		xdotool:xdotool xprop:x11-utils xauth:xauth
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
 	LIVEFW_GUI_TEST=1 LIVEFW_GUI_SHOTS=$(abspath $(GUI_SHOTS)) $(BIN)/pytest -q tests/gui
 	@echo "screenshot: $(GUI_SHOTS)/gnome-firmware-livefw.png"

@@ -102,16 +102,7 @@ install:
 
 # Debian packages `make package` needs (idempotent: apt-get only when one is missing).
 package-deps:
-	@missing=""; for need in $(DEB_PACKAGE_NEEDS); do \
-		path=$${need%%:*}; pkg=$${need##*:}; \
-		[ -e "$$path" ] || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@tools/apt-need $(DEB_PACKAGE_NEEDS)
 
 # The .deb: dpkg-buildpackage on a copy of the tree (debian/ must sit at the top of the
 # source; the repository keeps it in packaging/debian), then lintian. Result: build/deb/.
@@ -129,10 +120,7 @@ package: package-deps
 	@ls -l "$(DEB_BUILD)"/*.deb
 
 rpm-deps:
-	@[ -e /usr/bin/rpmspec ] || { \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends rpm; }
+	@tools/apt-need /usr/bin/rpmspec:rpm
 
 # The RPM spec is checked by parsing it (an RPM build needs an RPM distribution).
 rpm-check: rpm-deps
@@ -144,12 +132,7 @@ rpm-check: rpm-deps
 test-deps: install-test-deps
 .PHONY: install-test-deps
 install-test-deps:
-	@if [ ! -e /usr/lib/python3.11/ensurepip/__init__.py ]; then \
-		echo "installing Debian packages: python3.11-venv"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			$$SUDO apt-get install -y -qq --no-install-recommends python3.11-venv; \
-	fi
+	@tools/apt-need /usr/lib/python3.11/ensurepip/__init__.py:python3.11-venv
 
 # fwupd's own unit, to compare exposure scores (tests/integration/test_install.py uses
 # the installed fwupd.service when fwupd is installed, else this copy extracted from
@@ -175,14 +158,6 @@ fwupd-unit:
 SYSTEM_TEST_NEEDS := /usr/sbin/debootstrap:debootstrap /usr/bin/systemd-nspawn:systemd-container
 .PHONY: system-test
 system-test: package-deps
-	@missing=""; for need in $(SYSTEM_TEST_NEEDS); do \
-		path=$${need%%:*}; pkg=$${need##*:}; \
-		[ -e "$$path" ] || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@tools/apt-need $(SYSTEM_TEST_NEEDS)
 	@[ -n "$(wildcard build/deb/livefw_*.deb)" ] || $(MAKE) package
 	bash packaging/system-test.sh
