@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scale", type=int, default=0, help="synthetic devices for --profile scale"
     )
     parser.add_argument(
+        "--sim-kernel",
+        default=None,
+        metavar="MAJOR.MINOR",
+        help="kernel release a new simulated machine follows (default: the newest modelled)",
+    )
+    parser.add_argument(
         "--fwupd-compat",
         action="store_true",
         help="also own org.freedesktop.fwupd (fwupd clients drive livefwd; "
@@ -92,14 +98,19 @@ class Daemon:
 
     def _provider(self) -> KernelProvider:
         if self.args.simulate:
-            from livefw.kernel.sim.machine import SimMachine
+            from livefw.kernel.sim.machine import DEFAULT_KERNEL, SimMachine
             from livefw.kernel.sim.provider import SimProvider
 
             sim_dir = os.path.join(self.args.state_dir, "sim")
             if os.path.exists(os.path.join(sim_dir, "machine.json")):
                 machine = SimMachine.load(sim_dir)
             else:
-                machine = SimMachine.create(sim_dir, self.args.profile, self.args.scale)
+                machine = SimMachine.create(
+                    sim_dir,
+                    self.args.profile,
+                    self.args.scale,
+                    self.args.sim_kernel or DEFAULT_KERNEL,
+                )
             machine.exit_hook = self.end_as_kernel
             machine.start()
             return SimProvider(machine)

@@ -21,7 +21,7 @@ import pytest
 
 from livefw.config import Config
 from livefw.engine import Engine
-from livefw.kernel.sim.machine import SimMachine
+from livefw.kernel.sim.machine import DEFAULT_KERNEL, SimMachine
 from livefw.kernel.sim.provider import SimProvider
 from livefw.plugin import Plugin
 from livefw.testing import Cli, DaemonProcess, PolkitMock, PrivateBus, busctl
@@ -43,6 +43,7 @@ def make_engine(tmp_path: Path) -> Callable[..., Any]:
         config: Config | None = None,
         machine: SimMachine | None = None,
         state_dir: Path | None = None,
+        kernel: str | None = None,
     ) -> Engine:
         directory = state_dir or tmp_path
         if machine is None:
@@ -50,7 +51,7 @@ def make_engine(tmp_path: Path) -> Callable[..., Any]:
             if (sim_dir / "machine.json").exists():
                 machine = SimMachine.load(str(sim_dir))
             else:
-                machine = SimMachine.create(str(sim_dir), profile)
+                machine = SimMachine.create(str(sim_dir), profile, kernel=kernel or DEFAULT_KERNEL)
         engine = Engine(SimProvider(machine), config or Config(), str(directory), plugins)
         await engine.start()
         engines.append(engine)

@@ -52,7 +52,7 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
     verb = args.sim_command
     if verb == "init":
         from livefw.kernel.sim.control import daemon_running
-        from livefw.kernel.sim.machine import STATE_FILE, SimMachine
+        from livefw.kernel.sim.machine import DEFAULT_KERNEL, STATE_FILE, SimMachine
 
         directory = _sim_dir(args)
         if daemon_running(directory):
@@ -61,9 +61,12 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         if os.path.exists(os.path.join(directory, STATE_FILE)) and not args.force:
             out.error(f"{directory} already holds a simulated machine (use --force to replace)")
             return exitcodes.INVALID
-        machine = SimMachine.create(directory, args.profile, args.scale)
+        machine = SimMachine.create(
+            directory, args.profile, args.scale, args.kernel or DEFAULT_KERNEL
+        )
         out.info(
-            f"Created a {args.profile} machine in {directory}: {len(machine.devices())} devices"
+            f"Created a {args.profile} machine (kernel {machine.state.kernel}) in {directory}: "
+            f"{len(machine.devices())} devices"
         )
         return exitcodes.OK
     if verb == "status":
@@ -188,6 +191,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--profile", default="default", help="default, minimal, rfc, scale, empty, legacy, xen-dom0"
     )
     p.add_argument("--scale", type=int, default=0, help="synthetic devices for --profile scale")
+    p.add_argument(
+        "--kernel",
+        default=None,
+        metavar="MAJOR.MINOR",
+        help="kernel release whose behaviour the simulated kernel follows "
+        "(6.1 or newer; default: the newest one modelled, see docs/kernel.md)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing machine")
 
     p = verbs.add_parser("status", help="boot id, profile, faults")

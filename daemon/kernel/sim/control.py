@@ -42,6 +42,7 @@ def execute(machine: SimMachine, command: str, args: dict[str, Any]) -> Any:
     if command == "status":
         return {
             "profile": machine.state.profile,
+            "kernel": machine.state.kernel,
             "boot_id": machine.state.boot_id,
             "boots": machine.state.boots,
             "components": sorted(machine.components),

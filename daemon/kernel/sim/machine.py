@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import tempfile
 import threading
 import uuid
@@ -39,6 +40,34 @@ __all__ = [
 
 STATE_FILE = "machine.json"
 SCHEMA_VERSION = 1
+
+#: the kernel release a new simulated machine models unless told otherwise
+#: (``livefw sim init --kernel``, ``livefwd --sim-kernel``): the newest one whose
+#: behaviour docs/kernel.md records.
+DEFAULT_KERNEL = "7.2"
+#: the oldest kernel release the simulator can model (Debian 12 ships 6.1).
+OLDEST_KERNEL = "6.1"
+
+
+def parse_kernel_version(text: str) -> tuple[int, int]:
+    """``"6.19"`` (or ``"6.19.3"``, ``"6.19-rc1"``) -> ``(6, 19)``.
+
+    Raises:
+        InvalidArgument: not a ``MAJOR.MINOR`` kernel release, or older than
+            :data:`OLDEST_KERNEL`.
+    """
+    match = re.fullmatch(r"(\d{1,2})\.(\d{1,3})(?:[.-][0-9A-Za-z.+-]*)?", text.strip())
+    if match is None:
+        raise InvalidArgument(f"kernel version {text!r} is not MAJOR.MINOR (e.g. 6.19)")
+    version = (int(match.group(1)), int(match.group(2)))
+    oldest = tuple(int(part) for part in OLDEST_KERNEL.split("."))
+    if version < oldest:
+        raise InvalidArgument(
+            f"kernel version {text!r} is older than {OLDEST_KERNEL}, "
+            "the oldest the simulator models"
+        )
+    return version
+
 
 #: modules of this package that are framework, not technologies.
 _FRAMEWORK_MODULES = {"vfs", "machine", "provider", "control"}
@@ -79,6 +108,8 @@ class MachineState(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     profile: str = "default"
+    #: the kernel release whose behaviour the simulated kernel follows (MAJOR.MINOR).
+    kernel: str = DEFAULT_KERNEL
     boot_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     boots: int = 1
     faults: list[FaultSpec] = Field(default_factory=list)
@@ -234,11 +265,37 @@ class SimMachine:
         self.udev_table: dict[tuple[str, int, int], dict[str, str]] = {}
         self.render()
 
+    # ----------------------------------------------------------------- kernel
+
+    @property
+    def kernel_version(self) -> tuple[int, int]:
+        """The simulated kernel's release as ``(major, minor)``."""
+        return parse_kernel_version(self.state.kernel)
+
+    def kernel_at_least(self, release: str) -> bool:
+        """Whether the simulated kernel is ``release`` (``"6.19"``) or newer.
+
+        Components use this for behaviour a kernel change introduced; each call site
+        cites the kernel file and the first release in its docstring (docs/kernel.md).
+        """
+        return self.kernel_version >= parse_kernel_version(release)
+
     # ----------------------------------------------------------------- life cycle
 
     @classmethod
-    def create(cls, directory: str, profile: str = "default", scale: int = 0) -> SimMachine:
-        """Create a new machine of ``profile`` in ``directory`` (replacing any)."""
+    def create(
+        cls,
+        directory: str,
+        profile: str = "default",
+        scale: int = 0,
+        kernel: str = DEFAULT_KERNEL,
+    ) -> SimMachine:
+        """Create a new machine of ``profile`` in ``directory`` (replacing any).
+
+        ``kernel`` is the kernel release (``MAJOR.MINOR``) whose version-dependent
+        behaviour the simulated kernel follows (see :meth:`kernel_at_least`).
+        """
+        parse_kernel_version(kernel)
         classes = component_classes()
         # legacy / xen-dom0: machines without an ESRT (uefi_capsule's "no ESRT" cases)
         if profile not in ("default", "minimal", "rfc", "scale", "empty", "legacy", "xen-dom0"):
@@ -246,7 +303,7 @@ class SimMachine:
                 f"unknown profile {profile!r}: use default, minimal, rfc, scale, empty, "
                 "legacy or xen-dom0"
             )
-        state = MachineState(profile=profile)
+        state = MachineState(profile=profile, kernel=kernel)
         for name, comp_cls in classes.items():
             state.components[name] = comp_cls.default_state(profile, scale).model_dump(mode="json")
         machine = cls(directory, state)
