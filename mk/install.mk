@@ -60,7 +60,8 @@ install:
 	ln -sfn ../lib/livefw/bin/livefwd "$(DESTDIR)$(PREFIX)/sbin/livefwd"
 	@# systemd units, with the executables' paths under PREFIX
 	install -d "$(DESTDIR)$(UNITDIR)"
-	for unit in livefwd.service livefw-activate.service livefw-activate.timer; do \
+	for unit in livefwd.service livefw-activate.service livefw-activate.timer \
+		livefw-metrics.service livefw-metrics.timer; do \
 		sed -e "s|/usr/sbin/livefwd|$(PREFIX)/sbin/livefwd|g" \
 			-e "s|/usr/bin/livefw |$(PREFIX)/bin/livefw |g" \
 			-e "s|/usr/share/doc/livefw|$(DOCDIR)|g" \

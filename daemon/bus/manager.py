@@ -5,6 +5,7 @@ live in the engine and the plugins.
 """
 
 import os
+import time
 from typing import Any
 
 import livefw
@@ -18,7 +19,7 @@ from livefw.bus.backend import (
 from livefw.bus.context import BusContext
 from livefw.bus.device import device_dict
 from livefw.bus.errors import dbus_errors
-from livefw.errors import InvalidArgument
+from livefw.errors import InvalidArgument, LivefwError
 from livefw.history import HistoryEntry
 from livefw.plugin import InstallOptions
 from livefw.releases import Candidate
@@ -27,6 +28,9 @@ INTERFACE = "org.livefw.Daemon1.Manager"
 
 ACTION_INSTALL = "org.livefw.daemon1.install"
 ACTION_ACTIVATE = "org.livefw.daemon1.activate"
+
+#: the kernel's taint mask (proc(5), kernel/panic.c).
+TAINTED_PATH = "proc/sys/kernel/tainted"
 
 _INSTALL_OPTIONS = {"allow-older", "allow-reinstall", "activate", "force", "filename"}
 
@@ -90,8 +94,14 @@ class ManagerInterface(ServiceInterface):
     def __init__(self, ctx: BusContext) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx
+        #: when this daemon process started serving (seconds since the epoch).
+        self.start_time = time.time()
 
     # ---------------------------------------------------------------- properties
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StartTime(self) -> "t":
+        return int(self.start_time * 1_000_000)
 
     @dbus_property(access=PropertyAccess.READ)
     def DaemonVersion(self) -> "s":
@@ -197,6 +207,20 @@ class ManagerInterface(ServiceInterface):
         limit = int(options["limit"].value) if "limit" in options else 0
         entries = self.ctx.engine.history.entries(device_id=device_id, limit=limit)
         return [history_dict(entry) for entry in entries]
+
+    @method()
+    @dbus_errors
+    async def GetHostState(self) -> "a{sv}":
+        state: dict[str, Variant] = {
+            "StartTime": Variant("t", int(self.start_time * 1_000_000)),
+            "BootId": Variant("s", self.ctx.engine.boot_id),
+        }
+        try:
+            raw = await self.ctx.engine.provider.read_attr(TAINTED_PATH)
+            state["Tainted"] = Variant("t", int(raw.strip() or "0"))
+        except (LivefwError, ValueError):
+            pass  # absent: the kernel (or the simulated one) does not say
+        return state
 
     @method()
     @dbus_errors

@@ -31,7 +31,13 @@ INSTALL_PYTHON = "/usr/bin/python3.11"
 BUS = "org.livefw.Daemon1"
 MANAGER = "/org/livefw/Daemon1"
 MANAGER_IFACE = "org.livefw.Daemon1.Manager"
-UNITS = ("livefwd.service", "livefw-activate.service", "livefw-activate.timer")
+UNITS = (
+    "livefwd.service",
+    "livefw-activate.service",
+    "livefw-activate.timer",
+    "livefw-metrics.service",
+    "livefw-metrics.timer",
+)
 UNIT_DIR = "usr/lib/systemd/system"
 #: the exposure score the README and docs/installing.md report; the test fails when the
 #: unit changes the score without the docs following.
@@ -45,6 +51,8 @@ EXPECTED = {
     f"{UNIT_DIR}/livefwd.service",
     f"{UNIT_DIR}/livefw-activate.service",
     f"{UNIT_DIR}/livefw-activate.timer",
+    f"{UNIT_DIR}/livefw-metrics.service",
+    f"{UNIT_DIR}/livefw-metrics.timer",
     "usr/lib/tmpfiles.d/livefw.conf",
     "usr/share/dbus-1/system.d/org.livefw.Daemon1.conf",
     "usr/share/dbus-1/system-services/org.livefw.Daemon1.service",
