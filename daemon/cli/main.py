@@ -468,8 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         ):
             out.error("livefwd is not running (org.livefw.Daemon1 has no owner on this bus)")
             return exitcodes.UNAVAILABLE
-        out.error(error.message)
-        return exitcodes.for_error(error.short)
+        code = exitcodes.for_error(error.short)
+        if out.json_mode:
+            # scripts (the Ansible modules) tell VersionSame from InvalidFile by name
+            out.json_error(error.short, error.message, code)
+        else:
+            out.error(error.message)
+        return code
     except TimeoutError:
         out.error("livefwd did not answer in time")
         return exitcodes.FAILURE

@@ -36,6 +36,12 @@ class Output:
         sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=json_default) + "\n")
         sys.stdout.flush()
 
+    def json_error(self, name: str, message: str, exit_code: int) -> None:
+        """An error as one JSON line on stderr (``--json``): name, message, exit code."""
+        line = {"error": name, "message": message, "exit_code": exit_code}
+        sys.stderr.write(json.dumps(line, sort_keys=True) + "\n")
+        sys.stderr.flush()
+
     def table(
         self, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
     ) -> None:
