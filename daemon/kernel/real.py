@@ -25,10 +25,9 @@ from livefw.kernel.uapi.fs import FS_IMMUTABLE_FL, FS_IOC_GETFLAGS, FS_IOC_SETFL
 
 T = TypeVar("T")
 
-#: reboot(2) magic numbers (include/uapi/linux/reboot.h).
-_LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
-_LINUX_REBOOT_MAGIC2 = 672274793
-_LINUX_REBOOT_CMD_KEXEC = 0x45584543
+#: reboot(2) command that starts the kernel loaded with kexec_load/kexec_file_load
+#: (include/uapi/linux/reboot.h LINUX_REBOOT_CMD_KEXEC; glibc <sys/reboot.h> RB_KEXEC).
+LINUX_REBOOT_CMD_KEXEC = 0x45584543
 
 
 def make_memfd(name: str, data: bytes, seals: int = 0) -> int:
@@ -326,11 +325,25 @@ class RealProvider:
         return RealHandle(path, fd)
 
     async def kexec(self) -> None:
-        """reboot(LINUX_REBOOT_CMD_KEXEC); only returns on failure."""
+        """reboot(LINUX_REBOOT_CMD_KEXEC); only returns on failure.
+
+        glibc's ``reboot(int howto)`` takes the command alone and passes
+        LINUX_REBOOT_MAGIC1/MAGIC2 to the system call itself (sysdeps/unix/sysv/linux/
+        reboot.c); passing the magic numbers here would make the magic the command,
+        which kernel/reboot.c refuses with EINVAL. The kernel then runs
+        ``kernel_kexec()`` (kernel/kexec_core.c), whose errnos the caller maps.
+
+        Raises:
+            KernelError: the errno of reboot(2) (EPERM without CAP_SYS_BOOT, EINVAL
+                when no kernel is loaded, EBUSY, EAGAIN, or a LUO file handler's).
+        """
         libc = ctypes.CDLL(None, use_errno=True)
-        result = libc.reboot(_LINUX_REBOOT_MAGIC1, _LINUX_REBOOT_MAGIC2, _LINUX_REBOOT_CMD_KEXEC)
+        reboot = libc.reboot
+        reboot.argtypes = [ctypes.c_int]
+        reboot.restype = ctypes.c_int
+        result = reboot(LINUX_REBOOT_CMD_KEXEC)
         if result != 0:
-            raise KernelError(ctypes.get_errno(), "reboot", "kexec")
+            raise KernelError(ctypes.get_errno() or errno.EIO, "reboot", "kexec")
 
     async def adopt_fd(self, fd: int, path: str) -> RealHandle:
         """Own a descriptor an ioctl returned."""
