@@ -110,6 +110,18 @@ def _options(options: dict[str, Variant], allowed: set[str]) -> dict[str, Any]:
     return result
 
 
+def _finish_options(options: dict[str, Variant]) -> dict[str, Any]:
+    """Finish's options: only ``force`` (b)."""
+    unknown = sorted(set(options) - {"force"})
+    if unknown:
+        raise InvalidArgument(f"unknown options {unknown}; allowed: ['force']")
+    if "force" in options:
+        if options["force"].signature != "b":
+            raise InvalidArgument("option 'force' must be of type 'b'")
+        return {"force": bool(options["force"].value)}
+    return {}
+
+
 def _writer_holds(bus: Any, fd: int) -> bool:
     """Whether dbus-next's writer still has a message carrying ``fd`` to send."""
     writer = getattr(bus, "_writer", None)
@@ -283,9 +295,10 @@ class SessionInterface(ServiceInterface):
 
     @method()
     @dbus_errors
-    async def Finish(self) -> None:
+    async def Finish(self, options: "a{sv}") -> None:
+        parsed = _finish_options(options)
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        await self.plugin.finish(uid, self.kernel_name)
+        await self.plugin.finish(uid, self.kernel_name, parsed)
         self.parent.sync()
 
     @method()

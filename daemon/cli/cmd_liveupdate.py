@@ -5,14 +5,16 @@
     livefw liveupdate preserve SESSION FILE --token N [--label TEXT]
     livefw liveupdate tokens SESSION [--json]
     livefw liveupdate retrieve SESSION [--token N -o FILE]
-    livefw liveupdate finish SESSION
+    livefw liveupdate finish SESSION [--force]
     livefw liveupdate drop SESSION
     livefw liveupdate kexec
 
 SESSION is the name given to ``create``, the kernel name (``livefw.<uid>.<name>``)
 or the object path. ``preserve`` copies FILE into a new memfd and passes that; after
 the kexec, ``retrieve`` first retrieves the session (once) and writes the file
-preserved under the token to ``-o`` (``-`` for stdout).
+preserved under the token to ``-o`` (``-`` for stdout). A preserved memfd is frozen
+by the kernel (it can no longer grow or shrink); ``finish`` refuses while files were
+never retrieved unless ``--force`` is given, which releases them for good.
 """
 
 from __future__ import annotations
@@ -251,7 +253,8 @@ def _write_file(path: str, data: bytes) -> None:
 
 async def cmd_finish(client: Client, args: argparse.Namespace, out: Output) -> int:
     session = await _resolve(client, args.session)
-    await _raw_call(client, session["path"], "Finish")
+    options = {"force": Variant("b", True)} if args.force else {}
+    await _raw_call(client, session["path"], "Finish", "a{sv}", [options])
     out.info(f"finished session {session['name']}")
     return exitcodes.OK
 
@@ -293,7 +296,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
-    p = cmds.add_parser("preserve", help="preserve a copy of FILE (as a memfd) under a token")
+    p = cmds.add_parser(
+        "preserve",
+        help="preserve a copy of FILE (as a memfd) under a token",
+        description="Copy FILE into a new memfd and preserve it. The kernel freezes a "
+        "preserved memfd: it can no longer grow or shrink (EPERM), and its size now is "
+        "the size carried across the kexec.",
+    )
     p.add_argument("session")
     p.add_argument("file", help="file to copy into a memfd (- for stdin)")
     p.add_argument("--token", type=int, required=True, help="unsigned 64-bit token")
@@ -313,8 +322,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", help="where to write the file (- for stdout)")
     p.set_defaults(func=cmd_retrieve)
 
-    p = cmds.add_parser("finish", help="finish a session from before the kexec")
+    p = cmds.add_parser(
+        "finish",
+        help="finish a session from before the kexec",
+        description="Finish a session from before the kexec: the kernel releases its "
+        "files. Refused while files were never retrieved (their tokens are listed) "
+        "unless --force; VFIO devices must be retrieved and bound first in any case.",
+    )
     p.add_argument("session")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="finish even if files were never retrieved (they are released for good)",
+    )
     p.set_defaults(func=cmd_finish)
 
     p = cmds.add_parser("drop", help="release a session (its files are no longer preserved)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,12 @@ _UID_DIGITS = 10
 NAME_MAX = uapi.SESSION_NAME_MAX - len(KERNEL_PREFIX) - _UID_DIGITS - 1
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LABEL_MAX = 256
+#: reads "1" once a kernel is loaded for kexec (kernel/ksysfs.c kexec_loaded_show).
+KEXEC_LOADED = "sys/kernel/kexec_loaded"
+#: VFIO device cdevs (drivers/vfio/device_cdev.c: /dev/vfio/devices/vfioN) and group
+#: files (/dev/vfio/<group>, /dev/vfio/noiommu-<group>): only the former is preservable.
+_VFIO_DEVICE = re.compile(r"/vfio/devices/[^/]+$")
+_VFIO_GROUP = re.compile(r"/vfio/(noiommu-)?[0-9]+$")
 #: the registry memfd is sealed: nobody, not even livefwd, changes it after writing.
 _REGISTRY_SEALS = uapi.F_SEAL_SEAL | uapi.F_SEAL_SHRINK | uapi.F_SEAL_GROW | uapi.F_SEAL_WRITE
 
@@ -108,6 +115,10 @@ class SessionRecord(BaseModel):
     label: str = ""
     #: token (decimal string, JSON keys are strings) -> label
     tokens: dict[str, str] = Field(default_factory=dict)
+    #: tokens handed back through livefwd after the kexec (Retrieve)
+    retrieved: list[str] = Field(default_factory=list)
+    #: tokens that are VFIO device files (the kernel's rules for them differ)
+    vfio: list[str] = Field(default_factory=list)
 
 
 class Registry(BaseModel):
@@ -561,13 +572,18 @@ class LiveUpdatePlugin(Plugin):
         token: int,
         options: dict[str, Any] | None = None,
     ) -> SessionInfo:
-        """Preserve the memfd ``fd`` (a descriptor in this process) under ``token``.
+        """Preserve the memfd or VFIO device ``fd`` (a descriptor in this process).
 
-        The caller keeps ownership of ``fd``; the kernel takes its own reference.
+        The caller keeps ownership of ``fd``; the kernel takes its own reference. From
+        now on the kernel keeps a memfd **frozen** (mm/memfd_luo.c
+        ``memfd_luo_preserve``: growing, shrinking and hole punching fail with EPERM;
+        writes inside it still work) and carries the size it has now. A VFIO device
+        must be its cdev (``/dev/vfio/devices/vfioN``), never a group file.
 
         Raises:
             InvalidArgument: not an outgoing session, or the token is taken.
-            InvalidFile: not a memfd, or this memfd is already preserved.
+            InvalidFile: not a memfd or VFIO device cdev, or already preserved.
+            NoSpace: the session has its 128 files (LUO_FILE_MAX).
         """
         opts = _parse_options(options or {}, ("label",))
         if not 0 <= token <= 0xFFFFFFFFFFFFFFFF:
@@ -583,13 +599,22 @@ class LiveUpdatePlugin(Plugin):
                 )
             if str(token) in record.tokens:
                 raise InvalidArgument(f"token {token} is already used in session {record.name!r}")
+            link = _fd_link(fd)
+            if _VFIO_GROUP.search(link):
+                raise InvalidFile(
+                    f"{link} is a VFIO group file: Live Update preserves only a device's "
+                    "cdev (/dev/vfio/devices/vfioN, opened and bound through iommufd); "
+                    "reopen the device through its cdev"
+                )
             try:
                 await session.handle.ioctl(
                     uapi.LIVEUPDATE_SESSION_PRESERVE_FD, uapi.pack_preserve_fd(fd, token)
                 )
             except KernelError as error:
-                raise _map_preserve_error(error, token) from error
+                raise _map_preserve_error(error, token, link) from error
             record.tokens[str(token)] = str(opts.get("label", ""))
+            if _VFIO_DEVICE.search(link):
+                record.vfio.append(str(token))
             try:
                 await self._write_registry()
             except LivefwError as error:
@@ -634,18 +659,39 @@ class LiveUpdatePlugin(Plugin):
                     ) from error
                 raise _map_error(error, f"retrieving token {token}") from error
             handle = await self.ctx.provider.adopt_fd(_fd_of(arg), f"token {token}")
+            if str(token) not in record.retrieved:
+                record.retrieved.append(str(token))
+                try:
+                    await self._write_registry()
+                except LivefwError as error:
+                    self.ctx.log.warning("liveupdate_registry_write_failed", error=error.message)
             # storing the session again is harmless and lets a simulated kernel keep
             # the retrieved file across a restart as the real one does
             await self.ctx.provider.store_fds(FDSTORE_PREFIX + kernel_name, [session.handle])
             return handle
 
-    async def finish(self, caller: int, kernel_name: str) -> None:
-        """Finish a session from before the update; unretrieved files are released.
+    async def finish(
+        self, caller: int, kernel_name: str, options: dict[str, Any] | None = None
+    ) -> None:
+        """Finish a session from before the update: the kernel releases its files.
+
+        Files never retrieved through livefwd would be released too, so FINISH is
+        refused while any is left, unless ``options["force"]`` is true. VFIO devices
+        are the kernel's own exception (posted VFIO handler, ``can_finish``): they
+        must be retrieved and bound to an iommufd first, ``force`` or not.
 
         Raises:
-            InvalidArgument: an outgoing session (use drop).
-            Busy: a file handler refused; try again.
+            InvalidArgument: an outgoing session (use drop), or a bad option.
+            Busy: files not retrieved yet (the message lists their tokens), or a file
+                handler refused (a VFIO device not retrieved or bound).
         """
+        opts = options or {}
+        unknown = sorted(set(opts) - {"force"})
+        if unknown:
+            raise InvalidArgument(f"unknown options {unknown}; this call accepts ['force']")
+        force = opts.get("force", False)
+        if not isinstance(force, bool):
+            raise InvalidArgument("option force must be a boolean")
         async with self._lock:
             session = self._lookup(caller, kernel_name)
             record = session.record
@@ -654,6 +700,16 @@ class LiveUpdatePlugin(Plugin):
                     f"session {record.name!r} was created in this boot and cannot be finished; "
                     "drop it to release it"
                 )
+            waiting = sorted(
+                (int(t) for t in record.tokens if t not in record.retrieved),
+            )
+            if waiting and not force:
+                raise Busy(
+                    f"session {record.name!r} still has files nobody retrieved (tokens "
+                    f"{', '.join(str(t) for t in waiting)}); finishing releases them for good. "
+                    "Retrieve them first, or finish with force "
+                    "(`livefw liveupdate finish --force`)"
+                )
             if session.handle is None:
                 session.handle = await self._kernel_retrieve(kernel_name)
                 record.state = "retrieved"
@@ -661,10 +717,18 @@ class LiveUpdatePlugin(Plugin):
                 await session.handle.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, uapi.pack_finish())
             except KernelError as error:
                 if error.errno == errno.EBUSY:
+                    vfio = ", ".join(record.vfio) or "?"
                     raise Busy(
-                        f"a file of session {record.name!r} cannot be released yet; try again"
+                        f"the kernel will not finish session {record.name!r} yet: a file "
+                        "handler refused. VFIO devices (tokens "
+                        f"{vfio}) must be retrieved and bound to an iommufd "
+                        "(VFIO_DEVICE_BIND_IOMMUFD) before FINISH; then try again"
                     ) from error
                 raise _map_error(error, f"finishing {record.name}") from error
+            if waiting:
+                self.ctx.log.warning(
+                    "liveupdate_finish_forced", session=kernel_name, released=waiting
+                )
             await self._forget(kernel_name)
             self.ctx.log.info("liveupdate_session_finished", session=kernel_name)
 
@@ -709,29 +773,57 @@ class LiveUpdatePlugin(Plugin):
     async def kexec(self) -> None:
         """Switch to the loaded kernel while livefwd holds every session.
 
+        Reads ``/sys/kernel/kexec_loaded`` first, so that the kernel's EINVAL (which
+        ``kernel_kexec()`` in kernel/kexec_core.c answers when no image is loaded,
+        and a LUO file handler's freeze may answer too) has one meaning left. The
+        errnos of reboot(LINUX_REBOOT_CMD_KEXEC): EBUSY when another kexec holds the
+        kexec lock; the handler's errno when freezing a preserved file fails
+        (kernel/liveupdate/luo_file.c ``luo_file_freeze``, e.g. EINVAL from a VFIO
+        device with interrupts still enabled); EAGAIN when KHO finalisation fails
+        (luo_core.c ``liveupdate_reboot``). After any of them nothing was lost.
+
         Returns only on failure (in the simulation the daemon ends right after).
 
         Raises:
+            NotSupported: this kernel cannot kexec, or reboot(2) was not permitted.
             NothingToDo: no kernel is loaded (``kexec -l -s``).
-            Busy: a preserved file refused to freeze; nothing was lost.
+            Busy: another kexec is under way, or KHO finalisation failed; try again.
+            InvalidArgument: a preserved file refused to freeze.
         """
         async with self._lock:
             self._check_ready()
+            loaded = await self._kexec_loaded()
+            if not loaded:
+                raise NothingToDo(
+                    "no kernel is loaded for kexec (/sys/kernel/kexec_loaded is 0): load "
+                    "one with `kexec -l -s KERNEL --initrd=... --reuse-cmdline` first"
+                )
             await self._write_registry()
             self.ctx.log.warning("liveupdate_kexec", sessions=len(self._sessions))
             try:
                 await self.ctx.provider.kexec()
             except KernelError as error:
-                if error.errno in (errno.EINVAL, errno.ENOENT, errno.ENOEXEC):
-                    raise NothingToDo(
-                        "no kernel is loaded for kexec: load one with `kexec -l -s` first"
-                    ) from error
-                if error.errno == errno.EBUSY:
-                    raise Busy(
-                        "a preserved file refused to freeze; the kexec did not happen and "
-                        "every session is as it was"
-                    ) from error
-                raise _map_error(error, "kexec") from error
+                raise _map_kexec_error(error, self._vfio_tokens()) from error
+
+    async def _kexec_loaded(self) -> bool:
+        try:
+            text = await self.ctx.provider.read_attr(KEXEC_LOADED)
+        except KernelError as error:
+            if error.errno == errno.ENOENT:
+                raise NotSupported(
+                    "this kernel has no kexec (no /sys/kernel/kexec_loaded: "
+                    "CONFIG_KEXEC_FILE is off)"
+                ) from error
+            raise
+        return text.strip() == "1"
+
+    def _vfio_tokens(self) -> list[str]:
+        return [
+            f"{s.record.name}:{token}"
+            for s in sorted(self._sessions.values(), key=_order)
+            if s.record.state == "outgoing"
+            for token in s.record.vfio
+        ]
 
     async def shutdown(self) -> None:
         """Close /dev/liveupdate only: session fds stay with the process (and fd store)."""
@@ -763,9 +855,40 @@ def _fd_of(arg: bytearray) -> int:
     return fd
 
 
+def _fd_link(fd: int) -> str:
+    """What ``fd`` names (``/proc/self/fd/N``), or "" when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def _map_kexec_error(error: KernelError, vfio: list[str]) -> LivefwError:
+    """The errnos of reboot(LINUX_REBOOT_CMD_KEXEC) once kexec_loaded said 1."""
+    unchanged = "the kexec did not happen and every session is as it was"
+    if error.errno == errno.EPERM:
+        return NotSupported(f"livefwd may not kexec (EPERM: it needs CAP_SYS_BOOT); {unchanged}")
+    if error.errno == errno.EBUSY:
+        return Busy(f"another kexec is in progress (the kernel's kexec lock is taken); {unchanged}")
+    if error.errno == errno.EAGAIN:
+        return Busy(f"the kernel could not finalise Kexec HandOver (EAGAIN); {unchanged}; retry")
+    if error.errno == errno.EINVAL:
+        hint = (
+            f"VFIO devices ({', '.join(vfio)}) must have every interrupt disabled "
+            "(VFIO_DEVICE_SET_IRQS with DATA_NONE | ACTION_TRIGGER, count 0) before the kexec"
+            if vfio
+            else "see the kernel log (`Freeze failed for token ...`)"
+        )
+        return InvalidArgument(f"a preserved file refused to freeze (EINVAL): {hint}; {unchanged}")
+    return _map_error(error, "kexec")
+
+
 def _map_error(error: KernelError, what: str) -> LivefwError:
-    if error.errno == errno.ENOSPC:
-        return NoSpace(f"{what}: the kernel has no room for more live-update state")
+    if error.errno in (errno.ENOSPC, errno.ENOMEM):
+        return NoSpace(
+            f"{what}: the kernel has no room for more live-update state "
+            f"({errno.errorcode[error.errno]}): too many sessions, or 128 files in one"
+        )
     if error.errno in (errno.EPERM, errno.EACCES):
         return PermissionDenied(f"{what}: the kernel refused (permission)")
     if error.errno == errno.EBUSY:
@@ -775,14 +898,20 @@ def _map_error(error: KernelError, what: str) -> LivefwError:
     return error
 
 
-def _map_preserve_error(error: KernelError, token: int) -> LivefwError:
+def _map_preserve_error(error: KernelError, token: int, link: str = "") -> LivefwError:
     if error.errno == errno.ENOENT:
+        if _VFIO_DEVICE.search(link):
+            return NotSupported(
+                f"{link}: this kernel has no Live Update handler for VFIO devices (the "
+                "vfio/pci Live Update series is not in mainline Linux)"
+            )
         return InvalidFile(
-            "only memfds can be preserved (memfd_create(2) without MFD_HUGETLB); "
-            "sockets, pipes, regular files and devices such as /dev/null cannot"
+            "only memfds (memfd_create(2) without MFD_HUGETLB) and, with the VFIO "
+            "handler, VFIO device cdevs can be preserved; sockets, pipes, regular "
+            "files and devices such as /dev/null cannot"
         )
     if error.errno == errno.EBUSY:
-        return InvalidFile("this memfd is already preserved (in this or another session)")
+        return InvalidFile("this file is already preserved (in this or another session)")
     if error.errno == errno.EEXIST:
         return InvalidArgument(f"token {token} is already used in this session")
     if error.errno == errno.EBADF:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from livefw.bus.backend import Message, MessageBus
+from livefw.cli import exitcodes
 from livefw.kernel.fdstore import LocalFdStore
 from livefw.testing import NOBODY, Cli, DaemonProcess, PolkitMock, as_user
 
@@ -154,6 +155,34 @@ def test_kexec_method_carries_sessions(daemon: DaemonProcess, cli: Cli, tmp_path
     assert out.read_bytes() == b"state before kexec"
 
 
+def test_finish_refuses_unretrieved_files_without_force(
+    daemon: DaemonProcess, cli: Cli, tmp_path: Path
+) -> None:
+    data = tmp_path / "x"
+    data.write_bytes(b"guest memory")
+    cli("liveupdate", "create", "vm")
+    cli("liveupdate", "preserve", "vm", str(data), "--token", "3")
+    cli("liveupdate", "preserve", "vm", str(data), "--token", "4")
+    restart_after_kexec(daemon, cli)
+    cli("liveupdate", "retrieve", "vm", "--token", "3", "-o", str(tmp_path / "out"))
+    result = cli("liveupdate", "finish", "vm", check=False)
+    assert result.returncode == exitcodes.BUSY, result.stderr
+    assert "tokens 4" in result.stderr
+    assert "--force" in result.stderr
+    assert sessions(cli)["vm"]["state"] == "retrieved"
+    cli("liveupdate", "finish", "vm", "--force")
+    assert sessions(cli) == {}
+
+
+def test_kexec_without_a_loaded_kernel_says_so(daemon: DaemonProcess, cli: Cli) -> None:
+    cli("sim", "set", "liveupdate", "kexec_loaded=0")
+    cli("liveupdate", "create", "vm")
+    result = cli("liveupdate", "kexec", check=False)
+    assert result.returncode == exitcodes.NOTHING_TO_DO, result.stderr
+    assert "kexec -l -s" in result.stderr
+    assert sessions(cli)["vm"]["state"] == "outgoing"  # the daemon is still there
+
+
 @pytest.mark.parametrize("interface", ["org.livefw.Daemon1.LiveUpdate"])
 def test_liveupdate_introspection_matches_the_xml(
     daemon: DaemonProcess,
@@ -287,7 +316,7 @@ def test_passing_fds_leaks_none_in_the_daemon(
     for token in (2, 3):  # a pipe is refused, and the daemon closes the fd it received
         reply = asyncio.run(_call_with_fd(daemon.bus.address, row["path"], read_end, token))
         assert reply.error_name == "org.livefw.Daemon1.Error.InvalidFile"
-        assert "only memfds can be preserved" in reply.body[0]
+        assert "only memfds" in reply.body[0]
     os.close(read_end)
     os.close(write_end)
     time.sleep(0.5)

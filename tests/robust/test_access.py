@@ -155,7 +155,7 @@ async def test_denied_caller_changes_nothing(
             (session, SESSION, "Preserve", "hta{sv}", [0, 7, {}], [fd(payload)]),
             (session, SESSION, "ListTokens", "", [], []),
             (session, SESSION, "Retrieve", "t", [7], []),
-            (session, SESSION, "Finish", "", [], []),
+            (session, SESSION, "Finish", "a{sv}", [{}], []),
             (session, SESSION, "Drop", "", [], []),
             (session, SESSION, "GetSessionFd", "", [], []),
         ]

@@ -12,10 +12,10 @@ import pytest
 
 from livefw.config import Config
 from livefw.engine import Engine
-from livefw.errors import AuthFailed, InvalidArgument, InvalidFile, NotFound, NotSupported
+from livefw.errors import AuthFailed, Busy, InvalidArgument, InvalidFile, NotFound, NotSupported
 from livefw.kernel.fdstore import FdStore, LocalFdStore
 from livefw.kernel.sim.liveupdate import LiveUpdateComponent
-from livefw.kernel.sim.machine import SimMachine
+from livefw.kernel.sim.machine import FaultSpec, SimMachine
 from livefw.kernel.sim.provider import SimProvider
 from livefw.plugins.liveupdate import LiveUpdatePlugin, kernel_session_name
 from livefw.plugins.liveupdate.plugin import NAME_MAX, REGISTRY_SESSIONS
@@ -265,8 +265,13 @@ async def test_sessions_and_registry_survive_kexec(start: Starter, tmp_path: Pat
     with pytest.raises(InvalidArgument, match="created in this boot"):
         await plugin.preserve(ALICE, a.kernel_name, memfd(b"x"), 1)
     await plugin.finish(ALICE, a.kernel_name)
-    # bob never retrieved: finishing discards it
-    await plugin.finish(BOB, b.kernel_name)
+    # bob never retrieved his file: finishing would discard it, so only with force
+    with pytest.raises(Busy, match=r"nobody retrieved \(tokens 1\).*--force"):
+        await plugin.finish(BOB, b.kernel_name)
+    assert [s.name for s in plugin.list_sessions(BOB)] == ["db"]
+    with pytest.raises(InvalidArgument, match="unknown options"):
+        await plugin.finish(BOB, b.kernel_name, {"forse": True})
+    await plugin.finish(BOB, b.kernel_name, {"force": True})
     assert plugin.list_sessions(0) == []
 
 
@@ -278,9 +283,9 @@ async def test_failed_freeze_keeps_every_session(start: Starter) -> None:
     machine = machine_of(engine)
     machine.components["liveupdate"].configure("fail_freeze", "1")
     boot = machine.state.boot_id
-    from livefw.errors import Busy
+    from livefw.errors import InvalidArgument
 
-    with pytest.raises(Busy, match="refused to freeze"):
+    with pytest.raises(InvalidArgument, match=r"refused to freeze.*every session is as it was"):
         await plugin.kexec()
     assert machine.state.boot_id == boot
     await plugin.preserve(ALICE, info.kernel_name, memfd(b"2"), 2)
@@ -392,3 +397,110 @@ async def test_no_room_rolls_back_the_create(start: Starter, tmp_path: Path, lim
     assert [s.name for s in component.state.sessions] == [REGISTRY_SESSIONS[1]]
     registry = json.loads((tmp_path / "plugins" / "liveupdate" / "registry.json").read_text())
     assert registry["sessions"] == []
+
+
+# ------------------------------------------------ kexec errnos (issue 14.3)
+
+
+@pytest.mark.parametrize(
+    ("how", "error", "message"),
+    [
+        ("unloaded", "NothingToDo", "no kernel is loaded.*kexec -l -s"),
+        ("kexec-busy", "Busy", "another kexec is in progress"),
+        ("kho-finalize", "Busy", "Kexec HandOver"),
+        ("freeze-failure", "InvalidArgument", "refused to freeze"),
+    ],
+)
+async def test_kexec_failures_say_what_to_do(
+    start: Starter, how: str, error: str, message: str
+) -> None:
+    import livefw.errors
+
+    engine = await start()
+    plugin = broker(engine)
+    info = await plugin.create_session(ALICE, "vm")
+    await plugin.preserve(ALICE, info.kernel_name, memfd(b"1"), 1)
+    machine = machine_of(engine)
+    if how == "unloaded":
+        machine.components["liveupdate"].configure("kexec_loaded", "0")
+        machine.render()
+    else:
+        machine.add_fault(FaultSpec(component="liveupdate", kind=how))
+    boot = machine.state.boot_id
+    with pytest.raises(getattr(livefw.errors, error), match=message):
+        await plugin.kexec()
+    assert machine.state.boot_id == boot
+    assert set(await plugin.tokens(ALICE, info.kernel_name)) == {1}
+
+
+# ------------------------------------------------ frozen memfds (issue 14.5)
+
+
+async def test_a_preserved_memfd_cannot_grow(start: Starter) -> None:
+    plugin = broker(await start())
+    info = await plugin.create_session(ALICE, "vm")
+    fd = memfd(b"guest")
+    await plugin.preserve(ALICE, info.kernel_name, fd, 1)
+    with pytest.raises(PermissionError):
+        os.pwrite(fd, b"more", 5)
+    os.pwrite(fd, b"G", 0)
+
+
+# ---------------------------------------------------- VFIO (issue 14.14)
+
+
+def vfio_files(engine: Engine, tmp_path: Path, handler: bool = True) -> Path:
+    vfio = tmp_path / "vfio"
+    (vfio / "devices").mkdir(parents=True, exist_ok=True)
+    (vfio / "devices" / "vfio0").write_bytes(b"")
+    (vfio / "12").write_bytes(b"")
+    component = machine_of(engine).components["liveupdate"]
+    component.configure("vfio_prefix", str(vfio) + "/")
+    component.configure("vfio_handler", "1" if handler else "0")
+    return vfio
+
+
+async def test_vfio_group_files_and_kernels_without_the_handler(
+    start: Starter, tmp_path: Path
+) -> None:
+    engine = await start()
+    plugin = broker(engine)
+    vfio = vfio_files(engine, tmp_path, handler=False)
+    info = await plugin.create_session(ALICE, "vm")
+    group = os.open(vfio / "12", os.O_RDWR)
+    with pytest.raises(InvalidFile, match=r"VFIO group file.*/dev/vfio/devices/vfioN"):
+        await plugin.preserve(ALICE, info.kernel_name, group, 1)
+    device = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
+    with pytest.raises(NotSupported, match="no Live Update handler for VFIO"):
+        await plugin.preserve(ALICE, info.kernel_name, device, 1)
+    assert await plugin.tokens(ALICE, info.kernel_name) == {}
+    os.close(group)
+    os.close(device)
+
+
+async def test_vfio_rules_across_the_kexec(start: Starter, tmp_path: Path) -> None:
+    engine = await start()
+    plugin = broker(engine)
+    vfio = vfio_files(engine, tmp_path)
+    info = await plugin.create_session(ALICE, "vm")
+    device = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
+    await plugin.preserve(ALICE, info.kernel_name, device, 5)
+    await plugin.preserve(ALICE, info.kernel_name, memfd(b"ram"), 6)
+    component = machine_of(engine).components["liveupdate"]
+    component.configure("vfio_irqs_enabled", "1")
+    with pytest.raises(InvalidArgument, match=r"VFIO devices \(vm:5\).*interrupt disabled"):
+        await plugin.kexec()
+    component.configure("vfio_irqs_enabled", "0")
+    await plugin.kexec()
+
+    plugin = broker(await start())
+    await plugin.retrieve_session(ALICE, "vm")
+    assert await read_token(plugin, ALICE, info.kernel_name, 6) == b"ram"
+    # force does not override the kernel: the VFIO device must be retrieved first
+    with pytest.raises(Busy, match=r"VFIO devices \(tokens 5\).*bound to an iommufd"):
+        await plugin.finish(ALICE, info.kernel_name, {"force": True})
+    handle = await plugin.retrieve_file(ALICE, info.kernel_name, 5)
+    await handle.close()
+    await plugin.finish(ALICE, info.kernel_name)
+    assert plugin.list_sessions(0) == []
+    os.close(device)

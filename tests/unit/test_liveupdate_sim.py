@@ -131,11 +131,26 @@ async def test_session_names(provider: SimProvider) -> None:
     await expect_errno(errno.ENOENT, retrieve(provider, device, "dup"))
 
 
-async def test_session_limit(machine: SimMachine, provider: SimProvider) -> None:
+async def test_session_limit_is_enomem(machine: SimMachine, provider: SimProvider) -> None:
+    assert luo(machine).state.max_sessions == 744  # LUO_SESSION_MAX in 6.19
     luo(machine).configure("max_sessions", "1")
     device = await provider.open(DEV, OpenFlags.RDWR)
     await create(provider, device, "one")
-    await expect_errno(errno.ENOSPC, create(provider, device, "two"))
+    await expect_errno(errno.ENOMEM, create(provider, device, "two"))
+
+
+async def test_file_limit_is_per_session(machine: SimMachine, provider: SimProvider) -> None:
+    assert luo(machine).state.max_files == 128  # LUO_FILE_MAX
+    luo(machine).configure("max_files", "2")
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    first = await create(provider, device, "a")
+    second = await create(provider, device, "b")
+    for session in (first, second):
+        await preserve(session, memfd(b"1"), 1)
+        await preserve(session, memfd(b"2"), 2)
+    await expect_errno(errno.ENOSPC, preserve(first, memfd(b"3"), 3))
+    # the token check comes first (luo_preserve_file)
+    await expect_errno(errno.EEXIST, preserve(first, memfd(b"3"), 1))
 
 
 # ------------------------------------------------------------------ preserve
@@ -163,17 +178,21 @@ async def test_vfio_handler_switch(
     machine: SimMachine, provider: SimProvider, tmp_path: Path
 ) -> None:
     vfio_dir = tmp_path / "vfio"
-    vfio_dir.mkdir()
-    (vfio_dir / "devices0").write_bytes(b"")
+    (vfio_dir / "devices").mkdir(parents=True)
+    (vfio_dir / "devices" / "vfio0").write_bytes(b"")
+    (vfio_dir / "7").write_bytes(b"")  # a group file
     luo(machine).configure("vfio_prefix", str(vfio_dir) + "/")
     device = await provider.open(DEV, OpenFlags.RDWR)
     session = await create(provider, device, "s")
-    fd = os.open(vfio_dir / "devices0", os.O_RDWR)
+    fd = os.open(vfio_dir / "devices" / "vfio0", os.O_RDWR)
+    group = os.open(vfio_dir / "7", os.O_RDWR)
     await expect_errno(errno.ENOENT, preserve(session, fd, 1))
     luo(machine).configure("vfio_handler", "1")
+    await expect_errno(errno.ENOENT, preserve(session, group, 2))  # group fds never
     await preserve(session, fd, 1)
     assert luo(machine).state.sessions[0].files[0].kind == "vfio"
     os.close(fd)
+    os.close(group)
 
 
 async def test_tokens_and_double_preserve(provider: SimProvider) -> None:
@@ -202,6 +221,16 @@ async def test_get_name_and_its_switch(machine: SimMachine, provider: SimProvide
     bad = bytearray(uapi.GET_NAME.pack(72, 1, b""))
     await expect_errno(errno.EINVAL, session.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, bad))
     luo(machine).configure("get_name", "0")
+    await expect_errno(errno.EINVAL, session.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, arg))
+
+
+@pytest.mark.parametrize("kernel", ["6.19", "7.1"])
+async def test_no_get_name_before_7_2(tmp_path: Path, kernel: str) -> None:
+    machine = SimMachine.create(str(tmp_path / "m"), kernel=kernel)
+    provider = SimProvider(machine, FdStore({}))
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "named")
+    arg = uapi.pack_get_name()
     await expect_errno(errno.EINVAL, session.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, arg))
 
 
@@ -238,7 +267,8 @@ async def test_kexec_carries_held_sessions_with_contents_and_seals(
     await preserve(held, plain, 2)
     await preserve(dropped, memfd(b"x"), 1)
     await dropped.close()
-    os.write(plain, b" and later")  # written after preserve, before the kexec
+    os.pwrite(plain, b"PL", 0)  # written after preserve, within the frozen size
+    os.write(plain, b" and later")  # past the end: the kernel refuses it, the sim cannot
     old_boot = machine.state.boot_id
     machine.kexec()
     assert machine.state.boot_id != old_boot
@@ -257,12 +287,12 @@ async def test_kexec_carries_held_sessions_with_contents_and_seals(
     seals = fcntl.fcntl(restored, fcntl.F_GET_SEALS)
     assert seals == fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
     other = await retrieve_fd(session, 2)
-    assert os.pread(other, 100, 0) == b"plain and later"
+    assert os.pread(other, 100, 0) == b"PLain"  # the size recorded at preserve time
     assert fcntl.fcntl(other, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SEAL
     # the same token twice: another fd for the same file
     again = await retrieve_fd(session, 2)
-    os.pwrite(again, b"P", 0)
-    assert os.pread(other, 1, 0) == b"P"
+    os.pwrite(again, b"Q", 0)
+    assert os.pread(other, 1, 0) == b"Q"
     await expect_errno(errno.ENOENT, retrieve_fd(session, 77))
     # an outgoing session of the same name is allowed next to the incoming one
     await create(provider2, device2, "held")
@@ -281,10 +311,15 @@ async def test_finish_releases_the_incoming_session(
     provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
     device2 = await provider2.open(DEV, OpenFlags.RDWR)
     incoming = await retrieve(provider2, device2, "s")
-    bad = bytearray(uapi.FINISH.pack(8, 1))
-    await expect_errno(errno.EINVAL, incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, bad))
     await incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, uapi.pack_finish())
-    await expect_errno(errno.EINVAL, retrieve_fd(incoming, 1))
+    # the session stays until its fd is closed (luo_session_release): a second FINISH
+    # succeeds, RETRIEVE_FD finds nothing (luo_retrieve_file on an empty list)
+    await expect_errno(errno.ENOENT, retrieve_fd(incoming, 1))
+    # luo_session_finish() never looks at ``reserved``
+    await incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, bytearray(uapi.FINISH.pack(8, 1)))
+    assert [s.name for s in luo(provider2.machine).state.sessions] == ["s"]
+    await expect_errno(errno.EINVAL, retrieve(provider2, device2, "s"))
+    await incoming.close()
     assert luo(provider2.machine).state.sessions == []
 
 
@@ -301,7 +336,7 @@ async def test_failed_freeze_changes_nothing(
         machine.add_fault(FaultSpec(component="liveupdate", kind="freeze-failure"))
     boot = machine.state.boot_id
     before = luo(machine).state.model_dump()
-    await expect_errno(errno.EBUSY, provider.kexec())
+    await expect_errno(errno.EINVAL, provider.kexec())  # the handler's errno
     assert machine.state.boot_id == boot
     assert luo(machine).state.model_dump()["sessions"] == before["sessions"]
     await preserve(session, memfd(b"2"), 2)  # still a live outgoing session
@@ -335,21 +370,21 @@ async def test_a_failed_retrieve_stays_failed(
     machine: SimMachine, provider: SimProvider, tmp_path: Path
 ) -> None:
     vfio = tmp_path / "vfio"
-    vfio.mkdir()
-    (vfio / "dev0").write_bytes(b"")
+    (vfio / "devices").mkdir(parents=True)
+    (vfio / "devices" / "vfio0").write_bytes(b"")
     luo(machine).configure("vfio_prefix", str(vfio) + "/")
     luo(machine).configure("vfio_handler", "1")
     device = await provider.open(DEV, OpenFlags.RDWR)
     session = await create(provider, device, "s")
-    fd = os.open(vfio / "dev0", os.O_RDWR)
+    fd = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
     await preserve(session, fd, 1)
     machine.kexec()
-    (vfio / "dev0").unlink()  # the device did not come back in the new kernel
+    (vfio / "devices" / "vfio0").unlink()  # the device did not come back
     provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
     device2 = await provider2.open(DEV, OpenFlags.RDWR)
     incoming = await retrieve(provider2, device2, "s")
     await expect_errno(errno.ENOENT, retrieve_fd(incoming, 1))
-    (vfio / "dev0").write_bytes(b"")  # even once it is back
+    (vfio / "devices" / "vfio0").write_bytes(b"")  # even once it is back
     await expect_errno(errno.ENOENT, retrieve_fd(incoming, 1))
 
 
@@ -363,3 +398,183 @@ async def test_hugetlb_memfds_are_refused(provider: SimProvider) -> None:
     await expect_errno(errno.ENOENT, preserve(session, huge, 1))
     await preserve(session, memfd(b"plain"), 1)
     os.close(huge)
+
+
+# ------------------------------------------- kernel_kexec() errnos (issue 14.3)
+
+
+async def test_kexec_loaded_is_rendered(machine: SimMachine, provider: SimProvider) -> None:
+    assert await provider.read_attr("sys/kernel/kexec_loaded") == "1"
+    luo(machine).configure("kexec_loaded", "0")
+    machine.render()
+    assert await provider.read_attr("sys/kernel/kexec_loaded") == "0"
+
+
+@pytest.mark.parametrize(
+    ("how", "err"),
+    [
+        ("unloaded", errno.EINVAL),  # kernel_kexec: no kexec_image
+        ("kexec-busy", errno.EBUSY),  # kernel_kexec: kexec_trylock failed
+        ("freeze-failure", errno.EINVAL),  # luo_file_freeze: the handler's errno
+        ("kho-finalize", errno.EAGAIN),  # liveupdate_reboot: kho_finalize failed
+    ],
+)
+async def test_kexec_errnos_change_nothing(
+    machine: SimMachine, provider: SimProvider, how: str, err: int
+) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await preserve(session, memfd(b"1"), 1)
+    if how == "unloaded":
+        luo(machine).configure("kexec_loaded", "0")
+    else:
+        machine.add_fault(FaultSpec(component="liveupdate", kind=how))
+    boot = machine.state.boot_id
+    before = luo(machine).state.model_dump()["sessions"]
+    await expect_errno(err, provider.kexec())
+    assert machine.state.boot_id == boot
+    assert luo(machine).state.model_dump()["sessions"] == before
+    await preserve(session, memfd(b"2"), 2)  # still a live outgoing session
+
+
+# ------------------------------------------- preserved memfds are frozen (14.5)
+
+
+async def test_a_preserved_memfd_is_frozen(machine: SimMachine, provider: SimProvider) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = memfd(b"0123456789")
+    await preserve(session, fd, 1)
+    # memfd_luo_preserve -> shmem_freeze: growing and shrinking fail with EPERM
+    with pytest.raises(PermissionError):
+        os.pwrite(fd, b"past the end", 10)
+    with pytest.raises(PermissionError):
+        os.ftruncate(fd, 3)
+    with pytest.raises(PermissionError):
+        os.ftruncate(fd, 4096)
+    os.pwrite(fd, b"AB", 0)  # writing inside the file is allowed
+    assert luo(machine).state.sessions[0].files[0].size == 10
+    machine.kexec()
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "s")
+    restored = await retrieve_fd(incoming, 1)
+    assert os.pread(restored, 100, 0) == b"AB23456789"
+
+
+async def test_an_unsealable_memfd_keeps_its_size_at_preserve_time(
+    machine: SimMachine, provider: SimProvider
+) -> None:
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = memfd(b"small", sealable=False)
+    await preserve(session, fd, 1)
+    os.pwrite(fd, b" grown later", 5)  # the kernel says EPERM; the sim cannot stop it
+    machine.kexec()
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    restored = await retrieve_fd(await retrieve(provider2, device2, "s"), 1)
+    assert os.fstat(restored).st_size == 5
+    assert os.pread(restored, 100, 0) == b"small"
+
+
+# ------------------------------------- what 6.19 does differently (issue 14.6)
+
+
+@pytest.fixture
+def old(tmp_path: Path) -> SimProvider:
+    return SimProvider(SimMachine.create(str(tmp_path / "619"), kernel="6.19"), FdStore({}))
+
+
+async def test_6_19_does_not_validate_names(old: SimProvider) -> None:
+    device = await old.open(DEV, OpenFlags.RDWR)
+    empty = bytearray(uapi.CREATE_SESSION.pack(72, -1, b""))
+    await device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, empty)
+    unterminated = bytearray(uapi.CREATE_SESSION.pack(72, -1, b"y" * 64))
+    await device.ioctl(uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, unterminated)
+    names = [s.name for s in luo(old.machine).state.sessions]
+    assert names == ["", "y" * 63]  # strscpy truncates to 63 bytes
+
+
+async def test_6_19_preserves_a_file_twice_and_skips_type_checks(old: SimProvider) -> None:
+    device = await old.open(DEV, OpenFlags.RDWR)
+    first = await create(old, device, "a")
+    second = await create(old, device, "b")
+    one = memfd(b"1")
+    await preserve(first, one, 1)
+    await preserve(second, one, 1)  # no cross-session EBUSY before 7.1
+    await expect_errno(errno.EINVAL, retrieve_fd(first, 1))  # reaches the handler
+    await expect_errno(errno.ENOENT, retrieve_fd(first, 9))
+    await second.close()  # the file stays preserved in the other session
+    machine = old.machine
+    machine.kexec()
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "a")
+    restored = await retrieve_fd(incoming, 1)
+    assert os.pread(restored, 10, 0) == b"1"
+    await preserve(incoming, memfd(b"x"), 5)  # accepted, never carried
+
+
+async def test_6_19_carries_no_seals(old: SimProvider) -> None:
+    device = await old.open(DEV, OpenFlags.RDWR)
+    session = await create(old, device, "s")
+    fd = memfd(b"sealed")
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+    await preserve(session, fd, 1)
+    old.machine.kexec()
+    provider2 = SimProvider(SimMachine.load(old.machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    restored = await retrieve_fd(await retrieve(provider2, device2, "s"), 1)
+    # memfd_luo_retrieve: memfd_alloc_file(name, 0): unsealed and not sealable
+    assert fcntl.fcntl(restored, fcntl.F_GET_SEALS) == fcntl.F_SEAL_SEAL
+    os.pwrite(restored, b"S", 0)
+
+
+# ------------------------------------------- the VFIO handler (issue 14.14)
+
+
+def vfio_machine(machine: SimMachine, tmp_path: Path) -> Path:
+    vfio = tmp_path / "vfio"
+    (vfio / "devices").mkdir(parents=True)
+    (vfio / "devices" / "vfio0").write_bytes(b"")
+    luo(machine).configure("vfio_prefix", str(vfio) + "/")
+    luo(machine).configure("vfio_handler", "1")
+    return vfio / "devices" / "vfio0"
+
+
+async def test_vfio_interrupts_must_be_quiesced_before_kexec(
+    machine: SimMachine, provider: SimProvider, tmp_path: Path
+) -> None:
+    path = vfio_machine(machine, tmp_path)
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "vm")
+    await preserve(session, os.open(path, os.O_RDWR), 1)
+    luo(machine).configure("vfio_irqs_enabled", "1")
+    await expect_errno(errno.EINVAL, provider.kexec())
+    assert luo(machine).state.sessions[0].direction == "outgoing"
+    luo(machine).configure("vfio_irqs_enabled", "0")
+    await provider.kexec()
+
+
+async def test_vfio_finish_waits_for_retrieve_and_bind(
+    machine: SimMachine, provider: SimProvider, tmp_path: Path
+) -> None:
+    path = vfio_machine(machine, tmp_path)
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "vm")
+    await preserve(session, os.open(path, os.O_RDWR), 1)
+    await preserve(session, memfd(b"guest"), 2)
+    machine.kexec()
+    reloaded = SimMachine.load(machine.directory)
+    provider2 = SimProvider(reloaded, FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "vm")
+    finish = uapi.pack_finish()
+    await expect_errno(errno.EBUSY, incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, finish))
+    await retrieve_fd(incoming, 1)
+    luo(reloaded).configure("vfio_bound", "0")
+    await expect_errno(errno.EBUSY, incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, finish))
+    assert await retrieve_fd(incoming, 2) >= 0  # nothing was released
+    luo(reloaded).configure("vfio_bound", "1")
+    await incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, finish)

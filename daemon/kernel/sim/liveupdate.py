@@ -1,7 +1,16 @@
 """Simulated Live Update Orchestrator: ``/dev/liveupdate``, sessions, memfd preservation.
 
-Follows shared/spec/kernel-interfaces.md §4.8. The simulated kernel runs inside
-livefwd, so the files it "preserves" are real descriptors of the daemon process:
+Follows the kernel sources (docs/kernel.md, "Live Update Orchestrator"):
+kernel/liveupdate/luo_core.c (device, kexec hook), luo_session.c (sessions and their
+ioctls), luo_file.c (preserve/freeze/retrieve/finish of files), mm/memfd_luo.c (the
+memfd handler) and kernel/kexec_core.c ``kernel_kexec()`` (the errnos of a kexec).
+Behaviour that changed after 6.19 follows ``machine.kernel_at_least()``. The VFIO
+handler is not in mainline: it follows the posted series "vfio/pci: ... preserve a
+VFIO device file across Live Update" (v5, Vipin Sharma / David Matlack, 2026-07-14,
+drivers/vfio/pci/vfio_pci_liveupdate.c) and is off unless ``vfio_handler`` is set.
+
+The simulated kernel runs inside livefwd, so the files it "preserves" are real
+descriptors of the daemon process:
 
 * A session fd is a real memfd named ``[luo_session] <name>`` that the sim maps back
   to its session by inode. Sessions are reference counted by open handles: closing
@@ -11,11 +20,22 @@ livefwd, so the files it "preserves" are real descriptors of the daemon process:
   daemon's own ``/proc/self/fd/N`` link (``/memfd:...``) and ``fstat``; it keeps a
   duplicate of the file, as the kernel keeps a reference. Anything else is ENOENT,
   except VFIO device files when ``vfio_handler`` is on (the posted series).
-* ``kexec`` serialises every outgoing session still held (memfd contents, size,
-  position and seals) into the incoming table of the next boot and drops the rest.
-  ``fail_freeze`` (or the ``freeze-failure`` fault) makes it fail and change nothing.
-  After the kexec, RETRIEVE_FD recreates each file as a new memfd with the same
-  contents, size, position and seals.
+* PRESERVE_FD freezes a memfd as ``memfd_luo_preserve()`` does (``shmem_freeze``:
+  growing, shrinking and hole punching fail with EPERM) and records its size then.
+  The descriptor is the client's own, so the sim can enforce only what seals can:
+  on a memfd created with MFD_ALLOW_SEALING it adds F_SEAL_GROW | F_SEAL_SHRINK (a
+  write past the end or a truncate then fails with EPERM, as on the kernel); hole
+  punching is not blocked, the seals stay after the session is dropped (the kernel
+  unfreezes then), and a memfd without MFD_ALLOW_SEALING cannot be frozen at all.
+  In every case the size recorded at preserve time is the size carried.
+* ``kexec`` answers like ``kernel_kexec()``: EINVAL when no image is loaded
+  (``kexec_loaded``), EBUSY when another kexec holds the lock (fault ``kexec-busy``),
+  the file handler's errno when a freeze fails (``fail_freeze``, fault
+  ``freeze-failure``, a VFIO device with interrupts still enabled: EINVAL), EAGAIN
+  when KHO finalisation fails (fault ``kho-finalize``); on failure nothing changes.
+  Otherwise it serialises every outgoing session still held (memfd contents up to the
+  recorded size, position, and from 7.2 the seals) into the incoming table of the
+  next boot and drops the rest. After the kexec, RETRIEVE_FD recreates each file.
 * A daemon restart without kexec: the session fds and the files they hold travel
   through the service manager's fd store (:meth:`SimHandle.kernel_fds`); sessions
   whose fds come back are revived by inode, the others are gone once the device is
@@ -25,6 +45,7 @@ livefwd, so the files it "preserves" are real descriptors of the daemon process:
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import fcntl
 import os
@@ -37,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from livefw.errors import KernelError
 from livefw.kernel.provider import OpenFlags
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
-from livefw.kernel.sim.vfs import Device, Dir, SimHandle, fail
+from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
 from livefw.kernel.uapi import liveupdate as uapi
 
 #: fcntl(2) F_ADD_SEALS / F_GET_SEALS (include/uapi/linux/fcntl.h).
@@ -61,6 +82,8 @@ class SimFile(BaseModel):
     pos: int = 0
     seals: int = 0
     path: str = ""  # VFIO device file
+    #: the client's own seals at preserve time (the sim's freeze seals excluded)
+    own_seals: int = 0
     retrieved: bool = False
     #: a failed RETRIEVE_FD stays failed with the same errno (luo_file.c)
     failed_errno: int = 0
@@ -74,6 +97,8 @@ class SimSession(BaseModel):
     name: str
     direction: Literal["outgoing", "incoming"] = "outgoing"
     retrieved: bool = False
+    #: FINISH succeeded; the session stays until its fd is closed (luo_session.c)
+    finished: bool = False
     #: inode of the session's memfd while some process holds it.
     dev: int = 0
     ino: int = 0
@@ -92,12 +117,21 @@ class LiveUpdateState(BaseModel):
         present: ``liveupdate=on`` and KHO enabled (else no /dev/liveupdate).
         eio: deserialising the incoming sessions failed; every open returns EIO.
         held_by_other: another orchestrator (e.g. systemd) holds the device: EBUSY.
-        get_name: LIVEUPDATE_SESSION_GET_NAME exists (kernel 7.1+).
+        get_name: LIVEUPDATE_SESSION_GET_NAME may exist; it does only from kernel
+            7.2 on (off in the ``rfc`` profile).
         vfio_handler: the posted VFIO handler is present (VFIO cdevs preservable).
-        vfio_prefix: where VFIO device files live (tests point it elsewhere).
-        fail_freeze: the next kexec fails in the freeze step; nothing changes.
-        max_sessions: ENOSPC beyond this many sessions (the KHO block limit).
-        max_files: ENOSPC beyond this many preserved files in all sessions.
+        vfio_prefix: where VFIO files live (tests point it elsewhere); device cdevs
+            are ``<prefix>devices/*``, group files ``<prefix><N>``.
+        vfio_irqs_enabled: a preserved VFIO device still has interrupts enabled, so
+            its freeze fails with EINVAL (the VMM did not quiesce it).
+        vfio_bound: every retrieved VFIO device was bound to an iommufd
+            (VFIO_DEVICE_BIND_IOMMUFD); if not, FINISH answers EBUSY.
+        fail_freeze: every kexec fails in the freeze step (EINVAL); nothing changes.
+        kexec_loaded: a kernel is loaded for kexec (``/sys/kernel/kexec_loaded``).
+            The simulated machine keeps it loaded across a kexec, as if a
+            kexec-load service ran at every boot.
+        max_sessions: ENOMEM beyond this many outgoing sessions (LUO_SESSION_MAX).
+        max_files: ENOSPC beyond this many files in one session (LUO_FILE_MAX).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -108,9 +142,14 @@ class LiveUpdateState(BaseModel):
     get_name: bool = True
     vfio_handler: bool = False
     vfio_prefix: str = "/dev/vfio/"
+    vfio_irqs_enabled: bool = False
+    vfio_bound: bool = True
     fail_freeze: bool = False
-    max_sessions: int = 64
-    max_files: int = 1024
+    kexec_loaded: bool = True
+    #: luo_session.c (6.19): 16 pages of luo_session_ser, "space for 744 sessions"
+    max_sessions: int = 744
+    #: luo_file.c (6.19): 2 pages of luo_file_ser per session, 128 files
+    max_files: int = 128
     sessions: list[SimSession] = Field(default_factory=list)
 
 
@@ -180,7 +219,10 @@ class LiveUpdateComponent(SimComponent):
     state_model = LiveUpdateState
     state: LiveUpdateState
     FAULTS = {
-        "freeze-failure": "the next kexec fails while freezing preserved files (nothing changes)",
+        "freeze-failure": "the next kexec fails while freezing preserved files: EINVAL "
+        "(nothing changes)",
+        "kexec-busy": "the next kexec finds the kexec lock taken: EBUSY",
+        "kho-finalize": "the next kexec fails in KHO finalisation: EAGAIN (nothing changes)",
     }
 
     def __init__(self, machine: SimMachine, state: BaseModel) -> None:
@@ -202,7 +244,14 @@ class LiveUpdateComponent(SimComponent):
         return LiveUpdateState()
 
     def render(self, root: Dir) -> None:
-        """``dev/liveupdate`` when LUO is enabled."""
+        """``sys/kernel/kexec_loaded`` always; ``dev/liveupdate`` when LUO is enabled.
+
+        kexec_loaded: kernel/ksysfs.c ``kexec_loaded_show()`` ("1" once an image is
+        loaded with kexec_load/kexec_file_load).
+        """
+        root.mkdirs("sys/kernel").children["kexec_loaded"] = Attr(
+            read=lambda: "1\n" if self.state.kexec_loaded else "0\n"
+        )
         if not self.state.present:
             return
         root.mkdirs("dev").children["liveupdate"] = Device(opener=self._open, mode=0o600)
@@ -247,10 +296,16 @@ class LiveUpdateComponent(SimComponent):
         return [self._files[(f.dev, f.ino)] for f in session.files if (f.dev, f.ino) in self._files]
 
     def _drop_files(self, session: SimSession) -> None:
+        """Release the sim's references (a file another session also holds stays)."""
+        others = {(f.dev, f.ino) for s in self.state.sessions if s is not session for f in s.files}
         for item in session.files:
-            fd = self._files.pop((item.dev, item.ino), None)
+            key = (item.dev, item.ino)
+            if key in others:
+                continue
+            fd = self._files.pop(key, None)
             if fd is not None:
                 os.close(fd)
+        session.files = []
 
     def _delete(self, session: SimSession) -> None:
         self._drop_files(session)
@@ -302,9 +357,17 @@ class LiveUpdateComponent(SimComponent):
         return nr, size
 
     def _name(self, field: bytes, path: str) -> str:
-        if b"\x00" not in field or field[0] == 0:
+        """The session name as luo_session_create() takes it.
+
+        From 7.2 (luo_session.c ``luo_session_create``: "reject ... invalid name
+        length", Luca Boccassi's series) an empty name or 64 bytes without a NUL is
+        EINVAL. 6.19 and 7.1 accept both: ``strscpy`` truncates to 63 bytes and an
+        empty name is a session like any other.
+        """
+        raw = field.split(b"\x00", 1)[0]
+        if self.machine.kernel_at_least("7.2") and (not raw or len(raw) >= len(field)):
             raise fail(errno.EINVAL, "ioctl", path, "session name empty or not NUL-terminated")
-        return uapi.decode_name(field)
+        return raw[: uapi.SESSION_NAME_MAX].decode(errors="replace")
 
     def _new_session_fd(self, name: str) -> tuple[int, Key]:
         fd = os.memfd_create(f"[luo_session] {name}", os.MFD_CLOEXEC)
@@ -313,7 +376,13 @@ class LiveUpdateComponent(SimComponent):
         return fd, key
 
     def device_ioctl(self, handle: _DeviceHandle, request: int, arg: bytearray | None) -> int:
-        """CREATE_SESSION and RETRIEVE_SESSION."""
+        """CREATE_SESSION and RETRIEVE_SESSION (luo_core.c ``luo_ioctl``).
+
+        Create: EEXIST for a name an outgoing session has; ENOMEM once
+        ``max_sessions`` outgoing sessions exist (luo_session.c
+        ``luo_session_insert``, LUO_SESSION_MAX). Retrieve: ENOENT without an
+        incoming session of that name, EINVAL when it was retrieved already.
+        """
         path = handle.path
         table = (uapi.LIVEUPDATE_CMD_CREATE_SESSION, uapi.LIVEUPDATE_CMD_RETRIEVE_SESSION)
         nr, _ = self._decode(request, arg, table, path)
@@ -321,10 +390,11 @@ class LiveUpdateComponent(SimComponent):
         size, _fd, field = uapi.CREATE_SESSION.unpack_from(arg)
         name = self._name(field, path)
         if nr == uapi.LIVEUPDATE_CMD_CREATE_SESSION:
-            if any(s.name == name and s.direction == "outgoing" for s in self.state.sessions):
+            outgoing = [s for s in self.state.sessions if s.direction == "outgoing"]
+            if len(outgoing) >= self.state.max_sessions:
+                raise fail(errno.ENOMEM, "ioctl", path, "no room for another session")
+            if any(s.name == name for s in outgoing):
                 raise fail(errno.EEXIST, "ioctl", path, f"outgoing session {name!r} exists")
-            if len(self.state.sessions) >= self.state.max_sessions:
-                raise fail(errno.ENOSPC, "ioctl", path, "too many sessions")
             fd, key = self._new_session_fd(name)
             session = SimSession(name=name, dev=key[0], ino=key[1])
             self.state.sessions.append(session)
@@ -347,39 +417,47 @@ class LiveUpdateComponent(SimComponent):
     # ------------------------------------------------------------- sessions
 
     def session_ioctl(self, handle: _SessionHandle, request: int, arg: bytearray | None) -> int:
-        """PRESERVE_FD, RETRIEVE_FD, FINISH and (7.1+) GET_NAME on a session fd."""
+        """PRESERVE_FD, RETRIEVE_FD, FINISH and (7.2+) GET_NAME on a session fd.
+
+        luo_session.c ``luo_session_ioctl``. From 7.1 (fix "liveupdate: validate
+        session type before performing operation", 2026-05-19, Cc stable) PRESERVE_FD
+        on a retrieved session and RETRIEVE_FD/FINISH on an outgoing one are EINVAL
+        before anything runs. On 6.19 they reach the file code: a file preserved into
+        an incoming session is never carried, RETRIEVE_FD of an outgoing file fails
+        in its handler (EINVAL here) and FINISH releases the outgoing files.
+        """
         path = handle.path
         table: tuple[int, ...] = (
             uapi.LIVEUPDATE_CMD_SESSION_PRESERVE_FD,
             uapi.LIVEUPDATE_CMD_SESSION_RETRIEVE_FD,
             uapi.LIVEUPDATE_CMD_SESSION_FINISH,
         )
-        if self.state.get_name:
+        if self.state.get_name and self.machine.kernel_at_least("7.2"):
             table += (uapi.LIVEUPDATE_CMD_SESSION_GET_NAME,)
         nr, _ = self._decode(request, arg, table, path)
         assert arg is not None
         session = self._find(handle.key)
         if session is None:
-            # finished, or carried away by a kexec that this process outlived
+            # carried away by a kexec that this process outlived
             raise fail(errno.EINVAL, "ioctl", path, "the session no longer exists")
+        incoming = session.direction == "incoming"
+        if self.machine.kernel_at_least("7.1"):
+            wrong = (nr == uapi.LIVEUPDATE_CMD_SESSION_PRESERVE_FD and incoming) or (
+                nr in (uapi.LIVEUPDATE_CMD_SESSION_RETRIEVE_FD, uapi.LIVEUPDATE_CMD_SESSION_FINISH)
+                and not incoming
+            )
+            if wrong:
+                raise fail(errno.EINVAL, "ioctl", path, "not valid for this session's direction")
         if nr == uapi.LIVEUPDATE_CMD_SESSION_PRESERVE_FD:
-            if session.direction != "outgoing":
-                raise fail(errno.EINVAL, "ioctl", path, "preserve on an incoming session")
             size, fd, token = uapi.PRESERVE_FD.unpack_from(arg)
             self._preserve(session, fd, token, path)
         elif nr == uapi.LIVEUPDATE_CMD_SESSION_RETRIEVE_FD:
-            if session.direction != "incoming":
-                raise fail(errno.EINVAL, "ioctl", path, "retrieve on an outgoing session")
             size, _fd, token = uapi.RETRIEVE_FD.unpack_from(arg)
             new_fd = self._retrieve(session, token, path)
             uapi.RETRIEVE_FD.pack_into(arg, 0, size, new_fd, token)
         elif nr == uapi.LIVEUPDATE_CMD_SESSION_FINISH:
-            _size, reserved = uapi.FINISH.unpack_from(arg)
-            if reserved:
-                raise fail(errno.EINVAL, "ioctl", path, "reserved must be 0")
-            if session.direction != "incoming":
-                raise fail(errno.EINVAL, "ioctl", path, "finish on an outgoing session")
-            self._delete(session)
+            # luo_session_finish() does not look at ``reserved``
+            self._finish(session, path)
         else:
             size, reserved, _ = uapi.GET_NAME.unpack_from(arg)
             if reserved:
@@ -388,7 +466,33 @@ class LiveUpdateComponent(SimComponent):
         self.machine.changed()
         return 0
 
+    def _finish(self, session: SimSession, path: str) -> None:
+        """luo_file.c ``luo_file_finish``: every handler's can_finish, then release all.
+
+        The session itself stays until its last fd is closed: a second FINISH
+        succeeds (no files left) and RETRIEVE_FD answers ENOENT. The VFIO handler's
+        can_finish (posted series) refuses until the device was retrieved and bound
+        to an iommufd: EBUSY, nothing released.
+        """
+        for item in session.files:
+            if item.kind == "vfio" and session.direction == "incoming":
+                if not item.retrieved:
+                    raise fail(errno.EBUSY, "ioctl", path, f"VFIO token {item.token} not retrieved")
+                if not self.state.vfio_bound:
+                    raise fail(
+                        errno.EBUSY, "ioctl", path, f"VFIO token {item.token} not bound to iommufd"
+                    )
+        self._drop_files(session)
+        session.finished = True
+
     def _classify(self, fd: int, path: str) -> tuple[Literal["memfd", "vfio"], Key, str]:
+        """Find the handler as luo_file.c ``luo_preserve_file`` does (``can_preserve``).
+
+        memfd (mm/memfd_luo.c ``memfd_luo_can_preserve``): a shmem file without a link,
+        i.e. memfd_create(2) without MFD_HUGETLB. VFIO (posted series,
+        ``vfio_pci_liveupdate_can_preserve``): only a device's cdev file
+        (``/dev/vfio/devices/vfioN``), never a group file (``/dev/vfio/<N>``).
+        """
         try:
             info = os.fstat(fd)
         except OSError as error:
@@ -408,37 +512,76 @@ class LiveUpdateComponent(SimComponent):
             return "memfd", key, link
         if (
             self.state.vfio_handler
-            and link.startswith(self.state.vfio_prefix)
+            and link.startswith(self.state.vfio_prefix + "devices/")
             and (stat.S_ISCHR(info.st_mode) or stat.S_ISREG(info.st_mode))
         ):
             return "vfio", key, link
         raise fail(errno.ENOENT, "ioctl", path, f"no LUO handler accepts {link or 'this file'}")
 
     def _preserve(self, session: SimSession, fd: int, token: int, path: str) -> None:
-        kind, key, link = self._classify(fd, path)
+        """luo_file.c ``luo_preserve_file`` and the handler's ``preserve``.
+
+        Order as in the kernel: EEXIST for a token used in this session, ENOSPC past
+        ``max_files`` files in this session (LUO_FILE_MAX), EBADF, ENOENT without a
+        handler. From 7.1 (UNVERIFIED first release; ``luo_preserved_files`` xarray)
+        a file already preserved in any session is EBUSY; 6.19 accepts it again. From
+        7.2 (UNVERIFIED; "mm: memfd_luo: preserve file seals") seals outside
+        MEMFD_LUO_ALL_SEALS are EOPNOTSUPP. A memfd is then frozen
+        (``memfd_luo_preserve``: ``shmem_freeze``) and its size recorded.
+        """
         if any(f.token == token for f in session.files):
             raise fail(errno.EEXIST, "ioctl", path, f"token {token} already used in this session")
-        if key in self._files:
+        if len(session.files) >= self.state.max_files:
+            raise fail(errno.ENOSPC, "ioctl", path, "this session has no room for more files")
+        kind, key, link = self._classify(fd, path)
+        if key in self._files and self.machine.kernel_at_least("7.1"):
             raise fail(errno.EBUSY, "ioctl", path, "this file is already preserved")
         seals = 0
+        size = 0
         if kind == "memfd":
             try:
                 seals = fcntl.fcntl(fd, F_GET_SEALS)
             except OSError:
                 seals = 0
-            if seals & ~uapi.MEMFD_LUO_SEALS:
+            if seals & ~uapi.MEMFD_LUO_SEALS and self.machine.kernel_at_least("7.2"):
                 raise fail(errno.EOPNOTSUPP, "ioctl", path, f"unknown memfd seals 0x{seals:x}")
-        if sum(len(s.files) for s in self.state.sessions) >= self.state.max_files:
-            raise fail(errno.ENOSPC, "ioctl", path, "too many preserved files")
-        self._files[key] = os.dup(fd)
+            size = os.fstat(fd).st_size
+            self._freeze_memfd(fd, seals)
+        if key not in self._files:
+            self._files[key] = os.dup(fd)
         session.files.append(
-            SimFile(token=token, kind=kind, dev=key[0], ino=key[1], path=link, seals=seals)
+            SimFile(
+                token=token,
+                kind=kind,
+                dev=key[0],
+                ino=key[1],
+                path=link,
+                seals=seals,
+                own_seals=seals,
+                size=size,
+            )
         )
+
+    @staticmethod
+    def _freeze_memfd(fd: int, seals: int) -> None:
+        """Block growing and shrinking (EPERM) where a seal can: see the module doc."""
+        if seals & uapi.F_SEAL_SEAL:
+            return  # not sealable (no MFD_ALLOW_SEALING) or sealed by its owner
+        frozen = uapi.F_SEAL_GROW | uapi.F_SEAL_SHRINK
+        if seals & frozen == frozen:
+            return
+        # it fails e.g. while a writable shared mapping exists; the size record holds
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_ADD_SEALS, frozen)
 
     def _retrieve(self, session: SimSession, token: int, path: str) -> int:
         item = next((f for f in session.files if f.token == token), None)
         if item is None:
             raise fail(errno.ENOENT, "ioctl", path, f"no file with token {token}")
+        if session.direction == "outgoing":
+            # 6.19 only: the handler's retrieve runs on live (not handed over) memory
+            # and KHO refuses it
+            raise fail(errno.EINVAL, "ioctl", path, f"token {token} was not handed over")
         if item.failed_errno:
             raise fail(item.failed_errno, "ioctl", path, f"token {token} failed to restore")
         kept = self._files.get((item.dev, item.ino)) if item.retrieved else None
@@ -457,20 +600,28 @@ class LiveUpdateComponent(SimComponent):
         return os.dup(kept)
 
     def _recreate(self, item: SimFile, path: str) -> int:
+        """The handler's retrieve (mm/memfd_luo.c ``memfd_luo_retrieve``).
+
+        A new memfd with the contents, the size recorded at preserve time and the
+        position at freeze time. Up to 7.1 it has no seals and cannot be sealed
+        (``memfd_alloc_file(name, 0)``); from 7.2 the preserved seals are applied.
+        """
         if item.kind == "vfio":
             try:
                 return os.open(item.path, os.O_RDWR | os.O_CLOEXEC)
             except OSError as error:
                 raise fail(error.errno or errno.EIO, "ioctl", path, item.path) from error
         data = base64.b64decode(item.data)
-        fd = os.memfd_create(f"luo-restored-{item.token}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        with_seals = self.machine.kernel_at_least("7.2")
+        flags = os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if with_seals else 0)
+        fd = os.memfd_create(f"luo-restored-{item.token}", flags)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.ftruncate(fd, item.size)
             os.lseek(fd, item.pos, os.SEEK_SET)
-            if item.seals:
+            if with_seals and item.seals:
                 fcntl.fcntl(fd, F_ADD_SEALS, item.seals)
         except OSError as error:
             os.close(fd)
@@ -478,7 +629,12 @@ class LiveUpdateComponent(SimComponent):
         return fd
 
     def release(self, handle: _SessionHandle) -> None:
-        """The last close of an outgoing session drops it; of an incoming one, finishes it."""
+        """The last close of an outgoing session drops it; of an incoming one, finishes it.
+
+        luo_session.c ``luo_session_release``: if finishing a retrieved session fails
+        (a VFIO device not retrieved or bound), the session and its files stay in the
+        incoming list until the next boot.
+        """
         handles = self._handles.get(handle.key)
         if handles is None:
             return
@@ -486,11 +642,17 @@ class LiveUpdateComponent(SimComponent):
         if handles:
             return
         session = self._find(handle.key)
-        if session is not None:
-            self._delete(session)
-            self.machine.changed()
-
-    # ----------------------------------------------------------- fd store
+        if session is None:
+            return
+        if session.direction == "incoming" and not session.finished:
+            try:
+                self._finish(session, handle.path)
+            except KernelError:
+                self._handles.pop(session.key, None)
+                self.machine.changed()
+                return
+        self._delete(session)
+        self.machine.changed()
 
     def restore_kernel_fds(self, fds: list[int]) -> list[int]:
         """Take back the files of sessions a previous daemon process stored."""
@@ -539,20 +701,35 @@ class LiveUpdateComponent(SimComponent):
         self.machine.changed()
 
     def on_kexec(self) -> None:
-        """Freeze and serialise every held outgoing session; drop everything else."""
+        """``kernel_kexec()`` then ``liveupdate_reboot()``; on failure nothing changes.
+
+        kernel/kexec_core.c ``kernel_kexec``: EBUSY when the kexec lock is taken,
+        EINVAL when no image is loaded; kernel/liveupdate/luo_core.c
+        ``liveupdate_reboot``: the first failing handler's ``freeze`` errno
+        (luo_file.c ``luo_file_freeze``, everything unfrozen again), EAGAIN when
+        ``kho_finalize()`` fails. Then every held outgoing session is serialised.
+        """
+        if self.machine.take_fault(self.name, "*", ("kexec-busy",)):
+            raise fail(errno.EBUSY, "reboot", "kexec", "another kexec holds the kexec lock")
+        if not self.state.kexec_loaded:
+            raise fail(errno.EINVAL, "reboot", "kexec", "no kernel is loaded for kexec")
         fault = self.machine.take_fault(self.name, "*", ("freeze-failure",))
         if self.state.fail_freeze or fault:
-            raise fail(errno.EBUSY, "reboot", "kexec", "a preserved file refused to freeze")
+            raise fail(errno.EINVAL, "reboot", "kexec", "a preserved file refused to freeze")
+        carried = [s for s in self.state.sessions if s.direction == "outgoing" and self._live(s)]
+        if self.state.vfio_irqs_enabled and any(f.kind == "vfio" for s in carried for f in s.files):
+            # vfio_pci_liveupdate_freeze (posted series): interrupts still enabled
+            raise fail(errno.EINVAL, "reboot", "kexec", "a VFIO device has interrupts enabled")
+        if self.machine.take_fault(self.name, "*", ("kho-finalize",)):
+            raise fail(errno.EAGAIN, "reboot", "kexec", "KHO finalisation failed")
         incoming: list[SimSession] = []
-        for session in self.state.sessions:
-            if session.direction != "outgoing" or not self._live(session):
-                continue
+        for session in carried:
             files = []
             for item in session.files:
                 fd = self._files.get((item.dev, item.ino))
                 if fd is None:
                     continue
-                files.append(self._freeze(item, fd))
+                files.append(self._serialise(item, fd))
             incoming.append(SimSession(name=session.name, direction="incoming", files=files))
         for fd in self._files.values():
             os.close(fd)
@@ -563,11 +740,15 @@ class LiveUpdateComponent(SimComponent):
         self.state.eio = False
         self.machine.changed()
 
-    @staticmethod
-    def _freeze(item: SimFile, fd: int) -> SimFile:
+    def _serialise(self, item: SimFile, fd: int) -> SimFile:
+        """What the next kernel gets (mm/memfd_luo.c ``memfd_luo_preserve``/``freeze``).
+
+        The contents of the pinned folios up to the size recorded at preserve time,
+        the position at freeze time; the seals the owner had set only from 7.2.
+        """
         if item.kind == "vfio":
             return SimFile(token=item.token, kind="vfio", path=item.path)
-        size = os.fstat(fd).st_size
+        size = item.size
         chunks, offset = [], 0
         while offset < size:
             chunk = os.pread(fd, min(1 << 20, size - offset), offset)
@@ -580,7 +761,7 @@ class LiveUpdateComponent(SimComponent):
             data=base64.b64encode(b"".join(chunks)).decode(),
             size=size,
             pos=os.lseek(fd, 0, os.SEEK_CUR),
-            seals=fcntl.fcntl(fd, F_GET_SEALS),
+            seals=item.own_seals if self.machine.kernel_at_least("7.2") else 0,
         )
 
 
