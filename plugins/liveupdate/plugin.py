@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,10 +69,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LABEL_MAX = 256
 #: reads "1" once a kernel is loaded for kexec (kernel/ksysfs.c kexec_loaded_show).
 KEXEC_LOADED = "sys/kernel/kexec_loaded"
-#: VFIO device cdevs (drivers/vfio/device_cdev.c: /dev/vfio/devices/vfioN) and group
-#: files (/dev/vfio/<group>, /dev/vfio/noiommu-<group>): only the former is preservable.
-_VFIO_DEVICE = re.compile(r"/vfio/devices/[^/]+$")
-_VFIO_GROUP = re.compile(r"/vfio/(noiommu-)?[0-9]+$")
+_VFIO_DEVICE = uapi.VFIO_DEVICE_RE
+_VFIO_GROUP = uapi.VFIO_GROUP_RE
 #: the registry memfd is sealed: nobody, not even livefwd, changes it after writing.
 _REGISTRY_SEALS = uapi.F_SEAL_SEAL | uapi.F_SEAL_SHRINK | uapi.F_SEAL_GROW | uapi.F_SEAL_WRITE
 
@@ -599,7 +596,7 @@ class LiveUpdatePlugin(Plugin):
                 )
             if str(token) in record.tokens:
                 raise InvalidArgument(f"token {token} is already used in session {record.name!r}")
-            link = _fd_link(fd)
+            link = uapi.fd_path(fd)
             if _VFIO_GROUP.search(link):
                 raise InvalidFile(
                     f"{link} is a VFIO group file: Live Update preserves only a device's "
@@ -853,14 +850,6 @@ def _fd_of(arg: bytearray) -> int:
     if fd < 0:
         raise Internal("the kernel returned no file descriptor")
     return fd
-
-
-def _fd_link(fd: int) -> str:
-    """What ``fd`` names (``/proc/self/fd/N``), or "" when it cannot be read."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return ""
 
 
 def _map_kexec_error(error: KernelError, vfio: list[str]) -> LivefwError:

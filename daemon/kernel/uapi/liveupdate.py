@@ -9,6 +9,8 @@ request number. See shared/spec/kernel-interfaces.md §4.
 
 from __future__ import annotations
 
+import os
+import re
 import struct
 
 from livefw.kernel.uapi.ioc import io
@@ -123,3 +125,22 @@ def pack_finish() -> bytearray:
 def pack_get_name() -> bytearray:
     """An argument for LIVEUPDATE_SESSION_GET_NAME."""
     return bytearray(GET_NAME.pack(GET_NAME.size, 0, b""))
+
+
+#: VFIO device cdevs (drivers/vfio/device_cdev.c: ``/dev/vfio/devices/vfioN``) and
+#: group files (``/dev/vfio/<group>``, ``/dev/vfio/noiommu-<group>``): only a device
+#: cdev can be preserved by the VFIO Live Update handler.
+VFIO_DEVICE_RE = re.compile(r"/vfio/devices/[^/]+$")
+VFIO_GROUP_RE = re.compile(r"/vfio/(noiommu-)?[0-9]+$")
+
+
+def fd_path(fd: int) -> str:
+    """What an fd of this process names (``/proc/self/fd/N``), or "" if unreadable.
+
+    A client passes the file to preserve as an fd; its path tells a VFIO group file
+    from a device cdev before the kernel answers a bare ENOENT for both.
+    """
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
