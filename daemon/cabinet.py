@@ -18,15 +18,18 @@ Nothing here touches the disk: a cabinet is bytes in, frozen objects out.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import hashlib
 import re
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
+import re2
 from cabarchive import CabArchive
 from cabarchive.errors import CorruptionError, NotSupportedError
 from defusedxml import DefusedXmlException
@@ -82,6 +85,8 @@ class Limits:
     max_metainfo: int = 1024 * 1024
     #: components over all metainfo files.
     max_components: int = 32
+    #: ``<requires>`` children of one component (real cabinets have a handful).
+    max_requirements: int = 16
 
 
 @dataclass(frozen=True)
@@ -336,7 +341,9 @@ def _checksum_ok(kind: str, expected: str, blob: bytes) -> bool | None:
     return hashlib.new(algorithm, blob).hexdigest() == expected.strip().lower()
 
 
-def _release_of(component: Element, metainfo_name: str, files: Mapping[str, bytes]) -> Release:
+def _release_of(
+    component: Element, metainfo_name: str, files: Mapping[str, bytes], limits: Limits
+) -> Release:
     appstream_id = _text(component.find("id"))
     if not appstream_id:
         raise InvalidFile(f"{metainfo_name}: the component has no <id>")
@@ -404,6 +411,12 @@ def _release_of(component: Element, metainfo_name: str, files: Mapping[str, byte
     custom = _custom(component)
     details_url = next((_text(u) for u in release.findall("url") if u.get("type") == "details"), "")
     homepage = next((_text(u) for u in component.findall("url") if u.get("type") == "homepage"), "")
+    requires = _children(component.find("requires"))
+    if len(requires) > limits.max_requirements:
+        raise InvalidFile(
+            f"{metainfo_name}: {appstream_id} has {len(requires)} requirements, over the "
+            f"limit of {limits.max_requirements}"
+        )
     requirements = tuple(
         Requirement(
             kind=node.tag,
@@ -412,7 +425,7 @@ def _release_of(component: Element, metainfo_name: str, files: Mapping[str, byte
             version=node.get("version") or "",
             depth=node.get("depth") or "",
         )
-        for node in _children(component.find("requires"))
+        for node in requires
     )
     return Release(
         appstream_id=appstream_id,
@@ -455,7 +468,7 @@ def read_cabinet(data: bytes, limits: Limits | None = None) -> Cabinet:
     releases: list[Release] = []
     for name in metainfos:
         for component in _parse_metainfo(name, files[name], limits):
-            releases.append(_release_of(component, name, files))
+            releases.append(_release_of(component, name, files, limits))
             if len(releases) > limits.max_components:
                 raise InvalidFile(
                     f"the cabinet has more than {limits.max_components} firmware components"
@@ -562,14 +575,65 @@ def compare_versions(a: str, b: str, version_format: str = "") -> int:
 # ------------------------------------------------------------------- requirements
 
 
-def _compare_ok(compare: str, have: str, want: str, version_format: str) -> bool:
+#: longest ``regex``/``glob`` pattern and longest text a requirement compares (a real
+#: one is a version pattern of a few dozen characters).
+PATTERN_MAX = 256
+#: memory RE2 may use for one compiled pattern: a bigger program is refused ("pattern
+#: too large"), which keeps one compile to a few milliseconds.
+PATTERN_MEMORY = 64 * 1024
+#: CPU time all ``<requires>`` patterns of one check may take (compiles included).
+REQUIREMENTS_CPU_BUDGET = 0.05
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.max_mem = PATTERN_MEMORY
+    options.log_errors = False  # RE2 would write the hostile pattern to stderr
+    return options
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(compare: str, want: str) -> Any:
+    """A compiled ``regex`` or ``glob`` requirement (at most 64 kept, 64 KiB each).
+
+    Requirement patterns come from cabinets, that is from anyone who can hand the
+    daemon a file. Python's ``re`` backtracks: ``^(.*)(.*)...(.*)X`` against a version
+    string runs for hours, in the event loop, and the daemon answers nothing. RE2
+    matches in time linear in the text, with a bounded program; what it lacks
+    (backreferences, lookaround) is refused. ``glob`` is fwupd's
+    ``g_pattern_match_simple``: ``*`` and ``?`` only, over the whole text.
+    """
+    if len(want) > PATTERN_MAX:
+        raise InvalidFile(
+            f"a <requires> {compare} pattern is {len(want)} characters long; at most "
+            f"{PATTERN_MAX} are accepted"
+        )
     if compare == "glob":
-        return fnmatch.fnmatchcase(have, want)
-    if compare == "regex":
-        try:
-            return re.search(want, have) is not None
-        except re.error as error:
-            raise InvalidFile(f"requirement regex {want!r} is invalid: {error}") from error
+        pattern = "".join(".*" if c == "*" else "." if c == "?" else re2.escape(c) for c in want)
+        pattern = f"\\A(?:{pattern})\\z"
+    else:
+        pattern = want
+    try:
+        return re2.compile(pattern, _re2_options())
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise InvalidFile(
+            f"the <requires> {compare} pattern {want[:64]!r} cannot be used: {reason} "
+            "(livefw matches requirement patterns with RE2, in linear time: no "
+            "backreferences or lookaround, bounded size)"
+        ) from error
+
+
+def _compare_ok(compare: str, have: str, want: str, version_format: str) -> bool:
+    if compare in ("glob", "regex"):
+        if len(have) > PATTERN_MAX:
+            raise InvalidFile(
+                f"a <requires> {compare} would compare a text of {len(have)} characters; "
+                f"at most {PATTERN_MAX} are accepted"
+            )
+        return _pattern(compare, want).search(have) is not None
     result = compare_versions(have, want, version_format)
     table = {
         "eq": result == 0,
@@ -600,12 +664,19 @@ def check_requirements(
             (``org.freedesktop.fwupd``, ``org.livefw.daemon`` ...).
 
     Raises:
-        InvalidFile: a requirement is not met.
+        InvalidFile: a requirement is not met; a pattern RE2 cannot compile (or too
+            long); evaluating them took more than REQUIREMENTS_CPU_BUDGET.
         NotFound: a runtime id the daemon does not know.
         NotSupported: a requirement livefw cannot evaluate (HWIDs, bootloader,
             parent/child devices, client features): refused rather than ignored.
     """
+    started = time.thread_time()
     for req in release.requirements:
+        if time.thread_time() - started > REQUIREMENTS_CPU_BUDGET:
+            raise InvalidFile(
+                f"evaluating the <requires> of {release.appstream_id} took more than "
+                f"{REQUIREMENTS_CPU_BUDGET * 1000:.0f} ms of CPU: the cabinet is refused"
+            )
         if req.kind == "id":
             have = runtimes.get(req.text)
             if have is None:

@@ -1,6 +1,6 @@
 """A hostile local user and hostile files against Install, GetDetails and SetHints (issue 13).
 
-Every attack runs as ``nobody`` on a bus with the shipped policy (see hostile.py).
+Every attack runs as ``nobody`` on a bus with the shipped policy (see nobody_env.py).
 Each test would fail without its fix:
 
 * Install with ``activate`` needs the activate permission too (item 2);
@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hostile import Hostile, hostile, parse_lines
+from nobody_env import Hostile, hostile, parse_lines, probe
 
 from livefw.cabinet import Requirement, make_cabinet, make_metainfo
 from livefw.cli.client import Client
@@ -152,3 +152,34 @@ async def test_compat_install_never_activates_and_activate_needs_device_activate
         rows = await _history(h)
         assert rows[0]["State"] == "staged", rows[0]
         assert "needs-activation" in (await _pfru(h))["Flags"]
+
+
+# ------------------------------------------------------------------ item 5
+
+COMPAT_INSTALL_PLAIN = """
+client = await Client.connect(ADDRESS)
+fd = os.open({path!r}, os.O_RDONLY)
+print(json.dumps(await outcome(client.call(
+    "Install", "sha{{sv}}", [{device!r}, 0, {{}}], unix_fds=[fd], timeout={timeout}, **FWUPD))))
+"""
+
+#: Python's re tries 100**6 ways of matching "2.0.20" (hours); RE2 is linear.
+REGEX_BOMB = "^(?:" + "|".join(["."] * 100) + ")*X"
+
+
+async def test_a_backtracking_requires_regex_neither_hangs_nor_holds_the_loop(
+    bus_dir: str, state_dir: Path
+) -> None:
+    with hostile(bus_dir, state_dir, CONFIG) as h:
+        pfru = await _pfru(h)
+        bomb = Requirement("id", "org.freedesktop.fwupd", "regex", REGEX_BOMB)
+        cab = h.file("regex.cab", _cabinet(pfru, _read(_capsule(h, state_dir)), (bomb,)))
+        before = (_machine(state_dir), await _history(h))
+        attack = COMPAT_INSTALL_PLAIN.format(path=cab, device=pfru["Id"], timeout=20)
+        async with probe(h.bus.address) as pings:
+            (result,) = parse_lines(await h.attack(attack, timeout=40))
+        # refused (the requirement is not met), before polkit was even asked
+        assert str(result).startswith("InvalidFile"), result
+        assert "requires regex" in str(result), result
+        pings.check()
+        assert (_machine(state_dir), await _history(h)) == before

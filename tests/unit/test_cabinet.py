@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 
@@ -202,3 +203,41 @@ def test_requirements_livefw_cannot_check_are_refused() -> None:
     release = _release(Requirement("hardware", "6de5d951-d755-576b-bd09-c5cf66b27234"))
     with pytest.raises(NotSupported, match="cannot check"):
         check_requirements(release, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+
+
+def test_a_backtracking_regex_requirement_is_matched_in_linear_time() -> None:
+    """``^(?:.|.|...)*X`` backtracks for hours in Python's re; RE2 answers at once."""
+    bomb = "^(?:" + "|".join(["."] * 100) + ")*X"
+    release = _release(Requirement("id", "org.freedesktop.fwupd", "regex", bomb))
+    started = time.monotonic()
+    with pytest.raises(InvalidFile, match="requires regex"):
+        check_requirements(release, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.5
+    fine = _release(Requirement("id", "org.freedesktop.fwupd", "regex", r"^2\.0\.\d+$"))
+    check_requirements(fine, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [(r"(2)\1", "cannot be used"), ("(?=2)2", "cannot be used"), ("x" * 300, "at most 256")],
+)
+def test_regex_requirements_re2_cannot_bound_are_refused(pattern: str, why: str) -> None:
+    release = _release(Requirement("id", "org.freedesktop.fwupd", "regex", pattern))
+    with pytest.raises(InvalidFile, match=why):
+        check_requirements(release, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+
+
+def test_glob_requirements_are_fwupd_simple_patterns() -> None:
+    for pattern, matches in (("2.0.*", True), ("2.?.20", True), ("2.0", False), ("[2].*", False)):
+        release = _release(Requirement("id", "org.freedesktop.fwupd", "glob", pattern))
+        if matches:
+            check_requirements(release, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+        else:
+            with pytest.raises(InvalidFile, match="requires glob"):
+                check_requirements(release, "1", "number", RUNTIMES)  # type: ignore[arg-type]
+
+
+def test_too_many_requirements_are_refused() -> None:
+    many = [Requirement("firmware", compare="ge", version="1")] * 17
+    with pytest.raises(InvalidFile, match="17 requirements, over the limit of 16"):
+        _release(*many)
