@@ -262,7 +262,7 @@ class LiveUpdatePlugin(Plugin):
         self._stored = {}
 
     async def _kernel_name_of(self, handle: Handle, fallback: str) -> str:
-        """LIVEUPDATE_SESSION_GET_NAME (7.1+), else the name we stored it under."""
+        """LIVEUPDATE_SESSION_GET_NAME (7.2+), else the name we stored it under."""
         arg = uapi.pack_get_name()
         try:
             await handle.ioctl(uapi.LIVEUPDATE_SESSION_GET_NAME, arg)
@@ -809,7 +809,7 @@ class LiveUpdatePlugin(Plugin):
             if error.errno == errno.ENOENT:
                 raise NotSupported(
                     "this kernel has no kexec (no /sys/kernel/kexec_loaded: "
-                    "CONFIG_KEXEC_FILE is off)"
+                    "CONFIG_KEXEC_CORE is off)"
                 ) from error
             raise
         return text.strip() == "1"

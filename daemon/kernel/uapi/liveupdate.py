@@ -28,7 +28,8 @@ LIVEUPDATE_CMD_RETRIEVE_SESSION = 0x01
 LIVEUPDATE_CMD_SESSION_PRESERVE_FD = 0x40
 LIVEUPDATE_CMD_SESSION_RETRIEVE_FD = 0x41
 LIVEUPDATE_CMD_SESSION_FINISH = 0x42
-#: posted 2026-03-31 for systemd; in the 7.2 headers (first kernel 7.1, UNVERIFIED).
+#: posted 2026-03-31 for systemd (Luca Boccassi); "in next" on 2026-05-19, so first
+#: released in 7.2 (UNVERIFIED; docs/kernel.md). Older kernels answer EINVAL.
 LIVEUPDATE_CMD_SESSION_GET_NAME = 0x43
 
 LIVEUPDATE_IOCTL_CREATE_SESSION = io(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_CREATE_SESSION)
@@ -67,7 +68,8 @@ MIN_SIZE = {
     LIVEUPDATE_CMD_SESSION_GET_NAME: GET_NAME.size,
 }
 
-#: memfd seals the 7.3 memfd handler carries (include/uapi/linux/fcntl.h F_SEAL_*):
+#: memfd seals the memfd handler carries from 7.2 on (mm/memfd_luo.c
+#: MEMFD_LUO_ALL_SEALS; include/uapi/linux/fcntl.h F_SEAL_*):
 #: SEAL 0x1, SHRINK 0x2, GROW 0x4, WRITE 0x8, FUTURE_WRITE 0x10, EXEC 0x20.
 F_SEAL_SEAL = 0x0001
 F_SEAL_SHRINK = 0x0002
