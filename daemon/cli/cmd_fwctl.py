@@ -142,6 +142,8 @@ def _feature_dict(entry: uapi.CxlFeatureEntry) -> dict[str, Any]:
         "set-version": entry.set_version,
         "effects": entry.effects,
         "set-scope": _set_scope(entry),
+        # cxl_set_feature() (drivers/cxl/core/features.c) always sets "saved across reset"
+        "set-saved-across-reset": entry.changeable,
     }
 
 
@@ -189,6 +191,11 @@ async def cmd_features(client: Client, args: argparse.Namespace, out: Output) ->
         ),
         title=f"{len(entries)} CXL features",
     )
+    if any(e.changeable for e in entries):
+        out.info(
+            "Set Feature through fwctl is always saved across reset, and the kernel moves "
+            "the data in mailbox-sized pieces itself (transfer flags in a request are ignored)"
+        )
     return exitcodes.OK
 
 
@@ -205,7 +212,28 @@ async def cmd_rpc(client: Client, args: argparse.Namespace, out: Output) -> int:
         return exitcodes.OK
     out.fields([(key, value) for key, value in sorted(info.items())], title="RPC")
     out.info(response.hex())
+    for note in rpc_notes(info):
+        out.info(note)
     return exitcodes.OK
+
+
+def rpc_notes(info: dict[str, Any]) -> list[str]:
+    """What a person should know about a reply, from its info."""
+    notes = []
+    if info.get("response-length-exact") is False:
+        notes.append(
+            f"note: the driver does not report how long the answer is (mlx5); the response is "
+            f"the whole {info.get('response-length', 0)}-byte buffer offered: the command's "
+            "output, then zeros"
+        )
+    if info.get("saved-across-reset"):
+        count = info.get("mailbox-commands")
+        carried = f" in {count} mailbox command(s)" if count else ""
+        notes.append(
+            "note: the kernel saved this Set Feature across reset and sent the data"
+            f"{carried} itself (cxl_set_feature); transfer flags are not the caller's to set"
+        )
+    return notes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -199,6 +199,7 @@ class FwctlDevice(Device):
         device_data: bytes,
         parent: Parent,
         features: tuple[uapi.CxlFeatureEntry, ...],
+        mailbox_payload: int = 0,
     ) -> None:
         self.owner = owner
         self.node = node
@@ -207,6 +208,8 @@ class FwctlDevice(Device):
         self.device_data = device_data
         self.parent = parent
         self.features = features
+        #: CXL: the memdev's mailbox payload size (payload_max), 0 when unknown.
+        self.mailbox_payload = mailbox_payload
         self.removed = False
         #: serializes RPCs to this device (ARCHITECTURE.md, Concurrency).
         self.lock = asyncio.Lock()
@@ -270,6 +273,8 @@ class FwctlPlugin(Plugin):
         super().__init__(ctx)
         self.config = FwctlConfig.parse(ctx.config)
         self._devices: dict[str, FwctlDevice] = {}
+        #: the running kernel's (major, minor), None when unknown (allow-lists differ).
+        self.kernel_release: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ discovery
 
@@ -280,7 +285,14 @@ class FwctlPlugin(Plugin):
                 "no /sys/class/fwctl: the kernel lacks CONFIG_FWCTL (Linux 6.15+) or no "
                 "fwctl driver (mlx5_fwctl, CXL features, pds_fwctl) is loaded"
             )
+        self.kernel_release = await self._read_release()
         return Probe.ok()
+
+    async def _read_release(self) -> tuple[int, int] | None:
+        provider = self.ctx.provider
+        if not await provider.exists(uapi.OSRELEASE_PATH):
+            return None
+        return uapi.parse_release(await provider.read_attr(uapi.OSRELEASE_PATH))
 
     async def _nodes(self) -> list[str]:
         provider = self.ctx.provider
@@ -325,30 +337,76 @@ class FwctlPlugin(Plugin):
         return _parse_uevent(await provider.read_attr(path))
 
     async def _parent(self, base: str) -> Parent:
-        """Follow ``device`` (and its ``device``) to the parent and the PCI function."""
+        """The device the driver registered the fwctl device under, and its PCI function.
+
+        ``device`` of a class device links to the parent given to fwctl_alloc_device()
+        (drivers/fwctl/main.c _alloc_device). mlx5, pds and bnxt pass the PCI function
+        (drivers/fwctl/{mlx5,pds,bnxt}/main.c probe); CXL passes the memdev
+        (drivers/cxl/core/features.c devm_cxl_setup_fwctl). A memdev is a bus device,
+        which has no ``device`` link of its own, so its PCI function is the entry of
+        ``sys/bus/pci/devices`` that holds it (``<bdf>/mem<M>``): the provider has no
+        readlink and refuses ``..``.
+        """
         link = f"{base}/{uapi.LINK_DEVICE}"
         first = await self._read_uevent(f"{link}/uevent")
+        if "PCI_SLOT_NAME" in first:
+            vendor = await self._pci_vendor(link)
+            return Parent(
+                name=first["PCI_SLOT_NAME"],
+                driver=first.get("DRIVER", ""),
+                pci_address=first["PCI_SLOT_NAME"],
+                pci_driver=first.get("DRIVER", ""),
+                vendor_id=vendor,
+            )
         name = first.get("DEVNAME", "").rsplit("/", 1)[-1]
         if not name and first.get("MODALIAS", "").startswith("auxiliary:"):
             name = first["MODALIAS"].removeprefix("auxiliary:")
-        pci = (
-            first if "PCI_SLOT_NAME" in first else await self._read_uevent(f"{link}/device/uevent")
-        )
-        pci_base = link if "PCI_SLOT_NAME" in first else f"{link}/device"
-        vendor = 0
-        vendor_path = f"{pci_base}/vendor"
-        if pci and await self.ctx.provider.exists(vendor_path):
-            try:
-                vendor = int(await self.ctx.provider.read_attr(vendor_path), 16)
-            except ValueError:
-                vendor = 0
+        pci_address, pci, vendor = "", {}, 0
+        if name and "/" not in name and name not in (".", ".."):
+            pci_address = await self._pci_function_holding(name)
+        if pci_address:
+            pci_base = f"{uapi.PCI_DEVICES}/{pci_address}"
+            pci = await self._read_uevent(f"{pci_base}/uevent")
+            vendor = await self._pci_vendor(pci_base)
         return Parent(
-            name=name or pci.get("PCI_SLOT_NAME", ""),
+            name=name,
             driver=first.get("DRIVER", ""),
-            pci_address=pci.get("PCI_SLOT_NAME", ""),
+            pci_address=pci.get("PCI_SLOT_NAME", pci_address),
             pci_driver=pci.get("DRIVER", ""),
             vendor_id=vendor,
         )
+
+    async def _pci_function_holding(self, child: str) -> str:
+        """The PCI function whose sysfs directory holds ``child`` (e.g. ``mem0``), or ""."""
+        provider = self.ctx.provider
+        if not await provider.exists(uapi.PCI_DEVICES):
+            return ""
+        for address in sorted(await provider.listdir(uapi.PCI_DEVICES))[: uapi.PCI_SCAN_MAX]:
+            if await provider.exists(f"{uapi.PCI_DEVICES}/{address}/{child}"):
+                return address
+        return ""
+
+    async def _payload_max(self, parent: Parent) -> int:
+        """A CXL memdev's mailbox payload size (``sys/bus/cxl/devices/mem<M>/payload_max``)."""
+        if not parent.name.startswith("mem") or "/" in parent.name:
+            return 0
+        path = f"{uapi.CXL_BUS_DEVICES}/{parent.name}/{uapi.CXL_PAYLOAD_MAX_ATTR}"
+        if not await self.ctx.provider.exists(path):
+            return 0
+        try:
+            value = int((await self.ctx.provider.read_attr(path)).strip())
+        except ValueError:
+            return 0
+        return value if 0 < value <= uapi.MAX_RPC_LEN else 0
+
+    async def _pci_vendor(self, pci_base: str) -> int:
+        path = f"{pci_base}/vendor"
+        if not await self.ctx.provider.exists(path):
+            return 0
+        try:
+            return int(await self.ctx.provider.read_attr(path), 16)
+        except ValueError:
+            return 0
 
     async def _query_info(self, handle: Handle) -> tuple[int, bytes]:
         """FWCTL_INFO with a buffer (a zero length would return nothing)."""
@@ -415,8 +473,10 @@ class FwctlPlugin(Plugin):
         try:
             device_type, data = await self._query_info(handle)
             features: tuple[uapi.CxlFeatureEntry, ...] = ()
+            mailbox_payload = 0
             if device_type == uapi.DeviceType.CXL:
                 features = await self._read_features(handle)
+                mailbox_payload = await self._payload_max(parent)
         except (KernelError, ValueError) as error:
             self.ctx.log.warning("fwctl_query_failed", node=node, error=str(error))
             return
@@ -442,6 +502,7 @@ class FwctlPlugin(Plugin):
             device_data=data,
             parent=parent,
             features=features,
+            mailbox_payload=mailbox_payload,
         )
         if any(d.id == device.id for d in self._devices.values()):
             self.ctx.log.warning("fwctl_duplicate_device", node=node, physical_id=physical_id)
@@ -532,6 +593,12 @@ class FwctlPlugin(Plugin):
                 "the debug-write-full scope is disabled; an administrator can enable it "
                 "with [plugins.fwctl] allow_full_debug = true in livefw.conf"
             )
+        if device.device_type in _POINTER_TYPES:
+            raise NotSupported(
+                f"{device.type_name} requests carry addresses in the caller's memory "
+                f"({_POINTER_TYPES[device.device_type]}), which the kernel reads and writes "
+                "in livefwd's address space; livefwd does not forward them"
+            )
         if device.device_type == uapi.DeviceType.CXL:
             command, needed = self._check_cxl(device, request, size)
         elif device.device_type == uapi.DeviceType.MLX5:
@@ -584,12 +651,29 @@ class FwctlPlugin(Plugin):
                 raise InvalidArgument("Get Feature takes a 21-byte payload")
             _uuid, _offset, count, _sel = struct.unpack(uapi.CXL_GET_FEAT_IN_FMT, payload)
             if count == 0 or size < uapi.CXL_RPC_OUT_SIZE + count:
+                # cxlctl_get_feature allocates the reply with the caller's out_len and
+                # writes 8 + count bytes into it: a smaller buffer is overrun in the kernel
                 raise InvalidArgument(
-                    "Get Feature needs count > 0 and a response-size of at least 8 + count"
+                    "Get Feature needs count > 0 and a response-size of at least 8 + count: "
+                    "the kernel writes 8 + count bytes into a buffer of response-size bytes "
+                    "without checking (livefw is stricter than the kernel here)"
                 )
             return command, Scope.CONFIGURATION
         if op_size <= uapi.CXL_SET_FEAT_HDR_SIZE:
             raise InvalidArgument("Set Feature needs its 32-byte header followed by data")
+        flags = struct.unpack_from(uapi.CXL_SET_FEAT_HDR_FMT, payload)[1]
+        if flags & uapi.CXL_SET_FEAT_FLAG_DATA_TRANSFER_MASK:
+            raise InvalidArgument(
+                f"Set Feature flags 0x{flags:x} ask for a partial data transfer; the kernel "
+                "ignores transfer flags and moves the data in mailbox-sized pieces itself "
+                "(cxl_set_feature), so send the whole value in one request with transfer "
+                "bits 0-2 clear"
+            )
+        if size < uapi.CXL_RPC_OUT_SIZE:
+            raise InvalidArgument(
+                "Set Feature needs a response-size of at least 8: the kernel writes its "
+                "8-byte reply into a buffer of response-size bytes without checking"
+            )
         feature_id = str(uuid.UUID(bytes=payload[:16]))
         entry = next((f for f in device.features if f.uuid == feature_id), None)
         label = f"Set Feature {feature_id}"
@@ -606,15 +690,22 @@ class FwctlPlugin(Plugin):
             )
         return label, needed
 
-    @staticmethod
-    def _check_mlx5(request: bytes, size: int) -> tuple[str, Scope | None]:
+    def _check_mlx5(self, request: bytes, size: int) -> tuple[str, Scope | None]:
         if len(request) < uapi.MLX5_IN_HDR_SIZE or size < uapi.MLX5_OUT_HDR_SIZE:
             raise InvalidArgument(
                 "mlx5 requests and responses carry 16-byte mailbox headers; "
                 "send at least 16 bytes and offer a response-size of at least 16"
             )
         opcode, _uid, _, op_mod = struct.unpack_from(uapi.MLX5_IN_HDR_FMT, request)
-        return uapi.mlx5_command_name(opcode), uapi.mlx5_min_scope(opcode, op_mod)
+        name = uapi.mlx5_command_name(opcode)
+        since = uapi.mlx5_since(opcode)
+        if self.kernel_release is not None and self.kernel_release < since:
+            raise NotSupported(
+                f"{name} is allowed by mlx5_fwctl from Linux {since[0]}.{since[1]} on; this "
+                f"kernel is {self.kernel_release[0]}.{self.kernel_release[1]}, whose "
+                "allow-list refuses it (EBADMSG); nothing was sent"
+            )
+        return name, uapi.mlx5_min_scope(opcode, op_mod)
 
     async def rpc(
         self,
@@ -661,7 +752,14 @@ class FwctlPlugin(Plugin):
             "scope": scope_name(scope),
             "command": plan.command,
         }
+        # mlx5ctl_fw_rpc never sets out_len: the kernel reports the buffer offered, and
+        # the mlx5 output header carries no length, so the real one cannot be known
+        info["response-length-exact"] = device.device_type != uapi.DeviceType.MLX5
         info.update(_device_status(device, response))
+        if device.device_type == uapi.DeviceType.CXL:
+            if plan.command.startswith("Set Feature"):
+                device.mailbox_payload = await self._payload_max(device.parent)
+            info.update(_set_feature_info(device, request))
         if tainted and not tainted_before:
             log.warning("fwctl_kernel_tainted", command=plan.command)
         log.info(
@@ -690,6 +788,32 @@ class FwctlPlugin(Plugin):
             await handle.close()
         (out_len,) = struct.unpack_from("<I", arg, 12)
         return bytes(outbuf[: min(out_len, plan.response_size)]), out_len
+
+
+def _set_feature_info(device: FwctlDevice, request: bytes) -> dict[str, bool | int | str]:
+    """How the kernel carried a CXL Set Feature (drivers/cxl/core/features.c).
+
+    cxl_set_feature() always sets "saved across reset" and splits the data into
+    mailbox-sized pieces (Full, or Initiate/Continue.../Finish) whatever the caller asked.
+    """
+    opcode, _flags, op_size, _ = struct.unpack_from(uapi.CXL_RPC_HDR_FMT, request)
+    if opcode != uapi.CXL_MBOX_OP_SET_FEATURE:
+        return {}
+    info: dict[str, bool | int | str] = {"saved-across-reset": True}
+    room = device.mailbox_payload - uapi.CXL_SET_FEAT_HDR_SIZE
+    if device.mailbox_payload and room >= uapi.CXL_FEAT_DATA_MIN_PAYLOAD:
+        data = op_size - uapi.CXL_SET_FEAT_HDR_SIZE
+        info["mailbox-commands"] = 1 if data <= room else -(-data // room)
+    return info
+
+
+#: device types whose RPCs embed user-space addresses the kernel dereferences:
+#: drivers/fwctl/pds/main.c pdsfc_fw_rpc (in.payload, out.payload) and
+#: drivers/fwctl/bnxt/main.c bnxtctl_fw_rpc (the DMA address fields of many commands).
+_POINTER_TYPES: dict[int, str] = {
+    uapi.DeviceType.PDS: "fwctl_rpc_pds in.payload and out.payload",
+    uapi.DeviceType.BNXT: "the host address fields of HWRM commands",
+}
 
 
 def _device_status(device: FwctlDevice, response: bytes) -> dict[str, int | str]:

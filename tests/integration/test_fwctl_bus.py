@@ -70,7 +70,8 @@ def test_list_info_and_features_through_the_cli(daemon: DaemonProcess, cli: Any)
     ]
     assert listed[0]["Parent"] == "mem0"
     assert listed[0]["PciAddress"] == "0000:0d:00.0"
-    assert listed[1]["Driver"] == "mlx5_fwctl"
+    # mlx5ctl_probe registers fwctl under the PCI function (drivers/fwctl/mlx5/main.c)
+    assert (listed[1]["Parent"], listed[1]["Driver"]) == ("0000:08:00.0", "mlx5_core")
     assert listed[1]["Plugin"] == "fwctl"
     info = json.loads(cli("fwctl", "info", "mlx5", "--json").stdout)
     assert info["Info"]["uctx-caps"] == uapi.MLX5_UCTX_CAP_TOOLS_RESOURCES
@@ -79,8 +80,10 @@ def test_list_info_and_features_through_the_cli(daemon: DaemonProcess, cli: Any)
     by_uuid = {f["uuid"]: f for f in features}
     assert by_uuid[MEDIA]["set-scope"] == "debug-write"
     assert by_uuid["96dad7d6-fde8-482b-a733-75774e06db8a"]["set-scope"] == "kernel-owned"
+    assert by_uuid[MEDIA]["set-saved-across-reset"] is True
     table = cli("fwctl", "features", "CXL memory").stdout
     assert "patrol scrub control" in table
+    assert "always saved across reset" in table
     assert cli("fwctl", "features", "mlx5", check=False).returncode == 5
 
 
@@ -216,3 +219,43 @@ def test_busctl_can_call_rpc(
     denied = bctl("call", BUS, CXL_PATH, IFACE, "Rpc", "saya{sv}", "sudo", "0", "0", check=False)
     assert denied.returncode != 0
     assert "unknown fwctl scope" in denied.stderr
+
+
+def test_cli_rpc_says_what_the_kernel_did(daemon: DaemonProcess, cli: Any) -> None:
+    """Set Feature: saved across reset, carried by the kernel; mlx5: length unknown (14)."""
+    shown = cli("fwctl", "rpc", "CXL memory", "debug-write", SET_MEDIA.hex()).stdout
+    assert "saved-across-reset" in shown
+    assert "saved this Set Feature across reset" in shown
+    assert "in 1 mailbox command(s)" in shown
+    done = json.loads(cli("fwctl", "rpc", "CXL memory", "debug-write", SET_MEDIA.hex(),
+                          "--json").stdout)  # fmt: skip
+    assert done["info"]["saved-across-reset"] is True
+    query = uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI).hex()
+    shown = cli("fwctl", "rpc", "mlx5", "debug-read", query, "--response-size", "256").stdout
+    assert "does not report how long the answer is" in shown
+    assert "whole 256-byte buffer" in shown
+    # transfer flags the kernel would ignore are refused before anything is sent
+    before = sim_rpcs(cli)
+    abort = uapi.pack_set_feature(MEDIA, b"\x07", version=1, flags=4).hex()
+    refused = cli("fwctl", "rpc", "CXL memory", "debug-write", abort, check=False)
+    assert refused.returncode == 8
+    assert "ignores transfer flags" in refused.stderr
+    assert sim_rpcs(cli)[0] == before[0]
+
+
+@pytest.mark.parametrize(("kernel", "expected"), [("6.17", "NotSupported"), ("6.18", None)])
+def test_mlx5_allow_list_follows_the_kernel_release(
+    daemon_factory: Callable[..., DaemonProcess],
+    polkit: PolkitMock,
+    kernel: str,
+    expected: str | None,
+) -> None:
+    daemon = daemon_factory(["--sim-kernel", kernel])
+    modify = uapi.pack_mlx5_in(uapi.MLX5_OP_MODIFY_CONG_STATUS)
+    reply = rpc(daemon, MLX5_PATH, "configuration", modify)
+    if expected is None:
+        assert reply[1]["device-status-name"] == "bad-operation"  # reached the firmware
+    else:
+        assert isinstance(reply, CallError)
+        assert reply.name == f"org.livefw.Daemon1.Error.{expected}"
+        assert "Linux 6.18" in reply.message

@@ -2,8 +2,10 @@
 
 import asyncio
 import hashlib
+import os
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +14,11 @@ from structlog.testing import capture_logs
 from livefw.config import Config
 from livefw.engine import Engine
 from livefw.errors import InvalidArgument, NotFound, NotSupported, PermissionDenied
+from livefw.kernel.real import RealProvider
 from livefw.kernel.sim.fwctl import FwctlComponent
 from livefw.kernel.uapi import fwctl as uapi
 from livefw.kernel.uapi.fwctl import Scope
+from livefw.plugin import PluginContext
 from livefw.plugins.fwctl import FwctlDevice, FwctlPlugin, RpcOptions, parse_scope
 
 MEDIA = "6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60"  # reset-only effects: debug-write
@@ -84,11 +88,61 @@ async def test_one_device_per_node_with_parent_and_info(engine: Engine) -> None:
     mlx5 = device(engine, "mlx5")
     assert mlx5.name == "mlx5 device at 0000:08:00.0 (mlx5_core)"
     assert mlx5.vendor == "NVIDIA (Mellanox)"
-    assert mlx5.parent.name == "mlx5_core.fwctl"
-    assert mlx5.parent.driver == "mlx5_fwctl"
+    # mlx5ctl_probe registers under the PCI function, not the auxiliary device
+    assert (mlx5.parent.name, mlx5.parent.pci_address) == ("0000:08:00.0", "0000:08:00.0")
+    assert mlx5.parent.driver == "mlx5_core"
     assert mlx5.fwctl_info()["uctx-caps"] == uapi.MLX5_UCTX_CAP_TOOLS_RESOURCES
     # coldplug closed every fd it opened
     assert sim(engine).open_uids[1] == set()
+
+
+def _real_sysfs(root: Path) -> None:
+    """The kernel's layout with real symlinks: a CXL memdev and an mlx5 PCI function."""
+
+    def write(path: str, text: str) -> None:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+    def link(path: str, target: str) -> None:
+        """A relative link, as sysfs makes them (``target`` is relative to the root)."""
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).symlink_to(os.path.relpath(root / target, (root / path).parent))
+
+    bridge = "sys/devices/pci0000:00/0000:00:01.0"
+    cxl, mlx5 = f"{bridge}/0000:0d:00.0", "sys/devices/pci0000:00/0000:08:00.0"
+    write(f"{cxl}/uevent", "DRIVER=cxl_pci\nPCI_SLOT_NAME=0000:0d:00.0\n")
+    write(f"{cxl}/vendor", "0x8086\n")
+    write(f"{cxl}/mem0/uevent", "MAJOR=250\nMINOR=0\nDEVNAME=cxl/mem0\nDRIVER=cxl_mem\n")
+    write(f"{cxl}/mem0/fwctl/fwctl0/uevent", "MAJOR=239\nMINOR=0\nDEVNAME=fwctl/fwctl0\n")
+    link(f"{cxl}/mem0/fwctl/fwctl0/device", f"{cxl}/mem0")
+    write(f"{mlx5}/uevent", "DRIVER=mlx5_core\nPCI_SLOT_NAME=0000:08:00.0\n")
+    write(f"{mlx5}/vendor", "0x15b3\n")
+    write(f"{mlx5}/fwctl/fwctl1/uevent", "MAJOR=239\nMINOR=1\nDEVNAME=fwctl/fwctl1\n")
+    link(f"{mlx5}/fwctl/fwctl1/device", mlx5)
+    link("sys/class/fwctl/fwctl0", f"{cxl}/mem0/fwctl/fwctl0")
+    link("sys/class/fwctl/fwctl1", f"{mlx5}/fwctl/fwctl1")
+    for bdf, target in (("0000:00:01.0", bridge), ("0000:0d:00.0", cxl), ("0000:08:00.0", mlx5)):
+        link(f"sys/bus/pci/devices/{bdf}", target)
+
+
+async def test_parents_on_the_real_sysfs_layout(tmp_path: Path) -> None:
+    """The real provider's view: symlinks, no `device` link in a memdev (issue 14.7)."""
+    _real_sysfs(tmp_path)
+    ctx = PluginContext(
+        "fwctl", RealProvider(str(tmp_path)), {}, str(tmp_path / "state"),
+        lambda _d: None, lambda _i: None, list,
+    )  # fmt: skip
+    fwctl = FwctlPlugin(ctx)
+    cxl = await fwctl._parent("sys/class/fwctl/fwctl0")
+    assert (cxl.name, cxl.driver) == ("mem0", "cxl_mem")
+    assert (cxl.pci_address, cxl.pci_driver, cxl.vendor_id) == ("0000:0d:00.0", "cxl_pci", 0x8086)
+    mlx5 = await fwctl._parent("sys/class/fwctl/fwctl1")
+    assert (mlx5.name, mlx5.pci_address, mlx5.pci_driver, mlx5.vendor_id) == (
+        "0000:08:00.0",
+        "0000:08:00.0",
+        "mlx5_core",
+        0x15B3,
+    )
 
 
 async def test_hotplug_adds_and_removes_devices(engine: Engine) -> None:
@@ -208,6 +262,14 @@ async def test_set_feature_at_debug_write_applies(engine: Engine) -> None:
         # a write scope for a read command would taint for nothing
         ("mlx5", Scope.DEBUG_WRITE, uapi.pack_mlx5_in(uapi.MLX5_OP_NOP), RpcOptions(),
          InvalidArgument),
+        # the kernel ignores transfer flags (cxl_set_feature): an "abort" would write
+        ("cxl", Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x01", version=1, flags=4),
+         RpcOptions(), InvalidArgument),
+        ("cxl", Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x01", version=1, flags=1),
+         RpcOptions(), InvalidArgument),
+        # the kernel writes its 8-byte Set Feature reply into response-size bytes
+        ("cxl", Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x01", version=1),
+         RpcOptions(response_size=4), InvalidArgument),
         # full debug is off by default
         ("cxl", Scope.DEBUG_WRITE_FULL, uapi.pack_set_feature(THERMAL, b"\x01", version=1),
          RpcOptions(), NotSupported),
@@ -227,6 +289,79 @@ async def test_refused_before_anything_reaches_the_kernel(
     assert sent(engine) == before
     assert not sim(engine).state.tainted
     assert any(log["event"] == "fwctl_rpc_refused" and log["uid"] == 1000 for log in logs)
+
+
+async def test_set_feature_reply_says_how_the_kernel_carried_it(engine: Engine) -> None:
+    """cxl_set_feature(): saved across reset always, split by the mailbox size (14.4)."""
+    cxl = device(engine, "cxl")
+    assert cxl.mailbox_payload == 256  # payload_max of the memdev
+    value = bytes(range(96))
+    request = uapi.pack_set_feature(MEDIA, value, version=1)  # flags 0: no "saved" bit
+    result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
+    assert result.info["saved-across-reset"] is True
+    assert result.info["mailbox-commands"] == 1
+    saved = uapi.pack_get_feature(MEDIA, 0, 96, selection=uapi.CXL_GET_FEAT_SEL_SAVED)
+    result = await plugin(engine).rpc(cxl, Scope.CONFIGURATION, saved, RpcOptions())
+    assert result.response[8:] == value  # saved although the caller did not ask
+    # a small mailbox: the kernel splits, the reply says into how many commands
+    sim(engine).configure("cxl_mbox_payload", "64")
+    result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
+    assert (result.info["mailbox-commands"], result.info["device-status-name"]) == (3, "success")
+    assert len([c for c in sim(engine).mailbox_log if c.opcode == 0x0502]) == 1 + 3
+
+
+async def test_mlx5_reply_length_is_the_buffer_offered(engine: Engine) -> None:
+    """mlx5ctl_fw_rpc never sets out_len: livefw says the length is not known (14.7)."""
+    mlx5 = device(engine, "mlx5")
+    request = uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI)
+    result = await plugin(engine).rpc(
+        mlx5, Scope.DEBUG_READ_ONLY, request, RpcOptions(response_size=512)
+    )
+    assert result.info["response-length"] == 512
+    assert len(result.response) == 512
+    assert result.info["response-length-exact"] is False
+    cxl = device(engine, "cxl")
+    result = await plugin(engine).rpc(
+        cxl, Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions()
+    )
+    assert (result.info["response-length"], result.info["response-length-exact"]) == (12, True)
+
+
+@pytest.mark.parametrize(("kernel", "sent_to_kernel"), [("6.17", False), ("6.18", True)])
+async def test_mlx5_commands_added_in_6_18(
+    make_engine: Callable[..., Any], kernel: str, sent_to_kernel: bool
+) -> None:
+    engine = await make_engine([FwctlPlugin], kernel=kernel)
+    mlx5 = device(engine, "mlx5")
+    request = uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ADJACENT_FUNCTIONS_ID)
+    before = sent(engine)
+    if sent_to_kernel:
+        result = await plugin(engine).rpc(mlx5, Scope.DEBUG_READ_ONLY, request, RpcOptions())
+        assert result.info["device-status-name"] == "bad-operation"  # the firmware answered
+        assert sent(engine) == before + 1
+    else:
+        with pytest.raises(NotSupported, match=r"from Linux 6\.18 on; this kernel is 6\.17"):
+            await plugin(engine).rpc(mlx5, Scope.DEBUG_READ_ONLY, request, RpcOptions())
+        assert sent(engine) == before
+
+
+async def test_no_fwctl_before_6_15(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([FwctlPlugin], kernel="6.14")
+    assert engine.plugins["fwctl"].probe.result == "unsupported"
+    assert "6.15" in engine.plugins["fwctl"].probe.reason
+
+
+async def test_pds_requests_with_addresses_are_not_forwarded(engine: Engine) -> None:
+    """pdsfc_fw_rpc dereferences in.payload/out.payload in the caller's memory."""
+    await asyncio.to_thread(sim(engine).add_device, {"type": "pds", "pci": "0000:0a:00.0"})
+    await wait_for(lambda: len(engine.devices) == 3)
+    pds = device(engine, "pds")
+    assert pds.parent.pci_address == "0000:0a:00.0"
+    assert pds.fwctl_info()["device-data"] == b""  # pdsfc_info never sets the length
+    before = sent(engine)
+    with pytest.raises(NotSupported, match="addresses in the caller's memory"):
+        await plugin(engine).rpc(pds, Scope.CONFIGURATION, bytes(48), RpcOptions())
+    assert sent(engine) == before
 
 
 def test_unknown_scope_name() -> None:

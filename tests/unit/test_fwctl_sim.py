@@ -66,15 +66,40 @@ async def test_sysfs_nodes_and_parents(provider: SimProvider) -> None:
     assert "DEVNAME=fwctl/fwctl0" in await provider.read_attr("sys/class/fwctl/fwctl0/uevent")
     memdev = await provider.read_attr("sys/class/fwctl/fwctl0/device/uevent")
     assert "DEVNAME=cxl/mem0" in memdev
-    pci = await provider.read_attr("sys/class/fwctl/fwctl0/device/device/uevent")
+    # a memdev is a bus device: no `device` link (only class devices have one); its PCI
+    # function is the directory that holds it
+    assert not await provider.exists("sys/class/fwctl/fwctl0/device/device")
+    pci = await provider.read_attr("sys/bus/pci/devices/0000:0d:00.0/uevent")
     assert "PCI_SLOT_NAME=0000:0d:00.0" in pci
     assert "DRIVER=cxl_pci" in pci
-    aux = await provider.read_attr("sys/class/fwctl/fwctl1/device/uevent")
-    assert "MODALIAS=auxiliary:mlx5_core.fwctl" in aux
-    assert await provider.read_attr("sys/class/fwctl/fwctl1/device/device/vendor") == "0x15b3"
+    assert await provider.exists("sys/bus/pci/devices/0000:0d:00.0/mem0/fwctl/fwctl0")
     assert await provider.exists("sys/bus/cxl/devices/mem0/fwctl/fwctl0/dev")
     assert await provider.exists(CXL)
     assert await tainted(provider) == 0
+
+
+async def test_mlx5_fwctl_hangs_under_the_pci_function(provider: SimProvider) -> None:
+    """drivers/fwctl/mlx5/main.c mlx5ctl_probe: fwctl_alloc_device(&mdev->pdev->dev)."""
+    parent = await provider.read_attr("sys/class/fwctl/fwctl1/device/uevent")
+    assert "PCI_SLOT_NAME=0000:08:00.0" in parent
+    assert "DRIVER=mlx5_core" in parent
+    assert await provider.read_attr("sys/class/fwctl/fwctl1/device/vendor") == "0x15b3"
+    assert await provider.exists("sys/devices/pci0000:00/0000:08:00.0/fwctl/fwctl1/dev")
+    # the auxiliary device mlx5_fwctl binds to exists, but fwctl1 is not below it
+    aux = "sys/bus/auxiliary/devices/mlx5_core.fwctl.0"
+    assert "DRIVER=mlx5_fwctl" in await provider.read_attr(f"{aux}/uevent")
+    assert not await provider.exists(f"{aux}/fwctl")
+    assert comp(provider).devpath(comp(provider).state.nodes[1]) == (
+        "devices/pci0000:00/0000:08:00.0/fwctl/fwctl1"
+    )
+
+
+@pytest.mark.parametrize(("kernel", "present"), [("6.14", False), ("6.15", True)])
+async def test_fwctl_exists_from_6_15(tmp_path: Path, kernel: str, present: bool) -> None:
+    provider = SimProvider(SimMachine.create(str(tmp_path / "sim"), kernel=kernel))
+    assert await provider.exists("sys/class/fwctl") is present
+    assert await provider.exists(CXL) is present
+    assert (await provider.read_attr("proc/sys/kernel/osrelease")).startswith(kernel + ".")
 
 
 async def test_empty_profile_has_no_class(tmp_path: Path) -> None:
@@ -173,7 +198,7 @@ async def test_mlx5_scope_table_and_headers(provider: SimProvider) -> None:
     nop = uapi.pack_mlx5_in(uapi.MLX5_OP_NOP)
     assert await errno_of(rpc(provider, MLX5, 0, nop)) == errno.EBADMSG  # needs debug-read
     response, length = await rpc(provider, MLX5, 1, nop)
-    assert (length, response[0]) == (16, 0)
+    assert (length, response[0]) == (4096, 0)  # mlx5ctl_fw_rpc never sets out_len
     assert await errno_of(rpc(provider, MLX5, 1, nop[:8])) == errno.EMSGSIZE
     assert await errno_of(rpc(provider, MLX5, 1, nop, out_len=8)) == errno.EMSGSIZE
     # ACCESS_REG write at configuration, read needs debug-read
@@ -182,7 +207,37 @@ async def test_mlx5_scope_table_and_headers(provider: SimProvider) -> None:
     read = uapi.pack_mlx5_in(uapi.MLX5_OP_ACCESS_REG, 1, struct.pack(">HHI", 0, 0x5002, 0))
     assert await errno_of(rpc(provider, MLX5, 0, read)) == errno.EBADMSG
     response, _ = await rpc(provider, MLX5, 1, read)
-    assert response[16 + 8 :] == b"\x11" * 16
+    assert response[16 + 8 : 16 + 8 + 16] == b"\x11" * 16
+
+
+@pytest.mark.parametrize("out_len", [16, 64, 300])
+async def test_mlx5_reply_length_is_the_callers_buffer(provider: SimProvider, out_len: int) -> None:
+    """fwctl_cmd_rpc reports the driver's out_len; mlx5ctl_fw_rpc leaves it untouched."""
+    issi = uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI)  # answers 16 + 84 bytes
+    response, length = await rpc(provider, MLX5, 1, issi, out_len=out_len)
+    assert length == out_len
+    assert len(response) == out_len
+    assert response[0] == uapi.MLX5_CMD_STAT_OK
+    if out_len > 100:
+        assert response[100:] == bytes(out_len - 100)  # past the command's output
+
+
+@pytest.mark.parametrize(
+    ("kernel", "allowed"), [("6.15", False), ("6.17", False), ("6.18", True), ("7.2", True)]
+)
+async def test_mlx5_allow_list_grew_in_6_18(tmp_path: Path, kernel: str, allowed: bool) -> None:
+    """MODIFY_CONG_STATUS and the adjacent-function commands: EBADMSG before 6.18."""
+    provider = SimProvider(SimMachine.create(str(tmp_path / "sim"), kernel=kernel))
+    for opcode, scope in ((0x823, 0), (0x731, 0), (0x730, 1), (0x732, 1)):
+        request = uapi.pack_mlx5_in(opcode)
+        if allowed:
+            response, _ = await rpc(provider, MLX5, scope, request)
+            assert response[0] == uapi.MLX5_CMD_STAT_BAD_OP_ERR  # reached the firmware
+        else:
+            assert await errno_of(rpc(provider, MLX5, scope, request)) == errno.EBADMSG
+    # the 6.15 table answers on every release
+    response, _ = await rpc(provider, MLX5, 1, uapi.pack_mlx5_in(uapi.MLX5_OP_NOP))
+    assert response[0] == uapi.MLX5_CMD_STAT_OK
 
 
 async def test_mlx5_device_errors_travel_in_the_response(provider: SimProvider) -> None:
@@ -238,8 +293,12 @@ async def test_cxl_get_feature_rules(provider: SimProvider) -> None:
     assert (size, retval, length) == (16, 0, 24)
     request = uapi.pack_get_feature(MEDIA, 0, 0)
     assert await errno_of(rpc(provider, CXL, 0, request)) == errno.EINVAL  # count 0
+    # cxlctl_get_feature does not compare count with out_len (spec errata): the reply
+    # is 8 + count long and the core copies what fits
     request = uapi.pack_get_feature(MEDIA, 0, 64)
-    assert await errno_of(rpc(provider, CXL, 0, request, out_len=32)) == errno.EINVAL
+    response, length = await rpc(provider, CXL, 0, request, out_len=32)
+    assert (len(response), length) == (32, 8 + 64)
+    assert struct.unpack_from("<II", response) == (64, 0)
     unknown = "00000000-0000-4000-8000-000000000001"
     response, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(unknown, 0, 4))
     assert struct.unpack_from("<II", response) == (0, uapi.CXL_MBOX_CMD_RC_UNSUPPORTED)
@@ -269,30 +328,61 @@ async def test_cxl_set_feature_scopes_and_errnos(provider: SimProvider) -> None:
     assert struct.unpack_from("<II", response)[1] == uapi.CXL_MBOX_CMD_RC_FEATUREVERSION
 
 
-async def test_cxl_chunked_set_feature(provider: SimProvider) -> None:
-    def chunk(data: bytes, action: int, offset: int) -> bytes:
-        return uapi.pack_set_feature(MEDIA, data, version=1, flags=action, offset=offset)
+async def test_cxl_set_feature_ignores_transfer_flags_and_always_saves(
+    provider: SimProvider,
+) -> None:
+    """cxl_set_feature(): the caller's transfer action is dropped, saved is forced."""
+    component = comp(provider)
 
     async def retval(request: bytes) -> int:
-        response, _ = await rpc(provider, CXL, 2, request)
+        response, length = await rpc(provider, CXL, 2, request)
+        assert length == 8
         return int(struct.unpack_from("<II", response)[1])
 
     new = bytes(range(96))
-    assert await retval(chunk(new[:32], 1, 0)) == 0  # initiate
-    assert await retval(chunk(new[:32], 1, 0)) == uapi.CXL_MBOX_CMD_RC_FEATURETRANSFERIP
-    assert await retval(chunk(new[40:64], 2, 40)) == uapi.CXL_MBOX_CMD_RC_FEATURETRANSFEROOO
-    assert await retval(chunk(new[32:64], 2, 32)) == 0  # continue
-    before, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96))
-    assert before[8:] != new  # nothing applied before finish
-    assert await retval(chunk(new[64:], 3 | 8, 64)) == 0  # finish, saved across reset
-    after, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96))
-    assert after[8:] == new
+    # "initiate" with the whole value: the kernel sends one Full Data Transfer, saved
+    request = uapi.pack_set_feature(MEDIA, new, version=1, flags=1)
+    assert await retval(request) == 0
+    (command,) = component.mailbox_log
+    assert command.flags == uapi.CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET  # full + saved
+    assert (command.offset, command.length) == (0, 96)
     saved, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96, selection=2))
     assert saved[8:] == new
-    # abort discards
-    assert await retval(chunk(b"\x00" * 8, 1, 0)) == 0
-    assert await retval(chunk(b"\x00", 4, 0)) == 0
-    assert not comp(provider).state.nodes[0].transfers
+    # "abort" is not an abort: its data is written like any other
+    assert await retval(uapi.pack_set_feature(MEDIA, b"\xee" * 4, version=1, flags=4)) == 0
+    current, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 4))
+    assert current[8:] == b"\xee" * 4
+    assert not component.state.nodes[0].transfers
+
+
+async def test_cxl_set_feature_is_split_into_mailbox_pieces(provider: SimProvider) -> None:
+    component = comp(provider)
+    component.state.cxl_mbox_payload = 64  # 32 header bytes + 32 data bytes per command
+    new = bytes(range(96))
+    response, _ = await rpc(provider, CXL, 2, uapi.pack_set_feature(MEDIA, new, version=1))
+    assert struct.unpack_from("<II", response) == (0, 0)
+    sets = [c for c in component.mailbox_log if c.opcode == uapi.CXL_MBOX_OP_SET_FEATURE]
+    saved = uapi.CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET
+    assert [(c.flags, c.offset, c.length) for c in sets] == [
+        (1 | saved, 0, 32),  # initiate
+        (2 | saved, 32, 32),  # continue
+        (3 | saved, 64, 32),  # finish
+    ]
+    after, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96, selection=2))
+    assert after[8:] == new
+    # Get Feature is read in mailbox pieces too
+    gets = [c for c in component.mailbox_log if c.opcode == uapi.CXL_MBOX_OP_GET_FEATURE]
+    assert [(c.offset, c.length) for c in gets] == [(0, 64), (64, 32)]
+    # a device error stops the transfer where it is: no abort, left in progress
+    too_long = uapi.pack_set_feature(MEDIA, bytes(200), version=9)
+    response, _ = await rpc(provider, CXL, 2, too_long)
+    assert struct.unpack_from("<II", response)[1] == uapi.CXL_MBOX_CMD_RC_FEATUREVERSION
+    # a mailbox too small for header + 10 bytes: INVALID_INPUT, nothing sent
+    component.state.cxl_mbox_payload = 40
+    before = len(component.mailbox_log)
+    response, _ = await rpc(provider, CXL, 2, uapi.pack_set_feature(MEDIA, new, version=1))
+    assert struct.unpack_from("<II", response) == (0, uapi.CXL_MBOX_CMD_RC_INPUT)
+    assert len(component.mailbox_log) == before
 
 
 # ------------------------------------------------------------------ hotplug
@@ -308,7 +398,7 @@ async def test_hot_remove_gives_enodev_on_old_fds_and_add_emits_uevents(
     component.remove_device("fwctl/fwctl1")
     event = await asyncio.wait_for(queue.get(), 5)
     assert (event.action, event.subsystem) == ("remove", "fwctl")
-    assert event.devpath.endswith("/mlx5_core.fwctl.0/fwctl/fwctl1")
+    assert event.devpath.endswith("/0000:08:00.0/fwctl/fwctl1")
     assert not await provider.exists(MLX5)
     assert not await provider.exists("sys/class/fwctl/fwctl1")
     arg = uapi.pack_info(0)

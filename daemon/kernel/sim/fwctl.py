@@ -1,30 +1,42 @@
 """Simulated fwctl: the core, the CXL and mlx5 drivers, and the device firmware.
 
-The core follows drivers/fwctl/main.c, the drivers drivers/cxl/core/features.c and
-drivers/fwctl/mlx5/main.c.
+The core follows drivers/fwctl/main.c (fwctl_fops_ioctl, fwctl_cmd_info,
+fwctl_cmd_rpc), the drivers drivers/cxl/core/features.c (cxlctl_fw_rpc and the
+cxlctl_* handlers, cxl_get_feature, cxl_set_feature) and drivers/fwctl/mlx5/main.c
+(mlx5ctl_fw_rpc, mlx5ctl_validate_rpc). docs/kernel.md, section fwctl, lists each
+behaviour with its first release.
 
-Rendered tree (spec §3.1), for each node ``fwctl<N>``::
+Rendered tree, for each node ``fwctl<N>`` (the parent is what the driver passes to
+fwctl_alloc_device())::
 
     sys/devices/pci0000:00/<bdf>/                  PCI function: uevent, vendor, device
-    sys/devices/pci0000:00/<bdf>/mem<M>/           CXL memdev (or mlx5_core.fwctl.<M>)
-    .../mem<M>/fwctl/fwctl<N>/{dev,uevent,device}  the class device
-    sys/class/fwctl/fwctl<N>                       the same directory
-    sys/bus/cxl/devices/mem<M>                     the same memdev directory
+    sys/devices/pci0000:00/<bdf>/mem<M>/           CXL memdev: the CXL node's parent
+    .../mem<M>/fwctl/fwctl<N>/{dev,uevent,device}  CXL class device (cxlmd->dev parent)
+    sys/devices/pci0000:00/<bdf>/fwctl/fwctl<N>/   mlx5 class device: the PCI function
+                                                   is the parent (mdev->pdev->dev)
+    sys/devices/pci0000:00/<bdf>/mlx5_core.fwctl.<M>/  the auxiliary device mlx5_fwctl
+                                                   binds to (no fwctl child)
+    sys/class/fwctl/fwctl<N>                       the same directory as the class device
+    sys/bus/cxl/devices/mem<M>, sys/bus/pci/devices/<bdf>, sys/bus/auxiliary/devices/...
     dev/fwctl/fwctl<N>                             the character device
+    proc/sys/kernel/{tainted,osrelease}
 
-The VFS has no symlinks: ``device`` inside a class device or a parent is rendered as
-a read-only *copy of the parent's attributes* (``uevent``, ``vendor``, ``device`` and
-its own ``device`` link), never as the parent directory itself, so the tree stays
-acyclic. Reading ``sys/class/fwctl/fwctl0/device/uevent`` and
-``.../device/device/uevent`` works exactly as through the kernel's symlinks.
+The VFS has no symlinks: ``device`` inside a class device is rendered as a read-only
+*copy of the parent's attributes*, never as the parent directory itself, so the tree
+stays acyclic. As on a real kernel only class devices have a ``device`` link: a CXL
+memdev (a bus device) has none, so the PCI function of a memdev is found through
+``sys/bus/pci/devices/<bdf>/mem<M>``, not through ``device/device``.
 
-The core enforces the generic ioctl rules (size/zero tail, flags, 2 MiB, scopes,
-CAP_SYS_RAWIO, the once-per-boot TAINT_FWCTL set before the driver looks at the
-command, ENODEV on old fds after hot-unplug); the drivers enforce their scope tables
-with their own errnos (mlx5 EBADMSG, CXL EINVAL/EPERM) and report device-level
-failures only inside the response. Per-open firmware contexts (mlx5 UIDs) are freed
-on close. ``rpc_counts`` counts every FWCTL_RPC ioctl that reached the core, so tests
-can prove that the daemon refused a request without sending it.
+On kernels before 6.15 (``machine.kernel_at_least("6.15")`` false) there is no fwctl
+at all: no class, no nodes. The core enforces the generic ioctl rules (size/zero tail,
+flags, 2 MiB, scopes, CAP_SYS_RAWIO, the once-per-boot TAINT_FWCTL set before the driver
+looks at the command, ENODEV on old fds after hot-unplug); the drivers enforce their
+scope tables with their own errnos (mlx5 EBADMSG, CXL EINVAL/EPERM) and report
+device-level failures only inside the response. Per-open firmware contexts (mlx5 UIDs)
+are freed on close. ``rpc_counts`` counts every FWCTL_RPC ioctl that reached the core,
+so tests can prove that the daemon refused a request without sending it;
+``mailbox_log`` records every CXL mailbox command the simulated kernel sent to the
+device, so tests can see how cxl_set_feature() split a Set Feature.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import errno
 import struct
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,7 +65,21 @@ _REQUEST = {uapi.FWCTL_CMD_INFO: uapi.FWCTL_INFO, uapi.FWCTL_CMD_RPC: uapi.FWCTL
 #: which livefw must treat as an unknown device type.
 SAMPLE_DEVICE_TYPE = 8
 
-Kind = Literal["cxl", "mlx5", "sample"]
+Kind = Literal["cxl", "mlx5", "pds", "sample"]
+#: mailbox commands kept in FwctlComponent.mailbox_log.
+_MAILBOX_LOG_MAX = 256
+
+
+@dataclass(frozen=True)
+class MailboxCommand:
+    """One CXL mailbox command the simulated kernel sent to a device (for tests)."""
+
+    minor: int
+    opcode: int
+    flags: int
+    offset: int
+    length: int
+    retval: int
 
 
 class CxlFeature(BaseModel):
@@ -86,7 +113,8 @@ class FwctlNode(BaseModel):
     pci_driver: str
     parent_index: int = 0
     features: list[CxlFeature] = Field(default_factory=list)
-    #: CXL: feature transfers in progress (uuid -> hex data received so far).
+    #: CXL: the device's feature transfers in progress (uuid -> hex data received so
+    #: far); only the kernel's cxl_set_feature() drives them.
     transfers: dict[str, str] = Field(default_factory=dict)
     #: mlx5: diagnostic parameters (QUERY/SET_DIAGNOSTIC_PARAMS) and registers.
     diag_params: str = "00" * 16
@@ -101,6 +129,9 @@ class FwctlState(BaseModel):
         tainted: TAINT_FWCTL is set (once per boot; cleared by reboot and kexec).
         daemon_has_rawio: whether the daemon holds CAP_SYS_RAWIO (scope 3 needs it).
         mlx5_max_uids: firmware UIDs an mlx5 device hands out (one per open fd).
+        cxl_mbox_payload: the CXL devices' mailbox payload size in bytes (the Mailbox
+            Capabilities register; 256 .. 1 MiB on real devices). cxl_set_feature() and
+            cxl_get_feature() split transfers into pieces of this size.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -109,6 +140,7 @@ class FwctlState(BaseModel):
     tainted: bool = False
     daemon_has_rawio: bool = True
     mlx5_max_uids: int = 64
+    cxl_mbox_payload: int = uapi.CXL_MBOX_MIN_PAYLOAD
     nodes: list[FwctlNode] = Field(default_factory=list)
 
 
@@ -181,6 +213,18 @@ def _mlx5_node(minor: int, index: int, pci: str) -> FwctlNode:
     )
 
 
+def _pds_node(minor: int, index: int, pci: str) -> FwctlNode:
+    return FwctlNode(
+        minor=minor,
+        kind="pds",
+        pci=pci,
+        pci_vendor=0x1DD8,
+        pci_device=0x1002,
+        pci_driver="pds_core",
+        parent_index=index,
+    )
+
+
 def _sample_node(minor: int, index: int, pci: str) -> FwctlNode:
     return FwctlNode(
         minor=minor,
@@ -235,6 +279,8 @@ class FwctlComponent(SimComponent):
         self.rpc_counts: dict[int, int] = {}
         #: per-open firmware contexts (mlx5 UIDs) in use, per minor.
         self.open_uids: dict[int, set[int]] = {}
+        #: CXL mailbox commands sent to the devices, oldest first (not persisted).
+        self.mailbox_log: list[MailboxCommand] = []
 
     # ----------------------------------------------------------------- profiles
 
@@ -267,16 +313,20 @@ class FwctlComponent(SimComponent):
 
     @staticmethod
     def _parent_name(node: FwctlNode) -> str:
+        """The device fwctl_alloc_device() gets as parent.
+
+        The memdev for CXL (drivers/cxl/core/features.c devm_cxl_setup_fwctl: &cxlmd->dev), the PCI
+        function for mlx5 (drivers/fwctl/mlx5/main.c mlx5ctl_probe: &mdev->pdev->dev),
+        as for pds and bnxt.
+        """
         if node.kind == "cxl":
             return f"mem{node.parent_index}"
-        if node.kind == "mlx5":
-            return f"mlx5_core.fwctl.{node.parent_index}"
         return node.pci
 
     def devpath(self, node: FwctlNode) -> str:
         """The class device's kobject path below /sys (what uevents carry)."""
         base = f"devices/pci0000:00/{node.pci}"
-        if node.kind != "sample":
+        if node.kind == "cxl":
             base += "/" + self._parent_name(node)
         return f"{base}/fwctl/fwctl{node.minor}"
 
@@ -292,24 +342,31 @@ class FwctlComponent(SimComponent):
             "device": Attr(read=lambda: f"0x{node.pci_device:04x}\n"),
         }
 
-    def _parent_attrs(self, node: FwctlNode, pci_view: Dir) -> dict[str, Attr | Dir]:
+    def _memdev_attrs(self, node: FwctlNode) -> dict[str, Attr | Dir]:
+        """A CXL memdev: a bus device, so no ``device`` link (only class devices have one).
+
+        ``payload_max`` is the mailbox payload size (drivers/cxl/core/memdev.c).
+        """
         index = node.parent_index
-        if node.kind == "cxl":
-            uevent = (
-                f"MAJOR=250\nMINOR={index}\nDEVNAME=cxl/mem{index}\n"
-                "DEVTYPE=cxl_memdev\nDRIVER=cxl_mem\nMODALIAS=cxl:t5\n"
-            )
-        else:
-            uevent = "DRIVER=mlx5_fwctl\nMODALIAS=auxiliary:mlx5_core.fwctl\n"
-        return {"uevent": Attr(read=lambda: uevent), "device": pci_view}
+        uevent = (
+            f"MAJOR=250\nMINOR={index}\nDEVNAME=cxl/mem{index}\n"
+            "DEVTYPE=cxl_memdev\nDRIVER=cxl_mem\nMODALIAS=cxl:t5\n"
+        )
+        return {
+            "uevent": Attr(read=lambda: uevent),
+            uapi.CXL_PAYLOAD_MAX_ATTR: Attr(read=lambda: f"{self.state.cxl_mbox_payload}\n"),
+        }
 
     def render(self, root: Dir) -> None:
-        """proc/sys/kernel/tainted, the class, the parents and the nodes."""
+        """proc/sys/kernel/{tainted,osrelease}, the class, the parents and the nodes."""
         kernel = root.mkdirs("proc/sys/kernel")
         kernel.children["tainted"] = Attr(
             read=lambda: f"{uapi.TAINT_FWCTL if self.state.tainted else 0}\n"
         )
-        if not self.state.present:
+        if "osrelease" not in kernel.children:
+            release = f"{self.machine.state.kernel}.0-livefw-sim\n"
+            kernel.children["osrelease"] = Attr(read=lambda: release)
+        if not self.present():
             return
         class_dir = root.mkdirs(uapi.FWCTL_CLASS)
         dev_dir = root.mkdirs(uapi.FWCTL_DEV_DIR)
@@ -320,21 +377,32 @@ class FwctlComponent(SimComponent):
             pci_attrs = self._pci_attrs(node)
             pci_dir = root.mkdirs(f"sys/devices/pci0000:00/{node.pci}")
             pci_dir.children.update(pci_attrs)
-            pci_view = Dir(children=dict(pci_attrs))
-            if node.kind == "sample":
-                parent_dir, parent_view = pci_dir, pci_view
-            else:
-                parent_attrs = self._parent_attrs(node, pci_view)
+            root.mkdirs("sys/bus/pci/devices").children[node.pci] = pci_dir
+            if node.kind == "cxl":
+                memdev_attrs = self._memdev_attrs(node)
                 parent_dir = pci_dir.mkdirs(self._parent_name(node))
-                parent_dir.children.update(parent_attrs)
-                parent_view = Dir(children=dict(parent_attrs))
-                bus = "cxl" if node.kind == "cxl" else "auxiliary"
-                root.mkdirs(f"sys/bus/{bus}/devices").children[self._parent_name(node)] = parent_dir
+                parent_dir.children.update(memdev_attrs)
+                parent_view = Dir(children=dict(memdev_attrs))
+                root.mkdirs("sys/bus/cxl/devices").children[self._parent_name(node)] = parent_dir
+            else:
+                parent_dir, parent_view = pci_dir, Dir(children=dict(pci_attrs))
+            if node.kind == "mlx5":
+                # the auxiliary device mlx5_core creates for mlx5_fwctl to bind to
+                aux_name = f"mlx5_core.fwctl.{node.parent_index}"
+                aux = pci_dir.mkdirs(aux_name)
+                aux.children["uevent"] = Attr(
+                    read=lambda: "DRIVER=mlx5_fwctl\nMODALIAS=auxiliary:mlx5_core.fwctl\n"
+                )
+                root.mkdirs("sys/bus/auxiliary/devices").children[aux_name] = aux
             cls = parent_dir.mkdirs(f"fwctl/fwctl{node.minor}")
             cls.children.update(self._class_attrs(node.minor))
             cls.children[uapi.LINK_DEVICE] = parent_view
             class_dir.children[f"fwctl{node.minor}"] = cls
             dev_dir.children[f"fwctl{node.minor}"] = Device(opener=self._opener(node.minor))
+
+    def present(self) -> bool:
+        """fwctl.ko is loaded and the kernel has fwctl at all (drivers/fwctl/main.c: 6.15)."""
+        return self.state.present and self.machine.kernel_at_least("6.15")
 
     @staticmethod
     def _class_attrs(minor: int) -> dict[str, Attr]:
@@ -436,6 +504,8 @@ class FwctlComponent(SimComponent):
             return int(uapi.DeviceType.CXL)
         if node.kind == "mlx5":
             return int(uapi.DeviceType.MLX5)
+        if node.kind == "pds":
+            return int(uapi.DeviceType.PDS)
         return SAMPLE_DEVICE_TYPE
 
     @staticmethod
@@ -444,7 +514,9 @@ class FwctlComponent(SimComponent):
             return struct.pack(uapi.MLX5_INFO_FMT, handle.uid, uapi.MLX5_UCTX_CAP_TOOLS_RESOURCES)
         if node.kind == "sample":
             return b"SIMSAMPL"
-        return b""  # CXL has no info op
+        # CXL has no info op (the core zero-fills); pdsfc_info (drivers/fwctl/pds/main.c)
+        # never sets *length, so the kernel reports 0 bytes of pds info
+        return b""
 
     def _rpc(
         self,
@@ -470,20 +542,26 @@ class FwctlComponent(SimComponent):
             raise fail(errno.EFAULT, "ioctl", path, "in buffer")
         request = bytes(inbuf[:in_len])
         if node.kind == "mlx5":
-            response = self._mlx5_rpc(handle, node, uapi.Scope(scope), request, out_len)
+            response, length = self._mlx5_rpc(handle, node, uapi.Scope(scope), request, out_len)
         elif node.kind == "cxl":
             response = self._cxl_rpc(handle, node, uapi.Scope(scope), request, out_len)
+            length = len(response)
+        elif node.kind == "pds":
+            # approximation: pdsfc_validate_rpc finds no endpoint in this firmware model
+            raise fail(errno.EINVAL, "ioctl", path, "pds: no such endpoint")
         else:
-            response = request  # the sample driver echoes
+            response, length = request, in_len  # the sample driver echoes
         if self.machine.take_fault(self.name, f"fwctl/fwctl{node.minor}", ("firmware-busy",)):
             response = self._busy_response(node, response)
-        copy = min(out_len, len(response))
+            length = out_len if node.kind == "mlx5" else len(response)
+        # fwctl_cmd_rpc: copy min(cmd->out_len, out_len), then report the driver's out_len
+        copy = min(out_len, length, len(response))
         if copy:
             outbuf = pointers.get(uapi.FWCTL_RPC_OUT_PTR)
             if outbuf is None or len(outbuf) < copy:
                 raise fail(errno.EFAULT, "ioctl", path, "out buffer")
             outbuf[:copy] = response[:copy]
-        struct.pack_into("<I", arg, 12, len(response))
+        struct.pack_into("<I", arg, 12, length)
         return 0
 
     @staticmethod
@@ -492,24 +570,47 @@ class FwctlComponent(SimComponent):
         if node.kind == "cxl":
             return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, uapi.CXL_MBOX_CMD_RC_BUSY)
         if node.kind == "mlx5":
-            return struct.pack(uapi.MLX5_OUT_HDR_FMT, uapi.MLX5_CMD_STAT_BAD_SYS_STATE_ERR, 0x5B)
+            busy = struct.pack(uapi.MLX5_OUT_HDR_FMT, uapi.MLX5_CMD_STAT_BAD_SYS_STATE_ERR, 0x5B)
+            return busy + bytes(max(0, len(response) - len(busy)))
         return response
 
     # ------------------------------------------------------------------ mlx5
 
+    def _mlx5_allowed(self, opcode: int, op_mod: int, scope: uapi.Scope) -> bool:
+        """mlx5ctl_validate_rpc (drivers/fwctl/mlx5/main.c) on this kernel release.
+
+        MODIFY_CONG_STATUS, QUERY_ADJACENT_FUNCTIONS_ID, DELEGATE_VHCA_MANAGEMENT and
+        QUERY_DELEGATED_VHCA joined the allow-list in 6.18 ("fwctl/mlx5: Allow
+        MODIFY_CONG_STATUS command", "fwctl/mlx5: Add Adjacent function query commands
+        and their scope"); older kernels refuse them like any unlisted opcode.
+        """
+        needed = uapi.mlx5_min_scope(opcode, op_mod)
+        if needed is None or scope < needed:
+            return False
+        major, minor = uapi.mlx5_since(opcode)
+        return self.machine.kernel_at_least(f"{major}.{minor}")
+
     def _mlx5_rpc(
         self, handle: FwctlHandle, node: FwctlNode, scope: uapi.Scope, request: bytes, out_len: int
-    ) -> bytes:
+    ) -> tuple[bytes, int]:
+        """mlx5ctl_fw_rpc: (output buffer, out_len).
+
+        The driver never writes ``*out_len``, so the length fwctl_cmd_rpc reports is the
+        caller's out_len whatever the command answered; the output buffer is that long
+        (the command's output, then zeros). Firmware errors are ``-EREMOTEIO`` from
+        mlx5_cmd_do(), which the driver turns into a successful ioctl with the status
+        in the output header.
+        """
         path = handle.path
         if len(request) < uapi.MLX5_IN_HDR_SIZE or out_len < uapi.MLX5_OUT_HDR_SIZE:
             raise fail(errno.EMSGSIZE, "ioctl", path, "mlx5: mailbox headers are 16 bytes")
         opcode, _uid, _, op_mod = struct.unpack_from(uapi.MLX5_IN_HDR_FMT, request)
-        needed = uapi.mlx5_min_scope(opcode, op_mod)
-        if needed is None or scope < needed:
+        if not self._mlx5_allowed(opcode, op_mod, scope):
             raise fail(errno.EBADMSG, "ioctl", path, f"mlx5: opcode 0x{opcode:x} not allowed")
         body = request[uapi.MLX5_IN_HDR_SIZE :]
         status, syndrome, out = self._mlx5_firmware(node, opcode, op_mod, body, handle.uid)
-        return struct.pack(uapi.MLX5_OUT_HDR_FMT, status, syndrome) + out
+        output = struct.pack(uapi.MLX5_OUT_HDR_FMT, status, syndrome) + out
+        return (output + bytes(out_len))[:out_len], out_len
 
     def _mlx5_firmware(
         self, node: FwctlNode, opcode: int, op_mod: int, body: bytes, uid: int
@@ -623,16 +724,49 @@ class FwctlComponent(SimComponent):
         return struct.pack(uapi.CXL_RPC_OUT_FMT, len(body), uapi.CXL_MBOX_CMD_RC_SUCCESS) + body
 
     def _cxl_get_feature(self, path: str, node: FwctlNode, payload: bytes, out_len: int) -> bytes:
+        """cxlctl_get_feature + cxl_get_feature (drivers/cxl/core/features.c).
+
+        Only ``op_size == 21`` and ``count > 0`` are checked; there is no check of
+        ``count`` against the caller's out_len. The kernel allocates its reply with the
+        caller's out_len and writes 8 + count bytes into it, so a smaller out_len makes
+        the real kernel write past its buffer: livefw never sends that (the plugin
+        refuses it); the simulation answers as if the buffer were large enough. The
+        data is read from the device in mailbox-sized pieces; a device error ends the
+        read with size 0 and the device's return code, a piece shorter than asked
+        (-EIO from cxl_internal_send_cmd's min_out check) with size 0 and SUCCESS.
+        """
         if len(payload) != uapi.CXL_GET_FEAT_IN_SIZE:
             raise fail(errno.EINVAL, "ioctl", path, "cxl: Get Feature op_size != 21")
         raw, offset, count, selection = struct.unpack(uapi.CXL_GET_FEAT_IN_FMT, payload)
-        if count == 0 or out_len < uapi.CXL_RPC_OUT_SIZE + count:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: Get Feature count vs out_len")
+        if count == 0:
+            raise fail(errno.EINVAL, "ioctl", path, "cxl: Get Feature count 0")
+        del out_len  # not consulted by the kernel (see above)
+        room = self.state.cxl_mbox_payload
+        received = b""
+        retval = uapi.CXL_MBOX_CMD_RC_SUCCESS
+        while len(received) < count:
+            piece = min(count - len(received), room)
+            code, data = self._cxl_firmware_get(node, raw, offset + len(received), piece, selection)
+            self._log_mbox(node, uapi.CXL_MBOX_OP_GET_FEATURE, selection, offset + len(received),
+                           piece, code)  # fmt: skip
+            data = data[: min(count, room)]
+            if code != uapi.CXL_MBOX_CMD_RC_SUCCESS:
+                received, retval = b"", code
+                break
+            if len(data) < piece:  # nothing, or less than min_out: the kernel gives up
+                received = b""
+                break
+            received += data
+        return struct.pack(uapi.CXL_RPC_OUT_FMT, len(received), retval) + received
+
+    def _cxl_firmware_get(
+        self, node: FwctlNode, raw: bytes, offset: int, count: int, selection: int
+    ) -> tuple[int, bytes]:
+        """The device's Get Feature: (return code, data)."""
         feature = self._feature(node, raw)
-        retval, data = uapi.CXL_MBOX_CMD_RC_SUCCESS, b""
         if feature is None:
-            retval = uapi.CXL_MBOX_CMD_RC_UNSUPPORTED
-        elif (
+            return uapi.CXL_MBOX_CMD_RC_UNSUPPORTED, b""
+        if (
             selection > uapi.CXL_GET_FEAT_SEL_SAVED
             or (
                 selection == uapi.CXL_GET_FEAT_SEL_DEFAULT
@@ -643,15 +777,38 @@ class FwctlComponent(SimComponent):
                 and not feature.flags & uapi.CXL_FEATURE_F_SAVED_SEL
             )
         ):
-            retval = uapi.CXL_MBOX_CMD_RC_FEATURESELVALUE
-        elif offset >= feature.get_size:
-            retval = uapi.CXL_MBOX_CMD_RC_INPUT
-        else:
-            value = (feature.current, feature.default, feature.saved)[selection]
-            data = bytes.fromhex(value)[offset : offset + count]
-        return struct.pack(uapi.CXL_RPC_OUT_FMT, len(data), retval) + data
+            return uapi.CXL_MBOX_CMD_RC_FEATURESELVALUE, b""
+        if offset >= feature.get_size:
+            return uapi.CXL_MBOX_CMD_RC_INPUT, b""
+        value = (feature.current, feature.default, feature.saved)[selection]
+        return uapi.CXL_MBOX_CMD_RC_SUCCESS, bytes.fromhex(value)[offset : offset + count]
+
+    def _log_mbox(
+        self, node: FwctlNode, opcode: int, flags: int, offset: int, length: int, retval: int
+    ) -> None:
+        self.mailbox_log.append(
+            MailboxCommand(
+                minor=node.minor,
+                opcode=opcode,
+                flags=flags,
+                offset=offset,
+                length=length,
+                retval=retval,
+            )
+        )
+        del self.mailbox_log[:-_MAILBOX_LOG_MAX]
 
     def _cxl_set_feature(self, path: str, node: FwctlNode, payload: bytes) -> bytes:
+        """cxlctl_set_feature + cxl_set_feature (drivers/cxl/core/features.c).
+
+        The kernel ignores the caller's data-transfer action (flags bits 0-2), always
+        sets "saved across reset" (bit 3) and moves the data itself: one Full Data
+        Transfer when header + data fit the mailbox payload, else Initiate, Continue ...
+        and Finish with mailbox-sized pieces at ``offset + bytes sent``. Other flag bits
+        pass through. A device error stops the transfer where it is (no Abort is sent)
+        and comes back as the reply's retval with size 0; the ioctl succeeds. A mailbox
+        smaller than header + FEAT_DATA_MIN_PAYLOAD_SIZE gives retval INVALID_INPUT.
+        """
         if len(payload) <= uapi.CXL_SET_FEAT_HDR_SIZE:
             raise fail(errno.EINVAL, "ioctl", path, "cxl: Set Feature carries no data")
         raw, flags, offset, version = struct.unpack_from(uapi.CXL_SET_FEAT_HDR_FMT, payload)
@@ -659,13 +816,38 @@ class FwctlComponent(SimComponent):
         if text in uapi.CXL_KERNEL_FEATURES:
             raise fail(errno.EPERM, "ioctl", path, "cxl: the kernel owns this feature")
         data = payload[uapi.CXL_SET_FEAT_HDR_SIZE :]
-        retval = self._cxl_firmware_set(node, text, flags, offset, version, data)
-        return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, retval)
+        flags = flags & ~uapi.CXL_SET_FEAT_FLAG_DATA_TRANSFER_MASK & 0xFFFFFFFF
+        flags |= uapi.CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET
+        room = self.state.cxl_mbox_payload - uapi.CXL_SET_FEAT_HDR_SIZE
+        if room < uapi.CXL_FEAT_DATA_MIN_PAYLOAD:
+            return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, uapi.CXL_MBOX_CMD_RC_INPUT)
+        if len(data) <= room:
+            pieces = [(uapi.CXL_SET_FEAT_FLAG_FULL_DATA_TRANSFER, data)]
+        else:
+            chunks = [data[i : i + room] for i in range(0, len(data), room)]
+            pieces = [(uapi.CXL_SET_FEAT_FLAG_INITIATE_DATA_TRANSFER, chunks[0])]
+            pieces += [(uapi.CXL_SET_FEAT_FLAG_CONTINUE_DATA_TRANSFER, c) for c in chunks[1:-1]]
+            pieces.append((uapi.CXL_SET_FEAT_FLAG_FINISH_DATA_TRANSFER, chunks[-1]))
+        sent = 0
+        for action, piece in pieces:
+            piece_flags = flags | action
+            retval = self._cxl_firmware_set(node, text, piece_flags, offset + sent, version, piece)
+            self._log_mbox(node, uapi.CXL_MBOX_OP_SET_FEATURE, piece_flags, offset + sent,
+                           len(piece), retval)  # fmt: skip
+            if retval != uapi.CXL_MBOX_CMD_RC_SUCCESS:
+                return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, retval)
+            sent += len(piece)
+        return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, uapi.CXL_MBOX_CMD_RC_SUCCESS)
 
     def _cxl_firmware_set(
         self, node: FwctlNode, text: str, flags: int, offset: int, version: int, data: bytes
     ) -> int:
-        """The device's Set Feature: full or chunked transfers; returns the retval."""
+        """The device's Set Feature (one mailbox command): returns the return code.
+
+        Full transfers and Initiate/Continue/Finish/Abort sequences (in-progress and
+        out-of-order codes; Full and Initiate start at offset 0). Only the kernel's
+        cxl_set_feature() sends these, so from user space only its sequences occur.
+        """
         feature = next(f for f in node.features if f.uuid == text)
         if version != feature.set_version:
             return uapi.CXL_MBOX_CMD_RC_FEATUREVERSION
@@ -674,6 +856,8 @@ class FwctlComponent(SimComponent):
         with self.machine.lock:
             try:
                 if action == uapi.CXL_SET_FEAT_FLAG_FULL_DATA_TRANSFER:
+                    if text in node.transfers:
+                        return uapi.CXL_MBOX_CMD_RC_FEATURETRANSFERIP
                     if offset != 0 or len(data) > feature.set_size:
                         return uapi.CXL_MBOX_CMD_RC_INPUT
                     self._commit(feature, data, saved)
@@ -731,6 +915,9 @@ class FwctlComponent(SimComponent):
             elif node.kind == "mlx5":
                 name = f"mlx5 function {node.pci}"
                 extra = f"{len(self.open_uids.get(node.minor, ()))} UIDs in use"
+            elif node.kind == "pds":
+                name = f"pds function {node.pci}"
+                extra = "no endpoints"
             else:
                 name = f"fwctl sample {node.pci}"
                 extra = f"device type {SAMPLE_DEVICE_TYPE}"
@@ -747,9 +934,13 @@ class FwctlComponent(SimComponent):
         return result
 
     def add_device(self, options: dict[str, str]) -> SimDevice:
-        """Hot-add a node: ``type`` cxl (default), mlx5 or sample; optional ``pci``."""
+        """Hot-add a node: ``type`` cxl (default), mlx5, pds or sample; optional ``pci``."""
+        if not self.machine.kernel_at_least("6.15"):
+            raise InvalidArgument(
+                f"the simulated kernel {self.machine.state.kernel} has no fwctl (Linux 6.15+)"
+            )
         kind = options.get("type", "cxl")
-        makers = {"cxl": _cxl_node, "mlx5": _mlx5_node, "sample": _sample_node}
+        makers = {"cxl": _cxl_node, "mlx5": _mlx5_node, "pds": _pds_node, "sample": _sample_node}
         if kind not in makers:
             raise InvalidArgument(f"fwctl type must be one of {sorted(makers)}, not {kind!r}")
         with self.machine.lock:

@@ -31,10 +31,36 @@ FWCTL_SUBSYSTEM = "fwctl"
 ATTR_DEV = "dev"
 ATTR_UEVENT = "uevent"
 LINK_DEVICE = "device"
+#: every PCI function, flat (links to sys/devices/...); a CXL memdev's PCI function is
+#: the entry that holds ``mem<M>`` (memdevs are bus devices without a ``device`` link).
+PCI_DEVICES = "sys/bus/pci/devices"
+#: PCI functions looked at when searching for a memdev's parent (bounded cost).
+PCI_SCAN_MAX = 4096
+#: a CXL memdev's mailbox payload size, bytes (drivers/cxl/core/memdev.c payload_max).
+CXL_PAYLOAD_MAX_ATTR = "payload_max"
+CXL_BUS_DEVICES = "sys/bus/cxl/devices"
 #: /proc/sys/kernel/tainted; TAINT_FWCTL is bit 19, letter 'J' (include/linux/panic.h).
 TAINTED_PATH = "proc/sys/kernel/tainted"
 TAINT_FWCTL_BIT = 19
 TAINT_FWCTL = 1 << TAINT_FWCTL_BIT
+#: the running kernel's release (``6.17.4-amd64``), for allow-lists that grew over time.
+OSRELEASE_PATH = "proc/sys/kernel/osrelease"
+
+
+def parse_release(text: str) -> tuple[int, int] | None:
+    """``"6.17.4-amd64"`` -> ``(6, 17)``; None when it does not start with MAJOR.MINOR."""
+    head = text.strip().split("-", 1)[0].split(".")
+    if len(head) < 2 or not head[0].isdigit():
+        return None
+    minor = ""
+    for char in head[1]:
+        if not char.isdigit():
+            break
+        minor += char
+    if not minor:
+        return None
+    return int(head[0]), int(minor)
+
 
 # ------------------------------------------------------------------ ioctls
 
@@ -154,40 +180,59 @@ MLX5_STATUS_NAMES = {
 
 @dataclass(frozen=True)
 class Mlx5Command:
-    """One entry of the scope table: an opcode and the lowest scope that allows it."""
+    """One entry of the scope table.
+
+    An opcode, the lowest scope that allows it, and the first kernel release whose
+    allow-list carries it (older kernels answer EBADMSG).
+    """
 
     opcode: int
     name: str
     scope: Scope
+    since: tuple[int, int] = (6, 15)
 
 
-#: opcodes (include/linux/mlx5/mlx5_ifc.h) with the minimum scope that
-#: drivers/fwctl/mlx5/main.c mlx5ctl_validate_rpc() accepts. A subset: the commands
-#: livefw knows by name; the kernel refuses everything it does not list (EBADMSG).
+#: first release of the fwctl core and of the mlx5, CXL and pds drivers (drivers/fwctl/).
+FWCTL_FIRST_RELEASE = (6, 15)
+#: release whose mlx5ctl_validate_rpc() first allows MODIFY_CONG_STATUS,
+#: QUERY_ADJACENT_FUNCTIONS_ID, DELEGATE_VHCA_MANAGEMENT and QUERY_DELEGATED_VHCA
+#: (commits "fwctl/mlx5: Allow MODIFY_CONG_STATUS command" and "fwctl/mlx5: Add Adjacent
+#: function query commands and their scope", pulled for the 6.18 merge window).
+MLX5_ADJACENT_RELEASE = (6, 18)
+
+#: opcodes (include/linux/mlx5/mlx5_ifc.h, drivers/fwctl/mlx5/main.c) with the minimum
+#: scope that drivers/fwctl/mlx5/main.c mlx5ctl_validate_rpc() accepts. A subset: the
+#: commands livefw knows by name; the kernel refuses everything it does not list
+#: (EBADMSG), and commands newer than the running kernel (``since``) likewise.
 MLX5_COMMANDS: dict[int, Mlx5Command] = {
     cmd.opcode: cmd
     for cmd in (
         Mlx5Command(0x100, "QUERY_HCA_CAP", Scope.CONFIGURATION),
         Mlx5Command(0x101, "QUERY_ADAPTER", Scope.CONFIGURATION),
         Mlx5Command(0x109, "SET_HCA_CAP", Scope.CONFIGURATION),
-        Mlx5Command(0x823, "MODIFY_CONG_STATUS", Scope.CONFIGURATION),
         Mlx5Command(0x740, "QUERY_ESW_FUNCTIONS", Scope.CONFIGURATION),
         Mlx5Command(0x762, "QUERY_HCA_VPORT_CONTEXT", Scope.CONFIGURATION),
         Mlx5Command(0x760, "QUERY_ROCE_ADDRESS", Scope.CONFIGURATION),
         Mlx5Command(0xB22, "QUERY_VUID", Scope.CONFIGURATION),
-        Mlx5Command(0x731, "DELEGATE_VHCA_MANAGEMENT", Scope.CONFIGURATION),
+        Mlx5Command(0x823, "MODIFY_CONG_STATUS", Scope.CONFIGURATION, MLX5_ADJACENT_RELEASE),
+        Mlx5Command(0x731, "DELEGATE_VHCA_MANAGEMENT", Scope.CONFIGURATION,
+                    MLX5_ADJACENT_RELEASE),
         Mlx5Command(0x107, "QUERY_PAGES", Scope.DEBUG_READ_ONLY),
         Mlx5Command(0x10A, "QUERY_ISSI", Scope.DEBUG_READ_ONLY),
         Mlx5Command(0x754, "QUERY_NIC_VPORT_CONTEXT", Scope.DEBUG_READ_ONLY),
         Mlx5Command(0x80D, "NOP", Scope.DEBUG_READ_ONLY),
         Mlx5Command(0x819, "QUERY_DIAGNOSTIC_PARAMS", Scope.DEBUG_READ_ONLY),
+        Mlx5Command(0x730, "QUERY_ADJACENT_FUNCTIONS_ID", Scope.DEBUG_READ_ONLY,
+                    MLX5_ADJACENT_RELEASE),
+        Mlx5Command(0x732, "QUERY_DELEGATED_VHCA", Scope.DEBUG_READ_ONLY,
+                    MLX5_ADJACENT_RELEASE),
         Mlx5Command(0x820, "SET_DIAGNOSTIC_PARAMS", Scope.DEBUG_WRITE),
         # ACCESS_REG/ACCESS_REGISTER_USER: op_mod 0 (write) at CONFIGURATION, other
         # op_mods (read) need DEBUG_READ_ONLY; see mlx5_min_scope().
         Mlx5Command(0x805, "ACCESS_REG", Scope.CONFIGURATION),
         Mlx5Command(0xB0C, "ACCESS_REGISTER_USER", Scope.CONFIGURATION),
     )
-}
+}  # fmt: skip
 MLX5_OP_QUERY_HCA_CAP = 0x100
 MLX5_OP_QUERY_ADAPTER = 0x101
 MLX5_OP_QUERY_ISSI = 0x10A
@@ -196,6 +241,8 @@ MLX5_OP_QUERY_DIAGNOSTIC_PARAMS = 0x819
 MLX5_OP_SET_DIAGNOSTIC_PARAMS = 0x820
 MLX5_OP_ACCESS_REG = 0x805
 MLX5_OP_ACCESS_REGISTER_USER = 0xB0C
+MLX5_OP_MODIFY_CONG_STATUS = 0x823
+MLX5_OP_QUERY_ADJACENT_FUNCTIONS_ID = 0x730
 _MLX5_ACCESS_OPS = (MLX5_OP_ACCESS_REG, MLX5_OP_ACCESS_REGISTER_USER)
 
 
@@ -207,6 +254,12 @@ def mlx5_min_scope(opcode: int, op_mod: int) -> Scope | None:
     if opcode in _MLX5_ACCESS_OPS and op_mod != 0:
         return Scope.DEBUG_READ_ONLY
     return command.scope
+
+
+def mlx5_since(opcode: int) -> tuple[int, int]:
+    """The first release whose mlx5 allow-list carries ``opcode`` (known opcodes only)."""
+    command = MLX5_COMMANDS.get(opcode)
+    return command.since if command else FWCTL_FIRST_RELEASE
 
 
 def mlx5_command_name(opcode: int) -> str:
@@ -276,6 +329,11 @@ CXL_SET_FEAT_FLAG_FINISH_DATA_TRANSFER = 3
 CXL_SET_FEAT_FLAG_ABORT_DATA_TRANSFER = 4
 CXL_SET_FEAT_FLAG_DATA_TRANSFER_MASK = 0x7
 CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET = 1 << 3
+#: FEAT_DATA_MIN_PAYLOAD_SIZE in drivers/cxl/core/features.c: cxl_set_feature() refuses
+#: (-ENOMEM, retval INVALID_INPUT) a mailbox with less room than header + 10 bytes.
+CXL_FEAT_DATA_MIN_PAYLOAD = 10
+#: the smallest mailbox payload a CXL device may report (CXL r3.1 8.2.8.4.3: 2^8).
+CXL_MBOX_MIN_PAYLOAD = 256
 
 #: command effects bits (CXL r3.2 Table 8-87; drivers/cxl/cxlmem.h CXL_CMD_*).
 CXL_CMD_CONFIG_CHANGE_COLD_RESET = 1 << 0
