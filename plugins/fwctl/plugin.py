@@ -273,6 +273,8 @@ class FwctlPlugin(Plugin):
         super().__init__(ctx)
         self.config = FwctlConfig.parse(ctx.config)
         self._devices: dict[str, FwctlDevice] = {}
+        #: CXL memdev name -> the PCI function holding it (see _pci_function_holding).
+        self._memdev_pci: dict[str, str] = {}
         #: the running kernel's (major, minor), None when unknown (allow-lists differ).
         self.kernel_release: tuple[int, int] | None = None
 
@@ -377,14 +379,29 @@ class FwctlPlugin(Plugin):
         )
 
     async def _pci_function_holding(self, child: str) -> str:
-        """The PCI function whose sysfs directory holds ``child`` (e.g. ``mem0``), or ""."""
+        """The PCI function whose sysfs directory holds ``child`` (e.g. ``mem0``), or "".
+
+        One pass over ``sys/bus/pci/devices`` maps each ``mem<M>`` to its function; the
+        map is rebuilt only when a name is missing (a memdev added since).
+        """
+        if child not in self._memdev_pci:
+            self._memdev_pci = await self._scan_memdevs()
+        return self._memdev_pci.get(child, "")
+
+    async def _scan_memdevs(self) -> dict[str, str]:
         provider = self.ctx.provider
+        found: dict[str, str] = {}
         if not await provider.exists(uapi.PCI_DEVICES):
-            return ""
+            return found
         for address in sorted(await provider.listdir(uapi.PCI_DEVICES))[: uapi.PCI_SCAN_MAX]:
-            if await provider.exists(f"{uapi.PCI_DEVICES}/{address}/{child}"):
-                return address
-        return ""
+            try:
+                entries = await provider.listdir(f"{uapi.PCI_DEVICES}/{address}")
+            except KernelError:
+                continue  # removed meanwhile
+            for entry in entries:
+                if entry.startswith("mem") and entry[3:].isdigit():
+                    found.setdefault(entry, address)
+        return found
 
     async def _payload_max(self, parent: Parent) -> int:
         """A CXL memdev's mailbox payload size (``sys/bus/cxl/devices/mem<M>/payload_max``)."""
@@ -602,7 +619,7 @@ class FwctlPlugin(Plugin):
         if device.device_type == uapi.DeviceType.CXL:
             command, needed = self._check_cxl(device, request, size)
         elif device.device_type == uapi.DeviceType.MLX5:
-            command, needed = self._check_mlx5(request, size)
+            command, needed = self._check_mlx5(request, size, self.kernel_release)
         else:
             command, needed = "raw", None
             if scope in uapi.TAINTING_SCOPES and not config.allow_unknown_write:
@@ -690,7 +707,10 @@ class FwctlPlugin(Plugin):
             )
         return label, needed
 
-    def _check_mlx5(self, request: bytes, size: int) -> tuple[str, Scope | None]:
+    @staticmethod
+    def _check_mlx5(
+        request: bytes, size: int, kernel_release: tuple[int, int] | None = None
+    ) -> tuple[str, Scope | None]:
         if len(request) < uapi.MLX5_IN_HDR_SIZE or size < uapi.MLX5_OUT_HDR_SIZE:
             raise InvalidArgument(
                 "mlx5 requests and responses carry 16-byte mailbox headers; "
@@ -699,10 +719,10 @@ class FwctlPlugin(Plugin):
         opcode, _uid, _, op_mod = struct.unpack_from(uapi.MLX5_IN_HDR_FMT, request)
         name = uapi.mlx5_command_name(opcode)
         since = uapi.mlx5_since(opcode)
-        if self.kernel_release is not None and self.kernel_release < since:
+        if kernel_release is not None and kernel_release < since:
             raise NotSupported(
                 f"{name} is allowed by mlx5_fwctl from Linux {since[0]}.{since[1]} on; this "
-                f"kernel is {self.kernel_release[0]}.{self.kernel_release[1]}, whose "
+                f"kernel is {kernel_release[0]}.{kernel_release[1]}, whose "
                 "allow-list refuses it (EBADMSG); nothing was sent"
             )
         return name, uapi.mlx5_min_scope(opcode, op_mod)
