@@ -19,8 +19,10 @@ def run(demo: Any) -> None:
     demo.cli("fwctl", "info", MLX5)
     demo.say("The CXL device's features, decoded from Get Supported Features")
     demo.cli("fwctl", "features", CXL)
-    demo.say("A raw mlx5 QUERY_ADAPTER at the configuration scope")
-    demo.cli("fwctl", "rpc", MLX5, "configuration", uapi.pack_mlx5_in(0x101).hex())
+    demo.say("A raw mlx5 QUERY_ADAPTER at the configuration scope (mlx5 does not say how")
+    demo.say("long its answer is: the reply is the whole buffer offered)")
+    demo.cli("fwctl", "rpc", MLX5, "configuration", uapi.pack_mlx5_in(0x101).hex(),
+             "--response-size", "64")  # fmt: skip
     set_feature = uapi.pack_set_feature(MEDIA_POLICY, b"\x01\x02", version=1).hex()
     demo.say("Escalation: Set Feature asked for at debug-read is refused; nothing is sent")
     demo.cli("fwctl", "rpc", CXL, "debug-read", set_feature, expect=4)

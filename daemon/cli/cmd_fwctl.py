@@ -211,7 +211,13 @@ async def cmd_rpc(client: Client, args: argparse.Namespace, out: Output) -> int:
         out.json({"response": response.hex(), "info": _plain(info)})
         return exitcodes.OK
     out.fields([(key, value) for key, value in sorted(info.items())], title="RPC")
-    out.info(response.hex())
+    shown = response
+    if info.get("response-length-exact") is False:
+        # the whole buffer came back (mlx5): leave out the zeros after the output
+        shown = response.rstrip(b"\0")
+        if len(shown) < len(response):
+            out.info(f"({len(response) - len(shown)} trailing zero bytes not shown)")
+    out.info(shown.hex())
     for note in rpc_notes(info):
         out.info(note)
     return exitcodes.OK

@@ -234,6 +234,7 @@ def test_cli_rpc_says_what_the_kernel_did(daemon: DaemonProcess, cli: Any) -> No
     shown = cli("fwctl", "rpc", "mlx5", "debug-read", query, "--response-size", "256").stdout
     assert "does not report how long the answer is" in shown
     assert "whole 256-byte buffer" in shown
+    assert "(156 trailing zero bytes not shown)" in shown  # QUERY_ISSI answers 100 bytes
     # transfer flags the kernel would ignore are refused before anything is sent
     before = sim_rpcs(cli)
     abort = uapi.pack_set_feature(MEDIA, b"\x07", version=1, flags=4).hex()
