@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,11 +28,14 @@ from livefw.bus.backend import (
     BusType,
     DBusError,
     LivefwBus,
+    Message,
+    MessageType,
     NameFlag,
     PropertyAccess,
     RequestNameReply,
     ServiceInterface,
     Variant,
+    call,
     dbus_property,
     disconnect,
     method,
@@ -301,6 +305,65 @@ def install_action(plan: Plan) -> str:
     return action + ("-trusted" if plan.candidate.trusted_payload else "")
 
 
+#: SetHints: hints per client (fwupd refuses more than 32), and the longest key and
+#: value accepted (fwupd reads only ``locale``, a ``LANG`` value).
+HINTS_MAX = 32
+HINT_KEY_MAX = 64
+HINT_VALUE_MAX = 256
+#: clients whose hints and feature flags are kept; the least recently seen is dropped
+#: past this (a client that left the bus is dropped at once: NameOwnerChanged).
+CLIENTS_MAX = 256
+
+
+class ClientState:
+    """Per-client hints and feature flags, bounded in count and size.
+
+    Every local user can call SetHints; fwupd keeps what it is sent for as long as
+    the daemon runs. Here a client's state goes when it leaves the bus
+    (:meth:`forget`, from NameOwnerChanged) or when more than ``CLIENTS_MAX`` clients
+    have some: at most about 32 x 320 bytes x 256 clients, a few MiB.
+    """
+
+    def __init__(self, clients_max: int = CLIENTS_MAX) -> None:
+        self.clients_max = clients_max
+        self.hints: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self.features: OrderedDict[str, int] = OrderedDict()
+
+    def set_hints(self, sender: str, hints: dict[str, str]) -> None:
+        """Keep ``hints`` for ``sender``.
+
+        Raises:
+            NotSupported: more than HINTS_MAX hints, or a key or value too long.
+        """
+        if len(hints) > HINTS_MAX:
+            raise NotSupported(f"too many hints: {len(hints)}, at most {HINTS_MAX}")
+        for key, value in hints.items():
+            if len(key) > HINT_KEY_MAX or len(value) > HINT_VALUE_MAX:
+                raise NotSupported(
+                    f"hint {key[:HINT_KEY_MAX]!r} is too long: keys may have {HINT_KEY_MAX} "
+                    f"characters, values {HINT_VALUE_MAX}"
+                )
+        self._put(self.hints, sender, dict(hints))
+
+    def set_features(self, sender: str, flags: int) -> None:
+        """Keep the feature flags of ``sender``."""
+        self._put(self.features, sender, flags)
+
+    def _put(self, table: OrderedDict[str, Any], sender: str, value: Any) -> None:
+        if not sender:
+            return
+        table[sender] = value
+        table.move_to_end(sender)
+        while len(table) > self.clients_max:
+            table.popitem(last=False)
+
+    def forget(self, sender: str) -> bool:
+        """Drop what ``sender`` set (it left the bus); whether it had anything."""
+        had_hints = self.hints.pop(sender, None) is not None
+        had_features = self.features.pop(sender, None) is not None
+        return had_hints or had_features
+
+
 class CompatInterface(ServiceInterface, EngineListener):
     """The ``org.freedesktop.fwupd`` interface, backed by the engine."""
 
@@ -313,8 +376,7 @@ class CompatInterface(ServiceInterface, EngineListener):
         #: after the device changed (its listener drops the entry); at 1,000 devices
         #: building them was a third of the call (bench/REPORT.md, profile)
         self._dicts: dict[str, tuple[Device, bool, dict[str, Variant]]] = {}
-        self._hints: dict[str, dict[str, str]] = {}
-        self._features: dict[str, int] = {}
+        self.clients = ClientState()
         self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
         self._notified = self._load_notified()
         self._daemon_version = ctx.engine.config.daemon.fwupd_version or fwupd_version()
@@ -527,14 +589,12 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def SetHints(self, hints: "a{ss}") -> None:
-        if len(hints) > 32:
-            raise NotSupported("too many hints")
-        self._hints[self._sender()] = dict(hints)
+        self.clients.set_hints(self._sender(), dict(hints))
 
     @method()
     @fwupd_errors
     async def SetFeatureFlags(self, feature_flags: "t") -> None:
-        self._features[self._sender()] = int(feature_flags)
+        self.clients.set_features(self._sender(), int(feature_flags))
 
     @method()
     @fwupd_errors
@@ -803,6 +863,13 @@ class CompatInterface(ServiceInterface, EngineListener):
         return request
 
 
+#: a unique name losing its owner: the client disconnected.
+_DEPARTURES = (
+    "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+    "member='NameOwnerChanged',path='/org/freedesktop/DBus',arg2=''"
+)
+
+
 class CompatService:
     """A second bus connection that owns ``org.freedesktop.fwupd`` and serves ``/``.
 
@@ -835,6 +902,7 @@ class CompatService:
         self.interface = CompatInterface(ctx, self.state_dir)
         bus.export(PATH, self.interface)
         self.interface.attach()
+        await self._follow_departures(bus)
         reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             log.error(
@@ -846,6 +914,37 @@ class CompatService:
             return False
         log.info("bus_name_owned", name=BUS_NAME)
         return True
+
+    async def _follow_departures(self, bus: LivefwBus) -> None:
+        """Forget a client's hints and flags when its unique name leaves the bus."""
+        reply = await call(
+            bus,
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[_DEPARTURES],
+            ),
+        )
+        if reply.message_type == MessageType.ERROR:
+            log.warning("fwupd_departures_not_followed", error=reply.error_name)
+            return
+        bus.add_message_handler(self._on_message)
+
+    def _on_message(self, msg: Message) -> None:
+        if (
+            msg.message_type != MessageType.SIGNAL
+            or msg.member != "NameOwnerChanged"
+            or msg.sender != "org.freedesktop.DBus"
+            or msg.signature != "sss"
+            or self.interface is None
+        ):
+            return
+        name, _old, new = msg.body
+        if new == "" and str(name).startswith(":") and self.interface.clients.forget(str(name)):
+            log.debug("fwupd_client_forgotten", sender=str(name))
 
     def stop(self) -> None:
         """Disconnect."""
