@@ -1,8 +1,11 @@
 """``org.livefw.Daemon1.Telemetry``: the PFRT firmware log on the PFRU device object.
 
-Reading needs no polkit action (the log holds the firmware's update progress
-messages, and the bus policy decides who may talk to livefwd at all); changing the
-log level or type needs ``org.livefw.daemon1.telemetry-configure``. Every call holds
+The kernel keeps the telemetry node root-only, so livefwd does not hand the log to
+every local user: reading it (``GetDataInfo``, ``Read``, ``ReadSince``) needs
+``org.livefw.daemon1.telemetry-read`` (allowed for the active local session,
+administrator authentication elsewhere; root only without polkit). The cached
+``LogLevel``/``LogType`` properties stay readable by anyone. Changing the log level,
+type or revision needs ``org.livefw.daemon1.telemetry-configure``. Every call holds
 the device's lock, so reads, data-info queries and changes never interleave.
 """
 
@@ -19,13 +22,15 @@ from livefw.plugins.pfru import (
     level_name,
     parse_level,
     parse_log_type,
+    parse_revision,
     type_name,
 )
 
 INTERFACE = TELEMETRY_INTERFACE
 ACTION_CONFIGURE = "org.livefw.daemon1.telemetry-configure"
+ACTION_READ = "org.livefw.daemon1.telemetry-read"
 
-_SET_OPTIONS = {"level": "s", "type": "s"}
+_SET_OPTIONS = {"level": "s", "type": "s", "revision": "u"}
 
 
 class TelemetryInterface(ServiceInterface):
@@ -42,6 +47,7 @@ class TelemetryInterface(ServiceInterface):
             {
                 "LogLevel": level_name(self.device.log_level),
                 "LogType": type_name(self.device.log_type),
+                "LogRevision": self.device.log_revid,
             }
         )
 
@@ -58,6 +64,10 @@ class TelemetryInterface(ServiceInterface):
     def LogType(self) -> "s":
         return type_name(self.device.log_type)
 
+    @dbus_property(access=PropertyAccess.READ)
+    def LogRevision(self) -> "u":
+        return self.device.log_revid
+
     # ------------------------------------------------------------------- methods
 
     @method()
@@ -66,20 +76,27 @@ class TelemetryInterface(ServiceInterface):
         unknown = sorted(set(options) - set(_SET_OPTIONS))
         if unknown or not options:
             raise InvalidArgument(
-                f"SetLogInfo takes level and/or type (strings); got {sorted(options)}"
+                "SetLogInfo takes level and/or type (strings) and/or revision (u); "
+                f"got {sorted(options)}"
             )
         for key, variant in options.items():
             if variant.signature != _SET_OPTIONS[key]:
                 raise InvalidArgument(f"option {key!r} must be of type 's'")
         level = parse_level(options["level"].value) if "level" in options else None
         log_type = parse_log_type(options["type"].value) if "type" in options else None
+        revision = (
+            parse_revision(options["revision"].value, "log revision")
+            if "revision" in options
+            else None
+        )
         await self.ctx.authorize(ACTION_CONFIGURE)
         async with self._lock():
-            await self.device.set_telemetry(level, log_type)
+            await self.device.set_telemetry(level, log_type, revision)
 
     @method()
     @dbus_errors
     async def GetDataInfo(self) -> "a{sv}":
+        await self.ctx.authorize(ACTION_READ)
         async with self._lock():
             info = await self.device.telemetry_data_info()
         return {
@@ -95,6 +112,7 @@ class TelemetryInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def Read(self) -> "ayt":
+        await self.ctx.authorize(ACTION_READ)
         async with self._lock():
             result = await self.device.read_telemetry(0)
         return [result.data, result.cursor]
@@ -102,6 +120,7 @@ class TelemetryInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def ReadSince(self, cursor: "t") -> "aytb":
+        await self.ctx.authorize(ACTION_READ)
         async with self._lock():
             result = await self.device.read_telemetry(cursor)
         return [result.data, result.cursor, result.lost]

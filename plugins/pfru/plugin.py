@@ -14,9 +14,10 @@ reboots.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from livefw.errors import (
     ActivationFailed,
@@ -53,20 +54,28 @@ from livefw.plugin import (
 
 __all__ = [
     "DEFAULT_MAX_CAPSULE_SIZE",
+    "KERNEL_REVISIONS",
+    "PFRU_INTERFACE",
     "PROTOCOL",
     "TELEMETRY_INTERFACE",
     "PfruDevice",
     "PfruPlugin",
     "PfruTelemetryDevice",
+    "Revisions",
     "TelemetryRead",
     "level_name",
     "parse_level",
     "parse_log_type",
+    "parse_revision",
     "type_name",
 ]
 
 PROTOCOL = "org.livefw.pfru"
 TELEMETRY_INTERFACE = "org.livefw.Daemon1.Telemetry"
+PFRU_INTERFACE = "org.livefw.Daemon1.Pfru"
+#: the ``_DSM`` revisions the kernel accepts: pfr_update.c ``pfru_valid_revid()`` and
+#: pfr_telemetry.c ``valid_log_revid()`` (PFRU_REVID_1/2, PFRT_REVID_1/2).
+KERNEL_REVISIONS = (uapi.REVID_1, uapi.REVID_2)
 #: default ``[plugins.pfru] max_capsule_size``: real communication buffers are a few
 #: MiB; the kernel does not tell user space their size.
 DEFAULT_MAX_CAPSULE_SIZE = 32 * 1024 * 1024
@@ -136,6 +145,42 @@ def parse_log_type(text: str) -> uapi.LogType:
     raise InvalidArgument(f"unknown telemetry log type {text!r}: use execution or history (0, 1)")
 
 
+def parse_revision(value: int, what: str = "PFRU _DSM revision") -> int:
+    """A ``_DSM`` revision the kernel accepts (1 or 2).
+
+    The update driver answers EINVAL for others, the telemetry driver ignores them
+    silently (pfr_telemetry.c ``valid_log_revid()``); livefw refuses both up front.
+
+    Raises:
+        InvalidArgument: anything but 1 or 2.
+    """
+    if value not in KERNEL_REVISIONS:
+        raise InvalidArgument(
+            f"{what} {value} is not one the kernel accepts (1 or 2; pfrut.h PFRU_REVID_*)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """Which ``_DSM`` revisions the kernel accepts and the firmware answers.
+
+    Attributes:
+        update_revision: the revision livefw set on the update device (0: livefw has
+            not set one; the kernel has no getter, and the driver starts at 1).
+        update_firmware: revisions at which the firmware answered QUERY_CAP.
+        telemetry_revision: the telemetry driver's log revision (GET_INFO), 0
+            without a telemetry device.
+        telemetry_firmware: revisions at which the firmware answered GET_DATA_INFO.
+    """
+
+    update_revision: int
+    update_firmware: tuple[int, ...]
+    telemetry_revision: int
+    telemetry_firmware: tuple[int, ...]
+    kernel: tuple[int, ...] = KERNEL_REVISIONS
+
+
 @dataclass(frozen=True)
 class TelemetryRead:
     """A consistent copy of the telemetry log.
@@ -156,6 +201,8 @@ class TelemetryRead:
 class PfruDevice(Device):
     """One PFRU update type (code injection or driver update)."""
 
+    interfaces: ClassVar[tuple[str, ...]] = (PFRU_INTERFACE,)
+
     def __init__(
         self, plugin: PfruPlugin, update_type: uapi.UpdateType, cap: uapi.UpdateCapInfo
     ) -> None:
@@ -173,6 +220,11 @@ class PfruDevice(Device):
         self.update_type = update_type
         self.cap = cap
         self.apply_cap(cap)
+
+    @property
+    def pfru(self) -> PfruPlugin:
+        """The plugin (shared state of both update types: revision, staged capsule)."""
+        return self._plugin
 
     # ------------------------------------------------------------------ state
 
@@ -260,6 +312,14 @@ class PfruDevice(Device):
             )
         try:
             walked = uapi.walk_capsule(data)
+        except uapi.StricterThanKernel as error:
+            raise InvalidFile(
+                f"not a valid PFRU capsule: {error}. The kernel's own check "
+                "(drivers/acpi/pfr_update.c, applicable_image()) checks no lengths or "
+                "counts and might accept it; livefw refuses it so that the firmware never "
+                "parses bytes beyond the capsule (docs/kernel.md, where livefw is "
+                "stricter than the kernel)"
+            ) from error
         except capsule.CapsuleError as error:
             raise InvalidFile(f"not a valid PFRU capsule: {error}") from error
         if walked.fmp.embedded_drivers:
@@ -339,6 +399,12 @@ class PfruDevice(Device):
         self, payload: Payload, options: InstallOptions, op: Operation
     ) -> InstallResult:
         """Write the capsule in one call, stage it, and activate it if asked."""
+        async with self._plugin.update_lock:
+            return await self._install(payload, options, op)
+
+    async def _install(
+        self, payload: Payload, options: InstallOptions, op: Operation
+    ) -> InstallResult:
         plugin = self._plugin
         op.progress(Status.LOADING, 5)
         cap = await plugin.query_cap()
@@ -431,6 +497,10 @@ class PfruDevice(Device):
 
     async def activate(self, op: Operation) -> str:
         """PFRU_IOC_ACTIVATE, then re-query the capability for the new version."""
+        async with self._plugin.update_lock:
+            return await self._activate(op)
+
+    async def _activate(self, op: Operation) -> str:
         pending = self.version_pending
         op.record(pfru_update_type=_TYPE_SLUG[self.update_type], pfru_version=pending)
         op.progress(Status.DEVICE_ACTIVATE, 10)
@@ -463,7 +533,7 @@ class PfruDevice(Device):
 class PfruTelemetryDevice(PfruDevice):
     """The update device that also carries the firmware's telemetry log (PFRT)."""
 
-    interfaces = (TELEMETRY_INTERFACE,)
+    interfaces = (PFRU_INTERFACE, TELEMETRY_INTERFACE)
 
     def __init__(
         self, plugin: PfruPlugin, update_type: uapi.UpdateType, cap: uapi.UpdateCapInfo
@@ -472,6 +542,7 @@ class PfruTelemetryDevice(PfruDevice):
         #: last values read from the telemetry device (the D-Bus properties).
         self.log_level = -1
         self.log_type = -1
+        self.log_revid = 0
         self._telemetry_listeners: list[Any] = []
 
     def add_telemetry_listener(self, listener: Any) -> None:
@@ -480,8 +551,9 @@ class PfruTelemetryDevice(PfruDevice):
 
     def _set_log_info(self, info: uapi.LogInfo) -> None:
         level = info.log_level if info.log_level < 1 << 31 else self.log_level
-        if (level, info.log_type) != (self.log_level, self.log_type):
-            self.log_level, self.log_type = level, info.log_type
+        current = (level, info.log_type, info.log_revid)
+        if current != (self.log_level, self.log_type, self.log_revid):
+            self.log_level, self.log_type, self.log_revid = current
             for listener in list(self._telemetry_listeners):
                 listener()
 
@@ -502,10 +574,25 @@ class PfruTelemetryDevice(PfruDevice):
         return info
 
     async def set_telemetry(
-        self, level: uapi.LogLevel | None = None, log_type: uapi.LogType | None = None
+        self,
+        level: uapi.LogLevel | None = None,
+        log_type: uapi.LogType | None = None,
+        revision: int | None = None,
     ) -> uapi.LogInfo:
-        """PFRT_LOG_IOC_SET_INFO; unchanged fields are passed as invalid values."""
-        await self._plugin.telemetry_set_info(level, log_type)
+        """PFRT_LOG_IOC_SET_INFO; unchanged fields are passed as invalid values.
+
+        A new log revision is set on its own first and checked by reading the level
+        the firmware reports at that revision; when the firmware does not answer, the
+        previous revision is put back and nothing else changes.
+
+        Raises:
+            InvalidArgument: a revision other than 1 or 2.
+            NotSupported: the firmware does not answer at ``revision``.
+        """
+        if revision is not None:
+            await self._plugin.telemetry_set_revision(parse_revision(revision, "log revision"))
+        if level is not None or log_type is not None:
+            await self._plugin.telemetry_set_info(level, log_type)
         return await self.telemetry_info()
 
     async def telemetry_data_info(self) -> uapi.LogDataInfo:
@@ -531,7 +618,12 @@ class PfruPlugin(Plugin):
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)
         config = dict(ctx.config)
-        unknown = set(config) - {"max_capsule_size", "driver_version_gate"}
+        unknown = set(config) - {
+            "max_capsule_size",
+            "driver_version_gate",
+            "update_revision",
+            "telemetry_revision",
+        }
         if unknown:
             raise ConfigError(f"livefw.conf: plugins.pfru: unknown keys {sorted(unknown)}")
         size = config.get("max_capsule_size", DEFAULT_MAX_CAPSULE_SIZE)
@@ -545,8 +637,25 @@ class PfruPlugin(Plugin):
                 'livefw.conf: plugins.pfru.driver_version_gate must be "svn" (Linux 6.17+) '
                 'or "rt" (older kernels)'
             )
+        revisions: dict[str, int] = {}
+        for key in ("update_revision", "telemetry_revision"):
+            value = config.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or value not in KERNEL_REVISIONS:
+                raise ConfigError(
+                    f"livefw.conf: plugins.pfru.{key} must be 1 or 2 (the _DSM revisions "
+                    "the kernel accepts)"
+                )
+            revisions[key] = int(value)
+        self.configured_revisions = revisions
         self.max_capsule_size: int = size
         self.driver_gate: str = gate
+        #: the update _DSM revision livefw set (0: not set by livefw).
+        self.revision = 0
+        #: serialises revision changes and probes with installs and activations.
+        self.update_lock = asyncio.Lock()
+        self._revision_listeners: list[Any] = []
         #: the update type the firmware holds staged (one at a time), as far as we know.
         self.staged: uapi.UpdateType | None = None
         self.telemetry = False
@@ -576,6 +685,152 @@ class PfruPlugin(Plugin):
         finally:
             await handle.close()
         return uapi.UpdateCapInfo.unpack(arg)
+
+    # ------------------------------------------------------------ revisions
+
+    def add_revision_listener(self, listener: Any) -> None:
+        """Call ``listener()`` when the update ``_DSM`` revision livefw set changes."""
+        self._revision_listeners.append(listener)
+
+    async def _set_rev(self, handle: Handle, revision: int) -> None:
+        arg = bytearray(revision.to_bytes(4, "little"))  # a u32 (pfrut.h)
+        try:
+            await handle.ioctl(uapi.PFRU_IOC_SET_REV, arg)
+        except KernelError as error:
+            raise _map_errno(error, f"set the PFRU _DSM revision to {revision}") from error
+
+    async def _answers_at(self, handle: Handle, revision: int) -> bool:
+        """SET_REV ``revision`` and QUERY_CAP: whether the firmware answers there.
+
+        EINVAL from QUERY_CAP is the driver's answer when the firmware returns no
+        package (it does not implement that revision); other errors propagate.
+        """
+        await self._set_rev(handle, revision)
+        arg = bytearray(uapi.CAP_INFO.size)
+        try:
+            await handle.ioctl(uapi.PFRU_IOC_QUERY_CAP, arg)
+        except KernelError as error:
+            if error.errno == errno.EINVAL:
+                return False
+            raise _map_errno(error, f"query the PFRU capability at revision {revision}") from error
+        return True
+
+    async def set_revision(self, revision: int) -> None:
+        """PFRU_IOC_SET_REV, checked with a QUERY_CAP at the new revision.
+
+        The revision belongs to the driver (every opener, pfrut too) until it binds
+        again; livefw keeps what it set in :attr:`revision`.
+
+        Raises:
+            InvalidArgument: not 1 or 2 (nothing is sent).
+            NotSupported: the firmware does not answer at ``revision``; the previous
+                revision (or the driver's default 1) is put back.
+        """
+        parse_revision(revision)
+        async with self.update_lock:
+            handle = await self.open_update()
+            try:
+                previous = self.revision or uapi.DEFAULT_REVID
+                if not await self._answers_at(handle, revision):
+                    await self._set_rev(handle, previous)
+                    raise NotSupported(
+                        f"the firmware does not answer the PFRU _DSM at revision {revision} "
+                        f"(the capability query fails there); the revision stays {previous}"
+                    )
+            finally:
+                await handle.close()
+            self._note_revision(revision)
+
+    def _note_revision(self, revision: int) -> None:
+        changed = revision != self.revision
+        self.revision = revision
+        self.ctx.log.info("pfru_revision_set", revision=revision)
+        if changed:
+            for listener in list(self._revision_listeners):
+                listener()
+
+    async def telemetry_set_revision(self, revision: int) -> None:
+        """PFRT_LOG_IOC_SET_INFO with only ``log_revid``, checked by GET_INFO.
+
+        The driver stores the revision without asking the firmware
+        (pfr_telemetry.c ``pfrt_log_ioctl()``); GET_INFO then reads the level from the
+        firmware at that revision and reports a negative errno when it gets no answer.
+
+        Raises:
+            NotSupported: the firmware does not answer; the previous revision is back.
+        """
+        before = await self.telemetry_get_info()
+        await self._telemetry_set(uapi.LogInfo(uapi.LOG_UNCHANGED, uapi.LOG_UNCHANGED, revision))
+        after = await self.telemetry_get_info()
+        if after.log_level >= 1 << 31:
+            await self._telemetry_set(
+                uapi.LogInfo(uapi.LOG_UNCHANGED, uapi.LOG_UNCHANGED, before.log_revid)
+            )
+            raise NotSupported(
+                f"the firmware does not answer the telemetry _DSM at revision {revision}; "
+                f"the log revision stays {before.log_revid}"
+            )
+        self.ctx.log.info("pfru_telemetry_revision_set", revision=revision)
+
+    async def _telemetry_set(self, info: uapi.LogInfo) -> None:
+        arg = bytearray(info.pack())
+        await self._telemetry_ioctl(uapi.PFRT_LOG_IOC_SET_INFO, arg, "set the telemetry settings")
+
+    async def query_revisions(self) -> Revisions:
+        """Probe every revision the kernel accepts on both devices, then restore.
+
+        The kernel cannot list the revisions a firmware implements (``_DSM`` function
+        0 is not reachable from user space), so each one is tried: SET_REV and
+        QUERY_CAP on the update device, the log revision and GET_DATA_INFO on the
+        telemetry device. Afterwards the update device is back at livefw's revision
+        (1 when livefw never set one) and the telemetry device at its previous one.
+        """
+        async with self.update_lock:
+            update: list[int] = []
+            handle = await self.open_update()
+            try:
+                try:
+                    for revision in KERNEL_REVISIONS:
+                        if await self._answers_at(handle, revision):
+                            update.append(revision)
+                finally:
+                    await self._set_rev(handle, self.revision or uapi.DEFAULT_REVID)
+            finally:
+                await handle.close()
+            telemetry: list[int] = []
+            current = 0
+            if self.telemetry:
+                current = (await self.telemetry_get_info()).log_revid
+                try:
+                    for revision in KERNEL_REVISIONS:
+                        await self._telemetry_set(
+                            uapi.LogInfo(uapi.LOG_UNCHANGED, uapi.LOG_UNCHANGED, revision)
+                        )
+                        try:
+                            await self.telemetry_data_info()
+                        except InvalidArgument:
+                            continue
+                        telemetry.append(revision)
+                finally:
+                    await self._telemetry_set(
+                        uapi.LogInfo(uapi.LOG_UNCHANGED, uapi.LOG_UNCHANGED, current)
+                    )
+        return Revisions(self.revision, tuple(update), current, tuple(telemetry))
+
+    async def apply_configured_revisions(self) -> None:
+        """``[plugins.pfru] update_revision`` / ``telemetry_revision`` at start-up."""
+        revision = self.configured_revisions.get("update_revision")
+        if revision is not None:
+            try:
+                await self.set_revision(revision)
+            except LivefwError as error:
+                self.ctx.log.warning("pfru_revision_config_failed", error=error.message)
+        revision = self.configured_revisions.get("telemetry_revision")
+        if revision is not None and self.telemetry:
+            try:
+                await self.telemetry_set_revision(revision)
+            except LivefwError as error:
+                self.ctx.log.warning("pfru_telemetry_revision_config_failed", error=error.message)
 
     async def _telemetry_ioctl(self, request: int, arg: bytearray, what: str) -> None:
         try:
@@ -708,7 +963,9 @@ class PfruPlugin(Plugin):
         return Probe.ok()
 
     async def coldplug(self) -> None:
-        """One device per update type with a non-zero image type."""
+        """Apply configured ``_DSM`` revisions; one device per non-zero image type."""
+        if await self.ctx.provider.exists(uapi.UPDATE_NODE):
+            await self.apply_configured_revisions()
         await self.refresh()
 
     async def on_uevent(self, event: UEvent) -> None:

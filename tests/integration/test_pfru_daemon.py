@@ -93,6 +93,23 @@ def test_bad_capsules_get_their_own_errors(daemon: DaemonProcess, cli: Cli, tmp_
     assert "no firmware telemetry" in no_telemetry.stderr
 
 
+def test_livefwd_is_stricter_than_the_kernel_and_says_so(
+    daemon: DaemonProcess, cli: Cli, tmp_path: Path
+) -> None:
+    """Capsules the kernel's applicable_image() accepts, livefwd refuses (issue 14.9)."""
+    for kind in ("no-payload-count", "image-past-end", "truncated"):
+        path = tmp_path / f"{kind}.cap"
+        cli("sim", "sample", "pfru/code-injection", "--broken", kind, "-o", str(path))
+        result = cli("install", str(path), CODE_ID, check=False)
+        assert result.returncode == 8, (kind, result.stdout, result.stderr)
+        message = " ".join(result.stderr.split())
+        assert "applicable_image()) checks no lengths or counts and might accept it" in message
+        assert "livefw refuses it" in message
+    # refused before the kernel: no history row, nothing staged
+    assert [r for r in json.loads(cli("history", "--json").stdout) if r["Plugin"] == "pfru"] == []
+    assert "needs-activation" not in device(cli, CODE_ID)["Flags"]
+
+
 def test_busctl_install_activate_and_read_since(
     daemon: DaemonProcess, cli: Cli, bctl: Busctl, tmp_path: Path
 ) -> None:
@@ -140,7 +157,9 @@ def test_set_log_info_needs_authorization(
     polkit.set_allowed([])
     result = cli("telemetry", CODE_ID, "--set-level", "error", check=False, uid=NOBODY)
     assert result.returncode == 4, result.stderr
-    # reading needs no action
+    # reading needs org.livefw.daemon1.telemetry-read (issue 13.11)
+    assert cli("telemetry", CODE_ID, check=False, uid=NOBODY).returncode == 4
+    polkit.set_allowed(["org.livefw.daemon1.telemetry-read"])
     assert cli("telemetry", CODE_ID, uid=NOBODY).returncode == 0
     bad = bctl(
         "call",
@@ -170,9 +189,9 @@ def test_set_log_info_needs_authorization(
     assert asyncio.run(error_name()) == "org.livefw.Daemon1.Error.InvalidArgument"
 
 
-def _members(xml_text: str) -> set[tuple[str, ...]]:
+def _members(xml_text: str, name: str = TELEMETRY) -> set[tuple[str, ...]]:
     root = ET.fromstring(xml_text)
-    (iface,) = [i for i in root.iter("interface") if i.get("name") == TELEMETRY]
+    (iface,) = [i for i in root.iter("interface") if i.get("name") == name]
     members: set[tuple[str, ...]] = set()
     for element in iface:
         if element.tag == "property":
@@ -237,3 +256,45 @@ def _line(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
     line = process.stdout.readline()
     assert line, process.stderr.read() if process.stderr else "EOF"
     return line
+
+
+PFRU = "org.livefw.Daemon1.Pfru"
+
+
+def test_pfru_revisions_over_the_bus_and_the_cli(
+    daemon: DaemonProcess, polkit: PolkitMock, cli: Cli, bctl: Busctl
+) -> None:
+    """The _DSM revisions are user-settable (issue 14.16): bus contract, CLI, polkit."""
+    for path in (CODE_PATH, f"{MANAGER}/devices/{DRIVER_ID}"):
+        reply = bctl(
+            "--json=short", "call", BUS, path, "org.freedesktop.DBus.Introspectable", "Introspect"
+        )
+        live = json.loads(reply.stdout)["data"][0]
+        contract = (REPO / "dbus" / f"{PFRU}.xml").read_text()
+        assert _members(live, PFRU) == _members(contract, PFRU)
+    found = json.loads(cli("pfru-revision", CODE_ID, "--json").stdout)
+    assert (found["revision"], found["kernel"], found["firmware"]) == (0, [1, 2], [1, 2])
+    assert (found["telemetry-revision"], found["telemetry-firmware"]) == (1, [1, 2])
+    # set on one PFRU device, seen on both (one update node)
+    found = json.loads(cli("pfru-revision", DRIVER_ID, "--set", "2", "--json").stdout)
+    assert found["revision"] == 2
+    revision = bctl("get-property", BUS, CODE_PATH, PFRU, "Revision").stdout.strip()
+    assert revision == "u 2"
+    bad = cli("pfru-revision", CODE_ID, "--set", "3", check=False)
+    assert bad.returncode != 0
+    assert "1 or 2" in bad.stderr
+    # the telemetry revision with the other telemetry settings
+    cli("telemetry", CODE_ID, "--set-revision", "2")
+    assert json.loads(cli("telemetry", CODE_ID, "--json").stdout)["log_revision"] == 2
+    # firmware that implements revision 1 only: refused, and the revision stays
+    cli("sim", "set", "pfru", "update_max_revision=1")
+    refused = cli("pfru-revision", CODE_ID, "--set", "2", check=False)
+    assert "does not answer the PFRU _DSM at revision 2" in " ".join(refused.stderr.split())
+    # authorization: org.livefw.daemon1.pfru-configure
+    polkit.allow_unknown(False)
+    polkit.set_allowed(["org.livefw.daemon1.telemetry-read"])
+    assert cli("pfru-revision", CODE_ID, check=False, uid=NOBODY).returncode == 4
+    assert cli("pfru-revision", CODE_ID, "--set", "1", check=False).returncode == 4
+    polkit.set_allowed(["org.livefw.daemon1.pfru-configure", "org.livefw.daemon1.telemetry-read"])
+    cli("pfru-revision", CODE_ID, "--set", "1")
+    assert bctl("get-property", BUS, CODE_PATH, PFRU, "Revision").stdout.strip() == "u 1"

@@ -79,8 +79,8 @@ async def test_devices_from_the_capability(make_engine: MakeEngine) -> None:
     assert update.metadata["drv-rt-version"] == "7"
     assert {"updatable", "internal", "activation-capable"} <= injection.flags
     assert "needs-activation" not in injection.flags
-    assert type(update).interfaces == ()
-    assert type(injection).interfaces == ("org.livefw.Daemon1.Telemetry",)
+    assert type(update).interfaces == ("org.livefw.Daemon1.Pfru",)
+    assert type(injection).interfaces == ("org.livefw.Daemon1.Pfru", "org.livefw.Daemon1.Telemetry")
     assert injection.log_level == int(uapi.LogLevel.INFO)
 
 
@@ -540,6 +540,7 @@ def test_plugin_imports_only_the_allowed_modules() -> None:
                 module = stripped.split()[1]
                 assert module.split(".")[0] in {
                     "__future__",
+                    "asyncio",
                     "errno",
                     "dataclasses",
                     "typing",
@@ -583,3 +584,73 @@ async def test_hotplug_follows_the_drivers(make_engine: MakeEngine) -> None:
     with pytest.raises(InvalidArgument, match="already present"):
         component.add_device({"device": "update"})
     await engine.stop()
+
+
+# ---------------------------------------------------------------- revisions (issue 14.16)
+
+
+async def test_update_revision_is_sent_and_checked(make_engine: MakeEngine) -> None:
+    engine = await make_engine([PfruPlugin])
+    plugin = code(engine).pfru
+    assert plugin.revision == 0  # livefw sent none: the driver's own 1
+    found = await plugin.query_revisions()
+    assert (found.kernel, found.update_firmware, found.telemetry_firmware) == (
+        (1, 2),
+        (1, 2),
+        (1, 2),
+    )
+    # the probe put the drivers back
+    assert (sim(engine).state.rev_id, sim(engine).state.log_revid) == (1, 1)
+    await plugin.set_revision(2)
+    assert (plugin.revision, sim(engine).state.rev_id) == (2, 2)
+    # every later _DSM call goes out at revision 2: an install still works
+    payload = Payload(sim(engine).sample(CODE, None, None), "code.cap")
+    entry = await engine.install(code(engine).id, payload, InstallOptions())
+    assert entry.state == "staged"
+    assert sim(engine).state.staged is not None
+    assert sim(engine).state.rev_id == 2
+    with pytest.raises(InvalidArgument, match="1 or 2"):
+        await plugin.set_revision(3)
+    assert sim(engine).state.rev_id == 2
+
+
+async def test_firmware_without_revision_2(make_engine: MakeEngine) -> None:
+    engine = await make_engine([PfruPlugin], profile="minimal")
+    plugin = code(engine).pfru
+    found = await plugin.query_revisions()
+    assert found.update_firmware == (1,)
+    assert found.telemetry_firmware == (1,)
+    with pytest.raises(NotSupported, match="revision 2"):
+        await plugin.set_revision(2)
+    # put back: the next capability query works
+    assert sim(engine).state.rev_id == 1
+    assert plugin.revision == 0
+    await code(engine).refresh()
+
+
+async def test_telemetry_revision(make_engine: MakeEngine) -> None:
+    engine = await make_engine([PfruPlugin])
+    telemetry = code(engine)
+    assert telemetry.log_revid == 1
+    info = await telemetry.set_telemetry(revision=2)
+    assert (info.log_revid, telemetry.log_revid, sim(engine).state.log_revid) == (2, 2, 2)
+    assert (await telemetry.read_telemetry()).data
+    sim(engine).state.telemetry_max_revision = 1
+    await telemetry.set_telemetry(revision=1)
+    with pytest.raises(NotSupported, match="telemetry _DSM at revision 2"):
+        await telemetry.set_telemetry(revision=2, level=uapi.LogLevel.VERBOSE)
+    # nothing changed: not the revision, not the level
+    assert sim(engine).state.log_revid == 1
+    assert sim(engine).state.log_level == int(uapi.LogLevel.INFO)
+    with pytest.raises(InvalidArgument):
+        await telemetry.set_telemetry(revision=0)
+
+
+async def test_configured_revisions_are_sent_at_start(make_engine: MakeEngine) -> None:
+    engine = await make_engine([PfruPlugin], config=config(update_revision=2, telemetry_revision=2))
+    assert (sim(engine).state.rev_id, sim(engine).state.log_revid) == (2, 2)
+    assert code(engine).pfru.revision == 2
+    bad = await make_engine(
+        [PfruPlugin], config=config(update_revision=5), state_dir=Path(engine.state_dir) / "bad"
+    )
+    assert "update_revision" in bad.plugins["pfru"].probe.reason

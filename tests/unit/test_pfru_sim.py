@@ -113,7 +113,6 @@ async def test_stage_activate_in_one_call_for_driver_update(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("broken", "err"),
     [
-        ("truncated", errno.EINVAL),
         ("header-v3", errno.EINVAL),
         ("wrong-image-type", errno.EINVAL),
         ("too-large", errno.EINVAL),
@@ -128,6 +127,42 @@ async def test_write_refusals(tmp_path: Path, broken: str, err: int) -> None:
     # nothing valid reached the firmware: STAGE fails too
     assert await errno_of(handle.ioctl(uapi.PFRU_IOC_STAGE)) == errno.EBUSY
     assert component.state.staged is None
+    await handle.close()
+
+
+@pytest.mark.parametrize("broken", ["truncated", "no-payload-count", "image-past-end"])
+async def test_the_kernel_accepts_what_applicable_image_accepts(
+    tmp_path: Path, broken: str
+) -> None:
+    """pfr_update.c applicable_image() checks no length and no count (issue 14.9)."""
+    _, provider, component = make(tmp_path)
+    data = component.sample(CODE, None, broken)
+    handle = await provider.open(uapi.UPDATE_NODE, OpenFlags.RDWR)
+    assert await handle.write(data) == len(data)
+    # livefw's own walk refuses each of them, as stricter than the kernel
+    with pytest.raises(uapi.StricterThanKernel):
+        uapi.walk_capsule(data)
+    # the firmware reads CapsuleImageSize bytes, checks them itself and refuses
+    assert await errno_of(handle.ioctl(uapi.PFRU_IOC_STAGE)) == errno.EBUSY
+    assert component.state.staged is None
+    await handle.close()
+
+
+async def test_a_short_write_is_walked_over_the_previous_capsule(tmp_path: Path) -> None:
+    """The kernel reads past a short write into what an earlier write left."""
+    _, provider, component = make(tmp_path)
+    handle = await provider.open(uapi.UPDATE_NODE, OpenFlags.RDWR)
+    full = component.sample(CODE, None, None)
+    await handle.write(full)
+    # 20 bytes: no complete EFI_CAPSULE_HEADER; the rest is the earlier capsule
+    assert await handle.write(full[:20]) == 20
+    with pytest.raises(uapi.StricterThanKernel):
+        uapi.walk_capsule(full[:20])
+    _, fresh_provider, _ = make(tmp_path / "fresh")
+    fresh = await fresh_provider.open(uapi.UPDATE_NODE, OpenFlags.RDWR)
+    # on a buffer never written, the same 20 bytes lead the walk to zeros: refused
+    assert await errno_of(fresh.write(full[:20])) == errno.EINVAL
+    await fresh.close()
     await handle.close()
 
 

@@ -2,12 +2,16 @@
 
 The kernel half behaves like ``drivers/acpi/pfr_update.c`` and ``pfr_telemetry.c``
 (spec §1): one-call ``write()`` into a fixed-size communication buffer from offset 0
-(EINVAL when larger), the kernel's capsule walk and version gate on ``write()`` (plus
-the length checks the kernel lacks), QUERY_CAP, SET_REV, STAGE, ACTIVATE and
-STAGE_ACTIVATE (EBUSY whenever the firmware's ``_DSM`` status is non-zero), and the
-telemetry ioctls plus a read-only mmap of the log buffer.
+(EINVAL when larger; the tail of an earlier, longer write stays), the kernel's capsule
+walk and version gate on ``write()`` exactly as ``applicable_image()`` does them (no
+length or count checks: what the kernel accepts, this accepts), QUERY_CAP, SET_REV
+(1 or 2, kept per device; every ``_DSM`` call uses it and gets EINVAL when the
+firmware does not implement it), STAGE, ACTIVATE and STAGE_ACTIVATE (EBUSY whenever
+the firmware's ``_DSM`` status is non-zero), and the telemetry ioctls (the log
+revision likewise) plus a read-only mmap of the log buffer.
 
-The firmware half checks what the kernel does not: the platform id, the capsule's
+The firmware half checks what the kernel does not: the capsule's lengths (it reads
+CapsuleImageSize bytes from its buffer), the platform id, the capsule's
 (simulated) signature and its anti-rollback rule (SVN for driver updates). It holds
 one staged capsule at a time (ACTIVATE takes no update type), loses it at reboot,
 and appends to two telemetry ring buffers (execution and history logs) while it
@@ -21,10 +25,11 @@ that the simulated firmware can refuse a corrupt capsule the way real firmware d
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,8 +108,13 @@ class PfruState(BaseModel):
         driver_gate: which version the kernel compares for driver updates on
             ``write()``: ``svn`` (6.17+, the Aug-2025 fix) or ``rt`` (before).
         comm_buf_size: the firmware's communication buffer (``_DSM`` fn 2).
+        update_max_revision, telemetry_max_revision: the highest ``_DSM`` revision
+            the firmware implements for each device; a call made with a higher one
+            gets no package back, which the drivers report as EINVAL.
         rev_id, log_type, log_revid: kept by the drivers (reset at boot).
-        buffer: what the last ``write()`` left in the communication buffer.
+        comm_data: the communication buffer's contents (base64, as far as writes
+            reached): a shorter write leaves the tail of an earlier one in place.
+        buffer: the firmware's view of the capsule in the communication buffer.
         staged: the one capsule the firmware holds staged.
         telemetry_started: the telemetry service has produced data (mmap works).
     """
@@ -125,6 +135,10 @@ class PfruState(BaseModel):
     oem_id: str = _DEFAULT_OEM
     oem_info_len: int = 0
     comm_buf_size: int = 256 * 1024
+    update_max_revision: int = 2
+    telemetry_max_revision: int = 2
+    #: the communication buffer's bytes as far as writes reached (base64).
+    comm_data: str = ""
     rev_id: int = uapi.DEFAULT_REVID
     buffer: Capsule | None = None
     staged: Capsule | None = None
@@ -164,7 +178,12 @@ class PfruComponent(SimComponent):
         "GET_DATA_INFO (a reader racing the firmware)",
     }
     BROKEN = {
-        "truncated": "a valid capsule cut short (CapsuleImageSize beyond the file)",
+        "truncated": "a valid capsule cut short (CapsuleImageSize beyond the file; the "
+        "kernel accepts it, the firmware refuses to stage it)",
+        "no-payload-count": "an FMP header with PayloadItemCount 0 and no ItemOffsetList, "
+        "the image right after it (the kernel accepts it; livefw refuses it)",
+        "image-past-end": "the FMP image header claims more bytes than the capsule holds "
+        "(the kernel accepts it; livefw refuses it)",
         "header-v3": "FMP image header version 3, which the kernel refuses",
         "wrong-image-type": "an FMP image type that is neither code injection nor driver update",
         "other-platform": "built for another platform id (the kernel accepts it; the "
@@ -182,6 +201,8 @@ class PfruComponent(SimComponent):
         super().__init__(machine, state)
         #: live ring buffers: mmap views stay valid while the firmware appends.
         self._rings: dict[str, bytearray] = {}
+        #: the communication buffer as far as writes reached (zeros beyond).
+        self._comm = bytearray(base64.b64decode(state.comm_data))
         for log_type in uapi.LogType:
             key = _ring_key(log_type)
             ring = state.rings.get(key)
@@ -214,14 +235,16 @@ class PfruComponent(SimComponent):
     def default_state(cls, profile: str, scale: int) -> PfruState:
         """The platform of ``profile``.
 
-        default/scale: both update types, telemetry running; minimal: code injection
-        only, telemetry not started; rfc: a pre-6.17 kernel (rt version gate); empty:
-        no PFRU devices.
+        default/scale: both update types, telemetry running, ``_DSM`` revisions 1 and
+        2; minimal: code injection only, telemetry not started, revision 1 only; rfc:
+        a pre-6.17 kernel (rt version gate); empty: no PFRU devices.
         """
         if profile == "empty":
             return PfruState(update_present=False, telemetry_present=False)
         state = PfruState()
         if profile == "minimal":
+            state.update_max_revision = 1
+            state.telemetry_max_revision = 1
             state.drv_type = _ZERO_GUID
             state.drv_rt_version = 0
             state.drv_svn = 0
@@ -276,13 +299,45 @@ class PfruComponent(SimComponent):
             oem_info_len=state.oem_info_len,
         )
 
+    def update_dsm_check(self, op: str, path: str) -> None:
+        """An update ``_DSM`` call at the device's revision (``pfru_dev->rev_id``).
+
+        pfr_update.c ``query_capability()``, ``query_buffer()``, ``start_update()``:
+        ``acpi_evaluate_dsm_typed()`` returns no package when the firmware does not
+        implement the revision, and the driver answers EINVAL.
+        """
+        if self.state.rev_id > self.state.update_max_revision:
+            raise fail(
+                errno.EINVAL,
+                op,
+                path,
+                f"_DSM revision {self.state.rev_id} not implemented by the firmware",
+            )
+
+    def telemetry_dsm_ok(self) -> bool:
+        """Whether the firmware implements the telemetry ``_DSM`` at the log revision.
+
+        pfr_telemetry.c: every ``_DSM`` call passes ``info.log_revid``; without a
+        package the driver answers EINVAL.
+        """
+        return self.state.log_revid <= self.state.telemetry_max_revision
+
     def dsm_fault(self, target: str, *kinds: str) -> str | None:
         """Consume an armed fault of ``kinds`` for ``target`` (or any target)."""
         return self.machine.take_fault(self.name, target, kinds)
 
     def load(self, data: bytes, path: str) -> int:
-        """pfru_write(): buffer query, size check, copy, capability query, the walk."""
+        """pfru_write(): buffer query, size check, copy, capability query, the walk.
+
+        drivers/acpi/pfr_update.c ``pfru_write()``: EINVAL when ``len`` exceeds the
+        buffer; the bytes are copied to the start of the communication buffer (what
+        lies beyond them stays); then ``applicable_image()`` walks the buffer without
+        any bounds (see :func:`kernel_applicable_image`) and EINVAL is returned only
+        for an unknown image type, an image header version other than 1 or 2, or a
+        version below the running one.
+        """
         state = self.state
+        self.update_dsm_check("write", path)
         if self.dsm_fault(KEY_UPDATE, "busy"):
             raise fail(errno.EBUSY, "write", path, "_DSM query buffer: status RETRY_SUGGESTED")
         if len(data) > state.comm_buf_size:
@@ -293,23 +348,42 @@ class PfruComponent(SimComponent):
                 f"{len(data)} bytes > communication buffer of {state.comm_buf_size}",
             )
         # the bytes reach the buffer before the kernel looks at them.
-        state.buffer = self._inspect(data)
+        if len(data) > len(self._comm):
+            self._comm.extend(bytes(len(data) - len(self._comm)))
+        self._comm[: len(data)] = data
+        state.comm_data = base64.b64encode(bytes(self._comm)).decode("ascii")
+        state.buffer = self._inspect()
         self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
         self.machine.changed()
-        buffer = state.buffer
-        if not buffer.well_formed:
-            raise fail(errno.EINVAL, "write", path, buffer.problem)
-        if buffer.update_type == uapi.UpdateType.CODE_INJECTION:
-            ok = buffer.rt_ver >= state.code_rt_version
-        elif state.driver_gate == "rt":
-            ok = buffer.rt_ver >= state.drv_rt_version
-        else:
-            ok = buffer.svn_ver >= state.drv_svn
-        if not ok:
-            raise fail(errno.EINVAL, "write", path, "capsule version below the running one")
+        problem = kernel_applicable_image(self._comm_read, self.cap_info(), state.driver_gate)
+        if problem:
+            raise fail(errno.EINVAL, "write", path, problem)
         return len(data)
 
-    def _inspect(self, data: bytes) -> Capsule:
+    def _comm_read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes of the communication buffer at ``offset``.
+
+        Bytes never written read as zero. The kernel reads past the mapped buffer
+        when a capsule's fields point there (whatever memory follows, or a fault);
+        the simulation reads zeros there too.
+        """
+        out = bytearray(size)
+        limit = min(len(self._comm), self.state.comm_buf_size)
+        start, end = max(offset, 0), min(offset + size, limit)
+        if start < end:
+            out[start - offset : end - offset] = self._comm[start:end]
+        return bytes(out)
+
+    def _inspect(self) -> Capsule:
+        """The firmware's view: the capsule its header describes, read from the buffer.
+
+        The firmware is not told how many bytes were written; it takes
+        CapsuleImageSize from the header (bounded by its buffer) and checks
+        everything (lengths, signature, platform) itself when asked to stage.
+        """
+        head = self._comm_read(0, capsule.CAPSULE_HEADER.size)
+        image_size = capsule.CAPSULE_HEADER.unpack(head)[3]
+        data = self._comm_read(0, min(image_size, self.state.comm_buf_size))
         digest = hashlib.sha256(data).hexdigest()
         try:
             walked = uapi.walk_capsule(data)
@@ -338,6 +412,7 @@ class PfruComponent(SimComponent):
             uapi.StartAction.ACTIVATE: "PFRU_IOC_ACTIVATE",
             uapi.StartAction.STAGE_ACTIVATE: "PFRU_IOC_STAGE_ACTIVATE",
         }[action]
+        self.update_dsm_check("ioctl", path)
         if self.dsm_fault(KEY_UPDATE, "busy"):
             raise fail(errno.EBUSY, "ioctl", path, f"{op}: status RETRY_SUGGESTED")
         if action in (uapi.StartAction.STAGE, uapi.StartAction.STAGE_ACTIVATE):
@@ -567,6 +642,8 @@ class PfruComponent(SimComponent):
             if which == "update":
                 self.state.staged = None
                 self.state.buffer = None
+                self.state.comm_data = ""
+                self._comm = bytearray()
             self.machine.changed()
             self.machine.render()
         self._uevent("remove", which)
@@ -641,6 +718,8 @@ class PfruComponent(SimComponent):
             platform_id=platform,
             header_version=3 if broken == "header-v3" else 2,
             body_size=filler,
+            no_payload_count=broken == "no-payload-count",
+            image_size_extra=4096 if broken == "image-past-end" else 0,
         )
         if broken == "corrupt-auth":
             corrupted = bytearray(data)
@@ -660,6 +739,8 @@ class PfruComponent(SimComponent):
         """
         state = self.state
         state.buffer = None
+        state.comm_data = ""
+        self._comm = bytearray()
         if state.staged is not None:
             self._history("reboot: staged capsule discarded")
         state.staged = None
@@ -670,6 +751,64 @@ class PfruComponent(SimComponent):
             self.reset_telemetry()
             self._log(uapi.LogLevel.INFO, "boot: runtime update service ready")
         self.machine.changed()
+
+
+def _i32(value: int) -> int:
+    """``value`` stored in a C ``int`` (the kernel's offsets are ``int size``)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+#: sizeof(struct efi_manage_capsule_image_header) in include/linux/efi.h: the v3
+#: layout (48 bytes); adjust_efi_size() subtracts 16 for v1 and 8 for v2.
+_KERNEL_IMAGE_HEADER_SIZE = 48
+
+
+def kernel_applicable_image(
+    read: Callable[[int, int], bytes], cap: uapi.UpdateCapInfo, driver_gate: str
+) -> str:
+    """drivers/acpi/pfr_update.c ``applicable_image()``: ``""`` when it accepts.
+
+    Follows the kernel step by step, with no bounds and no counts checked: HeaderSize,
+    then 8 + 8 x (EmbeddedDriverCount + PayloadItemCount) (a PayloadItemCount of 0 is
+    fine), the image-type GUID (``get_image_type()``), the header version
+    (``adjust_efi_size()``: 1 or 2), 8 + WIN_CERTIFICATE.dwLength, and the version
+    gate on ``pfru_payload_hdr``: code injection compares ``rt_ver`` with
+    ``code_rt_version``; driver update compares ``svn_ver`` with ``drv_svn`` since
+    "ACPI: pfr_update: Fix the driver update version check" (6.17), ``rt_ver`` with
+    ``drv_rt_version`` before (``driver_gate`` ``svn``/``rt``). Offsets are C ``int``
+    arithmetic, as in the kernel.
+
+    Returns:
+        why the kernel refuses (its write() then fails with EINVAL), or ``""``.
+    """
+    u32 = struct.Struct("<I")
+    u16x2 = struct.Struct("<HH")
+    size = _i32(u32.unpack(read(16, 4))[0])  # efi_capsule_header_t.headersize
+    drivers, payloads = u16x2.unpack(read(size + 4, 4))
+    size = _i32(size + 8 + (drivers + payloads) * 8)
+    version = u32.unpack(read(size, 4))[0]
+    image_type = capsule.guid_from_efi(read(size + 4, 16))
+    update_type = next((t for t, guid in uapi.IMAGE_TYPES.items() if guid == image_type), None)
+    if update_type is None:
+        return f"get_image_type: image type {image_type} is not a PFRU type"
+    if version not in (1, 2):
+        return f"adjust_efi_size: FMP image header version {version} is not 1 or 2"
+    size = _i32(size + _KERNEL_IMAGE_HEADER_SIZE - (16 if version == 1 else 8))
+    cert_length = u32.unpack(read(size + 8, 4))[0]  # auth_info.hdr.len
+    size = _i32(size + 8 + cert_length)
+    payload = read(size, uapi.PAYLOAD_HDR.size)
+    rt_ver = u32.unpack_from(payload, 16)[0]
+    svn_ver = u32.unpack_from(payload, 36)[0]
+    if update_type == uapi.UpdateType.CODE_INJECTION:
+        ok, field, running = rt_ver >= cap.code_rt_version, rt_ver, cap.code_rt_version
+    elif driver_gate == "rt":
+        ok, field, running = rt_ver >= cap.drv_rt_version, rt_ver, cap.drv_rt_version
+    else:
+        ok, field, running = svn_ver >= cap.drv_svn, svn_ver, cap.drv_svn
+    if not ok:
+        return f"capsule version {field} below the running {running}"
+    return ""
 
 
 def _staged_type(state: PfruState) -> int:
@@ -693,8 +832,15 @@ def build_capsule(
     body_size: int = 1024,
     hw_ver: int = 1,
     monotonic_count: int = 1,
+    no_payload_count: bool = False,
+    image_size_extra: int = 0,
 ) -> bytes:
-    """An FMP capsule carrying one PFRU payload, signed the simulated way."""
+    """An FMP capsule carrying one PFRU payload, signed the simulated way.
+
+    ``no_payload_count`` writes PayloadItemCount 0 and no ItemOffsetList (the image
+    follows the 8-byte FMP header); ``image_size_extra`` makes the image header claim
+    that many bytes more than the capsule holds.
+    """
     payload_hdr = uapi.PayloadHeader(
         sig=SAMPLE_PAYLOAD_SIG,
         hdr_version=1,
@@ -708,11 +854,16 @@ def build_capsule(
     payload = payload_hdr + body
     auth = capsule.pack_image_auth(monotonic_count, sim_signature(monotonic_count, payload))
     image_data = auth + payload
-    image_header = capsule.pack_fmp_image_header(header_version, image_type, len(image_data))
+    image_header = capsule.pack_fmp_image_header(
+        header_version, image_type, len(image_data) + image_size_extra
+    )
     header_size = capsule.CAPSULE_HEADER.size + 4  # a little slack, as real tools add
-    fmp_size = capsule.FMP_CAPSULE_HEADER.size + 8
-    fmp = capsule.pack_fmp_capsule_header([fmp_size])
-    total = header_size + fmp_size + len(image_header) + len(image_data)
+    if no_payload_count:
+        fmp = capsule.pack_fmp_capsule_header([])
+    else:
+        fmp_size = capsule.FMP_CAPSULE_HEADER.size + 8
+        fmp = capsule.pack_fmp_capsule_header([fmp_size])
+    total = header_size + len(fmp) + len(image_header) + len(image_data)
     head = capsule.pack_capsule_header(
         capsule.FMP_CAPSULE_GUID,
         header_size,
@@ -739,6 +890,7 @@ class _UpdateHandle(SimHandle):
         if request == uapi.PFRU_IOC_QUERY_CAP:
             if arg is None or len(arg) < uapi.CAP_INFO.size:
                 raise fail(errno.EFAULT, "ioctl", self.path, "PFRU_IOC_QUERY_CAP")
+            component.update_dsm_check("ioctl", self.path)
             if component.dsm_fault(KEY_UPDATE, "busy"):
                 raise fail(errno.EBUSY, "ioctl", self.path, "_DSM query capability failed")
             arg[: uapi.CAP_INFO.size] = component.cap_info().pack()
@@ -770,8 +922,10 @@ class _TelemetryHandle(SimHandle):
         super().__init__(path)
         self._component = component
 
-    def _data_info(self) -> uapi.LogDataInfo:
+    def _data_info(self, op: str = "ioctl") -> uapi.LogDataInfo:
         component = self._component
+        if not component.telemetry_dsm_ok():
+            raise fail(errno.EINVAL, op, self.path, "_DSM get data info: no package")
         if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
             raise fail(errno.EBUSY, "ioctl", self.path, "_DSM get data info failed")
         if component.dsm_fault(KEY_TELEMETRY, "telemetry-reset"):
@@ -792,6 +946,9 @@ class _TelemetryHandle(SimHandle):
             if info.log_revid in (uapi.REVID_1, uapi.REVID_2):
                 state.log_revid = info.log_revid
             if info.log_level in set(uapi.LogLevel):
+                if not component.telemetry_dsm_ok():
+                    component.machine.changed()
+                    raise fail(errno.EINVAL, "ioctl", self.path, "_DSM set log level: no package")
                 if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
                     component.machine.changed()
                     raise fail(errno.EBUSY, "ioctl", self.path, "_DSM set log level failed")
@@ -805,7 +962,9 @@ class _TelemetryHandle(SimHandle):
             if arg is None or len(arg) < uapi.LOG_INFO.size:
                 raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_GET_INFO")
             level = state.log_level
-            if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
+            if not component.telemetry_dsm_ok():
+                level = (-errno.EINVAL) & 0xFFFFFFFF  # get_pfrt_log_level(): no package
+            elif component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
                 level = (-errno.EBUSY) & 0xFFFFFFFF  # the driver stores the errno
             arg[: uapi.LOG_INFO.size] = uapi.LogInfo(level, state.log_type, state.log_revid).pack()
             return 0
@@ -821,7 +980,7 @@ class _TelemetryHandle(SimHandle):
         raise fail(errno.ENOTTY, "ioctl", self.path)
 
     def do_mmap(self, length: int) -> memoryview:
-        info = self._data_info()
+        info = self._data_info("mmap")
         if info.chunk2_addr == 0:
             raise fail(errno.ENODEV, "mmap", self.path, "telemetry has not started")
         if info.chunk2_addr % uapi.PAGE_SIZE or info.max_data_size % uapi.PAGE_SIZE:

@@ -44,6 +44,7 @@ __all__ = [
     "LogType",
     "PayloadHeader",
     "PfruCapsule",
+    "StricterThanKernel",
     "UpdateCapInfo",
     "UpdateType",
     "walk_capsule",
@@ -394,8 +395,19 @@ class PfruCapsule:
     image_end: int
 
 
+class StricterThanKernel(CapsuleError):
+    """A capsule livefw refuses although the kernel's ``applicable_image()`` may accept it.
+
+    drivers/acpi/pfr_update.c ``applicable_image()`` checks no length and no count: it
+    follows HeaderSize, the FMP item counts and the certificate length wherever they
+    point inside the communication buffer (bytes past the capsule are whatever an
+    earlier write left there). livefw refuses such capsules so that the firmware never
+    parses bytes that are not part of the file; docs/kernel.md lists each check.
+    """
+
+
 def walk_capsule(data: bytes) -> PfruCapsule:
-    """Walk a capsule exactly as pfr_update.c ``applicable_image()`` does, with bounds.
+    """Walk a capsule as pfr_update.c ``applicable_image()`` does, with bounds.
 
     The kernel reads EFI_CAPSULE_HEADER, skips ``HeaderSize``; skips the FMP capsule
     header and its ItemOffsetList (8 + 8 x (drivers + payloads)); checks the first
@@ -405,16 +417,22 @@ def walk_capsule(data: bytes) -> PfruCapsule:
     and also that the authentication and payload header lie inside the image.
 
     Raises:
-        CapsuleError: the step that failed, in words for a person.
+        CapsuleError: the image type or header version the kernel refuses too.
+        StricterThanKernel: a check the kernel does not make (a length, a count).
     """
-    header = capsule.parse_capsule_header(data)
-    fmp = capsule.parse_fmp_capsule_header(data, header.header_size)
+    try:
+        header = capsule.parse_capsule_header(data)
+        fmp = capsule.parse_fmp_capsule_header(data, header.header_size)
+    except StricterThanKernel:
+        raise
+    except CapsuleError as error:
+        raise StricterThanKernel(str(error)) from error
     image_offset = header.header_size + fmp.size
     if fmp.payloads < 1:
-        raise CapsuleError("the FMP capsule carries no payload (PayloadItemCount is 0)")
+        raise StricterThanKernel("the FMP capsule carries no payload (PayloadItemCount is 0)")
     # the kernel reads the type before the version; do the same so errors agree.
     if image_offset + 20 > len(data):
-        raise CapsuleError(
+        raise StricterThanKernel(
             f"the FMP image header at byte {image_offset} runs past the end of the "
             f"{len(data)}-byte file: the capsule is truncated"
         )
@@ -435,18 +453,24 @@ def walk_capsule(data: bytes) -> PfruCapsule:
         )
     if version not in (1, 2):
         raise CapsuleError(f"the FMP image header version {version} is not 1 or 2")
-    image = capsule.parse_fmp_image_header(data, image_offset)
-    auth_offset = image_offset + image.size
-    image_end = auth_offset + image.image_size + image.vendor_code_size
-    if image_end > len(data) or image_end > header.image_size:
-        raise CapsuleError(
-            f"the FMP image claims {image.image_size} bytes from byte {auth_offset} but the "
-            f"capsule ends at byte {min(len(data), header.image_size)}: it is truncated"
-        )
-    auth = capsule.parse_image_auth(data, auth_offset)
+    try:
+        image = capsule.parse_fmp_image_header(data, image_offset)
+        auth_offset = image_offset + image.size
+        image_end = auth_offset + image.image_size + image.vendor_code_size
+        if image_end > len(data) or image_end > header.image_size:
+            raise StricterThanKernel(
+                f"the FMP image claims {image.image_size} bytes from byte {auth_offset} but "
+                f"the capsule ends at byte {min(len(data), header.image_size)}: it is "
+                "truncated"
+            )
+        auth = capsule.parse_image_auth(data, auth_offset)
+    except StricterThanKernel:
+        raise
+    except CapsuleError as error:
+        raise StricterThanKernel(str(error)) from error
     payload_offset = auth_offset + auth.size
     if payload_offset + PAYLOAD_HDR.size > image_end:
-        raise CapsuleError(
+        raise StricterThanKernel(
             f"the PFRU payload header at byte {payload_offset} lies outside the image "
             f"(which ends at byte {image_end}): the capsule is truncated or corrupt"
         )
