@@ -178,7 +178,10 @@ async def cmd_preserve(client: Client, args: argparse.Namespace, out: Output) ->
         )
     finally:
         os.close(fd)
-    out.info(f"preserved {args.file} in session {session['name']} as token {args.token}")
+    out.info(
+        f"preserved {args.file} in session {session['name']} as token {args.token} "
+        "(the kernel keeps the copy frozen: its size no longer changes)"
+    )
     return exitcodes.OK
 
 

@@ -333,3 +333,58 @@ def test_passing_fds_leaks_none_in_the_daemon(
     time.sleep(1.5)
     assert _open_fds(daemon) == before
     assert out.read_bytes() == b"leak check"
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("vmm-ram", os.MFD_ALLOW_SEALING)
+    os.write(fd, data)
+    return fd
+
+
+def test_a_client_memfd_is_frozen_once_preserved(
+    daemon: DaemonProcess, cli: Cli, tmp_path: Path
+) -> None:
+    cli("liveupdate", "create", "vm")
+    (row,) = json.loads(cli("liveupdate", "list", "--json").stdout)
+    fd = _memfd(b"guest memory")
+    try:
+        reply = asyncio.run(_call_with_fd(daemon.bus.address, row["path"], fd, 1))
+        assert reply.error_name is None, reply.body
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"grown", 12)  # past the end: EPERM, as mm/memfd_luo.c does
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 1)
+        os.pwrite(fd, b"G", 0)  # inside the file: allowed
+    finally:
+        os.close(fd)
+    restart_after_kexec(daemon, cli)
+    out = tmp_path / "out"
+    cli("liveupdate", "retrieve", "vm", "--token", "1", "-o", str(out))
+    assert out.read_bytes() == b"Guest memory"
+
+
+def test_vfio_rules_over_the_bus(daemon: DaemonProcess, cli: Cli, tmp_path: Path) -> None:
+    vfio = tmp_path / "vfio"
+    (vfio / "devices").mkdir(parents=True)
+    (vfio / "devices" / "vfio0").write_bytes(b"")
+    (vfio / "3").write_bytes(b"")
+    cli("sim", "set", "liveupdate", f"vfio_prefix={vfio}/")
+    cli("sim", "set", "liveupdate", "vfio_handler=1")
+    cli("liveupdate", "create", "vm")
+    (row,) = json.loads(cli("liveupdate", "list", "--json").stdout)
+    group = os.open(vfio / "3", os.O_RDWR)
+    device = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
+    try:
+        reply = asyncio.run(_call_with_fd(daemon.bus.address, row["path"], group, 1))
+        assert reply.error_name == "org.livefw.Daemon1.Error.InvalidFile"
+        assert "VFIO group file" in reply.body[0]
+        reply = asyncio.run(_call_with_fd(daemon.bus.address, row["path"], device, 2))
+        assert reply.error_name is None, reply.body
+    finally:
+        os.close(group)
+        os.close(device)
+    cli("sim", "set", "liveupdate", "vfio_irqs_enabled=1")
+    result = cli("liveupdate", "kexec", check=False)
+    assert result.returncode == exitcodes.INVALID, result.stderr
+    assert "interrupt" in result.stderr
+    assert sessions(cli)["vm"]["state"] == "outgoing"  # nothing changed, no kexec
