@@ -212,7 +212,9 @@ async def cmd_rpc(client: Client, args: argparse.Namespace, out: Output) -> int:
         return exitcodes.OK
     out.fields([(key, value) for key, value in sorted(info.items())], title="RPC")
     shown = response
-    if info.get("response-length-exact") is False:
+    if "payload-length" in info:  # CXL: header + size bytes, then the kernel's zeros
+        shown = response[: 8 + int(info["payload-length"])]
+    elif info.get("response-length-exact") is False:
         # the whole buffer came back (mlx5): leave out the zeros after the output
         shown = response.rstrip(b"\0")
         if len(shown) < len(response):
@@ -226,7 +228,12 @@ async def cmd_rpc(client: Client, args: argparse.Namespace, out: Output) -> int:
 def rpc_notes(info: dict[str, Any]) -> list[str]:
     """What a person should know about a reply, from its info."""
     notes = []
-    if info.get("response-length-exact") is False:
+    if info.get("response-length-exact") is False and "payload-length" in info:
+        notes.append(
+            f"note: the reply is 8 + payload-length = {8 + int(info['payload-length'])} bytes; "
+            "the kernel's response-length counts 8 more (sizeof struct fwctl_rpc_cxl_out)"
+        )
+    elif info.get("response-length-exact") is False:
         notes.append(
             f"note: the driver does not report how long the answer is (mlx5); the response is "
             f"the whole {info.get('response-length', 0)}-byte buffer offered: the command's "

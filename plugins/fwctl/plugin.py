@@ -773,8 +773,13 @@ class FwctlPlugin(Plugin):
             "command": plan.command,
         }
         # mlx5ctl_fw_rpc never sets out_len: the kernel reports the buffer offered, and
-        # the mlx5 output header carries no length, so the real one cannot be known
-        info["response-length-exact"] = device.device_type != uapi.DeviceType.MLX5
+        # the mlx5 output header carries no length, so the real one cannot be known.
+        # The cxlctl_* handlers count sizeof(struct fwctl_rpc_cxl_out), 8 bytes more
+        # than the reply; the reply's own size field gives its length (payload-length).
+        info["response-length-exact"] = device.device_type not in (
+            uapi.DeviceType.MLX5,
+            uapi.DeviceType.CXL,
+        )
         info.update(_device_status(device, response))
         if device.device_type == uapi.DeviceType.CXL:
             if plan.command.startswith("Set Feature"):
@@ -839,9 +844,9 @@ _POINTER_TYPES: dict[int, str] = {
 def _device_status(device: FwctlDevice, response: bytes) -> dict[str, int | str]:
     """Device-level status from the response (errors travel inside it, not as errnos)."""
     if device.device_type == uapi.DeviceType.CXL and len(response) >= uapi.CXL_RPC_OUT_SIZE:
-        _size, retval = struct.unpack_from(uapi.CXL_RPC_OUT_FMT, response)
+        size, retval = struct.unpack_from(uapi.CXL_RPC_OUT_FMT, response)
         name = uapi.CXL_RETVAL_NAMES.get(retval, f"0x{retval:x}")
-        return {"device-status": retval, "device-status-name": name}
+        return {"device-status": retval, "device-status-name": name, "payload-length": size}
     if device.device_type == uapi.DeviceType.MLX5 and len(response) >= uapi.MLX5_OUT_HDR_SIZE:
         status, syndrome = struct.unpack_from(uapi.MLX5_OUT_HDR_FMT, response)
         name = uapi.MLX5_STATUS_NAMES.get(status, f"0x{status:x}")

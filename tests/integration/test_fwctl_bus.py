@@ -113,7 +113,7 @@ def test_rpc_over_the_bus_reports_taint_and_length(daemon: DaemonProcess, cli: A
     response, info = rpc(daemon, CXL_PATH, "configuration", request,
                          {"response-size": Variant("u", 40)})  # fmt: skip
     assert len(response) == 40
-    assert info["response-length"] == 16 + 6 * 48
+    assert info["response-length"] == 24 + 6 * 48  # + sizeof(struct fwctl_rpc_cxl_out)
     assert info["tainted"] is False
     response, info = rpc(daemon, CXL_PATH, "debug-write", SET_MEDIA)
     assert info["device-status-name"] == "success"
@@ -227,6 +227,7 @@ def test_cli_rpc_says_what_the_kernel_did(daemon: DaemonProcess, cli: Any) -> No
     assert "saved-across-reset" in shown
     assert "saved this Set Feature across reset" in shown
     assert "in 1 mailbox command(s)" in shown
+    assert "the reply is 8 + payload-length = 8 bytes" in shown
     done = json.loads(cli("fwctl", "rpc", "CXL memory", "debug-write", SET_MEDIA.hex(),
                           "--json").stdout)  # fmt: skip
     assert done["info"]["saved-across-reset"] is True

@@ -176,7 +176,9 @@ async def test_rpc_returns_response_and_info(engine: Engine) -> None:
             cxl, Scope.CONFIGURATION, request, RpcOptions(response_size=64), caller_uid=1000
         )
     # the driver's length exceeds the buffer offered; the response is truncated
-    assert result.info["response-length"] == 16 + 6 * 48
+    # the kernel counts sizeof(struct fwctl_rpc_cxl_out): 8 more than the reply
+    assert result.info["response-length"] == 24 + 6 * 48
+    assert result.info["payload-length"] == 8 + 6 * 48
     assert len(result.response) == 64
     assert result.info["tainted"] is False
     assert result.info["command"] == "GET_SUPPORTED_FEATURES"
@@ -216,7 +218,7 @@ async def test_set_feature_at_debug_write_applies(engine: Engine) -> None:
     await rpc(cxl, Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x42" * 4, version=1),
               RpcOptions())  # fmt: skip
     result = await rpc(cxl, Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions())
-    assert result.response[8:] == b"\x42" * 4
+    assert result.response[8:12] == b"\x42" * 4
 
 
 # ------------------------------------------------------------ refusals (item 6)
@@ -302,7 +304,7 @@ async def test_set_feature_reply_says_how_the_kernel_carried_it(engine: Engine) 
     assert result.info["mailbox-commands"] == 1
     saved = uapi.pack_get_feature(MEDIA, 0, 96, selection=uapi.CXL_GET_FEAT_SEL_SAVED)
     result = await plugin(engine).rpc(cxl, Scope.CONFIGURATION, saved, RpcOptions())
-    assert result.response[8:] == value  # saved although the caller did not ask
+    assert result.response[8:104] == value  # saved although the caller did not ask
     # a small mailbox: the kernel splits, the reply says into how many commands
     sim(engine).configure("cxl_mbox_payload", "64")
     result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
@@ -324,7 +326,9 @@ async def test_mlx5_reply_length_is_the_buffer_offered(engine: Engine) -> None:
     result = await plugin(engine).rpc(
         cxl, Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions()
     )
-    assert (result.info["response-length"], result.info["response-length-exact"]) == (12, True)
+    # CXL: the kernel counts 8 bytes past the reply; its size field says how long it is
+    assert (result.info["response-length"], result.info["payload-length"]) == (20, 4)
+    assert result.info["response-length-exact"] is False
 
 
 @pytest.mark.parametrize(("kernel", "sent_to_kernel"), [("6.17", False), ("6.18", True)])

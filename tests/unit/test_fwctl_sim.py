@@ -270,11 +270,12 @@ async def test_mlx5_uids_are_per_open_and_freed_on_close(provider: SimProvider) 
 async def test_cxl_get_supported_features_masks_kernel_owned(provider: SimProvider) -> None:
     response, length = await rpc(provider, CXL, 0, uapi.pack_get_supported_features(0, 0), 16)
     decoded = uapi.unpack_supported_features(response)
-    assert (length, decoded.supported, decoded.entries) == (16, 6, ())
+    # the reported length counts sizeof(struct fwctl_rpc_cxl_out) = 16 (header + union)
+    assert (length, decoded.supported, decoded.entries) == (24, 6, ())
     request = uapi.pack_get_supported_features(48 * 100, 0)
     response, length = await rpc(provider, CXL, 0, request)
     decoded = uapi.unpack_supported_features(response)
-    assert length == 16 + 6 * 48
+    assert length == 24 + 6 * 48
     scrub = next(e for e in decoded.entries if e.uuid == SCRUB)
     assert (scrub.set_size, scrub.changeable) == (0, False)
     media = next(e for e in decoded.entries if e.uuid == MEDIA)
@@ -290,14 +291,15 @@ async def test_cxl_get_supported_features_masks_kernel_owned(provider: SimProvid
 async def test_cxl_get_feature_rules(provider: SimProvider) -> None:
     response, length = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 16))
     size, retval = struct.unpack_from("<II", response)
-    assert (size, retval, length) == (16, 0, 24)
+    assert (size, retval, length) == (16, 0, 16 + 16)
+    assert response[24:] == bytes(8)  # the zeros past the reply
     request = uapi.pack_get_feature(MEDIA, 0, 0)
     assert await errno_of(rpc(provider, CXL, 0, request)) == errno.EINVAL  # count 0
     # cxlctl_get_feature does not compare count with out_len (spec errata): the reply
     # is 8 + count long and the core copies what fits
     request = uapi.pack_get_feature(MEDIA, 0, 64)
     response, length = await rpc(provider, CXL, 0, request, out_len=32)
-    assert (len(response), length) == (32, 8 + 64)
+    assert (len(response), length) == (32, 16 + 64)
     assert struct.unpack_from("<II", response) == (64, 0)
     unknown = "00000000-0000-4000-8000-000000000001"
     response, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(unknown, 0, 4))
@@ -313,7 +315,7 @@ async def test_cxl_set_feature_scopes_and_errnos(provider: SimProvider) -> None:
     assert struct.unpack_from("<II", response) == (0, 0)
     assert await tainted(provider) == uapi.TAINT_FWCTL
     current, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 8))
-    assert current[8:] == data
+    assert current[8:16] == data
     thermal = uapi.pack_set_feature(THERMAL, data, version=1)
     assert await errno_of(rpc(provider, CXL, 2, thermal)) == errno.EINVAL  # needs full
     await rpc(provider, CXL, 3, thermal)
@@ -336,7 +338,7 @@ async def test_cxl_set_feature_ignores_transfer_flags_and_always_saves(
 
     async def retval(request: bytes) -> int:
         response, length = await rpc(provider, CXL, 2, request)
-        assert length == 8
+        assert length == 16  # header + the 8-byte union of struct fwctl_rpc_cxl_out
         return int(struct.unpack_from("<II", response)[1])
 
     new = bytes(range(96))
@@ -347,11 +349,11 @@ async def test_cxl_set_feature_ignores_transfer_flags_and_always_saves(
     assert command.flags == uapi.CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET  # full + saved
     assert (command.offset, command.length) == (0, 96)
     saved, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96, selection=2))
-    assert saved[8:] == new
+    assert saved[8:104] == new
     # "abort" is not an abort: its data is written like any other
     assert await retval(uapi.pack_set_feature(MEDIA, b"\xee" * 4, version=1, flags=4)) == 0
     current, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 4))
-    assert current[8:] == b"\xee" * 4
+    assert current[8:12] == b"\xee" * 4
     assert not component.state.nodes[0].transfers
 
 
@@ -369,7 +371,7 @@ async def test_cxl_set_feature_is_split_into_mailbox_pieces(provider: SimProvide
         (3 | saved, 64, 32),  # finish
     ]
     after, _ = await rpc(provider, CXL, 0, uapi.pack_get_feature(MEDIA, 0, 96, selection=2))
-    assert after[8:] == new
+    assert after[8:104] == new
     # Get Feature is read in mailbox pieces too
     gets = [c for c in component.mailbox_log if c.opcode == uapi.CXL_MBOX_OP_GET_FEATURE]
     assert [(c.offset, c.length) for c in gets] == [(0, 64), (64, 32)]

@@ -544,8 +544,8 @@ class FwctlComponent(SimComponent):
         if node.kind == "mlx5":
             response, length = self._mlx5_rpc(handle, node, uapi.Scope(scope), request, out_len)
         elif node.kind == "cxl":
-            response = self._cxl_rpc(handle, node, uapi.Scope(scope), request, out_len)
-            length = len(response)
+            reply = self._cxl_rpc(handle, node, uapi.Scope(scope), request, out_len)
+            response, length = self._cxl_reply(reply)
         elif node.kind == "pds":
             # approximation: pdsfc_validate_rpc finds no endpoint in this firmware model
             raise fail(errno.EINVAL, "ioctl", path, "pds: no such endpoint")
@@ -553,7 +553,10 @@ class FwctlComponent(SimComponent):
             response, length = request, in_len  # the sample driver echoes
         if self.machine.take_fault(self.name, f"fwctl/fwctl{node.minor}", ("firmware-busy",)):
             response = self._busy_response(node, response)
-            length = out_len if node.kind == "mlx5" else len(response)
+            if node.kind == "cxl":
+                response, length = self._cxl_reply(response)
+            elif node.kind != "mlx5":
+                length = len(response)
         # fwctl_cmd_rpc: copy min(cmd->out_len, out_len), then report the driver's out_len
         copy = min(out_len, length, len(response))
         if copy:
@@ -660,6 +663,20 @@ class FwctlComponent(SimComponent):
     def _feature(node: FwctlNode, raw_uuid: bytes) -> CxlFeature | None:
         text = str(uuid.UUID(bytes=raw_uuid))
         return next((f for f in node.features if f.uuid == text), None)
+
+    @staticmethod
+    def _cxl_reply(reply: bytes) -> tuple[bytes, int]:
+        """The buffer and out_len the CXL handlers give the core.
+
+        Each cxlctl_* handler counts ``sizeof(struct fwctl_rpc_cxl_out)``, which is 16:
+        the 8-byte header plus the union whose ``get_sup_feats_out`` member is 8 bytes
+        (include/uapi/fwctl/cxl.h). So the length reported is 8 more than the reply
+        (header + ``size`` bytes), and the 8 bytes past it are the zeros of the
+        kvzalloc()ed buffer: Get Supported Features 24 + 48n, Get Feature 16 + count,
+        Set Feature and failures 16.
+        """
+        padded = reply + bytes(uapi.CXL_RPC_OUT_UNION_SIZE)
+        return padded, len(padded)
 
     def _cxl_rpc(
         self, handle: FwctlHandle, node: FwctlNode, scope: uapi.Scope, request: bytes, out_len: int

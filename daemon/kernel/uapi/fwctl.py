@@ -282,6 +282,11 @@ CXL_RPC_SIZE = 48
 #: struct fwctl_rpc_cxl_out header: size, retval (then the payload).
 CXL_RPC_OUT_FMT = "<II"
 CXL_RPC_OUT_SIZE = struct.calcsize(CXL_RPC_OUT_FMT)  # 8
+#: sizeof(struct fwctl_rpc_cxl_out) is 16: the header and a union holding the 8-byte
+#: struct cxl_mbox_get_sup_feats_out header. The cxlctl_* handlers add this struct's
+#: size to the reply length, so the length the kernel reports is 8 + size + 8.
+CXL_RPC_OUT_STRUCT_SIZE = 16
+CXL_RPC_OUT_UNION_SIZE = CXL_RPC_OUT_STRUCT_SIZE - CXL_RPC_OUT_SIZE
 
 #: CXL mailbox opcodes (CXL r3.1 8.2.9.6; include/cxl/features.h).
 CXL_MBOX_OP_GET_SUPPORTED_FEATURES = 0x0500
