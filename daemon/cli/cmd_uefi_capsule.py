@@ -6,6 +6,7 @@ Reads the uefi_capsule devices' metadata from the daemon; changes nothing.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from livefw.cli import exitcodes
@@ -16,11 +17,27 @@ _FIELDS = (
     ("Update method", "update-method"),
     ("ESP", "esp"),
     ("ESP PARTUUID", "esp-partuuid"),
+    ("ESP logical block size", "esp-logical-block-size"),
     ("EFI loader", "efi-loader"),
     ("Secure Boot", "secure-boot"),
     ("Capsule on disk", "capsule-on-disk"),
     ("Why", "update-method-reason"),
 )
+
+
+def _candidates(metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """The vfat mounts considered as the ESP and each verdict (``esp-candidates``)."""
+    try:
+        found = json.loads(str(metadata.get("esp-candidates", "") or "[]"))
+    except ValueError:
+        return []
+    if not isinstance(found, list):
+        return []
+    return [
+        {key: str(item.get(key, "")) for key in ("mount", "source", "verdict")}
+        for item in found[:64]
+        if isinstance(item, dict)
+    ]
 
 
 async def cmd_esp(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -41,12 +58,24 @@ async def cmd_esp(client: Client, args: argparse.Namespace, out: Output) -> int:
         for d in devices
     ]
     if args.json:
-        out.json({"environment": {k: metadata.get(k, "") for _, k in _FIELDS}, "devices": rows})
+        out.json(
+            {
+                "environment": {k: metadata.get(k, "") for _, k in _FIELDS},
+                "esp_candidates": _candidates(metadata),
+                "devices": rows,
+            }
+        )
         return exitcodes.OK
     out.fields(
         [(label, metadata[key]) for label, key in _FIELDS if metadata.get(key)],
         title="UEFI capsule staging",
     )
+    candidates = _candidates(metadata)
+    if candidates:
+        out.table(
+            ("ESP candidate", "Device", "Verdict"),
+            [(c["mount"], c["source"], c["verdict"]) for c in candidates],
+        )
     out.table(
         ("Id", "Device", "Version", "Lowest", "Staged", "Last attempt"),
         [

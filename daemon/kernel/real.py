@@ -286,7 +286,10 @@ class RealProvider:
                     source=_unescape_mount(tail[1]),
                     major=int(major),
                     minor=int(minor),
-                    options=tuple(fields[5].split(",")),
+                    # per-mount options, then the file system's own (vfat's uid=/gid=
+                    # live there; uefi_capsule refuses user-owned ESP candidates)
+                    options=tuple(fields[5].split(","))
+                    + (tuple(tail[2].split(",")) if len(tail) > 2 else ()),
                 )
             )
         return entries

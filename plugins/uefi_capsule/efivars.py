@@ -42,8 +42,29 @@ def map_var_error(error: KernelError, what: str) -> LivefwError:
     if error.errno == errno.EINVAL:
         return InvalidArgument(f"the kernel or firmware rejected the contents of {what}")
     if error.errno == errno.EIO:
-        return Internal(f"the firmware reported a device error writing {what}")
+        # fs/efivarfs/file.c efivarfs_file_write(): EFI_NOT_FOUND from SetVariable
+        # (nothing to delete or append to) and EFI_DEVICE_ERROR both arrive as EIO
+        return Internal(
+            f"the firmware failed the SetVariable call for {what} (EIO: EFI_NOT_FOUND or a "
+            "device error); check the firmware log and retry after a reboot"
+        )
     return error
+
+
+def map_delete_error(error: KernelError, what: str) -> LivefwError:
+    """An errno from unlink() in efivarfs as a livefw error.
+
+    fs/efivarfs/inode.c ``efivarfs_unlink()`` answers EINVAL for *any* failed delete
+    (the firmware's EFI_WRITE_PROTECTED, EFI_SECURITY_VIOLATION, a device error), so
+    EINVAL here is the firmware refusing, not bad data from livefw.
+    """
+    if error.errno == errno.EINVAL:
+        return PermissionDenied(
+            f"the firmware refused to delete {what} (efivarfs reports every failed delete "
+            "as EINVAL: the variable is write-protected or the firmware failed); delete it "
+            "from the firmware setup or with efibootmgr, then retry"
+        )
+    return map_var_error(error, what)
 
 
 class EfiVars:
@@ -141,5 +162,5 @@ class EfiVars:
         except KernelError as error:
             if error.errno == errno.ENOENT:
                 return False
-            raise map_var_error(error, f"the EFI variable {name}") from error
+            raise map_delete_error(error, f"the EFI variable {name}") from error
         return True

@@ -12,7 +12,9 @@ removes what was staged.
 from __future__ import annotations
 
 import errno
+import hashlib
 import posixpath
+import re
 import struct
 from typing import Any
 
@@ -46,7 +48,12 @@ from livefw.plugin import (
     UpdateState,
 )
 from livefw.plugins.uefi_capsule.efivars import EfiVars
-from livefw.plugins.uefi_capsule.environment import Environment, detect
+from livefw.plugins.uefi_capsule.environment import (
+    Environment,
+    detect,
+    esp_mount_of,
+    esp_partition,
+)
 
 PROTOCOL = "org.uefi.capsule"
 #: fwupd's synthetic EFI_CAPSULE_HEADER size: the page size (fu-uefi-capsule-device.c).
@@ -197,6 +204,24 @@ class UefiCapsulePlugin(Plugin):
         self.vars = EfiVars(ctx.provider)
         self.env: Environment | None = None
         self._devices: dict[str, UefiCapsuleDevice] = {}
+        #: where the ESRT entries are read: sysfs, or the unit's snapshot (kernel < 6.5)
+        self.esrt_entries = efi.ESRT_ENTRIES
+
+    async def _kernel_release(self) -> tuple[str, tuple[int, int] | None]:
+        """The running kernel's release (``/proc/sys/kernel/osrelease``) and MAJOR.MINOR."""
+        try:
+            text = (await self.ctx.provider.read_attr(efi.OSRELEASE)).strip()[:64]
+        except KernelError:
+            return "unknown", None
+        match = re.match(r"(\d+)\.(\d+)", text)
+        return text, ((int(match.group(1)), int(match.group(2))) if match else None)
+
+    @staticmethod
+    def _at_least(version: tuple[int, int] | None, release: str) -> bool | None:
+        if version is None:
+            return None
+        major, minor = (int(part) for part in release.split("."))
+        return version >= (major, minor)
 
     # ------------------------------------------------------------ probing
 
@@ -225,14 +250,14 @@ class UefiCapsulePlugin(Plugin):
             )
         if not await provider.exists(efi.ESRT_DIR):
             if xen:
-                return Probe.unsupported(
-                    "Xen PV dom0: the hypervisor does not pass the ESRT through "
-                    "(/sys/firmware/efi/esrt is missing); UEFI capsules cannot be used here"
-                )
+                return Probe.unsupported(await self._xen_reason())
             return Probe.unsupported(
                 "no /sys/firmware/efi/esrt: the firmware publishes no ESRT or the kernel lacks "
                 "CONFIG_EFI_ESRT"
             )
+        denied = await self._esrt_source()
+        if denied:
+            return Probe.unsupported(denied)
         self.env = await detect(self.ctx.provider, self.ctx.config)
         if self.env.method == "none":
             return Probe.ok("ESRT devices listed but not updatable: " + "; ".join(self.env.reasons))
@@ -240,16 +265,84 @@ class UefiCapsulePlugin(Plugin):
             return Probe.ok("capsule-on-disk mode only: " + "; ".join(self.env.reasons))
         return Probe.ok()
 
+    async def _xen_reason(self) -> str:
+        """Why a Xen dom0 has no ESRT, for the kernel that runs.
+
+        drivers/firmware/efi/esrt.c ``efi_esrt_init()`` needs the EFI memory map, which
+        a Xen dom0 does not have (EFI_PARAVIRT); from 6.3 (commit 01de145dc7fb "efi:
+        Actually enable the ESRT under Xen") it looks the table up through the
+        hypervisor, which must have preserved it for dom0.
+        """
+        release, version = await self._kernel_release()
+        newer = self._at_least(version, efi.ESRT_ON_XEN_SINCE)
+        if newer is False:
+            return (
+                f"Xen PV dom0 on Linux {release}: kernels before {efi.ESRT_ON_XEN_SINCE} never "
+                "expose the ESRT under Xen (/sys/firmware/efi/esrt is missing); boot Linux "
+                f"{efi.ESRT_ON_XEN_SINCE} or newer on a Xen that preserves the ESRT for dom0, or "
+                "update the firmware from outside Xen"
+            )
+        if newer:
+            return (
+                f"Xen PV dom0 on Linux {release}: this kernel can expose the ESRT under Xen, "
+                "but /sys/firmware/efi/esrt is missing, so the hypervisor did not preserve "
+                "it for dom0 (a Xen release before 4.17, or the firmware put it in memory Xen "
+                "does not keep); update Xen or update the firmware from outside Xen"
+            )
+        return (
+            "Xen PV dom0: /sys/firmware/efi/esrt is missing; kernels before "
+            f"{efi.ESRT_ON_XEN_SINCE} never expose it under Xen, newer ones only when the "
+            "hypervisor preserves it for dom0"
+        )
+
+    async def _esrt_source(self) -> str:
+        """Choose where ESRT entries are read; ``""`` or why they cannot be read.
+
+        Before Linux 6.5, drivers/firmware/efi/esrt.c ``esre_attr_show()`` answers
+        EACCES unless the reader has CAP_SYS_ADMIN, which livefwd.service does not
+        grant (it would undo the unit's mount sandboxing). The unit's ExecStartPre=+
+        copies the ESRT to /run/livefw/esrt as full root at each start instead: the
+        table cannot change before the next boot, and /run starts empty at each boot.
+        """
+        provider = self.ctx.provider
+        self.esrt_entries = efi.ESRT_ENTRIES
+        try:
+            names = await provider.listdir(efi.ESRT_ENTRIES)
+        except KernelError:
+            return ""
+        if not names:
+            return ""
+        try:
+            await provider.read_attr(f"{efi.ESRT_ENTRIES}/{sorted(names)[0]}/fw_class")
+            return ""
+        except KernelError as error:
+            if error.errno not in (errno.EACCES, errno.EPERM):
+                return ""
+        snapshot = f"{efi.ESRT_SNAPSHOT_DIR}/entries"
+        if await provider.is_dir(snapshot):
+            self.esrt_entries = snapshot
+            self.ctx.log.info("esrt_from_snapshot", path="/" + snapshot)
+            return ""
+        release, _ = await self._kernel_release()
+        return (
+            f"the ESRT entries cannot be read: Linux {release} lets only CAP_SYS_ADMIN read "
+            "them (drivers/firmware/efi/esrt.c esre_attr_show, until Linux "
+            f"{efi.ESRT_WITHOUT_SYS_ADMIN_SINCE}) and livefwd runs without CAP_SYS_ADMIN; the "
+            "shipped livefwd.service copies the ESRT to /run/livefw/esrt (ExecStartPre=+): "
+            "restore that line if a drop-in removed it, or boot Linux "
+            f"{efi.ESRT_WITHOUT_SYS_ADMIN_SINCE} or newer"
+        )
+
     # ------------------------------------------------------------ devices
 
     async def _entries(self) -> list[tuple[str, efi.EsrtEntry]]:
         provider = self.ctx.provider
-        if not await provider.exists(efi.ESRT_ENTRIES):
+        if not await provider.exists(self.esrt_entries):
             return []
         found = []
-        names = await provider.listdir(efi.ESRT_ENTRIES)
+        names = await provider.listdir(self.esrt_entries)
         for name in sorted(names, key=lambda n: int(n[5:]) if n[5:].isdigit() else 1 << 30):
-            directory = f"{efi.ESRT_ENTRIES}/{name}"
+            directory = f"{self.esrt_entries}/{name}"
             try:
                 files = {
                     key: await provider.read_attr(f"{directory}/{key}")
@@ -294,6 +387,12 @@ class UefiCapsulePlugin(Plugin):
             flags |= {"needs-reboot", "can-cancel"}
         metadata = {
             "esrt-entry": "/" + device.entry_dir,
+            "esrt-source": (
+                "sysfs"
+                if self.esrt_entries == efi.ESRT_ENTRIES
+                else "/run/livefw/esrt (copied at daemon start: the kernel wants "
+                "CAP_SYS_ADMIN to read the ESRT before Linux 6.5)"
+            ),
             "fw-type": str(entry.fw_type),
             "capsule-flags": f"0x{entry.capsule_flags:x}",
             "last-attempt-version": str(entry.last_attempt_version),
@@ -473,8 +572,95 @@ class UefiCapsulePlugin(Plugin):
         if previous != option.pack():
             await self.vars.set(efi.boot_var_name(number), GLOBAL, option.pack())
         op.progress(Status.DEVICE_WRITE, 90)
+        await self._check_before_boot_next(device, env, record, data, loader, number)
         # BootNext last: it never points at an entry whose loader or capsule is missing
         await self.vars.set(efi.BOOT_NEXT, GLOBAL, struct.pack("<H", number))
+
+    async def _check_before_boot_next(
+        self,
+        device: UefiCapsuleDevice,
+        env: Environment,
+        record: dict[str, Any],
+        data: bytes,
+        loader: bytes,
+        number: int,
+    ) -> None:
+        """Re-read everything the loader will need; raise (and so roll back) if any differs.
+
+        fwupd-efi 1.4 hangs the machine at boot when it cannot find or open the
+        capsule (fwupd-efi issue 112), so a wrong HD() node or a lost file is not a
+        failed update but a machine stuck at boot. Checked, from the kernel again:
+        the capsule and the loader on the ESP (size and SHA-256), the ESP's
+        partition as the firmware will see it (number, GUID, start and size in
+        logical blocks, sysfs and blkid agreeing) and the variables as written
+        (UPDATE_INFO and Boot#### decoded, their HD() node and file paths).
+        """
+        provider = self.ctx.provider
+        problems: list[str] = []
+
+        async def same_file(path: str, expected: bytes, what: str) -> None:
+            try:
+                found = await provider.read_file(path)
+            except KernelError as error:
+                problems.append(f"{what} /{path} cannot be read back ({error.message})")
+                return
+            if len(found) != len(expected) or (
+                hashlib.sha256(found).digest() != hashlib.sha256(expected).digest()
+            ):
+                problems.append(
+                    f"{what} /{path} reads back as {len(found)} bytes with another SHA-256 "
+                    f"than the {len(expected)} bytes written"
+                )
+
+        await same_file(record["capsule"], data, "the capsule")
+        await same_file(record["loader"], loader, "the loader")
+        mount = await esp_mount_of(provider, env.esp)
+        node: efi.HardDriveNode | None = None
+        if mount is None or (mount.major, mount.minor) != env.esp_device:
+            problems.append(f"/{env.esp} is no longer the partition detected as the ESP")
+        else:
+            node, _, why = await esp_partition(provider, mount.major, mount.minor)
+            if node is None:
+                problems.append(why)
+            elif node != env.partition:
+                problems.append(
+                    f"the ESP's partition changed while staging (now {node}, staged for "
+                    f"{env.partition})"
+                )
+        expected = {
+            "UPDATE_INFO": efi.esp_path_to_efi(record["capsule"][len(env.esp) + 1 :]),
+            efi.boot_var_name(number): efi.esp_path_to_efi(record["loader"][len(env.esp) + 1 :]),
+        }
+        paths: dict[str, list[efi.DevicePathNode]] = {}
+        info = await self._update_info(device.fw_class)
+        if info is not None:
+            paths["UPDATE_INFO"] = info.device_path
+        try:
+            option = efi.LoadOption.unpack(
+                await self.vars.get_data(efi.boot_var_name(number), GLOBAL) or b""
+            )
+            paths[efi.boot_var_name(number)] = option.file_path
+        except ValueError:
+            pass
+        for name, path in expected.items():
+            nodes = paths.get(name)
+            if nodes is None:
+                problems.append(f"{name} is missing or unreadable after writing it")
+                continue
+            hard = [n for n in nodes if isinstance(n, efi.HardDriveNode)]
+            files = [n.path for n in nodes if isinstance(n, efi.FilePathNode)]
+            if node is not None and hard != [node]:
+                problems.append(f"{name} points at {hard} instead of the ESP {node}")
+            if [f.lower() for f in files] != [path.lower()]:
+                problems.append(f"{name} names {files} instead of {path}")
+        if problems:
+            raise NotSupported(
+                f"refusing to schedule the update of {device.name}: "
+                + "; ".join(problems)
+                + ". fwupd-efi hangs the machine at boot when it cannot find or open the "
+                "capsule, so everything staged was removed; check the ESP (fsck.vfat) and "
+                "retry"
+            )
 
     async def _boot_entry_number(self) -> tuple[int, bytes | None]:
         """Reuse the "Linux Firmware Updater" entry, else take the lowest free number (fwupd)."""
@@ -706,9 +892,14 @@ class UefiCapsulePlugin(Plugin):
                     )
                 return Reconciliation(
                     UpdateState.FAILED,
-                    f"the fwupd EFI loader did not run at boot (UPDATE_INFO still says "
-                    f"'attempt update'): BootNext was ignored or the loader failed to start "
-                    f"(Secure Boot?); {name} still runs {esrt.fw_version}",
+                    f"the fwupd EFI loader did not apply the capsule for {name} (UPDATE_INFO "
+                    "still says 'attempt update' after the reboot). Either it never ran "
+                    "(the firmware ignored BootNext, or Secure Boot refused the loader) or "
+                    "it ran and crashed before reading the capsule (fwupd-efi 1.4 hangs at "
+                    "boot when it cannot find or open the capsule). Check whether the "
+                    "machine hung at boot, the Secure Boot state (mokutil --sb-state) and "
+                    "that the loader is the signed one, and that `livefw esp` shows the "
+                    f"right ESP; {name} still runs {esrt.fw_version}",
                 )
         elif await self.ctx.provider.exists(str(record.get("capsule", ""))):
             return Reconciliation(

@@ -19,6 +19,7 @@ import posixpath
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from livefw.errors import InvalidArgument
 from livefw.kernel.provider import MountEntry
 from livefw.kernel.sim.machine import SimComponent, SimDevice
-from livefw.kernel.sim.vfs import Attr, Dir, File, FsPolicy, fail
+from livefw.kernel.sim.vfs import Attr, Dir, File, FsPolicy, Node, fail
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
 
@@ -38,7 +39,13 @@ SIGNED_MARKER = b"signed-by: simulated Microsoft UEFI CA\x00"
 SHIM_MARKER = b"MZ LIVEFW-SIM shim\x00"
 
 ESP_MOUNT = "boot/efi"
+#: where the ESP is when ``esp_automount`` is set: systemd's autofs at /efi.
+ESP_AUTOMOUNT = "efi"
+AUTOFS_MINOR = 41
 ESP_MAJOR, ESP_MINOR = 259, 1
+#: the whole disk (nvme0n1) holding the ESP and the root partition.
+DISK_MAJOR, DISK_MINOR = 259, 0
+ESP_MBR_PARTUUID = "8c2f41d7-01"
 ESP_PARTUUID = "5f2d2c4a-9e2b-4c1f-a0b2-6a3f0e7d1c11"
 ESP_START = 2048
 ESP_SECTORS = 1048576  # 512 MiB
@@ -59,6 +66,57 @@ STATUS_FAULTS: dict[str, int] = {
     "battery-low": 7,
     "unsatisfied-dependencies": 8,
 }
+
+
+#: hostile_mounts kinds: mount point, device, MAJ:MIN, disk MAJ:MIN, removable, options.
+HOSTILE_MOUNTS: dict[
+    str, tuple[str, str, tuple[int, int], tuple[int, int], bool, tuple[str, ...]]
+] = {
+    "udisks-usb": (
+        "/media/alice/ESPSTICK",
+        "/dev/sda1",
+        (8, 1),
+        (8, 0),
+        True,
+        ("nosuid", "nodev", "uid=1000", "gid=1000", "shortname=mixed", "utf8=1", "flush"),
+    ),
+    "loop-esp": ("/mnt/esp-image", "/dev/loop0p1", (259, 8), (7, 0), False, ("fmask=0022",)),
+    "home": ("/home/alice/esp", "/dev/sdb1", (8, 17), (8, 16), False, ("fmask=0022",)),
+}
+
+
+class _AutofsDir(Dir):
+    """An autofs mount point: the first lookup below it mounts the real directory.
+
+    fs/autofs/root.c ``autofs_d_automount()``: a path walk through the mount point
+    asks the automount daemon (systemd) and waits until the file system is mounted.
+    """
+
+    def __init__(self, trigger: Callable[[], Dir]) -> None:
+        self._trigger = trigger
+        self._mounted: Dir | None = None
+        super().__init__()
+
+    def _target(self) -> Dir:
+        if self._mounted is None:
+            self._mounted = self._trigger()
+        return self._mounted
+
+    @property
+    def children(self) -> dict[str, Node]:
+        return self._target().children
+
+    @children.setter
+    def children(self, value: dict[str, Node]) -> None:
+        pass  # Dir.__init__ assigns an empty dict; the mounted directory has the content
+
+    @property
+    def policy(self) -> FsPolicy | None:
+        return self._target().policy if getattr(self, "_trigger", None) else None
+
+    @policy.setter
+    def policy(self, value: FsPolicy | None) -> None:
+        pass
 
 
 class EsrtEntryState(BaseModel):
@@ -114,6 +172,20 @@ class UefiState(BaseModel):
         default_status: the ESRT status every applied capsule gets when no fault
             says otherwise (0 = success).
         os_id: ``ID`` in /etc/os-release.
+        logical_block_size: the ESP disk's logical block size (512, or 4096 for a 4Kn
+            disk): ``queue/logical_block_size``; sysfs start/size stay in 512-byte units.
+        cap_sys_admin: livefwd holds CAP_SYS_ADMIN (the shipped unit drops it), which
+            kernels before 6.5 want for reading ESRT entries.
+        esrt_snapshot: the unit's ExecStartPre=+ copied the ESRT to /run/livefw/esrt.
+        xen_esrt: the Xen hypervisor preserves the ESRT for dom0 (the kernel shows it
+            from 6.3 on).
+        esp_automount: the ESP is behind systemd's autofs at /efi, not yet triggered.
+        esp_mbr: the ESP is on an MBR disk (partition type 0xef).
+        hostile_mounts: comma-separated vfat mounts that must never be taken for the
+            ESP: ``udisks-usb`` (a USB stick with the ESP type, udisks-mounted below
+            /media with uid=/gid=), ``loop-esp`` (a loop image with the ESP type),
+            ``home`` (a vfat mounted in a home directory).
+        last_boot_hang: why the last boot hung in the loader (``""`` if it did not).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -129,6 +201,15 @@ class UefiState(BaseModel):
     capsule_on_disk: bool = True
     default_status: int = 0
     os_id: str = "debian"
+    logical_block_size: int = 512
+    cap_sys_admin: bool = False
+    esrt_snapshot: bool = True
+    xen_esrt: bool = True
+    esp_automount: bool = False
+    esp_automounted: bool = False
+    esp_mbr: bool = False
+    hostile_mounts: str = ""
+    last_boot_hang: str = ""
     entries: list[EsrtEntryState] = Field(default_factory=list)
     variables: dict[str, VarState] = Field(default_factory=dict)
     esp_files: dict[str, str] = Field(default_factory=dict)
@@ -237,7 +318,9 @@ class EfivarfsPolicy(FsPolicy):
             committed = True
         if not value and not attributes & efi.EFI_VARIABLE_APPEND_WRITE:
             if not committed:
-                raise fail(errno.ENOENT, "write", path, "EFI_NOT_FOUND")
+                # fs/efivarfs/file.c efivarfs_file_write(): a SetVariable that fails
+                # with EFI_NOT_FOUND (-ENOENT) before anything was set becomes -EIO
+                raise fail(errno.EIO, "write", path, "EFI_NOT_FOUND")
             return None  # SetVariable with size 0 deletes
         if attributes & efi.EFI_VARIABLE_APPEND_WRITE and committed and existing is not None:
             old_attrs, old_value = efi.decode_var(existing.data)
@@ -262,13 +345,19 @@ class EfivarfsPolicy(FsPolicy):
         return node
 
     def before_unlink(self, path: str, node: File) -> None:
-        """Unlink = delete the variable; immutable files refuse (EPERM)."""
+        """Unlink = delete the variable.
+
+        A read-only mount refuses with EROFS and an immutable inode with EPERM (the VFS,
+        before efivarfs is asked). Any failure of the delete itself is EINVAL whatever
+        the firmware said: fs/efivarfs/inode.c ``efivarfs_unlink()`` returns -EINVAL
+        when ``efivar_entry_delete()`` fails (EFI_WRITE_PROTECTED included).
+        """
         self._check_writable("unlink", path)
         if node.immutable:
             raise fail(errno.EPERM, "unlink", path)
         name, guid = efi.parse_var_filename(posixpath.basename(path))
         if guid == efi.EFI_GLOBAL_VARIABLE_GUID and name in _FIRMWARE_READ_ONLY:
-            raise fail(errno.EROFS, "unlink", path, "EFI_WRITE_PROTECTED")
+            raise fail(errno.EINVAL, "unlink", path, "EFI_WRITE_PROTECTED")
 
     def before_mkdir(self, path: str) -> None:
         """No directories in efivarfs."""
@@ -297,12 +386,23 @@ class EspPolicy(FsPolicy):
         return max(self.component.state.esp_size - _tree_size(self.directory), 0)
 
     def before_write(self, path: str, existing: File | None, data: bytes) -> File | None:
-        """ENOSPC past the capacity or when the ``esp-full`` fault fires."""
+        """ENOSPC past the capacity or when the ``esp-full`` fault fires.
+
+        ``esp-write-lost`` silently keeps only half of the next capsule written (media
+        or cache losing data): only reading it back shows it.
+        """
         grow = len(data) - (len(existing.data) if existing is not None else 0)
         if grow > 0 and grow > self.free_space():
             raise fail(errno.ENOSPC, "write", path)
-        if data and self.component.machine.take_fault(self.component.name, "*", ("esp-full",)):
+        machine, name = self.component.machine, self.component.name
+        if data and machine.take_fault(name, "*", ("esp-full",)):
             raise fail(errno.ENOSPC, "write", path, "fault: ESP full")
+        if (
+            data
+            and ".cap" in posixpath.basename(path)
+            and machine.take_fault(name, "*", ("esp-write-lost",))
+        ):
+            data = data[: len(data) // 2]
         return super().before_write(path, existing, data)
 
     def after_change(self) -> None:
@@ -366,6 +466,7 @@ class UefiCapsuleComponent(SimComponent):
         "varstore-full": "the next variable write fails with ENOSPC (EFI_OUT_OF_RESOURCES)",
         "chattr-denied": "the next FS_IOC_SETFLAGS on efivarfs fails with EPERM",
         "efivarfs-ro": "the next efivarfs write or unlink fails with EROFS",
+        "esp-write-lost": "the next capsule written to the ESP silently loses its second half",
     }
     BROKEN = {
         "truncated": "CapsuleImageSize larger than the file",
@@ -425,8 +526,8 @@ class UefiCapsuleComponent(SimComponent):
             state.esrt_present = False
             state.entries = []
         elif profile == "xen-dom0":
+            # the firmware has an ESRT; the dom0 kernel shows it from 6.3 on (_esrt_visible)
             state.boot = "xen-dom0"
-            state.esrt_present = False
         cls._initial_files(state)
         return state
 
@@ -482,10 +583,15 @@ class UefiCapsuleComponent(SimComponent):
         machine.mount_table.append(
             MountEntry("/", "ext4", "/dev/nvme0n1p2", ESP_MAJOR, ESP_MINOR + 1, ("rw", "relatime"))
         )
+        kernel_dir = root.mkdirs("proc/sys/kernel")
+        if "osrelease" not in kernel_dir.children:
+            release = f"{machine.state.kernel}.0-livefw-sim"
+            kernel_dir.children["osrelease"] = Attr(read=lambda: release + "\n")
         if state.boot == "xen-dom0":
             root.mkdirs("sys/hypervisor").children["type"] = Attr(read=lambda: "xen\n")
             root.mkdirs("proc/xen").children["capabilities"] = Attr(read=lambda: "control_d\n")
         self._render_esp(root)
+        self._render_hostile_mounts(root)
         self._render_loaders(root)
         if state.boot == "legacy":
             return
@@ -493,8 +599,45 @@ class UefiCapsuleComponent(SimComponent):
         efi_dir.children["fw_platform_size"] = Attr(read=lambda: "64\n")
         self._firmware_variables()
         self._render_efivars(root)
-        if state.esrt_present:
+        if self._esrt_visible():
             self._render_esrt(root)
+            if state.esrt_snapshot:
+                self._render_esrt_snapshot(root)
+
+    def _esrt_visible(self) -> bool:
+        """Whether the kernel shows the firmware's ESRT in /sys/firmware/efi/esrt.
+
+        Under Xen (dom0 boots with EFI_PARAVIRT, no EFI_MEMMAP) drivers/firmware/efi/
+        esrt.c ``efi_esrt_init()`` gave up before 6.3; commit 01de145dc7fb "efi:
+        Actually enable the ESRT under Xen" (6.3) looks the table up through the
+        hypervisor (drivers/xen/efi.c ``xen_efi_mem_desc_lookup``), which needs a Xen
+        that preserves the ESRT for dom0 (knob ``xen_esrt``).
+        """
+        state = self.state
+        if not state.esrt_present:
+            return False
+        if state.boot == "xen-dom0":
+            return self.machine.kernel_at_least(efi.ESRT_ON_XEN_SINCE) and state.xen_esrt
+        return True
+
+    def _esrt_entries_readable(self) -> bool:
+        """drivers/firmware/efi/esrt.c ``esre_attr_show()``: EACCES without CAP_SYS_ADMIN.
+
+        The check went with commit d0a1865cf7e2 "efi/esrt: Allow ESRT access without
+        CAP_SYS_ADMIN" (6.5); only the entries' attributes have it, not the top-level
+        fw_resource_* files. The shipped unit does not grant livefwd CAP_SYS_ADMIN.
+        """
+        return self.machine.kernel_at_least(efi.ESRT_WITHOUT_SYS_ADMIN_SINCE) or (
+            self.state.cap_sys_admin
+        )
+
+    def _render_esrt_snapshot(self, root: Dir) -> None:
+        """What livefwd.service's ExecStartPre=+ copies to /run/livefw/esrt (as root)."""
+        entries = root.mkdirs(f"{efi.ESRT_SNAPSHOT_DIR}/entries")
+        for index, entry in enumerate(self.state.entries):
+            directory = entries.mkdirs(f"entry{index}")
+            for key, value in entry.entry().render().items():
+                directory.children[key] = File(data=f"{value}\n".encode(), mode=0o600)
 
     def _firmware_variables(self) -> None:
         """SecureBoot and OsIndicationsSupported follow the knobs (the firmware sets them)."""
@@ -530,9 +673,12 @@ class UefiCapsuleComponent(SimComponent):
             entry_dir = Dir()
 
             def reader(index: int, key: str) -> Attr:
-                return Attr(
-                    read=lambda: self.state.entries[index].entry().render()[key], mode=0o400
-                )
+                def read() -> str:
+                    if not self._esrt_entries_readable():
+                        raise fail(errno.EACCES, "read", f"{efi.ESRT_ENTRIES}/entry{index}/{key}")
+                    return self.state.entries[index].entry().render()[key]
+
+                return Attr(read=read, mode=0o400)
 
             for key in efi.ESRT_ENTRY_FILES:
                 entry_dir.children[key] = reader(index, key)
@@ -550,40 +696,116 @@ class UefiCapsuleComponent(SimComponent):
             MountEntry("/" + efi.EFIVARS_DIR, "efivarfs", "efivarfs", 0, EFIVARS_MINOR, options)
         )
 
+    def esp_mount(self) -> str:
+        """The ESP's mount point (provider path)."""
+        return ESP_AUTOMOUNT if self.state.esp_automount else ESP_MOUNT
+
     def _render_esp(self, root: Dir) -> None:
-        parent = root.mkdirs(posixpath.dirname(ESP_MOUNT))
+        """The ESP as a vfat mount, its partition and disk in sysfs, and udev data.
+
+        sysfs ``start``/``size`` are in 512-byte sectors whatever the disk
+        (block/partitions/core.c ``part_start_show``, block/genhd.c
+        ``part_size_show``); the disk's ``queue/logical_block_size``
+        (block/blk-sysfs.c) follows the ``logical_block_size`` knob. With
+        ``esp_automount`` the ESP sits behind an autofs mount at /efi that a path
+        lookup below it mounts (fs/autofs/root.c ``autofs_d_automount``).
+        """
+        state = self.state
         directory = Dir()
         directory.policy = EspPolicy(self, directory)
-        for path in self.state.esp_dirs:
+        for path in state.esp_dirs:
             directory.mkdirs(path)
-        for path, content in self.state.esp_files.items():
+        for path, content in state.esp_files.items():
             directory.mkdirs(posixpath.dirname(path)).children[posixpath.basename(path)] = File(
                 data=_unb64(content)
             )
-        parent.children[posixpath.basename(ESP_MOUNT)] = directory
-        self.machine.mount_table.append(
-            MountEntry(
-                "/" + ESP_MOUNT,
-                "vfat",
-                "/dev/nvme0n1p1",
-                ESP_MAJOR,
-                ESP_MINOR,
-                ("rw", "relatime", "fmask=0077", "dmask=0077"),
-            )
+        mount_point = self.esp_mount()
+        parent = root.mkdirs(posixpath.dirname(mount_point))
+        vfat = MountEntry(
+            "/" + mount_point,
+            "vfat",
+            "/dev/nvme0n1p1",
+            ESP_MAJOR,
+            ESP_MINOR,
+            ("rw", "relatime", "fmask=0077", "dmask=0077"),
         )
+        if state.esp_automount:
+            self.machine.mount_table.append(
+                MountEntry("/" + mount_point, "autofs", "systemd-1", 0, AUTOFS_MINOR, ("rw",))
+            )
+            if state.esp_automounted:
+                self.machine.mount_table.append(vfat)
+                parent.children[posixpath.basename(mount_point)] = directory
+            else:
+                parent.children[posixpath.basename(mount_point)] = _AutofsDir(
+                    lambda: self._automount(directory, vfat)
+                )
+        else:
+            parent.children[posixpath.basename(mount_point)] = directory
+            self.machine.mount_table.append(vfat)
         block = root.mkdirs(f"{efi.SYS_DEV_BLOCK}/{ESP_MAJOR}:{ESP_MINOR}")
         block.children["partition"] = Attr(read=lambda: "1\n")
         block.children["start"] = Attr(read=lambda: f"{ESP_START}\n")
         block.children["size"] = Attr(read=lambda: f"{ESP_SECTORS}\n")
         block.children["dev"] = Attr(read=lambda: f"{ESP_MAJOR}:{ESP_MINOR}\n")
-        self.machine.udev_table[("block", ESP_MAJOR, ESP_MINOR)] = {
+        self._render_disk(root, DISK_MAJOR, DISK_MINOR, state.logical_block_size, removable=False)
+        props = {
             "DEVNAME": "/dev/nvme0n1p1",
             "ID_FS_TYPE": "vfat",
             "ID_PART_ENTRY_SCHEME": "gpt",
             "ID_PART_ENTRY_NUMBER": "1",
+            "ID_PART_ENTRY_OFFSET": str(ESP_START),
+            "ID_PART_ENTRY_SIZE": str(ESP_SECTORS),
+            "ID_PART_ENTRY_DISK": f"{DISK_MAJOR}:{DISK_MINOR}",
             "ID_PART_ENTRY_TYPE": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
             "ID_PART_ENTRY_UUID": ESP_PARTUUID,
         }
+        if state.esp_mbr:
+            props.update(
+                ID_PART_ENTRY_SCHEME="dos",
+                ID_PART_ENTRY_TYPE="0xef",
+                ID_PART_ENTRY_UUID=ESP_MBR_PARTUUID,
+            )
+        self.machine.udev_table[("block", ESP_MAJOR, ESP_MINOR)] = props
+
+    def _automount(self, directory: Dir, vfat: MountEntry) -> Dir:
+        """Systemd answers the autofs request: the ESP is mounted on top of /efi."""
+        self.state.esp_automounted = True
+        self.machine.mount_table.append(vfat)
+        return directory
+
+    def _render_disk(
+        self, root: Dir, major: int, minor: int, block_size: int, *, removable: bool
+    ) -> None:
+        disk = root.mkdirs(f"{efi.SYS_DEV_BLOCK}/{major}:{minor}")
+        disk.children["removable"] = Attr(read=lambda: f"{int(removable)}\n")
+        disk.mkdirs("queue").children["logical_block_size"] = Attr(read=lambda: f"{block_size}\n")
+
+    def _render_hostile_mounts(self, root: Dir) -> None:
+        """Vfat mounts a careless ESP search would take (issue 13 item 6)."""
+        kinds = {k.strip() for k in self.state.hostile_mounts.split(",") if k.strip()}
+        unknown = kinds - set(HOSTILE_MOUNTS)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown hostile_mounts {sorted(unknown)}; known: {sorted(HOSTILE_MOUNTS)}"
+            )
+        for kind in sorted(kinds):
+            point, device, (major, minor), disk, removable, options = HOSTILE_MOUNTS[kind]
+            tree = root.mkdirs(point.lstrip("/"))
+            tree.mkdirs("EFI/BOOT").children["BOOTX64.EFI"] = File(data=b"MZ not the ESP\x00")
+            self.machine.mount_table.append(
+                MountEntry(point, "vfat", device, major, minor, ("rw", "relatime", *options))
+            )
+            self._render_disk(root, disk[0], disk[1], 512, removable=removable)
+            self.machine.udev_table[("block", major, minor)] = {
+                "DEVNAME": device,
+                "ID_FS_TYPE": "vfat",
+                "ID_PART_ENTRY_SCHEME": "gpt",
+                "ID_PART_ENTRY_NUMBER": "1",
+                "ID_PART_ENTRY_DISK": f"{disk[0]}:{disk[1]}",
+                "ID_PART_ENTRY_TYPE": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+                "ID_PART_ENTRY_UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, kind)),
+            }
 
     def _render_loaders(self, root: Dir) -> None:
         directory = root.mkdirs(efi.FWUPD_EFI_DIRS[0])
@@ -655,7 +877,14 @@ class UefiCapsuleComponent(SimComponent):
     # ------------------------------------------------------------ the boot
 
     def on_reboot(self) -> None:
-        """Play the firmware at boot: capsule on disk, then BootNext (spec §5.7, §5.8)."""
+        """Play the firmware at boot: capsule on disk, then BootNext (spec §5.7, §5.8).
+
+        A boot that hangs in the loader (see :meth:`_fwupd_efi`) is recorded in
+        ``last_boot_hang``; the simulated reboot then stands for the power cycle a
+        person does next, so the machine comes up normally with BootNext consumed.
+        """
+        self.state.esp_automounted = False
+        self.state.last_boot_hang = ""
         if self.state.boot == "legacy":
             return
         with self.machine.lock:
@@ -687,7 +916,9 @@ class UefiCapsuleComponent(SimComponent):
         except ValueError:
             self._log(f"{name}: malformed load option")
             return
-        binary = self._resolve(option.file_path)
+        # OVMF/EDK2 finds the partition of a boot option by number and signature
+        # (a short-form HD() path): a wrong start or size still boots the loader
+        binary = self._resolve(option.file_path, strict=False)
         if binary is None:
             self._log(f"{name}: Not Found; falling through to the next boot option")
             return
@@ -703,22 +934,46 @@ class UefiCapsuleComponent(SimComponent):
             return
         self._fwupd_efi()
 
-    def _resolve(self, nodes: list[efi.DevicePathNode]) -> bytes | None:
-        """Follow HD + File path to a file on the ESP (the only disk)."""
+    def firmware_hd(self) -> efi.HardDriveNode:
+        """The ESP's HD() node as the firmware sees it: start and size in logical blocks."""
+        block = self.state.logical_block_size
+        signature = ESP_MBR_PARTUUID if self.state.esp_mbr else ESP_PARTUUID
+        return efi.HardDriveNode(1, ESP_START * 512 // block, ESP_SECTORS * 512 // block, signature)
+
+    def _resolve(self, nodes: list[efi.DevicePathNode], *, strict: bool = True) -> bytes | None:
+        """Follow HD + File path to a file on the ESP (the only disk).
+
+        ``strict``: every field of the HD() node must match the partition in logical
+        blocks (how fwupd-efi locates the capsule; fwupd issue 6023); otherwise the
+        partition number and signature are enough (how the boot manager starts it).
+        """
         hard = next((n for n in nodes if isinstance(n, efi.HardDriveNode)), None)
         path = next((n.path for n in nodes if isinstance(n, efi.FilePathNode)), "")
-        if hard is not None and (
-            hard.partition_signature != ESP_PARTUUID
-            or hard.partition_number != 1
-            or hard.partition_start != ESP_START
-        ):
-            return None
+        want = self.firmware_hd()
+        if hard is not None:
+            if (hard.partition_number, hard.partition_signature.lower()) != (
+                want.partition_number,
+                want.partition_signature,
+            ):
+                return None
+            if strict and (hard.partition_start, hard.partition_size) != (
+                want.partition_start,
+                want.partition_size,
+            ):
+                return None
         if not path:
             return None
         return self._esp_read(path)
 
     def _fwupd_efi(self) -> None:
-        """fwupd-efi's efi/fwupdate.c: validate every record, then apply (spec §5.6)."""
+        """fwupd-efi 1.4's efi/fwupdate.c: validate every record, load, stamp, apply.
+
+        Every capsule is loaded before any record is stamped. When one cannot be
+        found or opened (an HD() node that does not match the partition in logical
+        blocks, a missing file) fwupd-efi 1.4 faults in its own error path and the
+        machine hangs at boot (fwupd-efi issue 112): nothing is stamped or applied,
+        UPDATE_INFO keeps status 1, and ``last_boot_hang`` says why.
+        """
         guid = efi.FWUPDATE_GUID
         suffix = "-" + guid
         records: list[tuple[str, efi.UpdateInfo]] = []
@@ -740,7 +995,20 @@ class UefiCapsuleComponent(SimComponent):
         if not todo:
             self._log("fwupd-efi: no updates to process")
             return
+        loaded: list[tuple[str, efi.UpdateInfo, bytes]] = []
         for name, info in todo:
+            capsule_data = self._resolve(info.device_path)
+            if capsule_data is None:
+                why = (
+                    f"fwupd-efi: {name}: could not find or open {info.file_path()} "
+                    "(HD() node or file wrong); CPU exception in the loader's error path: "
+                    "the machine hung at boot and was power-cycled"
+                )
+                self.state.last_boot_hang = why
+                self._log(why)
+                return
+            loaded.append((name, info, capsule_data))
+        for name, info, capsule_data in loaded:
             stamped = efi.UpdateInfo(
                 guid=info.guid,
                 capsule_flags=info.capsule_flags,
@@ -751,10 +1019,6 @@ class UefiCapsuleComponent(SimComponent):
                 version=info.version,
             )
             self._set_var(name, guid, stamped.pack())
-            capsule_data = self._resolve(info.device_path)
-            if capsule_data is None:
-                self._log(f"fwupd-efi: {name}: capsule file not found")
-                continue
             self._update_capsule(capsule_data, f"fwupd-efi {name}")
 
     def _update_capsule(self, data: bytes, source: str) -> int:
@@ -867,9 +1131,14 @@ class UefiCapsuleComponent(SimComponent):
     # ------------------------------------------------------- sim commands
 
     def devices(self) -> list[SimDevice]:
-        """One device per ESRT entry."""
+        """One device per ESRT entry; a boot that hung in the loader is shown on each."""
         if not self.state.esrt_present:
             return []
+        hang = (
+            f"; LAST BOOT HUNG IN THE LOADER: {self.state.last_boot_hang}"
+            if self.state.last_boot_hang
+            else ""
+        )
         return [
             SimDevice(
                 key=f"uefi_capsule/{entry.fw_class}",
@@ -880,6 +1149,7 @@ class UefiCapsuleComponent(SimComponent):
                     f" last attempt {entry.last_attempt_version} status "
                     f"{entry.last_attempt_status}"
                     f" ({efi.describe_last_attempt_status(entry.last_attempt_status)})"
+                    f"{hang}"
                 ),
             )
             for entry in self.state.entries

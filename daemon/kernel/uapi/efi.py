@@ -56,12 +56,30 @@ EFIVARS_DIR = "sys/firmware/efi/efivars"
 FW_PLATFORM_SIZE = "sys/firmware/efi/fw_platform_size"
 #: Xen: drivers/xen/sys-hypervisor.c ("xen") and xenfs capabilities ("control_d").
 HYPERVISOR_TYPE = "sys/hypervisor/type"
+#: the running kernel's release (kernel/sysctl.c -> proc/sys/kernel/osrelease).
+OSRELEASE = "proc/sys/kernel/osrelease"
 XEN_CAPABILITIES = "proc/xen/capabilities"
 #: where Debian's fwupd-efi / fwupd-unsigned packages install the loaders.
 FWUPD_EFI_DIRS = ("usr/libexec/fwupd/efi", "usr/lib/fwupd/efi")
 #: block device sysfs (Documentation/ABI/stable/sysfs-block): start/size in 512-byte sectors.
 SYS_DEV_BLOCK = "sys/dev/block"
+#: sysfs ``start`` and ``size`` of a block device are always in 512-byte sectors,
+#: whatever the disk's sector size (block/partitions/core.c ``part_start_show``,
+#: block/genhd.c ``part_size_show``: ``bdev_nr_sectors``, SECTOR_SHIFT = 9).
 SECTOR_SIZE = 512
+#: the disk's logical block size, relative to ``sys/dev/block/MAJ:MIN`` of the whole
+#: disk (block/blk-sysfs.c ``queue_logical_block_size_show``): the unit UEFI's HD()
+#: device-path node uses for PartitionStart/PartitionSize (UEFI 2.10 §10.3.5.1).
+QUEUE_LOGICAL_BLOCK_SIZE = "queue/logical_block_size"
+#: where the shipped unit's ExecStartPre=+ copies the ESRT at each daemon start, for
+#: kernels before 6.5 whose ``esre_attr_show()`` wants CAP_SYS_ADMIN (livefwd.service).
+ESRT_SNAPSHOT_DIR = "run/livefw/esrt"
+#: the first kernel release whose ESRT entries are readable without CAP_SYS_ADMIN
+#: (commit d0a1865cf7e2 "efi/esrt: Allow ESRT access without CAP_SYS_ADMIN").
+ESRT_WITHOUT_SYS_ADMIN_SINCE = "6.5"
+#: the first kernel release that exposes the ESRT in a Xen dom0 (commit 01de145dc7fb
+#: "efi: Actually enable the ESRT under Xen": esrt.c accepts EFI_PARAVIRT).
+ESRT_ON_XEN_SINCE = "6.3"
 
 # ------------------------------------------------------------------------- ESRT
 
@@ -204,7 +222,7 @@ def var_path(name: str, guid: str) -> str:
 
 def parse_var_filename(filename: str) -> tuple[str, str]:
     """``(name, guid)`` of an efivarfs file name; raises ValueError if malformed."""
-    match = _VAR_NAME_RE.match(filename)
+    match = _VAR_NAME_RE.fullmatch(filename)
     if match is None or not match.group("name"):
         raise ValueError(f"not an efivarfs variable name: {filename!r}")
     return match.group("name"), match.group("guid").lower()
@@ -247,21 +265,46 @@ def var_is_mutable_by_default(name: str, guid: str) -> bool:
     return any(name.startswith(prefix) for prefix in _MUTABLE_GLOBAL_PREFIXES)
 
 
-_OPTION_RE = re.compile(r"^(Boot|Driver)[0-9A-Fa-f]{4}$")
+#: the load-option families of efivarfs' ``variable_validate`` table ("Boot*", "Driver*").
+_OPTION_PREFIXES = ("Boot", "Driver")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def load_option_name(name: str) -> bool | None:
+    """How the kernel's ``validate_load_option()`` treats the name (fs/efivarfs/vars.c).
+
+    ``Boot``/``Driver`` followed by four hex digits is a load option (True) whose data
+    is validated; four hex digits followed by anything more is refused outright (False:
+    the write fails with EINVAL, e.g. ``Boot0001X``); anything else under the prefix
+    (``BootNext``, ``Boot12``) is not a load option (None) and is not validated as one.
+    """
+    for prefix in _OPTION_PREFIXES:
+        if not name.startswith(prefix):
+            continue
+        digits = name[len(prefix) : len(prefix) + 4]
+        if len(digits) < 4 or not set(digits) <= _HEX:
+            return None
+        return len(name) == len(prefix) + 4
+    return None
 
 
 def validate_global_var(name: str, data: bytes) -> bool:
-    """The kernel's ``variable_validate`` table for the global GUID (vars.c).
+    """The kernel's ``variable_validate`` table for the global GUID (fs/efivarfs/vars.c).
 
     Returns False where SetVariable through efivarfs fails with EINVAL. A zero-length
     write runs this too, which is why ``BootNext`` and ``Boot####`` cannot be deleted
-    by writing only the attributes.
+    by writing only the attributes. ``Boot####`` with trailing characters is refused
+    whatever the data (``validate_load_option``: "4 digits of hex and then further
+    content").
     """
     if name in ("BootNext", "Timeout"):
         return len(data) == 2
     if name in ("BootOrder", "DriverOrder"):
         return len(data) % 2 == 0
-    if _OPTION_RE.match(name):
+    option = load_option_name(name)
+    if option is False:
+        return False
+    if option:
         try:
             LoadOption.unpack(data)
         except ValueError:
@@ -298,7 +341,7 @@ def boot_var_name(number: int) -> str:
 
 def parse_boot_var_name(name: str) -> int | None:
     """The number of a ``Boot####`` name, or None for anything else (BootNext...)."""
-    match = _BOOT_RE.match(name)
+    match = _BOOT_RE.fullmatch(name)
     return int(match.group(1), 16) if match else None
 
 
