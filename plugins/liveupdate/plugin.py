@@ -730,10 +730,27 @@ class LiveUpdatePlugin(Plugin):
             self.ctx.log.info("liveupdate_session_finished", session=kernel_name)
 
     async def drop(self, caller: int, kernel_name: str) -> None:
-        """Release livefwd's reference; the session ends when no other holder is left."""
+        """Release livefwd's reference; the session ends when no other holder is left.
+
+        For a session from before the update, closing it finishes it in the kernel
+        (luo_session.c ``luo_session_release``), so the rule of :meth:`finish` holds:
+        while files were never retrieved, drop is refused; ``finish`` with force
+        releases them.
+
+        Raises:
+            Busy: a session from before the update still has files never retrieved.
+        """
         async with self._lock:
             session = self._lookup(caller, kernel_name)
-            if session.handle is None and session.record.state == "incoming":
+            record = session.record
+            waiting = sorted(int(t) for t in record.tokens if t not in record.retrieved)
+            if record.state != "outgoing" and waiting:
+                raise Busy(
+                    f"dropping session {record.name!r} finishes it, and it still has files "
+                    f"nobody retrieved (tokens {', '.join(str(t) for t in waiting)}). Retrieve "
+                    "them first, or release them with `livefw liveupdate finish --force`"
+                )
+            if session.handle is None and record.state == "incoming":
                 # not retrieved yet: retrieving and closing it finishes it
                 session.handle = await self._kernel_retrieve(kernel_name)
             await self._forget(kernel_name)

@@ -271,6 +271,8 @@ async def test_sessions_and_registry_survive_kexec(start: Starter, tmp_path: Pat
     assert [s.name for s in plugin.list_sessions(BOB)] == ["db"]
     with pytest.raises(InvalidArgument, match="unknown options"):
         await plugin.finish(BOB, b.kernel_name, {"forse": True})
+    with pytest.raises(Busy, match=r"dropping session 'db' finishes it.*tokens 1"):
+        await plugin.drop(BOB, b.kernel_name)  # closing it would finish it too
     await plugin.finish(BOB, b.kernel_name, {"force": True})
     assert plugin.list_sessions(0) == []
 
