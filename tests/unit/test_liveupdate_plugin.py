@@ -30,12 +30,14 @@ async def start(tmp_path: Path) -> AsyncIterator[Starter]:
     """``await start(store=None)``: a new daemon process on the same state dir."""
     engines: list[Engine] = []
 
-    async def factory(store: FdStore | None = None, profile: str = "default") -> Engine:
+    async def factory(
+        store: FdStore | None = None, profile: str = "default", kernel: str = "7.2"
+    ) -> Engine:
         sim = tmp_path / "sim"
         if (sim / "machine.json").exists():
             machine = SimMachine.load(str(sim))
         else:
-            machine = SimMachine.create(str(sim), profile)
+            machine = SimMachine.create(str(sim), profile, kernel=kernel)
         machine.start()
         provider = SimProvider(machine, store or FdStore({}))
         engine = Engine(provider, Config(), str(tmp_path), [LiveUpdatePlugin])
@@ -506,3 +508,39 @@ async def test_vfio_rules_across_the_kexec(start: Starter, tmp_path: Path) -> No
     await plugin.finish(ALICE, info.kernel_name)
     assert plugin.list_sessions(0) == []
     os.close(device)
+
+
+@pytest.mark.parametrize("kernel", ["6.19", "7.1", "7.2"])
+async def test_the_broker_on_each_supported_kernel(
+    start: Starter, tmp_path: Path, kernel: str
+) -> None:
+    """Sessions, a frozen memfd, a restart and a kexec on each modelled release."""
+    store = LocalFdStore(str(tmp_path / "notify"))
+    try:
+        plugin = broker(await start(store.client(), kernel=kernel))
+        info = await plugin.create_session(ALICE, "vm")
+        fd = memfd(b"guest state")
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+        await plugin.preserve(ALICE, info.kernel_name, fd, 1)
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"!", 11)
+        store.wait_idle()
+        # a restart in the same boot: the session comes back from the fd store
+        # (GET_NAME confirms its name on 7.2; older kernels fall back to the stored name)
+        plugin = broker(await start(store.client(), kernel=kernel))
+        assert [s.name for s in plugin.list_sessions(ALICE)] == ["vm"]
+        await plugin.kexec()
+    finally:
+        store.close()
+    plugin = broker(await start(kernel=kernel))
+    await plugin.retrieve_session(ALICE, "vm")
+    handle = await plugin.retrieve_file(ALICE, info.kernel_name, 1)
+    try:
+        seals = fcntl.fcntl(handle.fileno(), fcntl.F_GET_SEALS)
+        assert os.pread(handle.fileno(), 100, 0) == b"guest state"
+    finally:
+        await handle.close()
+    # seals travel from 7.2 on; before, the restored memfd cannot be sealed at all
+    assert seals == (fcntl.F_SEAL_SHRINK if kernel == "7.2" else fcntl.F_SEAL_SEAL)
+    await plugin.finish(ALICE, info.kernel_name)
+    assert plugin.list_sessions(0) == []
