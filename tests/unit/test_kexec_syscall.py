@@ -61,6 +61,8 @@ def test_kexec_passes_the_command_not_the_magic(tmp_path: Path) -> None:
     log = tmp_path / "strace.log"
     command = _command(log)
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0 and "PTRACE_" in result.stderr and "REFUSED" not in result.stdout:
+        pytest.skip(f"strace cannot trace here: {result.stderr.strip()[:200]}")
     assert "REFUSED" not in result.stdout, result.stdout
     assert result.returncode == 0, (result.stdout, result.stderr)
     # strace injected EPERM; the provider reports it as a KernelError
