@@ -484,6 +484,12 @@ class FwctlComponent(SimComponent):
         arg: bytearray,
         pointers: Mapping[int, bytearray],
     ) -> int:
+        """fwctl_cmd_info (drivers/fwctl/main.c).
+
+        Flags must be 0 (EOPNOTSUPP). With ``device_data_len`` 0 nothing is copied and 0
+        is returned; otherwise the buffer gets the driver's info, zero-padded (all
+        zeros when the driver has no info op), and the driver's length comes back.
+        """
         _size, flags, _, data_len, _ = struct.unpack_from(uapi.FWCTL_INFO_FMT, arg)
         if flags:
             raise fail(errno.EOPNOTSUPP, "ioctl", handle.path, "fwctl_info.flags must be 0")
@@ -525,6 +531,13 @@ class FwctlComponent(SimComponent):
         arg: bytearray,
         pointers: Mapping[int, bytearray],
     ) -> int:
+        """fwctl_cmd_rpc (drivers/fwctl/main.c), then the driver's fw_rpc.
+
+        Lengths over 2 MiB EMSGSIZE; unknown scope EOPNOTSUPP; scope 3 without
+        CAP_SYS_RAWIO EPERM; scopes 2 and 3 set TAINT_FWCTL (once) before the driver
+        runs. The driver returns a buffer and an out_len; the core copies
+        min(caller's out_len, driver's out_len) and reports the driver's out_len.
+        """
         path = handle.path
         _size, scope, in_len, out_len, _in, _out = struct.unpack_from(uapi.FWCTL_RPC_FMT, arg)
         if in_len > uapi.MAX_RPC_LEN or out_len > uapi.MAX_RPC_LEN:
