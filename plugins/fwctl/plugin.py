@@ -282,12 +282,18 @@ class FwctlPlugin(Plugin):
 
     async def probe(self) -> Probe:
         """fwctl.ko registers the class; without it there is nothing to do."""
+        release = await self._read_release()
+        if release is not None and release < uapi.FWCTL_FIRST_RELEASE:
+            return Probe.unsupported(
+                f"this kernel is {release[0]}.{release[1]}; fwctl (drivers/fwctl) arrived "
+                "in Linux 6.15"
+            )
         if not await self.ctx.provider.exists(uapi.FWCTL_CLASS):
             return Probe.unsupported(
                 "no /sys/class/fwctl: the kernel lacks CONFIG_FWCTL (Linux 6.15+) or no "
                 "fwctl driver (mlx5_fwctl, CXL features, pds_fwctl) is loaded"
             )
-        self.kernel_release = await self._read_release()
+        self.kernel_release = release
         return Probe.ok()
 
     async def _read_release(self) -> tuple[int, int] | None:
