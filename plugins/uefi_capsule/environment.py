@@ -9,6 +9,7 @@ else the fwupd-efi package paths), Secure Boot, capsule-on-disk support and the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import posixpath
@@ -239,7 +240,11 @@ async def _trigger_automounts(provider: KernelProvider, mounts: list[MountEntry]
             continue
         if _mount_for(mounts, _rel(point)) is not entry:
             continue  # something is already mounted on top of it
-        await provider.exists(_rel(point) + "/EFI")
+        # read_file runs in a worker thread on the real machine: the path walk (and
+        # the wait for systemd, which may fsck the ESP first) stays off the event loop;
+        # the read itself fails (a directory, or no EFI/ yet) and does not matter
+        with contextlib.suppress(KernelError):
+            await provider.read_file(_rel(point) + "/EFI")
         triggered = True
     return triggered
 

@@ -129,3 +129,30 @@ def test_plugins_says_why_there_is_no_esrt(
     result = cli("esp", check=False)
     assert result.returncode == 5
     assert "livefw plugins" in result.stderr
+
+
+def test_a_wrong_hd_node_hangs_the_boot_visibly(
+    daemon_factory: Callable[..., DaemonProcess],
+    polkit: PolkitMock,
+    cli: Cli,
+    tmp_path: Path,
+) -> None:
+    """fwupd-efi 1.4 hangs when the HD() node does not match the disk (issue 14.12, 14.13).
+
+    The disk is given 4096-byte logical blocks after staging (as if it were swapped),
+    so the staged HD() node no longer matches: the simulated loader starts (OVMF
+    matches by partition number and GUID), cannot open the capsule and hangs.
+    """
+    daemon = daemon_factory()
+    _stage(cli, tmp_path)
+    cli("sim", "set", "uefi_capsule", "logical_block_size=4096")
+    _reboot(cli, daemon)
+    shown = json.loads(cli("sim", "devices", "--json").stdout)
+    summary = next(d["summary"] for d in shown if d["key"] == f"uefi_capsule/{SYSTEM_CLASS}")
+    assert "LAST BOOT HUNG IN THE LOADER" in summary
+    daemon_factory()
+    (entry,) = _history(cli)
+    assert entry["State"] == "failed"
+    assert "never ran" in entry["Reason"]
+    assert "crashed" in entry["Reason"]
+    assert _device(cli)["Version"] == "65586"

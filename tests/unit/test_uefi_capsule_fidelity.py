@@ -347,7 +347,6 @@ async def test_firmware_hangs_on_a_wrong_hd_node(tmp_path: Path) -> None:
     capsule = rig.sim.sample(SYSTEM_KEY, None, None)
     await provider.makedirs("boot/efi/EFI/debian/fw")
     await provider.write_file(f"boot/efi/EFI/debian/fw/fwupd-{SYSTEM_FW_CLASS}.cap", capsule)
-    await provider.write_file("boot/efi/EFI/debian/fwupdx64.efi", b"")
     loader = await provider.read_file("usr/libexec/fwupd/efi/fwupdx64.efi")
     await provider.write_file("boot/efi/EFI/debian/fwupdx64.efi", loader)
     wrong = efi.HardDriveNode(1, ESP_START, ESP_SECTORS, ESP_PARTUUID)  # 512-byte units
