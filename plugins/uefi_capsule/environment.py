@@ -58,6 +58,7 @@ class Environment:
     method: Method = "none"
     reasons: list[str] = field(default_factory=list)
     logical_block_size: int = 0
+    partuuid: str = ""
     esp_candidates: list[EspCandidate] = field(default_factory=list)
 
     def metadata(self) -> dict[str, str]:
@@ -70,7 +71,7 @@ class Environment:
             "capsule-on-disk": "supported" if self.capsule_on_disk else "unsupported",
         }
         if self.partition is not None:
-            data["esp-partuuid"] = self.partition.partition_signature
+            data["esp-partuuid"] = self.partuuid
             data["esp-logical-block-size"] = str(self.logical_block_size)
         if self.esp_candidates:
             data["esp-candidates"] = json.dumps(
@@ -318,15 +319,19 @@ async def esp_partition(
                 "(sysfs partition/start/size or udev ID_PART_ENTRY_UUID missing)"
             ),
         )
-    if scheme != "gpt":
-        return (
-            None,
-            0,
-            (
-                f"the ESP is on a {scheme} (MBR) partition table; livefw writes GPT boot entries "
-                "only, so only capsule on disk can be used"
-            ),
-        )
+    signature, part_format, sig_type = partuuid, efi.PART_FORMAT_GPT, efi.SIGNATURE_GUID
+    if scheme == "dos":
+        # blkid's PARTUUID of an MBR partition is "<32-bit disk signature>-<number>"; the
+        # HD() node carries the disk signature as a little-endian UINT32 in the first
+        # four bytes of the 16-byte field (UEFI 2.10 §10.3.5.1), which is what packing
+        # "<sig>-0000-0000-0000-000000000000" in EFI GUID byte order produces
+        disk_id = partuuid.partition("-")[0]
+        if len(disk_id) != 8 or not set(disk_id) <= set("0123456789abcdef"):
+            return None, 0, f"the ESP's MBR disk signature is unknown (PARTUUID {partuuid!r})"
+        signature = f"{disk_id}-0000-0000-0000-000000000000"
+        part_format, sig_type = efi.PART_FORMAT_MBR, efi.SIGNATURE_MBR
+    elif scheme != "gpt":
+        return None, 0, f"the ESP is on a {scheme} partition table; livefw knows GPT and MBR"
     number, start, size = (int(values[k] or 0) for k in ("partition", "start", "size"))
     for key, value in (
         ("ID_PART_ENTRY_NUMBER", number),
@@ -362,7 +367,12 @@ async def esp_partition(
     if (start * efi.SECTOR_SIZE) % block or (size * efi.SECTOR_SIZE) % block:
         return None, 0, f"the ESP is not aligned to the disk's {block}-byte logical blocks"
     node = efi.HardDriveNode(
-        number, start * efi.SECTOR_SIZE // block, size * efi.SECTOR_SIZE // block, partuuid
+        number,
+        start * efi.SECTOR_SIZE // block,
+        size * efi.SECTOR_SIZE // block,
+        signature,
+        part_format,
+        sig_type,
     )
     return node, block, ""
 
@@ -377,6 +387,11 @@ async def _partition(provider: KernelProvider, mount: MountEntry | None, env: En
         return
     env.esp_device = (mount.major, mount.minor)
     env.partition = node
+    try:
+        props = await provider.udev_properties("block", mount.major, mount.minor)
+    except KernelError:
+        props = {}
+    env.partuuid = props.get("ID_PART_ENTRY_UUID", "").lower() or node.partition_signature
     env.logical_block_size = block
 
 

@@ -43,11 +43,11 @@ def _esp_files(state_dir: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("knobs", "esp", "staged_at"),
     [
-        # the real ESP on an MBR disk: only capsule on disk, on the real ESP
+        # the real ESP on an MBR disk (type 0xef)
         (
             {"esp_mbr": True, "hostile_mounts": "udisks-usb,loop-esp,home"},
             "/boot/efi",
-            f"EFI/UpdateCapsule/fwupd-{SYSTEM_CLASS}.cap",
+            f"EFI/debian/fw/fwupd-{SYSTEM_CLASS}.cap",
         ),
         # the real ESP behind systemd's automount at /efi, not mounted yet
         (

@@ -440,3 +440,20 @@ def test_real_mountinfo_keeps_the_file_system_options(tmp_path: Path) -> None:
     assert "nosuid" in mount.options
     assert "uid=1000" in mount.options
     assert os.path.exists(tmp_path / "proc/self/mountinfo")
+
+
+async def test_mbr_esp_gets_an_mbr_hd_node(tmp_path: Path) -> None:
+    """An ESP of type 0xef on an MBR disk: signature type 1 with the disk signature."""
+    rig = Rig(tmp_path, esp_mbr=True)
+    await rig.start()
+    assert rig.device().metadata["update-method"] == "nvram"
+    assert rig.device().metadata["esp-partuuid"] == "8c2f41d7-01"
+    await rig.install(rig.sample())
+    (hard,) = [n for n in (await rig.update_info()).device_path if isinstance(n, efi.HardDriveNode)]
+    assert (hard.partition_format, hard.signature_type) == (efi.PART_FORMAT_MBR, efi.SIGNATURE_MBR)
+    assert hard.pack()[24:40] == bytes.fromhex("d7412f8c") + bytes(12)
+    await rig.reboot()
+    assert rig.sim.state.last_boot_hang == ""
+    engine = await rig.start()
+    (row,) = engine.history.entries()
+    assert row.state == "success", row.reason

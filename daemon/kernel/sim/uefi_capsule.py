@@ -937,8 +937,19 @@ class UefiCapsuleComponent(SimComponent):
     def firmware_hd(self) -> efi.HardDriveNode:
         """The ESP's HD() node as the firmware sees it: start and size in logical blocks."""
         block = self.state.logical_block_size
-        signature = ESP_MBR_PARTUUID if self.state.esp_mbr else ESP_PARTUUID
-        return efi.HardDriveNode(1, ESP_START * 512 // block, ESP_SECTORS * 512 // block, signature)
+        start, size = ESP_START * 512 // block, ESP_SECTORS * 512 // block
+        if self.state.esp_mbr:
+            # an MBR HD() node: the 32-bit disk signature, partition format 1, type 1
+            disk_id = ESP_MBR_PARTUUID.partition("-")[0]
+            return efi.HardDriveNode(
+                1,
+                start,
+                size,
+                f"{disk_id}-0000-0000-0000-000000000000",
+                efi.PART_FORMAT_MBR,
+                efi.SIGNATURE_MBR,
+            )
+        return efi.HardDriveNode(1, start, size, ESP_PARTUUID)
 
     def _resolve(self, nodes: list[efi.DevicePathNode], *, strict: bool = True) -> bytes | None:
         """Follow HD + File path to a file on the ESP (the only disk).
@@ -951,10 +962,11 @@ class UefiCapsuleComponent(SimComponent):
         path = next((n.path for n in nodes if isinstance(n, efi.FilePathNode)), "")
         want = self.firmware_hd()
         if hard is not None:
-            if (hard.partition_number, hard.partition_signature.lower()) != (
-                want.partition_number,
-                want.partition_signature,
-            ):
+            if (
+                hard.partition_number,
+                hard.partition_signature.lower(),
+                hard.signature_type,
+            ) != (want.partition_number, want.partition_signature, want.signature_type):
                 return None
             if strict and (hard.partition_start, hard.partition_size) != (
                 want.partition_start,
