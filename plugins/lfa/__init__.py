@@ -1,5 +1,5 @@
 """Arm Live Firmware Activation (LFA) plugin."""
 
-from livefw.plugins.lfa.plugin import LfaDevice, LfaPlugin
+from livefw.plugins.lfa.plugin import LFA_INTERFACE, LfaDevice, LfaPlugin
 
-__all__ = ["LfaDevice", "LfaPlugin"]
+__all__ = ["LFA_INTERFACE", "LfaDevice", "LfaPlugin"]

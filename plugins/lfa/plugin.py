@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import uuid
+from typing import ClassVar
 
 from livefw.errors import (
     ActivationFailed,
     Busy,
+    InvalidArgument,
     KernelError,
     NotFound,
     NothingToDo,
@@ -36,10 +38,19 @@ from livefw.plugin import (
 
 PROTOCOL = "org.livefw.lfa"
 VENDOR = "Arm"
+LFA_INTERFACE = "org.livefw.Daemon1.Lfa"
 
 
 class LfaDevice(Device):
-    """One firmware image under ``/sys/firmware/lfa/<guid>``."""
+    """One firmware image under ``/sys/firmware/lfa/<guid>``.
+
+    Attributes:
+        force_cpu_rendezvous / auto_activate: the two settings the administrator may
+            choose (``None`` when this kernel's posting has no such file).
+        cpu_rendezvous: the firmware requires all CPUs to rendezvous (cached flag).
+    """
+
+    interfaces: ClassVar[tuple[str, ...]] = (LFA_INTERFACE,)
 
     def __init__(self, plugin: LfaPlugin, guid: str, name: str) -> None:
         super().__init__(
@@ -55,6 +66,9 @@ class LfaDevice(Device):
         )
         self._plugin = plugin
         self.guid = guid
+        self.force_cpu_rendezvous: bool | None = None
+        self.auto_activate: bool | None = None
+        self.cpu_rendezvous = True
 
     def _attr(self, name: str) -> str:
         return f"{uapi.LFA_SYSFS}/{self.guid}/{name}"
@@ -65,6 +79,18 @@ class LfaDevice(Device):
         if not await provider.exists(path):
             return default  # older postings lack current/pending_version
         return (await provider.read_attr(path)).strip()
+
+    async def read_options(self) -> None:
+        """Read ``force_cpu_rendezvous`` and ``auto_activate`` (absent: ``None``).
+
+        Only the administrator changes them, so they are read when the image appears,
+        on a plugin refresh (``livefw refresh``) and after livefw wrote them, not on
+        every device refresh (an activation re-reads the device twice).
+        """
+        force = await self._read(uapi.ATTR_FORCE_CPU_RENDEZVOUS)
+        auto = await self._read(uapi.ATTR_AUTO_ACTIVATE)
+        self.force_cpu_rendezvous = None if force == "" else force == "1"
+        self.auto_activate = None if auto == "" else auto == "1"
 
     async def refresh(self) -> None:
         """Re-read every attribute; pending state is queried live by the kernel."""
@@ -85,8 +111,20 @@ class LfaDevice(Device):
             flags.add("may-reset-cpu")
         if rendezvous:
             flags.add("cpu-rendezvous")
+        self.cpu_rendezvous = rendezvous
         metadata = dict(self.metadata)
         metadata["activation-pending"] = "true" if pending else "false"
+        for key, value in (
+            ("force-cpu-rendezvous", self.force_cpu_rendezvous),
+            ("auto-activate", self.auto_activate),
+        ):
+            if value is None:
+                metadata.pop(key, None)
+            else:
+                metadata[key] = "true" if value else "false"
+        # whether the next activation stops every CPU (RFC v1: always)
+        stops = rendezvous or self.force_cpu_rendezvous in (None, True)
+        metadata["activation-stops-cpus"] = "true" if stops else "false"
         self.update(
             version=current, version_pending=pending_version, flags=flags, metadata=metadata
         )
@@ -114,8 +152,80 @@ class LfaDevice(Device):
         except KernelError as error:
             raise _map_activate_error(self.name, error) from error
         op.progress(Status.DEVICE_VERIFY, 90)
-        await self._plugin.refresh()
+        await self._plugin.rescan()
         return self.version
+
+    async def set_activation_options(
+        self, force_cpu_rendezvous: bool | None = None, auto_activate: bool | None = None
+    ) -> None:
+        """Write the administrator's settings (v3 ``sysfs-firmware-lfa``).
+
+        ``force_cpu_rendezvous`` 0 lets the kernel activate without stopping every CPU
+        when the firmware does not require a rendezvous; ``auto_activate`` 1 lets the
+        driver activate a new pending image by itself on the platform's notification.
+
+        Raises:
+            NotSupported: the kernel's posting has no such file (force: RFC v2+,
+                auto: v2+), force 0 on an image whose firmware requires a rendezvous
+                (the kernel would ignore it), auto 1 on an image the kernel cannot
+                activate (not capable, or may reset CPUs).
+            InvalidArgument: the kernel refused the value (EINVAL).
+        """
+        await self.read_options()
+        await self.refresh()
+        if force_cpu_rendezvous is not None:
+            if self.force_cpu_rendezvous is None:
+                raise NotSupported(
+                    f"{self.name}: this kernel's LFA driver has no force_cpu_rendezvous "
+                    "(added in the RFC v2 posting): every activation stops all CPUs"
+                )
+            if not force_cpu_rendezvous and self.cpu_rendezvous:
+                raise NotSupported(
+                    f"{self.name}: the firmware requires a CPU rendezvous for this image "
+                    "(cpu_rendezvous is 1), so the kernel stops all CPUs whatever "
+                    "force_cpu_rendezvous says; livefw leaves it unchanged"
+                )
+        if auto_activate is not None:
+            if self.auto_activate is None:
+                raise NotSupported(
+                    f"{self.name}: this kernel's LFA driver has no auto_activate (added in "
+                    "the v2 posting)"
+                )
+            if auto_activate and "activation-capable" not in self.flags:
+                raise NotSupported(
+                    f"{self.name} is not activation-capable: it can never be activated "
+                    "automatically"
+                )
+            if auto_activate and "may-reset-cpu" in self.flags:
+                raise NotSupported(
+                    f"{self.name} may reset CPUs during activation, which the kernel "
+                    "refuses: an automatic activation would fail each time"
+                )
+        for name, value in (
+            (uapi.ATTR_FORCE_CPU_RENDEZVOUS, force_cpu_rendezvous),
+            (uapi.ATTR_AUTO_ACTIVATE, auto_activate),
+        ):
+            if value is None:
+                continue
+            try:
+                await self._plugin.ctx.provider.write_attr(self._attr(name), "1" if value else "0")
+            except KernelError as error:
+                if error.errno == errno.EINVAL:
+                    raise InvalidArgument(
+                        f"the kernel refused {name} = {int(value)} for {self.name}"
+                    ) from error
+                if error.errno in (errno.ENODEV, errno.ENOENT):
+                    raise NotFound(f"{self.name} disappeared from /sys/firmware/lfa") from error
+                if error.errno in (errno.EPERM, errno.EACCES):
+                    raise PermissionDenied(
+                        f"the kernel refused to write {name} for {self.name}: {error.message}"
+                    ) from error
+                raise
+            self._plugin.ctx.log.info(
+                "lfa_option_set", guid=self.guid, option=name, value=int(value)
+            )
+        await self.read_options()
+        await self.refresh()
 
     def check_cancel(self) -> None:
         """LFA has a cancel attribute on capable images."""
@@ -192,6 +302,7 @@ class LfaPlugin(Plugin):
         if not name or name in (uapi.UNKNOWN_NAME_RFC, guid):
             name = f"LFA image {guid}"
         device = LfaDevice(self, guid, name)
+        await device.read_options()
         await device.refresh()
         self._devices[guid] = device
         self.ctx.add_device(device)
@@ -209,6 +320,16 @@ class LfaPlugin(Plugin):
             await self._add(guid)
 
     async def refresh(self) -> None:
+        """Re-list images and re-read each, with the administrator's settings."""
+        for device in list(self._devices.values()):
+            try:
+                await device.read_options()
+            except KernelError as error:
+                if error.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise  # a vanished image is removed by the rescan
+        await self.rescan()
+
+    async def rescan(self) -> None:
         """Re-list images (activation may add or remove some) and re-read each."""
         if not await self.ctx.provider.exists(uapi.LFA_SYSFS):
             for guid in list(self._devices):

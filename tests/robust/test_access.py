@@ -2,8 +2,8 @@
 
 The daemon runs on a private bus with the polkit mock denying every action; the
 caller is root, so the denial is polkit's, not a uid check. For each privileged
-method of every interface (Manager, Telemetry, Fwctl, LiveUpdate, LiveUpdateSession,
-and the fwupd-compatible API) the call must fail with AuthFailed and leave the
+method of every interface (Manager, Telemetry, Pfru, Lfa, Fwctl, LiveUpdate,
+LiveUpdateSession, and the fwupd-compatible API) the call must fail with AuthFailed and leave the
 simulated machine, the history and the session list as they were. Caller-supplied
 names and paths (session names, the Install ``filename`` option, device ids, sim
 device keys) are refused or used as names only, never as paths.
@@ -147,6 +147,19 @@ async def test_denied_caller_changes_nothing(
                 "SetLogInfo",
                 "a{sv}",
                 [{"level": Variant("s", "verbose")}],
+                [],
+            ),
+            (DEVICES + telemetry["Id"], TELEMETRY, "Read", "", [], []),
+            (DEVICES + telemetry["Id"], TELEMETRY, "ReadSince", "t", [0], []),
+            (DEVICES + telemetry["Id"], TELEMETRY, "GetDataInfo", "", [], []),
+            (DEVICES + pfru_id, "org.livefw.Daemon1.Pfru", "SetRevision", "u", [2], []),
+            (DEVICES + pfru_id, "org.livefw.Daemon1.Pfru", "QueryRevisions", "", [], []),
+            (
+                DEVICES + lfa_id,
+                "org.livefw.Daemon1.Lfa",
+                "SetActivationOptions",
+                "a{sv}",
+                [{"force-cpu-rendezvous": Variant("b", False)}],
                 [],
             ),
             (orchestrator, LIVEUPDATE, "CreateSession", "sa{sv}", ["new", {}], []),

@@ -199,3 +199,55 @@ async def test_restart_marks_interrupted_only_when_the_plugin_cannot_tell(
     entry = again.history.get(op_id)
     assert entry.state == "failed"
     assert entry.reason.startswith("interrupted:")
+
+
+# ------------------------------------------------- administrator settings (issue 14.17)
+
+RMM = "6c0762a6-12f2-4b56-92cb-ba8f633606d9"
+
+
+def image(engine: Engine, guid: str) -> Any:
+    return next(i for i in lfa_state(engine).images if i.guid == guid)
+
+
+async def test_activation_settings_are_shown_and_set(engine: Engine) -> None:
+    rmm, bl31, bl33 = by_name(engine, "RMM"), by_name(engine, "BL31"), by_name(engine, "BL33")
+    assert (rmm.force_cpu_rendezvous, rmm.auto_activate, rmm.cpu_rendezvous) == (
+        True,
+        False,
+        False,
+    )
+    assert rmm.metadata["force-cpu-rendezvous"] == "true"
+    assert rmm.metadata["activation-stops-cpus"] == "true"
+    await rmm.set_activation_options(force_cpu_rendezvous=False, auto_activate=True)
+    assert (image(engine, RMM).force_cpu_rendezvous, image(engine, RMM).auto_activate) == (
+        False,
+        True,
+    )
+    assert rmm.metadata["activation-stops-cpus"] == "false"
+    assert rmm.metadata["auto-activate"] == "true"
+    # an activation now runs without stop_machine()
+    engine.provider.machine.components["lfa"].stage(f"lfa/{RMM}", {"version": "0.8"})  # type: ignore[attr-defined]
+    for thread in engine.provider.machine.components["lfa"].auto_threads:  # type: ignore[attr-defined]
+        thread.join(10)
+    await engine.refresh_device(rmm.id)
+    assert (rmm.version, image(engine, RMM).last_rendezvous) == ("0.8", False)
+    # refused with the reason, nothing written
+    with pytest.raises(NotSupported, match="requires a CPU rendezvous"):
+        await bl31.set_activation_options(force_cpu_rendezvous=False)
+    assert image(engine, bl31.guid).force_cpu_rendezvous is True
+    with pytest.raises(NotSupported, match="not activation-capable"):
+        await bl33.set_activation_options(auto_activate=True)
+    assert image(engine, bl33.guid).auto_activate is False
+
+
+async def test_rfc_postings_lack_the_settings(make_engine: Callable[..., Any]) -> None:
+    engine = await make_engine([LfaPlugin], profile="rfc")
+    rmm = by_name(engine, "RMM")
+    assert (rmm.force_cpu_rendezvous, rmm.auto_activate) == (None, None)
+    assert rmm.metadata["activation-stops-cpus"] == "true"
+    assert "force-cpu-rendezvous" not in rmm.metadata
+    with pytest.raises(NotSupported, match="RFC v2"):
+        await rmm.set_activation_options(force_cpu_rendezvous=False)
+    with pytest.raises(NotSupported, match="v2 posting"):
+        await rmm.set_activation_options(auto_activate=True)

@@ -151,3 +151,43 @@ async def test_hotplug_emits_uevents(provider: SimProvider, machine: SimMachine)
     machine.components["lfa"].remove_device(added.key)
     assert (await queue.get()).action == "remove"
     assert not await provider.exists(f"{lfa.LFA_SYSFS}/11111111-2222-3333-4444-555555555555")
+
+
+async def test_force_cpu_rendezvous_decides_stop_machine(
+    provider: SimProvider, machine: SimMachine
+) -> None:
+    """ACTIVATE runs inside stop_machine() when cpu_rendezvous || force (issue 14.17)."""
+    component = machine.components["lfa"]
+    component.stage(f"lfa/{RMM}", {"version": "0.8"})
+    # the default force 1: a rendezvous although the firmware does not require one
+    await provider.write_attr(attr(RMM, "activate"), "1")
+    image = component._image(RMM)  # type: ignore[attr-defined]
+    assert image.last_rendezvous is True
+    component.stage(f"lfa/{RMM}", {"version": "0.9"})
+    await provider.write_attr(attr(RMM, "force_cpu_rendezvous"), "0")
+    # no stop_machine(): a rendezvous failure cannot happen
+    machine.add_fault(FaultSpec(component="lfa", target=f"lfa/{RMM}", kind="rendezvous-failure"))
+    await provider.write_attr(attr(RMM, "activate"), "1")
+    image = component._image(RMM)  # type: ignore[attr-defined]
+    assert (image.last_rendezvous, image.current) == (False, "0.9")
+    # BL31's firmware requires the rendezvous: force 0 changes nothing
+    await provider.write_attr(attr(BL31, "force_cpu_rendezvous"), "0")
+    await provider.write_attr(attr(BL31, "activate"), "1")
+    assert component._image(BL31).last_rendezvous is True  # type: ignore[attr-defined]
+
+
+async def test_auto_activate_activates_on_the_notification(
+    provider: SimProvider, machine: SimMachine
+) -> None:
+    component = machine.components["lfa"]
+    assert await provider.read_attr(attr(RMM, "auto_activate")) == "0"
+    await provider.write_attr(attr(RMM, "auto_activate"), "on")
+    component.stage(f"lfa/{RMM}", {"version": "0.8"})
+    for thread in component.auto_threads:  # type: ignore[attr-defined]
+        thread.join(10)
+    assert await provider.read_attr(attr(RMM, "current_version")) == "0.8"
+    assert await provider.read_attr(attr(RMM, "activation_pending")) == "0"
+    # without auto_activate the new image just waits
+    component.stage(f"lfa/{BL31}", {"version": "2.15"})
+    assert not [t for t in component.auto_threads if t.is_alive()]  # type: ignore[attr-defined]
+    assert await provider.read_attr(attr(BL31, "activation_pending")) == "1"

@@ -7,20 +7,30 @@ cpu_rendezvous and current_version are cached until the next enumeration) while
 v3 driver does (spec §2.3, §2.5). Activation runs the PRIME loop and ACTIVATE with
 the driver's time budgets, and every agent failure reaches user space as the errno
 the driver returns (ECANCELED for activation failures, EINVAL for cancel).
+
+The two administrator settings of the posting (v3 ``lfa_fw.c``; ABI text
+``Documentation/ABI/testing/sysfs-firmware-lfa``): ``force_cpu_rendezvous`` (RFC v2+,
+default 1) decides, with the firmware's ``cpu_rendezvous``, whether ACTIVATE runs
+inside ``stop_machine()`` (``cpu_rendezvous || force_cpu_rendezvous``; RFC v1 always
+rendezvoused); ``auto_activate`` (v2+, default 0) makes the driver's notification
+handler activate a capable, pending image by itself when the platform signals a new
+image (``livefw sim stage`` plays the BMC plus that notification).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import threading
 import time
 import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from livefw.errors import InvalidArgument
+from livefw.errors import InvalidArgument, KernelError
 from livefw.kernel.provider import UEvent
-from livefw.kernel.sim.machine import SimComponent, SimDevice
+from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
 from livefw.kernel.sim.vfs import Attr, Dir, fail
 from livefw.kernel.uapi import lfa as uapi
 
@@ -51,6 +61,8 @@ class LfaImage(BaseModel):
     pending_version: str | None = None
     force_cpu_rendezvous: bool = True
     auto_activate: bool = False
+    #: whether the last activation ran inside stop_machine() (None: never activated).
+    last_rendezvous: bool | None = None
 
 
 class LfaCache(BaseModel):
@@ -106,6 +118,11 @@ class LfaComponent(SimComponent):
         "activation-failed": "ACTIVATE fails with ACTIVATION_FAILED",
         "rendezvous-failure": "the CPU rendezvous fails (CRITICAL_ERROR inside stop_machine)",
     }
+
+    def __init__(self, machine: SimMachine, state: LfaState) -> None:
+        super().__init__(machine, state)
+        #: activations the notification handler started (tests join them).
+        self.auto_threads: list[threading.Thread] = []
 
     @classmethod
     def default_state(cls, profile: str, scale: int) -> LfaState:
@@ -243,6 +260,11 @@ class LfaComponent(SimComponent):
                 f"lfa/{guid}",
                 ("auth-error", "busy", "activation-failed", "rendezvous-failure"),
             )
+            # ACTIVATE inside stop_machine() when the firmware requires it or the
+            # administrator forces it (v3 activate_fw_image(); RFC v1: always).
+            rendezvous = (
+                cache.cpu_rendezvous or image.force_cpu_rendezvous or self.state.style == "rfc"
+            )
             iterations = self.state.prime_iterations
             delay = self.state.activate_seconds
             budget = self.state.retry_budget_seconds
@@ -258,12 +280,14 @@ class LfaComponent(SimComponent):
         time.sleep(max(delay, 0.0))
         if fault == "activation-failed":
             raise fail(errno.ECANCELED, "write", path, "ACTIVATE: ACTIVATION_FAILED")
-        if fault == "rendezvous-failure":
+        if fault == "rendezvous-failure" and rendezvous:
+            # without a rendezvous there is no stop_machine() to fail
             raise fail(errno.ECANCELED, "write", path, "ACTIVATE: CPU rendezvous failed")
         with machine.lock:
             image = self._image(guid)
             if image is None:
                 raise fail(errno.ENODEV, "write", path)
+            image.last_rendezvous = rendezvous
             image.current = image.pending_version or image.current
             image.pending = False
             image.pending_version = None
@@ -301,7 +325,15 @@ class LfaComponent(SimComponent):
                 component=self.name,
                 summary=f"current {image.current}"
                 + (f", pending {image.pending_version}" if image.pending else "")
-                + ("" if image.capable else ", not activation-capable"),
+                + ("" if image.capable else ", not activation-capable")
+                + ("" if image.force_cpu_rendezvous else ", force_cpu_rendezvous 0")
+                + (", auto_activate" if image.auto_activate else "")
+                + (
+                    ""
+                    if image.last_rendezvous is None
+                    else f", last activation {'with' if image.last_rendezvous else 'without'}"
+                    " CPU rendezvous"
+                ),
             )
             for image in self.state.images
         ]
@@ -355,7 +387,34 @@ class LfaComponent(SimComponent):
                 raise InvalidArgument(f"no LFA image {guid}")
             image.pending, image.pending_version = True, version
             self.machine.changed()
+            auto = self._auto_activates(guid)
+        if auto:
+            # the platform's notification reaches the driver, which activates the
+            # image by itself (v2+ auto_activate); the write path does the work.
+            thread = threading.Thread(target=self._auto_activate, args=(guid,), daemon=True)
+            self.auto_threads.append(thread)
+            thread.start()
+            return f"lfa/{guid}: {version} pending; auto_activate is set: activating"
         return f"lfa/{guid}: {version} pending"
+
+    def _auto_activates(self, guid: str) -> bool:
+        """v2+ notification handler: auto_activate set, capable, pending, no CPU reset."""
+        image = self._image(guid)
+        cache = self.state.cache.get(guid)
+        return bool(
+            self.state.style == "v3"
+            and image is not None
+            and cache is not None
+            and image.auto_activate
+            and cache.capable
+            and not cache.may_reset_cpu
+            and image.pending
+        )
+
+    def _auto_activate(self, guid: str) -> None:
+        # the real driver logs a failure; the image stays pending
+        with contextlib.suppress(KernelError):
+            self._activate(guid)
 
 
 COMPONENT = LfaComponent

@@ -1,0 +1,72 @@
+"""Arm LFA activation settings over a private bus: contract, CLI, polkit (issue 14.17)."""
+
+import hashlib
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+from livefw.testing import NOBODY, Cli, DaemonProcess, PolkitMock
+
+REPO = Path(__file__).resolve().parents[2]
+BUS = "org.livefw.Daemon1"
+LFA = "org.livefw.Daemon1.Lfa"
+BL31 = "47d4086d-4cfe-9846-9b95-2950cbbd5a00"
+RMM = "6c0762a6-12f2-4b56-92cb-ba8f633606d9"
+RMM_ID = hashlib.sha1(f"lfa:{RMM}".encode()).hexdigest()
+BL31_ID = hashlib.sha1(f"lfa:{BL31}".encode()).hexdigest()
+RMM_PATH = f"/org/livefw/Daemon1/devices/{RMM_ID}"
+
+Busctl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _members(xml_text: str) -> set[tuple[str, ...]]:
+    root = ET.fromstring(xml_text)
+    (iface,) = [i for i in root.iter("interface") if i.get("name") == LFA]
+    members: set[tuple[str, ...]] = set()
+    for element in iface:
+        if element.tag == "property":
+            members.add(("property", element.get("name", ""), element.get("type", "")))
+        else:
+            args = tuple(
+                f"{a.get('direction', 'in')}:{a.get('name', '')}:{a.get('type')}"
+                for a in element.findall("arg")
+            )
+            members.add((element.tag, element.get("name", ""), *args))
+    return members
+
+
+def test_lfa_activation_options(
+    daemon: DaemonProcess, polkit: PolkitMock, cli: Cli, bctl: Busctl
+) -> None:
+    reply = bctl(
+        "--json=short", "call", BUS, RMM_PATH, "org.freedesktop.DBus.Introspectable", "Introspect"
+    )
+    live = json.loads(reply.stdout)["data"][0]
+    assert _members(live) == _members((REPO / "dbus" / f"{LFA}.xml").read_text())
+
+    shown = json.loads(cli("lfa-options", RMM_ID, "--json").stdout)
+    assert shown == {
+        "device_id": RMM_ID,
+        "cpu-rendezvous-required": False,
+        "force-cpu-rendezvous": True,
+        "auto-activate": False,
+    }
+    changed = cli("lfa-options", RMM_ID, "--force-cpu-rendezvous", "off", "--json")
+    assert json.loads(changed.stdout)["force-cpu-rendezvous"] is False
+    metadata = json.loads(cli("get-device", RMM_ID, "--json").stdout)["Metadata"]
+    assert metadata["activation-stops-cpus"] == "false"
+    # the firmware requires a rendezvous for BL31: refused with the reason
+    refused = cli("lfa-options", BL31_ID, "--force-cpu-rendezvous", "off", check=False)
+    assert refused.returncode == 5, refused.stderr
+    assert "requires a CPU rendezvous" in " ".join(refused.stderr.split())
+    # changing them is an activation decision: org.livefw.daemon1.activate
+    polkit.allow_unknown(False)
+    polkit.set_allowed([])
+    denied = cli("lfa-options", RMM_ID, "--auto-activate", "on", check=False, uid=NOBODY)
+    assert denied.returncode == 4, denied.stderr
+    assert cli("lfa-options", RMM_ID, uid=NOBODY).returncode == 0  # reading is public
+    polkit.set_allowed(["org.livefw.daemon1.activate"])
+    cli("lfa-options", RMM_ID, "--auto-activate", "on")
+    assert cli("lfa-options", RMM_ID, "--json").stdout.count('"auto-activate": true') == 1
