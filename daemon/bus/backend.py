@@ -12,7 +12,12 @@ the backend (dbus-next today, dbus-fast later) can be swapped in one place.
   introspection (live-update sessions), and guarded by an async check of the caller
   before any message reaches them;
 * the message being dispatched is available to method implementations through
-  :data:`CURRENT_MESSAGE` (asyncio tasks copy the context at creation).
+  :data:`CURRENT_MESSAGE` (asyncio tasks copy the context at creation);
+* Unix fds that arrive with a message are owned here: only those an ``h`` argument
+  hands to a method survive dispatch, every other one is closed (see
+  :meth:`LivefwBus._claim_fds`);
+* signals from a guarded prefix go, as unicast copies, only to the connections the
+  guard would let call that path (see :meth:`LivefwBus.send`).
 
 Backend selection: ``LIVEFW_DBUS_BACKEND=next`` (the default: dbus-next, pure Python)
 or ``LIVEFW_DBUS_BACKEND=fast`` (dbus-fast, its maintained fork with Cython-compiled
@@ -34,6 +39,10 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from livefw.errors import ERROR_PREFIX, InvalidArgument
 
 #: the D-Bus library in use: "next" (dbus-next) or "fast" (dbus-fast).
 BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or "next"
@@ -165,6 +174,8 @@ def _use_fast_type_scan() -> None:
 
 
 _use_fast_type_scan()
+
+log = structlog.get_logger("livefw.bus")
 
 #: the message whose method call is being served (set before dispatch).
 CURRENT_MESSAGE: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
@@ -310,6 +321,39 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
+def _type_end(signature: str, start: int) -> int:
+    """Where the complete type starting at ``signature[start]`` ends (exclusive)."""
+    code = signature[start]
+    if code == "a":
+        return _type_end(signature, start + 1)
+    if code in "({":
+        depth, index = 0, start
+        while True:
+            if signature[index] in "({":
+                depth += 1
+            elif signature[index] in ")}":
+                depth -= 1
+                if depth == 0:
+                    return index + 1
+            index += 1
+    return start + 1
+
+
+def _top_level_types(signature: str) -> list[str]:
+    """The complete types of a (bus-validated) signature: ``"sha{sv}"`` -> s, h, a{sv}."""
+    types, index = [], 0
+    while index < len(signature):
+        end = _type_end(signature, index)
+        types.append(signature[index:end])
+        index = end
+    return types
+
+
+#: how a method takes the fds of its message (see :meth:`LivefwBus._claim_fds`).
+_FD_ARGS = "args"
+_FD_LIST = "list"
+
+
 class LivefwBus(MessageBus):
     """The library's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
 
@@ -329,6 +373,7 @@ class LivefwBus(MessageBus):
         self._guards: list[tuple[str, Guard]] = []
         self._guard_tasks: set[asyncio.Future[None]] = set()
         self._batching = False
+        self._fd_list_interfaces: set[str] = set()
 
     # ----------------------------------------------------------- hidden objects
 
@@ -340,28 +385,40 @@ class LivefwBus(MessageBus):
         """Let a method call under ``prefix`` through only if ``guard(msg)`` is true.
 
         Refused calls get ``org.freedesktop.DBus.Error.UnknownObject``, as if the
-        object did not exist.
+        object did not exist. Signals emitted from below ``prefix`` (e.g.
+        PropertiesChanged) are not broadcast: each connection the guard would let
+        call the emitting path gets its own unicast copy (see :meth:`send`).
         """
         self._guards.append((prefix, guard))
+
+    def hand_over_fd_list(self, interface: str) -> None:
+        """Methods of ``interface`` with an ``h`` argument take every fd of the message.
+
+        fwupd's convention (libfwupd puts its own fd number in the ``h`` slot and the
+        daemon takes the message's fd list); such a method must close them all.
+        """
+        self._fd_list_interfaces.add(interface)
 
     def _is_hidden(self, path: str) -> bool:
         return any(_under(path, prefix) for prefix in self._hidden)
 
+    def _guard_for(self, path: str) -> Guard | None:
+        for prefix, guard in self._guards:
+            if _under(path, prefix):
+                return guard
+        return None
+
     # ----------------------------------------------------------- dispatching
 
     def _process_message(self, msg: Message) -> None:
-        if msg.message_type == MessageType.METHOD_CALL and msg.path:
-            for prefix, guard in self._guards:
-                if _under(msg.path, prefix):
-                    task = asyncio.ensure_future(self._guarded(msg, guard))
-                    self._guard_tasks.add(task)
-                    task.add_done_callback(self._guard_tasks.discard)
-                    return
-        token = CURRENT_MESSAGE.set(msg)
-        try:
-            super()._process_message(msg)
-        finally:
-            CURRENT_MESSAGE.reset(token)
+        if msg.message_type == MessageType.METHOD_CALL and msg.path and self._guards:
+            guard = self._guard_for(msg.path)
+            if guard is not None:
+                task = asyncio.ensure_future(self._guarded(msg, guard))
+                self._guard_tasks.add(task)
+                task.add_done_callback(self._guard_tasks.discard)
+                return
+        self._dispatch(msg)
 
     async def _guarded(self, msg: Message, guard: Guard) -> None:
         try:
@@ -369,6 +426,7 @@ class LivefwBus(MessageBus):
         except Exception:
             allowed = False
         if not allowed:
+            self._close_fds(msg, keep=())
             if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
                 self.send(
                     Message.new_error(
@@ -376,11 +434,206 @@ class LivefwBus(MessageBus):
                     )
                 )
             return
+        self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
+        """The library's dispatch, after the message's fds have been claimed."""
+        try:
+            claimed = self._claim_fds(msg)
+        except Exception:
+            log.exception("bus_fd_claim_failed", member=msg.member, sender=msg.sender)
+            self._close_fds(msg, keep=())
+            claimed = False
+            if msg.message_type == MessageType.METHOD_CALL:
+                self._refuse(msg, ErrorType.INTERNAL_ERROR.value, "the message was not understood")
+        if not claimed:
+            return
         token = CURRENT_MESSAGE.set(msg)
         try:
             super()._process_message(msg)
         finally:
             CURRENT_MESSAGE.reset(token)
+
+    # ------------------------------------------------------------ Unix fds
+
+    def _claim_fds(self, msg: Message) -> bool:
+        """Close every fd of ``msg`` that no method will own; False: do not dispatch.
+
+        The libraries leave received fds open for good unless a method closes them,
+        and only a method with an ``h`` argument ever sees one: fds on a Ping, on
+        GetDevices, on an unknown method or a signal, or beyond the one an ``h``
+        refers to, would pile up until the process runs out of descriptors. So:
+
+        * a method call for an exported method whose signature has top-level ``h``
+          arguments keeps the fds those arguments refer to (the method closes them);
+          an ``h`` that refers to no attached fd is refused here (``InvalidArgument``)
+          (dbus-fast would otherwise hand the raw index to the method as if it were
+          a descriptor, and the method would read and close one of the daemon's own);
+          on an interface registered with :meth:`hand_over_fd_list` the method
+          takes them all;
+        * a reply to a call this connection made keeps its fds (the caller's);
+        * everything else (other calls, signals, unsolicited replies) keeps none.
+
+        Closed entries of ``msg.unix_fds`` become -1, so nothing can close or use the
+        number again. At most 16 fds arrive per message (the library's ``recvmsg``
+        buffer, and dbus-daemon's ``max_message_unix_fds`` on the system bus).
+        """
+        fds = msg.unix_fds
+        signature = msg.signature or ""
+        if not fds and "h" not in signature:
+            return True
+        keep: tuple[int, ...] = ()
+        kind = msg.message_type
+        if kind == MessageType.METHOD_CALL:
+            convention = self._fd_convention(msg)
+            if convention == _FD_LIST:
+                return True
+            if convention == _FD_ARGS:
+                keep = tuple(
+                    int(value)
+                    for value, code in zip(msg.body, _top_level_types(signature), strict=False)
+                    if code == "h"
+                )
+                if any(index >= len(fds) for index in keep):
+                    self._close_fds(msg, keep=())
+                    self._refuse(
+                        msg,
+                        ERROR_PREFIX + InvalidArgument.name,
+                        f"{msg.member} needs a Unix file descriptor: its 'h' argument names "
+                        f"descriptor #{max(keep)} of the call, which carries {len(fds)}",
+                    )
+                    return False
+        elif kind != MessageType.SIGNAL and msg.reply_serial in self._method_return_handlers:
+            return True
+        self._close_fds(msg, keep=keep)
+        return True
+
+    def _fd_convention(self, msg: Message) -> str | None:
+        """How the method ``msg`` will be dispatched to takes fds (None: it takes none).
+
+        The same lookup as the libraries' own: the exported interface by name (any
+        interface when the call names none, with dbus-fast; dbus-next needs the
+        name), then the member with exactly this signature.
+        """
+        signature = msg.signature or ""
+        if "h" not in signature:
+            return None
+        exported = self._path_exports.get(msg.path)
+        if not exported:
+            return None
+        interfaces = exported.values() if isinstance(exported, dict) else exported
+        for interface in interfaces:
+            if msg.interface is None:
+                if BACKEND == "next":
+                    continue
+            elif interface.name != msg.interface:
+                continue
+            for member in ServiceInterface._get_methods(interface):
+                if (
+                    member.name == msg.member
+                    and member.in_signature == signature
+                    and not member.disabled
+                ):
+                    if "h" not in _top_level_types(signature):
+                        return None
+                    return _FD_LIST if interface.name in self._fd_list_interfaces else _FD_ARGS
+        return None
+
+    def _close_fds(self, msg: Message, keep: tuple[int, ...]) -> None:
+        fds = msg.unix_fds
+        closed = 0
+        for index, fd in enumerate(fds):
+            if index in keep or fd < 0:
+                continue
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            fds[index] = -1
+            closed += 1
+        if closed:
+            log.debug(
+                "bus_fds_closed",
+                count=closed,
+                kept=len(keep),
+                sender=msg.sender,
+                interface=msg.interface,
+                member=msg.member,
+            )
+
+    def _refuse(self, msg: Message, error_name: str, text: str) -> None:
+        if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            self.send(Message.new_error(msg, error_name, text))
+
+    # ------------------------------------------------------ guarded signals
+
+    def send(self, msg: Message) -> Any:
+        """Send a message; a broadcast signal from a guarded path goes as unicasts.
+
+        A PropertiesChanged from a live-update session object names the session in
+        its path and carries its state: broadcast, every connection on the bus would
+        see it. So each connection the path's guard admits gets a copy addressed to
+        it (dbus-daemon delivers a message with a destination to that connection
+        only), and no one else does.
+        """
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and not msg.destination
+            and msg.path
+            and self._guards
+        ):
+            guard = self._guard_for(msg.path)
+            if guard is not None:
+                task = asyncio.ensure_future(self._send_to_admitted(msg, guard))
+                self._guard_tasks.add(task)
+                task.add_done_callback(self._guard_tasks.discard)
+                return task
+        return super().send(msg)
+
+    async def _send_to_admitted(self, msg: Message, guard: Guard) -> None:
+        try:
+            reply = await self.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="ListNames",
+                )
+            )
+        except Exception:  # the connection went away: no one to tell
+            reply = None
+        if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+            log.warning("bus_signal_dropped", path=msg.path, member=msg.member)
+            return
+        peers = [
+            name for name in reply.body[0] if name.startswith(":") and name != self.unique_name
+        ]
+
+        async def admitted(peer: str) -> bool:
+            probe = Message(
+                destination=str(self.unique_name),
+                path=msg.path,
+                interface=msg.interface,
+                member=msg.member,
+                sender=peer,
+            )
+            try:
+                return bool(await guard(probe))
+            except Exception:
+                return False
+
+        verdicts = await asyncio.gather(*(admitted(peer) for peer in peers))
+        for peer, verdict in zip(peers, verdicts, strict=True):
+            if verdict and not self._disconnected:
+                super().send(
+                    Message(
+                        message_type=MessageType.SIGNAL,
+                        destination=peer,
+                        path=msg.path,
+                        interface=msg.interface,
+                        member=msg.member,
+                        signature=msg.signature,
+                        body=msg.body,
+                    )
+                )
 
     # ------------------------------------------------- ObjectManager overrides
 

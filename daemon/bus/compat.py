@@ -900,6 +900,7 @@ class CompatService:
         self.bus = bus
         ctx = BusContext(self.engine, bus, self.authorizer)
         self.interface = CompatInterface(ctx, self.state_dir)
+        bus.hand_over_fd_list(INTERFACE)  # fwupd's fd convention: see _take_fd
         bus.export(PATH, self.interface)
         self.interface.attach()
         await self._follow_departures(bus)

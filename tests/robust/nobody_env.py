@@ -192,9 +192,16 @@ class Hostile:
 
 @contextlib.contextmanager
 def hostile(
-    bus_dir: str, state_dir: Path, config_text: str = "", extra_args: tuple[str, ...] = ()
+    bus_dir: str,
+    state_dir: Path,
+    config_text: str = "",
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Hostile]:
-    """Bus with the shipped policy, polkit mock (allowing nothing) and livefwd."""
+    """Bus with the shipped policy, polkit mock (allowing nothing) and livefwd.
+
+    ``env``: extra environment of livefwd (e.g. ``LIVEFW_DBUS_BACKEND``).
+    """
     _require_root_tools()
     defaults = os.path.join(bus_dir, "system-defaults.conf")
     Path(defaults).write_text(SYSTEM_DEFAULTS)
@@ -217,7 +224,7 @@ def hostile(
         config = state_dir / "hostile.conf"
         config.write_text(config_text)
         daemon = DaemonProcess(
-            bus, str(state_dir), ["--fwupd-compat", *extra_args], config=str(config)
+            bus, str(state_dir), ["--fwupd-compat", *extra_args], config=str(config), env=env
         )
         daemon.start()
         bus.wait_for_name(FWUPD, proc=daemon)
