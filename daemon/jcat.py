@@ -98,8 +98,14 @@ def parse_jcat(blob: bytes) -> JcatFile:
         raise InvalidFile("the .jcat file is truncated")
     try:
         document = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidFile(f"the .jcat file is not JSON: {error}") from error
+    except RecursionError as error:
+        # json's C scanner recurses per array/object level; a few MiB of "[[[[..."
+        # exhaust the interpreter's recursion limit (a real .jcat nests 4 deep)
+        raise InvalidFile("the .jcat file is nested too deeply to be a Jcat file") from error
+    except ValueError as error:
+        # JSONDecodeError, UnicodeDecodeError, and int() refusing a number of more
+        # than sys.get_int_max_str_digits() digits (also a ValueError)
+        raise InvalidFile(f"the .jcat file is not JSON: {str(error)[:200]}") from error
     if not isinstance(document, dict) or not isinstance(document.get("Items", []), list):
         raise InvalidFile("the .jcat file has no Items list")
     items: dict[str, tuple[JcatBlob, ...]] = {}

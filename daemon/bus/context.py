@@ -1,13 +1,49 @@
-"""What every service interface gets: the engine, the bus, and the current caller."""
+"""What every service interface gets: the engine, the bus, the current caller.
+
+Also the one way to read an ``a{sv}`` of options off the wire (:func:`parse_options`).
+"""
 
 from __future__ import annotations
 
-from livefw.bus.backend import CURRENT_MESSAGE, LivefwBus, Message
+from collections.abc import Mapping
+from typing import Any
+
+from livefw.bus.backend import CURRENT_MESSAGE, LivefwBus, Message, Variant
 from livefw.bus.polkit import Authorizer
 from livefw.engine import Engine
-from livefw.errors import Internal
+from livefw.errors import Internal, InvalidArgument, LivefwError
 
-__all__ = ["BusContext"]
+__all__ = ["BusContext", "parse_options"]
+
+
+def parse_options(
+    options: dict[str, Variant],
+    allowed: Mapping[str, str],
+    error: type[LivefwError] = InvalidArgument,
+) -> dict[str, Any]:
+    """Unwrap an ``a{sv}``: known keys only, each of exactly its D-Bus type.
+
+    ``allowed`` maps each key to its type signature (``"s"``, ``"u"``, ``"b"``, ...).
+    A value of another type (a variant inside the variant included, however deep) is
+    refused before anything looks at it, so no method sees a value of a type it does
+    not expect. Ranges are the method's to check.
+
+    Raises:
+        InvalidArgument: an unknown key or a value of the wrong type (``error``
+            instead, e.g. ``InvalidFile``, where an API documents another name).
+    """
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise error(f"unknown options {unknown}; allowed: {sorted(allowed)}")
+    result: dict[str, Any] = {}
+    for key, variant in options.items():
+        expected = allowed[key]
+        if variant.signature != expected:
+            raise error(
+                f"option {key!r} must be of type {expected!r}, not {variant.signature[:16]!r}"
+            )
+        result[key] = variant.value
+    return result
 
 
 class BusContext:

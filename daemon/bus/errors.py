@@ -17,8 +17,10 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 def dbus_errors(fn: F) -> F:
     """Map :class:`LivefwError` to ``org.livefw.Daemon1.Error.<Name>``.
 
-    Anything else becomes ``Error.Internal`` with a short message (the traceback
-    goes to the log, never to the client). Put it under ``@method()``.
+    A refused call (a LivefwError: bad argument, bad file, not found, ...) is one
+    log line, ``method_refused``, with the error's name and message. Anything else
+    is a bug: ``Error.Internal`` with a short message, and the traceback goes to the
+    log, never to the client. Put it under ``@method()``.
     """
 
     @functools.wraps(fn)
@@ -28,6 +30,7 @@ def dbus_errors(fn: F) -> F:
         except DBusError:
             raise
         except LivefwError as error:
+            log.info("method_refused", method=fn.__name__, error=error.name, reason=error.message)
             raise DBusError(error.dbus_name, error.message) from error
         except Exception as error:
             log.exception("method_failed", method=fn.__name__)

@@ -16,7 +16,7 @@ from livefw.bus.backend import (
     dbus_property,
     method,
 )
-from livefw.bus.context import BusContext
+from livefw.bus.context import BusContext, parse_options
 from livefw.bus.device import device_dict
 from livefw.bus.errors import dbus_errors
 from livefw.errors import InvalidArgument, LivefwError
@@ -33,20 +33,14 @@ ACTION_ACTIVATE = "org.livefw.daemon1.activate"
 TAINTED_PATH = "proc/sys/kernel/tainted"
 
 _INSTALL_OPTIONS = {"allow-older", "allow-reinstall", "activate", "force", "filename"}
+#: GetHistory's options and their types (dbus/org.livefw.Daemon1.Manager.xml); a
+#: ``u`` limit is always in SQLite's LIMIT range, 0 means every row.
+_HISTORY_OPTIONS = {"device-id": "s", "limit": "u"}
 
 
 def _options(options: dict[str, Variant], allowed: set[str]) -> dict[str, Any]:
-    """Unwrap an ``a{sv}`` and refuse unknown keys or wrong types."""
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidArgument(f"unknown options {unknown}; allowed: {sorted(allowed)}")
-    result = {}
-    for key, variant in options.items():
-        expected = "s" if key == "filename" else "b"
-        if variant.signature != expected:
-            raise InvalidArgument(f"option {key!r} must be of type {expected!r}")
-        result[key] = variant.value
-    return result
+    """Unwrap an ``a{sv}`` and refuse unknown keys or wrong types (filename: s, else b)."""
+    return parse_options(options, {key: "s" if key == "filename" else "b" for key in allowed})
 
 
 def history_dict(entry: HistoryEntry) -> dict[str, Variant]:
@@ -204,11 +198,8 @@ class ManagerInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def GetHistory(self, options: "a{sv}") -> "aa{sv}":
-        unknown = set(options) - {"device-id", "limit"}
-        if unknown:
-            raise InvalidArgument(f"unknown options {sorted(unknown)}; use device-id, limit")
-        device_id = options["device-id"].value if "device-id" in options else None
-        limit = int(options["limit"].value) if "limit" in options else 0
+        parsed = parse_options(options, _HISTORY_OPTIONS)
+        device_id, limit = parsed.get("device-id"), parsed.get("limit", 0)
         entries = self.ctx.engine.history.entries(device_id=device_id, limit=limit)
         return [history_dict(entry) for entry in entries]
 
