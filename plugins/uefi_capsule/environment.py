@@ -231,7 +231,7 @@ async def _trigger_automounts(provider: KernelProvider, mounts: list[MountEntry]
 
     A path lookup through an autofs mount point makes the kernel ask the automount
     daemon (systemd) to mount the real file system and waits for it
-    (fs/autofs/root.c ``autofs_d_automount``); a stat of a path inside is enough.
+    (fs/autofs/root.c ``autofs_d_automount``); looking up a path inside is enough.
     Returns whether one was triggered (the mount table must then be read again).
     """
     triggered = False
