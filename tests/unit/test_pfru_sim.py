@@ -363,6 +363,27 @@ def test_samples_and_broken_kinds(tmp_path: Path) -> None:
         component.sample("pfru/telemetry", None, None)
 
 
+@pytest.mark.parametrize(("kernel", "accepted"), [("6.1", True), ("6.16", True), ("6.17", False)])
+async def test_driver_version_gate_follows_the_kernel_release(
+    tmp_path: Path, kernel: str, accepted: bool
+) -> None:
+    """pfr_update.c applicable_image(): svn_ver >= drv_svn since 6.17, rt_ver before."""
+    machine = SimMachine.create(str(tmp_path / "sim"), "default", kernel=kernel)
+    component = machine.components["pfru"]
+    assert isinstance(component, PfruComponent)
+    assert component.driver_gate() == ("rt" if accepted else "svn")
+    data = component.sample(DRIVER, None, "svn-downgrade")  # newer rt_ver, older svn_ver
+    handle = await SimProvider(machine).open(uapi.UPDATE_NODE, OpenFlags.RDWR)
+    if accepted:
+        assert await handle.write(data) == len(data)
+    else:
+        assert await errno_of(handle.write(data)) == errno.EINVAL
+    # a stable kernel with the fix backported: pinned by the knob
+    component.configure("driver_gate", "svn")
+    assert await errno_of(handle.write(data)) == errno.EINVAL
+    await handle.close()
+
+
 def test_configure_knobs(tmp_path: Path) -> None:
     machine, _, component = make(tmp_path)
     component.configure("code_rt_version", "9")

@@ -106,7 +106,9 @@ class PfruState(BaseModel):
         update_present / telemetry_present: the ACPI devices exist with a ``_DSM``
             (else no node: the driver's probe fails with ENODEV).
         driver_gate: which version the kernel compares for driver updates on
-            ``write()``: ``svn`` (6.17+, the Aug-2025 fix) or ``rt`` (before).
+            ``write()``: ``svn`` (the Aug-2025 fix, 6.17, also in stable kernels) or
+            ``rt`` (before); ``""`` follows the simulated kernel release
+            (:meth:`PfruComponent.driver_gate`).
         comm_buf_size: the firmware's communication buffer (``_DSM`` fn 2).
         update_max_revision, telemetry_max_revision: the highest ``_DSM`` revision
             the firmware implements for each device; a call made with a higher one
@@ -123,7 +125,7 @@ class PfruState(BaseModel):
 
     update_present: bool = True
     telemetry_present: bool = True
-    driver_gate: str = "svn"
+    driver_gate: str = ""
     update_cap: int = 0x3
     code_type: str = uapi.CODE_INJECTION_GUID
     drv_type: str = uapi.DRIVER_UPDATE_GUID
@@ -299,6 +301,18 @@ class PfruComponent(SimComponent):
             oem_info_len=state.oem_info_len,
         )
 
+    def driver_gate(self) -> str:
+        """The driver-update version gate of the simulated kernel.
+
+        drivers/acpi/pfr_update.c ``applicable_image()`` compares ``svn_ver`` with
+        ``drv_svn`` since "ACPI: pfr_update: Fix the driver update version check"
+        (6.17) and ``rt_ver`` with ``drv_rt_version`` before. The fix went to stable
+        kernels too, so ``state.driver_gate`` can pin either for any release.
+        """
+        if self.state.driver_gate:
+            return self.state.driver_gate
+        return "svn" if self.machine.kernel_at_least("6.17") else "rt"
+
     def update_dsm_check(self, op: str, path: str) -> None:
         """An update ``_DSM`` call at the device's revision (``pfru_dev->rev_id``).
 
@@ -355,7 +369,7 @@ class PfruComponent(SimComponent):
         state.buffer = self._inspect()
         self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
         self.machine.changed()
-        problem = kernel_applicable_image(self._comm_read, self.cap_info(), state.driver_gate)
+        problem = kernel_applicable_image(self._comm_read, self.cap_info(), self.driver_gate())
         if problem:
             raise fail(errno.EINVAL, "write", path, problem)
         return len(data)
@@ -657,8 +671,11 @@ class PfruComponent(SimComponent):
 
     def configure(self, key: str, value: str) -> None:
         """``livefw sim set pfru KEY VALUE``: firmware values; re-render nodes."""
-        if key == "driver_gate" and value not in ("svn", "rt"):
-            raise InvalidArgument("pfru.driver_gate must be svn (6.17+) or rt (older kernels)")
+        if key == "driver_gate" and value not in ("svn", "rt", ""):
+            raise InvalidArgument(
+                'pfru.driver_gate must be svn (6.17+), rt (older kernels) or "" (follow '
+                "the simulated kernel release)"
+            )
         if key == "telemetry_size":
             raise InvalidArgument("pfru.telemetry_size is fixed when the machine is created")
         super().configure(key, value)
