@@ -35,6 +35,7 @@ from cabarchive.errors import CorruptionError, NotSupportedError
 from defusedxml import DefusedXmlException
 
 from livefw.errors import InvalidFile, NotFound, NotSupported
+from livefw.fdread import TooLarge
 
 __all__ = [
     "CAB_MAGIC",
@@ -184,7 +185,7 @@ def _precheck(data: bytes, limits: Limits) -> None:
         InvalidFile: not a cabinet, truncated, or over one of ``limits``.
     """
     if len(data) > limits.max_size:
-        raise InvalidFile(
+        raise TooLarge(
             f"the cabinet is {len(data)} bytes, over the limit of {limits.max_size} bytes"
         )
     if not is_cabinet(data):
@@ -252,7 +253,7 @@ def _precheck(data: bytes, limits: Limits) -> None:
             f"a file name in the cabinet is longer than {limits.max_name} characters"
         ) from error
     if declared > limits.max_unpacked or unpacked_blocks > limits.max_unpacked:
-        raise InvalidFile(
+        raise TooLarge(
             f"the cabinet unpacks to {max(declared, unpacked_blocks)} bytes, over the limit "
             f"of {limits.max_unpacked} bytes"
         )
@@ -272,7 +273,7 @@ def _unpack(data: bytes, limits: Limits) -> dict[str, bytes]:
         payload = bytes(cabfile.buf or b"")
         total += len(payload)
         if total > limits.max_unpacked:
-            raise InvalidFile(f"the cabinet unpacks to more than {limits.max_unpacked} bytes")
+            raise TooLarge(f"the cabinet unpacks to more than {limits.max_unpacked} bytes")
         if name in files:
             raise InvalidFile(f"the cabinet holds {name!r} twice")
         files[name] = payload

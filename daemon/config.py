@@ -51,6 +51,9 @@ class InstallSection(_Section):
 
     #: largest payload accepted, in bytes (the PFRU buffer size is not exposed).
     max_payload_size: int = Field(default=256 * 1024 * 1024, gt=0)
+    #: seconds a payload read may go without progress before it is given up (a
+    #: file system that stopped answering; livefw.fdread).
+    payload_read_timeout: float = Field(default=30.0, gt=0)
     #: refuse cabinets whose payload and metainfo are not signed by a key in
     #: ``pki_dir`` and that do not come from a remote marked Trusted.
     only_trusted: bool = True

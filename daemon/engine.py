@@ -12,7 +12,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -33,6 +32,7 @@ from livefw.errors import (
     VersionNewer,
     VersionSame,
 )
+from livefw.fdread import FdReader
 from livefw.history import History, HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
 from livefw.plugin import (
@@ -529,46 +529,38 @@ class Engine:
             bound.info("install_done", state=str(result.state), version=installed_version)
             return entry
 
-    def read_payload(self, fd: int, name: str = "") -> Payload:
+    @functools.cached_property
+    def payload_readers(self) -> tuple[FdReader, FdReader]:
+        """Readers for callers already authorized, and for callers not yet authorized.
+
+        Separate pools: a user who pins the second one with reads that never finish
+        (livefw.fdread) leaves the first to authorized installs.
+        """
+        stall = self.config.install.payload_read_timeout
+        return (
+            FdReader("payload", slots=2, stall=stall),
+            FdReader("payload", slots=2, stall=stall),
+        )
+
+    async def read_payload(
+        self, fd: int, name: str = "", *, limit: int | None = None, authorized: bool = True
+    ) -> Payload:
         """Read a payload from a file descriptor a client passed, with the size cap.
 
         Only regular files and memfds are accepted (a pipe or socket could block the
-        daemon or change under it); the whole file is read from offset 0.
+        daemon or change under it); the whole file is read from offset 0, off the
+        event loop and with a deadline (livefw.fdread). ``fd`` stays the caller's.
 
         Raises:
-            InvalidFile: not a regular file or memfd, empty, or over the limit.
+            InvalidFile: not a regular file or memfd, empty, or over the limit
+                (PayloadTooLarge).
+            Timeout: the file system behind ``fd`` stopped answering.
+            Busy: earlier reads are still stuck.
         """
-        limit = self.config.install.max_payload_size
-        try:
-            info = os.fstat(fd)
-        except OSError as error:
-            raise InvalidFile(f"the file descriptor cannot be read: {error.strerror}") from error
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidFile(
-                "the payload must be a regular file or a memfd, not a pipe, socket or device"
-            )
-        if info.st_size == 0:
-            raise InvalidFile("the payload file is empty")
-        if info.st_size > limit:
-            raise InvalidFile(
-                f"the payload is {info.st_size} bytes, over the limit of {limit} bytes "
-                "([install] max_payload_size in livefw.conf)"
-            )
-        chunks, total = [], 0
-        while total <= limit:
-            try:
-                chunk = os.pread(fd, min(1 << 20, limit + 1 - total), total)
-            except OSError as error:
-                raise InvalidFile(f"reading the payload failed: {error.strerror}") from error
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise InvalidFile(f"the payload grew past the limit of {limit} bytes while read")
-        if total == 0:
-            raise InvalidFile("the payload file is empty")
-        return Payload(b"".join(chunks), name)
+        cap = self.config.install.max_payload_size
+        limit = cap if limit is None else min(limit, cap)
+        reader = self.payload_readers[0 if authorized else 1]
+        return Payload(await reader.read(fd, limit), name)
 
     def match_payload(self, payload: Payload, options: InstallOptions) -> Device:
         """Find the one updatable device a payload is for (``livefw install FILE``).

@@ -17,12 +17,14 @@ cabinet) is not subject to it: the firmware authenticates the capsule itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +43,7 @@ from livefw.cabinet import (
 )
 from livefw.device import Device
 from livefw.errors import (
+    Busy,
     Internal,
     InvalidFile,
     LivefwError,
@@ -148,8 +151,25 @@ class Plan:
     downgrade: bool
 
 
+#: what a cabinet may be while the caller has not been authorized yet (fwupd's
+#: GetDetails never asks; its Install asks only after parsing): 16 MiB of file, 32 MiB
+#: unpacked. Parsing one costs about twice what it unpacks to (cabarchive keeps the
+#: folder and the files), so such a parse stays under ~100 MiB.
+UNTRUSTED_SIZE = 16 * 1024 * 1024
+UNTRUSTED_UNPACKED = 32 * 1024 * 1024
+#: callers that may wait for the one unauthenticated parse at a time; more get Busy.
+UNTRUSTED_QUEUE = 8
+
+
 class ReleaseService:
-    """Cabinet installs and local-remote releases for one engine."""
+    """Cabinet installs and local-remote releases for one engine.
+
+    Cabinets are parsed in executors of their own, never in asyncio's default one,
+    which the kernel provider's blocking calls use (``asyncio.to_thread``): two
+    threads for callers already authorized and for remote folders, and one thread,
+    one caller at a time, with :data:`UNTRUSTED_SIZE`/:data:`UNTRUSTED_UNPACKED`, for
+    callers not yet authorized (:meth:`untrusted`).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -157,8 +177,37 @@ class ReleaseService:
         self.only_trusted = section.only_trusted
         self.pki_dir = section.pki_dir
         self.limits = Limits(max_size=section.max_payload_size)
+        self.untrusted_limits = Limits(
+            max_size=min(UNTRUSTED_SIZE, section.max_payload_size),
+            max_unpacked=UNTRUSTED_UNPACKED,
+        )
         self.store = RemoteStore(section.remotes_dir, self.limits)
         self._trust_cache: dict[str, tuple[bool, bool]] = {}
+        self._executor = ThreadPoolExecutor(2, thread_name_prefix="livefw-cabinet")
+        self._untrusted_executor = ThreadPoolExecutor(1, thread_name_prefix="livefw-untrusted")
+        self._untrusted_gate = asyncio.Semaphore(1)
+        self._untrusted_callers = 0
+
+    @contextlib.asynccontextmanager
+    async def untrusted(self) -> AsyncIterator[Limits]:
+        """The one slot to read and parse a cabinet for a caller not yet authorized.
+
+        Yields the limits that apply.
+
+        Raises:
+            Busy: UNTRUSTED_QUEUE callers are already waiting.
+        """
+        if self._untrusted_callers >= UNTRUSTED_QUEUE:
+            raise Busy(
+                f"{self._untrusted_callers} cabinets are waiting to be inspected; try again "
+                "in a moment"
+            )
+        self._untrusted_callers += 1
+        try:
+            async with self._untrusted_gate:
+                yield self.untrusted_limits
+        finally:
+            self._untrusted_callers -= 1
 
     # ------------------------------------------------------------------ trust
 
@@ -200,31 +249,42 @@ class ReleaseService:
             entries = []
         return hashlib.sha1(repr(entries).encode()).hexdigest()
 
-    def _open(self, data: bytes, remote: Remote | None, location: str) -> list[Candidate]:
-        cabinet = read_cabinet(data, self.limits)
+    def _open(
+        self, data: bytes, remote: Remote | None, location: str, limits: Limits
+    ) -> list[Candidate]:
+        cabinet = read_cabinet(data, limits)
         payload_ok, metadata_ok = self._trust(cabinet, remote)
         return [
             Candidate(release, cabinet, payload_ok, metadata_ok, remote, location)
             for release in cabinet.releases
         ]
 
-    def _open_any(self, data: bytes) -> list[Candidate]:
+    def _open_any(self, data: bytes, limits: Limits) -> list[Candidate]:
         # a cabinet that is also in a remote's folder (the same bytes) is that
         # remote's release: it counts as trusted when the remote is (as in fwupd,
         # which matches the installed cabinet's checksum against remote metadata)
         digest = hashlib.sha256(data).hexdigest()
         for entry in self.store.scan():
             if entry.cabinet is not None and entry.cabinet.sha256 == digest:
-                return self._open(data, entry.remote, entry.path)
-        return self._open(data, None, "")
+                return self._open(data, entry.remote, entry.path, limits)
+        return self._open(data, None, "", limits)
 
-    async def open(self, data: bytes) -> list[Candidate]:
+    async def open(self, data: bytes, authorized: bool = True) -> list[Candidate]:
         """Parse a cabinet a client handed in and work out its trust (in a thread).
+
+        ``authorized=False`` (inside :meth:`untrusted`): the small limits and the
+        single thread for callers polkit has not yet been asked about.
 
         Raises:
             InvalidFile: see :func:`livefw.cabinet.read_cabinet`; a bad .jcat.
+            TooLarge: over the limits that apply.
         """
-        return await asyncio.to_thread(self._open_any, data)
+        loop = asyncio.get_running_loop()
+        if authorized:
+            return await loop.run_in_executor(self._executor, self._open_any, data, self.limits)
+        return await loop.run_in_executor(
+            self._untrusted_executor, self._open_any, data, self.untrusted_limits
+        )
 
     # -------------------------------------------------------------- checking
 
@@ -285,7 +345,9 @@ class ReleaseService:
             )
         return Plan(device, candidate, version or offered, order < 0)
 
-    async def plan(self, target: str, data: bytes, options: InstallOptions) -> list[Plan]:
+    async def plan(
+        self, target: str, data: bytes, options: InstallOptions, authorized: bool = True
+    ) -> list[Plan]:
         """Every (device, release) of a cabinet that can be installed now.
 
         ``target`` is a device id, or ``""``/``"*"`` for every device that matches.
@@ -294,7 +356,7 @@ class ReleaseService:
             The best refusal (fwupd's order) when nothing can be installed;
             NothingToDo when everything is already current.
         """
-        candidates = await self.open(data)
+        candidates = await self.open(data, authorized)
         if target in ("", "*"):
             devices = list(self.engine.devices.values())
         else:
@@ -390,7 +452,7 @@ class ReleaseService:
 
     async def available(self) -> list[Candidate]:
         """Every release of every enabled remote."""
-        return await asyncio.to_thread(self._scan)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._scan)
 
     async def releases(self, device_id: str) -> list[Candidate]:
         """Releases for a device, newest first (duplicates of one cabinet folded).

@@ -42,6 +42,7 @@ from livefw.bus.backend import (
     signal,
 )
 from livefw.bus.context import BusContext
+from livefw.cabinet import is_cabinet
 from livefw.device import Device
 from livefw.engine import EngineListener
 from livefw.errors import (
@@ -51,6 +52,7 @@ from livefw.errors import (
     NothingToDo,
     NotSupported,
 )
+from livefw.fdread import TooLarge
 from livefw.history import HistoryEntry
 from livefw.plugin import InstallOptions
 from livefw.releases import Candidate, Plan, device_version_format, fwupd_version
@@ -726,19 +728,27 @@ class CompatInterface(ServiceInterface, EngineListener):
             )
         return int(fds[0])
 
-    def _read(self, name: str) -> bytes:
-        fd = self._take_fd()
-        try:
-            return self.ctx.engine.read_payload(fd, name).data
-        finally:
-            os.close(fd)
-
     @method()
     @fwupd_errors
     async def GetDetails(self, handle: "h") -> "aa{sv}":
-        data = self._read("")
+        # fwupd asks no permission here: the cabinet is read and parsed with the small
+        # budget for callers not authorized, one caller at a time (ReleaseService)
+        fd = self._take_fd()
         releases = self.ctx.engine.releases
-        candidates = await releases.open(data)
+        try:
+            async with releases.untrusted() as limits:
+                data = await self.ctx.engine.read_payload(
+                    fd, limit=limits.max_size, authorized=False
+                )
+                candidates = await releases.open(data.data, authorized=False)
+        except TooLarge as error:
+            raise TooLarge(
+                f"{error.message}: GetDetails inspects cabinets of up to "
+                f"{limits.max_size >> 20} MiB ({limits.max_unpacked >> 20} MiB unpacked); "
+                "`livefw inspect FILE` reads bigger ones locally"
+            ) from error
+        finally:
+            os.close(fd)
         result = []
         for candidate in candidates:
             matches = [
@@ -768,31 +778,71 @@ class CompatInterface(ServiceInterface, EngineListener):
     async def Install(self, device_id: "s", handle: "h", options: "a{sv}") -> None:
         filename = options.get("filename")
         name = os.path.basename(str(filename.value)) if filename is not None else ""
-        data = self._read(name)
-        parsed = install_options(options)
-        from livefw.cabinet import is_cabinet
+        fd = self._take_fd()
+        try:
+            parsed = install_options(options)
+            target = "*" if device_id in ("", "*") else self._device(device_id).id
+            granted: set[str] = set()
+            uid = -1
+            try:
+                # fwupd's action depends on what the cabinet holds, so it is parsed
+                # before polkit is asked: with the budget of an unauthorized caller
+                async with self.ctx.engine.releases.untrusted() as limits:
+                    plans = await self._plan(fd, name, target, parsed, limits.max_size, False)
+            except TooLarge:
+                # bigger than that: first the action every install on the target
+                # needs, then the whole file with the full limits
+                action = self._first_action(target)
+                uid = await self.ctx.authorize(action)
+                granted.add(action)
+                plans = await self._plan(fd, name, target, parsed, None, True)
+        finally:
+            os.close(fd)
+        actions = {install_action(plan) for plan in plans}
+        if parsed.activate:
+            actions.add(ACTION_ACTIVATE)
+        for action in sorted(actions - granted):
+            uid = await self.ctx.authorize(action)
+        try:
+            await self.ctx.engine.releases.install(plans, parsed, caller_uid=uid)
+        finally:
+            self.Changed()
 
-        if not is_cabinet(data):
+    async def _plan(
+        self,
+        fd: int,
+        name: str,
+        target: str,
+        options: InstallOptions,
+        limit: int | None,
+        authorized: bool,
+    ) -> list[Plan]:
+        payload = await self.ctx.engine.read_payload(fd, name, limit=limit, authorized=authorized)
+        if not is_cabinet(payload.data):
             raise InvalidFile(
                 "not a firmware cabinet (.cab); raw capsules go through livefw's own API "
                 "(`livefw install FILE`)"
             )
-        releases = self.ctx.engine.releases
-        target = "*" if device_id in ("", "*") else self._device(device_id).id
-        plans = await releases.plan(target, data, parsed)
+        plans = await self.ctx.engine.releases.plan(target, payload.data, options, authorized)
         plans = [p for p in plans if visible(p.device)]
         if not plans:
             raise NotFound("No supported devices found")
-        actions = {install_action(plan) for plan in plans}
-        if parsed.activate:
-            actions.add(ACTION_ACTIVATE)
-        uid = -1
-        for action in sorted(actions):
-            uid = await self.ctx.authorize(action)
-        try:
-            await releases.install(plans, parsed, caller_uid=uid)
-        finally:
-            self.Changed()
+        return plans
+
+    def _first_action(self, target: str) -> str:
+        """The least an install on ``target`` needs (asked before a big cabinet is read).
+
+        In fwupd's policy every internal install action implies
+        ``update-internal-trusted`` and the hotplug update actions imply
+        ``update-hotplug-trusted``, so a caller allowed any of them passes.
+        """
+        if target == "*":
+            devices = [d for d in self.ctx.engine.devices.values() if visible(d)]
+        else:
+            devices = [self._device(target)]
+        internal = not devices or any("internal" in d.flags for d in devices)
+        kind = "internal" if internal else "hotplug"
+        return f"org.freedesktop.fwupd.update-{kind}-trusted"
 
     @method()
     @fwupd_errors

@@ -167,7 +167,7 @@ class ManagerInterface(ServiceInterface):
                 # activating at runtime is its own permission (Activate checks it too):
                 # holding install alone must not switch firmware live
                 await self.ctx.authorize(ACTION_ACTIVATE)
-            payload = self.ctx.engine.read_payload(fd, os.path.basename(filename))
+            payload = await self.ctx.engine.read_payload(fd, os.path.basename(filename))
         finally:
             os.close(fd)
         # a cabinet (.cab) or a raw payload; several rows when a cabinet updates

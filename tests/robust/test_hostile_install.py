@@ -21,11 +21,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hangfs import HangFS
 from nobody_env import Hostile, hostile, parse_lines, probe
 
 from livefw.cabinet import Requirement, make_cabinet, make_metainfo
 from livefw.cli.client import Client
 from livefw.testing import Cli
+
+FWUPD = "org.freedesktop.fwupd"
 
 CONFIG = "[install]\nonly_trusted = false\n"
 INSTALL = "org.livefw.daemon1.install"
@@ -239,3 +242,140 @@ async def test_set_hints_is_bounded_and_forgotten_when_the_client_leaves(
             await asyncio.sleep(0.1)
         assert "fwupd_client_forgotten" in h.daemon.log()
         assert f"sender={name}" in h.daemon.log()
+
+
+# ------------------------------------------------------------------ item 12
+
+HUNG_DETAILS = """
+client = await Client.connect(ADDRESS)
+fd = os.open({path!r}, os.O_RDONLY)
+print(json.dumps(await outcome(client.call(
+    "GetDetails", "h", [0], unix_fds=[fd], timeout=30, **FWUPD))))
+"""
+
+HUNG_INSTALL = """
+client = await Client.connect(ADDRESS)
+fd = os.open({path!r}, os.O_RDONLY)
+print(json.dumps(await outcome(client.call(
+    "Install", "sha{{sv}}", [{device!r}, 0, {{}}], unix_fds=[fd], timeout=30))))
+"""
+
+
+def _children(pid: int) -> list[str]:
+    found: list[str] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found += handle.read().split()
+    return found
+
+
+async def test_a_payload_read_that_never_finishes_holds_nothing(
+    bus_dir: str, state_dir: Path
+) -> None:
+    """A FUSE file whose reads are never answered, handed to GetDetails (no
+    authorization) and to Install (authorized): both fail after the stall deadline,
+    the loop answers throughout, and livefwd keeps no thread or descriptor for them."""
+    config = CONFIG + "payload_read_timeout = 2\n"
+    with hostile(bus_dir, state_dir, config) as h:
+        pfru = await _pfru(h)
+        h.polkit.set_allowed([INSTALL])
+        with HangFS(os.path.join(h.files, "mnt")) as fs:
+            fds, threads = h.fds(), h.threads()
+            async with probe(h.bus.address) as pings:
+                details, install = await asyncio.gather(
+                    h.attack(HUNG_DETAILS.format(path=fs.path), timeout=40),
+                    h.attack(HUNG_INSTALL.format(path=fs.path, device=pfru["Id"]), timeout=40),
+                )
+            pings.check()
+            ((details,), (install,)) = parse_lines(details), parse_lines(install)
+            assert fs.reads >= 2
+            assert str(details).startswith("Internal"), details  # fwupd has no Timeout
+            assert "no progress" in str(details), details
+            assert str(install).startswith("Timeout"), install
+            assert h.fds() == fds
+            assert h.threads() == threads
+        # the file system is gone: the killed readers exit and are reaped
+        for _ in range(50):
+            if not _children(h.pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not _children(h.pid)
+        assert h.fds() == fds
+
+
+# ------------------------------------------------------------------ item 4
+
+BOMBS = """
+paths = {paths!r}
+clients = [await Client.connect(ADDRESS) for _ in paths]
+
+async def details(client, path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return await outcome(client.call(
+            "GetDetails", "h", [0], unix_fds=[fd], timeout=120, **FWUPD))
+    finally:
+        os.close(fd)
+
+print(json.dumps(await asyncio.gather(*(details(c, p) for c, p in zip(clients, paths)))))
+"""
+
+
+def _bomb(mib: int) -> bytes:
+    """A cabinet of a few dozen KiB that unpacks to ``mib`` MiB (MSZIP of zeros)."""
+    payload = bytes(mib << 20)
+    return make_cabinet(
+        {
+            "firmware.metainfo.xml": make_metainfo(
+                appstream_id="org.example.bomb",
+                guids=["2b6f2f48-7f11-4f1a-9a43-4c2f10a1d0c5"],
+                version="1",
+                payload_name="firmware.bin",
+                payload=payload,
+            ),
+            "firmware.bin": payload,
+        }
+    )
+
+
+async def test_unauthenticated_cabinet_parsing_is_small_serial_and_off_the_default_executor(
+    bus_dir: str, state_dir: Path
+) -> None:
+    """GetDetails needs no permission. Ten at once, of cabinets that unpack to 30 MiB
+    (just under what an unauthorized caller may have parsed) and to 100 MiB (over it):
+    main unpacked them all at once on asyncio's default executor, with the full
+    512 MiB allowance. Here: one at a time, the big ones refused before anything is
+    decompressed, memory within one parse's worth, and the compatible GetDevices
+    (remote folders are scanned in an executor too) not starved."""
+    with hostile(bus_dir, state_dir, CONFIG) as h:
+        small = h.file("small.cab", _bomb(30))
+        big = h.file("big.cab", _bomb(100))
+        paths = [small] * 6 + [big] * 2
+        fds = h.fds()
+        h.reset_peak()
+        before = h.status("VmRSS")
+        waits: list[float] = []
+        async with probe(h.bus.address) as pings:
+            attack = asyncio.ensure_future(h.attack(BOMBS.format(paths=paths), timeout=180))
+            client = await Client.connect(h.bus.address)
+            try:
+                while not attack.done():
+                    started = asyncio.get_running_loop().time()
+                    await client.call("GetDevices", path="/", interface=FWUPD, destination=FWUPD)
+                    waits.append(asyncio.get_running_loop().time() - started)
+                    await asyncio.sleep(0.05)
+            finally:
+                await client.close()
+            (outcomes,) = parse_lines(await attack)
+        peak = (h.status("VmHWM") - before) // 1024
+        assert peak < 160, f"livefwd's memory peaked {peak} MiB above where it was"
+        assert max(waits) < 1.0, sorted(waits)[-3:]
+        pings.check()
+        assert isinstance(outcomes, list)
+        for path, result in zip(paths, outcomes, strict=True):
+            if path == big:
+                assert str(result).startswith("InvalidFile"), result
+                assert "livefw inspect" in str(result), result
+            else:  # parsed: no device has the GUID
+                assert result == "ok", result
+        assert h.fds() == fds

@@ -185,34 +185,38 @@ def engine(tmp_path: Path) -> Engine:
     return Engine(SimProvider(machine), config, str(tmp_path), [])
 
 
-def test_payload_must_be_a_regular_file_or_memfd(engine: Engine, tmp_path: Path) -> None:
+async def test_payload_must_be_a_regular_file_or_memfd(engine: Engine, tmp_path: Path) -> None:
     memfd = os.memfd_create("payload")
     os.write(memfd, b"capsule")
-    assert engine.read_payload(memfd).data == b"capsule"
+    assert (await engine.read_payload(memfd)).data == b"capsule"
     os.close(memfd)
     left, right = socket.socketpair()
     with pytest.raises(InvalidFile, match="regular file or a memfd"):
-        engine.read_payload(left.fileno())
+        await engine.read_payload(left.fileno())
     left.close(), right.close()
     read_end, write_end = os.pipe()
     with pytest.raises(InvalidFile, match="regular file or a memfd"):
-        engine.read_payload(read_end)
+        await engine.read_payload(read_end)
     os.close(read_end), os.close(write_end)
     null = os.open("/dev/null", os.O_RDONLY)
     with pytest.raises(InvalidFile):
-        engine.read_payload(null)
+        await engine.read_payload(null)
     os.close(null)
 
 
-def test_payload_empty_or_too_large(engine: Engine, tmp_path: Path) -> None:
+async def test_payload_empty_or_too_large(engine: Engine, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    with open(empty, "rb") as handle, pytest.raises(InvalidFile, match="empty"):
-        engine.read_payload(handle.fileno())
+    fd = os.open(empty, os.O_RDONLY)
+    with pytest.raises(InvalidFile, match="empty"):
+        await engine.read_payload(fd)
+    os.close(fd)
     big = tmp_path / "big"
     big.write_bytes(b"x" * 17)
-    with open(big, "rb") as handle, pytest.raises(InvalidFile, match="over the limit of 16"):
-        engine.read_payload(handle.fileno())
+    fd = os.open(big, os.O_RDONLY)
+    with pytest.raises(InvalidFile, match="over the limit of 16"):
+        await engine.read_payload(fd)
+    os.close(fd)
 
 
 # ------------------------------------------------------------------ boundaries

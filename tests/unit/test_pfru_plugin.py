@@ -255,7 +255,7 @@ async def test_fd_checks(make_engine: MakeEngine, tmp_path: Path) -> None:
     read_fd, write_fd = os.pipe()
     try:
         with pytest.raises(InvalidFile, match="regular file or a memfd"):
-            engine.read_payload(read_fd)
+            await engine.read_payload(read_fd)
     finally:
         os.close(read_fd)
         os.close(write_fd)
@@ -264,12 +264,12 @@ async def test_fd_checks(make_engine: MakeEngine, tmp_path: Path) -> None:
     fd = os.open(empty, os.O_RDONLY)
     try:
         with pytest.raises(InvalidFile, match="empty"):
-            engine.read_payload(fd)
+            await engine.read_payload(fd)
     finally:
         os.close(fd)
     memfd = os.memfd_create("capsule")
     os.write(memfd, sim(engine).sample(CODE, None, None))
-    payload = engine.read_payload(memfd, "memfd")
+    payload = await engine.read_payload(memfd, "memfd")
     os.close(memfd)
     assert code(engine).check_install(payload, InstallOptions()) == "4"
     _assert_untouched(engine)

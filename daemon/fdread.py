@@ -1,0 +1,226 @@
+"""Reading a file descriptor a client passed, without trusting the file system behind it.
+
+A payload fd can point into a file system that never answers: a FUSE mount whose
+server does not reply (any user can mount one), a hung NFS share. A ``read()`` (even
+an ``fstat()``) on it blocks; on the event loop that stops every client, and in a
+thread of livefwd that thread and the descriptor are gone for as long as the hang
+lasts, and the daemon can no longer exit (a thread blocked in the kernel is not
+interrupted by SIGTERM, and FUSE waits out a request its server has already read
+even on SIGKILL: ``fs/fuse/dev.c``, ``request_wait_answer()``).
+
+So the read happens in a short-lived child process (``python -I -S``, a few dozen
+lines): it gets the descriptor as its stdin, checks it is a regular file (or memfd)
+within the size limit and streams it to a pipe the event loop reads without
+blocking. No progress for ``stall`` seconds, or no end after ``total`` seconds, and
+the child is killed and the call fails with :class:`~livefw.errors.Timeout`.
+livefwd itself keeps neither a thread nor a descriptor for it; the child is reaped
+by a timer whenever the kernel lets it go. A pool allows ``slots`` children at once,
+counting killed ones that have not exited yet, so a stuck file system can pin at most
+that many processes; past that, reads fail at once with
+:class:`~livefw.errors.Busy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import structlog
+
+from livefw.errors import Busy, InvalidFile, Timeout
+
+__all__ = ["FdReader", "TooLarge"]
+
+log = structlog.get_logger("livefw.fdread")
+
+#: exit statuses of the child (100 + errno: fstat or read failed).
+_NOT_REGULAR, _EMPTY, _TOO_LARGE, _GREW = 3, 4, 5, 6
+_ERRNO_BASE = 100
+
+_CHILD = r"""
+import os, stat, sys
+limit = int(sys.argv[1])
+try:
+    info = os.fstat(0)
+except OSError as error:
+    sys.exit(100 + min(error.errno or 0, 150))
+if not stat.S_ISREG(info.st_mode):
+    sys.exit(3)
+if info.st_size == 0:
+    sys.exit(4)
+if info.st_size > limit:
+    os.write(1, str(info.st_size).encode())
+    sys.exit(5)
+total = 0
+while True:
+    try:
+        chunk = os.pread(0, min(1 << 20, limit + 1 - total), total)
+    except OSError as error:
+        sys.exit(100 + min(error.errno or 0, 150))
+    if not chunk:
+        break
+    total += len(chunk)
+    if total > limit:
+        sys.exit(6)
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(1, view):]
+sys.exit(4 if total == 0 else 0)
+"""
+
+
+class TooLarge(InvalidFile):
+    """A file or cabinet over the limit it was allowed (``size`` bytes, if known).
+
+    Callers that parse for someone not yet authorized catch it to authorize first and
+    then read with the full limits (the fwupd-compatible Install).
+    """
+
+    def __init__(self, message: str, size: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+def _spawn(fd: int, limit: int) -> subprocess.Popen[bytes]:
+    """Start the reader (a vfork and exec: it returns once the child runs, in ~1 ms)."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _CHILD, str(limit)],
+        stdin=fd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        env={"LC_ALL": "C"},
+    )
+
+
+class FdReader:
+    """Reads client descriptors through child processes; see the module docstring.
+
+    Args:
+        name: for logs and messages ("payload", "unauthenticated payload").
+        slots: children at once (running or killed and not yet exited).
+        stall: seconds without a byte before the read is given up.
+        total: seconds the whole read may take.
+    """
+
+    def __init__(self, name: str, slots: int = 2, stall: float = 30.0, total: float = 300.0):
+        self.name = name
+        self.slots = slots
+        self.stall = stall
+        self.total = total
+        self._children: set[subprocess.Popen[bytes]] = set()
+
+    @property
+    def busy(self) -> int:
+        """Children not yet exited (running or killed)."""
+        return len(self._children)
+
+    async def read(self, fd: int, limit: int) -> bytes:
+        """The whole regular file (or memfd) behind ``fd``, at most ``limit`` bytes.
+
+        ``fd`` stays the caller's (it is duplicated into the child).
+
+        Raises:
+            InvalidFile: not a regular file or memfd, empty, unreadable.
+            TooLarge: over ``limit`` (or grew past it while read).
+            Timeout: no progress for ``stall`` s, or not done after ``total`` s.
+            Busy: ``slots`` earlier reads are still stuck in the kernel.
+        """
+        if len(self._children) >= self.slots:
+            raise Busy(
+                f"{len(self._children)} earlier {self.name} reads are stuck on a file system "
+                "that does not answer; try again later or from another file system"
+            )
+        loop = asyncio.get_running_loop()
+        child = _spawn(fd, limit)
+        self._children.add(child)
+        assert child.stdout is not None
+        out = child.stdout.fileno()
+        os.set_blocking(out, False)
+        data = bytearray()
+        progress = asyncio.Event()
+        eof = False
+
+        def readable() -> None:
+            nonlocal eof
+            try:
+                while True:
+                    chunk = os.read(out, 1 << 20)
+                    if not chunk:
+                        eof = True
+                        break
+                    data.extend(chunk)
+                    if len(data) > limit:
+                        eof = True  # the child lies about the limit: stop reading
+                        break
+            except BlockingIOError:
+                pass
+            progress.set()
+            if eof:
+                loop.remove_reader(out)
+
+        loop.add_reader(out, readable)
+        started = time.monotonic()
+        try:
+            while not eof:
+                left = self.total - (time.monotonic() - started)
+                try:
+                    await asyncio.wait_for(progress.wait(), min(self.stall, max(left, 0.0)))
+                except TimeoutError:
+                    waited = time.monotonic() - started
+                    log.warning("fd_read_stuck", what=self.name, seconds=round(waited, 1))
+                    raise Timeout(
+                        f"reading the {self.name} made no progress for "
+                        f"{min(self.stall, waited):.0f} s: the file system that holds it "
+                        "does not answer; copy the file to a local disk and try again"
+                    ) from None
+                progress.clear()
+            status = await self._exit_status(child)
+        finally:
+            if not eof:
+                loop.remove_reader(out)
+            child.stdout.close()
+            if child.poll() is None:
+                child.kill()
+            self._reap(child)
+        return self._result(status, bytes(data), limit)
+
+    async def _exit_status(self, child: subprocess.Popen[bytes]) -> int:
+        """The child closed its end: it exits next (it cannot block after that)."""
+        for _ in range(200):
+            status = child.poll()
+            if status is not None:
+                return status
+            await asyncio.sleep(0.005)
+        child.kill()
+        raise Timeout(f"the {self.name} reader did not exit")
+
+    def _reap(self, child: subprocess.Popen[bytes]) -> None:
+        """Forget ``child`` once it has exited (a killed reader may linger in the kernel)."""
+        if child.poll() is not None:
+            self._children.discard(child)
+            return
+        asyncio.get_running_loop().call_later(0.5, self._reap, child)
+
+    def _result(self, status: int, data: bytes, limit: int) -> bytes:
+        what = self.name
+        if status == 0 and len(data) <= limit:
+            return data
+        if status == _NOT_REGULAR:
+            raise InvalidFile(
+                f"the {what} must be a regular file or a memfd, not a pipe, socket or device"
+            )
+        if status == _EMPTY:
+            raise InvalidFile(f"the {what} file is empty")
+        if status == _TOO_LARGE:
+            size = int(data) if data.isdigit() and len(data) < 24 else 0
+            raise TooLarge(f"the {what} is {size} bytes, over the limit of {limit} bytes", size)
+        if status == _GREW or len(data) > limit:
+            raise TooLarge(f"the {what} grew past the limit of {limit} bytes while read")
+        if status >= _ERRNO_BASE:
+            reason = os.strerror(status - _ERRNO_BASE)
+            raise InvalidFile(f"reading the {what} failed: {reason}")
+        raise InvalidFile(f"reading the {what} failed (reader exit status {status})")
