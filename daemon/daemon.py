@@ -30,12 +30,14 @@ from livefw.engine import Engine
 from livefw.errors import ConfigError, LivefwError
 from livefw.kernel.provider import KernelProvider
 from livefw.logs import setup_logging
+from livefw.statefiles import EX_STATE_DIR, StateDirError, check_state_dir
 
 log = structlog.get_logger("livefw.daemon")
 
 DEFAULT_STATE_DIR = "/var/lib/livefw"
 
-#: exit codes (sysexits.h): configuration error, unavailable resource.
+#: exit codes (sysexits.h): configuration error, unavailable resource; an unsafe
+#: state dir is livefw.statefiles.EX_STATE_DIR (73, EX_CANTCREAT).
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
 
@@ -126,7 +128,6 @@ class Daemon:
 
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop."""
-        os.makedirs(self.args.state_dir, mode=0o700, exist_ok=True)
         provider = self._provider()
         engine = Engine(provider, self.config, self.args.state_dir)
         loop = asyncio.get_running_loop()
@@ -248,8 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"livefwd: {error.message}\n")
         return EX_CONFIG
+    try:
+        check_state_dir(args.state_dir)
+    except StateDirError as error:
+        sys.stderr.write(f"livefwd: {error}\n")
+        return EX_STATE_DIR
     setup_logging("debug" if args.verbose else config.daemon.log_level)
     daemon = Daemon(args, config)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(daemon.run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(daemon.run())
+    except StateDirError as error:  # a state file found unsafe after the start checks
+        sys.stderr.write(f"livefwd: {error}\n")
+        return EX_STATE_DIR
     return 0

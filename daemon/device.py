@@ -4,6 +4,13 @@ A :class:`Device` is owned by its plugin, registered with the engine, and change
 only through :meth:`Device.update`, which tells listeners (the bus layer) which
 properties changed so they can emit ``PropertiesChanged``. Plugins subclass it and
 override the async hooks their technology supports.
+
+Text a device publishes comes from firmware (names, vendors, versions, summaries,
+metadata) and is sanitised here, once, for every plugin: :class:`Device` passes it
+through :func:`livefw.sanitize.clean` when it is set (constructor and
+:meth:`Device.update`), so the bus, the logs and the history only ever see one
+line of printable text of bounded length. ``physical_id`` and ``guids`` are kept
+as they are: plugins address the kernel with them.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from livefw.errors import NotSupported
+from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
 from livefw.state import Status, UpdateState, transition
 
 if TYPE_CHECKING:
@@ -50,6 +58,26 @@ class DeviceInfo(BaseModel):
     status: str
     percentage: int
     metadata: dict[str, str]
+
+
+#: string properties sanitised on the way in, with their length cap.
+_TEXT_FIELDS = {
+    "name": NAME_MAX,
+    "vendor": NAME_MAX,
+    "summary": TEXT_MAX,
+    "protocol": NAME_MAX,
+    "version": NAME_MAX,
+    "version_lowest": NAME_MAX,
+    "version_pending": NAME_MAX,
+    "update_error": TEXT_MAX,
+}
+#: at most this many metadata entries are kept (firmware decides how many it reports).
+METADATA_MAX = 64
+
+
+def _clean_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    items = list(metadata.items())[:METADATA_MAX]
+    return {clean(key, 64): clean(value, TEXT_MAX) for key, value in items}
 
 
 Listener = Callable[["Device", frozenset[str]], None]
@@ -104,20 +132,20 @@ class Device:
         self.plugin = plugin
         self.physical_id = physical_id
         self.id = device_id(plugin, physical_id)
-        self.name = name
-        self.vendor = vendor
-        self.summary = summary
-        self.protocol = protocol
+        self.name = clean(name, NAME_MAX)
+        self.vendor = clean(vendor, NAME_MAX)
+        self.summary = clean(summary, TEXT_MAX)
+        self.protocol = clean(protocol, NAME_MAX)
         self.guids: tuple[str, ...] = tuple(guids)
-        self.version = version
-        self.version_lowest = version_lowest
-        self.version_pending = version_pending
+        self.version = clean(version, NAME_MAX)
+        self.version_lowest = clean(version_lowest, NAME_MAX)
+        self.version_pending = clean(version_pending, NAME_MAX)
         self.flags: frozenset[str] = frozenset(flags)
         self.update_state = UpdateState.NONE
         self.update_error = ""
         self.status = Status.IDLE
         self.percentage = 0
-        self.metadata: dict[str, str] = dict(metadata or {})
+        self.metadata: dict[str, str] = _clean_metadata(metadata or {})
         self._listeners: list[Listener] = []
 
     # ------------------------------------------------------------- change tracking
@@ -135,7 +163,8 @@ class Device:
         """Change properties and notify listeners of those that really changed.
 
         ``flags`` and ``guids`` take any iterable; ``update_state`` is checked
-        against the transition table.
+        against the transition table; text and metadata are sanitised
+        (:func:`livefw.sanitize.clean`).
 
         Returns:
             The names of the properties that changed.
@@ -157,7 +186,9 @@ class Device:
             elif key == "status":
                 value = Status(value)
             elif key == "metadata":
-                value = dict(value)
+                value = _clean_metadata(value)
+            elif key in _TEXT_FIELDS:
+                value = clean(value, _TEXT_FIELDS[key])
             if getattr(self, key) != value:
                 setattr(self, key, value)
                 changed.add(key)

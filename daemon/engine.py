@@ -46,6 +46,7 @@ from livefw.plugin import (
     Reconciliation,
 )
 from livefw.state import Status, UpdateState
+from livefw.statefiles import private_dir
 
 if TYPE_CHECKING:
     from livefw.releases import ReleaseService
@@ -186,8 +187,8 @@ class Engine:
                 name, None, Probe.unsupported("disabled in livefw.conf ([plugins] disabled)")
             )
             return
-        plugin_dir = os.path.join(self.state_dir, "plugins", name)
-        os.makedirs(plugin_dir, exist_ok=True)
+        private_dir(os.path.join(self.state_dir, "plugins"))
+        plugin_dir = private_dir(os.path.join(self.state_dir, "plugins", name))
         ctx = PluginContext(
             name,
             self.provider,

@@ -9,7 +9,6 @@ reconcile (ARCHITECTURE.md, Decisions: Reconciliation).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 import uuid
@@ -19,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from livefw.errors import NotFound
+from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
+from livefw.statefiles import prepare_database
 
 __all__ = ["SCHEMA_VERSION", "History", "HistoryEntry"]
 
@@ -106,7 +107,7 @@ class History:
     """The history database (``<state dir>/history.db``)."""
 
     def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        prepare_database(path)  # 0600, not through a link (livefw.statefiles)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -197,12 +198,12 @@ class History:
             (
                 op_id,
                 device_id,
-                device_name,
+                clean(device_name, NAME_MAX),
                 plugin,
                 physical_id,
                 kind,
-                version_old,
-                version_new,
+                clean(version_old, NAME_MAX),
+                clean(version_new, NAME_MAX),
                 boot_id,
                 caller_uid,
                 time.time(),
@@ -233,8 +234,8 @@ class History:
             " WHERE op_id = ?",
             (
                 state,
-                reason,
-                entry.version_new if version_new is None else version_new,
+                clean(reason, TEXT_MAX),
+                entry.version_new if version_new is None else clean(version_new, NAME_MAX),
                 time.time() if finished else None,
                 op_id,
             ),
@@ -273,5 +274,14 @@ class History:
 
 def _entry(row: sqlite3.Row) -> HistoryEntry:
     values = dict(row)
+    # rows written before text was sanitised on the way in (livefw.sanitize)
+    for key, limit in (
+        ("device_name", NAME_MAX),
+        ("version_old", NAME_MAX),
+        ("version_new", NAME_MAX),
+        ("reason", TEXT_MAX),
+    ):
+        if isinstance(values.get(key), str):
+            values[key] = clean(values[key], limit)
     values["data"] = json.loads(values["data"] or "{}")
     return HistoryEntry.model_validate(values)

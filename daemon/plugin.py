@@ -12,6 +12,7 @@ module re-exports what they need from the rest of the daemon.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from livefw.device import Device, DeviceInfo, device_id
-from livefw.errors import NotSupported
+from livefw.errors import Internal, NoSpace, NotSupported
 from livefw.history import HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
+from livefw.sanitize import clean as clean_text
 from livefw.state import FLAGS, Status, UpdateState
+from livefw.statefiles import StateDirError, read_private, write_atomic
 
 __all__ = [
     "FLAGS",
@@ -41,6 +44,7 @@ __all__ = [
     "Reconciliation",
     "Status",
     "UpdateState",
+    "clean_text",
     "device_id",
 ]
 
@@ -204,6 +208,41 @@ class PluginContext:
     async def boot_id(self) -> str:
         """The kernel's boot id (changes at every boot and kexec)."""
         return await self.provider.read_attr(BOOT_ID_PATH)
+
+    def _state_path(self, name: str) -> str:
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise ValueError(f"a state file name is one path component, not {name!r}")
+        return f"{self.state_dir}/{name}"
+
+    def read_state(self, name: str, limit: int = 1 << 24) -> bytes | None:
+        """A file in the plugin's state dir, or None when there is none.
+
+        Never follows a symlink (livefw.statefiles); the file is at most ``limit`` bytes.
+
+        Raises:
+            Internal: the file is unsafe (a link, another user's) or unreadable.
+        """
+        try:
+            return read_private(self._state_path(name), limit)
+        except (StateDirError, OSError) as error:
+            raise Internal(f"cannot read {name} in {self.state_dir}: {_why(error)}") from error
+
+    def write_state(self, name: str, data: bytes) -> None:
+        """Replace a file in the plugin's state dir, atomically, mode 0600, never via a link.
+
+        Raises:
+            NoSpace: the filesystem is full (the previous file is unchanged).
+            Internal: any other failure (the previous file is unchanged).
+        """
+        try:
+            write_atomic(self._state_path(name), data)
+        except (StateDirError, OSError) as error:
+            cls = NoSpace if getattr(error, "errno", None) == errno.ENOSPC else Internal
+            raise cls(f"cannot write {name} in {self.state_dir}: {_why(error)}") from error
+
+
+def _why(error: Exception) -> str:
+    return (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
 
 
 class Plugin(ABC):

@@ -56,6 +56,7 @@ from livefw.fdread import TooLarge
 from livefw.history import HistoryEntry
 from livefw.plugin import InstallOptions
 from livefw.releases import Candidate, Plan, device_version_format, fwupd_version
+from livefw.statefiles import StateDirError, read_private, write_atomic
 
 log = structlog.get_logger("livefw.compat")
 
@@ -423,17 +424,13 @@ class CompatInterface(ServiceInterface, EngineListener):
 
     def _load_notified(self) -> set[str]:
         try:
-            with open(self._notified_path, encoding="utf-8") as handle:
-                value = json.load(handle)
+            value = json.loads(read_private(self._notified_path, 1 << 20) or b"[]")
             return {str(item) for item in value} if isinstance(value, list) else set()
-        except (OSError, ValueError):
+        except (OSError, ValueError, StateDirError):
             return set()
 
     def _save_notified(self) -> None:
-        tmp = self._notified_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(sorted(self._notified), handle)
-        os.replace(tmp, self._notified_path)
+        write_atomic(self._notified_path, json.dumps(sorted(self._notified)).encode())
 
     async def _refresh_supported(self) -> None:
         try:

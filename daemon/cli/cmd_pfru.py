@@ -110,7 +110,7 @@ async def cmd_telemetry(client: Client, args: argparse.Namespace, out: Output) -
             )
         if not info.get("started", True):
             out.info("(the firmware's telemetry service has not produced data yet)")
-        _emit(_text(data))
+        out.block(_text(data))
     if not args.follow:
         return exitcodes.OK
     while True:
@@ -121,14 +121,8 @@ async def cmd_telemetry(client: Client, args: argparse.Namespace, out: Output) -
                 _json_line({"cursor": cursor, "lost": lost, "text": _text(data)})
             continue
         if lost:
-            out.err.print("[yellow](records were overwritten before they could be read)[/yellow]")
-        _emit(_text(data))
-
-
-def _emit(text: str) -> None:
-    if text:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+            out.warn("(records were overwritten before they could be read)")
+        out.block(_text(data))
 
 
 def _json_line(value: dict[str, Any]) -> None:

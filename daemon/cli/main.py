@@ -33,6 +33,7 @@ from livefw.cli.client import (
 )
 from livefw.cli.output import Output, json_default
 from livefw.cli.sim import register as register_sim
+from livefw.sanitize import escape_controls
 
 Handler = Callable[[Client, argparse.Namespace, Output], Awaitable[int]]
 
@@ -70,15 +71,16 @@ async def with_progress(
         "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"
     )
     await _add_match(client, rule)
+    # markup=False: the label holds a device name and the status comes from the bus
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),
         console=out.err,
         transient=True,
     ) as progress:
-        task = progress.add_task(label, total=100, status="waiting")
+        task = progress.add_task(escape_controls(label), total=100, status="waiting")
 
         def on_message(message: Message) -> None:
             if message.member != "PropertiesChanged" or message.path != MANAGER_PATH:
@@ -87,7 +89,7 @@ async def with_progress(
             if "Percentage" in changed:
                 progress.update(task, completed=int(changed["Percentage"]))
             if "Status" in changed:
-                progress.update(task, status=str(changed["Status"]))
+                progress.update(task, status=escape_controls(str(changed["Status"])))
 
         client.bus.add_message_handler(on_message)
         try:

@@ -41,7 +41,7 @@ from livefw.errors import (
 )
 from livefw.kernel import Handle, OpenFlags
 from livefw.kernel.uapi import liveupdate as uapi
-from livefw.plugin import Device, Plugin, PluginContext, Probe
+from livefw.plugin import Device, Plugin, PluginContext, Probe, clean_text
 
 __all__ = [
     "INTERFACE",
@@ -58,6 +58,8 @@ INTERFACE = "org.livefw.Daemon1.LiveUpdate"
 KERNEL_PREFIX = "livefw."
 #: livefwd's own registry sessions (no uid, so no client name can collide).
 REGISTRY_SESSIONS = ("livefw.registry.a", "livefw.registry.b")
+#: the registry's copy in the plugin's state dir (restarts without a kexec).
+REGISTRY_FILE = "registry.json"
 REGISTRY_TOKEN = 1
 #: fd store names: ``luo.<kernel session name>``.
 FDSTORE_PREFIX = "luo."
@@ -154,6 +156,8 @@ def _parse_options(options: dict[str, Any], allowed: tuple[str, ...]) -> dict[st
         label = options["label"]
         if not isinstance(label, str) or len(label) > LABEL_MAX or "\x00" in label:
             raise InvalidArgument(f"label must be a string of at most {LABEL_MAX} characters")
+        # another user's text that root lists: stored and published sanitised
+        return {**options, "label": clean_text(label, LABEL_MAX)}
     return options
 
 
@@ -192,7 +196,7 @@ class LiveUpdatePlugin(Plugin):
         self._generation = 0
         self._boot_id = ""
         self._lock = asyncio.Lock()
-        self._registry_path = Path(ctx.state_dir) / "registry.json"
+        self._registry_path = Path(ctx.state_dir) / REGISTRY_FILE
         self.fd_store_available = False
 
     # ------------------------------------------------------------------ probe
@@ -243,9 +247,8 @@ class LiveUpdatePlugin(Plugin):
         self.ctx.add_device(self.device)
 
     def _load_disk(self) -> Registry | None:
-        try:
-            text = self._registry_path.read_text()
-        except FileNotFoundError:
+        text = self.ctx.read_state(REGISTRY_FILE)
+        if text is None:
             return None
         try:
             return Registry.model_validate_json(text)
@@ -373,9 +376,7 @@ class LiveUpdatePlugin(Plugin):
         data = self._registry().model_dump_json(indent=1).encode()
         if self._dev is not None:
             await self._preserve_registry(data)
-        tmp = self._registry_path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(self._registry_path)
+        self.ctx.write_state(REGISTRY_FILE, data)
 
     async def _preserve_registry(self, data: bytes) -> None:
         provider = self.ctx.provider
@@ -856,8 +857,8 @@ def _info(record: SessionRecord) -> SessionInfo:
         kernel_name=record.kernel_name,
         owner=record.owner,
         state=record.state,
-        label=record.label,
-        tokens={int(token): label for token, label in record.tokens.items()},
+        label=clean_text(record.label, LABEL_MAX),  # also registries of older versions
+        tokens={int(token): clean_text(label, LABEL_MAX) for token, label in record.tokens.items()},
     )
 
 
