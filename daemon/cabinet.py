@@ -36,6 +36,7 @@ from defusedxml import DefusedXmlException
 
 from livefw.errors import InvalidFile, NotFound, NotSupported
 from livefw.fdread import TooLarge
+from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
 
 __all__ = [
     "CAB_MAGIC",
@@ -287,6 +288,15 @@ def _text(node: Element | None) -> str:
     return (node.text or "").strip() if node is not None else ""
 
 
+def _shown(text: str, limit: int = NAME_MAX) -> str:
+    """Text a client shows (names, summaries): one line, sanitised (livefw.sanitize).
+
+    XML 1.0 keeps out C0 controls but allows C1 (an 8-bit CSI), DEL, bidi
+    overrides and line breaks.
+    """
+    return clean(" ".join(text.split()), limit)
+
+
 def _description(node: Element | None) -> str:
     """AppStream description markup, re-serialised as plain ``<p>``/``<li>`` text."""
     if node is None:
@@ -295,7 +305,7 @@ def _description(node: Element | None) -> str:
     for child in node.iter():
         if child.tag in ("p", "li") and (child.text or "").strip():
             tag = child.tag
-            parts.append(f"<{tag}>{(child.text or '').strip()}</{tag}>")
+            parts.append(f"<{tag}>{_shown(child.text or '', TEXT_MAX)}</{tag}>")
     return "".join(parts)
 
 
@@ -430,12 +440,12 @@ def _release_of(
     )
     return Release(
         appstream_id=appstream_id,
-        name=_text(component.find("name")),
-        summary=_text(component.find("summary")),
+        name=_shown(_text(component.find("name"))),
+        summary=_shown(_text(component.find("summary")), TEXT_MAX),
         description=_description(release.find("description"))
         or _description(component.find("description")),
-        vendor=_text(component.find("developer_name")),
-        license=_text(component.find("project_license")),
+        vendor=_shown(_text(component.find("developer_name"))),
+        license=_shown(_text(component.find("project_license"))),
         homepage=homepage,
         guids=guids,
         version=version,
@@ -446,7 +456,7 @@ def _release_of(
         urgency=release.get("urgency") or "",
         install_duration=max(0, duration),
         details_url=details_url,
-        update_message=custom.get("LVFS::UpdateMessage", ""),
+        update_message=_shown(custom.get("LVFS::UpdateMessage", ""), TEXT_MAX),
         payload_name=payload_name,
         payload=payload,
         metainfo_name=metainfo_name,

@@ -162,3 +162,28 @@ def test_output_prints_hostile_text_inert_on_a_terminal(
     assert "[bold red]x" in captured.out
     assert ":smile:" in captured.out  # no emoji codes either
     assert "\\x1b[31mred" in captured.out
+
+
+def test_cabinet_text_a_client_shows_is_sanitised() -> None:
+    from livefw.cabinet import make_cabinet, make_metainfo, read_cabinet
+
+    payload = b"\x00" * 64
+    metainfo = make_metainfo(
+        appstream_id="org.example.hostile",
+        guids=["12345678-1234-1234-1234-123456789abc"],
+        version="2",
+        payload_name="firmware.bin",
+        payload=payload,
+        name="Name\x9b31m\u202eexe",  # XML 1.0 allows C1 controls and bidi overrides
+        summary="line one\nline two\x85",
+        vendor="[bold]Vendor\x7f",
+        description="<p>para\u2028graph \x9b2J</p>",
+    )
+    release = read_cabinet(
+        make_cabinet({"firmware.metainfo.xml": metainfo, "firmware.bin": payload})
+    ).releases[0]
+    assert release.name == "Name\\x9b31m\\u202eexe"
+    assert release.summary == "line one line two"  # whitespace (NEL too) collapsed
+    assert release.vendor == "[bold]Vendor\\x7f"
+    assert "\x9b" not in release.description
+    assert "\u2028" not in release.description
