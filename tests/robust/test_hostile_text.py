@@ -158,3 +158,15 @@ def test_hostile_firmware_strings_are_published_and_logged_sanitised(
     assert "\x9b" not in log
     assert "\u202e" not in log
     assert not re.search(r"^<\d>", log, re.MULTILINE)  # ... on its own line
+
+
+def test_progress_shows_a_hostile_file_name_as_text(
+    daemon: DaemonProcess, cli: Cli, tmp_path: Any
+) -> None:
+    payload = tmp_path / "[reverse]x\x1b[2J.cap"  # (a file name cannot hold the "/" of "[/]")
+    cli("sim", "sample", "pfru/code-injection", "-o", str(payload))
+    result = _terminal(cli, "install", str(payload))
+    assert result.returncode == 0, result.stdout
+    assert "Traceback" not in result.stdout
+    assert "\x1b[2J" not in result.stdout  # the name's own sequence never reaches the pty
+    assert "Installing [reverse]x\\x1b[2J.cap" in result.stdout, result.stdout
