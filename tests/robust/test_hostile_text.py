@@ -18,12 +18,14 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from livefw.sanitize import escape_controls
-from livefw.testing import NOBODY, Cli, DaemonProcess
+from livefw.testing import NOBODY, Cli, DaemonProcess, PolkitMock
 
 HOSTILE = {
     "markup": "[/]",
@@ -127,9 +129,21 @@ def test_hostile_labels_from_another_user_print_as_text(
     assert not re.search(r"^<\d>", log, re.MULTILINE)
 
 
+@pytest.mark.parametrize("journal", [False, True], ids=["console-log", "journal-log"])
 def test_hostile_firmware_strings_are_published_and_logged_sanitised(
-    daemon: DaemonProcess, cli: Cli
+    daemon_factory: Callable[..., DaemonProcess],
+    polkit: PolkitMock,
+    cli: Cli,
+    state_dir: Path,
+    journal: bool,
 ) -> None:
+    env = {}
+    if journal:  # stderr "is" the journal: livefwd writes <N>key=value lines
+        log_file = state_dir / "livefwd.log"
+        log_file.touch()
+        info = log_file.stat()
+        env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+    daemon = daemon_factory(env=env)
     version = "1.0\x1b[2J\x9b1m\u202e"
     pending = "2.0\n<2>forged critical"
     cli("sim", "add", "lfa", f"version={version}", f"pending={pending}")
@@ -153,11 +167,16 @@ def test_hostile_firmware_strings_are_published_and_logged_sanitised(
     _no_control_left(history.stdout + history.stderr)
 
     log = daemon.log()
+    if journal:
+        assert log.startswith("<"), log[:200]
+        lines = log.splitlines()
+        assert all(re.match(r"<[3-7]>event=", line) for line in lines), lines
     assert "forged critical" in log  # the value was logged ...
     assert "\x1b" not in log
     assert "\x9b" not in log
     assert "\u202e" not in log
-    assert not re.search(r"^<\d>", log, re.MULTILINE)  # ... on its own line
+    if not journal:  # ... on its own line (in the journal: each line one event, above)
+        assert not re.search(r"^<\d>", log, re.MULTILINE)
 
 
 def test_progress_shows_a_hostile_file_name_as_text(
