@@ -438,6 +438,8 @@ class Engine:
         self._check_running()
         device = self.get_device(device_id)
         version = device.check_install(payload, options)
+        # hashlib drops the GIL: a 64 MiB payload is hashed off the loop
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(payload.data).hexdigest())
         async with self._lock:
             self._check_running()
             device = self.get_device(device_id)
@@ -455,7 +457,7 @@ class Engine:
                 data={
                     "payload-name": payload.name,
                     "payload-size": len(payload.data),
-                    "payload-sha256": hashlib.sha256(payload.data).hexdigest(),
+                    "payload-sha256": digest,
                     "activate": options.activate,
                     **(extra or {}),
                 },

@@ -10,6 +10,8 @@ simulated reboot or kexec can happen between two daemon processes, and so that
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import importlib
 import json
 import os
@@ -31,6 +33,7 @@ from livefw.kernel.provider import MountEntry, UEvent
 from livefw.kernel.sim.vfs import Attr, Dir, SimHandle
 
 __all__ = [
+    "BlobStore",
     "FaultSpec",
     "SimComponent",
     "SimDevice",
@@ -40,6 +43,13 @@ __all__ = [
 
 STATE_FILE = "machine.json"
 SCHEMA_VERSION = 1
+#: where large simulated file contents live, one file each (see :class:`BlobStore`).
+BLOB_DIR = "blobs"
+#: contents up to this size stay inline in machine.json (base64); larger ones are blobs.
+INLINE_MAX = 64 * 1024
+#: how a blob reference looks in machine.json (base64 text never contains ``:``).
+BLOB_PREFIX = "blob:"
+_BLOB_REF = re.compile(r"blob:([0-9a-f]{32})")
 
 #: the kernel release a new simulated machine models unless told otherwise
 #: (``livefw sim init --kernel``, ``livefwd --sim-kernel``): the newest one whose
@@ -232,6 +242,111 @@ def component_classes() -> dict[str, type[SimComponent]]:
     return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
 
 
+class BlobStore:
+    """Large contents of simulated files (ESP capsules, the PFRU buffer), written once.
+
+    machine.json is rewritten (and fsynced) whenever the simulated kernel makes a
+    change durable; carrying a 64 MiB capsule inside it as base64 made every such step
+    cost seconds (bench/REPORT.md, staging). Contents over :data:`INLINE_MAX` are
+    instead written once to ``<dir>/blobs/<id>`` (temp file, fsync, rename) before the
+    state that refers to them (``"blob:<id>"``) is saved, and deleted after a save that
+    no longer refers to them. A bytes object keeps its blob while it lives, so the
+    same contents moved around (a rename on the ESP, a reboot's re-render) are not
+    written again.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.join(directory, BLOB_DIR)
+        #: id(bytes) -> (the bytes, its blob id): the bytes are kept so the id is not reused.
+        self._by_object: dict[int, tuple[bytes, str]] = {}
+        self._by_ref: dict[str, bytes] = {}
+        #: blobs this process wrote or read: the only ones :meth:`collect` deletes
+        #: (another process on the same machine may have written the others).
+        self._known: set[str] = set()
+
+    def pack(self, data: bytes) -> str:
+        """``data`` as machine.json stores it: inline base64, or a blob reference."""
+        if len(data) <= INLINE_MAX:
+            return base64.b64encode(data).decode("ascii")
+        hit = self._by_object.get(id(data))
+        if hit is not None and hit[0] is data:
+            return BLOB_PREFIX + hit[1]
+        ref = uuid.uuid4().hex
+        os.makedirs(self.directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=self.directory)
+        try:
+            with memoryview(data) as view:
+                done = 0
+                while done < len(view):
+                    done += os.write(fd, view[done:])
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, os.path.join(self.directory, ref))
+        self._remember(ref, data)
+        return BLOB_PREFIX + ref
+
+    def unpack(self, text: str) -> bytes:
+        """The bytes :meth:`pack` stored as ``text``.
+
+        Raises:
+            InvalidArgument: a malformed reference, or a blob missing from the
+                machine's directory (machine.json edited or copied without it).
+        """
+        if not text.startswith(BLOB_PREFIX):
+            return base64.b64decode(text.encode("ascii"))
+        match = _BLOB_REF.fullmatch(text)
+        if match is None:
+            raise InvalidArgument(f"machine.json has a malformed blob reference {text[:60]!r}")
+        ref = match.group(1)
+        cached = self._by_ref.get(ref)
+        if cached is not None:
+            return cached
+        try:
+            with open(os.path.join(self.directory, ref), "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            raise InvalidArgument(
+                f"the simulated machine refers to {BLOB_DIR}/{ref}, which is missing; "
+                "recreate it with `livefw sim init --force`"
+            ) from None
+        self._remember(ref, data)
+        return data
+
+    def _remember(self, ref: str, data: bytes) -> None:
+        self._by_object[id(data)] = (data, ref)
+        self._by_ref[ref] = data
+        self._known.add(ref)
+
+    def collect(self, saved_json: str) -> None:
+        """Delete the blobs this process knows that ``saved_json`` no longer refers to."""
+        live = set(_BLOB_REF.findall(saved_json))
+        for ref in self._known - live:
+            data = self._by_ref.pop(ref, None)
+            if data is not None:
+                self._by_object.pop(id(data), None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, ref))
+        self._known &= live
+
+    def sweep(self, saved_json: str) -> None:
+        """Delete every blob ``saved_json`` does not refer to (left by a crash)."""
+        live = set(_BLOB_REF.findall(saved_json))
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            ours = _BLOB_REF.fullmatch(BLOB_PREFIX + name) or name.startswith(".blob.")
+            if ours and name not in live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+        self._known &= live
+
+
 class SimMachine:
     """The simulated machine, persisted in a directory.
 
@@ -241,11 +356,14 @@ class SimMachine:
     def __init__(self, directory: str, state: MachineState) -> None:
         self.directory = directory
         self.state = state
+        self.blobs = BlobStore(directory)
         self.lock = threading.RLock()
         self.components: dict[str, SimComponent] = {}
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[UEvent]]] = []
         self._batch = 0
         self._dirty = False
+        #: the next save also deletes blobs nothing refers to (set when a daemon starts)
+        self._sweep = False
         #: set by a daemon running on this machine: called with "reboot" or "kexec"
         #: when the simulated kernel goes away under it.
         self.exit_hook: Callable[[str], None] | None = None
@@ -326,7 +444,16 @@ class SimMachine:
         return cls(directory, MachineState.model_validate(raw))
 
     def save(self) -> None:
-        """Write machine.json atomically (temp file, fsync, rename)."""
+        """Write machine.json atomically (temp file, rename).
+
+        No fsync: what the simulation models is livefwd (or ``livefw sim``) dying at
+        any point, and the page cache outlives a process; the rename alone gives the
+        old or the new state. The simulated kernel saves after every change it would
+        make durable, many times per install, and an fsync per save made the
+        simulator, not the daemon, the cost of staging (bench/REPORT.md). Blobs of
+        large contents are fsynced once when written (the one fsync a real ESP write
+        costs), before any state refers to them.
+        """
         with self.lock:
             for name, comp in self.components.items():
                 self.state.components[name] = comp.state.model_dump(mode="json")
@@ -334,12 +461,19 @@ class SimMachine:
             data = self.state.model_dump_json(indent=1).encode()
             fd, tmp = tempfile.mkstemp(prefix=".machine.", dir=self.directory)
             try:
-                os.write(fd, data)
-                os.fsync(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
             os.replace(tmp, os.path.join(self.directory, STATE_FILE))
             self._dirty = False
+            text = data.decode()
+            if self._sweep:
+                self._sweep = False
+                self.blobs.sweep(text)
+            else:
+                self.blobs.collect(text)
 
     def changed(self) -> None:
         """Record a state change: save now, or at the end of the current batch."""
@@ -373,7 +507,8 @@ class SimMachine:
             self.root = root
 
     def start(self) -> None:
-        """A daemon process starts on this machine."""
+        """A daemon process starts on this machine (and drops blobs a crash left behind)."""
+        self._sweep = True
         with self.batch():
             for comp in self.components.values():
                 comp.on_start()

@@ -25,7 +25,6 @@ that the simulated firmware can refuse a corrupt capsule the way real firmware d
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
 import struct
@@ -114,8 +113,9 @@ class PfruState(BaseModel):
             the firmware implements for each device; a call made with a higher one
             gets no package back, which the drivers report as EINVAL.
         rev_id, log_type, log_revid: kept by the drivers (reset at boot).
-        comm_data: the communication buffer's contents (base64, as far as writes
-            reached): a shorter write leaves the tail of an earlier one in place.
+        comm_data: the communication buffer's contents as far as writes reached
+            (base64, or a blob reference past 64 KiB: machine.BlobStore): a shorter
+            write leaves the tail of an earlier one in place.
         buffer: the firmware's view of the capsule in the communication buffer.
         staged: the one capsule the firmware holds staged.
         telemetry_started: the telemetry service has produced data (mmap works).
@@ -139,7 +139,7 @@ class PfruState(BaseModel):
     comm_buf_size: int = 256 * 1024
     update_max_revision: int = 2
     telemetry_max_revision: int = 2
-    #: the communication buffer's bytes as far as writes reached (base64).
+    #: the communication buffer's bytes as far as writes reached (base64 or a blob).
     comm_data: str = ""
     rev_id: int = uapi.DEFAULT_REVID
     buffer: Capsule | None = None
@@ -204,7 +204,7 @@ class PfruComponent(SimComponent):
         #: live ring buffers: mmap views stay valid while the firmware appends.
         self._rings: dict[str, bytearray] = {}
         #: the communication buffer as far as writes reached (zeros beyond).
-        self._comm = bytearray(base64.b64decode(state.comm_data))
+        self._comm = bytearray(machine.blobs.unpack(state.comm_data))
         for log_type in uapi.LogType:
             key = _ring_key(log_type)
             ring = state.rings.get(key)
@@ -365,7 +365,7 @@ class PfruComponent(SimComponent):
         if len(data) > len(self._comm):
             self._comm.extend(bytes(len(data) - len(self._comm)))
         self._comm[: len(data)] = data
-        state.comm_data = base64.b64encode(bytes(self._comm)).decode("ascii")
+        state.comm_data = self.machine.blobs.pack(bytes(self._comm))
         state.buffer = self._inspect()
         self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
         self.machine.changed()

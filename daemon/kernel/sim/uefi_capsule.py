@@ -7,7 +7,8 @@ sysfs attributes and udev properties, and an installed fwupd EFI loader. The
 firmware side runs in :meth:`UefiCapsuleComponent.on_reboot`: capsule-on-disk
 processing, then BootNext -> the ``Boot####`` load option -> the fwupd-efi loader
 logic -> UpdateCapsule against the ESRT (spec §5.6-§5.8, including what was observed
-on OVMF). Variables and ESP files are persisted in the component state.
+on OVMF). Variables and ESP files are persisted in the component state; ESP files
+larger than 64 KiB as blob files the state refers to (machine.BlobStore).
 """
 
 from __future__ import annotations
@@ -717,7 +718,7 @@ class UefiCapsuleComponent(SimComponent):
             directory.mkdirs(path)
         for path, content in state.esp_files.items():
             directory.mkdirs(posixpath.dirname(path)).children[posixpath.basename(path)] = File(
-                data=_unb64(content)
+                data=self.machine.blobs.unpack(content)
             )
         mount_point = self.esp_mount()
         parent = root.mkdirs(posixpath.dirname(mount_point))
@@ -833,7 +834,8 @@ class UefiCapsuleComponent(SimComponent):
         """Store the ESP tree."""
         with self.machine.lock:
             files, dirs = _walk(directory)
-            self.state.esp_files = {path: _b64(data) for path, data in files.items()}
+            pack = self.machine.blobs.pack
+            self.state.esp_files = {path: pack(data) for path, data in files.items()}
             self.state.esp_dirs = dirs
             self.machine.changed()
 
@@ -863,7 +865,7 @@ class UefiCapsuleComponent(SimComponent):
             content = next(
                 (v for k, v in self.state.esp_files.items() if k.lower() == wanted), None
             )
-        return _unb64(content) if content is not None else None
+        return self.machine.blobs.unpack(content) if content is not None else None
 
     def _entry(self, fw_class: str) -> EsrtEntryState | None:
         return next((e for e in self.state.entries if e.fw_class == fw_class.lower()), None)
@@ -1107,7 +1109,7 @@ class UefiCapsuleComponent(SimComponent):
             except ValueError:
                 number = -1
         for path in files:
-            data = _unb64(self.state.esp_files.pop(path))
+            data = self.machine.blobs.unpack(self.state.esp_files.pop(path))
             status = self._update_capsule(data, path)
             number = (number + 1) % 0x10000
             try:
