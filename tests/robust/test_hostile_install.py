@@ -293,6 +293,19 @@ async def test_a_payload_read_that_never_finishes_holds_nothing(
             assert str(install).startswith("Timeout"), install
             assert h.fds() == fds
             assert h.threads() == threads
+            # the killed readers wait in the kernel (FUSE waits out a read its server
+            # has taken) and still count: a second one on the authorized pool, then
+            # the pool is full and the next read is refused at once
+            (second,) = parse_lines(
+                await h.attack(HUNG_INSTALL.format(path=fs.path, device=pfru["Id"]))
+            )
+            assert str(second).startswith("Timeout"), second
+            (third,) = parse_lines(
+                await h.attack(HUNG_INSTALL.format(path=fs.path, device=pfru["Id"]))
+            )
+            assert str(third).startswith("Busy"), third
+            assert len(_children(h.pid)) == 3
+            assert h.fds() == fds
         # the file system is gone: the killed readers exit and are reaped
         for _ in range(50):
             if not _children(h.pid):
@@ -378,3 +391,31 @@ async def test_unauthenticated_cabinet_parsing_is_small_serial_and_off_the_defau
             else:  # parsed: no device has the GUID
                 assert result == "ok", result
         assert h.fds() == fds
+
+
+BIG_INSTALL = """
+client = await Client.connect(ADDRESS)
+fd = os.open({path!r}, os.O_RDONLY)
+print(json.dumps(await outcome(client.call(
+    "Install", "sha{{sv}}", ["*", 0, {{}}], unix_fds=[fd], timeout=120, **FWUPD))))
+"""
+
+
+async def test_a_cabinet_over_the_unauthenticated_budget_is_authorized_before_it_is_parsed(
+    bus_dir: str, state_dir: Path
+) -> None:
+    """The compatible Install parses a cabinet before it can pick fwupd's action; one
+    over the budget of an unauthorized caller (here 100 MiB unpacked) first needs
+    update-internal-trusted: refused without it, and then parsed in full with it."""
+    with hostile(bus_dir, state_dir, CONFIG) as h:
+        big = h.file("big.cab", _bomb(100))
+        h.reset_peak()
+        before = h.status("VmRSS")
+        (denied,) = parse_lines(await h.attack(BIG_INSTALL.format(path=big)))
+        peak = (h.status("VmHWM") - before) // 1024
+        assert str(denied).startswith("AuthFailed"), denied
+        assert "update-internal-trusted" in str(denied), denied
+        assert peak < 32, f"livefwd's memory peaked {peak} MiB above where it was"
+        h.polkit.set_allowed(["org.freedesktop.fwupd.update-internal-trusted"])
+        (parsed,) = parse_lines(await h.attack(BIG_INSTALL.format(path=big)))
+        assert str(parsed).startswith("NotFound"), parsed  # no device has its GUID
