@@ -1,7 +1,7 @@
 # Benchmarks beside fwupd (issue 10): never part of `make test`.
 #
 #   make bench         full run (about 20-30 min): bench/REPORT.md, bench/results.json
-#   make bench-quick   QUICK=1: fewer calls and starts, 5 s idle (a few minutes);
+#   make bench-quick   BENCH_QUICK=1: fewer calls and starts, short idle (under 3 min);
 #                      writes bench/REPORT-quick.md and bench/results-quick.json
 #   make bench-report  rewrite bench/REPORT.md from bench/results.json (after editing
 #                      bench/NOTES.md)
@@ -20,7 +20,7 @@ bench-deps: venv
 		$(BIN)/pip install -q -e '.[test,fast]' --config-settings editable_mode=strict
 
 bench-quick: bench-deps
-	QUICK=1 $(BIN)/python bench/run.py
+	BENCH_QUICK=1 $(BIN)/python bench/run.py
 
 bench-report: venv
 	$(BIN)/python bench/run.py --report

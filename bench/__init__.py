@@ -1,0 +1,1 @@
+"""livefwd beside fwupd: the benchmark harness (``make bench``, bench/run.py)."""

@@ -1,0 +1,217 @@
+# ruff: noqa: ASYNC230, ASYNC240
+# (a measuring harness: blocking set-up between timed sections is deliberate)
+"""Staging a large capsule (raw and in a cabinet) and reading PFRU telemetry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from bench.config import CALLS, LIVEFW_NAME, LIVEFW_PATH, STAGE_MIB, STAGE_PLUGIN, STAGE_RUNS, log
+from bench.fwupd import wipe
+from bench.harness import Harness
+from bench.procfs import cpu_delta, cpu_snapshot
+from bench.stats import mmm, summary
+from bench.targets import Target
+from livefw.bus.backend import Variant
+from livefw.cabinet import make_cabinet, make_metainfo
+
+
+def _prepare_machine(path: str) -> None:
+    """An ESP with room for the capsule and a PFRT log buffer that has wrapped (full).
+
+    The default machine's ESP is 64 MiB (staging needs twice the capsule) and its
+    telemetry has only the boot records; both are simulator state in machine.json.
+    """
+    with open(path, encoding="utf-8") as f:
+        machine = json.load(f)
+    machine["components"]["uefi_capsule"]["esp_size"] = 1 << 30
+    pfru = machine["components"]["pfru"]
+    size = pfru["telemetry_size"]
+    for key, ring in pfru["rings"].items():
+        text, index = "", 0
+        while len(text) < size:
+            index += 1
+            text += f"[{index:06d}] INFO    bench record {index} of log {key}\n"
+        ring["data"] = text[:size]
+        ring["head"] = 0
+        ring["rollover"] = max(1, ring.get("rollover", 0))
+    pfru["telemetry_started"] = True
+    pfru["sequence"] = max(pfru.get("sequence", 0), 100_000)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(machine, f)
+    os.replace(path + ".tmp", path)
+
+
+async def extras(h: Harness, t: Target) -> dict[str, Any]:
+    """Staging and telemetry on the simulator's default machine (UEFI ESP, PFRT running)."""
+    res: dict[str, Any] = {}
+    wipe(t.state_dir)
+    argv = list(t.argv)
+    argv[argv.index("--profile") + 1] = "default"
+    argv[argv.index("--scale") + 1] = "0"
+    proc, _ = await h.launch(t, f"{t.key}-extras-create.log", argv)
+    await h.stop(proc, t)
+    _prepare_machine(os.path.join(t.state_dir, "sim", "machine.json"))
+    proc, _ = await h.launch(t, f"{t.key}-extras.log", argv)
+    try:
+        res["stage"] = await staging(h, t)
+        res["telemetry"] = await telemetry(h, t, proc.pid)
+    finally:
+        await h.stop(proc, t)
+        wipe(t.state_dir)
+    return res
+
+
+def make_payloads(scratch: str) -> dict[str, str]:
+    size = STAGE_MIB << 20
+    raw = os.path.join(scratch, f"capsule-{STAGE_MIB}M.bin")
+    with open(raw, "wb") as f:
+        for _ in range(STAGE_MIB):
+            f.write(os.urandom(1 << 20))  # incompressible, as real capsules mostly are
+        f.truncate(size)
+    return {"raw": raw}
+
+
+def _next_version(version: str) -> str:
+    """A version one above ``version`` in the same format (1.2.41 -> 1.2.42)."""
+    head, _, last = version.rpartition(".")
+    if last.isdigit():
+        return f"{head}.{int(last) + 1}" if head else str(int(last) + 1)
+    return "99"
+
+
+async def _device_id(h: Harness, plugin: str) -> str:
+    reply = await h.call(LIVEFW_NAME, LIVEFW_PATH, "org.livefw.Daemon1.Manager", "GetDevices")
+    for device in reply.body[0]:
+        if device["Plugin"].value == plugin:
+            return str(device["Id"].value)
+    raise RuntimeError(f"no {plugin} device")
+
+
+async def _guid_of(h: Harness, device_id: str) -> tuple[str, str]:
+    reply = await h.call(
+        LIVEFW_NAME, LIVEFW_PATH, "org.livefw.Daemon1.Manager", "GetDevice", "s", [device_id]
+    )
+    info = reply.body[0]
+    guids = info.get("Guids")
+    return str(guids.value[0]) if guids else "", str(info["Version"].value)
+
+
+def floor_cp_sha256(src: str, scratch: str) -> float:
+    dst = os.path.join(scratch, "floor-copy.bin")
+    t0 = time.perf_counter()
+    subprocess.run(["cp", src, dst], check=True)
+    subprocess.run(["sha256sum", dst], check=True, capture_output=True)
+    seconds = time.perf_counter() - t0
+    os.unlink(dst)
+    return seconds
+
+
+async def staging(h: Harness, t: Target) -> dict[str, Any]:
+    """Install (stage) a 64 MiB capsule on the simulated EC, raw and as a cabinet."""
+    out: dict[str, Any] = {}
+    device = await _device_id(h, STAGE_PLUGIN)
+    guid, version = await _guid_of(h, device)
+    raw = h.payloads["raw"]
+    cab = os.path.join(h.scratch, f"capsule-{STAGE_MIB}M.cab")
+    if not os.path.exists(cab):
+        with open(raw, "rb") as f:
+            payload = f.read()
+        metainfo = make_metainfo(
+            appstream_id="org.livefw.bench.ec",
+            guids=[guid],
+            version=_next_version(version),
+            payload_name="firmware.bin",
+            payload=payload,
+            name="Bench EC",
+        )
+        with open(cab, "wb") as f:
+            f.write(make_cabinet({"firmware.bin": payload, "firmware.metainfo.xml": metainfo}))
+        del payload
+    for kind, path in (("raw", raw), ("cabinet", cab)):
+        times, floors, errors = [], [], []
+        for _ in range(STAGE_RUNS):
+            floors.append(floor_cp_sha256(path, h.scratch))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                t0 = time.perf_counter()
+                try:
+                    await h.call(
+                        LIVEFW_NAME,
+                        LIVEFW_PATH,
+                        "org.livefw.Daemon1.Manager",
+                        "Install",
+                        "sha{sv}",
+                        [device, 0, {"filename": Variant("s", os.path.basename(path))}],
+                        unix_fds=[fd],
+                        bus=h.fd_bus,
+                    )
+                    times.append(time.perf_counter() - t0)
+                except RuntimeError as error:
+                    errors.append(str(error))
+            finally:
+                os.close(fd)
+            with contextlib.suppress(RuntimeError):
+                await h.call(
+                    LIVEFW_NAME,
+                    LIVEFW_PATH,
+                    "org.livefw.Daemon1.Manager",
+                    "Cancel",
+                    "sa{sv}",
+                    [device, {}],
+                )
+        out[kind] = {
+            "bytes": os.path.getsize(path),
+            "seconds": summary(times),
+            "floor_seconds": summary(floors),
+            "errors": errors[:3],
+        }
+        log(
+            f"{t.key}: staging {kind}: {mmm(summary(times), '{:.3f}')} s, "
+            f"floor {mmm(summary(floors), '{:.3f}')} s {errors[:1]}"
+        )
+    return out
+
+
+async def telemetry(h: Harness, t: Target, pid: int) -> dict[str, Any]:
+    """Read the whole PFRT telemetry buffer (org.livefw.Daemon1.PfruTelemetry.Read)."""
+    reply = await h.call(
+        LIVEFW_NAME, LIVEFW_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"
+    )
+    found = [
+        (path, iface)
+        for path, ifaces in reply.body[0].items()
+        for iface in ifaces
+        if "Telemetry" in iface
+    ]
+    if not found:
+        return {"error": "no telemetry interface exported"}
+    path, iface = found[0]
+    info = await h.call(LIVEFW_NAME, path, iface, "GetDataInfo")
+    sizes, times, cpu = [], [], []
+    pings = []
+    for _ in range(max(20, CALLS // 10)):
+        a = cpu_snapshot(pid)
+        t0 = time.perf_counter()
+        r = await h.call(LIVEFW_NAME, path, iface, "Read")
+        times.append((time.perf_counter() - t0) * 1e6)
+        cpu.append(cpu_delta(a, cpu_snapshot(pid))["cpu_ms"] * 1000)
+        sizes.append(len(r.body[0]))
+        t0 = time.perf_counter()
+        await h.call(LIVEFW_NAME, path, "org.freedesktop.DBus.Peer", "Ping")
+        pings.append((time.perf_counter() - t0) * 1e6)
+    result = {
+        "interface": iface,
+        "max_data_size": int(info.body[0]["max-data-size"].value),
+        "bytes": max(sizes),
+        "latency_us": summary(times),
+        "daemon_cpu_us": summary(cpu),
+        "ping_us": summary(pings),
+    }
+    log(f"{t.key}: telemetry Read {result['bytes']} bytes {mmm(result['latency_us'], '{:.0f}')} µs")
+    return result

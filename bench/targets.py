@@ -1,0 +1,115 @@
+# (a measuring harness: blocking set-up between timed sections is deliberate)
+"""The daemons measured: fwupd and livefwd per backend, at one device count."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config import BACKENDS, FWUPD_BIN, FWUPD_NAME
+from bench.fwupd import fwupd_root
+from livefw.testing import PrivateBus
+
+
+@dataclass
+class Target:
+    """One daemon configuration: how to start it, what it owns, what to call."""
+
+    key: str
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+    name: str  # the name whose ownership means "ready"
+    state_dir: str  # wiped for an empty-state start
+    devices_wanted: int
+    is_peer: bool = False
+    native: bool = False  # has livefw's own API (GetManagedObjects)
+    backend: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def livefw_profile(devices: int) -> tuple[str, int]:
+    """Simulator profile giving about ``devices`` devices on the compat interface.
+
+    minimal: 3 (PFRU, LFA, UEFI); default: 7; scale S: 7 + 2S (S LFA images, S ESRT
+    entries; S fwctl nodes too, which fwupd clients do not see).
+    """
+    if devices <= 3:
+        return "minimal", 0
+    return "scale", max(0, round((devices - 7) / 2))
+
+
+def livefw_devices(devices: int) -> int:
+    """How many devices livefwd shows on the compat interface for ``devices`` asked."""
+    profile, scale = livefw_profile(devices)
+    return 3 if profile == "minimal" else 7 + 2 * scale
+
+
+def make_targets(scratch: str, bus: PrivateBus, devices: int, fwupd_ok: bool) -> list[Target]:
+    targets = []
+    if fwupd_ok:
+        root = os.path.join(scratch, f"fwupd-{devices}")
+        env = dict(bus.env())
+        # the same device count as livefwd's: its ESRT entries plus the test webcam
+        env.update(fwupd_root(root, max(1, livefw_devices(devices) - 1)))
+        targets.append(
+            Target(
+                key=f"fwupd-{devices}",
+                label="fwupd",
+                argv=[FWUPD_BIN],
+                env=env,
+                name=FWUPD_NAME,
+                state_dir=os.path.join(root, "var"),
+                devices_wanted=devices,
+                is_peer=True,
+            )
+        )
+    profile, scale = livefw_profile(devices)
+    for backend in BACKENDS:
+        state = os.path.join(scratch, f"livefw-{backend}-{devices}")
+        os.makedirs(state, exist_ok=True)
+        conf = os.path.join(scratch, "livefw.conf")
+        if not os.path.exists(conf):
+            # never /etc/livefw; unsigned cabinets allowed (the staging test's own)
+            os.makedirs(os.path.join(scratch, "remotes.d"), exist_ok=True)
+            with open(conf, "w", encoding="utf-8") as f:
+                f.write(
+                    f'[install]\npki_dir = "{scratch}/pki"\nremotes_dir = "{scratch}/remotes.d"\n'
+                    "only_trusted = false\n"
+                )
+        env = dict(bus.env())
+        env["LIVEFW_DBUS_BACKEND"] = backend
+        env.pop("JOURNAL_STREAM", None)
+        argv = [
+            sys.executable,
+            "-m",
+            "livefw",
+            "--simulate",
+            "--fwupd-compat",
+            "--state-dir",
+            state,
+            "--bus-address",
+            bus.address,
+            "--config",
+            conf,
+            "--profile",
+            profile,
+            "--scale",
+            str(scale),
+        ]
+        targets.append(
+            Target(
+                key=f"livefw-{backend}-{devices}",
+                label=f"livefwd ({'dbus-fast' if backend == 'fast' else 'dbus-next'})",
+                argv=argv,
+                env=env,
+                name=FWUPD_NAME,  # owned last: both APIs are up then
+                state_dir=state,
+                devices_wanted=devices,
+                native=True,
+                backend=backend,
+            )
+        )
+    return targets
