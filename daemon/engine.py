@@ -118,6 +118,9 @@ class Engine:
         self.percentage = 0
         self.boot_id = ""
         self.stopping = False
+        #: held inhibits, id -> reason (fwupd's Inhibit): installs and activations are
+        #: refused on every API while one is held.
+        self.inhibits: dict[str, str] = {}
         self._explicit_classes = list(plugin_classes) if plugin_classes is not None else None
         #: classes of plugins whose probe said "defer" or "unsupported": probed again
         #: on an ``add`` uevent (a driver loaded after livefwd started).
@@ -332,6 +335,23 @@ class Engine:
     def _check_running(self) -> None:
         if self.stopping:
             raise Busy("livefwd is shutting down; try again when it is back")
+        if self.inhibits:
+            reasons = "; ".join(f"{key}: {why}" for key, why in sorted(self.inhibits.items()))
+            raise Busy(
+                f"firmware updates are inhibited ({reasons}); try again after the inhibiting "
+                "program ends or calls Uninhibit"
+            )
+
+    def set_inhibit(self, inhibit_id: str, reason: str | None) -> None:
+        """Hold (``reason`` given) or drop an inhibit; listeners see ``inhibits`` change."""
+        if reason is None:
+            self.inhibits.pop(inhibit_id, None)
+        else:
+            self.inhibits[inhibit_id] = reason
+        log.info("inhibits_changed", inhibit_id=inhibit_id, held=reason is not None,
+                 count=len(self.inhibits))  # fmt: skip
+        for listener in self._listeners:
+            listener.manager_changed(frozenset({"inhibits"}))
 
     def _operation(self, kind: str, device: Device, entry: HistoryEntry) -> Operation:
         def on_progress(status: Status, percentage: int) -> None:

@@ -16,6 +16,8 @@ as a capability; fwctl and live-update devices are not shown.
 import functools
 import json
 import os
+import re
+import signal as signals
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -51,9 +53,11 @@ from livefw.errors import (
     NotFound,
     NothingToDo,
     NotSupported,
+    PermissionDenied,
 )
 from livefw.fdread import TooLarge
 from livefw.history import HistoryEntry
+from livefw.hostinfo import HostInfo, host_security_id, load_host, report_metadata, security_attrs
 from livefw.plugin import InstallOptions
 from livefw.releases import Candidate, Plan, device_version_format, fwupd_version
 from livefw.statefiles import StateDirError, read_private, write_atomic
@@ -117,8 +121,30 @@ TRUSTED_PAYLOAD, TRUSTED_METADATA, IS_UPGRADE, IS_DOWNGRADE = 1, 2, 4, 8
 URGENCY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 #: FwupdInstallFlags (2.x ``install-flags``, spec §3.6).
 INSTALL_ALLOW_REINSTALL, INSTALL_ALLOW_OLDER, INSTALL_ALLOW_BRANCH_SWITCH = 2, 4, 32
-#: FwupdRemoteKind directory, FwupdRemoteFlags enabled.
-REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 3, 1
+#: FwupdRemoteKind download/directory, FwupdRemoteFlags enabled.
+REMOTE_KIND_DOWNLOAD, REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 1, 3, 1
+#: fwupdmgr looks this remote up by name (refresh, report-devices, the upload nag).
+LVFS_REMOTE_ID = "lvfs"
+LVFS_METADATA_URI = "https://cdn.fwupd.org/downloads/firmware.xml.zst"
+#: FwupdDeviceProblem system-inhibit (spec §3.4).
+PROBLEM_SYSTEM_INHIBIT = 256
+#: FwupdSecurityAttrResult names -> values (spec §3.8).
+HSI_RESULT = {
+    "unknown": 0, "enabled": 1, "not-enabled": 2, "valid": 3, "not-valid": 4, "locked": 5,
+    "not-locked": 6, "tainted": 9, "not-tainted": 10, "found": 11, "not-found": 12,
+}  # fmt: skip
+#: Inhibit: per sender and in total (fwupd main's limits), and the reason's length.
+INHIBITS_PER_SENDER, INHIBITS_MAX, INHIBIT_REASON_MAX = 10, 100, 256
+#: Set*Firmware: checksums in a list, and a checksum's shape (SHA-1 or SHA-256 hex).
+CHECKSUMS_MAX = 1024
+CHECKSUM_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: fwupd.conf keys and where livefw keeps the same setting (ModifyConfig answers with it).
+CONFIG_MAP = {
+    ("fwupd", "OnlyTrusted"): "[install] only_trusted",
+    ("fwupd", "DisabledPlugins"): "[plugins] disabled",
+    ("fwupd", "TrustedUids"): "[auth] fallback_uids (without polkit)",
+    ("fwupd", "VerboseDomains"): "[daemon] log_level",
+}
 
 #: livefw error names -> fwupd error names a 1.8 client knows (codes 0-17).
 ERRORS = {
@@ -171,8 +197,10 @@ def device_flags(device: Device, supported: bool) -> int:
     """FwupdDeviceFlags for a device (spec §9 mapping)."""
     names = set(device.flags) & set(DEVICE_FLAGS)
     names.discard("needs-reboot")
-    if device.protocol in REBOOT_PROTOCOLS and "updatable" in device.flags:
-        names.add("needs-reboot")  # a capability: the install completes at the next boot
+    if device.protocol in REBOOT_PROTOCOLS and str(device.update_state) == "needs-reboot":
+        # as fwupd: set once an update is scheduled for the next boot, not before
+        # (fwupdmgr check-reboot-needed and the GUIs' restart prompt read it)
+        names.add("needs-reboot")
     if "needs-activation" in device.flags and "updatable" in names:
         names.discard("updatable")
         names.add("updatable-hidden")
@@ -214,6 +242,19 @@ def device_dict(device: Device, supported: bool, created: int) -> dict[str, Vari
     ):
         if value:
             result[key] = Variant("s", value)
+    if "needs-activation" in device.flags and str(device.update_state) == "pending":
+        # fwupd's way to tell a GUI what to do next; GUIs without an Activate button
+        # (gnome-firmware, gnome-software) show the message
+        pending = f" {device.version_pending}" if device.version_pending else ""
+        if "UpdateError" not in result:
+            result["UpdateError"] = Variant(
+                "s", f"Firmware{pending} is staged and waits for activation"
+            )
+        result["UpdateMessage"] = Variant(
+            "s",
+            f"Firmware{pending} is staged. Run `fwupdmgr activate` (or `livefw activate`) "
+            "to switch to it without a reboot.",
+        )
     result.update(_version_fields(device.version, fmt, "Version"))
     result.update(_version_fields(device.version_lowest, fmt, "VersionLowest"))
     if str(device.status) != "idle":
@@ -308,6 +349,30 @@ def install_action(plan: Plan) -> str:
     return action + ("-trusted" if plan.candidate.trusted_payload else "")
 
 
+def _checksums(values: list[str]) -> set[str]:
+    """Validate a checksum list (SHA-1 or SHA-256 hex) from Set*Firmware."""
+    if len(values) > CHECKSUMS_MAX:
+        raise InvalidFile(f"at most {CHECKSUMS_MAX} checksums")
+    result = set()
+    for value in values:
+        text = value.strip().lower()
+        if not CHECKSUM_RE.fullmatch(text):
+            raise InvalidFile(f"{value[:80]!r} is not a SHA-1 or SHA-256 checksum")
+        result.add(text)
+    return result
+
+
+def _config_message(section: str, key: str) -> str:
+    """Where livefw keeps what fwupd.conf ``[section] key`` sets."""
+    where = CONFIG_MAP.get((section, key))
+    if where:
+        return (
+            f"livefw does not rewrite its configuration: set {where} in livefw.conf and "
+            "restart livefwd"
+        )
+    return f"livefw has no equivalent of fwupd.conf [{section[:64]}] {key[:64]}"
+
+
 #: SetHints: hints per client (fwupd refuses more than 32), and the longest key and
 #: value accepted (fwupd reads only ``locale``, a ``LANG`` value).
 HINTS_MAX = 32
@@ -383,6 +448,19 @@ class CompatInterface(ServiceInterface, EngineListener):
         self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
         self._notified = self._load_notified()
         self._daemon_version = ctx.engine.config.daemon.fwupd_version or fwupd_version()
+        self.host = HostInfo()
+        self._host_security_id = "HSI:0"
+        #: Inhibit ids -> (sender, reason); the engine refuses installs and activations
+        #: while any is held (its ``inhibits``).
+        self._inhibit_seq = 0
+        self._inhibit_owners: dict[str, str] = {}
+        self._lists_path = os.path.join(state_dir, "fwupd-firmware-lists.json")
+        self.blocked, self.approved = self._load_lists()
+
+    async def load_host(self) -> None:
+        """Read SMBIOS, the machine id and the HSI attributes once (properties are sync)."""
+        self.host = await load_host(self.ctx.engine.provider)
+        await self._security_attrs()
 
     def attach(self) -> None:
         """Follow engine and device events (signals)."""
@@ -409,6 +487,9 @@ class CompatInterface(ServiceInterface, EngineListener):
     def manager_changed(self, names: frozenset[str]) -> None:
         """PropertiesChanged with values, one property per signal (as fwupd)."""
         engine = self.ctx.engine
+        if "inhibits" in names:
+            self._dicts.clear()
+            self.Changed()
         if "status" in names:
             self.emit_properties_changed({"Status": STATUS.get(str(engine.status), 0)})
         if "percentage" in names:
@@ -540,16 +621,27 @@ class CompatInterface(ServiceInterface, EngineListener):
 
     @dbus_property(access=PropertyAccess.READ)
     def HostBkc(self) -> "s":
-        return ""
+        return ""  # fwupd.conf HostBkc: livefw has no best-known-configuration tags
 
     @dbus_property(access=PropertyAccess.READ)
     def HostVendor(self) -> "s":
-        return "livefw"
+        return self.host.vendor
 
     @dbus_property(access=PropertyAccess.READ)
     def HostProduct(self) -> "s":
-        simulated = bool(self.ctx.engine.provider.simulated)
-        return "Simulated machine (livefwd --simulate)" if simulated else "livefwd"
+        return self.host.product
+
+    @dbus_property(access=PropertyAccess.READ)
+    def HostMachineId(self) -> "s":
+        return self.host.machine_id
+
+    @dbus_property(access=PropertyAccess.READ)
+    def HostSecurityId(self) -> "s":
+        return self._host_security_id
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Hwids(self) -> "a(ss)":
+        return [list(pair) for pair in self.host.hwids()]
 
     @dbus_property(access=PropertyAccess.READ)
     def Tainted(self) -> "b":
@@ -613,6 +705,12 @@ class CompatInterface(ServiceInterface, EngineListener):
         if cached is not None and cached[0] is device and cached[1] == supported:
             return cached[2]
         result = device_dict(device, supported, self.created)
+        inhibits = self.ctx.engine.inhibits
+        if inhibits and "updatable" in device.flags:
+            result["Problems"] = Variant("t", PROBLEM_SYSTEM_INHIBIT)
+            result["UpdateError"] = Variant(
+                "s", "Updates are inhibited: " + "; ".join(sorted(inhibits.values()))
+            )
         self._dicts[device.id] = (device, supported, result)
         return result
 
@@ -640,8 +738,18 @@ class CompatInterface(ServiceInterface, EngineListener):
     @fwupd_errors
     async def GetDowngrades(self, device_id: "s") -> "aa{sv}":
         device = self._device(device_id)
-        candidates = await self.ctx.engine.releases.downgrades(device.id)
-        return [release_dict(c, -1) for c in candidates]
+        releases = self.ctx.engine.releases
+        allowed = []
+        for candidate in await releases.downgrades(device.id):
+            try:
+                # e.g. PFRU anti-rollback: the firmware would refuse it, so do not offer it
+                releases.check(device, candidate, InstallOptions(allow_older=True))
+            except LivefwError:
+                continue
+            allowed.append(release_dict(candidate, -1))
+        if not allowed:
+            raise NothingToDo(f"No downgrades for {device.name}")
+        return allowed
 
     @method()
     @fwupd_errors
@@ -676,6 +784,8 @@ class CompatInterface(ServiceInterface, EngineListener):
         rows = [e for e in self._history_rows() if e.device_id == device_id]
         if not rows:
             raise NothingToDo(f"no results for {device_id}")
+        if rows[-1].op_id in self._notified:
+            raise NothingToDo(f"the results for {device_id} were already cleared")
         self._notified.add(rows[-1].op_id)
         self._save_notified()
 
@@ -712,6 +822,22 @@ class CompatInterface(ServiceInterface, EngineListener):
                     "ModificationTime": Variant("t", remote.mtime or int(time.time())),
                 }
             )
+        # fwupdmgr expects the LVFS remote (refresh, report-devices, the upload nag);
+        # livefw downloads nothing, so it is offered and disabled, as when a user runs
+        # `fwupdmgr disable-remote lvfs` with fwupd
+        result.append(
+            {
+                "RemoteId": Variant("s", LVFS_REMOTE_ID),
+                "Title": Variant("s", "Linux Vendor Firmware Service (not used by livefw)"),
+                "Type": Variant("u", REMOTE_KIND_DOWNLOAD),
+                "Flags": Variant("t", 0),
+                "Enabled": Variant("b", False),
+                "ApprovalRequired": Variant("b", False),
+                "Uri": Variant("s", LVFS_METADATA_URI),
+                "MetadataURI": Variant("s", LVFS_METADATA_URI),
+                "Priority": Variant("i", 0),
+            }
+        )
         return result
 
     def _take_fd(self) -> int:
@@ -824,6 +950,7 @@ class CompatInterface(ServiceInterface, EngineListener):
         plans = [p for p in plans if visible(p.device)]
         if not plans:
             raise NotFound("No supported devices found")
+        self.check_firmware_lists(plans)
         return plans
 
     def _first_action(self, target: str) -> str:
@@ -885,7 +1012,246 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def GetApprovedFirmware(self) -> "as":
-        return []
+        return sorted(self.approved)
+
+    @method()
+    @fwupd_errors
+    async def SetApprovedFirmware(self, checksums: "as") -> None:
+        values = _checksums(checksums)
+        await self.ctx.authorize("org.freedesktop.fwupd.set-approved-firmware")
+        self.approved = values
+        self._save_lists()
+
+    @method()
+    @fwupd_errors
+    async def GetBlockedFirmware(self) -> "as":
+        return sorted(self.blocked)
+
+    @method()
+    @fwupd_errors
+    async def SetBlockedFirmware(self, checksums: "as") -> None:
+        values = _checksums(checksums)
+        await self.ctx.authorize("org.freedesktop.fwupd.set-approved-firmware")
+        self.blocked = values
+        self._save_lists()
+
+    @method()
+    @fwupd_errors
+    async def GetReportMetadata(self) -> "a{ss}":
+        return await report_metadata(
+            self.ctx.engine.provider, self.DaemonVersion, livefw.__version__
+        )
+
+    @method()
+    @fwupd_errors
+    async def GetHostSecurityAttrs(self) -> "aa{sv}":
+        return [self._attr_dict(attr) for attr in await self._security_attrs()]
+
+    @method()
+    @fwupd_errors
+    async def GetHostSecurityEvents(self, limit: "u") -> "aa{sv}":
+        return []  # livefw records no HSI change events (nothing to list)
+
+    @method()
+    @fwupd_errors
+    async def FixHostSecurityAttr(self, appstream_id: "s") -> None:
+        raise NotSupported(f"livefw cannot change {appstream_id}: it only reports it")
+
+    @method()
+    @fwupd_errors
+    async def UndoHostSecurityAttr(self, appstream_id: "s") -> None:
+        raise NotSupported(f"livefw never changed {appstream_id}: there is nothing to undo")
+
+    @method()
+    @fwupd_errors
+    async def Inhibit(self, reason: "s") -> "s":
+        sender = self._sender()
+        held = self._inhibits()
+        if sum(1 for owner, _ in held.values() if owner == sender) >= INHIBITS_PER_SENDER:
+            raise NotSupported(f"at most {INHIBITS_PER_SENDER} inhibits per client")
+        if len(held) >= INHIBITS_MAX:
+            raise NotSupported(f"at most {INHIBITS_MAX} inhibits")
+        self._inhibit_seq += 1
+        inhibit_id = f"dbus-{self._inhibit_seq:06d}"
+        self._inhibit_owners[inhibit_id] = sender
+        text = reason[:INHIBIT_REASON_MAX] or "no reason given"
+        self.ctx.engine.set_inhibit(inhibit_id, text)
+        return inhibit_id
+
+    @method()
+    @fwupd_errors
+    async def Uninhibit(self, inhibit_id: "s") -> None:
+        owner = self._inhibit_owners.get(inhibit_id)
+        if owner is None:
+            raise NotFound(f"Cannot find inhibit ID {inhibit_id[:64]}")
+        if owner != self._sender():
+            raise PermissionDenied(f"{inhibit_id} was set by another client")
+        self.drop_inhibit(inhibit_id)
+
+    def _inhibits(self) -> dict[str, tuple[str, str]]:
+        engine = self.ctx.engine
+        return {
+            key: (owner, engine.inhibits.get(key, ""))
+            for key, owner in self._inhibit_owners.items()
+        }
+
+    def drop_inhibit(self, inhibit_id: str) -> None:
+        """Release one inhibit (Uninhibit, or its client left the bus)."""
+        self._inhibit_owners.pop(inhibit_id, None)
+        self.ctx.engine.set_inhibit(inhibit_id, None)
+        self._dicts.clear()
+
+    def forget_client(self, sender: str) -> bool:
+        """A client left the bus: drop its hints, flags and inhibits (as fwupd)."""
+        dropped = [key for key, owner in self._inhibit_owners.items() if owner == sender]
+        for key in dropped:
+            self.drop_inhibit(key)
+        return self.clients.forget(sender) or bool(dropped)
+
+    @method()
+    @fwupd_errors
+    async def Quit(self) -> None:
+        await self.ctx.authorize("org.freedesktop.fwupd.quit")
+        engine = self.ctx.engine
+        if engine.busy:
+            # fwupd ignores the request while an update runs and still answers success
+            log.warning("quit_ignored", reason="an install or activation is in flight")
+            return
+        log.info("quit_requested", sender=self._sender())
+        signals.raise_signal(signals.SIGTERM)  # the daemon's own orderly stop
+
+    @method()
+    @fwupd_errors
+    async def VerifyUpdate(self, device_id: "s") -> None:
+        device = self._device(device_id)
+        raise NotSupported(
+            f"{device.name} cannot be read back (the kernel interface has no firmware "
+            "read), so there is no checksum to store"
+        )
+
+    @method()
+    @fwupd_errors
+    async def ModifyConfig(self, section: "s", key: "s", value: "s") -> None:
+        raise NotSupported(_config_message(section, key))
+
+    @method()
+    @fwupd_errors
+    async def ResetConfig(self, section: "s") -> None:
+        raise NotSupported(
+            f"livefw has no fwupd.conf section {section[:64]!r}: its settings are in "
+            "livefw.conf (remove the keys there to get the defaults, then restart livefwd)"
+        )
+
+    @method()
+    @fwupd_errors
+    async def CleanRemote(self, remote_id: "s") -> None:
+        ids = {r.id for r in self.ctx.engine.releases.remotes()} | {LVFS_REMOTE_ID}
+        if remote_id not in ids:
+            raise NotFound(f"No remote '{remote_id[:64]}' found in search paths")
+        raise NothingToDo(
+            f"{remote_id} has no cached metadata: livefw reads directory remotes directly"
+        )
+
+    @method()
+    @fwupd_errors
+    async def GetBiosSettings(self) -> "aa{sv}":
+        raise NotSupported("livefw does not manage BIOS settings (/sys/class/firmware-attributes)")
+
+    @method()
+    @fwupd_errors
+    async def SetBiosSettings(self, settings: "a{ss}") -> None:
+        raise NotSupported("livefw does not manage BIOS settings (/sys/class/firmware-attributes)")
+
+    @method()
+    @fwupd_errors
+    async def SelfSign(self, data: "s", options: "a{sv}") -> "s":
+        raise NotSupported("livefw has no client certificate to sign reports with")
+
+    @method()
+    @fwupd_errors
+    async def EmulationLoad(self, handle: "h") -> None:
+        for fd in list(self.ctx.message().unix_fds or []):
+            os.close(fd)
+        raise NotSupported(
+            "livefw has no device emulation; use the simulated machine (livefwd --simulate)"
+        )
+
+    @method()
+    @fwupd_errors
+    async def EmulationSave(self, handle: "h") -> None:
+        for fd in list(self.ctx.message().unix_fds or []):
+            os.close(fd)
+        raise NotSupported(
+            "livefw has no device emulation; use the simulated machine (livefwd --simulate)"
+        )
+
+    @method()
+    @fwupd_errors
+    async def Search(self, token: "s") -> "aa{sv}":
+        needle = token.strip().lower()[:256]
+        if not needle:
+            raise NothingToDo("no search term")
+        found = []
+        for candidate in await self.ctx.engine.releases.available():
+            release = candidate.release
+            text = " ".join((release.appstream_id, release.name, release.summary)).lower()
+            if needle in text:
+                found.append(release_dict(candidate))
+        if not found:
+            raise NothingToDo(f"No releases match {token[:64]!r}")
+        return found
+
+    # ------------------------------------------------------------ HSI and lists
+
+    async def _security_attrs(self) -> list[Any]:
+        engine = self.ctx.engine
+        attrs = await security_attrs(engine.provider, list(engine.devices.values()))
+        self._host_security_id = host_security_id(attrs)
+        return attrs
+
+    def _attr_dict(self, attr: Any) -> dict[str, Variant]:
+        return {
+            "AppstreamId": Variant("s", attr.appstream_id),
+            "Name": Variant("s", attr.name),
+            "Summary": Variant("s", attr.summary),
+            "Plugin": Variant("s", attr.plugin),
+            "Created": Variant("t", int(time.time())),
+            "HsiLevel": Variant("u", attr.level),
+            "HsiResult": Variant("u", HSI_RESULT.get(attr.result, 0)),
+            "HsiResultSuccess": Variant("u", HSI_RESULT.get(attr.success_result, 0)),
+            "Flags": Variant("t", attr.flags()),
+        }
+
+    def _load_lists(self) -> tuple[set[str], set[str]]:
+        try:
+            with open(self._lists_path, encoding="utf-8") as handle:
+                value = json.load(handle)
+            blocked = {str(c) for c in value.get("blocked", []) if CHECKSUM_RE.fullmatch(str(c))}
+            approved = {str(c) for c in value.get("approved", []) if CHECKSUM_RE.fullmatch(str(c))}
+            return blocked, approved
+        except (OSError, ValueError, AttributeError):
+            return set(), set()
+
+    def _save_lists(self) -> None:
+        tmp = self._lists_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"blocked": sorted(self.blocked), "approved": sorted(self.approved)}, handle)
+        os.replace(tmp, self._lists_path)
+
+    def check_firmware_lists(self, plans: list[Plan]) -> None:
+        """Refuse a blocked cabinet, or one not approved while an approved list is set."""
+        for plan in plans:
+            cabinet = plan.candidate.cabinet
+            sums = {cabinet.sha1, cabinet.sha256}
+            if sums & self.blocked:
+                raise NotSupported(
+                    f"Firmware {cabinet.sha1} is blocked (fwupdmgr unblock-firmware to allow it)"
+                )
+            if self.approved and not sums & self.approved:
+                raise NotSupported(
+                    f"Firmware {cabinet.sha1} is not in the approved list "
+                    "(fwupdmgr set-approved-firmware)"
+                )
 
     # ----------------------------------------------------------------- signals
 
@@ -948,6 +1314,7 @@ class CompatService:
         ctx = BusContext(self.engine, bus, self.authorizer)
         self.interface = CompatInterface(ctx, self.state_dir)
         bus.hand_over_fd_list(INTERFACE)  # fwupd's fd convention: see _take_fd
+        await self.interface.load_host()
         bus.export(PATH, self.interface)
         self.interface.attach()
         await self._follow_departures(bus)
@@ -991,7 +1358,7 @@ class CompatService:
         ):
             return
         name, _old, new = msg.body
-        if new == "" and str(name).startswith(":") and self.interface.clients.forget(str(name)):
+        if new == "" and str(name).startswith(":") and self.interface.forget_client(str(name)):
             log.debug("fwupd_client_forgotten", sender=str(name))
 
     def stop(self) -> None:

@@ -121,7 +121,7 @@ def test_get_devices_shows_the_simulated_devices(compat: Compat, cli: Cli) -> No
     assert set(pfru["Flags"]) == {"internal", "updatable"}
     assert PFRU_CODE_INJECTION_GUID in pfru["Guid"]
     system = devices["System Firmware"]
-    assert set(system["Flags"]) == {"internal", "updatable", "needs-reboot"}
+    assert set(system["Flags"]) == {"internal", "updatable"}  # needs-reboot once scheduled
     assert system["Version"] == native["System Firmware"]["Version"]
     lfa = devices["TF-A BL31 runtime"]
     assert "needs-activation" in lfa["Flags"]
@@ -219,7 +219,7 @@ def test_a_directory_remote_feeds_get_updates(compat: Compat, cli: Cli) -> None:
     assert [r["Version"] for r in device["Releases"]] == ["5", "4"]
     assert device["Releases"][0]["Locations"][0].startswith("file://")
     remotes = json.loads(compat.fwupdmgr("get-remotes", "--json").stdout)["Remotes"]
-    assert [r["Id"] for r in remotes] == ["fleet"]
+    assert [r["Id"] for r in remotes] == ["fleet", "lvfs"]  # lvfs: offered disabled
 
     # the client downloads Locations[0] (file://) itself and passes a memfd
     pfru_id = device["DeviceId"]

@@ -71,7 +71,8 @@ def test_properties_and_device_dict_types(compat: DaemonProcess, bctl: Bctl) -> 
         assert device["VersionFormat"]["type"] == "u"
         assert device["UpdateState"]["type"] == "u"
     capsule = next(d for d in devices if d["Plugin"]["data"] == "uefi_capsule")
-    assert capsule["Flags"]["data"] & 0x100  # needs-reboot, a capability
+    # needs-reboot only once an update is scheduled (as fwupd; check-reboot-needed reads it)
+    assert not capsule["Flags"]["data"] & 0x100
     assert capsule["Protocol"] == {"type": "s", "data": "org.uefi.capsule"}
 
 
@@ -85,7 +86,11 @@ def test_empty_results_and_error_names(
     compat: DaemonProcess, bctl: Bctl, private_bus: PrivateBus
 ) -> None:
     address = private_bus.address
-    assert fwupd_call(bctl, "GetRemotes")["data"] == [[]]
+    # no directory remote: only the disabled LVFS remote fwupdmgr looks for (issue 18)
+    (lvfs,) = fwupd_call(bctl, "GetRemotes")["data"][0]
+    assert lvfs["RemoteId"]["data"] == "lvfs"
+    assert lvfs["Enabled"]["data"] is False
+    assert lvfs["Type"]["data"] == 1  # download
     assert fwupd_call(bctl, "GetPlugins")["data"] == [[]]
     assert _error(address, "GetHistory") == ("org.freedesktop.fwupd.NothingToDo", "No history")
     name, _ = _error(address, "GetReleases", "s", "0" * 40)

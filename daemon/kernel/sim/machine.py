@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from livefw.errors import InvalidArgument, NotFound, NotSupported
 from livefw.kernel.provider import MountEntry, UEvent
-from livefw.kernel.sim.vfs import Attr, Dir, SimHandle
+from livefw.kernel.sim.vfs import Attr, Dir, File, SimHandle
 
 __all__ = [
     "BlobStore",
@@ -55,6 +56,19 @@ _BLOB_REF = re.compile(r"blob:([0-9a-f]{32})")
 #: (``livefw sim init --kernel``, ``livefwd --sim-kernel``): the newest one whose
 #: behaviour docs/kernel.md records.
 DEFAULT_KERNEL = "7.2"
+#: the SMBIOS strings the simulated firmware publishes (/sys/class/dmi/id).
+SIM_DMI = {
+    "sys_vendor": "livefw",
+    "product_name": "Simulated machine",
+    "product_family": "livefw simulator",
+    "product_sku": "LIVEFW-SIM",
+    "bios_vendor": "livefw",
+    "bios_version": "1.0.0",
+    "bios_release": "1.0",
+    "board_vendor": "livefw",
+    "board_name": "Simulated board",
+    "chassis_type": "1",
+}
 #: the oldest kernel release the simulator can model (Debian 12 ships 6.1).
 OLDEST_KERNEL = "6.1"
 
@@ -124,6 +138,10 @@ class MachineState(BaseModel):
     boots: int = 1
     faults: list[FaultSpec] = Field(default_factory=list)
     components: dict[str, Any] = Field(default_factory=dict)
+    #: /etc/machine-id (systemd's machine-id(5): 32 lowercase hex digits).
+    machine_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    #: security/lockdown/lockdown.c: the mode /sys/kernel/security/lockdown marks.
+    lockdown: str = "none"
 
 
 class SimComponent(ABC):
@@ -502,9 +520,30 @@ class SimMachine:
             self.udev_table = {}
             proc = root.mkdirs("proc/sys/kernel/random")
             proc.children["boot_id"] = Attr(read=lambda: self.state.boot_id + "\n")
+            self._render_host(root)
             for comp in self.components.values():
                 comp.render(root)
             self.root = root
+
+    def _render_host(self, root: Dir) -> None:
+        """/etc/machine-id, the lockdown mode and (except the empty profile) SMBIOS.
+
+        drivers/firmware/dmi-id.c ``dmi_id_init()`` publishes the SMBIOS strings in
+        /sys/class/dmi/id (``bios_release`` since Linux 5.11, as "major.minor");
+        security/lockdown/lockdown.c ``lockdown_read()`` lists the modes with the
+        current one in brackets.
+        """
+        root.mkdirs("etc").children["machine-id"] = File(
+            data=(self.state.machine_id + "\n").encode(), mode=0o444
+        )
+        modes = ("none", "integrity", "confidentiality")
+        text = " ".join(f"[{m}]" if m == self.state.lockdown else m for m in modes) + "\n"
+        root.mkdirs("sys/kernel/security").children["lockdown"] = Attr(read=lambda: text)
+        if self.state.profile == "empty":
+            return
+        dmi = root.mkdirs("sys/class/dmi/id")
+        for name, value in SIM_DMI.items():
+            dmi.children[name] = Attr(read=functools.partial(str.__add__, value, "\n"))
 
     def start(self) -> None:
         """A daemon process starts on this machine (and drops blobs a crash left behind)."""
