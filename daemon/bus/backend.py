@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from livefw.errors import ERROR_PREFIX, InvalidArgument
+from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
 
 #: the D-Bus library in use: "next" (dbus-next) or "fast" (dbus-fast).
 BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or "next"
@@ -352,6 +352,12 @@ def _top_level_types(signature: str) -> list[str]:
 #: how a method takes the fds of its message (see :meth:`LivefwBus._claim_fds`).
 _FD_ARGS = "args"
 _FD_LIST = "list"
+#: most received fds held by method calls that have not replied yet, per caller
+#: connection and in all; beyond that a call is refused (Busy) with its fds closed.
+#: With the live-update sessions (up to 2 x 744) and livefwd's own (< 64) this stays
+#: well inside the unit's LimitNOFILE=4096.
+MAX_FDS_PER_SENDER = 16
+MAX_FDS_IN_FLIGHT = 512
 
 
 class LivefwBus(MessageBus):
@@ -374,6 +380,10 @@ class LivefwBus(MessageBus):
         self._guard_tasks: set[asyncio.Future[None]] = set()
         self._batching = False
         self._fd_list_interfaces: set[str] = set()
+        # (sender, serial) of calls holding fds until their reply -> how many
+        self._fd_calls: dict[tuple[str, int], int] = {}
+        self._fds_by_sender: collections.Counter[str] = collections.Counter()
+        self._fds_held = 0
 
     # ----------------------------------------------------------- hidden objects
 
@@ -470,7 +480,8 @@ class LivefwBus(MessageBus):
           (dbus-fast would otherwise hand the raw index to the method as if it were
           a descriptor, and the method would read and close one of the daemon's own);
           on an interface registered with :meth:`hand_over_fd_list` the method
-          takes them all;
+          takes them all; what a call keeps counts against :data:`MAX_FDS_PER_SENDER`
+          and :data:`MAX_FDS_IN_FLIGHT` until its reply is sent (:meth:`_hold_fds`);
         * a reply to a call this connection made keeps its fds (the caller's);
         * everything else (other calls, signals, unsolicited replies) keeps none.
 
@@ -487,8 +498,8 @@ class LivefwBus(MessageBus):
         if kind == MessageType.METHOD_CALL:
             convention = self._fd_convention(msg)
             if convention == _FD_LIST:
-                return True
-            if convention == _FD_ARGS:
+                keep = tuple(range(len(fds)))
+            elif convention == _FD_ARGS:
                 keep = tuple(
                     int(value)
                     for value, code in zip(msg.body, _top_level_types(signature), strict=False)
@@ -503,10 +514,52 @@ class LivefwBus(MessageBus):
                         f"descriptor #{max(keep)} of the call, which carries {len(fds)}",
                     )
                     return False
+            if keep and not self._hold_fds(msg, len(set(keep)), convention == _FD_LIST):
+                return False
         elif kind != MessageType.SIGNAL and msg.reply_serial in self._method_return_handlers:
             return True
         self._close_fds(msg, keep=keep)
         return True
+
+    def _hold_fds(self, msg: Message, count: int, fd_list: bool) -> bool:
+        """Count ``count`` fds as held by ``msg`` until its reply; False: refused.
+
+        A call that expects no reply may not hand over fds (nothing would say when the
+        method is done with them); a caller over :data:`MAX_FDS_PER_SENDER`, or all
+        callers over :data:`MAX_FDS_IN_FLIGHT`, gets Busy (fwupd's API:
+        ``LimitsExceeded``). The fds of a refused call are closed.
+        """
+        sender = str(msg.sender)
+        refusal = None
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            refusal = "a call that hands over file descriptors must expect a reply"
+        elif self._fds_by_sender[sender] + count > MAX_FDS_PER_SENDER:
+            refusal = (
+                f"this connection already has {self._fds_by_sender[sender]} file descriptors "
+                "in calls that have not finished; wait for them and try again"
+            )
+        elif self._fds_held + count > MAX_FDS_IN_FLIGHT:
+            refusal = "too many calls with file descriptors are in progress; try again later"
+        if refusal is not None:
+            self._close_fds(msg, keep=())
+            log.info("bus_fds_refused", sender=sender, member=msg.member, reason=refusal)
+            name = ErrorType.LIMITS_EXCEEDED.value if fd_list else ERROR_PREFIX + Busy.name
+            self._refuse(msg, name, refusal)
+            return False
+        self._fd_calls[(sender, msg.serial)] = count
+        self._fds_by_sender[sender] += count
+        self._fds_held += count
+        return True
+
+    def _release_fds(self, reply: Message) -> None:
+        """The call ``reply`` answers is over: its fds no longer count."""
+        count = self._fd_calls.pop((str(reply.destination), reply.reply_serial), 0)
+        if count:
+            sender = str(reply.destination)
+            self._fds_by_sender[sender] -= count
+            if self._fds_by_sender[sender] <= 0:
+                del self._fds_by_sender[sender]
+            self._fds_held -= count
 
     def _fd_convention(self, msg: Message) -> str | None:
         """How the method ``msg`` will be dispatched to takes fds (None: it takes none).
@@ -574,6 +627,8 @@ class LivefwBus(MessageBus):
         it (dbus-daemon delivers a message with a destination to that connection
         only), and no one else does.
         """
+        if self._fd_calls and msg.message_type in (MessageType.METHOD_RETURN, MessageType.ERROR):
+            self._release_fds(msg)
         if (
             msg.message_type == MessageType.SIGNAL
             and not msg.destination

@@ -7,6 +7,8 @@ answers each with one JSON line on stdout:
   ``FDS`` descriptors of /dev/null (the client closes its own copies), then a
   ``Peer.Ping`` round trip so that livefwd has read everything before the answer;
   answers ``{"replies": {error name or "ok": count}}``.
+* ``flood KIND COUNT``: COUNT calls of KIND at once (one fd each) over 4 connections;
+  answers when every reply has come, with the same ``replies`` count.
 * ``watch SECONDS``: collect PropertiesChanged signals from livefwd for SECONDS,
   answers ``{"paths": [...]}`` (a match rule is added at start, see ``ready``).
 * ``quit``.
@@ -127,6 +129,26 @@ async def _send(bus: MessageBus, kind: str, count: int, path: str) -> dict[str, 
     return {"replies": dict(replies)}
 
 
+async def _flood(address: str, kind: str, count: int) -> dict[str, Any]:
+    """COUNT calls of KIND at once, spread over 4 connections, each with one fd."""
+    buses = [MessageBus(bus_address=address, negotiate_unix_fd=True) for _ in range(4)]
+    for bus in buses:
+        await bus.connect()
+
+    async def one(index: int) -> str:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        try:
+            reply = await call(buses[index % len(buses)], _message(kind, [fd], ""))
+            return str(reply.error_name or "ok")
+        finally:
+            os.close(fd)
+
+    replies = Counter(await asyncio.gather(*(one(index) for index in range(count))))
+    for bus in buses:
+        bus.disconnect()
+    return {"replies": dict(replies)}
+
+
 async def main(address: str) -> None:
     bus = MessageBus(bus_address=address, negotiate_unix_fd=True)
     await bus.connect()
@@ -159,6 +181,8 @@ async def main(address: str) -> None:
         if words[0] == "send":
             path = words[3] if len(words) > 3 else ""
             result = await _send(bus, words[1], int(words[2]), path)
+        elif words[0] == "flood":
+            result = await _flood(address, words[1], int(words[2]))
         elif words[0] == "watch":
             await asyncio.sleep(float(words[1]))
             result = {"paths": sorted(set(seen))}

@@ -13,14 +13,18 @@ refused with InvalidArgument and touches none of livefwd's own descriptors (dbus
 handed the raw index to the method, which read and then closed the daemon's fd of that
 number: the daemon lost its signal wake-up pipe or its bus socket).
 
-``make robust`` also runs the long variant: 1,200 messages (19,200 descriptors, 19
-times a 1,024-entry table), after which root's own install still works.
+Calls that have not replied hold at most MAX_FDS_PER_SENDER fds per connection (a
+flood of Installs while polkit hangs gets Busy beyond). ``make robust`` also runs the
+long variant: 1,200 messages (19,200 descriptors, 19 times a 1,024-entry table), after
+which root's own install still works.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -28,6 +32,8 @@ import pytest
 from hostile_client import HostileClient, open_fds
 from nobody_env import Hostile, hostile
 
+from livefw.bus.backend import MAX_FDS_IN_FLIGHT, MAX_FDS_PER_SENDER
+from livefw.kernel.sim.liveupdate import LiveUpdateState
 from livefw.testing import Cli
 
 SESSIONS = "/org/livefw/Daemon1/liveupdate/sessions/"
@@ -142,8 +148,9 @@ def test_a_thousand_messages_with_descriptors_change_nothing(
 
 
 #: kernel/liveupdate/luo_session.c: LUO_SESSION_MAX, 16 pages of struct luo_session_ser
-#: (744 with 4 KiB pages) outgoing, and as many incoming after a kexec.
-LUO_SESSION_MAX = 744
+#: (744 with 4 KiB pages) outgoing, and as many incoming after a kexec; the simulated
+#: kernel's default is the kernel's number.
+LUO_SESSION_MAX = LiveUpdateState().max_sessions
 
 
 def test_the_unit_leaves_room_for_the_sessions_livefwd_brokers() -> None:
@@ -156,5 +163,40 @@ def test_the_unit_leaves_room_for_the_sessions_livefwd_brokers() -> None:
     assert len(values) == 1, "one explicit LimitNOFILE= (soft = hard)"
     (limit,) = values
     assert ":" not in limit
-    # every session twice (outgoing, incoming), livefwd's own 64, and room for calls
-    assert int(limit) >= 2 * LUO_SESSION_MAX + 64 + 1024
+    # every session twice (outgoing, incoming), livefwd's own 64, the calls in flight
+    assert int(limit) >= 2 * LUO_SESSION_MAX + 64 + MAX_FDS_IN_FLIGHT
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_descriptors_of_calls_in_flight_are_bounded_and_returned(
+    bus_dir: str, state_dir: Path, backend: str
+) -> None:
+    """400 Installs at once (one fd each, over 4 connections) while polkit hangs:
+    livefwd holds at most MAX_FDS_PER_SENDER fds per connection in calls that have not
+    replied, refuses the rest with Busy (their fds closed at once), and every held fd
+    is closed once polkit answers. Without the cap, ~350 were held at once."""
+    env = {"LIVEFW_DBUS_BACKEND": backend}
+    with hostile(bus_dir, state_dir, CONFIG, env=env) as h:
+        assert h.polkit.proc is not None
+        with HostileClient(h.bus, env) as client:
+            client.command("send", "ping", 1)
+            before = _settled(h.pid)
+            os.kill(h.polkit.proc.pid, signal.SIGSTOP)
+            try:
+                assert client.proc.stdin is not None
+                client.proc.stdin.write("flood install 400\n")
+                client.proc.stdin.flush()
+                peak, deadline = 0, time.monotonic() + 4
+                while time.monotonic() < deadline:
+                    peak = max(peak, open_fds(h.pid))
+                    time.sleep(0.02)
+            finally:
+                os.kill(h.polkit.proc.pid, signal.SIGCONT)
+            answer = client._answer()
+        replies = answer["replies"]
+        assert sum(replies.values()) == 400, answer
+        held = replies.get(AUTH_FAILED, 0)
+        assert 0 < held <= 4 * MAX_FDS_PER_SENDER, answer
+        assert replies.get("org.livefw.Daemon1.Error.Busy", 0) >= 400 - held - 60, answer
+        assert before < peak <= before + 4 * MAX_FDS_PER_SENDER + 4, (before, peak, answer)
+        assert _settled(h.pid) == before
