@@ -219,6 +219,9 @@ class PfruDevice(Device):
         self._plugin = plugin
         self.update_type = update_type
         self.cap = cap
+        #: the running version when the staged capsule was staged (a reinstall stages
+        #: the version that already runs: apply_cap must not take it as activated)
+        self._staged_over = ""
         self.apply_cap(cap)
 
     @property
@@ -263,17 +266,23 @@ class PfruDevice(Device):
             "version": version,
             "metadata": metadata,
         }
-        if self.version_pending and self.version_pending == version:
-            # the staged capsule was activated (by us or out of band, e.g. pfrut -a)
+        if self.version_pending and self.version_pending == version != self._staged_over:
+            # the staged capsule was activated (by us or out of band, e.g. pfrut -a); a
+            # reinstall of the running version shows no change: it stays staged until
+            # our own activate() clears it
             changes["version_pending"] = ""
             changes["flags"] = self.flags - {"needs-activation"}
             if self._plugin.staged == self.update_type:
                 self._plugin.staged = None
         self.update(**changes)
 
-    def mark_staged(self, version: str) -> None:
-        """The firmware holds a capsule of this type, waiting for ACTIVATE."""
+    def mark_staged(self, version: str, over: str | None = None) -> None:
+        """The firmware holds a capsule of this type, waiting for ACTIVATE.
+
+        ``over``: the version that ran when it was staged (default: the current one).
+        """
         self._plugin.staged = self.update_type
+        self._staged_over = self.version if over is None else over
         self.update(version_pending=version, flags=self.flags | {"needs-activation"})
 
     def clear_staged(self) -> None:
@@ -1078,12 +1087,12 @@ class PfruPlugin(Plugin):
                     "replaced: a capsule of the other update type was staged later",
                     device.version,
                 )
-            device.mark_staged(entry.version_new)
+            device.mark_staged(entry.version_new, entry.version_old)
             return None  # still staged, waiting for Activate
         if step in ("staged", "activating") and entry.kind == "install":
             # the capsule was staged and not (or not yet) activated: the firmware holds
             # it, so this row owns it until an activation or a reboot settles it
-            device.mark_staged(entry.version_new)
+            device.mark_staged(entry.version_new, entry.version_old)
             return Reconciliation(
                 UpdateState.PENDING,
                 "staged; the daemon stopped before it finished: run `livefw activate` to apply it",
@@ -1091,7 +1100,7 @@ class PfruPlugin(Plugin):
             )
         if step in ("staged", "activating"):
             # the firmware may still hold the staged capsule: offer the activation again.
-            device.mark_staged(entry.version_new)
+            device.mark_staged(entry.version_new, entry.version_old)
             return Reconciliation(
                 UpdateState.FAILED,
                 "interrupted after the capsule was staged; the firmware still holds it: "

@@ -174,6 +174,9 @@ CASES = [
     case("upgrade", "{pfru}", "--no-reboot-check", "-y", says="Successfully"),
     case("activate", "{pfru}", says="Activating"),
     case("update", "{pfru}", "--no-reboot-check", "-y", says="the latest available firmware"),
+    # issue 18 item 6: a reinstall of the running version stays activatable
+    case("reinstall", "{pfru}", "--no-reboot-check", "-y", says="Successfully"),
+    case("activate", "{pfru}", says=f"Activating firmware update for {PFRU_NAME}"),
     case("downgrade", "{pfru}", code=2, says="No downgrades"),
     case("switch-branch", "{pfru}", code=1, says="already on branch default"),
     case("sync", code=2, says="No devices required modification"),
