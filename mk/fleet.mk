@@ -21,39 +21,11 @@ node-exporter:
 		$(MAKE) --no-print-directory install-node-exporter; \
 	fi
 
-# policy-rc.d keeps the package's postinst from starting the service on this machine.
 install-node-exporter:
-	@if [ ! -x $(NODE_EXPORTER) ]; then \
-		echo "installing Debian package: prometheus-node-exporter (its service is not started)"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		blocker=""; \
-		if [ ! -e /usr/sbin/policy-rc.d ]; then \
-			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
-			$$SUDO chmod 755 /usr/sbin/policy-rc.d; blocker=1; \
-		fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-			prometheus-node-exporter; status=$$?; \
-		[ -z "$$blocker" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
-		exit $$status; \
-	fi
+	@tools/apt-need --no-start $(NODE_EXPORTER):prometheus-node-exporter
 
 install-fleet-packages: install-node-exporter
-	@if [ ! -x /usr/sbin/sshd ]; then \
-		echo "installing Debian package: openssh-server (its service is not started)"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		blocker=""; \
-		if [ ! -e /usr/sbin/policy-rc.d ]; then \
-			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
-			$$SUDO chmod 755 /usr/sbin/policy-rc.d; blocker=1; \
-		fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-			openssh-server openssh-client; status=$$?; \
-		[ -z "$$blocker" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
-		exit $$status; \
-	fi
-	@tools/apt-need git:git ssh-keygen:openssh-client
+	@tools/apt-need --no-start /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client git:git
 
 test-fleet: venv install-fleet-packages
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict

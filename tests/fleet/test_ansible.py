@@ -146,7 +146,14 @@ def fleet(workdir: Path) -> Iterator[dict[str, Host]]:
             (root / "bus").mkdir(parents=True)
             # the test's cabinet is unsigned (fleets sign theirs: /etc/livefw/pki)
             config = root / "livefw.conf"
-            config.write_text("[install]\nonly_trusted = false\n")
+            (root / "firmware").mkdir()
+            (root / "remotes.d").mkdir()
+            (root / "remotes.d/fleet.conf").write_text(
+                f"[livefw Remote]\nEnabled=true\nTitle=Fleet\nPath={root / 'firmware'}\n"
+            )
+            config.write_text(
+                f'[install]\nonly_trusted = false\nremotes_dir = "{root / "remotes.d"}"\n'
+            )
             bus = PrivateBus(str(root / "bus")).start()
             daemon = DaemonProcess(bus, str(root / "state"), config=str(config))
             daemon.start(wait=False)
@@ -368,3 +375,21 @@ def test_modules_check_mode_diff_and_errors(
     refused = module("livefw_install", {**common, "src": str(broken)})
     assert refused["failed"] is True
     assert refused["rc"] == 8
+
+    # from the host's own directory remote: the newest release, idempotent
+    capsule8 = workdir / "code-8.bin"
+    host.livefw("sim", "sample", "pfru/code-injection", "--version", "8", "-o", str(capsule8))
+    host.livefw(
+        "build-cabinet", str(capsule8), "--guid", code["Guids"][0], "--version", "8",
+        "--protocol", "org.livefw.pfru", "-o", str(workdir / "host1/firmware/code-8.cab"),
+    )  # fmt: skip
+    # a device with a staged update is offered nothing newer until it is activated
+    assert module("livefw_activate", {**common, "device": code["Id"]})["changed"] is True
+    remote = {**common, "from_remote": True}
+    planned = module("livefw_install", remote, "--check")
+    assert planned["changed"] is True, planned
+    assert [t["version"] for t in planned["targets"] if t["device_id"] == code["Id"]] == ["8"]
+    done = module("livefw_install", remote)
+    assert done["changed"] is True
+    assert host.json("get-device", code["Id"])["VersionPending"] == "8"
+    assert module("livefw_install", remote)["changed"] is False

@@ -37,11 +37,12 @@ class Livefw:
     def run(self, *args, **kwargs):
         """Run ``livefw ARGS [--json]``; the parsed JSON (or text), or LivefwError."""
         want_json = kwargs.get("json_output", True)
+        ok_codes = kwargs.get("ok_codes", (0,))
         command = [self.binary] + [str(arg) for arg in args]
         if want_json:
             command.append("--json")
         rc, out, err = self.module.run_command(command, environ_update=self.environ)
-        if rc != 0:
+        if rc not in ok_codes:
             raise self._error(rc, out, err)
         if not want_json:
             return out

@@ -23,8 +23,15 @@ options:
     description:
       - Path of the cabinet or capsule on the target (copy it there first, for example
         with M(ansible.builtin.copy)).
+      - Mutually exclusive with O(from_remote); one of the two is required.
     type: path
-    required: true
+  from_remote:
+    description:
+      - Install the newest release the host's own remotes offer (directory remotes in
+        C(/etc/livefw/remotes.d/), filled by the operator's distribution tooling) for
+        O(device), or for every device that has a newer one (C(livefw get-updates)).
+    type: bool
+    default: false
   device:
     description:
       - Device Id, unique Id prefix or (unique part of a) name; by default livefwd finds
@@ -67,6 +74,10 @@ EXAMPLES = r"""
     src: /var/tmp/platform-6.cab
   register: staged
 
+- name: Whatever newer firmware the host's directory remotes offer
+  livefw.firmware.livefw_install:
+    from_remote: true
+
 - name: A raw PFRU capsule on a named device, activated at once
   livefw.firmware.livefw_install:
     src: /var/tmp/code-injection-6.bin
@@ -97,11 +108,16 @@ targets:
 entry:
   description: The history row livefwd recorded for the install (Id, State, VersionOld,
     VersionNew, Reason, ...).
-  returned: when an install ran
+  returned: when an install of O(src) ran
   type: dict
+entries:
+  description: The history rows of the releases installed with O(from_remote).
+  returned: when O(from_remote) installed something
+  type: list
+  elements: dict
 file:
   description: What C(livefw inspect) found in O(src) (kind, size, sha256, releases).
-  returned: always
+  returned: when O(src) is given
   type: dict
 """
 
@@ -157,55 +173,106 @@ def _describe(device, pending):
     return text + (" (staged %s)" % pending if pending else "") + "\n"
 
 
+def _install_args(params, path, device_id):
+    args = ["install", path]
+    if device_id:
+        args.append(device_id)
+    for flag in ("allow_older", "allow_reinstall", "activate"):
+        if params[flag]:
+            args.append("--" + flag.replace("_", "-"))
+    return args
+
+
+def _diff(targets, activate):
+    after = []
+    for device, version in targets:
+        if activate:
+            after.append(_describe(dict(device, Version=version or "(new)"), ""))
+        else:
+            after.append(_describe(device, version or "(new)"))
+    return {
+        "before": "".join(_describe(d, d.get("VersionPending", "")) for d, dummy in targets),
+        "after": "".join(after),
+    }
+
+
+def _plan(targets, allow_reinstall):
+    return [
+        {
+            "device_id": device["Id"],
+            "name": device.get("Name", ""),
+            "version": version,
+            "action": _action(device, version, allow_reinstall),
+        }
+        for device, version in targets
+    ]
+
+
+def _run_from_remote(module, cli):
+    """Install the newest release each device's remotes offer (livefw get-updates)."""
+    params = module.params
+    args = ["get-updates"] + ([params["device"]] if params["device"] else [])
+    try:
+        offered = cli.run(*args, ok_codes=(0, 7)) or {}
+        by_id = {d["Id"]: d for d in cli.devices()}
+    except LivefwError as error:
+        cli.fail(error)
+    jobs = []
+    for entry in offered.get("Devices", []):
+        if entry["Id"] in by_id and entry.get("Releases"):
+            jobs.append((by_id[entry["Id"]], entry["Releases"][0]))
+    targets = [(device, release["Version"]) for device, release in jobs]
+    planned = _plan(targets, params["allow_reinstall"])
+    todo = [(p, j) for p, j in zip(planned, jobs) if p["action"] == "install"]
+    if not todo:
+        module.exit_json(changed=False, targets=planned, msg="no newer release is offered")
+    diff = _diff([(j[0], p["version"]) for p, j in todo], params["activate"])
+    if module.check_mode:
+        module.exit_json(changed=True, targets=planned, diff=diff)
+    entries = []
+    for plan, (device, release) in todo:
+        try:
+            entries.append(cli.run(*_install_args(params, release["Location"], device["Id"])))
+        except LivefwError as error:
+            cli.fail(error, changed=bool(entries), targets=planned, entries=entries)
+    module.exit_json(changed=True, targets=planned, entries=entries, diff=diff)
+
+
 def main():
     argument_spec = dict(
         COMMON_ARGS,
-        src={"type": "path", "required": True},
+        src={"type": "path"},
+        from_remote={"type": "bool", "default": False},
         device={"type": "str"},
         version={"type": "str"},
         allow_older={"type": "bool", "default": False},
         allow_reinstall={"type": "bool", "default": False},
         activate={"type": "bool", "default": False},
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_one_of=[("src", "from_remote")],
+        mutually_exclusive=[("src", "from_remote")],
+    )
     params = module.params
     cli = Livefw(module)
+    if params["from_remote"]:
+        _run_from_remote(module, cli)
     try:
         info = cli.run("inspect", params["src"])
         targets = _targets(cli, module, info)
     except LivefwError as error:
         cli.fail(error)
-    planned = [
-        {
-            "device_id": device["Id"],
-            "name": device.get("Name", ""),
-            "version": version,
-            "action": _action(device, version, params["allow_reinstall"]),
-        }
-        for device, version in targets
-    ]
+    planned = _plan(targets, params["allow_reinstall"])
     if planned and all(p["action"] != "install" for p in planned):
         module.exit_json(changed=False, targets=planned, file=info)
-    after = []
-    for device, version in targets:
-        if params["activate"]:
-            after.append(_describe(dict(device, Version=version or "(new)"), ""))
-        else:
-            after.append(_describe(device, version or "(new)"))
-    diff = {
-        "before": "".join(_describe(d, d.get("VersionPending", "")) for d, dummy in targets),
-        "after": "".join(after),
-    }
+    diff = _diff(targets, params["activate"])
     if module.check_mode:
         module.exit_json(changed=True, targets=planned, file=info, diff=diff)
-    args = ["install", params["src"]]
-    if params["device"]:
-        args.append(planned[0]["device_id"])
-    for flag in ("allow_older", "allow_reinstall", "activate"):
-        if params[flag]:
-            args.append("--" + flag.replace("_", "-"))
+    device_id = planned[0]["device_id"] if params["device"] else ""
     try:
-        entry = cli.run(*args) or {}
+        entry = cli.run(*_install_args(params, params["src"], device_id)) or {}
     except LivefwError as error:
         if error.name == "VersionSame" and not params["allow_reinstall"]:
             module.exit_json(changed=False, targets=planned, file=info, msg=error.message)
