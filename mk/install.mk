@@ -100,6 +100,8 @@ install:
 	for doc in $(PLUGIN_DOCS); do \
 		install -Dm644 "$$doc" "$(DESTDIR)$(DOCDIR)/$$doc"; \
 	done
+	@# the web console page (mk/cockpit.mk); the .deb moves it to livefw-cockpit
+	$(MAKE) --no-print-directory install-cockpit
 
 # Debian packages `make package` needs (idempotent: apt-get only when one is missing).
 package-deps:

@@ -43,6 +43,8 @@ UNIT_DIR = "usr/lib/systemd/system"
 #: unit changes the score without the docs following.
 DOCUMENTED_SCORE = "1.7"
 
+#: the web console page (cockpit/), in its own binary package livefw-cockpit.
+COCKPIT_FILES = ("manifest.json", "index.html", "firmware.js", "firmware.css")
 #: every file `make install` puts outside the venv (the venv is checked on its own).
 EXPECTED = {
     "etc/livefw/livefw.conf",
@@ -63,6 +65,7 @@ EXPECTED = {
     "usr/share/doc/livefw/installing.md",
     "usr/share/man/man1/livefw.1",
     "usr/share/man/man8/livefwd.8",
+    *(f"usr/share/cockpit/livefw/{name}" for name in COCKPIT_FILES),
 }
 
 
@@ -592,11 +595,13 @@ def test_deb_contains_the_install_layout() -> None:
     expected = {
         path.replace(UNIT_DIR, "lib/systemd/system") if path.startswith(UNIT_DIR) else path
         for path in EXPECTED
+        if not path.startswith("usr/share/cockpit/")
     }
     missing = {path for path in expected - paths if path + ".gz" not in paths}
     assert not missing, f"not in the .deb: {sorted(missing)}"
     assert "usr/share/doc/livefw/copyright" in paths
     assert "usr/lib/livefw/bin/livefwd" in paths
+    assert not any(path.startswith("usr/share/cockpit") for path in paths), "in livefw-cockpit"
     assert not any(path.endswith(".pyc") for path in paths), "bytecode is made in postinst"
     assert not any(path.startswith("var/") for path in paths)
     info = subprocess.run(["dpkg-deb", "-I", deb], capture_output=True, text=True, check=True)
@@ -607,6 +612,49 @@ def test_deb_contains_the_install_layout() -> None:
         postinst = Path(directory, "postinst").read_text()
         assert "livefwd.service" in postinst
         assert "systemd-tmpfiles" in postinst or "tmpfiles" in postinst
+
+
+def test_cockpit_deb_holds_the_page_and_depends_on_the_bridge() -> None:
+    deb = _built_deb()
+    if deb is None:
+        pytest.skip("no .deb built (make package)")
+    debs = glob.glob(os.path.join(os.path.dirname(deb), "livefw-cockpit_*_all.deb"))
+    assert debs, "make package builds livefw-cockpit next to livefw"
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", sorted(debs)[-1]], capture_output=True, text=True, check=True
+    )
+    paths = {
+        line.split(None, 5)[5].removeprefix("./").rstrip("/")
+        for line in listing.stdout.splitlines()
+    }
+    for name in COCKPIT_FILES:
+        assert f"usr/share/cockpit/livefw/{name}" in paths
+    assert "usr/share/doc/livefw-cockpit/copyright" in paths
+    assert not any(path.startswith(("usr/lib/", "usr/bin/", "etc/")) for path in paths)
+    info = subprocess.run(
+        ["dpkg-deb", "-f", sorted(debs)[-1], "Depends", "Architecture"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "cockpit-bridge (>= 287)" in info
+    assert "livefw (>= " in info
+    assert "Architecture: all" in info
+
+
+def test_cockpit_manifest_names_the_page() -> None:
+    """The files the Makefile installs exist, and the manifest is what Cockpit reads."""
+    manifest = json.loads((REPO / "cockpit/manifest.json").read_text())
+    assert manifest["menu"]["index"]["label"] == "Firmware"
+    assert int(manifest["require"]["cockpit"]) <= 287, "Debian 12 has cockpit 287"
+    for name in COCKPIT_FILES:
+        assert (REPO / "cockpit" / name).is_file()
+    # Cockpit's content security policy: no inline script or style in the page
+    html = (REPO / "cockpit/index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline <script>"
+    assert "<style" not in html
+    assert " style=" not in html
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
 
 
 def test_rpm_spec_parses() -> None:
