@@ -56,6 +56,20 @@
         "can-cancel": "can cancel",
     };
 
+    /* the manager's and a device's Status (daemon/state.py Status) */
+    const STATUS_WORDS = {
+        "idle": "idle",
+        "loading": "loading the payload",
+        "waiting-for-auth": "waiting for authorization",
+        "device-busy": "waiting for the device",
+        "device-read": "reading from the device",
+        "device-write": "writing the firmware",
+        "device-verify": "verifying",
+        "device-activate": "activating",
+        "scheduling": "scheduling",
+        "shutdown": "livefwd is shutting down",
+    };
+
     const ERROR_WORDS = {
         NotFound: "Not found",
         InvalidFile: "The file was refused",
@@ -202,8 +216,8 @@
 
     /* ------------------------------------------------------------ privileges */
 
-    const NEEDS_ADMIN = "Needs administrative access: click \u201cLimited access\u201d in the top bar " +
-        "(Cockpit cannot answer livefw's polkit password prompts itself)";
+    const NEEDS_ADMIN = "Needs administrative access: turn it on with \u201cLimited access\u201d in the " +
+        "web console's top bar (Cockpit cannot answer livefw's polkit password prompts itself)";
 
     function applyPermission() {
         state.adminKnown = permission.allowed !== null;
@@ -211,7 +225,9 @@
         const banner = $("access");
         if (state.adminKnown && !state.admin) {
             banner.textContent = "Read-only: installing, activating, cancelling, telemetry settings and the " +
-                "maintenance window need administrative access. " + NEEDS_ADMIN + ".";
+                "maintenance window need administrative access: turn it on with \u201cLimited access\u201d " +
+                "in the web console's top bar (a user with sudo rights). Cockpit cannot answer livefw's " +
+                "polkit password prompts itself.";
         }
         show(banner, state.adminKnown && !state.admin);
         renderAll();
@@ -316,7 +332,7 @@
             });
             more.addEventListener("click", () => toggleDetails(id));
             const status = props.Status && props.Status !== "idle"
-                ? el("div", { class: "fw-muted", text: props.Status + (props.Percentage ? " " + props.Percentage + "%" : "") })
+                ? el("div", { class: "fw-muted", text: (STATUS_WORDS[props.Status] || props.Status) + (props.Percentage ? " " + props.Percentage + "%" : "") })
                 : null;
             const row = el("tr", { "data-id": id, "data-plugin": props.Plugin },
                 el("td", {}, el("div", { class: "fw-name", text: props.Name }),
@@ -802,9 +818,9 @@
                 (data.started ? "" : "service not started, ") + "rollovers " + data["rollover-count"] +
                 ", resets " + data["reset-count"] + ", log " + data["log-type"] + ".";
         } catch (error) {
+            /* shown in the section: without access this is expected, not an alert */
             $("telemetry-log").textContent = "";
-            $("telemetry-info").textContent = "";
-            reportError("Reading the telemetry log", error);
+            $("telemetry-info").textContent = "Cannot read the telemetry log: " + describeError(error);
             $("telemetry-follow").checked = false;
             followTelemetry();
         }
@@ -1046,7 +1062,7 @@
         show($("simulated"), m.Simulated === true);
         const active = m.Status && m.Status !== "idle";
         show($("progress"), !!active);
-        $("progress-status").textContent = active ? m.Status : "";
+        $("progress-status").textContent = active ? (STATUS_WORDS[m.Status] || m.Status) : "";
         $("progress-percent").textContent = active ? (m.Percentage || 0) + "%" : "";
         $("progress-bar").value = m.Percentage || 0;
     }

@@ -148,7 +148,11 @@ class Web:
             os.chmod(directory, 0o755)
         os.chmod(config_dir / "livefw.override.json", 0o644)
 
-    def start(self, uid: int | None = None) -> None:
+    def start(self, uid: int | None = None, config: str | None = None) -> None:
+        if config is not None:
+            path = self.root / "livefw.conf"
+            path.write_text(config)
+            self.daemon.config = str(path)
         self.daemon.start()
         env = self.bus.env()
         self.groups.append(
@@ -376,6 +380,15 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     # the upload's private dir is removed once livefw install is done
     _wait(lambda: not list(Path("/tmp").glob("livefw-cockpit.*")), 30, "the upload was not removed")
 
+    # every Status/Percentage the progress bar showed, recorded as it changes
+    web.driver.execute_script(
+        "window.seen = [];"
+        "new MutationObserver(() => window.seen.push("
+        "  document.getElementById('progress-status').textContent + ' ' +"
+        "  document.getElementById('progress-bar').value)"
+        ").observe(document.getElementById('progress'),"
+        "  {subtree: true, childList: true, characterData: true, attributes: true});"
+    )
     web.click('button[data-action="activate"]', web.row(pfru["Id"]))
     dialog = _wait(lambda: web.driver.find_element(By.ID, "confirm").is_displayed(), 10, "dialog")
     assert dialog
@@ -391,6 +404,9 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
         "version 6 after activation",
     )
     assert web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == ""
+    seen = web.driver.execute_script("return window.seen")
+    assert any(entry.startswith("activating") for entry in seen), seen
+    assert web.driver.find_element(By.ID, "progress").is_displayed() is False
     _wait(
         lambda: web.driver.find_elements(
             By.CSS_SELECTOR, f'#history tr[data-device="{pfru["Id"]}"][data-state="success"]'
@@ -418,9 +434,12 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
         for r in web.driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
     }
     assert states == {"success"}
-    web.driver.find_element(By.ID, "telemetry-log")  # keep in view for the screenshot
     web.shot("firmware")
     assert web.errors() == []
+    # the README's picture (docs/cockpit-firmware.png is this, reduced)
+    web.driver.set_window_size(1200, 900)
+    web.driver.execute_script("window.scrollTo(0, 0)")
+    web.shot("readme")
 
 
 def test_errors_show_livefwds_message(web: Web, tmp_path: Path) -> None:
@@ -500,6 +519,10 @@ def test_unprivileged_session_is_read_only(web: Web) -> None:
     web.open()
     assert len(web.rows()) == len(_devices(web))
     assert "Read-only" in web.text("#access")
+    # the telemetry log is polkit's telemetry-read: the section says why it is empty
+    _wait(lambda: "Not authorized" in web.text("#telemetry-info"), 30, "the telemetry refusal")
+    assert "telemetry-read" in web.text("#telemetry-info")
+    assert web.errors() == []
     install = web.driver.find_element(By.ID, "install")
     assert install.get_attribute("disabled")
     assert "administrative access" in install.get_attribute("title")
@@ -516,3 +539,50 @@ def test_unprivileged_session_is_read_only(web: Web) -> None:
     nothing = web.row(rmm["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="activate"]')
     assert nothing.get_attribute("title") == "nothing is waiting for activation"
     web.shot("read-only")
+
+
+def test_update_from_a_remote(web: Web, tmp_path: Path) -> None:
+    """GetUpgrades lists the newer release of a local remote; Update installs it."""
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    remotes = tmp_path / "remotes.d"
+    remotes.mkdir()
+    (remotes / "fleet.conf").write_text(
+        f"[livefw Remote]\nEnabled=true\nTitle=Fleet firmware\nPath={firmware}\nTrusted=true\n"
+    )
+    web.start(config=f'[install]\nremotes_dir = "{remotes}"\n')
+    pfru = next(d for d in _devices(web).values() if d["PhysicalId"].endswith("/code-injection"))
+    payload = tmp_path / "pfru-7.bin"
+    web.cli("sim", "sample", PFRU_KEY, "--version", "7", "-o", str(payload))
+    web.cli(
+        "build-cabinet", str(payload), "--guid", pfru["Guids"][0], "--version", "7",
+        "--id", "org.example.pfru.code-injection", "--name", "Example runtime fix",
+        "--protocol", "org.livefw.pfru", "-o", str(firmware / "pfru-7.cab"),
+    )  # fmt: skip
+    web.open()
+    web.click("#check-updates")
+    row = _wait(
+        lambda: web.driver.find_element(By.CSS_SELECTOR, f'#updates tr[data-id="{pfru["Id"]}"]'),
+        60,
+        "the update row",
+    )
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:3] == ["3", "7"]
+    assert "Example runtime fix" in cells[3]
+    # the devices without a release say why
+    assert "no releases for System Firmware" in web.text("#updates-none")
+    web.shot("updates")
+    web.click('button[data-action="update"]', row)
+    _wait(
+        lambda: web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "7",
+        60,
+        "pending version 7",
+    )
+    _wait(lambda: "Updated" in web.text("#install-result"), 30, "the update result")
+    assert web.errors() == []
+    # staged now: GetUpgrades has nothing newer to offer, and says so
+    _wait(
+        lambda: not web.driver.find_elements(By.CSS_SELECTOR, "#updates tbody tr"),
+        30,
+        "the update row gone",
+    )
