@@ -305,10 +305,14 @@
 
     function cancelReason(props) {
         const flags = props.Flags || [];
-        if (props.Plugin === "lfa")
-            return "an LFA image is staged by the platform (BMC), not by livefw";
         if (!props.VersionPending && !flags.includes("needs-activation") && !flags.includes("needs-reboot"))
             return "nothing is staged";
+        if (!flags.includes("can-cancel")) {
+            if (props.Plugin === "lfa")
+                return "the platform (e.g. the BMC) staged this image; the firmware cannot discard it";
+            return "the firmware cannot discard a staged image: it stays staged until it is activated " +
+                "or the machine reboots";
+        }
         return adminReason();
     }
 

@@ -335,6 +335,17 @@ def test_device_list_matches_the_cli(web: Web) -> None:
         "the CXL feature table",
     )
     assert "FWCTL_INFO features" in web.text(f'tr[data-details-for="{cxl["Id"]}"]')
+    # live-update sessions: one made with the CLI shows with its state
+    web.cli("liveupdate", "create", "vm1", "--label", "guest memory")
+    luo = next(d for d in devices.values() if d["Plugin"] == "liveupdate")
+    web.click('button[data-action="details"]', web.row(luo["Id"]))
+    web.click(f'tr[data-details-for="{luo["Id"]}"] button[data-action="sessions"]')
+    _wait(
+        lambda: "guest memory" in web.text(f'tr[data-details-for="{luo["Id"]}"]'),
+        30,
+        "the live-update session",
+    )
+    assert "outgoing" in web.text(f'tr[data-details-for="{luo["Id"]}"]')
     web.shot("devices")
     assert web.errors() == []
     # a change arrives through PropertiesChanged, without reloading the page
@@ -580,9 +591,33 @@ def test_update_from_a_remote(web: Web, tmp_path: Path) -> None:
     )
     _wait(lambda: "Updated" in web.text("#install-result"), 30, "the update result")
     assert web.errors() == []
-    # staged now: GetUpgrades has nothing newer to offer, and says so
-    _wait(
-        lambda: not web.driver.find_elements(By.CSS_SELECTOR, "#updates tbody tr"),
-        30,
-        "the update row gone",
+    # PFRU firmware cannot discard a staged capsule (no can-cancel flag): Cancel says so
+    cancel = web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
+    assert cancel.get_attribute("disabled")
+    assert "cannot discard" in cancel.get_attribute("title")
+    # a UEFI capsule staged for the next boot can be cancelled
+    uefi = next(d for d in _devices(web).values() if d["Name"] == "System Firmware")
+    capsule = tmp_path / "system-firmware.cap"
+    web.cli("sim", "sample", "System Firmware", "--version", "65600", "-o", str(capsule))
+    web.driver.find_element(By.ID, "install-file").send_keys(str(capsule))
+    _wait(lambda: web.driver.find_element(By.ID, "install").is_enabled(), 60, "Install enabled")
+    web.click("#install")
+    cancel_uefi = _wait(
+        lambda: (
+            web.row(uefi["Id"])
+            .find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
+            .is_enabled()
+            and web.row(uefi["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
+        ),
+        60,
+        "Cancel enabled for the staged capsule",
     )
+    assert web.row(uefi["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "65600"
+    cancel_uefi.click()
+    _wait(
+        lambda: web.row(uefi["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "",
+        60,
+        "the staged capsule cancelled",
+    )
+    assert web.errors() == []
+    assert not web.driver.find_elements(By.CSS_SELECTOR, "#updates tbody tr"), "checked again"
