@@ -9,8 +9,9 @@ answers each with one JSON line on stdout:
   answers ``{"replies": {error name or "ok": count}}``.
 * ``flood KIND COUNT``: COUNT calls of KIND at once (one fd each) over 4 connections;
   answers when every reply has come, with the same ``replies`` count.
-* ``watch SECONDS``: collect PropertiesChanged signals from livefwd for SECONDS,
-  answers ``{"paths": [...]}`` (a match rule is added at start, see ``ready``).
+* ``watch SECONDS [PATH...]``: the paths of the PropertiesChanged signals received so
+  far (a match rule is added at start), once every PATH is among them or after
+  SECONDS: ``{"paths": [...]}``.
 * ``quit``.
 
 It prints ``{"ready": true}`` once connected (and subscribed to PropertiesChanged).
@@ -21,6 +22,7 @@ Tests drive it through :class:`HostileClient` (``nobody`` under setpriv).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -153,10 +155,12 @@ async def main(address: str) -> None:
     bus = MessageBus(bus_address=address, negotiate_unix_fd=True)
     await bus.connect()
     seen: list[str] = []
+    arrived = asyncio.Event()
 
     def on_message(message: Message) -> bool:
         if message.message_type == MessageType.SIGNAL and message.member == "PropertiesChanged":
             seen.append(str(message.path))
+            arrived.set()
         return False
 
     bus.add_message_handler(on_message)
@@ -184,7 +188,12 @@ async def main(address: str) -> None:
         elif words[0] == "flood":
             result = await _flood(address, words[1], int(words[2]))
         elif words[0] == "watch":
-            await asyncio.sleep(float(words[1]))
+            # until every PATH given has been seen (or SECONDS have passed)
+            deadline = loop.time() + float(words[1])
+            while not set(words[2:]) <= set(seen) and loop.time() < deadline:
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), deadline - loop.time())
             result = {"paths": sorted(set(seen))}
         else:
             result = {"error": f"unknown command {words[0]}"}

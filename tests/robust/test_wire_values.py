@@ -4,7 +4,8 @@ As ``nobody`` on a bus with the shipped policy (polkit denying): GetHistory with
 ``limit`` of the wrong type or sign, a ``device-id`` of the wrong type, and a variant
 nested 50 deep in place of either; and the same nesting and wrong types in every other
 ``a{sv}`` options parser of the bus layer (Activate, Cancel, Install, Telemetry
-SetLogInfo, Fwctl Rpc, LiveUpdate CreateSession/RetrieveSession/Kexec). Options are
+SetLogInfo, Lfa SetActivationOptions, Fwctl Rpc, LiveUpdate CreateSession,
+RetrieveSession, Kexec). Options are
 checked before polkit is asked, so each answers InvalidArgument, and livefwd logs one
 ``method_refused`` line per call and no traceback. A Jcat file nested 100,000 deep in a
 cabinet (through the fwupd-compatible GetDetails, which parses before any
@@ -70,6 +71,14 @@ calls = {
     "SetLogInfo": dict(
         member="SetLogInfo", signature="a{sv}", body=[{"level": deep}],
         path=base + pfru, interface="org.livefw.Daemon1.Telemetry",
+    ),
+    "SetLogInfo revision": dict(
+        member="SetLogInfo", signature="a{sv}", body=[{"revision": Variant("s", "2")}],
+        path=base + pfru, interface="org.livefw.Daemon1.Telemetry",
+    ),
+    "SetActivationOptions": dict(
+        member="SetActivationOptions", signature="a{sv}", body=[{"auto-activate": deep}],
+        path=base + lfa, interface="org.livefw.Daemon1.Lfa",
     ),
     "Rpc": dict(
         member="Rpc", signature="saya{sv}", body=["configuration", b"", {"response-size": deep}],
