@@ -32,7 +32,7 @@ import pytest
 from hostile_client import HostileClient, open_fds
 from nobody_env import Hostile, hostile
 
-from livefw.bus.backend import MAX_FDS_IN_FLIGHT, MAX_FDS_PER_SENDER
+from livefw.bus.backend import MAX_FDS_IN_FLIGHT, MAX_FDS_PER_SENDER, _top_level_types
 from livefw.kernel.sim.liveupdate import LiveUpdateState
 from livefw.testing import Cli
 
@@ -200,3 +200,20 @@ def test_descriptors_of_calls_in_flight_are_bounded_and_returned(
         assert replies.get("org.livefw.Daemon1.Error.Busy", 0) >= 400 - held - 60, answer
         assert before < peak <= before + 4 * MAX_FDS_PER_SENDER + 4, (before, peak, answer)
         assert _settled(h.pid) == before
+
+
+@pytest.mark.parametrize(
+    ("signature", "types"),
+    [
+        ("", []),
+        ("h", ["h"]),
+        ("sha{sv}", ["s", "h", "a{sv}"]),
+        ("hta{sv}", ["h", "t", "a{sv}"]),
+        ("a(hh)ha{s(ah)}v", ["a(hh)", "h", "a{s(ah)}", "v"]),
+        ("(s(hh))aah", ["(s(hh))", "aah"]),
+    ],
+)
+def test_only_top_level_h_arguments_take_descriptors(signature: str, types: list[str]) -> None:
+    """The bus layer hands a method the fds its top-level ``h`` arguments name; an ``h``
+    inside a container or a variant is not one (its fd is closed on arrival)."""
+    assert _top_level_types(signature) == types
