@@ -401,6 +401,9 @@ class ReleaseService:
             release = candidate.release
             extra = {
                 "appstream-id": release.appstream_id,
+                # fwupd's history shows the release's name and description (issue 18)
+                "release-name": release.name[:256],
+                "release-description": release.description[:4096],
                 "release-version": release.version,
                 "release-id": release.release_id,
                 "cabinet-sha1": candidate.cabinet.sha1,

@@ -592,6 +592,11 @@ class CompatInterface(ServiceInterface, EngineListener):
             ),
         }
         data = entry.data
+        # fwupdmgr prints the release name ("(null) Update:" without one); a raw
+        # capsule installed through livefw's own API has none: the device's name
+        release["Name"] = Variant("s", str(data.get("release-name") or entry.device_name))
+        if data.get("release-description"):
+            release["Description"] = Variant("s", str(data["release-description"]))
         if data.get("appstream-id"):
             release["AppstreamId"] = Variant("s", str(data["appstream-id"]))
         if data.get("cabinet-sha1"):
@@ -872,6 +877,7 @@ class CompatInterface(ServiceInterface, EngineListener):
             ) from error
         finally:
             os.close(fd)
+        await self._refresh_supported()  # supported: a remote holds a release for it
         result = []
         for candidate in candidates:
             matches = [
@@ -881,7 +887,7 @@ class CompatInterface(ServiceInterface, EngineListener):
             ]
             if matches:
                 device = matches[0]
-                entry = device_dict(device, True, self.created)
+                entry = device_dict(device, device.id in self._supported, self.created)
                 order = releases.compare_to_device(device, candidate)
             else:
                 entry = {

@@ -161,7 +161,7 @@ CASES = [
     case("activate", "{pfru}", says=f"Activating firmware update for {PFRU_NAME}"),
     case("activate", says=f"Activating firmware update for {LFA_NAME}"),
     case("activate", code=2, says="No firmware to activate"),
-    case("get-history", says=PFRU_NAME),
+    case("get-history", says="PFRU 4 Update:"),  # the release's name, not "(null)"
     case("get-results", "{pfru}", says="Success"),
     case("report-export", says="Saved report"),
     case("report-history", code=2, says="No reports require uploading"),
@@ -305,3 +305,20 @@ def test_inhibit_blocks_installs_on_both_apis_until_the_client_leaves(own: Sweep
         time.sleep(0.5)
     else:
         pytest.fail("the inhibit outlived its client")
+
+
+def test_get_details_marks_supported_only_when_a_remote_has_the_release(own: Sweep) -> None:
+    cab = own.cabinet("4")
+
+    def flags() -> list[str]:
+        out = own.fwupdmgr("get-details", cab, "--json").stdout
+        (device,) = [d for d in json.loads(out)["Devices"] if d.get("Name") == PFRU_NAME]
+        return list(device["Flags"])
+
+    assert "supported" not in flags()
+    folder = own.work / "firmware"
+    shutil.copy(cab, folder)
+    (own.work / "remotes.d" / "fleet.conf").write_text(
+        f"[livefw Remote]\nEnabled=true\nTitle=Fleet\nPath={folder}\n"
+    )
+    assert "supported" in flags()
