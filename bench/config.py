@@ -55,6 +55,10 @@ BACKENDS = [
 ]
 #: the cProfile run (PROFILE=0 skips it; a quick run skips it unless PROFILE=1)
 PROFILE = os.environ.get("PROFILE", "0" if QUICK else "1") == "1"
+#: the 1,000 -> 10,000 devices series (bench/scale.py): SCALE=0 skips it (a quick run
+#: skips it unless SCALE=1); SCALE_BACKENDS the livefwd backends it runs on
+SCALE = os.environ.get("SCALE", "0" if QUICK else "1") == "1"
+SCALE_BACKENDS = [b for b in os.environ.get("SCALE_BACKENDS", "fast next").split() if b in BACKENDS]
 FWUPD_BIN = os.environ.get("FWUPD_BIN", "/usr/libexec/fwupd/fwupd")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_CPUS = os.sched_getaffinity(0)

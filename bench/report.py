@@ -239,7 +239,7 @@ def write_report(results: dict[str, Any], path: str) -> None:
     w("")
     w("| target | payload | bytes | staging s | floor s | throughput / floor | errors |")
     w("|---|---|---|---|---|---|---|")
-    for key, label in labels[str(sizes[0])]:
+    for key, label in labels.get(str(sizes[0]) if sizes else "", []):
         st = _get(by, key, "steady", "stage") or {}
         for kind, r in st.items():
             med, fl = _get(r, "seconds", "median"), _get(r, "floor_seconds", "median")
@@ -253,7 +253,7 @@ def write_report(results: dict[str, Any], path: str) -> None:
     w("")
     w("| target | interface | bytes | Read µs | / Ping | daemon CPU µs | MB/s |")
     w("|---|---|---|---|---|---|---|")
-    for key, label in labels[str(sizes[0])]:
+    for key, label in labels.get(str(sizes[0]) if sizes else "", []):
         tel = _get(by, key, "steady", "telemetry")
         if not tel or "error" in tel:
             if tel:
@@ -286,6 +286,45 @@ def write_report(results: dict[str, Any], path: str) -> None:
                     f"{a['daemon_cpu_us']['median']:.0f} | {b['daemon_cpu_us']['median']:.0f} |"
                 )
     w("")
+    # --------------------------------------------------------------- scale
+    scale_results = results.get("scale") or {}
+    if scale_results:
+        w("## Scale: 1,000 to 10,000 devices (livefwd only)")
+        w("")
+        w(
+            "bench/scale.py, one backend at a time (fwupd is not run at 10,000 devices: "
+            "its fake root would need 10,000 ESRT entries and the series would take longer "
+            "than the rest of the run; its 999-device figures are above). Medians; start-up "
+            "warm; the install stages a UEFI capsule on the system firmware among all the "
+            "devices; the property change is its `Cancel` until the device's "
+            "`PropertiesChanged` reaches another client. *Loop held*: worst `Ping` wait "
+            "of another process while the largest calls run back to back."
+        )
+        w("")
+        w(
+            "| backend | devices | objects | start ms | GetDevices ms | GetManagedObjects ms | "
+            "property change ms | install ms | loop held ms | RSS MiB |"
+        )
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for backend, sc in scale_results.items():
+            for _n, r in sc.get("sizes", {}).items():
+                inst = r.get("install", {})
+                err = inst.get("error", "—")
+                w(
+                    f"| dbus-{backend} | {r.get('devices')} | {r.get('objects')} | "
+                    f"{_get(r, 'start_warm_ms', 'median') or 0:.0f} | "
+                    f"{(_get(r, 'GetDevices_us', 'median') or 0) / 1e3:.1f} | "
+                    f"{(_get(r, 'GetManagedObjects_us', 'median') or 0) / 1e3:.1f} | "
+                    f"{inst.get('property_change_ms', err)!s:.40} | "
+                    f"{inst.get('install_ms', err)!s:.40} | "
+                    f"{_get(r, 'stall', 'max_ms') or '—'} | "
+                    f"{(r.get('rss_after_kib') or 0) / 1024:.1f} |"
+                )
+            lin = sc.get("linear")
+            if lin:
+                w("")
+                w(f"dbus-{backend}: {lin['detail']}.")
+            w("")
     # --------------------------------------------------------------- profile
     prof = results.get("profile")
     if prof:

@@ -44,12 +44,13 @@ from typing import Any
 # run as a script (`python bench/run.py`): the harness's modules are the `bench` package
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.config import BACKENDS, HERE, PROFILE, QUICK, SIZES, log
+from bench.config import BACKENDS, HERE, PROFILE, QUICK, SCALE, SCALE_BACKENDS, SIZES, log
 from bench.fwupd import ensure_fwupd
 from bench.harness import Harness
 from bench.measure import startup, steady
 from bench.profiling import profile
 from bench.report import machine_info, write_report
+from bench.scale import SCALE_SIZES, scale
 from bench.staging import extras, make_payloads
 from bench.targets import make_targets
 from bench.verdicts import slopes, verdicts
@@ -94,6 +95,14 @@ async def main_async(scratch: str) -> dict[str, Any]:
                 except Exception as error:  # keep what was measured, say what failed
                     errors.append(f"{t.key}: {type(error).__name__}: {error}")
                     log(f"{t.key}: FAILED: {error}")
+        if SCALE:
+            for backend in SCALE_BACKENDS:
+                log(f"scale: livefwd (dbus-{backend}) at {SCALE_SIZES} devices")
+                try:
+                    results.setdefault("scale", {})[backend] = await scale(h, scratch, bus, backend)
+                except Exception as error:
+                    errors.append(f"scale {backend}: {type(error).__name__}: {error}")
+                    log(f"scale {backend}: FAILED: {error}")
         if PROFILE:
             n = SIZES[-1]
             t = next(t for t in make_targets(scratch, bus, n, False) if t.backend == BACKENDS[0])

@@ -48,6 +48,10 @@ def verdicts(results: dict[str, Any]) -> None:
     """Fill ``results["verdicts"]`` (the report's target table)."""
     by, sizes = results["targets"], results["sizes"]
     out: list[dict[str, str]] = []
+    results["verdicts"] = out
+    if not sizes:
+        _scale_verdicts(results, out)
+        return
     n0, n_hi = sizes[0], sizes[-1]
 
     # 17.1 start-up
@@ -140,7 +144,12 @@ def verdicts(results: dict[str, Any]) -> None:
                 parts.append(f"dbus-{b} {kind}: failed ({'; '.join(r['errors'])[:200]})")
     out.append(_row(f"staging ≥ 0.8× the cp + sha256sum floor ({STAGE_MIB} MiB)", vs, parts))
 
-    # 17.6 scale
+    _scale_verdicts(results, out)
+    _idle_verdict(by, out)
+
+
+def _scale_verdicts(results: dict[str, Any], out: list[dict[str, str]]) -> None:
+    """17.6: the 1,000 -> 10,000 series (bench/scale.py)."""
     scale = results.get("scale") or {}
     for b in BACKENDS:
         sc = scale.get(b)
@@ -165,7 +174,8 @@ def verdicts(results: dict[str, Any]) -> None:
                 )
             )
 
-    # idle
+
+def _idle_verdict(by: dict[str, Any], out: list[dict[str, str]]) -> None:
     vs, parts = [], []
     for key, res in by.items():
         idle = _get(res, "steady", "idle")
@@ -181,7 +191,6 @@ def verdicts(results: dict[str, Any]) -> None:
             "detail": "; ".join(parts),
         }
     )
-    results["verdicts"] = out
 
 
 def slopes(results: dict[str, Any]) -> None:

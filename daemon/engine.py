@@ -14,13 +14,13 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from livefw.config import Config
 from livefw.device import Device
+from livefw.entrypoints import entry_points
 from livefw.errors import (
     Busy,
     Internal,

@@ -273,6 +273,9 @@ class FwctlPlugin(Plugin):
         super().__init__(ctx)
         self.config = FwctlConfig.parse(ctx.config)
         self._devices: dict[str, FwctlDevice] = {}
+        #: device id -> node, so a duplicate is found without a scan of every device
+        #: (that scan made probing quadratic: minutes at 10,000 devices; bench/scale.py)
+        self._ids: dict[str, str] = {}
         #: CXL memdev name -> the PCI function holding it (see _pci_function_holding).
         self._memdev_pci: dict[str, str] = {}
         #: the running kernel's (major, minor), None when unknown (allow-lists differ).
@@ -527,10 +530,11 @@ class FwctlPlugin(Plugin):
             features=features,
             mailbox_payload=mailbox_payload,
         )
-        if any(d.id == device.id for d in self._devices.values()):
+        if device.id in self._ids:
             self.ctx.log.warning("fwctl_duplicate_device", node=node, physical_id=physical_id)
             return
         self._devices[node] = device
+        self._ids[device.id] = node
         self.ctx.add_device(device)
         self.ctx.log.info(
             "fwctl_device_added", node=node, type=type_name, parent=parent.name, pci=where
@@ -538,6 +542,8 @@ class FwctlPlugin(Plugin):
 
     def _remove(self, node: str) -> None:
         device = self._devices.pop(node, None)
+        if device is not None:
+            self._ids.pop(device.id, None)
         if device is not None:
             device.removed = True
             self.ctx.remove_device(device.id)

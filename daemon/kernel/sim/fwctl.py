@@ -302,7 +302,19 @@ class FwctlComponent(SimComponent):
     # ---------------------------------------------------------------- rendering
 
     def _node(self, minor: int) -> FwctlNode | None:
-        return next((node for node in self.state.nodes if node.minor == minor), None)
+        """The node of ``minor``, from an index rebuilt when the node list changes.
+
+        A linear search per lookup made rendering and probing quadratic in the node
+        count (minutes at 10,000 simulated devices; bench/scale.py). The list is only
+        appended to or replaced, so its identity and length say when to rebuild.
+        """
+        nodes = self.state.nodes
+        cached = getattr(self, "_index", None)
+        if cached is None or cached[0] is not nodes or cached[1] != len(nodes):
+            cached = (nodes, len(nodes), {node.minor: node for node in reversed(nodes)})
+            self._index = cached
+        found: FwctlNode | None = cached[2].get(minor)
+        return found
 
     @staticmethod
     def _visible(node: FwctlNode) -> bool:

@@ -166,7 +166,18 @@ class LfaComponent(SimComponent):
         }
 
     def _image(self, guid: str) -> LfaImage | None:
-        return next((image for image in self.state.images if image.guid == guid), None)
+        """The image of ``guid``, from an index rebuilt when the image list changes.
+
+        As in the fwctl component: a linear search per lookup was quadratic at scale;
+        the list is only appended to or replaced.
+        """
+        images = self.state.images
+        cached = getattr(self, "_index", None)
+        if cached is None or cached[0] is not images or cached[1] != len(images):
+            cached = (images, len(images), {image.guid: image for image in reversed(images)})
+            self._index = cached
+        found: LfaImage | None = cached[2].get(guid)
+        return found
 
     def _kernel_name(self, guid: str) -> str:
         if guid in uapi.KNOWN_IMAGES:
