@@ -2,7 +2,8 @@
 #
 #   make test-compat   installs Debian's fwupd package (for its client: fwupdmgr,
 #                      libfwupd and the polkit policy file) and runs the compat,
-#                      cabinet, jcat and remote tests
+#                      cabinet, jcat and remote tests, including the sweep of every
+#                      fwupdmgr subcommand (test_compat_commands.py, marked slow)
 #
 # `make test` installs the package only when CI=true and fwupdmgr is missing;
 # elsewhere the fwupdmgr tests skip with a message saying so. The fwupd daemon is

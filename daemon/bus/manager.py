@@ -209,6 +209,9 @@ class ManagerInterface(ServiceInterface):
         state: dict[str, Variant] = {
             "StartTime": Variant("t", int(self.start_time * 1_000_000)),
             "BootId": Variant("s", self.ctx.engine.boot_id),
+            # fwupd-compatible Inhibit (issue 18): id -> reason, installs and activations
+            # are refused while any is held
+            "Inhibits": Variant("a{ss}", dict(self.ctx.engine.inhibits)),
         }
         try:
             raw = await self.ctx.engine.provider.read_attr(TAINTED_PATH)

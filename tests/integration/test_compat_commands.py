@@ -295,6 +295,14 @@ def test_inhibit_blocks_installs_on_both_apis_until_the_client_leaves(own: Sweep
         assert "kernel upgrade in progress" in native.stdout + native.stderr
         lfa = own.cli("activate", LFA_NAME, check=False)
         assert lfa.returncode == 6
+        state = subprocess.run(
+            ["busctl", f"--address={own.bus.address}", "--json=short", "call",
+             "org.livefw.Daemon1", "/org/livefw/Daemon1", "org.livefw.Daemon1.Manager",
+             "GetHostState"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        inhibits = json.loads(state.stdout)["data"][0]["Inhibits"]["data"]
+        assert list(inhibits.values()) == ["kernel upgrade in progress"]
     finally:
         holder.send_signal(signal.SIGINT)
         holder.wait(30)
