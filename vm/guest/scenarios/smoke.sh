@@ -1,0 +1,18 @@
+# shellcheck shell=sh
+# Smoke: the guest boots, livefwd starts with the real provider and answers.
+fact cmdline "$(cat /proc/cmdline)"
+start_bus
+if ! start_livefwd; then
+    result FAIL "livefwd did not answer on the bus (see build/vm/smoke/livefwd.log)"
+    return 0
+fi
+livefw plugins > "$RES/plugins.txt" 2>&1
+fact plugins "$(tr '\n' ' ' < "$RES/plugins.txt" | tr -s ' ')"
+check devices livefw get-devices
+fact devices "$(printf '%s' "$CHECK_OUT" | tr '\n' ' ' | tr -s ' ')"
+sim=$(busctl get-property org.livefw.Daemon1 /org/livefw/Daemon1 org.livefw.Daemon1.Manager Simulated 2>&1)
+if [ "$sim" != "b false" ]; then
+    result FAIL "Manager.Simulated is '$sim', not 'b false'"
+else
+    result PASS "livefwd answered with the real provider"
+fi
