@@ -17,6 +17,7 @@ Standard library only: it runs before the project's venv matters.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import socket
@@ -279,7 +280,8 @@ def main() -> int:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
     tools = dict(line.split("=", 1) for line in sh("tools.sh").splitlines() if "=" in line)
-    kernel = sh("build-kernel.sh").splitlines()[-1]
+    # LIVEFW_VM_KERNEL: boot this bzImage instead of the cached build (development)
+    kernel = os.environ.get("LIVEFW_VM_KERNEL") or sh("build-kernel.sh").splitlines()[-1]
     initrd = sh("build-initramfs.sh").splitlines()[-1]
     if not (REPO / ".venv" / "bin" / "livefwd").exists():
         raise SystemExit("vm: no .venv: run `make venv` first")
