@@ -126,6 +126,24 @@ def during_hotplug(res: Path, alive: Callable[[], bool]) -> None:
     (res / "hotplug-deleted").write_text(monitor(res, "device_del cxl-vmem1"))
 
 
+def during_pfru(res: Path, alive: Callable[[], bool]) -> None:
+    """Read the AML's telemetry rings out of guest memory (pmemsave), from outside."""
+    if not wait_for(res / "pfru-dump", 900, alive):
+        return
+    for name, address in (("ring-exec.bin", 0x60100000), ("ring-history.bin", 0x60101000)):
+        monitor(res, f"pmemsave {address:#x} 4096 {res / name}")
+    (res / "pfru-dumped").write_text("done\n")
+
+
+def verify_pfru(res: Path, _serial: list[str]) -> list[str]:
+    history = res / "ring-history.bin"
+    if not history.exists():
+        return ["no dump of the firmware's history ring (QEMU monitor pmemsave)"]
+    if b"activate code injection: 16 -> 17: success" not in history.read_bytes():
+        return ["guest memory at 0x60101000 holds no 'activate ... 16 -> 17' record"]
+    return []
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -136,7 +154,7 @@ SCENARIOS: dict[str, Scenario] = {
             cmdline="kho=on liveupdate=on",
             prepare=prepare_liveupdate,
             verify=verify_liveupdate,
-            timeout=900,
+            timeout=1800,
         ),
         Scenario(
             "pfru",
@@ -144,6 +162,8 @@ SCENARIOS: dict[str, Scenario] = {
             # the AML's communication buffer and telemetry rings (see pfrut.asl)
             cmdline="memmap=2M$0x60000000 nokaslr",
             asl=["pfrut"],
+            during=during_pfru,
+            verify=verify_pfru,
         ),
         Scenario(
             "fwctl",

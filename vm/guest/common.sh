@@ -7,7 +7,7 @@ export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
 STATE=${STATE:-/var/lib/livefw}
 
-say() { echo "VMLOG: $*" > /dev/console; echo "$*" >> "$RES/guest.log"; }
+say() { t=$(cut -d' ' -f1 /proc/uptime); echo "VMLOG: [$t] $*" > /dev/console; echo "[$t] $*" >> "$RES/guest.log"; }
 # fact KEY TEXT: something the kernel or firmware did, shown by the host
 fact() { k=$1; shift; echo "FACT $k $*" >> "$RES/result"; echo "VMFACT $k $*" > /dev/console; }
 # result PASS|FAIL|SKIP TEXT: the scenario's verdict (the last one counts)
@@ -16,7 +16,7 @@ result() { v=$1; shift; echo "RESULT $v $*" >> "$RES/result"; echo "VMRESULT $v 
 check() {
     name=$1; shift
     out=$("$@" 2>&1); rc=$?
-    printf '%s\n' "--- $name (rc=$rc): $*" "$out" >> "$RES/guest.log"
+    printf '%s\n' "--- [$(cut -d' ' -f1 /proc/uptime)] $name (rc=$rc): $*" "$out" >> "$RES/guest.log"
     CHECK_OUT=$out
     return $rc
 }
@@ -46,6 +46,13 @@ start_bus() {
 </busconfig>
 CONF
     dbus-daemon --config-file=/run/dbus/bus.conf --fork --nopidfile
+    # udev, as on a real machine: livefwd's uevent monitor (pyudev, source "udev")
+    # hears only what systemd-udevd re-broadcasts, and udev properties come from its db
+    if [ -x /lib/systemd/systemd-udevd ]; then
+        /lib/systemd/systemd-udevd --daemon
+        udevadm trigger --action=add >/dev/null 2>&1
+        udevadm settle --timeout=120 || say "udevadm settle timed out"
+    fi
     i=0
     while [ ! -S /run/dbus/system_bus_socket ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
 }

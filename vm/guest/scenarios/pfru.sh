@@ -34,6 +34,10 @@ check telemetry livefw telemetry "$dev"
 trc=$?
 printf '%s\n' "$CHECK_OUT" > "$RES/telemetry.txt"
 fact telemetry "exit $trc, $(printf '%s' "$CHECK_OUT" | wc -l) lines, last: $(printf '%s' "$CHECK_OUT" | tail -2 | tr '\n' '|')"
+# the host reads the firmware's rings out of guest memory (QEMU pmemsave)
+touch "$RES/pfru-dump"
+i=0
+while [ ! -e "$RES/pfru-dumped" ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
 case "$after" in
     *code_rt_version=17*) ;;
     *) result FAIL "the firmware's runtime version is not 17 after install --activate (exit $rc)"; return 0 ;;

@@ -7,8 +7,7 @@ if ! start_livefwd; then
     result FAIL "livefwd did not answer on the bus (see build/vm/smoke/livefwd.log)"
     return 0
 fi
-livefw plugins > "$RES/plugins.txt" 2>&1
-fact plugins "$(tr '\n' ' ' < "$RES/plugins.txt" | tr -s ' ')"
+fact plugins "$(python3 -c 'import json,sys; print(" ".join(f"{p["Name"]}={p["Result"]}({p["Devices"]})" for p in json.load(open(sys.argv[1]))))' "$RES/plugins.json")"
 check esp livefw esp
 fact esp "exit $? $(printf '%s' "$CHECK_OUT" | tail -3 | tr -s ' ' | tr '\n' '|')"
 check devices livefw get-devices
