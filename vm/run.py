@@ -202,7 +202,11 @@ def qemu_command(
     vars_copy = res / "OVMF_VARS.fd"
     shutil.copyfile(OVMF_VARS, vars_copy)
     append = " ".join(
-        ["console=ttyS0 panic=-1 loglevel=6", f"livefw.repo={REPO}", f"livefw.scenario={sc.name}"]
+        [
+            "console=ttyS0 panic=-1 loglevel=6 no_timer_check",
+            f"livefw.repo={REPO}",
+            f"livefw.scenario={sc.name}",
+        ]
         + ([sc.cmdline] if sc.cmdline else [])
     )
     cmd = [

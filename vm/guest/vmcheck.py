@@ -2,7 +2,8 @@
 
     python3 vmcheck.py pfru-cap                    # PFRU_IOC_QUERY_CAP as the kernel answers
     python3 vmcheck.py pfru-capsule OUT RT PLATFORM  # a code-injection capsule (rt_ver RT)
-    python3 vmcheck.py device FIELD QUERY          # a field of the device matching QUERY
+    python3 vmcheck.py summary < devices.json     # one line per `livefw get-devices --json`
+    python3 vmcheck.py device FIELD QUERY [JSON]           # a field of the device matching QUERY
     python3 vmcheck.py cxl-features DEVICE         # uuid set_size flags of each feature (livefw)
     python3 vmcheck.py cxl-get HEXUUID COUNT       # request hex of a CXL Get Feature
     python3 vmcheck.py cxl-set HEXUUID VERSION HEX # request hex of a CXL Set Feature
@@ -43,11 +44,15 @@ def pfru_capsule(out: str, rt_ver: int, platform: str) -> int:
     return 0
 
 
-def device(field: str, query: str) -> int:
-    done = subprocess.run(
-        ["livefw", "get-devices", "--json"], capture_output=True, text=True, check=True
-    )
-    for item in json.loads(done.stdout):
+def device(field: str, query: str, path: str | None = None) -> int:
+    if path:
+        with open(path) as handle:
+            text = handle.read()
+    else:
+        text = subprocess.run(
+            ["livefw", "get-devices", "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    for item in json.loads(text):
         text = json.dumps(item)
         if query in text:
             print(item.get(field, ""))
@@ -85,8 +90,19 @@ def main() -> int:
         data = bytes.fromhex(args[2])
         print(fwctl.pack_set_feature(args[0], data, version=int(args[1])).hex())
         return 0
+    if cmd == "summary":  # `livefw get-devices --json` on stdin -> one line
+        items = json.load(sys.stdin)
+        print(
+            "; ".join(
+                f"{d.get('Name')} v{d.get('Version')} [{','.join(d.get('Flags', []))}]"
+                f" state={d.get('UpdateState')}"
+                for d in items
+            )
+            or "no devices"
+        )
+        return 0
     if cmd == "device":
-        return device(args[0], args[1])
+        return device(args[0], args[1], args[2] if len(args) > 2 else None)
     print(f"unknown command {cmd}", file=sys.stderr)
     return 2
 

@@ -15,10 +15,10 @@ python3 "$GUEST_DIR/vmcheck.py" pfru-capsule /tmp/rt17.cap 17 "$PLATFORM"
 python3 "$GUEST_DIR/vmcheck.py" pfru-capsule /tmp/other.cap 18 6c6976ef-0000-4d00-8000-000000000000
 start_bus
 start_livefwd || { result FAIL "livefwd did not answer"; return 0; }
-check devices livefw get-devices
-fact devices "$(printf '%s' "$CHECK_OUT" | grep -i pfr | tr -s ' ' | tr '\n' '|')"
-dev=$(python3 "$GUEST_DIR/vmcheck.py" device id code-injection 2>/dev/null || true)
-[ -n "$dev" ] || dev=$(python3 "$GUEST_DIR/vmcheck.py" device id pfru 2>/dev/null || true)
+check devices livefw get-devices --json
+printf '%s' "$CHECK_OUT" > "$RES/devices.json"
+fact devices "$(python3 "$GUEST_DIR/vmcheck.py" summary < "$RES/devices.json")"
+dev=$(python3 "$GUEST_DIR/vmcheck.py" device Id "code injection" "$RES/devices.json" 2>/dev/null || true)
 [ -n "$dev" ] || { result FAIL "livefwd shows no PFRU device: $CHECK_OUT"; return 0; }
 check other livefw install /tmp/other.cap "$dev"
 fact install_other_platform "exit $? $(printf '%s' "$CHECK_OUT" | tail -2 | tr '\n' ' ')"
@@ -28,8 +28,8 @@ fact install_rt17 "exit $rc $(printf '%s' "$CHECK_OUT" | tail -3 | tr '\n' ' ')"
 check cap python3 "$GUEST_DIR/vmcheck.py" pfru-cap
 fact query_cap_after "$CHECK_OUT"
 after=$CHECK_OUT
-check device livefw get-device "$dev"
-fact device_after "$(printf '%s' "$CHECK_OUT" | tr -s ' ' | tr '\n' '|')"
+check device livefw get-devices --json
+fact devices_after "$(printf '%s' "$CHECK_OUT" | python3 "$GUEST_DIR/vmcheck.py" summary)"
 check telemetry livefw telemetry "$dev"
 trc=$?
 printf '%s\n' "$CHECK_OUT" > "$RES/telemetry.txt"

@@ -12,11 +12,12 @@ pid=$(systemctl show -p MainPID --value livefwd.service)
 fact process "$(grep -E '^(CapInh|CapPrm|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/$pid/status | tr -s '\t ' ' ' | tr '\n' ' ')"
 fact unit "$(systemctl show -p DevicePolicy -p DeviceAllow -p CapabilityBoundingSet -p SystemCallFilter livefwd.service | cut -c1-400 | tr '\n' '|')"
 fact cgroup "$(cat /proc/$pid/cgroup)"
-check devices livefw get-devices
-fact devices "$(printf '%s' "$CHECK_OUT" | tr -s ' ' | tr '\n' '|')"
+check devices livefw get-devices --json
+printf '%s' "$CHECK_OUT" > "$RES/devices.json"
+fact devices "$(python3 "$GUEST_DIR/vmcheck.py" summary < "$RES/devices.json")"
 # PFRU: stage + activate through the real driver, then telemetry through mmap
 python3 "$GUEST_DIR/vmcheck.py" pfru-capsule /tmp/rt17.cap 17 "$PLATFORM"
-dev=$(python3 "$GUEST_DIR/vmcheck.py" device id code-injection 2>/dev/null || true)
+dev=$(python3 "$GUEST_DIR/vmcheck.py" device Id "code injection" "$RES/devices.json" 2>/dev/null || true)
 if check pfru livefw install /tmp/rt17.cap $dev --activate; then
     check cap python3 "$GUEST_DIR/vmcheck.py" pfru-cap
     case "$CHECK_OUT" in *code_rt_version=17*) ;; *) failures="$failures pfru-version" ;; esac
