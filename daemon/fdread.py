@@ -135,7 +135,10 @@ class FdReader:
                 "that does not answer; try again later or from another file system"
             )
         loop = asyncio.get_running_loop()
-        child = _spawn(fd, limit)
+        try:
+            child = _spawn(fd, limit)
+        except OSError as error:  # EAGAIN (process limit), EMFILE, ENOMEM
+            raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
         self._children.add(child)
         assert child.stdout is not None
         out = child.stdout.fileno()
@@ -178,6 +181,8 @@ class FdReader:
                         "does not answer; copy the file to a local disk and try again"
                     ) from None
                 progress.clear()
+            if len(data) > limit:  # the reader never writes more; do not wait for it
+                raise TooLarge(f"the {self.name} is over the limit of {limit} bytes")
             status = await self._exit_status(child)
         finally:
             if not eof:
