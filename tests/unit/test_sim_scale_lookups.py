@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from livefw.kernel.sim.fwctl import FwctlComponent
 from livefw.kernel.sim.lfa import LfaComponent
 from livefw.kernel.sim.machine import SimMachine
@@ -53,3 +55,35 @@ def test_fwctl_and_lfa_lookups_walk_the_list_once(tmp_path: Path) -> None:
     removed = minors[0]
     fwctl.state.nodes = CountingList(n for n in list.__iter__(nodes) if n.minor != removed)
     assert fwctl._node(removed) is None  # a replaced list is indexed again
+
+
+async def test_fwctl_coldplug_scans_pci_functions_once_when_memdevs_are_beyond_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memdevs past PCI_SCAN_MAX functions stay unresolved without a rescan per node."""
+    from livefw.config import Config
+    from livefw.engine import Engine
+    from livefw.kernel.sim.provider import SimProvider
+    from livefw.kernel.uapi import fwctl as uapi
+    from livefw.plugins.fwctl import FwctlPlugin
+    from livefw.plugins.fwctl import plugin as fwctl_plugin
+
+    machine = SimMachine.create(str(tmp_path / "sim"), "scale", 40)
+    monkeypatch.setattr(uapi, "PCI_SCAN_MAX", 10)
+    scans = 0
+    original = fwctl_plugin.FwctlPlugin._scan_memdevs
+
+    async def counting(self: Any) -> dict[str, str]:
+        nonlocal scans
+        scans += 1
+        found: dict[str, str] = await original(self)
+        return found
+
+    monkeypatch.setattr(fwctl_plugin.FwctlPlugin, "_scan_memdevs", counting)
+    engine = Engine(SimProvider(machine), Config(), str(tmp_path), [FwctlPlugin])
+    await engine.start()
+    try:
+        assert len([d for d in engine.devices.values() if d.plugin == "fwctl"]) >= 40
+        assert scans == 1
+    finally:
+        await engine.stop()
