@@ -872,10 +872,14 @@
         const id = $("telemetry-device").value;
         if (!id)
             return;
+        const level = $("telemetry-level").value;
+        const type = $("telemetry-type").value;
         await runBusy("Changing the telemetry settings", async () => {
             await livefwd.call(DEVICES_PATH + "/" + id, TELEMETRY, "SetLogInfo",
-                [{ level: { t: "s", v: $("telemetry-level").value }, type: { t: "s", v: $("telemetry-type").value } }],
-                { type: "a{sv}" });
+                [{ level: { t: "s", v: level }, type: { t: "s", v: type } }], { type: "a{sv}" });
+            /* from now on the selects follow the LogLevel/LogType properties again */
+            delete $("telemetry-level").dataset.edited;
+            delete $("telemetry-type").dataset.edited;
         });
         await readTelemetry();
     }
@@ -893,9 +897,10 @@
         if (current) {
             const level = $("telemetry-level");
             const type = $("telemetry-type");
-            if (document.activeElement !== level && current.ifaces[TELEMETRY].LogLevel)
+            /* a choice not applied yet stays; otherwise show the firmware's setting */
+            if (!level.dataset.edited && current.ifaces[TELEMETRY].LogLevel)
                 level.value = current.ifaces[TELEMETRY].LogLevel;
-            if (document.activeElement !== type && current.ifaces[TELEMETRY].LogType)
+            if (!type.dataset.edited && current.ifaces[TELEMETRY].LogType)
                 type.value = current.ifaces[TELEMETRY].LogType;
         }
         setButton($("telemetry-apply"), devices.length ? adminReason() : "no device has firmware telemetry");
@@ -941,6 +946,40 @@
             t.error = describeError(error);
         }
         renderTimer();
+        loadJournal();
+    }
+
+    function base64ToHex(base64) {
+        const binary = window.atob(base64 || "");
+        let hex = "";
+        for (let i = 0; i < binary.length; i++)
+            hex += binary.charCodeAt(i).toString(16).padStart(2, "0");
+        return hex;
+    }
+
+    /* what the last run of the service wrote (one line per device), from the journal by
+     * the run's invocation id */
+    async function loadJournal() {
+        const box = $("timer-journal");
+        const invocation = base64ToHex(state.timer.service.InvocationID);
+        if (!state.timer.service.ExecMainExitTimestamp || !/^[0-9a-f]{32}$/.test(invocation)) {
+            show(box, false);
+            return;
+        }
+        if (state.timer.journalFor === invocation)
+            return;
+        state.timer.journalFor = invocation;
+        let text;
+        try {
+            text = await cockpit.spawn(["journalctl", "--no-pager", "--output=cat", "--lines=50",
+                "_SYSTEMD_INVOCATION_ID=" + invocation], { superuser: "try", err: "message" });
+            text = text.trim() && !text.startsWith("-- No entries --")
+                ? text : "The journal has no lines from the last run (invocation " + invocation + ").";
+        } catch (error) {
+            text = "Cannot read the journal: " + describeError(error);
+        }
+        box.textContent = text;
+        show(box, true);
     }
 
     function renderTimer() {
@@ -1177,6 +1216,10 @@
             readTelemetry();
         });
         $("telemetry-apply").addEventListener("click", applyTelemetrySettings);
+        for (const id of ["telemetry-level", "telemetry-type"])
+            $(id).addEventListener("change", () => {
+                $(id).dataset.edited = "1";
+            });
         $("telemetry-follow").addEventListener("change", followTelemetry);
         $("timer-toggle").addEventListener("click", toggleTimer);
         $("timer-save").addEventListener("click", saveWindow);

@@ -83,6 +83,7 @@ class Unit(ServiceInterface):
         self.active_state = "inactive"
         self.file_state = "disabled"
         self.drop_ins: list[str] = []
+        self.invocation = b""
 
     def set(self, **values: Any) -> None:
         changed = {}
@@ -121,6 +122,10 @@ class Unit(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def DropInPaths(self) -> "as":
         return self.drop_ins
+
+    @dbus_property(access=PropertyAccess.READ)
+    def InvocationID(self) -> "ay":
+        return self.invocation
 
 
 class Timer(ServiceInterface):
@@ -278,6 +283,11 @@ class Control(ServiceInterface):
         service.result = "success" if status in (0, 7) else "exit-code"
         service.exit_usec = now
         self.manager.timer.last_trigger = now
+        # a fresh id no journal on this machine has lines for
+        self.manager.service_unit.invocation = os.urandom(16)
+        self.manager.service_unit.emit_properties_changed(
+            {"InvocationID": self.manager.service_unit.invocation}
+        )
         service.emit_properties_changed(
             {"Result": service.result, "ExecMainStatus": status, "ExecMainExitTimestamp": now}
         )

@@ -372,6 +372,17 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     # follow the telemetry of the PFRU device before installing
     assert web.driver.find_element(By.ID, "telemetry-device").get_attribute("value") == pfru["Id"]
     _wait(lambda: "runtime update service ready" in web.text("#telemetry-log"), 30, "telemetry")
+    # level and log type go to the firmware through SetLogInfo
+    web.driver.find_element(By.CSS_SELECTOR, '#telemetry-level option[value="verbose"]').click()
+    web.click("#telemetry-apply")
+    _wait(
+        lambda: (
+            json.loads(web.cli("telemetry", pfru["Id"], "--json").stdout)["log_level"] == "verbose"
+        ),
+        30,
+        "the log level set",
+    )
+    _wait(lambda: "runtime update service ready" in web.text("#telemetry-log"), 30, "re-read")
     web.click("#telemetry-follow")
 
     web.driver.find_element(By.ID, "install-file").send_keys(str(capsule))
@@ -445,6 +456,21 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
         for r in web.driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
     }
     assert states == {"success"}
+    results.find_element(By.CSS_SELECTOR, 'option[value=""]').click()
+    web.cli("activate", "bl31")  # another device's entry
+    _wait(
+        lambda: len(web.driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")) == 3,
+        30,
+        "3 rows",
+    )
+    devices = web.driver.find_element(By.ID, "history-device")
+    devices.find_element(By.CSS_SELECTOR, f'option[value="{pfru["Id"]}"]').click()
+    shown = {
+        r.get_attribute("data-device")
+        for r in web.driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+    }
+    assert shown == {pfru["Id"]}
+    devices.find_element(By.CSS_SELECTOR, 'option[value=""]').click()
     web.shot("firmware")
     assert web.errors() == []
     # the README's picture (docs/cockpit-firmware.png is this, reduced)
@@ -515,6 +541,10 @@ def test_maintenance_window(web: Web) -> None:
         30,
         "the last result",
     )
+    # the run's lines from the journal, found by its invocation id
+    _wait(lambda: web.driver.find_element(By.ID, "timer-journal").is_displayed(), 30, "journal")
+    journal = web.text("#timer-journal")
+    assert "no lines from the last run" in journal or "Cannot read the journal" in journal
     web.shot("maintenance-window")
 
     web.click("#timer-reset")
