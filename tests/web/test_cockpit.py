@@ -57,7 +57,10 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -e '.[web]'")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
@@ -73,6 +76,16 @@ def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
             last = error
         time.sleep(0.2)
     raise TimeoutError(f"{what} (last error: {last})")
+
+
+def _stable(action: Callable[[], Any]) -> Any:
+    """Run ``action`` again when the page re-rendered the element under it."""
+    for _attempt in range(20):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return action()
 
 
 def _free_port() -> int:
@@ -238,10 +251,24 @@ class Web:
         return self.driver.find_element(By.CSS_SELECTOR, f'#devices tr[data-id="{device_id}"]')
 
     def text(self, selector: str) -> str:
-        return str(self.driver.find_element(By.CSS_SELECTOR, selector).text)
+        return str(_stable(lambda: self.driver.find_element(By.CSS_SELECTOR, selector).text))
 
-    def click(self, selector: str, within: Any = None) -> None:
-        (within or self.driver).find_element(By.CSS_SELECTOR, selector).click()
+    def cell(self, device_id: str, selector: str) -> str:
+        """Text of ``selector`` in the device's row (rows are rebuilt on every change)."""
+        return str(
+            _stable(lambda: self.row(device_id).find_element(By.CSS_SELECTOR, selector).text)
+        )
+
+    def attribute(self, device_id: str, selector: str, name: str) -> str | None:
+        return _stable(  # type: ignore[no-any-return]
+            lambda: self.row(device_id).find_element(By.CSS_SELECTOR, selector).get_attribute(name)
+        )
+
+    def click(self, selector: str, device_id: str | None = None) -> None:
+        if device_id is None:
+            _stable(lambda: self.driver.find_element(By.CSS_SELECTOR, selector).click())
+        else:
+            _stable(lambda: self.row(device_id).find_element(By.CSS_SELECTOR, selector).click())
 
     def errors(self) -> list[str]:
         return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, "#errors .fw-alert")]
@@ -307,27 +334,34 @@ def test_device_list_matches_the_cli(web: Web) -> None:
     web.start()
     web.open()
     devices = _devices(web)
-    shown = {row.get_attribute("data-id"): row for row in web.rows()}
+
+    def table() -> dict[str, list[str]]:
+        return {
+            row.get_attribute("data-id"): [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+            for row in web.rows()
+        }
+
+    shown = _stable(table)
     assert set(shown) == set(devices)
     for device_id, device in devices.items():
-        cells = shown[device_id].find_elements(By.TAG_NAME, "td")
-        assert cells[0].text.splitlines()[0] == device["Name"]
-        assert cells[1].text == (device["Version"] or "\u2014")
-        assert cells[2].text == device["VersionPending"]
-        assert cells[4].text.splitlines()[0] == device["UpdateState"]
+        cells = shown[device_id]
+        assert cells[0].splitlines()[0] == device["Name"]
+        assert cells[1] == (device["Version"] or "\u2014")
+        assert cells[2] == device["VersionPending"]
+        assert cells[4].splitlines()[0] == device["UpdateState"]
     # flags in words: the pending LFA image says so, and activation-capable is spelled out
     lfa = next(d for d in devices.values() if "needs-activation" in d["Flags"])
-    flags = web.row(lfa["Id"]).find_element(By.CSS_SELECTOR, ".fw-flags").text
+    flags = web.cell(lfa["Id"], ".fw-flags")
     assert "waiting for activation" in flags
     assert "stops all CPUs to activate" in flags
     # the ESRT details of the UEFI device, and fwctl's FWCTL_INFO
     esrt = next(d for d in devices.values() if d["Plugin"] == "uefi_capsule")
-    web.click('button[data-action="details"]', web.row(esrt["Id"]))
+    web.click('button[data-action="details"]', esrt["Id"])
     details = web.text(f'tr[data-details-for="{esrt["Id"]}"]')
     assert "ESRT entry" in details
     assert esrt["Metadata"]["last-attempt-status"] in details
     cxl = next(d for d in devices.values() if d["Metadata"].get("device-type") == "cxl")
-    web.click('button[data-action="details"]', web.row(cxl["Id"]))
+    web.click('button[data-action="details"]', cxl["Id"])
     web.click(f'tr[data-details-for="{cxl["Id"]}"] button[data-action="features"]')
     _wait(
         lambda: "patrol scrub control" in web.text(f'tr[data-details-for="{cxl["Id"]}"]'),
@@ -338,7 +372,7 @@ def test_device_list_matches_the_cli(web: Web) -> None:
     # live-update sessions: one made with the CLI shows with its state
     web.cli("liveupdate", "create", "vm1", "--label", "guest memory")
     luo = next(d for d in devices.values() if d["Plugin"] == "liveupdate")
-    web.click('button[data-action="details"]', web.row(luo["Id"]))
+    web.click('button[data-action="details"]', luo["Id"])
     web.click(f'tr[data-details-for="{luo["Id"]}"] button[data-action="sessions"]')
     _wait(
         lambda: "guest memory" in web.text(f'tr[data-details-for="{luo["Id"]}"]'),
@@ -353,7 +387,7 @@ def test_device_list_matches_the_cli(web: Web) -> None:
     web.cli("refresh")
     rmm = next(d for d in devices.values() if d["Name"] == "TF-RMM")
     _wait(
-        lambda: web.row(rmm["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "0.8",
+        lambda: web.cell(rmm["Id"], ".fw-pending") == "0.8",
         30,
         "the staged RMM image did not show",
     )
@@ -365,10 +399,9 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     capsule = tmp_path / "code-injection-6.cap"
     web.cli("sim", "sample", PFRU_KEY, "--version", "6", "-o", str(capsule))
     pfru = next(d for d in _devices(web).values() if d["PhysicalId"].endswith("/code-injection"))
-    row = web.row(pfru["Id"])
-    assert row.find_element(By.CSS_SELECTOR, 'button[data-action="activate"]').get_attribute(
-        "disabled"
-    ), "nothing is staged yet"
+    assert web.attribute(pfru["Id"], 'button[data-action="activate"]', "disabled"), (
+        "nothing is staged yet"
+    )
     # follow the telemetry of the PFRU device before installing
     assert web.driver.find_element(By.ID, "telemetry-device").get_attribute("value") == pfru["Id"]
     _wait(lambda: "runtime update service ready" in web.text("#telemetry-log"), 30, "telemetry")
@@ -390,7 +423,7 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     _wait(lambda: "Installed" in web.text("#install-result"), 60, "install result")
     assert "3 \u2192 6" in web.text("#install-result")
     _wait(
-        lambda: web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "6",
+        lambda: web.cell(pfru["Id"], ".fw-pending") == "6",
         30,
         "pending version 6",
     )
@@ -403,15 +436,15 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     _wait(lambda: not list(Path("/tmp").glob("livefw-cockpit.*")), 30, "the upload was not removed")
 
     # every Status/Percentage the progress bar showed, recorded as it changes
+    # every status the progress bar showed: textContent puts in a new text node each time,
+    # so the records keep each value even when several changes arrive in one batch
     web.driver.execute_script(
         "window.seen = [];"
-        "new MutationObserver(() => window.seen.push("
-        "  document.getElementById('progress-status').textContent + ' ' +"
-        "  document.getElementById('progress-bar').value)"
-        ").observe(document.getElementById('progress'),"
-        "  {subtree: true, childList: true, characterData: true, attributes: true});"
+        "new MutationObserver(records => records.forEach(r => r.addedNodes.forEach("
+        "  node => window.seen.push(node.textContent))))"
+        ".observe(document.getElementById('progress-status'), {childList: true});"
     )
-    web.click('button[data-action="activate"]', web.row(pfru["Id"]))
+    web.click('button[data-action="activate"]', pfru["Id"])
     dialog = _wait(lambda: web.driver.find_element(By.ID, "confirm").is_displayed(), 10, "dialog")
     assert dialog
     text = web.text("#confirm-body")
@@ -421,11 +454,11 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     web.shot("activate-confirm")
     web.click("#confirm-ok")
     _wait(
-        lambda: web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-version").text == "6",
+        lambda: web.cell(pfru["Id"], ".fw-version") == "6",
         60,
         "version 6 after activation",
     )
-    assert web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == ""
+    assert web.cell(pfru["Id"], ".fw-pending") == ""
     seen = web.driver.execute_script("return window.seen")
     assert any(entry.startswith("activating") for entry in seen), seen
     assert web.driver.find_element(By.ID, "progress").is_displayed() is False
@@ -441,7 +474,7 @@ def test_install_activate_history_and_telemetry(web: Web, tmp_path: Path) -> Non
     assert first.get_attribute("data-id") == history[0]["Id"]
     assert history[0]["Kind"] == "activate"
     assert history[0]["State"] == "success"
-    last = web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-last").text
+    last = web.cell(pfru["Id"], ".fw-last")
     assert "activate 6: success" in last
     _wait(
         lambda: "code-injection now runtime version 6" in web.text("#telemetry-log"),
@@ -494,7 +527,7 @@ def test_errors_show_livefwds_message(web: Web, tmp_path: Path) -> None:
     # an activation the firmware refuses
     lfa = next(d for d in _devices(web).values() if "needs-activation" in d["Flags"])
     web.cli("sim", "fault", "lfa", "activation-failed", "--device", "bl31")
-    web.click('button[data-action="activate"]', web.row(lfa["Id"]))
+    web.click('button[data-action="activate"]', lfa["Id"])
     _wait(lambda: web.driver.find_element(By.ID, "confirm").is_displayed(), 10, "dialog")
     assert "stops every CPU together" in web.text("#confirm-body")
     web.click("#confirm-ok")
@@ -569,16 +602,19 @@ def test_unprivileged_session_is_read_only(web: Web) -> None:
     assert "administrative access" in install.get_attribute("title")
     assert "administrative access" in web.text("#install-why")
     lfa = next(d for d in _devices(web).values() if "needs-activation" in d["Flags"])
-    activate = web.row(lfa["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="activate"]')
-    assert activate.get_attribute("disabled")
-    assert "administrative access" in activate.get_attribute("title")
+    assert web.attribute(lfa["Id"], 'button[data-action="activate"]', "disabled")
+    assert "administrative access" in (
+        web.attribute(lfa["Id"], 'button[data-action="activate"]', "title") or ""
+    )
     _wait(lambda: web.text("#timer-toggle") == "Enable", 30, "the timer state")
     assert web.driver.find_element(By.ID, "timer-toggle").get_attribute("disabled")
     assert web.driver.find_element(By.ID, "timer-save").get_attribute("disabled")
     # a button that is disabled for another reason says that reason
     rmm = next(d for d in _devices(web).values() if d["Name"] == "TF-RMM")
-    nothing = web.row(rmm["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="activate"]')
-    assert nothing.get_attribute("title") == "nothing is waiting for activation"
+    assert (
+        web.attribute(rmm["Id"], 'button[data-action="activate"]', "title")
+        == "nothing is waiting for activation"
+    )
     web.shot("read-only")
 
 
@@ -613,18 +649,19 @@ def test_update_from_a_remote(web: Web, tmp_path: Path) -> None:
     # the devices without a release say why
     assert "no releases for System Firmware" in web.text("#updates-none")
     web.shot("updates")
-    web.click('button[data-action="update"]', row)
+    web.click(f'#updates tr[data-id="{pfru["Id"]}"] button[data-action="update"]')
     _wait(
-        lambda: web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "7",
+        lambda: web.cell(pfru["Id"], ".fw-pending") == "7",
         60,
         "pending version 7",
     )
     _wait(lambda: "Updated" in web.text("#install-result"), 30, "the update result")
     assert web.errors() == []
     # PFRU firmware cannot discard a staged capsule (no can-cancel flag): Cancel says so
-    cancel = web.row(pfru["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
-    assert cancel.get_attribute("disabled")
-    assert "cannot discard" in cancel.get_attribute("title")
+    assert web.attribute(pfru["Id"], 'button[data-action="cancel"]', "disabled")
+    assert "cannot discard" in (
+        web.attribute(pfru["Id"], 'button[data-action="cancel"]', "title") or ""
+    )
     # a UEFI capsule staged for the next boot can be cancelled
     uefi = next(d for d in _devices(web).values() if d["Name"] == "System Firmware")
     capsule = tmp_path / "system-firmware.cap"
@@ -632,20 +669,15 @@ def test_update_from_a_remote(web: Web, tmp_path: Path) -> None:
     web.driver.find_element(By.ID, "install-file").send_keys(str(capsule))
     _wait(lambda: web.driver.find_element(By.ID, "install").is_enabled(), 60, "Install enabled")
     web.click("#install")
-    cancel_uefi = _wait(
-        lambda: (
-            web.row(uefi["Id"])
-            .find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
-            .is_enabled()
-            and web.row(uefi["Id"]).find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
-        ),
+    _wait(
+        lambda: web.attribute(uefi["Id"], 'button[data-action="cancel"]', "disabled") is None,
         60,
         "Cancel enabled for the staged capsule",
     )
-    assert web.row(uefi["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "65600"
-    cancel_uefi.click()
+    assert web.cell(uefi["Id"], ".fw-pending") == "65600"
+    web.click('button[data-action="cancel"]', uefi["Id"])
     _wait(
-        lambda: web.row(uefi["Id"]).find_element(By.CSS_SELECTOR, ".fw-pending").text == "",
+        lambda: web.cell(uefi["Id"], ".fw-pending") == "",
         60,
         "the staged capsule cancelled",
     )
