@@ -664,7 +664,8 @@ def test_update_from_a_remote(web: Web, tmp_path: Path) -> None:
     )
     # a UEFI capsule staged for the next boot can be cancelled
     uefi = next(d for d in _devices(web).values() if d["Name"] == "System Firmware")
-    capsule = tmp_path / "system-firmware.cap"
+    # a hostile file name is shown as text, never parsed as HTML
+    capsule = tmp_path / '<img src=x onerror="window.pwned=1">.cap'
     web.cli("sim", "sample", "System Firmware", "--version", "65600", "-o", str(capsule))
     web.driver.find_element(By.ID, "install-file").send_keys(str(capsule))
     _wait(lambda: web.driver.find_element(By.ID, "install").is_enabled(), 60, "Install enabled")
@@ -675,6 +676,9 @@ def test_update_from_a_remote(web: Web, tmp_path: Path) -> None:
         "Cancel enabled for the staged capsule",
     )
     assert web.cell(uefi["Id"], ".fw-pending") == "65600"
+    _wait(lambda: "Installed <img" in web.text("#install-result"), 30, "the result as text")
+    assert web.driver.execute_script("return window.pwned") is None
+    assert not web.driver.find_elements(By.CSS_SELECTOR, "#install-result img")
     web.click('button[data-action="cancel"]', uefi["Id"])
     _wait(
         lambda: web.cell(uefi["Id"], ".fw-pending") == "",
