@@ -1,8 +1,12 @@
 """The engine: plugins, the device registry, operations, locks and history.
 
 Business rules live here and in the plugins; the bus layer only translates. One
-engine-wide lock serialises install, activate and cancel on all devices (firmware
-updates never overlap); per-device locks serialise fwctl RPCs and telemetry reads.
+engine-wide lock serialises every state change on every device: install, activate and
+cancel, and through :meth:`Engine.exclusive` kexec, fwctl RPCs at write scopes,
+live-update session changes and PFRU/telemetry/LFA settings (firmware state never
+changes twice at once). Read-only calls (telemetry reads, debug-read fwctl RPCs) take
+only their device's lock. docs/architecture.md, "Engine entry points", says which
+entry point waits for the lock and which is refused instead (a kexec).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -126,6 +131,10 @@ class Engine:
         #: on an ``add`` uevent (a driver loaded after livefwd started).
         self._waiting: dict[str, type[Plugin]] = {}
         self._lock = asyncio.Lock()
+        #: what holds the engine lock ("install of PFRU code injection"), since when
+        #: (monotonic), and what waits for it, in order: a refused kexec names them.
+        self._holder: tuple[str, float] | None = None
+        self._queued: list[str] = []
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[EngineListener] = []
         self._uevent_task: asyncio.Task[None] | None = None
@@ -327,6 +336,85 @@ class Engine:
                 if self.on_irreversible is not None:
                     await _maybe_await(self.on_irreversible(False))
 
+    @contextlib.asynccontextmanager
+    async def _held(self, what: str, *, wait: bool = True) -> AsyncIterator[None]:
+        """Take the engine lock for ``what``; ``wait=False`` refuses when it is taken.
+
+        Raises:
+            Busy: ``wait`` is False and an operation holds the lock or waits for it.
+        """
+        if not wait and (self._lock.locked() or self._queued):
+            raise Busy(
+                f"{what} refused: {self.in_flight()}, and it must not be cut short; try "
+                "again when it has finished (`livefw get-devices` shows its progress)"
+            )
+        self._queued.append(what)
+        try:
+            await self._lock.acquire()
+        finally:
+            self._queued.remove(what)
+        self._holder = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._holder = None
+            self._lock.release()
+
+    def in_flight(self) -> str:
+        """What holds the engine lock and what waits for it, for a person to read."""
+        parts = []
+        if self._holder is not None:
+            what, since = self._holder
+            parts.append(f"{what} is in flight (for {time.monotonic() - since:.0f} s)")
+        if self._queued:
+            parts.append(f"{len(self._queued)} more waiting ({', '.join(self._queued)})")
+        return "; ".join(parts) or "nothing is in flight"
+
+    @contextlib.asynccontextmanager
+    async def exclusive(
+        self,
+        device: Device,
+        what: str,
+        *,
+        wait: bool = True,
+        status: Status = Status.DEVICE_WRITE,
+    ) -> AsyncIterator[Device]:
+        """Run one state change on ``device`` (``what`` names it for a person).
+
+        The entry point of every state-changing call besides install, activate and
+        cancel (which take the same lock themselves and write a history row): the
+        engine lock (so nothing else changes firmware state meanwhile), the device's
+        lock (so its read-only calls never see half a change), the irreversible-step
+        guard (SIGTERM waits; the daemon holds the logind shutdown/sleep inhibitor) and
+        the manager's and device's ``Status`` (``status`` while it runs, idle after).
+        None of these state changes writes a history row: the history records
+        firmware images (install, activate), not settings, RPCs or sessions.
+
+        ``wait=True`` (settings, RPCs, sessions) queues behind the operation in
+        flight, as a second install does. ``wait=False`` (kexec) refuses at once
+        with Busy naming what is in flight or queued: a kexec that waited for a
+        stage or an activation would happen minutes later at a moment nobody chose,
+        or cut short an update queued meanwhile; refused, the operator decides.
+
+        Raises:
+            Busy: livefwd is stopping, or ``wait`` is False and the lock is taken.
+            NotFound: the device went away (checked again once the lock is held).
+        """
+        if self.stopping:
+            raise Busy("livefwd is shutting down; try again when it is back")
+        self.get_device(device.id)
+        async with self._held(what, wait=wait):
+            if self.stopping:
+                raise Busy("livefwd is shutting down; try again when it is back")
+            self.get_device(device.id)
+            async with self.device_lock(device.id), self.irreversible(what):
+                device.update(status=status, percentage=0)
+                self._set_progress(status, 0)
+                try:
+                    yield device
+                finally:
+                    self._finish_progress(device)
+
     @property
     def busy(self) -> bool:
         """An operation holds the engine lock."""
@@ -379,7 +467,7 @@ class Engine:
         device = self.get_device(device_id)
         await device.refresh()
         device.check_activate()
-        async with self._lock:
+        async with self._held(f"activate of {device.name}"):
             self._check_running()
             device = self.get_device(device_id)
             device.check_activate()
@@ -429,7 +517,7 @@ class Engine:
         self._check_running()
         device = self.get_device(device_id)
         device.check_cancel()
-        async with self._lock:
+        async with self._held(f"cancel on {device.name}"):
             self._check_running()
             device.check_cancel()
             try:
@@ -460,7 +548,7 @@ class Engine:
         version = device.check_install(payload, options)
         # hashlib drops the GIL: a 64 MiB payload is hashed off the loop
         digest = await asyncio.to_thread(lambda: hashlib.sha256(payload.data).hexdigest())
-        async with self._lock:
+        async with self._held(f"install of {device.name}"):
             self._check_running()
             device = self.get_device(device_id)
             version = device.check_install(payload, options)

@@ -3,9 +3,14 @@
 ``Rpc`` parses the scope (an unknown one is refused before anything else), runs the
 plugin's side-effect-free checks (so a request the daemon would refuse never costs
 the caller a polkit prompt), authorizes the scope's polkit action, then awaits the
-plugin, which serializes RPCs per device and re-checks under its lock.
+plugin, which serializes RPCs per device and re-checks under its lock. An RPC at a
+scope that may write (configuration, debug-write, debug-write-full: include/uapi/
+fwctl/fwctl.h ``enum fwctl_rpc_scope``) runs inside ``Engine.exclusive``, so it never
+overlaps a firmware update or another state change; a debug-read RPC takes only the
+device's lock.
 """
 
+import contextlib
 from typing import Any
 
 from livefw.bus.backend import PropertyAccess, ServiceInterface, Variant, dbus_property, method
@@ -92,7 +97,13 @@ class FwctlInterface(ServiceInterface):
         data = bytes(request)
         plugin.check_rpc(device, level, data, rpc_options, await self.ctx.caller_uid())
         uid = await self.ctx.authorize(ACTIONS[level])
-        result = await plugin.rpc(device, level, data, rpc_options, caller_uid=uid)
+        guard: Any = (
+            contextlib.nullcontext()
+            if level == Scope.DEBUG_READ_ONLY
+            else self.ctx.engine.exclusive(device, f"fwctl {scope} RPC on {device.name}")
+        )
+        async with guard:
+            result = await plugin.rpc(device, level, data, rpc_options, caller_uid=uid)
         return [result.response, {key: _variant(value) for key, value in result.info.items()}]
 
 

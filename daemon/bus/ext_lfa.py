@@ -69,7 +69,9 @@ class LfaInterface(ServiceInterface):
         await self.ctx.authorize(ACTION_ACTIVATE)
         force = options["force-cpu-rendezvous"].value if "force-cpu-rendezvous" in options else None
         auto = options["auto-activate"].value if "auto-activate" in options else None
-        async with self.ctx.engine.device_lock(self.device.id):
+        async with self.ctx.engine.exclusive(
+            self.device, f"SetActivationOptions on {self.device.name}"
+        ):
             await self.device.set_activation_options(force, auto)
 
 

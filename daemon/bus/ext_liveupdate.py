@@ -7,6 +7,13 @@ list sessions; kexec). Each session is an object under
 ObjectManager and out of introspection, and a guard answers ``UnknownObject`` to
 every uid but the owner's (and root's), so other users cannot see, use or finish them.
 
+Every call that changes a session (create, retrieve, preserve, take a file back,
+finish, drop) and Kexec run inside ``Engine.exclusive``: none of them overlaps a
+firmware update or another state change. A Kexec does not wait: while anything holds
+the engine lock it is refused with Busy naming what is in flight (docs/architecture.md,
+"Engine entry points"). Listing sessions and tokens and handing out the session fd
+change nothing and take no engine lock.
+
 Unix fds: dbus-next hands ``h`` arguments over as fd numbers it does not close, and
 sends returned fd numbers later, from its writer, without closing them either. So
 received fds are closed here once the plugin is done with them, and returned fds are
@@ -34,6 +41,7 @@ from livefw.bus.errors import dbus_errors
 from livefw.device import Device
 from livefw.errors import Internal, InvalidArgument
 from livefw.plugins.liveupdate import LiveUpdateDevice, LiveUpdatePlugin, SessionInfo
+from livefw.state import Status
 
 __all__ = [
     "INTERFACE",
@@ -169,6 +177,7 @@ class LiveUpdateInterface(ServiceInterface):
     def __init__(self, ctx: BusContext, device: LiveUpdateDevice) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx
+        self.device = device
         self.plugin: LiveUpdatePlugin = device.broker
         self.fds = _FdReturner(ctx.bus)
         self.sessions: dict[str, SessionInterface] = {}
@@ -195,7 +204,8 @@ class LiveUpdateInterface(ServiceInterface):
     async def CreateSession(self, name: "s", options: "a{sv}") -> "o":
         parsed = _options(options, {"label"})
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        info = await self.plugin.create_session(uid, name, parsed)
+        async with self.ctx.engine.exclusive(self.device, "live-update session create"):
+            info = await self.plugin.create_session(uid, name, parsed)
         self.sync()
         return session_path(info.kernel_name)
 
@@ -204,7 +214,8 @@ class LiveUpdateInterface(ServiceInterface):
     async def RetrieveSession(self, name: "s", options: "a{sv}") -> "o":
         parsed = _options(options, set())
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        info = await self.plugin.retrieve_session(uid, name, parsed)
+        async with self.ctx.engine.exclusive(self.device, "live-update session retrieve"):
+            info = await self.plugin.retrieve_session(uid, name, parsed)
         self.sync()
         return session_path(info.kernel_name)
 
@@ -222,7 +233,11 @@ class LiveUpdateInterface(ServiceInterface):
     async def Kexec(self, options: "a{sv}") -> None:
         _options(options, set())
         await self.ctx.authorize(ACTION_KEXEC)
-        await self.plugin.kexec()
+        # refused, not queued, while a firmware update or another change is in flight
+        async with self.ctx.engine.exclusive(
+            self.device, "kexec", wait=False, status=Status.DEVICE_BUSY
+        ):
+            await self.plugin.kexec()
 
 
 class SessionInterface(ServiceInterface):
@@ -271,7 +286,8 @@ class SessionInterface(ServiceInterface):
         try:
             parsed = _options(options, {"label"})
             uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-            await self.plugin.preserve(uid, self.kernel_name, fd, token, parsed)
+            async with self.ctx.engine.exclusive(self.parent.device, "live-update preserve"):
+                await self.plugin.preserve(uid, self.kernel_name, fd, token, parsed)
         finally:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -287,7 +303,8 @@ class SessionInterface(ServiceInterface):
     @dbus_errors
     async def Retrieve(self, token: "t") -> "h":
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        handle = await self.plugin.retrieve_file(uid, self.kernel_name, token)
+        async with self.ctx.engine.exclusive(self.parent.device, "live-update file retrieve"):
+            handle = await self.plugin.retrieve_file(uid, self.kernel_name, token)
         try:
             return self.parent.fds.send(handle.fileno())
         finally:
@@ -298,14 +315,16 @@ class SessionInterface(ServiceInterface):
     async def Finish(self, options: "a{sv}") -> None:
         parsed = _finish_options(options)
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        await self.plugin.finish(uid, self.kernel_name, parsed)
+        async with self.ctx.engine.exclusive(self.parent.device, "live-update session finish"):
+            await self.plugin.finish(uid, self.kernel_name, parsed)
         self.parent.sync()
 
     @method()
     @dbus_errors
     async def Drop(self) -> None:
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        await self.plugin.drop(uid, self.kernel_name)
+        async with self.ctx.engine.exclusive(self.parent.device, "live-update session drop"):
+            await self.plugin.drop(uid, self.kernel_name)
         self.parent.sync()
 
     @method()

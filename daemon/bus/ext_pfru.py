@@ -90,7 +90,7 @@ class TelemetryInterface(ServiceInterface):
             else None
         )
         await self.ctx.authorize(ACTION_CONFIGURE)
-        async with self._lock():
+        async with self.ctx.engine.exclusive(self.device, f"SetLogInfo on {self.device.name}"):
             await self.device.set_telemetry(level, log_type, revision)
 
     @method()

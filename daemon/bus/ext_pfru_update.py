@@ -48,13 +48,16 @@ class PfruInterface(ServiceInterface):
     async def SetRevision(self, revision: "u") -> None:
         parse_revision(revision)
         await self.ctx.authorize(ACTION_CONFIGURE)
-        await self.device.pfru.set_revision(revision)
+        async with self.ctx.engine.exclusive(self.device, f"SetRevision on {self.device.name}"):
+            await self.device.pfru.set_revision(revision)
 
     @method()
     @dbus_errors
     async def QueryRevisions(self) -> "a{sv}":
         await self.ctx.authorize(ACTION_CONFIGURE)
-        found = await self.device.pfru.query_revisions()
+        # it switches the drivers' revisions while it tries them: a state change
+        async with self.ctx.engine.exclusive(self.device, f"QueryRevisions on {self.device.name}"):
+            found = await self.device.pfru.query_revisions()
         return {
             "revision": Variant("u", found.update_revision),
             "kernel": Variant("au", list(found.kernel)),

@@ -388,3 +388,35 @@ def test_vfio_rules_over_the_bus(daemon: DaemonProcess, cli: Cli, tmp_path: Path
     assert result.returncode == exitcodes.INVALID, result.stderr
     assert "interrupt" in result.stderr
     assert sessions(cli)["vm"]["state"] == "outgoing"  # nothing changed, no kexec
+
+
+def test_kexec_is_refused_while_an_activation_is_in_flight(
+    daemon: DaemonProcess, cli: Cli, tmp_path: Path
+) -> None:
+    """Issue 15.1: Kexec goes through the engine; it names the activation and waits not."""
+    data = tmp_path / "x"
+    data.write_bytes(b"state before kexec")
+    cli("liveupdate", "create", "vm")
+    cli("liveupdate", "preserve", "vm", str(data), "--token", "3")
+    cli("sim", "set", "lfa", "activate_seconds=4")
+    activation = cli.popen("activate", "bl31")
+    try:
+        deadline = time.monotonic() + 20
+        while not json.loads(cli("history", "--json").stdout):
+            assert time.monotonic() < deadline, "the activation wrote no history row"
+            time.sleep(0.05)
+        result = cli("liveupdate", "kexec", check=False)
+        assert result.returncode == exitcodes.BUSY, result.stderr
+        assert "kexec refused: activate of TF-A BL31 runtime is in flight" in result.stderr
+        _out, err = activation.communicate(timeout=60)
+        assert activation.returncode == 0, err
+    finally:
+        if activation.poll() is None:
+            activation.kill()
+            activation.wait()
+    assert sessions(cli)["vm"]["state"] == "outgoing"  # the daemon did not kexec
+    (entry,) = json.loads(cli("history", "--json").stdout)
+    assert entry["State"] == "success"
+    result = cli("liveupdate", "kexec")  # nothing in flight any more
+    assert "switching" in result.stdout
+    assert daemon.wait_exit(30) == 0

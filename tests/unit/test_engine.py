@@ -1,12 +1,14 @@
 """Engine rules with a fake plugin: staged rows, superseding, reconciliation verdicts."""
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from livefw.config import Config
 from livefw.engine import Engine
-from livefw.errors import InvalidFile, NotSupported
+from livefw.errors import Busy, InvalidFile, NotSupported
 from livefw.history import HistoryEntry
 from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.sim.provider import SimProvider
@@ -21,6 +23,7 @@ from livefw.plugin import (
     Reconciliation,
     UpdateState,
 )
+from livefw.state import Status
 
 VERDICT: dict[str, Reconciliation | Exception | None] = {}
 
@@ -155,3 +158,122 @@ async def test_unsupported_plugin_is_probed_again_on_an_add_uevent(tmp_path: Pat
     finally:
         LatePlugin.present = False
         await engine.stop()
+
+
+# ------------------------------------------- Engine.exclusive (issue 15 item 1)
+
+
+_KEYS = {1: "pfru/code-injection", 2: "pfru/driver-update"}  # UpdateType -> sample key
+
+
+async def _pfru_and_liveupdate(tmp_path: Path) -> tuple[Engine, SimMachine]:
+    from livefw.plugins.liveupdate import LiveUpdatePlugin
+    from livefw.plugins.pfru import PfruPlugin
+
+    machine = SimMachine.create(str(tmp_path / "sim"), "default", kernel="7.2")
+    machine.start()
+    engine = Engine(SimProvider(machine), Config(), str(tmp_path), [PfruPlugin, LiveUpdatePlugin])
+    await engine.start()
+    return engine, machine
+
+
+def _slow_stage(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold every PFRU_IOC_STAGE ioctl until ``release`` is set (``started`` says it began)."""
+    from livefw.kernel.sim import provider as sim_provider
+    from livefw.kernel.uapi import pfru as pfru_uapi
+
+    started, release = asyncio.Event(), asyncio.Event()
+    ioctl = sim_provider._Handle.ioctl
+
+    async def held(self: Any, request: int, *args: Any, **kwargs: Any) -> int:
+        if request == pfru_uapi.PFRU_IOC_STAGE:
+            started.set()
+            await release.wait()
+        return await ioctl(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(sim_provider._Handle, "ioctl", held)
+    return started, release
+
+
+async def _kexec(engine: Engine) -> None:
+    """What D-Bus ``LiveUpdate.Kexec`` runs (daemon/bus/ext_liveupdate.py)."""
+    from livefw.plugins.liveupdate import LiveUpdateDevice
+
+    device = next(d for d in engine.devices.values() if isinstance(d, LiveUpdateDevice))
+    async with engine.exclusive(device, "kexec", wait=False, status=Status.DEVICE_BUSY):
+        await device.broker.kexec()
+
+
+async def test_kexec_is_refused_while_a_pfru_stage_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from livefw.kernel.sim.pfru import PfruComponent
+    from livefw.plugins.pfru import PfruDevice
+
+    engine, machine = await _pfru_and_liveupdate(tmp_path)
+    started, release = _slow_stage(monkeypatch)
+    pfru = machine.components["pfru"]
+    assert isinstance(pfru, PfruComponent)
+    target = next(d for d in engine.devices.values() if isinstance(d, PfruDevice))
+    capsule = pfru.sample(_KEYS[target.update_type], "5", None)
+    boot = machine.state.boot_id
+    stage = asyncio.create_task(engine.install(target.id, Payload(capsule), InstallOptions()))
+    await asyncio.wait_for(started.wait(), 10)
+    progress = (engine.status, target.status)
+    assert progress[0] != Status.IDLE
+    try:
+        with pytest.raises(Busy, match=rf"kexec refused: install of {target.name} is in flight"):
+            await _kexec(engine)
+        assert machine.state.boot_id == boot  # no kexec happened
+        assert (engine.status, target.status) == progress  # the stage still owns it
+    finally:
+        release.set()
+    entry = await asyncio.wait_for(stage, 10)
+    assert entry.state == "staged"  # the refused kexec did not disturb the stage
+    assert pfru.state.staged is not None
+    assert not engine.busy
+    await _kexec(engine)  # nothing in flight: the kexec goes ahead
+    assert machine.state.boot_id != boot
+
+
+async def test_exclusive_changes_wait_for_each_other_and_hold_the_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setting change queues behind a stage; the irreversible guard covers it."""
+    from livefw.kernel.sim.pfru import PfruComponent
+    from livefw.plugins.pfru import PfruDevice
+
+    engine, machine = await _pfru_and_liveupdate(tmp_path)
+    inhibitor: list[bool] = []
+    engine.on_irreversible = inhibitor.append
+    started, release = _slow_stage(monkeypatch)
+    pfru = machine.components["pfru"]
+    assert isinstance(pfru, PfruComponent)
+    target = next(d for d in engine.devices.values() if isinstance(d, PfruDevice))
+    capsule = pfru.sample(_KEYS[target.update_type], "5", None)
+    stage = asyncio.create_task(engine.install(target.id, Payload(capsule), InstallOptions()))
+    await asyncio.wait_for(started.wait(), 10)
+    order: list[str] = []
+
+    async def setting() -> None:
+        async with engine.exclusive(target, "SetRevision"):
+            order.append("setting")
+            assert target.status == Status.DEVICE_WRITE
+            assert engine.status == Status.DEVICE_WRITE
+
+    change = asyncio.create_task(setting())
+    await asyncio.sleep(0.05)
+    assert order == []  # queued behind the stage, not run beside it
+    assert "1 more waiting (SetRevision)" in engine.in_flight()
+    with pytest.raises(Busy, match=r"1 more waiting \(SetRevision\)"):
+        await _kexec(engine)
+    release.set()
+    await asyncio.wait_for(stage, 10)
+    await asyncio.wait_for(change, 10)
+    assert order == ["setting"]
+    assert (engine.status, target.status) == (Status.IDLE, Status.IDLE)
+    assert inhibitor == [True, False, True, False]  # the stage's, then the setting's
+    engine.stopping = True
+    with pytest.raises(Busy, match="shutting down"):
+        async with engine.exclusive(target, "SetRevision"):
+            pass
