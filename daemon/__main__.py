@@ -1,5 +1,5 @@
-"""``python -m livefw`` runs the daemon."""
+"""``python -m livefw`` runs the daemon (through livefw.launch, as ``livefwd`` does)."""
 
-from livefw.daemon import main
+from livefw.launch import main
 
 raise SystemExit(main())

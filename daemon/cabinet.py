@@ -22,21 +22,15 @@ import functools
 import hashlib
 import re
 import struct
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element
 
-import defusedxml.ElementTree as SafeET
-import re2
-from cabarchive import CabArchive
-from cabarchive.errors import CorruptionError, NotSupportedError
-from defusedxml import DefusedXmlException
-
 from livefw.errors import InvalidFile, NotFound, NotSupported
 from livefw.fdread import TooLarge
+from livefw.lazy import lazy_module
 from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
 
 __all__ = [
@@ -96,11 +90,26 @@ def _ms_cab_checksum(buf: bytes, seed: int = 0) -> int:
     return csum
 
 
-# cabarchive's parser and writers import the function by name
-for _module in ("cabarchive.parser", "cabarchive.writer"):
-    _loaded = sys.modules.get(_module)
-    if _loaded is not None and hasattr(_loaded, "_checksum_compute"):
-        setattr(_loaded, "_checksum_compute", _ms_cab_checksum)  # noqa: B010
+# cabarchive, defusedxml and re2 are imported on first use: livefwd imports this module
+# at start (the bus layer's install path), and parsing a cabinet is the first use
+# (tests/integration/test_import_budget.py keeps them off the start path).
+SafeET: Any = lazy_module("defusedxml.ElementTree")
+defusedxml: Any = lazy_module("defusedxml")
+re2: Any = lazy_module("re2")
+
+
+@functools.cache
+def _cabarchive() -> Any:
+    """cabarchive, with its parser and writer using :func:`_ms_cab_checksum`."""
+    import cabarchive
+    import cabarchive.parser
+    import cabarchive.writer
+
+    # they import the function by name
+    for module in (cabarchive.parser, cabarchive.writer):
+        setattr(module, "_checksum_compute", _ms_cab_checksum)  # noqa: B010
+    return cabarchive
+
 
 _PART = re.compile(r"^(-?\d*)(.*)$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -299,11 +308,12 @@ def _precheck(data: bytes, limits: Limits) -> None:
 
 def _unpack(data: bytes, limits: Limits) -> dict[str, bytes]:
     _precheck(data, limits)
+    cab = _cabarchive()
     try:
-        archive = CabArchive(data)
-    except NotSupportedError as error:
+        archive = cab.CabArchive(data)
+    except cab.errors.NotSupportedError as error:
         raise InvalidFile(f"unsupported cabinet: {error}") from error
-    except (CorruptionError, ValueError, IndexError, struct.error) as error:
+    except (cab.errors.CorruptionError, ValueError, IndexError, struct.error) as error:
         raise InvalidFile(f"corrupt cabinet: {error or type(error).__name__}") from error
     files: dict[str, bytes] = {}
     total = 0
@@ -353,7 +363,7 @@ def _parse_metainfo(name: str, blob: bytes, limits: Limits) -> list[Element]:
         )
     try:
         root = SafeET.fromstring(blob, forbid_dtd=True, forbid_entities=True)
-    except DefusedXmlException as error:
+    except defusedxml.DefusedXmlException as error:
         raise InvalidFile(f"{name} uses a DTD or entities, which are refused") from error
     except SafeET.ParseError as error:
         raise InvalidFile(f"{name} is not well-formed XML: {error}") from error
@@ -817,9 +827,9 @@ def make_metainfo(
 
 def make_cabinet(files: Mapping[str, bytes], compress: bool = True) -> bytes:
     """An MS-CAB archive of flat ``files`` (MSZIP when ``compress``)."""
-    from cabarchive import CabFile
+    cab = _cabarchive()
 
-    archive = CabArchive()
+    archive = cab.CabArchive()
     for name, data in files.items():
-        archive[name] = CabFile(data)
+        archive[name] = cab.CabFile(data)
     return bytes(archive.save(compress=compress))
