@@ -20,10 +20,6 @@ DefinitionBlock ("", "SSDT", 2, "LIVEFW", "PFRUTVM", 0x00000001)
     {
         OperationRegion (PFCB, SystemMemory, 0x60000000, 0x4000)
         Field (PFCB, ByteAcc, NoLock, Preserve) { CBUF, 0x20000 }
-        OperationRegion (PFL0, SystemMemory, 0x60100000, 0x1000)
-        Field (PFL0, ByteAcc, NoLock, Preserve) { RNG0, 0x8000 }
-        OperationRegion (PFL1, SystemMemory, 0x60101000, 0x1000)
-        Field (PFL1, ByteAcc, NoLock, Preserve) { RNG1, 0x8000 }
 
         Device (PFRT)
         {
@@ -49,11 +45,23 @@ DefinitionBlock ("", "SSDT", 2, "LIVEFW", "PFRUTVM", 0x00000001)
                 Return (Local0)
             }
 
-            /* APND (ring, string): append the bytes of a string to ring 0 or 1 */
+            /*
+             * APND (ring, string): append the bytes of a string to ring 0 or 1.
+             * The ring is mapped only while the method runs (a method-local
+             * OperationRegion): a lasting cached mapping by the OS would make the
+             * driver's uncached mmap of the same pages fail (x86 PAT memtype conflict,
+             * io_remap_pfn_range -> EAGAIN), which real firmware, writing from SMM,
+             * never causes.
+             */
             Method (APND, 2, Serialized)
             {
-                If (Arg0 == Zero) { Local0 = RNG0  Local1 = HD0 }
-                Else { Local0 = RNG1  Local1 = HD1 }
+                If (Arg0 == Zero) { Local5 = 0x60100000 }
+                Else { Local5 = 0x60101000 }
+                OperationRegion (RNGR, SystemMemory, Local5, 0x1000)
+                Field (RNGR, ByteAcc, NoLock, Preserve) { RNGB, 0x8000 }
+                Local0 = RNGB
+                If (Arg0 == Zero) { Local1 = HD0 }
+                Else { Local1 = HD1 }
                 Local2 = Zero
                 Local3 = SizeOf (Arg1)
                 Local4 = Zero
@@ -64,8 +72,9 @@ DefinitionBlock ("", "SSDT", 2, "LIVEFW", "PFRUTVM", 0x00000001)
                     If (Local1 >= 0x1000) { Local1 = Zero  Local4++ }
                     Local2++
                 }
-                If (Arg0 == Zero) { RNG0 = Local0  HD0 = Local1  RO0 += Local4 }
-                Else { RNG1 = Local0  HD1 = Local1  RO1 += Local4 }
+                RNGB = Local0
+                If (Arg0 == Zero) { HD0 = Local1  RO0 += Local4 }
+                Else { HD1 = Local1  RO1 += Local4 }
             }
 
             /* LOGR (level, name, message): an execution-log record within LLEV */
