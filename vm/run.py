@@ -131,7 +131,7 @@ def during_pfru(res: Path, alive: Callable[[], bool]) -> None:
     if not wait_for(res / "pfru-dump", 900, alive):
         return
     for name, address in (("ring-exec.bin", 0x60100000), ("ring-history.bin", 0x60101000)):
-        monitor(res, f"pmemsave {address:#x} 4096 {res / name}")
+        monitor(res, f'pmemsave {address:#x} 4096 "{res / name}"')
     (res / "pfru-dumped").write_text("done\n")
 
 
@@ -229,20 +229,35 @@ def qemu_command(
         subprocess.run(
             ["iasl", "-p", str(out), str(VM_DIR / "acpi" / f"{name}.asl")],
             check=True,
-            stdout=subprocess.DEVNULL,
+            capture_output=True,
         )
         cmd += ["-acpitable", f"file={out}.aml"]
     return cmd + sc.extra
 
 
 def monitor(res: Path, command: str) -> str:
-    """One QEMU human-monitor command; returns its output."""
+    """One QEMU human-monitor command; waits for the prompt after it, returns the output."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(res / "monitor.sock"))
-        sock.settimeout(10)
+        sock.settimeout(60)
+        data = b""
+        while b"(qemu) " not in data:  # the banner's prompt
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
         sock.sendall(command.encode() + b"\n")
-        time.sleep(1)
-        return sock.recv(65536).decode(errors="replace")
+        reply = b""
+        while reply.count(b"(qemu) ") < 1:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    # drop the echo of the typed line (readline redraws it with escape sequences)
+    text = reply.decode(errors="replace").split("\r\n", 1)[-1]
+    with (res / "monitor.log").open("a") as log:
+        log.write(f"> {command}\n{text}\n")
+    return text
 
 
 def run(sc: Scenario, tools: dict[str, str], kernel: str, initrd: str) -> Outcome:
