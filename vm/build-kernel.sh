@@ -20,6 +20,9 @@ fraghash=$( { cat "$VM_DIR/kernel.config"; cat "$VM_DIR"/kernel-patches/*.patch 
     | sha256sum | cut -c1-12)
 key="$debver-$fraghash"
 out=$CACHE/kernel/$key
+# one build at a time per tree (another `make vm-test` waits here)
+exec 9>"$CACHE/build-$debver.lock"
+flock 9
 if [ -s "$out/bzImage" ]; then
     log "kernel cached: $out/bzImage"
     echo "$out/bzImage"

@@ -33,7 +33,7 @@ fact devices_after "$(printf '%s' "$CHECK_OUT" | python3 "$GUEST_DIR/vmcheck.py"
 check telemetry livefw telemetry "$dev"
 trc=$?
 printf '%s\n' "$CHECK_OUT" > "$RES/telemetry.txt"
-fact telemetry "exit $trc, $(printf '%s' "$CHECK_OUT" | wc -l) lines, last: $(printf '%s' "$CHECK_OUT" | tail -2 | tr '\n' '|')"
+fact telemetry "exit $trc, $(printf '%s\n' "$CHECK_OUT" | wc -l) lines, last: $(printf '%s' "$CHECK_OUT" | tail -2 | tr '\n' '|')"
 # the host reads the firmware's rings out of guest memory (QEMU pmemsave)
 touch "$RES/pfru-dump"
 i=0
