@@ -50,7 +50,7 @@ from livefw.plugin import (
     Probe,
     Reconciliation,
 )
-from livefw.state import Status, UpdateState
+from livefw.state import HistoryState, Status, UpdateState
 from livefw.statefiles import private_dir
 
 if TYPE_CHECKING:
@@ -494,7 +494,9 @@ class Engine:
                 verdict = await self._verdict_after_failure(entry, failure)
                 if verdict is None or verdict.state != UpdateState.SUCCESS:
                     bound.error("activate_failed", error=failure.message, error_name=failure.name)
-                    entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
+                    entry = self.history.set_state(
+                        entry.op_id, HistoryState.FAILED, reason=failure.message
+                    )
                     if device.id in self.devices:
                         device.update(update_state=UpdateState.FAILED, update_error=failure.message)
                     raise failure from error
@@ -506,8 +508,10 @@ class Engine:
             finally:
                 await _cleanup(device)
                 self._finish_progress(device)
-            entry = self.history.set_state(entry.op_id, "success", version_new=version)
-            self._complete_staged(device, "success", f"activated by {entry.op_id[:8]}", version)
+            entry = self.history.set_state(entry.op_id, HistoryState.SUCCESS, version_new=version)
+            self._complete_staged(
+                device, HistoryState.SUCCESS, f"activated by {entry.op_id[:8]}", version
+            )
             device.update(update_state=UpdateState.SUCCESS, update_error="")
             bound.info("activate_succeeded", version=version)
             return entry
@@ -524,7 +528,9 @@ class Engine:
                 await device.cancel()
             finally:
                 await _cleanup(device)
-            self._complete_staged(device, "cancelled", f"cancelled by uid {caller_uid}", "")
+            self._complete_staged(
+                device, HistoryState.CANCELLED, f"cancelled by uid {caller_uid}", ""
+            )
             if device.update_state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
                 device.update(update_state=UpdateState.NONE, update_error="")
             log.info("cancelled", device_id=device.id, plugin=device.plugin, uid=caller_uid)
@@ -586,7 +592,9 @@ class Engine:
                     UpdateState.NEEDS_REBOOT,
                 ):
                     bound.error("install_failed", error=failure.message, error_name=failure.name)
-                    entry = self.history.set_state(entry.op_id, "failed", reason=failure.message)
+                    entry = self.history.set_state(
+                        entry.op_id, HistoryState.FAILED, reason=failure.message
+                    )
                     if device.id in self.devices:
                         device.update(update_state=UpdateState.FAILED, update_error=failure.message)
                     raise failure from error
@@ -596,7 +604,7 @@ class Engine:
                     bound.error("install_activation_failed", error=failure.message)
                     entry = self.history.set_state(
                         entry.op_id,
-                        "staged",
+                        HistoryState.STAGED,
                         reason=f"staged; the activation failed: {failure.message}",
                         version_new=verdict.version or version,
                         finished=False,
@@ -616,9 +624,11 @@ class Engine:
             if result.state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
                 # a new staging replaces what the device had staged before
                 for older in self.history.entries(device_id=device.id, unfinished=True):
-                    if older.state == "staged" and older.op_id != entry.op_id:
+                    if older.state == HistoryState.STAGED and older.op_id != entry.op_id:
                         self.history.set_state(
-                            older.op_id, "superseded", reason=f"replaced by {entry.op_id[:8]}"
+                            older.op_id,
+                            HistoryState.SUPERSEDED,
+                            reason=f"replaced by {entry.op_id[:8]}",
                         )
                 reason = (
                     "staged; waiting for Activate"
@@ -627,14 +637,14 @@ class Engine:
                 )
                 entry = self.history.set_state(
                     entry.op_id,
-                    "staged",
+                    HistoryState.STAGED,
                     reason=reason,
                     version_new=installed_version,
                     finished=False,
                 )
             else:
                 entry = self.history.set_state(
-                    entry.op_id, "success", version_new=installed_version
+                    entry.op_id, HistoryState.SUCCESS, version_new=installed_version
                 )
             device.update(update_state=result.state, update_error="")
             bound.info("install_done", state=str(result.state), version=installed_version)
@@ -732,10 +742,12 @@ class Engine:
             return verdict
         return None
 
-    def _complete_staged(self, device: Device, state: str, reason: str, version: str) -> None:
+    def _complete_staged(
+        self, device: Device, state: HistoryState, reason: str, version: str
+    ) -> None:
         """Close the device's staged install rows with the outcome of what followed."""
         for entry in self.history.entries(device_id=device.id, unfinished=True):
-            if entry.state == "staged":
+            if entry.state == HistoryState.STAGED:
                 self.history.set_state(
                     entry.op_id, state, reason=reason, version_new=version or None
                 )
@@ -764,7 +776,7 @@ class Engine:
                 # the plugin found the update staged (e.g. interrupted after staging)
                 self.history.set_state(
                     entry.op_id,
-                    "staged",
+                    HistoryState.STAGED,
                     reason=verdict.reason or "staged",
                     version_new=verdict.version or None,
                     finished=False,
@@ -775,11 +787,11 @@ class Engine:
                 continue
             if verdict is None:
                 device = self.devices.get(entry.device_id)
-                if entry.state == "pending" and entry.kind == "install":
+                if entry.state == HistoryState.PENDING and entry.kind == "install":
                     # every step was done before the daemon stopped: the update waits
                     self.history.set_state(
                         entry.op_id,
-                        "staged",
+                        HistoryState.STAGED,
                         reason="staged; the daemon stopped before it recorded so",
                         finished=False,
                     )
@@ -788,7 +800,7 @@ class Engine:
                 continue
             self.history.set_state(
                 entry.op_id,
-                str(verdict.state),
+                HistoryState.of(verdict.state),
                 reason=verdict.reason,
                 version_new=verdict.version or None,
             )
@@ -809,7 +821,7 @@ class Engine:
         # an interrupted activation does not undo the staging an older row owns
         for entry in self.history.entries(unfinished=True):
             device = self.devices.get(entry.device_id)
-            if entry.state == "staged" and device is not None:
+            if entry.state == HistoryState.STAGED and device is not None:
                 device.update(update_state=_staged_state(device))
 
 

@@ -15,16 +15,20 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict
 
 from livefw.errors import NotFound
 from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
+from livefw.state import HISTORY_UNFINISHED, HistoryState, history_transition
 from livefw.statefiles import prepare_database
 
-__all__ = ["SCHEMA_VERSION", "History", "HistoryEntry"]
+__all__ = ["SCHEMA_VERSION", "History", "HistoryEntry", "HistoryState"]
+
+log = structlog.get_logger("livefw.history")
 
 #: rows that still wait for an outcome (handed to plugins at start-up).
-UNFINISHED_STATES = ("pending", "staged")
+UNFINISHED_STATES = tuple(sorted(HISTORY_UNFINISHED))
 
 #: PRAGMA user_version of the current schema; migrations below bring older ones up.
 SCHEMA_VERSION = 1
@@ -74,7 +78,9 @@ class HistoryEntry(BaseModel):
     Attributes:
         state: ``pending`` while the operation runs; ``staged`` when it left an
             update waiting for an activation or a reboot; then ``success``,
-            ``failed``, ``failed-transient`` or ``cancelled``.
+            ``failed``, ``failed-transient``, ``cancelled`` or ``superseded``
+            (:class:`~livefw.state.HistoryState`, transitions in
+            :data:`~livefw.state.HISTORY_ALLOWED`).
         data: what the operation recorded for reconciliation (staged paths ...).
     """
 
@@ -87,7 +93,7 @@ class HistoryEntry(BaseModel):
     plugin: str
     physical_id: str
     kind: str
-    state: str
+    state: HistoryState
     version_old: str
     version_new: str
     reason: str
@@ -100,7 +106,7 @@ class HistoryEntry(BaseModel):
     @property
     def unfinished(self) -> bool:
         """Still waiting for an outcome."""
-        return self.state in UNFINISHED_STATES
+        return self.state in HISTORY_UNFINISHED
 
 
 class History:
@@ -221,19 +227,25 @@ class History:
     def set_state(
         self,
         op_id: str,
-        state: str,
+        state: HistoryState,
         *,
         reason: str = "",
         version_new: str | None = None,
         finished: bool = True,
     ) -> HistoryEntry:
-        """Set a row's outcome (or an intermediate state such as ``needs-reboot``)."""
+        """Set a row's outcome (or ``staged``, with ``finished=False``).
+
+        Raises:
+            Internal: :data:`~livefw.state.HISTORY_ALLOWED` has no such change (a
+                finished row never changes again).
+        """
         entry = self.get(op_id)
+        new = history_transition(entry.state, HistoryState(state))
         self._db.execute(
             "UPDATE history SET state = ?, reason = ?, version_new = ?, finished = ?"
             " WHERE op_id = ?",
             (
-                state,
+                str(new),
                 clean(reason, TEXT_MAX),
                 entry.version_new if version_new is None else clean(version_new, NAME_MAX),
                 time.time() if finished else None,
@@ -259,7 +271,8 @@ class History:
             where.append("device_id = ?")
             args.append(device_id)
         if unfinished:
-            where.append("state IN ('pending', 'staged')")
+            where.append(f"state IN ({', '.join('?' * len(UNFINISHED_STATES))})")
+            args.extend(UNFINISHED_STATES)
         if where:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY id DESC"
@@ -284,4 +297,12 @@ def _entry(row: sqlite3.Row) -> HistoryEntry:
         if isinstance(values.get(key), str):
             values[key] = clean(values[key], limit)
     values["data"] = json.loads(values["data"] or "{}")
+    if values.get("state") not in HistoryState.__members__.values():
+        # not a state this livefwd knows (a hand-edited database): an outcome nobody can
+        # tell, which reconciliation never touches again
+        log.warning("history_state_unknown", op_id=values.get("op_id"), state=values.get("state"))
+        values["reason"] = clean(
+            f"unknown state {values.get('state')!r}; {values['reason']}", TEXT_MAX
+        )
+        values["state"] = HistoryState.FAILED
     return HistoryEntry.model_validate(values)

@@ -2,7 +2,8 @@
 
 As in fwupd, three things are kept apart: the persistent :class:`UpdateState` of a
 device (what happened to the last update), the transient :class:`Status` of an
-operation in flight with its percentage, and the device flags.
+operation in flight with its percentage, and the device flags. A history row has a
+:class:`HistoryState` of its own (livefw.history), with its own allowed transitions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from enum import StrEnum
 
 from livefw.errors import Internal
 
-__all__ = ["ALLOWED", "FLAGS", "Status", "UpdateState", "transition"]
+__all__ = [
+    "ALLOWED",
+    "FLAGS",
+    "HISTORY_ALLOWED",
+    "HistoryState",
+    "Status",
+    "UpdateState",
+    "history_transition",
+    "transition",
+]
 
 
 class UpdateState(StrEnum):
@@ -67,6 +77,72 @@ def transition(current: UpdateState, new: UpdateState) -> UpdateState:
         return new
     if new not in ALLOWED[current]:
         raise Internal(f"update state cannot go from {current} to {new}")
+    return new
+
+
+class HistoryState(StrEnum):
+    """The state of one history row (install or activate attempt); stored as this string."""
+
+    #: written before the first irreversible step; the operation is running (or the
+    #: daemon died during it: reconciliation decides at the next start)
+    PENDING = "pending"
+    #: the update is staged and waits for an activation or a reboot
+    STAGED = "staged"
+    SUCCESS = "success"
+    FAILED = "failed"
+    FAILED_TRANSIENT = "failed-transient"
+    #: the staged update was cancelled (``Cancel``)
+    CANCELLED = "cancelled"
+    #: the staged update was replaced by a newer staging on the same device; it was
+    #: never applied, and it did not fail
+    SUPERSEDED = "superseded"
+
+    @classmethod
+    def of(cls, state: UpdateState) -> HistoryState:
+        """The row state for a device state a reconciliation verdict gives.
+
+        success, failed and failed-transient map to themselves; a verdict that is no
+        outcome (none; pending and needs-reboot are handled as staged by the engine)
+        tells nothing, so the row is failed rather than left in a state nobody reads.
+        """
+        return _HISTORY_OUTCOME.get(state, HistoryState.FAILED)
+
+
+_HISTORY_OUTCOME = {
+    UpdateState.SUCCESS: HistoryState.SUCCESS,
+    UpdateState.FAILED: HistoryState.FAILED,
+    UpdateState.FAILED_TRANSIENT: HistoryState.FAILED_TRANSIENT,
+}
+
+_ROW_OUTCOMES = frozenset(
+    {HistoryState.SUCCESS, HistoryState.FAILED, HistoryState.FAILED_TRANSIENT}
+)
+
+#: from -> the states a history row may move to. Finished rows never change.
+HISTORY_ALLOWED: dict[HistoryState, frozenset[HistoryState]] = {
+    HistoryState.PENDING: _ROW_OUTCOMES | {HistoryState.STAGED},
+    # staged -> staged: reconciliation or an activation failure restates the reason
+    HistoryState.STAGED: _ROW_OUTCOMES
+    | {HistoryState.STAGED, HistoryState.CANCELLED, HistoryState.SUPERSEDED},
+    HistoryState.SUCCESS: frozenset(),
+    HistoryState.FAILED: frozenset(),
+    HistoryState.FAILED_TRANSIENT: frozenset(),
+    HistoryState.CANCELLED: frozenset(),
+    HistoryState.SUPERSEDED: frozenset(),
+}
+
+#: rows that still wait for an outcome (handed to plugins at start-up).
+HISTORY_UNFINISHED = frozenset({HistoryState.PENDING, HistoryState.STAGED})
+
+
+def history_transition(current: HistoryState, new: HistoryState) -> HistoryState:
+    """Check a history row's state change against :data:`HISTORY_ALLOWED`.
+
+    Raises:
+        Internal: the change is not allowed (a bug in the caller).
+    """
+    if new not in HISTORY_ALLOWED[current]:
+        raise Internal(f"a history row cannot go from {current} to {new}")
     return new
 
 

@@ -555,7 +555,11 @@ class CompatInterface(ServiceInterface, EngineListener):
             return UPDATE_STATE["needs-reboot" if protocol in REBOOT_PROTOCOLS else "pending"]
         if entry.state in ("success", "failed", "failed-transient", "pending"):
             return UPDATE_STATE[entry.state]
-        return UPDATE_STATE["failed"]  # cancelled, interrupted
+        if entry.state == "superseded":
+            # replaced by a newer staging before it was applied: it did not fail, and
+            # fwupd's one row per device has no state for it (FWUPD_UPDATE_STATE_UNKNOWN)
+            return UPDATE_STATE["none"]
+        return UPDATE_STATE["failed"]  # cancelled
 
     def _history_dict(self, entry: HistoryEntry) -> dict[str, Variant]:
         device = self.ctx.engine.devices.get(entry.device_id)
@@ -577,7 +581,7 @@ class CompatInterface(ServiceInterface, EngineListener):
             result["Version"] = Variant("s", entry.version_old)
         if device is not None and device.guids:
             result["Guid"] = Variant("as", [g.lower() for g in device.guids])
-        if entry.state not in ("success", "staged", "pending") and entry.reason:
+        if entry.state not in ("success", "staged", "pending", "superseded") and entry.reason:
             result["UpdateError"] = Variant("s", entry.reason)
         release: dict[str, Variant] = {
             "Version": Variant("s", entry.version_new or entry.version_old),

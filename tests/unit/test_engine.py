@@ -277,3 +277,62 @@ async def test_exclusive_changes_wait_for_each_other_and_hold_the_guard(
     with pytest.raises(Busy, match="shutting down"):
         async with engine.exclusive(target, "SetRevision"):
             pass
+
+
+# ------------------------------------------------- typed history (issue 15 item 4)
+
+
+def _row(history: Any) -> Any:
+    return history.begin(
+        device_id="d", device_name="Dev", plugin="fake", physical_id="p",
+        kind="install", version_old="1", version_new="2", boot_id="b",
+    )  # fmt: skip
+
+
+def test_history_rows_follow_the_allowed_transitions(tmp_path: Path) -> None:
+    from livefw.errors import Internal
+    from livefw.history import History
+    from livefw.state import HISTORY_ALLOWED, HistoryState
+
+    history = History(str(tmp_path / "history.db"))
+    try:
+        row = _row(history)
+        assert row.state is HistoryState.PENDING
+        with pytest.raises(Internal, match="cannot go from pending to cancelled"):
+            history.set_state(row.op_id, HistoryState.CANCELLED)
+        staged = history.set_state(row.op_id, HistoryState.STAGED, finished=False)
+        assert staged.unfinished
+        done = history.set_state(row.op_id, HistoryState.SUPERSEDED, reason="replaced")
+        assert done.state is HistoryState.SUPERSEDED
+        assert not done.unfinished
+        for later in HistoryState:  # a finished row never changes again
+            with pytest.raises(Internal):
+                history.set_state(row.op_id, later)
+        assert history.get(row.op_id).reason == "replaced"
+        assert all(not HISTORY_ALLOWED[s] for s in HistoryState if s not in (
+            HistoryState.PENDING, HistoryState.STAGED))  # fmt: skip
+        # a state this livefwd does not know (hand-edited database) reads as failed
+        other = _row(history)
+        history._db.execute("UPDATE history SET state = 'exploded' WHERE op_id = ?", (other.op_id,))
+        read = history.get(other.op_id)
+        assert read.state is HistoryState.FAILED
+        assert read.reason.startswith("unknown state 'exploded'")
+    finally:
+        history.close()
+
+
+async def test_fwupd_api_does_not_report_a_superseded_row_as_failed(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from livefw.bus.compat import UPDATE_STATE, CompatInterface
+
+    engine = await make(tmp_path)
+    device = next(iter(engine.devices.values()))
+    first = await engine.install(device.id, Payload(b"FAKE1.0"), InstallOptions())
+    await engine.install(device.id, Payload(b"FAKE1.1"), InstallOptions())
+    compat = CompatInterface(SimpleNamespace(engine=engine), str(tmp_path))  # type: ignore[arg-type]
+    superseded = engine.history.get(first.op_id)
+    assert superseded.state == "superseded"
+    assert compat._history_state(superseded) == UPDATE_STATE["none"]
+    assert "UpdateError" not in compat._history_dict(superseded)
+    await engine.stop()
