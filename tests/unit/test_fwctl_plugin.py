@@ -60,12 +60,13 @@ def sent(engine: Engine) -> int:
     return sum(sim(engine).rpc_counts.values())
 
 
-async def wait_for(predicate: Callable[[], bool]) -> None:
-    for _ in range(200):
-        if predicate():
-            return
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    # a deadline, not a count of sleeps: on a loaded machine a uevent can take seconds
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
         await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 # ------------------------------------------------------------------ devices
