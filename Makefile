@@ -13,6 +13,10 @@ DEB_NEEDS := /usr/bin/dbus-daemon:dbus-daemon /usr/bin/busctl:systemd \
 
 .PHONY: all deps venv demo test test-deps lint typecheck pytest bench clean
 
+# bus-level integration tests run a second time with LIVEFW_DBUS_BACKEND=next
+NEXT_BACKEND_TESTS := tests/integration/test_daemon.py \
+	tests/integration/test_bus_managed_objects.py tests/integration/test_compat_wire.py
+
 all: test
 
 # Install missing Debian packages only (idempotent; apt-get runs only when needed).
@@ -49,6 +53,8 @@ test: venv test-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict -p livefw
 	$(BIN)/pytest -q -m "not slow"
+	@# the bus-level integration tests again on the other D-Bus backend (issue 17 item 3)
+	LIVEFW_DBUS_BACKEND=next $(BIN)/pytest -q -m "not slow" $(NEXT_BACKEND_TESTS)
 
 demo: venv
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps

@@ -19,11 +19,14 @@ the backend (dbus-next today, dbus-fast later) can be swapped in one place.
 * signals from a guarded prefix go, as unicast copies, only to the connections the
   guard would let call that path (see :meth:`LivefwBus.send`).
 
-Backend selection: ``LIVEFW_DBUS_BACKEND=next`` (the default: dbus-next, pure Python)
-or ``LIVEFW_DBUS_BACKEND=fast`` (dbus-fast, its maintained fork with Cython-compiled
-marshalling; ``pip install livefw[fast]``). The variable is read once, at import; both
-backends get the same fixes (the EAGAIN-safe writer, fds closed after send, the
-ObjectManager and hidden-path behaviour). :data:`BACKEND` says which one is in use.
+Backend selection: ``LIVEFW_DBUS_BACKEND=fast`` (the default: dbus-fast, the
+maintained fork of dbus-next with Cython-compiled marshalling) or
+``LIVEFW_DBUS_BACKEND=next`` (dbus-next, pure Python, last released in 2021; the
+``next`` extra). The variable is read once, at import; both backends get the same
+fixes (the EAGAIN-safe writer, fds closed after send, the ObjectManager and
+hidden-path behaviour, cached property maps) and ``make test`` runs the bus-level
+integration tests on both. :data:`BACKEND` says which one is in use. (Type checking
+sees dbus-next's names; the two libraries have the same API.)
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ import structlog
 from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
 
 #: the D-Bus library in use: "next" (dbus-next) or "fast" (dbus-fast).
-BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or "next"
+BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or "fast"
 if BACKEND not in ("next", "fast"):
     raise ImportError(
-        f"LIVEFW_DBUS_BACKEND={BACKEND!r} is not a D-Bus backend: use 'next' (dbus-next, "
-        "the default) or 'fast' (dbus-fast)"
+        f"LIVEFW_DBUS_BACKEND={BACKEND!r} is not a D-Bus backend: use 'fast' (dbus-fast, "
+        "the default) or 'next' (dbus-next)"
     )
 
 if TYPE_CHECKING or BACKEND == "next":
@@ -384,6 +387,11 @@ class LivefwBus(MessageBus):
         self._fd_calls: dict[tuple[str, int], int] = {}
         self._fds_by_sender: collections.Counter[str] = collections.Counter()
         self._fds_held = 0
+        #: id(interface) -> (interface, the paths it is exported at)
+        self._exported_at: dict[int, tuple[ServiceInterface, list[str]]] = {}
+        #: id(interface) -> (interface, its GetManagedObjects property map), for
+        #: interfaces whose class sets ``livefw_cache_properties``
+        self._property_maps: dict[int, tuple[ServiceInterface, dict[str, Any]]] = {}
 
     # ----------------------------------------------------------- hidden objects
 
@@ -706,6 +714,69 @@ class LivefwBus(MessageBus):
             self._batching = False
         self._send_interfaces_added(path, interfaces)
 
+    def export(self, path: str, interface: ServiceInterface) -> None:
+        """Export ``interface`` at ``path`` and index where it is (see signals below)."""
+        super().export(path, interface)
+        entry = self._exported_at.get(id(interface))
+        if entry is None or entry[0] is not interface:
+            self._exported_at[id(interface)] = (interface, [path])
+        elif path not in entry[1]:
+            entry[1].append(path)
+
+    def unexport(self, path: str, interface: ServiceInterface | str | None = None) -> None:
+        """Unexport as the library does; forget the interfaces' index and cached maps."""
+        exported = self._path_exports.get(path)
+        if exported is not None:
+            present = list(exported.values() if isinstance(exported, dict) else exported)
+            if isinstance(interface, str):
+                present = [i for i in present if i.name == interface]
+            elif interface is not None:
+                present = [i for i in present if i is interface]
+            for removed in present:
+                entry = self._exported_at.get(id(removed))
+                if entry is not None and entry[0] is removed and path in entry[1]:
+                    entry[1].remove(path)
+                    if not entry[1]:
+                        del self._exported_at[id(removed)]
+                self._property_maps.pop(id(removed), None)
+        super().unexport(path, interface)
+
+    def _interface_signal_notify(
+        self,
+        interface: ServiceInterface,
+        interface_name: str,
+        member: str,
+        signature: str,
+        body: list[Any],
+        unix_fds: list[int] | None = None,
+    ) -> None:
+        """Send a signal of ``interface`` from its path, found by index.
+
+        The libraries find the path by scanning every exported object per signal:
+        a property change cost time proportional to the number of devices (15,000
+        objects at 10,000 devices; bench/scale.py). A PropertiesChanged also drops
+        the interface's cached GetManagedObjects map.
+        """
+        if member == "PropertiesChanged":
+            self._property_maps.pop(id(interface), None)
+        entry = self._exported_at.get(id(interface))
+        if entry is None or entry[0] is not interface or len(entry[1]) != 1:
+            # not exported here, or at several paths: the library's way
+            super()._interface_signal_notify(
+                interface, interface_name, member, signature, body, unix_fds or []
+            )
+            return
+        self.send(
+            Message.new_signal(
+                path=entry[1][0],
+                interface=interface_name,
+                member=member,
+                signature=signature,
+                body=body,
+                unix_fds=unix_fds or [],
+            )
+        )
+
     def _send_interfaces_added(self, path: str, interfaces: list[ServiceInterface]) -> None:
         """One InterfacesAdded from the manager path with every interface's properties."""
         if self._disconnected or self._is_hidden(path):
@@ -776,7 +847,14 @@ class LivefwBus(MessageBus):
         bench/NOTES.md). With synchronous getters the same values come from one
         loop. Same paths (children of ``root``, hidden prefixes left out), same
         properties (readable, not disabled), same ``Variant(signature, value)``.
+
+        An interface whose class sets ``livefw_cache_properties = True`` promises that
+        every change of a property is announced with PropertiesChanged (or that its
+        properties never change): its map is built once and reused until then
+        (:meth:`_interface_signal_notify` drops it), as the compat interface keeps
+        device dicts. At 1,000 devices that is most of the reply (issue 17 item 4).
         """
+        maps = self._property_maps
         result: dict[str, dict[str, dict[str, Any]]] = {}
         below = root + "/"
         for path, exported in self._path_exports.items():
@@ -785,6 +863,10 @@ class LivefwBus(MessageBus):
             interfaces = exported.values() if isinstance(exported, dict) else exported
             entry: dict[str, dict[str, Any]] = {}
             for interface in interfaces:
+                cached = maps.get(id(interface))
+                if cached is not None and cached[0] is interface:
+                    entry[interface.name] = cached[1]
+                    continue
                 values: dict[str, Any] = {}
                 for prop in ServiceInterface._get_properties(interface):
                     if prop.disabled or not prop.access.readable():
@@ -799,6 +881,8 @@ class LivefwBus(MessageBus):
                     except Exception:
                         return None
                 entry[interface.name] = values
+                if getattr(interface, "livefw_cache_properties", False):
+                    maps[id(interface)] = (interface, values)
             result[path] = entry
         return result
 

@@ -54,6 +54,9 @@ def device_dict(device: Device) -> dict[str, Variant]:
 class DeviceInterface(ServiceInterface):
     """Read-only properties of a device; changes arrive as PropertiesChanged."""
 
+    #: every change is announced (:meth:`changed`): LivefwBus may cache the map
+    livefw_cache_properties = True
+
     def __init__(self, device: Device) -> None:
         super().__init__(INTERFACE)
         self.device = device

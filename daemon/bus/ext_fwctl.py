@@ -58,6 +58,10 @@ def _rpc_options(options: dict[str, Variant]) -> RpcOptions:
 class FwctlInterface(ServiceInterface):
     """Per-device fwctl facts and RPCs."""
 
+    #: the facts are fixed for the device object's life (a re-probed node is a new
+    #: device): LivefwBus may cache the property map (issue 17 item 4)
+    livefw_cache_properties = True
+
     def __init__(self, ctx: BusContext, device: FwctlDevice) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx

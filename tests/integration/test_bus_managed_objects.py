@@ -114,3 +114,72 @@ async def test_a_failing_getter_gets_the_library_error(private_bus: PrivateBus) 
         assert reply.message_type == MessageType.ERROR
     finally:
         disconnect(server)
+
+
+class CachedThing(Thing):
+    livefw_cache_properties = True
+
+
+async def test_cached_property_maps_follow_properties_changed(private_bus: PrivateBus) -> None:
+    """A cacheable interface's map is reused until its PropertiesChanged (issue 17.4)."""
+    import asyncio
+
+    server = LivefwBus(bus_address=private_bus.address, object_manager_path=ROOT)
+    await server.connect()
+    client = await MessageBus(bus_address=private_bus.address).connect()
+    try:
+        cached, plain = CachedThing("org.example.Thing", 1), Thing("org.example.Thing", 2)
+        server.export_object(f"{ROOT}/cached", [cached])
+        server.export_object(f"{ROOT}/plain", [plain])
+        seen: list[tuple[str, int]] = []
+        client.add_message_handler(
+            lambda m: (
+                seen.append((m.path, m.body[1]["Index"].value))
+                if m.member == "PropertiesChanged"
+                else None
+            )
+        )
+        await call(
+            client,
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=["type='signal',member='PropertiesChanged'"],
+            ),
+        )
+
+        def index(objects: dict[str, dict[str, dict[str, object]]], name: str) -> object:
+            return objects[f"{ROOT}/{name}"]["org.example.Thing"]["Index"].value  # type: ignore[attr-defined]
+
+        first = server._managed_objects(ROOT)
+        assert first is not None
+        cached.index, plain.index = 10, 20
+        second = server._managed_objects(ROOT)
+        assert second is not None
+        assert index(second, "cached") == 1  # no signal yet: the cached map
+        assert index(second, "plain") == 20  # not cacheable: read every time
+        # the signal is sent from the interface's path by index, not by a scan
+        parent = type(server).__mro__[1]
+        original = parent._interface_signal_notify
+        parent._interface_signal_notify = None  # type: ignore[assignment]
+        try:
+            cached.emit_properties_changed({"Index": 10})
+        finally:
+            parent._interface_signal_notify = original  # type: ignore[method-assign]
+        third = server._managed_objects(ROOT)
+        assert third is not None
+        assert index(third, "cached") == 10
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert seen == [(f"{ROOT}/cached", 10)]
+        server.unexport(f"{ROOT}/cached")
+        assert id(cached) not in server._property_maps
+        assert id(cached) not in server._exported_at
+    finally:
+        disconnect(client)
+        disconnect(server)
