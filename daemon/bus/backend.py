@@ -37,6 +37,7 @@ import collections
 import contextlib
 import contextvars
 import importlib
+import importlib.util
 import inspect
 import os
 import socket
@@ -47,8 +48,12 @@ import structlog
 
 from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
 
-#: the D-Bus library in use: "next" (dbus-next) or "fast" (dbus-fast).
-BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or "fast"
+#: the D-Bus library in use: "fast" (dbus-fast) or "next" (dbus-next). Unset, it is
+#: dbus-fast, a dependency; a venv made before dbus-fast became one (no dbus_fast
+#: module) gets dbus-next rather than failing. Asked for explicitly, it is what runs.
+BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or (
+    "fast" if importlib.util.find_spec("dbus_fast") is not None else "next"
+)
 if BACKEND not in ("next", "fast"):
     raise ImportError(
         f"LIVEFW_DBUS_BACKEND={BACKEND!r} is not a D-Bus backend: use 'fast' (dbus-fast, "
