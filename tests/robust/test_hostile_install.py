@@ -218,14 +218,19 @@ async def test_set_hints_is_bounded_and_forgotten_when_the_client_leaves(
 ) -> None:
     with hostile(bus_dir, state_dir, CONFIG) as h:
         # two rounds of 20 clients each sending 32 hints of 128 KiB (4 MiB a
-        # message): main keeps all of it (80 MiB a round, 160 MiB in all); here what
-        # is left is allocator slack (measured 40-65 MiB), not kept hints
-        before = h.status("VmRSS")
+        # message): main keeps all of it (80 MiB more after every round). Here the
+        # first round leaves allocator slack (40-90 MiB measured, depending on the
+        # D-Bus backend and the load) that the second round reuses (17 MiB measured):
+        # what is judged is the second round's growth, which kept hints make 80 MiB.
+        rss = [h.status("VmRSS")]
         async with probe(h.bus.address, destination="org.freedesktop.fwupd") as pings:
             for _ in range(2):
                 (outcomes,) = parse_lines(await h.attack(BIG_HINTS.format(connections=20), 240))
-        grown = (h.status("VmRSS") - before) // 1024
-        assert grown < 100, f"livefwd grew by {grown} MiB"
+                rss.append(h.status("VmRSS"))
+        second = (rss[2] - rss[1]) // 1024
+        assert second < 40, f"livefwd grew by {second} MiB in the second round: {rss} KiB"
+        total = (rss[2] - rss[0]) // 1024
+        assert total < 200, f"livefwd grew by {total} MiB: {rss} KiB"
         assert outcomes == [outcomes[0]], outcomes
         assert str(outcomes[0]).startswith("NotSupported"), outcomes
         assert "too long" in str(outcomes[0]), outcomes
