@@ -12,9 +12,6 @@
 
 .PHONY: fwupd-client install-fwupd-client test-compat
 
-#: what the compat tests need from Debian: the fwupd client and openssl (test keys).
-FWUPD_CLIENT_PACKAGES := fwupd openssl
-
 test-deps: fwupd-client
 
 fwupd-client:
@@ -22,21 +19,10 @@ fwupd-client:
 		$(MAKE) --no-print-directory install-fwupd-client; \
 	fi
 
+#: what the compat tests need from Debian: the fwupd client and openssl (test keys);
+#: --no-start keeps the package from starting fwupd.service (tools/apt-need).
 install-fwupd-client:
-	@if ! command -v fwupdmgr >/dev/null || ! command -v openssl >/dev/null; then \
-		echo "installing Debian packages: $(FWUPD_CLIENT_PACKAGES) (client only; fwupd.service is not started)"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		blocker=""; \
-		if [ ! -e /usr/sbin/policy-rc.d ]; then \
-			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
-			$$SUDO chmod 755 /usr/sbin/policy-rc.d; blocker=1; \
-		fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-			$(FWUPD_CLIENT_PACKAGES); status=$$?; \
-		[ -z "$$blocker" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
-		exit $$status; \
-	fi
+	@tools/apt-need --no-start fwupdmgr:fwupd openssl:openssl
 
 test-compat: venv install-fwupd-client
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
