@@ -1156,4 +1156,12 @@ def _map_errno(error: KernelError, what: str) -> LivefwError:
         return NotSupported(f"the kernel does not support the request to {what}")
     if code == errno.EINVAL:
         return InvalidArgument(f"the kernel refused to {what} (EINVAL): {error.message}")
+    if code == errno.EAGAIN and "telemetry buffer" in what:
+        # pfrt_log_mmap(): io_remap_pfn_range refused the uncached mapping (x86 PAT
+        # memory-type conflict, seen on a real 7.2.13): a retry meets the same conflict
+        return NotSupported(
+            f"the kernel could not {what} (EAGAIN): the platform maps the telemetry memory "
+            "with a conflicting memory type (see the kernel log for the PAT message); "
+            "retrying does not help, report it to the platform vendor"
+        )
     return error

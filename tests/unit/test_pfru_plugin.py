@@ -531,6 +531,20 @@ async def test_telemetry_not_started_and_busy(make_engine: MakeEngine) -> None:
         await target.telemetry_info()
 
 
+async def test_a_memory_type_conflict_on_the_telemetry_mmap_is_not_busy(
+    make_engine: MakeEngine,
+) -> None:
+    """The VM lane's finding on 7.2.13: EAGAIN from the mmap is no reason to retry."""
+    engine = await make_engine([PfruPlugin])
+    target = code(engine)
+    provider = engine.provider
+    assert isinstance(provider, SimProvider)
+    provider.machine.add_fault(FaultSpec(component="pfru", kind="mmap-memtype-conflict"))
+    with pytest.raises(NotSupported, match="retrying does not help"):
+        await target.read_telemetry(0)
+    assert (await target.read_telemetry(0)).data  # the next map works again
+
+
 def test_plugin_imports_only_the_allowed_modules() -> None:
     plugin_dir = Path(__file__).resolve().parents[2] / "plugins" / "pfru"
     for path in plugin_dir.glob("*.py"):

@@ -174,6 +174,9 @@ class PfruComponent(SimComponent):
         "STAGE_ACTIVATE): EBUSY; the staged capsule stays staged",
         "telemetry-busy": "the telemetry _DSM returns a non-zero status: GET_DATA_INFO, "
         "mmap and SET_INFO (level) fail with EBUSY, GET_INFO reports -EBUSY as level",
+        "mmap-memtype-conflict": "the next mmap of the telemetry buffer fails with EAGAIN: "
+        "io_remap_pfn_range refuses the uncached mapping because the platform maps the "
+        "same pages with another memory type (x86 PAT; seen on 7.2.13 in the VM lane)",
         "telemetry-reset": "the telemetry service resets before answering the next "
         "GET_DATA_INFO (reset_cnt increments, the log is cleared)",
         "append-race": "the firmware appends a record right after answering the next "
@@ -997,6 +1000,14 @@ class _TelemetryHandle(SimHandle):
         raise fail(errno.ENOTTY, "ioctl", self.path)
 
     def do_mmap(self, length: int) -> memoryview:
+        """pfrt_log_mmap() (drivers/acpi/pfr_telemetry.c): checks, then an uncached map.
+
+        The kernel maps the log with ``pgprot_noncached`` through
+        ``io_remap_pfn_range``; on x86 a memory-type conflict with a mapping of the same
+        pages the kernel already holds (arch/x86/mm/pat/memtype.c
+        ``is_new_memtype_allowed()``) makes it fail with EAGAIN, which retrying does not
+        cure (fault ``mmap-memtype-conflict``).
+        """
         info = self._data_info("mmap")
         if info.chunk2_addr == 0:
             raise fail(errno.ENODEV, "mmap", self.path, "telemetry has not started")
@@ -1012,6 +1023,8 @@ class _TelemetryHandle(SimHandle):
                 self.path,
                 f"{length} bytes > max_data_size {info.max_data_size}",
             )
+        if self._component.dsm_fault(KEY_TELEMETRY, "mmap-memtype-conflict"):
+            raise fail(errno.EAGAIN, "mmap", self.path, "memory type conflict (PAT)")
         return self._component.mapping(self._component.state.log_type)[:length].toreadonly()
 
 
