@@ -19,10 +19,46 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-__all__ = ["NOBODY", "Cli", "DaemonProcess", "PolkitMock", "PrivateBus", "as_user", "busctl"]
+__all__ = [
+    "NOBODY",
+    "SYSTEM_DEFAULTS",
+    "Cli",
+    "DaemonProcess",
+    "PolkitMock",
+    "PrivateBus",
+    "as_user",
+    "busctl",
+]
 
 #: the uid tests run unprivileged clients as (``nobody``).
 NOBODY = 65534
+
+#: The default policy of Debian's /usr/share/dbus-1/system.conf (the part that matters
+#: to tests of the shipped policy): connect, no owning, no method calls unless a policy
+#: file allows them. Written beside a PrivateBus started with default_policy=False.
+SYSTEM_DEFAULTS = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+</busconfig>
+"""
 
 _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

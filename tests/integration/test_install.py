@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from livefw.testing import NOBODY, Cli, DaemonProcess, PrivateBus, as_user, busctl
+from livefw.testing import NOBODY, SYSTEM_DEFAULTS, Cli, DaemonProcess, PrivateBus, as_user, busctl
 
 REPO = Path(__file__).resolve().parent.parent.parent
 INSTALL_PYTHON = "/usr/bin/python3.11"
@@ -385,32 +385,6 @@ def test_dbus_activation_file_names_the_systemd_unit(destdir: Path) -> None:
 
 
 # --------------------------------------------------------------- the bus policy
-
-#: The default policy of Debian's /usr/share/dbus-1/system.conf (the part that matters
-#: here): connect, no owning, no method calls unless a policy file allows them.
-SYSTEM_DEFAULTS = """<!DOCTYPE busconfig PUBLIC
- "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-</busconfig>
-"""
 
 
 @pytest.fixture

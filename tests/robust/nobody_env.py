@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from livefw.bus.backend import Message, MessageBus, MessageType, call
-from livefw.testing import NOBODY, DaemonProcess, PolkitMock, PrivateBus, as_user
+from livefw.testing import NOBODY, SYSTEM_DEFAULTS, DaemonProcess, PolkitMock, PrivateBus, as_user
 
 REPO = Path(__file__).resolve().parents[2]
 BUS = "org.livefw.Daemon1"
@@ -36,29 +36,6 @@ FWUPD = "org.freedesktop.fwupd"
 #: no attack may keep livefwd from answering for longer than this (issue 13).
 LOOP_BUDGET = 0.1
 
-SYSTEM_DEFAULTS = """<!DOCTYPE busconfig PUBLIC
- "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-</busconfig>
-"""
 
 #: what polkitd's own org.freedesktop.PolicyKit1.conf grants, plus the mock's control
 #: interface for root (the test sets the verdicts through it).

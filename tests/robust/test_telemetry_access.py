@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from livefw.testing import NOBODY, DaemonProcess, PolkitMock, PrivateBus, as_user
+from livefw.testing import NOBODY, SYSTEM_DEFAULTS, DaemonProcess, PolkitMock, PrivateBus, as_user
 
 REPO = Path(__file__).resolve().parents[2]
 BUS = "org.livefw.Daemon1"
@@ -33,26 +33,6 @@ CODE_PATH = f"/org/livefw/Daemon1/devices/{CODE_ID}"
 READ_ACTION = "org.livefw.daemon1.telemetry-read"
 AUTH_FAILED = "org.livefw.Daemon1.Error.AuthFailed"
 
-#: what a distribution's system.conf gives every connection (deny by default).
-SYSTEM_DEFAULTS = """<!DOCTYPE busconfig PUBLIC
- "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-</busconfig>
-"""
 #: polkitd's own policy, reduced: root owns the name, everyone may call it.
 POLKIT_POLICY = """<!DOCTYPE busconfig PUBLIC
  "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
