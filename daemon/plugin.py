@@ -32,6 +32,7 @@ from livefw.statefiles import StateDirError, read_private, write_atomic
 __all__ = [
     "FLAGS",
     "Device",
+    "DeviceContext",
     "DeviceInfo",
     "HistoryEntry",
     "InstallOptions",
@@ -239,6 +240,39 @@ class PluginContext:
         except (StateDirError, OSError) as error:
             cls = NoSpace if getattr(error, "errno", None) == errno.ENOSPC else Internal
             raise cls(f"cannot write {name} in {self.state_dir}: {_why(error)}") from error
+
+
+class DeviceContext:
+    """What a plugin's devices need to do their own operations (fwupd's FuContext).
+
+    A device gets one of these instead of a link to its plugin. Each plugin
+    subclasses it once for its technology and adds the firmware state its devices
+    share (PFRU's single staged capsule and update lock, the UEFI plugin's ESP and
+    capsule environment, the live-update broker's sessions); the plugin creates
+    the one instance, keeps it, and hands it to every device it creates. Devices
+    never import or reach their :class:`Plugin`.
+
+    Attributes:
+        plugin: the engine's :class:`PluginContext` (device registry, state files).
+    """
+
+    def __init__(self, plugin: PluginContext) -> None:
+        self.plugin = plugin
+
+    @property
+    def provider(self) -> KernelProvider:
+        """The kernel provider (real or simulated)."""
+        return self.plugin.provider
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The plugin's section of livefw.conf."""
+        return self.plugin.config
+
+    @property
+    def log(self) -> Any:
+        """The plugin's structlog logger."""
+        return self.plugin.log
 
 
 def _why(error: Exception) -> str:
