@@ -5,7 +5,7 @@ Also the one way to read an ``a{sv}`` of options off the wire (:func:`parse_opti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from livefw.bus.backend import CURRENT_MESSAGE, LivefwBus, Message, Variant
@@ -16,28 +16,61 @@ from livefw.errors import Internal, InvalidArgument, LivefwError
 __all__ = ["BusContext", "parse_options"]
 
 
+#: at most this many unknown keys are named in a refusal, each cut to this length: the
+#: message stays short whatever a caller sends (an ``a{sv}`` may hold thousands).
+_NAMED_KEYS = 8
+_KEY_MAX = 64
+
+
+def _names(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    shown = [key[:_KEY_MAX] for key in keys[:_NAMED_KEYS]]
+    more = f" and {len(keys) - _NAMED_KEYS} more" if len(keys) > _NAMED_KEYS else ""
+    return f"{shown}{more}"
+
+
 def parse_options(
-    options: dict[str, Variant],
+    options: Mapping[str, Variant],
     allowed: Mapping[str, str],
     error: type[LivefwError] = InvalidArgument,
+    *,
+    ignore_unknown: bool = False,
+    require_any: bool = False,
 ) -> dict[str, Any]:
     """Unwrap an ``a{sv}``: known keys only, each of exactly its D-Bus type.
 
     ``allowed`` maps each key to its type signature (``"s"``, ``"u"``, ``"b"``, ...).
     A value of another type (a variant inside the variant included, however deep) is
     refused before anything looks at it, so no method sees a value of a type it does
-    not expect. Ranges are the method's to check.
+    not expect. Ranges are the method's to check. Every method that takes options
+    reads them here, so they are refused alike everywhere (same error, same words).
+
+    Args:
+        options: the ``a{sv}`` as the bus library hands it over.
+        allowed: key -> type signature.
+        error: the error class to refuse with (``InvalidFile`` where an API
+            documents that name, as fwupd's Install does).
+        ignore_unknown: leave out keys not in ``allowed`` instead of refusing them
+            (fwupd's API: clients send options an older daemon does not know).
+        require_any: refuse an empty ``a{sv}`` (a setter with nothing to set).
+
+    Returns:
+        key -> unwrapped value, for the keys present.
 
     Raises:
-        InvalidArgument: an unknown key or a value of the wrong type (``error``
-            instead, e.g. ``InvalidFile``, where an API documents another name).
+        InvalidArgument: an unknown key, a value of the wrong type, or no option
+            where one is required (``error`` instead, when given).
     """
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise error(f"unknown options {unknown}; allowed: {sorted(allowed)}")
+    unknown = set(options) - set(allowed)
+    if unknown and not ignore_unknown:
+        raise error(f"unknown options {_names(unknown)}; allowed: {sorted(allowed)}")
+    if require_any and not set(options) & set(allowed):
+        raise error(f"no option given; allowed: {sorted(allowed)}")
     result: dict[str, Any] = {}
-    for key, variant in options.items():
-        expected = allowed[key]
+    for key, expected in allowed.items():
+        variant = options.get(key)
+        if variant is None:
+            continue
         if variant.signature != expected:
             raise error(
                 f"option {key!r} must be of type {expected!r}, not {variant.signature[:16]!r}"
