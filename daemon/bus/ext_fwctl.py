@@ -1,9 +1,9 @@
 """``org.livefw.Daemon1.Fwctl`` on fwctl device objects: node facts and ``Rpc``.
 
 ``Rpc`` parses the scope (an unknown one is refused before anything else), runs the
-plugin's side-effect-free checks (so a request the daemon would refuse never costs
+device's side-effect-free checks (so a request the daemon would refuse never costs
 the caller a polkit prompt), authorizes the scope's polkit action, then awaits the
-plugin, which serializes RPCs per device and re-checks under its lock. An RPC at a
+device's ``rpc``, which serializes RPCs per device and re-checks under its lock. An RPC at a
 scope that may write (configuration, debug-write, debug-write-full: include/uapi/
 fwctl/fwctl.h ``enum fwctl_rpc_scope``) runs inside ``Engine.exclusive``, so it never
 overlaps a firmware update or another state change; a debug-read RPC takes only the
@@ -97,9 +97,8 @@ class FwctlInterface(ServiceInterface):
         level = parse_scope(scope)
         rpc_options = _rpc_options(options)
         device = self.device
-        plugin = device.owner
         data = bytes(request)
-        plugin.check_rpc(device, level, data, rpc_options, await self.ctx.caller_uid())
+        device.check_rpc(level, data, rpc_options, await self.ctx.caller_uid())
         uid = await self.ctx.authorize(ACTIONS[level])
         guard: Any = (
             contextlib.nullcontext()
@@ -107,7 +106,7 @@ class FwctlInterface(ServiceInterface):
             else self.ctx.engine.exclusive(device, f"fwctl {scope} RPC on {device.name}")
         )
         async with guard:
-            result = await plugin.rpc(device, level, data, rpc_options, caller_uid=uid)
+            result = await device.rpc(level, data, rpc_options, caller_uid=uid)
         return [result.response, {key: _variant(value) for key, value in result.info.items()}]
 
 

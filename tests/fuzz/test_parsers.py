@@ -18,7 +18,6 @@ import tempfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,7 +30,8 @@ from livefw.config import load_config
 from livefw.errors import InvalidFile, LivefwError
 from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.uapi import capsule, efi, fwctl, pfru
-from livefw.plugins.fwctl.plugin import FwctlPlugin, _device_status, parse_scope
+from livefw.plugins.fwctl.device import parse_scope
+from livefw.plugins.fwctl.drivers import check_mlx5, device_status
 from livefw.plugins.pfru.plugin import _chronological
 
 #: Python allocations one parser call may make, whatever the input claims.
@@ -301,7 +301,7 @@ def test_fwctl_replies(data: bytes) -> None:
 @given(response=st.binary(max_size=128))
 def test_fwctl_device_status(device_type: fwctl.DeviceType, response: bytes) -> None:
     """The device status the plugin decodes from any RPC response."""
-    call(_device_status, SimpleNamespace(device_type=device_type), response)
+    call(device_status, device_type, response)
 
 
 @given(st.binary(max_size=512))
@@ -318,7 +318,7 @@ def test_cxl_feature_entries(data: bytes) -> None:
 @given(st.binary(max_size=64), st.integers(0, 1 << 20))
 def test_mlx5_requests(data: bytes, size: int) -> None:
     """A caller's raw mlx5 mailbox: checked for its scope before anything is sent."""
-    call(FwctlPlugin._check_mlx5, data, size)
+    call(check_mlx5, data, size)
 
 
 @given(st.text(max_size=30))

@@ -18,8 +18,14 @@ from livefw.kernel.real import RealProvider
 from livefw.kernel.sim.fwctl import FwctlComponent
 from livefw.kernel.uapi import fwctl as uapi
 from livefw.kernel.uapi.fwctl import Scope
-from livefw.plugin import PluginContext
-from livefw.plugins.fwctl import FwctlDevice, FwctlPlugin, RpcOptions, parse_scope
+from livefw.plugin import Plugin, PluginContext
+from livefw.plugins.fwctl import (
+    FwctlContext,
+    FwctlDevice,
+    FwctlPlugin,
+    RpcOptions,
+    parse_scope,
+)
 
 MEDIA = "6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60"  # reset-only effects: debug-write
 THERMAL = "a7c3d1e4-0b2f-4e7a-8c19-5d6e7f809112"  # immediate effects: debug-write-full
@@ -97,6 +103,18 @@ async def test_one_device_per_node_with_parent_and_info(engine: Engine) -> None:
     assert sim(engine).open_uids[1] == set()
 
 
+async def test_devices_get_the_context_not_the_plugin(engine: Engine) -> None:
+    """The plugin pattern (issue 15): a device holds the shared FwctlContext only."""
+    fwctl = plugin(engine)
+    for found in (device(engine, "cxl"), device(engine, "mlx5")):
+        assert found.ctx is fwctl.device_ctx
+        assert isinstance(found.ctx, FwctlContext)
+        assert not any(isinstance(value, Plugin) for value in vars(found).values())
+        assert not hasattr(found, "owner")
+    assert not hasattr(fwctl, "rpc")
+    assert not hasattr(fwctl, "check_rpc")
+
+
 def _real_sysfs(root: Path) -> None:
     """The kernel's layout with real symlinks: a CXL memdev and an mlx5 PCI function."""
 
@@ -156,7 +174,7 @@ async def test_hotplug_adds_and_removes_devices(engine: Engine) -> None:
     await wait_for(lambda: len(engine.devices) == 2)
     assert added.removed
     with pytest.raises(NotFound):
-        await plugin(engine).rpc(added, Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions())
+        await added.rpc(Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions())
 
 
 async def test_refresh_drops_vanished_nodes(engine: Engine) -> None:
@@ -173,8 +191,8 @@ async def test_rpc_returns_response_and_info(engine: Engine) -> None:
     cxl = device(engine, "cxl")
     request = uapi.pack_get_supported_features(48 * 6, 0)
     with capture_logs() as logs:
-        result = await plugin(engine).rpc(
-            cxl, Scope.CONFIGURATION, request, RpcOptions(response_size=64), caller_uid=1000
+        result = await cxl.rpc(
+            Scope.CONFIGURATION, request, RpcOptions(response_size=64), caller_uid=1000
         )
     # the driver's length exceeds the buffer offered; the response is truncated
     # the kernel counts sizeof(struct fwctl_rpc_cxl_out): 8 more than the reply
@@ -195,8 +213,8 @@ async def test_rpc_returns_response_and_info(engine: Engine) -> None:
 
 async def test_mlx5_rpc_and_device_status(engine: Engine) -> None:
     mlx5 = device(engine, "mlx5")
-    result = await plugin(engine).rpc(
-        mlx5, Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI), RpcOptions()
+    result = await mlx5.rpc(
+        Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI), RpcOptions()
     )
     assert result.info["device-status-name"] == "ok"
     assert struct.unpack_from(">H", result.response, 16) == (1,)
@@ -206,19 +224,19 @@ async def test_debug_write_taints_even_when_the_device_rejects(engine: Engine) -
     cxl = device(engine, "cxl")
     request = uapi.pack_set_feature(MEDIA, b"\x01" * 8, version=7)  # wrong version
     with capture_logs() as logs:
-        result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
+        result = await cxl.rpc(Scope.DEBUG_WRITE, request, RpcOptions())
     assert result.info["tainted"] is True
     assert result.info["device-status-name"] == "unsupported-feature-version"
     assert any(log["event"] == "fwctl_kernel_tainted" for log in logs)
-    assert await plugin(engine).tainted()
+    assert await cxl.ctx.tainted()
 
 
 async def test_set_feature_at_debug_write_applies(engine: Engine) -> None:
     cxl = device(engine, "cxl")
-    rpc = plugin(engine).rpc
-    await rpc(cxl, Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x42" * 4, version=1),
+    rpc = cxl.rpc
+    await rpc(Scope.DEBUG_WRITE, uapi.pack_set_feature(MEDIA, b"\x42" * 4, version=1),
               RpcOptions())  # fmt: skip
-    result = await rpc(cxl, Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions())
+    result = await rpc(Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions())
     assert result.response[8:12] == b"\x42" * 4
 
 
@@ -288,7 +306,7 @@ async def test_refused_before_anything_reaches_the_kernel(
 ) -> None:
     before = sent(engine)
     with capture_logs() as logs, pytest.raises(error):
-        await plugin(engine).rpc(device(engine, kind), scope, request_bytes, options, 1000)
+        await device(engine, kind).rpc(scope, request_bytes, options, 1000)
     assert sent(engine) == before
     assert not sim(engine).state.tainted
     assert any(log["event"] == "fwctl_rpc_refused" and log["uid"] == 1000 for log in logs)
@@ -300,15 +318,15 @@ async def test_set_feature_reply_says_how_the_kernel_carried_it(engine: Engine) 
     assert cxl.mailbox_payload == 256  # payload_max of the memdev
     value = bytes(range(96))
     request = uapi.pack_set_feature(MEDIA, value, version=1)  # flags 0: no "saved" bit
-    result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
+    result = await cxl.rpc(Scope.DEBUG_WRITE, request, RpcOptions())
     assert result.info["saved-across-reset"] is True
     assert result.info["mailbox-commands"] == 1
     saved = uapi.pack_get_feature(MEDIA, 0, 96, selection=uapi.CXL_GET_FEAT_SEL_SAVED)
-    result = await plugin(engine).rpc(cxl, Scope.CONFIGURATION, saved, RpcOptions())
+    result = await cxl.rpc(Scope.CONFIGURATION, saved, RpcOptions())
     assert result.response[8:104] == value  # saved although the caller did not ask
     # a small mailbox: the kernel splits, the reply says into how many commands
     sim(engine).configure("cxl_mbox_payload", "64")
-    result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE, request, RpcOptions())
+    result = await cxl.rpc(Scope.DEBUG_WRITE, request, RpcOptions())
     assert (result.info["mailbox-commands"], result.info["device-status-name"]) == (3, "success")
     assert len([c for c in sim(engine).mailbox_log if c.opcode == 0x0502]) == 1 + 3
 
@@ -317,16 +335,12 @@ async def test_mlx5_reply_length_is_the_buffer_offered(engine: Engine) -> None:
     """mlx5ctl_fw_rpc never sets out_len: livefw says the length is not known (14.7)."""
     mlx5 = device(engine, "mlx5")
     request = uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ISSI)
-    result = await plugin(engine).rpc(
-        mlx5, Scope.DEBUG_READ_ONLY, request, RpcOptions(response_size=512)
-    )
+    result = await mlx5.rpc(Scope.DEBUG_READ_ONLY, request, RpcOptions(response_size=512))
     assert result.info["response-length"] == 512
     assert len(result.response) == 512
     assert result.info["response-length-exact"] is False
     cxl = device(engine, "cxl")
-    result = await plugin(engine).rpc(
-        cxl, Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions()
-    )
+    result = await cxl.rpc(Scope.CONFIGURATION, uapi.pack_get_feature(MEDIA, 0, 4), RpcOptions())
     # CXL: the kernel counts 8 bytes past the reply; its size field says how long it is
     assert (result.info["response-length"], result.info["payload-length"]) == (20, 4)
     assert result.info["response-length-exact"] is False
@@ -341,12 +355,12 @@ async def test_mlx5_commands_added_in_6_18(
     request = uapi.pack_mlx5_in(uapi.MLX5_OP_QUERY_ADJACENT_FUNCTIONS_ID)
     before = sent(engine)
     if sent_to_kernel:
-        result = await plugin(engine).rpc(mlx5, Scope.DEBUG_READ_ONLY, request, RpcOptions())
+        result = await mlx5.rpc(Scope.DEBUG_READ_ONLY, request, RpcOptions())
         assert result.info["device-status-name"] == "bad-operation"  # the firmware answered
         assert sent(engine) == before + 1
     else:
         with pytest.raises(NotSupported, match=r"from Linux 6\.18 on; this kernel is 6\.17"):
-            await plugin(engine).rpc(mlx5, Scope.DEBUG_READ_ONLY, request, RpcOptions())
+            await mlx5.rpc(Scope.DEBUG_READ_ONLY, request, RpcOptions())
         assert sent(engine) == before
 
 
@@ -367,7 +381,7 @@ async def test_pds_requests_with_addresses_are_not_forwarded(engine: Engine) -> 
     assert pds.fwctl_info()["device-data"] == b""  # pdsfc_info never sets the length
     before = sent(engine)
     with pytest.raises(NotSupported, match="addresses in the caller's memory"):
-        await plugin(engine).rpc(pds, Scope.CONFIGURATION, bytes(48), RpcOptions())
+        await pds.rpc(Scope.CONFIGURATION, bytes(48), RpcOptions())
     assert sent(engine) == before
 
 
@@ -381,14 +395,14 @@ async def test_full_debug_when_configured(make_engine: Callable[..., Any]) -> No
     engine = await make_engine([FwctlPlugin], config=config(allow_full_debug=True))
     cxl = device(engine, "cxl")
     request = uapi.pack_set_feature(THERMAL, b"\x05", version=1)
-    result = await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE_FULL, request, RpcOptions())
+    result = await cxl.rpc(Scope.DEBUG_WRITE_FULL, request, RpcOptions())
     assert result.info["device-status-name"] == "success"
     assert result.info["tainted"] is True
     # without CAP_SYS_RAWIO the kernel refuses (EPERM) and does not taint
     sim(engine).state.tainted = False
     sim(engine).state.daemon_has_rawio = False
     with pytest.raises(PermissionDenied, match="EPERM"):
-        await plugin(engine).rpc(cxl, Scope.DEBUG_WRITE_FULL, request, RpcOptions())
+        await cxl.rpc(Scope.DEBUG_WRITE_FULL, request, RpcOptions())
     assert not sim(engine).state.tainted
 
 
@@ -402,15 +416,15 @@ async def test_unknown_device_type_write_policy(make_engine: Callable[..., Any])
             await asyncio.to_thread(component.add_device, {"type": "sample"})
         await wait_for(lambda e=engine: any("unknown-8" in d.name for d in e.devices.values()))
         sample = device(engine, "unknown-8")
-        read = await plugin(engine).rpc(sample, Scope.DEBUG_READ_ONLY, b"ping", RpcOptions())
+        read = await sample.rpc(Scope.DEBUG_READ_ONLY, b"ping", RpcOptions())
         assert read.response == b"ping"
         if allow:
-            result = await plugin(engine).rpc(sample, Scope.DEBUG_WRITE, b"poke", RpcOptions())
+            result = await sample.rpc(Scope.DEBUG_WRITE, b"poke", RpcOptions())
             assert result.info["tainted"] is True
         else:
             before = sent(engine)
             with pytest.raises(NotSupported, match="allow_unknown_write"):
-                await plugin(engine).rpc(sample, Scope.DEBUG_WRITE, b"poke", RpcOptions())
+                await sample.rpc(Scope.DEBUG_WRITE, b"poke", RpcOptions())
             assert sent(engine) == before
             assert not component.state.tainted
         await engine.stop()
@@ -421,39 +435,36 @@ async def test_kernel_refusal_maps_to_one_error_name(engine: Engine) -> None:
     before = sent(engine)
     # an opcode livefw has no table entry for goes to the kernel, which refuses it
     with pytest.raises(PermissionDenied, match="EBADMSG"):
-        await plugin(engine).rpc(
-            mlx5, Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(0x9F0), RpcOptions()
-        )
+        await mlx5.rpc(Scope.DEBUG_READ_ONLY, uapi.pack_mlx5_in(0x9F0), RpcOptions())
     assert sent(engine) == before + 1
 
 
 async def test_rpcs_to_one_device_are_serialized(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fwctl = plugin(engine)
     active, peak = 0, 0
-    real = fwctl._transact
+    real = FwctlDevice._transact
 
-    async def slow(*args: Any) -> Any:
+    async def slow(self: FwctlDevice, *args: Any) -> Any:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
         await asyncio.sleep(0.02)
         try:
-            return await real(*args)
+            return await real(self, *args)
         finally:
             active -= 1
 
-    monkeypatch.setattr(fwctl, "_transact", slow)
+    monkeypatch.setattr(FwctlDevice, "_transact", slow)
     cxl, mlx5 = device(engine, "cxl"), device(engine, "mlx5")
     request = uapi.pack_get_supported_features(0, 0)
-    await asyncio.gather(*(fwctl.rpc(cxl, Scope.CONFIGURATION, request, RpcOptions())
+    await asyncio.gather(*(cxl.rpc(Scope.CONFIGURATION, request, RpcOptions())
                            for _ in range(4)))  # fmt: skip
     assert peak == 1
     peak = 0
     await asyncio.gather(
-        fwctl.rpc(cxl, Scope.CONFIGURATION, request, RpcOptions()),
-        fwctl.rpc(mlx5, Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions()),
+        cxl.rpc(Scope.CONFIGURATION, request, RpcOptions()),
+        mlx5.rpc(Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions()),
     )
     assert peak == 2  # different devices do not wait for each other
 
@@ -480,8 +491,6 @@ async def test_device_level_failure_is_not_an_error(engine: Engine) -> None:
         FaultSpec(component="fwctl", kind="firmware-busy")
     )
     mlx5 = device(engine, "mlx5")
-    result = await plugin(engine).rpc(
-        mlx5, Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions()
-    )
+    result = await mlx5.rpc(Scope.CONFIGURATION, uapi.pack_mlx5_in(0x101), RpcOptions())
     assert result.info["device-status-name"] == "bad-system-state"
     assert result.info["syndrome"] == 0x5B
