@@ -13,6 +13,15 @@ from livefw.kernel.uapi import fwctl as uapi
 
 FWCTL_IFACE = "org.livefw.Daemon1.Fwctl"
 _PAGE = 32  # features per Get Supported Features request
+#: ``fwctl list``: column title and the device property it shows (after the short Id).
+_LIST_COLUMNS = (
+    ("Node", "Node"),
+    ("Type", "DeviceType"),
+    ("Parent", "Parent"),
+    ("PCI address", "PciAddress"),
+    ("Driver", "Driver"),
+    ("Name", "Name"),
+)
 
 
 def _plain(value: Any) -> Any:
@@ -70,19 +79,8 @@ async def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int
         out.info("no fwctl devices")
         return exitcodes.OK
     out.table(
-        ("Id", "Node", "Type", "Parent", "PCI address", "Driver", "Name"),
-        (
-            (
-                d["Id"][:8],
-                d["Node"],
-                d["DeviceType"],
-                d["Parent"],
-                d["PciAddress"],
-                d["Driver"],
-                d["Name"],
-            )
-            for d in devices
-        ),
+        ("Id", *(title for title, _ in _LIST_COLUMNS)),
+        ((d["Id"][:8], *(d[key] for _, key in _LIST_COLUMNS)) for d in devices),
     )
     return exitcodes.OK
 

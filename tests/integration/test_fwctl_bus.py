@@ -73,6 +73,11 @@ def test_list_info_and_features_through_the_cli(daemon: DaemonProcess, cli: Any)
     # mlx5ctl_probe registers fwctl under the PCI function (drivers/fwctl/mlx5/main.c)
     assert (listed[1]["Parent"], listed[1]["Driver"]) == ("0000:08:00.0", "mlx5_core")
     assert listed[1]["Plugin"] == "fwctl"
+    table = cli("fwctl", "list").stdout.splitlines()
+    header = next(line for line in table if "Node" in line)
+    assert [title in header for title in ("Id", "Type", "Parent", "Driver")] == [True] * 4
+    row = next(line for line in table if CXL_ID[:8] in line)
+    assert [cell in row for cell in ("/dev/fwctl/fwctl0", "cxl", "mem0")] == [True] * 3
     info = json.loads(cli("fwctl", "info", "mlx5", "--json").stdout)
     assert info["Info"]["uctx-caps"] == uapi.MLX5_UCTX_CAP_TOOLS_RESOURCES
     features = json.loads(cli("fwctl", "features", CXL_ID[:8], "--json").stdout)

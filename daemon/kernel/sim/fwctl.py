@@ -46,7 +46,7 @@ import struct
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -188,52 +188,27 @@ def default_cxl_features() -> list[CxlFeature]:
     ]  # fmt: skip
 
 
-def _cxl_node(minor: int, index: int, pci: str) -> FwctlNode:
+#: the PCI function behind each simulated node kind: vendor, device, driver.
+_NODE_KINDS: dict[Kind, tuple[int, int, str]] = {
+    "cxl": (0x8086, 0x0D93, "cxl_pci"),
+    "mlx5": (0x15B3, 0x101D, "mlx5_core"),
+    "pds": (0x1DD8, 0x1002, "pds_core"),
+    "sample": (0x1AF4, 0x10F0, "fwctl_sample"),
+}
+
+
+def _make_node(kind: Kind, minor: int, index: int, pci: str) -> FwctlNode:
+    """A node of ``kind`` (a key of _NODE_KINDS); CXL nodes carry the default features."""
+    vendor, device, driver = _NODE_KINDS[kind]
     return FwctlNode(
         minor=minor,
-        kind="cxl",
+        kind=kind,
         pci=pci,
-        pci_vendor=0x8086,
-        pci_device=0x0D93,
-        pci_driver="cxl_pci",
+        pci_vendor=vendor,
+        pci_device=device,
+        pci_driver=driver,
         parent_index=index,
-        features=default_cxl_features(),
-    )
-
-
-def _mlx5_node(minor: int, index: int, pci: str) -> FwctlNode:
-    return FwctlNode(
-        minor=minor,
-        kind="mlx5",
-        pci=pci,
-        pci_vendor=0x15B3,
-        pci_device=0x101D,
-        pci_driver="mlx5_core",
-        parent_index=index,
-    )
-
-
-def _pds_node(minor: int, index: int, pci: str) -> FwctlNode:
-    return FwctlNode(
-        minor=minor,
-        kind="pds",
-        pci=pci,
-        pci_vendor=0x1DD8,
-        pci_device=0x1002,
-        pci_driver="pds_core",
-        parent_index=index,
-    )
-
-
-def _sample_node(minor: int, index: int, pci: str) -> FwctlNode:
-    return FwctlNode(
-        minor=minor,
-        kind="sample",
-        pci=pci,
-        pci_vendor=0x1AF4,
-        pci_device=0x10F0,
-        pci_driver="fwctl_sample",
-        parent_index=index,
+        features=default_cxl_features() if kind == "cxl" else [],
     )
 
 
@@ -289,14 +264,14 @@ class FwctlComponent(SimComponent):
         """default/rfc: a CXL memdev and an mlx5 function; minimal: CXL only."""
         if profile == "empty":
             return FwctlState(present=False)
-        nodes = [_cxl_node(0, 0, "0000:0d:00.0")]
+        nodes = [_make_node("cxl", 0, 0, "0000:0d:00.0")]
         if profile != "minimal":
-            nodes.append(_mlx5_node(1, 0, "0000:08:00.0"))
+            nodes.append(_make_node("mlx5", 1, 0, "0000:08:00.0"))
         if profile == "scale":
             for index in range(scale):
                 minor = len(nodes)
                 pci = f"{1 + index // 256:04x}:{index % 256:02x}:00.0"
-                nodes.append(_cxl_node(minor, index + 1, pci))
+                nodes.append(_make_node("cxl", minor, index + 1, pci))
         return FwctlState(nodes=nodes)
 
     # ---------------------------------------------------------------- rendering
@@ -981,10 +956,9 @@ class FwctlComponent(SimComponent):
             raise InvalidArgument(
                 f"the simulated kernel {self.machine.state.kernel} has no fwctl (Linux 6.15+)"
             )
-        kind = options.get("type", "cxl")
-        makers = {"cxl": _cxl_node, "mlx5": _mlx5_node, "pds": _pds_node, "sample": _sample_node}
-        if kind not in makers:
-            raise InvalidArgument(f"fwctl type must be one of {sorted(makers)}, not {kind!r}")
+        kind = cast("Kind", options.get("type", "cxl"))
+        if kind not in _NODE_KINDS:
+            raise InvalidArgument(f"fwctl type must be one of {sorted(_NODE_KINDS)}, not {kind!r}")
         with self.machine.lock:
             used = {node.minor for node in self.state.nodes}
             minor = next(i for i in range(len(used) + 1) if i not in used)
@@ -993,7 +967,7 @@ class FwctlComponent(SimComponent):
             pci = options.get("pci") or f"0000:{0x40 + minor:02x}:00.0"
             if any(node.pci == pci for node in self.state.nodes):
                 raise InvalidArgument(f"a simulated fwctl device already sits at {pci}")
-            node = makers[kind](minor, index, pci)
+            node = _make_node(kind, minor, index, pci)
             self.state.present = True  # loading a driver loads fwctl.ko
             self.state.nodes.append(node)
             self._alive[minor] = object()
