@@ -591,14 +591,14 @@ async def test_killed_after_the_last_step_stays_staged(
     rig = Rig(tmp_path)
     await rig.start()
 
-    async def dying_update(self: UefiCapsulePlugin, device: UefiCapsuleDevice) -> None:
+    async def dying_update(self: UefiCapsuleDevice) -> None:
         raise Killed
 
-    original = UefiCapsulePlugin.update_device
-    monkeypatch.setattr(UefiCapsulePlugin, "update_device", dying_update)
+    original = UefiCapsuleDevice.update_properties
+    monkeypatch.setattr(UefiCapsuleDevice, "update_properties", dying_update)
     with pytest.raises(Killed):
         await rig.install(rig.sample())
-    monkeypatch.setattr(UefiCapsulePlugin, "update_device", original)
+    monkeypatch.setattr(UefiCapsuleDevice, "update_properties", original)
     engine = await rig.start()  # same boot: the complete staging is kept
     (row,) = engine.history.entries()
     assert row.state == "staged"  # the staging was complete: the row owns it
