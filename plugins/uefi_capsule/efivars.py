@@ -1,4 +1,4 @@
-"""EFI variables through efivarfs, with its rules (spec §5.2).
+"""EFI variables through efivarfs, with its rules (fs/efivarfs/; docs/kernel.md).
 
 One ``write()`` is one SetVariable; files outside the kernel's whitelist are
 immutable and are made mutable just for the write or the unlink, then made

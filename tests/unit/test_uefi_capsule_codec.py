@@ -1,4 +1,9 @@
-"""UEFI codecs: golden bytes built by hand from the spec (§5) and hypothesis round trips."""
+"""UEFI codecs: golden bytes built by hand and hypothesis round trips.
+
+The layouts come from include/linux/efi.h, UEFI 2.10 §3.1.3 (EFI_LOAD_OPTION), §10.3
+(device path nodes), §8.5.3 (EFI_CAPSULE_HEADER) and fwupd-efi's efi/fwup-efi.h
+(UPDATE_INFO); docs/kernel.md lists the kernel side.
+"""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ async def test_reboot_consumes_boot_next_and_ignores_foreign_entries(tmp_path: P
 
 
 async def test_malformed_record_aborts_the_loader(tmp_path: Path) -> None:
-    """fwupd-efi deletes a malformed record and applies nothing that boot (spec §5.6)."""
+    """fwupd-efi deletes a malformed record and applies nothing that boot (efi/fwupdate.c)."""
     machine, provider = _machine(tmp_path)
     component = _component(machine)
     capsule = component.sample(f"uefi_capsule/{SYSTEM_FW_CLASS}", None, None)

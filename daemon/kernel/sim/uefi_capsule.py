@@ -6,9 +6,11 @@ ESP as a vfat mount with limited space (:class:`EspPolicy`) plus the block devic
 sysfs attributes and udev properties, and an installed fwupd EFI loader. The
 firmware side runs in :meth:`UefiCapsuleComponent.on_reboot`: capsule-on-disk
 processing, then BootNext -> the ``Boot####`` load option -> the fwupd-efi loader
-logic -> UpdateCapsule against the ESRT (spec §5.6-§5.8, including what was observed
-on OVMF). Variables and ESP files are persisted in the component state; ESP files
-larger than 64 KiB as blob files the state refers to (machine.BlobStore).
+logic (fwupd-efi 1.4 ``efi/fwupdate.c``) -> UpdateCapsule against the ESRT, as
+replayed on OVMF with Debian's fwupdx64.efi (issue 14, "UEFI staging on real
+firmware"; docs/kernel.md, section "UEFI: ESRT, efivarfs, boot variables").
+Variables and ESP files are persisted in the component state; ESP files larger
+than 64 KiB as blob files the state refers to (machine.BlobStore).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ ESP_START = 2048
 ESP_SECTORS = 1048576  # 512 MiB
 EFIVARS_MINOR = 30
 
-#: fw_class of the default machine's system firmware (spec §5.1 example).
+#: fw_class of the default machine's system firmware (an arbitrary, fixed GUID).
 SYSTEM_FW_CLASS = "ddc0ee61-e7f0-4e7d-acc5-c070a398838e"
 DEVICE_FW_CLASS = "6a4e1a2f-3c55-4b3e-9d0e-7f1b2c3d4e5f"
 
@@ -264,7 +266,14 @@ _FIRMWARE_READ_ONLY = {
 
 
 class EfivarfsPolicy(FsPolicy):
-    """efivarfs semantics over the variables directory (spec §5.2)."""
+    """efivarfs semantics over the variables directory.
+
+    fs/efivarfs/file.c ``efivarfs_file_write()`` (4-byte attributes then data, one
+    write is one SetVariable, EFI_NOT_FOUND before a first write is EIO),
+    fs/efivarfs/inode.c ``efivarfs_create()`` (EPERM for the random-seed GUID,
+    immutable unless ``efivar_variable_is_removable()``) and ``efivarfs_unlink()``,
+    fs/efivarfs/vars.c ``efivar_validate()`` (Boot####, BootNext, ... checked).
+    """
 
     def __init__(self, component: UefiCapsuleComponent, directory: Dir) -> None:
         self.component = component
@@ -289,7 +298,7 @@ class EfivarfsPolicy(FsPolicy):
             raise fail(errno.EROFS, op, path, "efivarfs is mounted read-only")
 
     def before_write(self, path: str, existing: File | None, data: bytes) -> File | None:
-        """One write(2) is one SetVariable; see spec §5.2 for every rule."""
+        """One write(2) is one SetVariable (fs/efivarfs/file.c ``efivarfs_file_write()``)."""
         filename = posixpath.basename(path)
         self._check_writable("write", path)
         try:
@@ -879,7 +888,7 @@ class UefiCapsuleComponent(SimComponent):
     # ------------------------------------------------------------ the boot
 
     def on_reboot(self) -> None:
-        """Play the firmware at boot: capsule on disk, then BootNext (spec §5.7, §5.8).
+        """Play the firmware at boot: capsule on disk, then BootNext (UEFI 2.10 §3.1.2, §8.5.5).
 
         A boot that hangs in the loader (see :meth:`_fwupd_efi`) is recorded in
         ``last_boot_hang``; the simulated reboot then stands for the power cycle a
@@ -1089,7 +1098,11 @@ class UefiCapsuleComponent(SimComponent):
         return status
 
     def _capsules_on_disk(self) -> None:
-        """UEFI §8.5.5: EFI/UpdateCapsule when OsIndications has bit 2 (spec §5.7)."""
+        """Capsules in EFI/UpdateCapsule, processed when OsIndications has bit 2.
+
+        UEFI 2.10 §8.5.5 "Delivery of Capsules via file on Mass Storage Device"; the
+        result variables as §8.5.6 describes them.
+        """
         glob = efi.EFI_GLOBAL_VARIABLE_GUID
         indications = self._get_var(efi.OS_INDICATIONS, glob)
         value = struct.unpack("<Q", indications[1][:8].ljust(8, b"\0"))[0] if indications else 0

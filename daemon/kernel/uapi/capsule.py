@@ -1,11 +1,13 @@
 """EFI capsule and FMP (Firmware Management Protocol) capsule structures.
 
-Shared by the PFRU and UEFI-capsule code. Source: UEFI 2.10 §23.3 (FMP capsule
-format) and §8.5.3 (EFI_CAPSULE_HEADER), the kernel's ``include/linux/efi.h``
-(``efi_capsule_header_t``, ``efi_manage_capsule_header``,
-``efi_manage_capsule_image_header``, ``efi_image_auth``) and
-shared/spec/kernel-interfaces.md §5.5. All integers are little-endian, every GUID
-in these structures is in EFI (mixed-endian) byte order (spec §0.1).
+Shared by the PFRU and UEFI-capsule code. Source: the kernel's
+``include/linux/efi.h`` (``efi_capsule_header_t``, ``efi_manage_capsule_header_t``,
+``efi_manage_capsule_image_header_t``, ``efi_image_auth_t``, used by
+``drivers/acpi/pfr_update.c`` ``valid_version()``), UEFI 2.10 §23.3 "Delivering
+Capsules Containing Updates to Firmware Management Protocol" (the FMP capsule
+format) and §8.5.3 "Update Capsule" (EFI_CAPSULE_HEADER). All integers are
+little-endian; every GUID in these structures is in EFI (mixed-endian) byte order:
+the first three fields little-endian, as the kernel's ``guid_t``.
 
 The parsers never trust a length field: every offset is checked against the
 buffer and a :class:`CapsuleError` (a ``ValueError``) names the field that is out
@@ -65,15 +67,16 @@ IMAGE_AUTH = struct.Struct("<QIHH16s")
 #: WIN_CERTIFICATE header (dwLength, wRevision, wCertificateType) plus CertType.
 _WIN_CERT_UEFI_GUID_HEADER = 8 + 16
 
-#: EFI_FIRMWARE_MANAGEMENT_CAPSULE_ID_GUID (UEFI §23.3.1).
+#: EFI_FIRMWARE_MANAGEMENT_CAPSULE_ID_GUID (UEFI 2.10 §23.3).
 FMP_CAPSULE_GUID = "6dcbd5ed-e82d-4c44-bda1-7194199ad92a"
-#: EFI_CERT_TYPE_PKCS7_GUID (UEFI §32.2.4).
+#: EFI_CERT_TYPE_PKCS7_GUID (UEFI 2.10 §32.2.4 "Code Definitions").
 CERT_TYPE_PKCS7_GUID = "4aafd29d-68df-49ee-8aa9-347d375665a7"
-#: WIN_CERT_TYPE_EFI_GUID and WIN_CERT_REVISION 2.0 (UEFI §32.2.4).
+#: WIN_CERT_TYPE_EFI_GUID and WIN_CERT_REVISION 2.0 (UEFI 2.10 §32.2.4).
 WIN_CERT_TYPE_EFI_GUID = 0x0EF1
 WIN_CERT_REVISION = 0x0200
 
-#: EFI_CAPSULE_HEADER.Flags (UEFI §8.5.3).
+#: EFI_CAPSULE_HEADER.Flags (UEFI 2.10 §8.5.3 "Update Capsule"; include/linux/efi.h
+#: EFI_CAPSULE_PERSIST_ACROSS_RESET and siblings).
 CAPSULE_FLAG_PERSIST_ACROSS_RESET = 0x00010000
 CAPSULE_FLAG_POPULATE_SYSTEM_TABLE = 0x00020000
 CAPSULE_FLAG_INITIATE_RESET = 0x00040000

@@ -1,11 +1,17 @@
 """UEFI ESRT, efivarfs, boot variables and fwupd's UPDATE_INFO.
 
-Sources (shared/spec/kernel-interfaces.md §5): ``drivers/firmware/efi/esrt.c`` and
-``Documentation/ABI/testing/sysfs-firmware-efi-esrt`` (ESRT files), ``fs/efivarfs/*``
-and ``drivers/firmware/efi/vars.c`` (variable files, validation, immutable flag),
-``include/linux/efi.h`` (attributes, GUIDs), UEFI 2.10 §3.1.3 (EFI_LOAD_OPTION),
-§10.3 (device path nodes), §8.5.4-§8.5.6 (OsIndications, capsule results), fwupd-efi
-``efi/fwup-efi.h`` (UPDATE_INFO). GUIDs are in EFI byte order on the wire (§0.1).
+Sources: ``drivers/firmware/efi/esrt.c`` and
+``Documentation/ABI/testing/sysfs-firmware-efi-esrt`` (ESRT files); ``fs/efivarfs/``
+(``file.c`` ``efivarfs_file_write()``: one write is one SetVariable; ``inode.c``
+``efivarfs_create()``/``efivarfs_unlink()``; ``vars.c`` ``efivar_validate()`` and
+``efivar_variable_is_removable()``: load-option validation and which files are
+mutable; in ``drivers/firmware/efi/vars.c`` before the move to efivarfs); ``include/linux/efi.h``
+(attributes, GUIDs); UEFI 2.10 §3.1.3 "Load Options" (EFI_LOAD_OPTION), §10.3 "Device
+Path Nodes", §8.5.4 "Exchanging information between the OS and Firmware"
+(OsIndications), §8.5.6 (capsule result variables); fwupd-efi ``efi/fwup-efi.h``
+(UPDATE_INFO). docs/kernel.md, section "UEFI: ESRT, efivarfs, boot variables", lists
+each kernel behaviour with its source. GUIDs are in EFI byte order on the wire (the
+first three fields little-endian, as ``efi_guid_t``/``guid_t`` in include/linux/uuid.h).
 """
 
 from __future__ import annotations
@@ -83,13 +89,13 @@ ESRT_ON_XEN_SINCE = "6.3"
 
 # ------------------------------------------------------------------------- ESRT
 
-#: ESRT fw_type (UEFI §23.4).
+#: ESRT fw_type (UEFI 2.10 §23.4 "EFI System Resource Table"; esrt.c shows it as a number).
 FW_TYPE_UNKNOWN = 0
 FW_TYPE_SYSTEM = 1
 FW_TYPE_DEVICE = 2
 FW_TYPE_UEFI_DRIVER = 3
 
-#: ESRT last_attempt_status (UEFI §23.4; the kernel ABI doc's list is off by one).
+#: ESRT last_attempt_status (UEFI 2.10 §23.4; the kernel ABI doc's list is off by one).
 LAST_ATTEMPT_SUCCESS = 0
 LAST_ATTEMPT_UNSUCCESSFUL = 1
 LAST_ATTEMPT_INSUFFICIENT_RESOURCES = 2
@@ -181,7 +187,7 @@ def format_version(value: int) -> str:
 EFI_GLOBAL_VARIABLE_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 #: fwupd/fwupdate: UPDATE_INFO, FWUPDATE_VERBOSE, FWUPDATE_DEBUG_LOG (fwup-efi.h).
 FWUPDATE_GUID = "0abba7dc-e516-4167-bbf5-4d9d1c739416"
-#: EFI_CAPSULE_REPORT_GUID: Capsule####, CapsuleMax, CapsuleLast (UEFI §8.5.6).
+#: EFI_CAPSULE_REPORT_GUID: Capsule####, CapsuleMax, CapsuleLast (UEFI 2.10 §8.5.6).
 EFI_CAPSULE_REPORT_GUID = "39b68c46-f7fb-441b-b6ec-16b0f69821f3"
 UX_CAPSULE_GUID = "3b8c8162-188c-46a4-aec9-be43f1d65697"
 SHIM_LOCK_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"
@@ -345,14 +351,14 @@ def parse_boot_var_name(name: str) -> int | None:
     return int(match.group(1), 16) if match else None
 
 
-#: EFI_LOAD_OPTION attributes (UEFI §3.1.3).
+#: EFI_LOAD_OPTION attributes (UEFI 2.10 §3.1.3 "Load Options").
 LOAD_OPTION_ACTIVE = 0x1
 LOAD_OPTION_FORCE_RECONNECT = 0x2
 LOAD_OPTION_HIDDEN = 0x8
 LOAD_OPTION_CATEGORY_MASK = 0x1F00
 LOAD_OPTION_CATEGORY_APP = 0x100
 
-#: device path node types/subtypes (UEFI §10.3).
+#: device path node types/subtypes (UEFI 2.10 §10.3 "Device Path Nodes").
 DP_TYPE_MEDIA = 0x04
 DP_SUBTYPE_HARD_DRIVE = 0x01
 DP_SUBTYPE_FILE_PATH = 0x04
@@ -586,7 +592,8 @@ class EfiTime:
 UPDATE_INFO_VERSION = 7
 #: header: update_info_version, guid, capsule_flags, hw_inst, time_attempted, status.
 UPDATE_INFO_HEADER = struct.Struct("<I16sIQ16sI")
-#: fwupd-efi rejects records of this size or less (header plus one 4-byte node, §5.6).
+#: fwupd-efi rejects records of this size or less (header plus one 4-byte node;
+#: efi/fwupdate.c, the record size check before it trusts the device path).
 UPDATE_INFO_MIN_EXCLUSIVE = 60
 UPDATE_INFO_STATUS_UNKNOWN = 0
 UPDATE_INFO_STATUS_ATTEMPT_UPDATE = 1
@@ -664,7 +671,7 @@ def efi_path_to_esp(path: str) -> str:
 
 # ---------------------------------------------------------------- OsIndications
 
-#: EFI_OS_INDICATIONS_* (UEFI §8.5.4).
+#: EFI_OS_INDICATIONS_* (UEFI 2.10 §8.5.4 "Exchanging information between the OS and Firmware").
 OS_INDICATIONS_BOOT_TO_FW_UI = 0x01
 OS_INDICATIONS_TIMESTAMP_REVOCATION = 0x02
 OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED = 0x04
@@ -710,7 +717,7 @@ def capsule_result_name(number: int) -> str:
 
 
 def efi_status_to_last_attempt(status: int) -> int:
-    """Map a capsule-on-disk CapsuleStatus to an ESRT status as fwupd does (§5.7).
+    """Map a capsule-on-disk CapsuleStatus to an ESRT status as fwupd does (fu-uefi-common.c).
 
     Bit 63 (the EFI error bit) is masked off first, as real firmware sets it.
     """
@@ -869,7 +876,8 @@ def inspect_capsule(data: bytes, fw_classes: tuple[str, ...] = ()) -> CapsuleInf
     """Walk a capsule file: its header, FMP items, authentication and payload header.
 
     A file whose first 16 bytes are neither the FMP capsule GUID nor one of
-    ``fw_classes`` is a bare payload (fwupd's rule, spec §5.6 step 1).
+    ``fw_classes`` is a bare payload (fwupd's rule in fu-uefi-capsule-device.c: it
+    then prepends a synthetic EFI_CAPSULE_HEADER).
 
     Raises:
         CapsuleError: a length or offset that does not fit the file.
