@@ -16,7 +16,7 @@ change nothing and take no engine lock.
 
 Unix fds: dbus-next hands ``h`` arguments over as fd numbers it does not close, and
 sends returned fd numbers later, from its writer, without closing them either. So
-received fds are closed here once the plugin is done with them, and returned fds are
+received fds are closed here once the device is done with them, and returned fds are
 duplicates closed once the reply carrying them has left.
 """
 
@@ -40,7 +40,7 @@ from livefw.bus.context import BusContext
 from livefw.bus.errors import dbus_errors
 from livefw.device import Device
 from livefw.errors import Internal, InvalidArgument
-from livefw.plugins.liveupdate import LiveUpdateDevice, LiveUpdatePlugin, SessionInfo
+from livefw.plugins.liveupdate import LiveUpdateDevice, LiveUpdateSession, SessionInfo
 from livefw.state import Status
 
 __all__ = [
@@ -178,14 +178,13 @@ class LiveUpdateInterface(ServiceInterface):
         super().__init__(INTERFACE)
         self.ctx = ctx
         self.device = device
-        self.plugin: LiveUpdatePlugin = device.broker
         self.fds = _FdReturner(ctx.bus)
         self.sessions: dict[str, SessionInterface] = {}
         self.sync()
 
     def sync(self) -> None:
         """Export objects for new sessions, unexport gone ones, signal state changes."""
-        current = {info.kernel_name: info for info in self.plugin.list_sessions(0)}
+        current = {info.kernel_name: info for info in self.device.list_sessions(0)}
         for kernel_name in list(self.sessions):
             if kernel_name not in current:
                 self.ctx.bus.unexport(session_path(kernel_name))
@@ -205,7 +204,7 @@ class LiveUpdateInterface(ServiceInterface):
         parsed = _options(options, {"label"})
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.device, "live-update session create"):
-            info = await self.plugin.create_session(uid, name, parsed)
+            info = await self.device.create_session(uid, name, parsed)
         self.sync()
         return session_path(info.kernel_name)
 
@@ -215,7 +214,7 @@ class LiveUpdateInterface(ServiceInterface):
         parsed = _options(options, set())
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.device, "live-update session retrieve"):
-            info = await self.plugin.retrieve_session(uid, name, parsed)
+            info = await self.device.retrieve_session(uid, name, parsed)
         self.sync()
         return session_path(info.kernel_name)
 
@@ -225,7 +224,7 @@ class LiveUpdateInterface(ServiceInterface):
         uid = await self.ctx.caller_uid()
         return [
             [info.name, info.state, info.owner, info.label, session_path(info.kernel_name)]
-            for info in self.plugin.list_sessions(uid)
+            for info in self.device.list_sessions(uid)
         ]
 
     @method()
@@ -237,7 +236,7 @@ class LiveUpdateInterface(ServiceInterface):
         async with self.ctx.engine.exclusive(
             self.device, "kexec", wait=False, status=Status.DEVICE_BUSY
         ):
-            await self.plugin.kexec()
+            await self.device.kexec()
 
 
 class SessionInterface(ServiceInterface):
@@ -247,9 +246,12 @@ class SessionInterface(ServiceInterface):
         super().__init__(SESSION_INTERFACE)
         self.parent = parent
         self.ctx = parent.ctx
-        self.plugin = parent.plugin
         self.kernel_name = kernel_name
         self.info = info
+
+    def session(self, uid: int) -> LiveUpdateSession:
+        """The device's session object, if ``uid`` may use it (NotFound/AuthFailed)."""
+        return self.parent.device.session(uid, self.kernel_name)
 
     def refresh(self, info: SessionInfo) -> None:
         """Emit PropertiesChanged for what changed."""
@@ -287,7 +289,7 @@ class SessionInterface(ServiceInterface):
             parsed = _options(options, {"label"})
             uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
             async with self.ctx.engine.exclusive(self.parent.device, "live-update preserve"):
-                await self.plugin.preserve(uid, self.kernel_name, fd, token, parsed)
+                await self.session(uid).preserve(fd, token, parsed)
         finally:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -297,14 +299,14 @@ class SessionInterface(ServiceInterface):
     @dbus_errors
     async def ListTokens(self) -> "at":
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        return sorted(await self.plugin.tokens(uid, self.kernel_name))
+        return sorted(self.session(uid).tokens())
 
     @method()
     @dbus_errors
     async def Retrieve(self, token: "t") -> "h":
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.parent.device, "live-update file retrieve"):
-            handle = await self.plugin.retrieve_file(uid, self.kernel_name, token)
+            handle = await self.session(uid).retrieve_file(token)
         try:
             return self.parent.fds.send(handle.fileno())
         finally:
@@ -316,7 +318,7 @@ class SessionInterface(ServiceInterface):
         parsed = _finish_options(options)
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.parent.device, "live-update session finish"):
-            await self.plugin.finish(uid, self.kernel_name, parsed)
+            await self.session(uid).finish(parsed)
         self.parent.sync()
 
     @method()
@@ -324,14 +326,14 @@ class SessionInterface(ServiceInterface):
     async def Drop(self) -> None:
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.parent.device, "live-update session drop"):
-            await self.plugin.drop(uid, self.kernel_name)
+            await self.session(uid).drop()
         self.parent.sync()
 
     @method()
     @dbus_errors
     async def GetSessionFd(self) -> "h":
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
-        handle = await self.plugin.session_handle(uid, self.kernel_name)
+        handle = self.session(uid).client_handle()
         return self.parent.fds.send(handle.fileno())
 
 
@@ -339,7 +341,7 @@ class SessionInterface(ServiceInterface):
 _GUARDED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
-def _install_guard(ctx: BusContext, plugin: LiveUpdatePlugin) -> None:
+def _install_guard(ctx: BusContext, device: LiveUpdateDevice) -> None:
     if ctx.bus in _GUARDED:
         return
     _GUARDED.add(ctx.bus)
@@ -353,7 +355,7 @@ def _install_guard(ctx: BusContext, plugin: LiveUpdatePlugin) -> None:
             kernel_name = path_decode(element)
         except (ValueError, UnicodeDecodeError):
             return False
-        owner = plugin.owner_of(kernel_name)
+        owner = device.owner_of(kernel_name)
         if owner is None:
             return True  # nothing there: the bus answers UnknownObject itself
         uid = await ctx.authorizer.caller_uid(str(msg.sender))
@@ -366,5 +368,5 @@ def build(ctx: BusContext, device: Device) -> ServiceInterface:
     """The LiveUpdate interface for the liveupdate device (and its session objects)."""
     if not isinstance(device, LiveUpdateDevice):
         raise Internal(f"{INTERFACE} is only for the liveupdate device")
-    _install_guard(ctx, device.broker)
+    _install_guard(ctx, device)
     return LiveUpdateInterface(ctx, device)

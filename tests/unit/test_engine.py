@@ -201,7 +201,7 @@ async def _kexec(engine: Engine) -> None:
 
     device = next(d for d in engine.devices.values() if isinstance(d, LiveUpdateDevice))
     async with engine.exclusive(device, "kexec", wait=False, status=Status.DEVICE_BUSY):
-        await device.broker.kexec()
+        await device.kexec()
 
 
 async def test_kexec_is_refused_while_a_pfru_stage_is_in_flight(

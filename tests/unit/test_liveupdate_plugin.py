@@ -1,4 +1,4 @@
-"""The liveupdate broker on the simulated kernel: sessions, bad input, restart, kexec."""
+"""The liveupdate device and its sessions on the simulated kernel: bad input, restart, kexec."""
 
 import fcntl
 import json
@@ -17,8 +17,8 @@ from livefw.kernel.fdstore import FdStore, LocalFdStore
 from livefw.kernel.sim.liveupdate import LiveUpdateComponent
 from livefw.kernel.sim.machine import FaultSpec, SimMachine
 from livefw.kernel.sim.provider import SimProvider
-from livefw.plugins.liveupdate import LiveUpdatePlugin, kernel_session_name
-from livefw.plugins.liveupdate.plugin import NAME_MAX, REGISTRY_SESSIONS
+from livefw.plugins.liveupdate import LiveUpdateDevice, LiveUpdatePlugin, kernel_session_name
+from livefw.plugins.liveupdate.records import NAME_MAX, REGISTRY_SESSIONS
 
 ALICE, BOB = 1000, 1001
 
@@ -50,10 +50,10 @@ async def start(tmp_path: Path) -> AsyncIterator[Starter]:
         engine.history.close()
 
 
-def broker(engine: Engine) -> LiveUpdatePlugin:
-    plugin = engine.plugins["liveupdate"].plugin
-    assert isinstance(plugin, LiveUpdatePlugin), engine.plugins["liveupdate"].probe
-    return plugin
+def broker(engine: Engine) -> LiveUpdateDevice:
+    """The liveupdate device: it brokers the sessions."""
+    (device,) = [d for d in engine.devices.values() if isinstance(d, LiveUpdateDevice)]
+    return device
 
 
 def machine_of(engine: Engine) -> SimMachine:
@@ -68,8 +68,8 @@ def memfd(data: bytes) -> int:
     return fd
 
 
-async def read_token(plugin: LiveUpdatePlugin, uid: int, kernel_name: str, token: int) -> bytes:
-    handle = await plugin.retrieve_file(uid, kernel_name, token)
+async def read_token(device: LiveUpdateDevice, uid: int, kernel_name: str, token: int) -> bytes:
+    handle = await device.session(uid, kernel_name).retrieve_file(token)
     try:
         fd = handle.fileno()
         return os.pread(fd, os.fstat(fd).st_size, 0)
@@ -117,20 +117,20 @@ def test_kernel_names_keep_users_apart() -> None:
 
 
 async def test_create_list_and_ownership(start: Starter) -> None:
-    plugin = broker(await start())
-    await plugin.create_session(ALICE, "vm", {"label": "guest"})
-    await plugin.create_session(BOB, "vm")
-    assert [s.owner for s in plugin.list_sessions(ALICE)] == [ALICE]
-    assert [s.label for s in plugin.list_sessions(ALICE)] == ["guest"]
-    assert {s.kernel_name for s in plugin.list_sessions(0)} == {"livefw.1000.vm", "livefw.1001.vm"}
+    device = broker(await start())
+    await device.create_session(ALICE, "vm", {"label": "guest"})
+    await device.create_session(BOB, "vm")
+    assert [s.owner for s in device.list_sessions(ALICE)] == [ALICE]
+    assert [s.label for s in device.list_sessions(ALICE)] == ["guest"]
+    assert {s.kernel_name for s in device.list_sessions(0)} == {"livefw.1000.vm", "livefw.1001.vm"}
     with pytest.raises(AuthFailed, match="another user"):
-        await plugin.tokens(BOB, "livefw.1000.vm")
+        device.session(BOB, "livefw.1000.vm").tokens()
     with pytest.raises(AuthFailed):
-        await plugin.drop(BOB, "livefw.1000.vm")
+        await device.session(BOB, "livefw.1000.vm").drop()
     with pytest.raises(AuthFailed):
-        await plugin.preserve(BOB, "livefw.1000.vm", memfd(b"x"), 1)
-    assert await plugin.tokens(ALICE, "livefw.1000.vm") == {}
-    assert await plugin.tokens(0, "livefw.1000.vm") == {}  # root may
+        await device.session(BOB, "livefw.1000.vm").preserve(memfd(b"x"), 1)
+    assert device.session(ALICE, "livefw.1000.vm").tokens() == {}
+    assert device.session(0, "livefw.1000.vm").tokens() == {}  # root may
 
 
 @pytest.mark.parametrize(
@@ -145,56 +145,56 @@ async def test_create_list_and_ownership(start: Starter) -> None:
     ],
 )
 async def test_bad_session_names(start: Starter, name: str, message: str) -> None:
-    plugin = broker(await start())
+    device = broker(await start())
     with pytest.raises(InvalidArgument, match=message):
-        await plugin.create_session(ALICE, name)
-    assert plugin.list_sessions(0) == []
+        await device.create_session(ALICE, name)
+    assert device.list_sessions(0) == []
 
 
 async def test_bad_options_and_duplicates(start: Starter) -> None:
-    plugin = broker(await start())
+    device = broker(await start())
     with pytest.raises(InvalidArgument, match="unknown options"):
-        await plugin.create_session(ALICE, "vm", {"colour": "red"})
+        await device.create_session(ALICE, "vm", {"colour": "red"})
     with pytest.raises(InvalidArgument, match="label"):
-        await plugin.create_session(ALICE, "vm", {"label": "x" * 300})
-    await plugin.create_session(ALICE, "vm")
+        await device.create_session(ALICE, "vm", {"label": "x" * 300})
+    await device.create_session(ALICE, "vm")
     with pytest.raises(InvalidArgument, match="already have a session"):
-        await plugin.create_session(ALICE, "vm")
-    assert len(plugin.list_sessions(0)) == 1
+        await device.create_session(ALICE, "vm")
+    assert len(device.list_sessions(0)) == 1
 
 
 async def test_preserve_bad_input_leaves_the_session_as_it_was(
     start: Starter, tmp_path: Path
 ) -> None:
-    plugin = broker(await start())
-    info = await plugin.create_session(ALICE, "vm")
+    device = broker(await start())
+    info = await device.create_session(ALICE, "vm")
     name = info.kernel_name
     good = memfd(b"good")
-    await plugin.preserve(ALICE, name, good, 1, {"label": "ram"})
+    await device.session(ALICE, name).preserve(good, 1, {"label": "ram"})
     read_end, write_end = os.pipe()
     left, right = socket.socketpair()
     regular = os.open(tmp_path / "plain", os.O_RDWR | os.O_CREAT)
     null = os.open("/dev/null", os.O_RDONLY)
     for fd in (left.fileno(), read_end, regular, null):
         with pytest.raises(InvalidFile, match="only memfds"):
-            await plugin.preserve(ALICE, name, fd, 2)
+            await device.session(ALICE, name).preserve(fd, 2)
     with pytest.raises(InvalidArgument, match="token 1 is already used"):
-        await plugin.preserve(ALICE, name, memfd(b"other"), 1)
+        await device.session(ALICE, name).preserve(memfd(b"other"), 1)
     with pytest.raises(InvalidFile, match="already preserved"):
-        await plugin.preserve(ALICE, name, good, 2)
-    other = await plugin.create_session(ALICE, "other")
+        await device.session(ALICE, name).preserve(good, 2)
+    other = await device.create_session(ALICE, "other")
     with pytest.raises(InvalidFile, match="already preserved"):
-        await plugin.preserve(ALICE, other.kernel_name, good, 1)
+        await device.session(ALICE, other.kernel_name).preserve(good, 1)
     with pytest.raises(InvalidArgument, match="cannot be finished"):
-        await plugin.finish(ALICE, name)
+        await device.session(ALICE, name).finish()
     with pytest.raises(InvalidArgument, match="after the kexec"):
-        await plugin.retrieve_file(ALICE, name, 1)
+        await device.session(ALICE, name).retrieve_file(1)
     with pytest.raises(InvalidArgument, match="after the kexec"):
-        await plugin.retrieve_session(ALICE, "vm")
+        await device.retrieve_session(ALICE, "vm")
     with pytest.raises(NotFound):
-        await plugin.preserve(ALICE, "livefw.1000.nothing", good, 3)
-    assert await plugin.tokens(ALICE, name) == {1: "ram"}
-    component = machine_of_plugin(plugin).components["liveupdate"]
+        await device.session(ALICE, "livefw.1000.nothing").preserve(good, 3)
+    assert device.session(ALICE, name).tokens() == {1: "ram"}
+    component = machine_of_device(device).components["liveupdate"]
     assert isinstance(component, LiveUpdateComponent)
     (kernel,) = [s for s in component.state.sessions if s.name == name]
     assert [f.token for f in kernel.files] == [1]
@@ -204,96 +204,96 @@ async def test_preserve_bad_input_leaves_the_session_as_it_was(
     right.close()
 
 
-def machine_of_plugin(plugin: LiveUpdatePlugin) -> SimMachine:
-    provider = plugin.ctx.provider
+def machine_of_device(device: LiveUpdateDevice) -> SimMachine:
+    provider = device.ctx.provider
     assert isinstance(provider, SimProvider)
     return provider.machine
 
 
 async def test_drop_releases_the_kernel_session(start: Starter) -> None:
-    plugin = broker(await start())
-    info = await plugin.create_session(ALICE, "vm")
+    device = broker(await start())
+    info = await device.create_session(ALICE, "vm")
     fd = memfd(b"x")
-    await plugin.preserve(ALICE, info.kernel_name, fd, 1)
-    await plugin.drop(ALICE, info.kernel_name)
-    assert plugin.list_sessions(0) == []
-    component = machine_of_plugin(plugin).components["liveupdate"]
+    await device.session(ALICE, info.kernel_name).preserve(fd, 1)
+    await device.session(ALICE, info.kernel_name).drop()
+    assert device.list_sessions(0) == []
+    component = machine_of_device(device).components["liveupdate"]
     assert isinstance(component, LiveUpdateComponent)
     assert [s.name for s in component.state.sessions if not s.name.startswith("livefw.reg")] == []
-    again = await plugin.create_session(ALICE, "vm")  # the name is free again
-    await plugin.preserve(ALICE, again.kernel_name, fd, 1)  # and the memfd too
+    again = await device.create_session(ALICE, "vm")  # the name is free again
+    await device.session(ALICE, again.kernel_name).preserve(fd, 1)  # and the memfd too
 
 
 async def test_session_fd_is_not_offered_by_the_simulation(start: Starter) -> None:
-    plugin = broker(await start())
-    info = await plugin.create_session(ALICE, "vm")
+    device = broker(await start())
+    info = await device.create_session(ALICE, "vm")
     with pytest.raises(NotSupported, match="simulated"):
-        await plugin.session_handle(ALICE, info.kernel_name)
+        device.session(ALICE, info.kernel_name).client_handle()
 
 
 # ----------------------------------------------------------------- kexec
 
 
 async def test_sessions_and_registry_survive_kexec(start: Starter, tmp_path: Path) -> None:
-    plugin = broker(await start())
-    a = await plugin.create_session(ALICE, "vm", {"label": "alice's vm"})
-    b = await plugin.create_session(BOB, "db")
+    device = broker(await start())
+    a = await device.create_session(ALICE, "vm", {"label": "alice's vm"})
+    b = await device.create_session(BOB, "db")
     data_a, data_b = os.urandom(5000), b"bob's state"
     fd_a = memfd(data_a)
     fcntl.fcntl(fd_a, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
-    await plugin.preserve(ALICE, a.kernel_name, fd_a, 11, {"label": "ram"})
-    await plugin.preserve(BOB, b.kernel_name, memfd(data_b), 1)
-    lost = await plugin.create_session(ALICE, "lost")
-    await plugin.drop(ALICE, lost.kernel_name)
-    await plugin.kexec()  # the simulation switches kernels (the daemon would exit now)
+    await device.session(ALICE, a.kernel_name).preserve(fd_a, 11, {"label": "ram"})
+    await device.session(BOB, b.kernel_name).preserve(memfd(data_b), 1)
+    lost = await device.create_session(ALICE, "lost")
+    await device.session(ALICE, lost.kernel_name).drop()
+    await device.kexec()  # the simulation switches kernels (the daemon would exit now)
     (tmp_path / "plugins" / "liveupdate" / "registry.json").unlink()  # only the kernel knows
 
-    plugin = broker(await start())
-    listed = {s.kernel_name: s for s in plugin.list_sessions(0)}
+    device = broker(await start())
+    listed = {s.kernel_name: s for s in device.list_sessions(0)}
     assert set(listed) == {a.kernel_name, b.kernel_name}
     assert listed[a.kernel_name].state == "incoming"
     assert listed[a.kernel_name].label == "alice's vm"
     assert listed[a.kernel_name].tokens == {11: "ram"}
-    assert [s.name for s in plugin.list_sessions(BOB)] == ["db"]
+    assert [s.name for s in device.list_sessions(BOB)] == ["db"]
     with pytest.raises(NotFound):
-        await plugin.retrieve_session(BOB, "vm")  # alice's name, bob's uid
+        await device.retrieve_session(BOB, "vm")  # alice's name, bob's uid
     with pytest.raises(InvalidArgument, match="RetrieveSession"):
-        await plugin.retrieve_file(ALICE, a.kernel_name, 11)
-    await plugin.retrieve_session(ALICE, "vm")
-    await plugin.retrieve_session(ALICE, "vm")  # idempotent
-    assert await read_token(plugin, ALICE, a.kernel_name, 11) == data_a
+        await device.session(ALICE, a.kernel_name).retrieve_file(11)
+    await device.retrieve_session(ALICE, "vm")
+    await device.retrieve_session(ALICE, "vm")  # idempotent
+    assert await read_token(device, ALICE, a.kernel_name, 11) == data_a
     with pytest.raises(NotFound, match="token 12"):
-        await plugin.retrieve_file(ALICE, a.kernel_name, 12)
+        await device.session(ALICE, a.kernel_name).retrieve_file(12)
     with pytest.raises(InvalidArgument, match="created in this boot"):
-        await plugin.preserve(ALICE, a.kernel_name, memfd(b"x"), 1)
-    await plugin.finish(ALICE, a.kernel_name)
+        await device.session(ALICE, a.kernel_name).preserve(memfd(b"x"), 1)
+    await device.session(ALICE, a.kernel_name).finish()
     # bob never retrieved his file: finishing would discard it, so only with force
     with pytest.raises(Busy, match=r"nobody retrieved \(tokens 1\).*--force"):
-        await plugin.finish(BOB, b.kernel_name)
-    assert [s.name for s in plugin.list_sessions(BOB)] == ["db"]
+        await device.session(BOB, b.kernel_name).finish()
+    assert [s.name for s in device.list_sessions(BOB)] == ["db"]
     with pytest.raises(InvalidArgument, match="unknown options"):
-        await plugin.finish(BOB, b.kernel_name, {"forse": True})
+        await device.session(BOB, b.kernel_name).finish({"forse": True})
     with pytest.raises(Busy, match=r"dropping session 'db' finishes it.*tokens 1"):
-        await plugin.drop(BOB, b.kernel_name)  # closing it would finish it too
-    await plugin.finish(BOB, b.kernel_name, {"force": True})
-    assert plugin.list_sessions(0) == []
+        await device.session(BOB, b.kernel_name).drop()  # closing it would finish it too
+    await device.session(BOB, b.kernel_name).finish({"force": True})
+    assert device.list_sessions(0) == []
 
 
 async def test_failed_freeze_keeps_every_session(start: Starter) -> None:
     engine = await start()
-    plugin = broker(engine)
-    info = await plugin.create_session(ALICE, "vm")
-    await plugin.preserve(ALICE, info.kernel_name, memfd(b"1"), 1)
+    device = broker(engine)
+    info = await device.create_session(ALICE, "vm")
+    await device.session(ALICE, info.kernel_name).preserve(memfd(b"1"), 1)
     machine = machine_of(engine)
     machine.components["liveupdate"].configure("fail_freeze", "1")
     boot = machine.state.boot_id
     from livefw.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match=r"refused to freeze.*every session is as it was"):
-        await plugin.kexec()
+        await device.kexec()
     assert machine.state.boot_id == boot
-    await plugin.preserve(ALICE, info.kernel_name, memfd(b"2"), 2)
-    assert set(await plugin.tokens(ALICE, info.kernel_name)) == {1, 2}
+    await device.session(ALICE, info.kernel_name).preserve(memfd(b"2"), 2)
+    assert set(device.session(ALICE, info.kernel_name).tokens()) == {1, 2}
 
 
 # --------------------------------------------------------------- restarts
@@ -304,85 +304,85 @@ async def test_restart_keeps_sessions_that_were_in_the_fd_store(
 ) -> None:
     store = LocalFdStore(str(tmp_path / "notify"))
     try:
-        plugin = broker(await start(store.client()))
-        assert plugin.fd_store_available
-        info = await plugin.create_session(ALICE, "vm")
+        device = broker(await start(store.client()))
+        assert device.ctx.fd_store_available
+        info = await device.create_session(ALICE, "vm")
         data = b"survives a restart and then a kexec"
         fd = memfd(data)
-        await plugin.preserve(ALICE, info.kernel_name, fd, 3)
+        await device.session(ALICE, info.kernel_name).preserve(fd, 3)
         os.close(fd)  # the client is gone too: only the kernel (and the store) hold it
         store.wait_idle()
         assert "luo.livefw.1000.vm" in store.names()
 
         engine = await start(store.client())  # a new livefwd process
-        plugin = broker(engine)
-        (session,) = plugin.list_sessions(0)
+        device = broker(engine)
+        (session,) = device.list_sessions(0)
         assert (session.kernel_name, session.state, session.tokens) == (
             info.kernel_name,
             "outgoing",
             {3: ""},
         )
-        await plugin.preserve(ALICE, info.kernel_name, memfd(b"more"), 4)
+        await device.session(ALICE, info.kernel_name).preserve(memfd(b"more"), 4)
         machine_of(engine).kexec()
 
-        plugin = broker(await start())
-        await plugin.retrieve_session(ALICE, "vm")
-        assert await read_token(plugin, ALICE, info.kernel_name, 3) == data
-        assert await read_token(plugin, ALICE, info.kernel_name, 4) == b"more"
+        device = broker(await start())
+        await device.retrieve_session(ALICE, "vm")
+        assert await read_token(device, ALICE, info.kernel_name, 3) == data
+        assert await read_token(device, ALICE, info.kernel_name, 4) == b"more"
     finally:
         store.close()
 
 
 async def test_restart_without_fd_store_loses_sessions(start: Starter) -> None:
-    plugin = broker(await start())
-    await plugin.create_session(ALICE, "vm")
-    assert not plugin.fd_store_available
+    device = broker(await start())
+    await device.create_session(ALICE, "vm")
+    assert not device.ctx.fd_store_available
     engine = await start()  # no fd store: the previous process took its fds along
     assert broker(engine).list_sessions(0) == []
     assert engine.devices[next(iter(engine.devices))].metadata["fd-store"] == "no"
 
 
 async def test_registry_json_is_what_a_restart_reads(start: Starter, tmp_path: Path) -> None:
-    plugin = broker(await start())
-    await plugin.create_session(ALICE, "vm", {"label": "x"})
+    device = broker(await start())
+    await device.create_session(ALICE, "vm", {"label": "x"})
     registry = json.loads((tmp_path / "plugins" / "liveupdate" / "registry.json").read_text())
     assert [s["kernel_name"] for s in registry["sessions"]] == ["livefw.1000.vm"]
-    assert registry["boot_id"] == machine_of_plugin(plugin).state.boot_id
+    assert registry["boot_id"] == machine_of_device(device).state.boot_id
 
 
 async def test_a_retrieved_session_survives_a_restart_too(start: Starter, tmp_path: Path) -> None:
-    plugin = broker(await start())
-    info = await plugin.create_session(ALICE, "vm")
-    await plugin.preserve(ALICE, info.kernel_name, memfd(b"before the kexec"), 1)
-    await plugin.preserve(ALICE, info.kernel_name, memfd(b"second"), 2)
-    await plugin.kexec()
+    device = broker(await start())
+    info = await device.create_session(ALICE, "vm")
+    await device.session(ALICE, info.kernel_name).preserve(memfd(b"before the kexec"), 1)
+    await device.session(ALICE, info.kernel_name).preserve(memfd(b"second"), 2)
+    await device.kexec()
     store = LocalFdStore(str(tmp_path / "notify"))
     try:
-        plugin = broker(await start(store.client()))
-        await plugin.retrieve_session(ALICE, "vm")
-        handle = await plugin.retrieve_file(ALICE, info.kernel_name, 1)
+        device = broker(await start(store.client()))
+        await device.retrieve_session(ALICE, "vm")
+        handle = await device.session(ALICE, info.kernel_name).retrieve_file(1)
         os.pwrite(handle.fileno(), b"B", 0)  # the VMM changes its retrieved file
         await handle.close()
         store.wait_idle()
 
-        plugin = broker(await start(store.client()))  # restart before finishing
-        (session,) = plugin.list_sessions(ALICE)
+        device = broker(await start(store.client()))  # restart before finishing
+        (session,) = device.list_sessions(ALICE)
         assert session.state == "retrieved"
-        assert await read_token(plugin, ALICE, info.kernel_name, 1) == b"Before the kexec"
-        assert await read_token(plugin, ALICE, info.kernel_name, 2) == b"second"
-        await plugin.finish(ALICE, info.kernel_name)
-        assert plugin.list_sessions(0) == []
+        assert await read_token(device, ALICE, info.kernel_name, 1) == b"Before the kexec"
+        assert await read_token(device, ALICE, info.kernel_name, 2) == b"second"
+        await device.session(ALICE, info.kernel_name).finish()
+        assert device.list_sessions(0) == []
     finally:
         store.close()
 
 
 async def test_holds_sessions(start: Starter) -> None:
-    plugin = broker(await start())
-    assert not plugin.holds_sessions
-    info = await plugin.create_session(ALICE, "vm")
-    assert plugin.holds_sessions
-    await plugin.drop(ALICE, info.kernel_name)
-    assert not plugin.holds_sessions
+    device = broker(await start())
+    assert not device.holds_sessions
+    info = await device.create_session(ALICE, "vm")
+    assert device.holds_sessions
+    await device.session(ALICE, info.kernel_name).drop()
+    assert not device.holds_sessions
 
 
 @pytest.mark.parametrize("limit", [1, 2])
@@ -391,11 +391,11 @@ async def test_no_room_rolls_back_the_create(start: Starter, tmp_path: Path, lim
     from livefw.errors import NoSpace
 
     engine = await start()
-    plugin = broker(engine)
+    device = broker(engine)
     machine_of(engine).components["liveupdate"].configure("max_sessions", str(limit))
     with pytest.raises(NoSpace, match="no room"):
-        await plugin.create_session(ALICE, "vm")
-    assert plugin.list_sessions(0) == []
+        await device.create_session(ALICE, "vm")
+    assert device.list_sessions(0) == []
     component = machine_of(engine).components["liveupdate"]
     assert isinstance(component, LiveUpdateComponent)
     assert [s.name for s in component.state.sessions] == [REGISTRY_SESSIONS[1]]
@@ -421,9 +421,9 @@ async def test_kexec_failures_say_what_to_do(
     import livefw.errors
 
     engine = await start()
-    plugin = broker(engine)
-    info = await plugin.create_session(ALICE, "vm")
-    await plugin.preserve(ALICE, info.kernel_name, memfd(b"1"), 1)
+    device = broker(engine)
+    info = await device.create_session(ALICE, "vm")
+    await device.session(ALICE, info.kernel_name).preserve(memfd(b"1"), 1)
     machine = machine_of(engine)
     if how == "unloaded":
         machine.components["liveupdate"].configure("kexec_loaded", "0")
@@ -432,19 +432,19 @@ async def test_kexec_failures_say_what_to_do(
         machine.add_fault(FaultSpec(component="liveupdate", kind=how))
     boot = machine.state.boot_id
     with pytest.raises(getattr(livefw.errors, error), match=message):
-        await plugin.kexec()
+        await device.kexec()
     assert machine.state.boot_id == boot
-    assert set(await plugin.tokens(ALICE, info.kernel_name)) == {1}
+    assert set(device.session(ALICE, info.kernel_name).tokens()) == {1}
 
 
 # ------------------------------------------------ frozen memfds (issue 14.5)
 
 
 async def test_a_preserved_memfd_cannot_grow(start: Starter) -> None:
-    plugin = broker(await start())
-    info = await plugin.create_session(ALICE, "vm")
+    device = broker(await start())
+    info = await device.create_session(ALICE, "vm")
     fd = memfd(b"guest")
-    await plugin.preserve(ALICE, info.kernel_name, fd, 1)
+    await device.session(ALICE, info.kernel_name).preserve(fd, 1)
     with pytest.raises(PermissionError):
         os.pwrite(fd, b"more", 5)
     os.pwrite(fd, b"G", 0)
@@ -468,46 +468,46 @@ async def test_vfio_group_files_and_kernels_without_the_handler(
     start: Starter, tmp_path: Path
 ) -> None:
     engine = await start()
-    plugin = broker(engine)
+    device = broker(engine)
     vfio = vfio_files(engine, tmp_path, handler=False)
-    info = await plugin.create_session(ALICE, "vm")
+    info = await device.create_session(ALICE, "vm")
     group = os.open(vfio / "12", os.O_RDWR)
     with pytest.raises(InvalidFile, match=r"VFIO group file.*/dev/vfio/devices/vfioN"):
-        await plugin.preserve(ALICE, info.kernel_name, group, 1)
-    device = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
+        await device.session(ALICE, info.kernel_name).preserve(group, 1)
+    cdev = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
     with pytest.raises(NotSupported, match="no Live Update handler for VFIO"):
-        await plugin.preserve(ALICE, info.kernel_name, device, 1)
-    assert await plugin.tokens(ALICE, info.kernel_name) == {}
+        await device.session(ALICE, info.kernel_name).preserve(cdev, 1)
+    assert device.session(ALICE, info.kernel_name).tokens() == {}
     os.close(group)
-    os.close(device)
+    os.close(cdev)
 
 
 async def test_vfio_rules_across_the_kexec(start: Starter, tmp_path: Path) -> None:
     engine = await start()
-    plugin = broker(engine)
+    device = broker(engine)
     vfio = vfio_files(engine, tmp_path)
-    info = await plugin.create_session(ALICE, "vm")
-    device = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
-    await plugin.preserve(ALICE, info.kernel_name, device, 5)
-    await plugin.preserve(ALICE, info.kernel_name, memfd(b"ram"), 6)
+    info = await device.create_session(ALICE, "vm")
+    cdev = os.open(vfio / "devices" / "vfio0", os.O_RDWR)
+    await device.session(ALICE, info.kernel_name).preserve(cdev, 5)
+    await device.session(ALICE, info.kernel_name).preserve(memfd(b"ram"), 6)
     component = machine_of(engine).components["liveupdate"]
     component.configure("vfio_irqs_enabled", "1")
     with pytest.raises(InvalidArgument, match=r"VFIO devices \(vm:5\).*interrupt disabled"):
-        await plugin.kexec()
+        await device.kexec()
     component.configure("vfio_irqs_enabled", "0")
-    await plugin.kexec()
+    await device.kexec()
 
-    plugin = broker(await start())
-    await plugin.retrieve_session(ALICE, "vm")
-    assert await read_token(plugin, ALICE, info.kernel_name, 6) == b"ram"
+    device = broker(await start())
+    await device.retrieve_session(ALICE, "vm")
+    assert await read_token(device, ALICE, info.kernel_name, 6) == b"ram"
     # force does not override the kernel: the VFIO device must be retrieved first
     with pytest.raises(Busy, match=r"VFIO devices \(tokens 5\).*bound to an iommufd"):
-        await plugin.finish(ALICE, info.kernel_name, {"force": True})
-    handle = await plugin.retrieve_file(ALICE, info.kernel_name, 5)
+        await device.session(ALICE, info.kernel_name).finish({"force": True})
+    handle = await device.session(ALICE, info.kernel_name).retrieve_file(5)
     await handle.close()
-    await plugin.finish(ALICE, info.kernel_name)
-    assert plugin.list_sessions(0) == []
-    os.close(device)
+    await device.session(ALICE, info.kernel_name).finish()
+    assert device.list_sessions(0) == []
+    os.close(cdev)
 
 
 @pytest.mark.parametrize("kernel", ["6.19", "7.1", "7.2"])
@@ -517,24 +517,24 @@ async def test_the_broker_on_each_supported_kernel(
     """Sessions, a frozen memfd, a restart and a kexec on each modelled release."""
     store = LocalFdStore(str(tmp_path / "notify"))
     try:
-        plugin = broker(await start(store.client(), kernel=kernel))
-        info = await plugin.create_session(ALICE, "vm")
+        device = broker(await start(store.client(), kernel=kernel))
+        info = await device.create_session(ALICE, "vm")
         fd = memfd(b"guest state")
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
-        await plugin.preserve(ALICE, info.kernel_name, fd, 1)
+        await device.session(ALICE, info.kernel_name).preserve(fd, 1)
         with pytest.raises(PermissionError):
             os.pwrite(fd, b"!", 11)
         store.wait_idle()
         # a restart in the same boot: the session comes back from the fd store
         # (GET_NAME confirms its name on 7.2; older kernels fall back to the stored name)
-        plugin = broker(await start(store.client(), kernel=kernel))
-        assert [s.name for s in plugin.list_sessions(ALICE)] == ["vm"]
-        await plugin.kexec()
+        device = broker(await start(store.client(), kernel=kernel))
+        assert [s.name for s in device.list_sessions(ALICE)] == ["vm"]
+        await device.kexec()
     finally:
         store.close()
-    plugin = broker(await start(kernel=kernel))
-    await plugin.retrieve_session(ALICE, "vm")
-    handle = await plugin.retrieve_file(ALICE, info.kernel_name, 1)
+    device = broker(await start(kernel=kernel))
+    await device.retrieve_session(ALICE, "vm")
+    handle = await device.session(ALICE, info.kernel_name).retrieve_file(1)
     try:
         seals = fcntl.fcntl(handle.fileno(), fcntl.F_GET_SEALS)
         assert os.pread(handle.fileno(), 100, 0) == b"guest state"
@@ -542,5 +542,5 @@ async def test_the_broker_on_each_supported_kernel(
         await handle.close()
     # seals travel from 7.2 on; before, the restored memfd cannot be sealed at all
     assert seals == (fcntl.F_SEAL_SHRINK if kernel == "7.2" else fcntl.F_SEAL_SEAL)
-    await plugin.finish(ALICE, info.kernel_name)
-    assert plugin.list_sessions(0) == []
+    await device.session(ALICE, info.kernel_name).finish()
+    assert device.list_sessions(0) == []
