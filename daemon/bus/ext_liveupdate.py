@@ -32,14 +32,13 @@ from livefw.bus.backend import (
     Message,
     PropertyAccess,
     ServiceInterface,
-    Variant,
     dbus_property,
     method,
 )
-from livefw.bus.context import BusContext
+from livefw.bus.context import BusContext, parse_options
 from livefw.bus.errors import dbus_errors
 from livefw.device import Device
-from livefw.errors import Internal, InvalidArgument
+from livefw.errors import Internal
 from livefw.plugins.liveupdate import LiveUpdateDevice, LiveUpdateSession, SessionInfo
 from livefw.state import Status
 
@@ -104,30 +103,6 @@ def path_decode(element: str) -> str:
 def session_path(kernel_name: str) -> str:
     """The object path of a session."""
     return f"{SESSIONS_PATH}/{path_encode(kernel_name)}"
-
-
-def _options(options: dict[str, Variant], allowed: set[str]) -> dict[str, Any]:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidArgument(f"unknown options {unknown}; allowed: {sorted(allowed)}")
-    result: dict[str, Any] = {}
-    for key, variant in options.items():
-        if variant.signature != "s":
-            raise InvalidArgument(f"option {key!r} must be of type 's'")
-        result[key] = variant.value
-    return result
-
-
-def _finish_options(options: dict[str, Variant]) -> dict[str, Any]:
-    """Finish's options: only ``force`` (b)."""
-    unknown = sorted(set(options) - {"force"})
-    if unknown:
-        raise InvalidArgument(f"unknown options {unknown}; allowed: ['force']")
-    if "force" in options:
-        if options["force"].signature != "b":
-            raise InvalidArgument("option 'force' must be of type 'b'")
-        return {"force": bool(options["force"].value)}
-    return {}
 
 
 def _writer_holds(bus: Any, fd: int) -> bool:
@@ -201,7 +176,7 @@ class LiveUpdateInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def CreateSession(self, name: "s", options: "a{sv}") -> "o":
-        parsed = _options(options, {"label"})
+        parsed = parse_options(options, {"label": "s"})
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.device, "live-update session create"):
             info = await self.device.create_session(uid, name, parsed)
@@ -211,7 +186,7 @@ class LiveUpdateInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def RetrieveSession(self, name: "s", options: "a{sv}") -> "o":
-        parsed = _options(options, set())
+        parsed = parse_options(options, {})
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.device, "live-update session retrieve"):
             info = await self.device.retrieve_session(uid, name, parsed)
@@ -230,7 +205,7 @@ class LiveUpdateInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def Kexec(self, options: "a{sv}") -> None:
-        _options(options, set())
+        parse_options(options, {})
         await self.ctx.authorize(ACTION_KEXEC)
         # refused, not queued, while a firmware update or another change is in flight
         async with self.ctx.engine.exclusive(
@@ -286,7 +261,7 @@ class SessionInterface(ServiceInterface):
     @dbus_errors
     async def Preserve(self, fd: "h", token: "t", options: "a{sv}") -> None:
         try:
-            parsed = _options(options, {"label"})
+            parsed = parse_options(options, {"label": "s"})
             uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
             async with self.ctx.engine.exclusive(self.parent.device, "live-update preserve"):
                 await self.session(uid).preserve(fd, token, parsed)
@@ -315,7 +290,7 @@ class SessionInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def Finish(self, options: "a{sv}") -> None:
-        parsed = _finish_options(options)
+        parsed = parse_options(options, {"force": "b"})
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         async with self.ctx.engine.exclusive(self.parent.device, "live-update session finish"):
             await self.session(uid).finish(parsed)
