@@ -10,19 +10,25 @@ even on SIGKILL: ``fs/fuse/dev.c``, ``request_wait_answer()``).
 
 So the read happens in a short-lived child process (``python -I -S``, a few dozen
 lines): it gets the descriptor as its stdin, checks it is a regular file (or memfd)
-within the size limit and streams it to a pipe the event loop reads without
-blocking. No progress for ``stall`` seconds, or no end after ``total`` seconds, and
-the child is killed and the call fails with :class:`~livefw.errors.Timeout`.
-livefwd itself keeps neither a thread nor a descriptor for it; the child is reaped
-by a timer whenever the kernel lets it go. A pool allows ``slots`` children at once,
-counting killed ones that have not exited yet, so a stuck file system can pin at most
-that many processes; past that, reads fail at once with
-:class:`~livefw.errors.Busy`.
+within the size limit and copies it into a memfd that livefwd created and handed it
+as its stdout; livefwd reads the memfd once, after the child has exited (no pipe, so
+no 64 KiB wake-ups on the event loop and no buffer grown chunk by chunk). The child
+copies with ``pread``, not ``sendfile(2)``: on a FUSE file a ``sendfile`` stuck in
+the file system holds the inode lock, so even the client's own ``close()`` of the
+file would hang behind livefwd's killed reader. livefwd watches the memfd's size for
+progress and the child's pidfd for its exit. No progress for ``stall`` seconds, or no
+end after ``total`` seconds, and the child is killed and the call fails with
+:class:`~livefw.errors.Timeout`. livefwd itself keeps neither a thread nor a
+descriptor for it; the child is reaped by a timer whenever the kernel lets it go. A
+pool allows ``slots`` children at once, counting killed ones that have not exited
+yet, so a stuck file system can pin at most that many processes; past that, reads
+fail at once with :class:`~livefw.errors.Busy`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -72,6 +78,25 @@ sys.exit(4 if total == 0 else 0)
 """
 
 
+#: how often the memfd's size is checked for progress (s)
+_TICK = 0.2
+
+
+def _contents(out: int, limit: int) -> bytes:
+    """What the child wrote into the memfd ``out``: at most ``limit + 1`` bytes.
+
+    (Or the file's size as digits, which the child writes when it is over ``limit``.)
+    """
+    size = min(os.fstat(out).st_size, max(limit + 1, 24))
+    data = os.pread(out, size, 0)
+    while len(data) < size:  # a tmpfs read returns everything; be safe anyway
+        more = os.pread(out, size - len(data), len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 class TooLarge(InvalidFile):
     """A file or cabinet over the limit it was allowed (``size`` bytes, if known).
 
@@ -84,12 +109,12 @@ class TooLarge(InvalidFile):
         self.size = size
 
 
-def _spawn(fd: int, limit: int) -> subprocess.Popen[bytes]:
+def _spawn(fd: int, out: int, limit: int) -> subprocess.Popen[bytes]:
     """Start the reader (a vfork and exec: it returns once the child runs, in ~1 ms)."""
     return subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", _CHILD, str(limit)],
         stdin=fd,
-        stdout=subprocess.PIPE,
+        stdout=out,
         stderr=subprocess.DEVNULL,
         close_fds=True,
         env={"LC_ALL": "C"},
@@ -136,72 +161,61 @@ class FdReader:
             )
         loop = asyncio.get_running_loop()
         try:
-            child = _spawn(fd, limit)
-        except OSError as error:  # EAGAIN (process limit), EMFILE, ENOMEM
+            out = os.memfd_create(f"livefw-{self.name}", os.MFD_CLOEXEC)
+        except OSError as error:  # EMFILE, ENOMEM
             raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
-        self._children.add(child)
-        assert child.stdout is not None
-        out = child.stdout.fileno()
-        os.set_blocking(out, False)
-        data = bytearray()
-        progress = asyncio.Event()
-        eof = False
-
-        def readable() -> None:
-            nonlocal eof
-            try:
-                while True:
-                    chunk = os.read(out, 1 << 20)
-                    if not chunk:
-                        eof = True
-                        break
-                    data.extend(chunk)
-                    if len(data) > limit:
-                        eof = True  # the child lies about the limit: stop reading
-                        break
-            except BlockingIOError:
-                pass
-            progress.set()
-            if eof:
-                loop.remove_reader(out)
-
-        loop.add_reader(out, readable)
-        started = time.monotonic()
         try:
-            while not eof:
-                left = self.total - (time.monotonic() - started)
-                try:
-                    await asyncio.wait_for(progress.wait(), min(self.stall, max(left, 0.0)))
-                except TimeoutError:
-                    waited = time.monotonic() - started
+            try:
+                child = _spawn(fd, out, limit)
+            except OSError as error:  # EAGAIN (process limit), EMFILE, ENOMEM
+                raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
+            self._children.add(child)
+            try:
+                status = await self._wait(loop, child, out)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                self._reap(child)
+            return self._result(status, _contents(out, limit), limit)
+        finally:
+            os.close(out)
+
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, child: subprocess.Popen[bytes], out: int
+    ) -> int:
+        """The child's exit status; Timeout when it stalls or runs past ``total``."""
+        exited = asyncio.Event()
+        try:
+            pidfd: int | None = os.pidfd_open(child.pid)
+        except OSError:  # a kernel before 5.3: poll instead
+            pidfd = None
+        if pidfd is not None:
+            loop.add_reader(pidfd, exited.set)
+        started = last = time.monotonic()
+        size = 0
+        try:
+            while (status := child.poll()) is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(exited.wait(), _TICK)
+                now = time.monotonic()
+                grown = os.fstat(out).st_size
+                if grown != size:
+                    size, last = grown, now
+                if child.poll() is not None:
+                    continue
+                if now - last >= self.stall or now - started >= self.total:
+                    waited = now - started
                     log.warning("fd_read_stuck", what=self.name, seconds=round(waited, 1))
                     raise Timeout(
                         f"reading the {self.name} made no progress for "
-                        f"{min(self.stall, waited):.0f} s: the file system that holds it "
+                        f"{min(self.stall, now - last):.0f} s: the file system that holds it "
                         "does not answer; copy the file to a local disk and try again"
-                    ) from None
-                progress.clear()
-            if len(data) > limit:  # the reader never writes more; do not wait for it
-                raise TooLarge(f"the {self.name} is over the limit of {limit} bytes")
-            status = await self._exit_status(child)
+                    )
+            return status
         finally:
-            if not eof:
-                loop.remove_reader(out)
-            child.stdout.close()
-            if child.poll() is None:
-                child.kill()
-            self._reap(child)
-        return self._result(status, bytes(data), limit)
-
-    async def _exit_status(self, child: subprocess.Popen[bytes]) -> int:
-        """The child closed its end: it exits next (it cannot block after that)."""
-        for _ in range(200):
-            status = child.poll()
-            if status is not None:
-                return status
-            await asyncio.sleep(0.005)
-        child.kill()
-        raise Timeout(f"the {self.name} reader did not exit")
+            if pidfd is not None:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
 
     def _reap(self, child: subprocess.Popen[bytes]) -> None:
         """Forget ``child`` once it has exited (a killed reader may linger in the kernel)."""

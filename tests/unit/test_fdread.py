@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import livefw.fdread
-from livefw.errors import Busy, Timeout
+from livefw.errors import Busy, InvalidFile, Timeout
 from livefw.fdread import FdReader, TooLarge
 
 #: a reader that never answers (as one blocked on a hung file system)
@@ -54,3 +54,45 @@ async def test_a_stalled_read_times_out_and_the_child_is_reaped(
             break
         await asyncio.sleep(0.1)
     assert reader.busy == 0
+
+
+async def test_a_large_file_is_read_whole_and_the_callers_offset_kept(
+    tmp_path: Path,
+) -> None:
+    """The child reads at explicit offsets: the caller's file position is untouched."""
+    path = tmp_path / "payload"
+    data = os.urandom(5 << 20)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 1234, os.SEEK_SET)
+        assert await FdReader("payload").read(fd, len(data)) == data
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 1234
+    finally:
+        os.close(fd)
+
+
+async def test_a_memfd_payload_and_a_tiny_limit_report_the_size() -> None:
+    """A memfd payload (what clients send most); the size is reported whole."""
+    fd = os.memfd_create("payload")
+    try:
+        os.write(fd, b"abc" * 1000)
+        reader = FdReader("payload")
+        assert await reader.read(fd, 3000) == b"abc" * 1000
+        with pytest.raises(TooLarge, match="3000 bytes, over the limit of 2 "):
+            await reader.read(fd, 2)
+        with pytest.raises(TooLarge):
+            await reader.read(fd, 2999)
+    finally:
+        os.close(fd)
+
+
+async def test_a_pipe_is_refused(tmp_path: Path) -> None:
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        with pytest.raises(InvalidFile, match="regular file or a memfd"):
+            await FdReader("payload").read(r, 10)
+    finally:
+        os.close(r)
+        os.close(w)
