@@ -30,16 +30,16 @@ class PfruInterface(ServiceInterface):
         super().__init__(INTERFACE)
         self.ctx = ctx
         self.device = device
-        device.pfru.add_revision_listener(self._changed)
+        device.add_revision_listener(self._changed)
 
     def _changed(self) -> None:
-        self.emit_properties_changed({"Revision": self.device.pfru.revision})
+        self.emit_properties_changed({"Revision": self.device.revision})
 
     # ---------------------------------------------------------------- properties
 
     @dbus_property(access=PropertyAccess.READ)
     def Revision(self) -> "u":
-        return self.device.pfru.revision
+        return self.device.revision
 
     # ------------------------------------------------------------------- methods
 
@@ -49,7 +49,7 @@ class PfruInterface(ServiceInterface):
         parse_revision(revision)
         await self.ctx.authorize(ACTION_CONFIGURE)
         async with self.ctx.engine.exclusive(self.device, f"SetRevision on {self.device.name}"):
-            await self.device.pfru.set_revision(revision)
+            await self.device.set_revision(revision)
 
     @method()
     @dbus_errors
@@ -57,7 +57,7 @@ class PfruInterface(ServiceInterface):
         await self.ctx.authorize(ACTION_CONFIGURE)
         # it switches the drivers' revisions while it tries them: a state change
         async with self.ctx.engine.exclusive(self.device, f"QueryRevisions on {self.device.name}"):
-            found = await self.device.pfru.query_revisions()
+            found = await self.device.query_revisions()
         return {
             "revision": Variant("u", found.update_revision),
             "kernel": Variant("au", list(found.kernel)),

@@ -32,7 +32,7 @@ from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.uapi import capsule, efi, fwctl, pfru
 from livefw.plugins.fwctl.device import parse_scope
 from livefw.plugins.fwctl.drivers import check_mlx5, device_status
-from livefw.plugins.pfru.plugin import _chronological
+from livefw.plugins.pfru.telemetry import _chronological
 
 #: Python allocations one parser call may make, whatever the input claims.
 MEMORY_LIMIT = 32 * 1024 * 1024

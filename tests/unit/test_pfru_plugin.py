@@ -606,7 +606,7 @@ async def test_hotplug_follows_the_drivers(make_engine: MakeEngine) -> None:
 
 async def test_update_revision_is_sent_and_checked(make_engine: MakeEngine) -> None:
     engine = await make_engine([PfruPlugin])
-    plugin = code(engine).pfru
+    plugin = code(engine)
     assert plugin.revision == 0  # livefw sent none: the driver's own 1
     found = await plugin.query_revisions()
     assert (found.kernel, found.update_firmware, found.telemetry_firmware) == (
@@ -631,7 +631,7 @@ async def test_update_revision_is_sent_and_checked(make_engine: MakeEngine) -> N
 
 async def test_firmware_without_revision_2(make_engine: MakeEngine) -> None:
     engine = await make_engine([PfruPlugin], profile="minimal")
-    plugin = code(engine).pfru
+    plugin = code(engine)
     found = await plugin.query_revisions()
     assert found.update_firmware == (1,)
     assert found.telemetry_firmware == (1,)
@@ -664,7 +664,7 @@ async def test_telemetry_revision(make_engine: MakeEngine) -> None:
 async def test_configured_revisions_are_sent_at_start(make_engine: MakeEngine) -> None:
     engine = await make_engine([PfruPlugin], config=config(update_revision=2, telemetry_revision=2))
     assert (sim(engine).state.rev_id, sim(engine).state.log_revid) == (2, 2)
-    assert code(engine).pfru.revision == 2
+    assert code(engine).revision == driver(engine).revision == 2
     bad = await make_engine(
         [PfruPlugin], config=config(update_revision=5), state_dir=Path(engine.state_dir) / "bad"
     )
