@@ -23,7 +23,8 @@ from livefw.plugins.fwctl import FwctlDevice, RpcOptions, parse_scope
 
 INTERFACE = "org.livefw.Daemon1.Fwctl"
 
-#: polkit action per scope (ARCHITECTURE.md, Decisions).
+#: polkit action per scope (dbus/org.livefw.daemon1.policy; plugins/fwctl/README.md,
+#: "External interface access").
 ACTIONS: dict[Scope, str] = {
     Scope.CONFIGURATION: "org.livefw.daemon1.fwctl-configuration",
     Scope.DEBUG_READ_ONLY: "org.livefw.daemon1.fwctl-debug-read",

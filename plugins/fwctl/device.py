@@ -124,7 +124,8 @@ class FwctlDevice(Device):
         #: CXL: the memdev's mailbox payload size (payload_max), 0 when unknown.
         self.mailbox_payload = mailbox_payload
         self.removed = False
-        #: serializes RPCs to this device (ARCHITECTURE.md, Concurrency).
+        #: serializes RPCs to this device: one open file and one RPC at a time, so the
+        #: taint read before and after belongs to this RPC (docs/architecture.md).
         self._rpc_lock = asyncio.Lock()
         metadata = {
             "device-type": self.type_name,

@@ -295,7 +295,8 @@ async def test_cxl_get_feature_rules(provider: SimProvider) -> None:
     assert response[24:] == bytes(8)  # the zeros past the reply
     request = uapi.pack_get_feature(MEDIA, 0, 0)
     assert await errno_of(rpc(provider, CXL, 0, request)) == errno.EINVAL  # count 0
-    # cxlctl_get_feature does not compare count with out_len (spec errata): the reply
+    # cxlctl_get_feature does not compare count with out_len (drivers/cxl/core/features.c;
+    # docs/kernel.md, "CXL Get Feature"): the reply
     # is 8 + count long and the core copies what fits
     request = uapi.pack_get_feature(MEDIA, 0, 64)
     response, length = await rpc(provider, CXL, 0, request, out_len=32)

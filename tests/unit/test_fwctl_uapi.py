@@ -1,11 +1,11 @@
-"""Golden values of the fwctl uAPI (shared/spec/kernel-interfaces.md §3, §6), as literals."""
+"""Golden values of the fwctl uAPI (include/uapi/fwctl/{fwctl,cxl,mlx5,pds}.h), as literals."""
 
 import struct
 
 from livefw.kernel.uapi import fwctl as uapi
 
 
-def test_ioctl_numbers_match_the_spec() -> None:
+def test_ioctl_numbers_match_the_uapi_header() -> None:
     assert uapi.FWCTL_TYPE == 0x9A
     assert uapi.FWCTL_INFO == 0x00009A00
     assert uapi.FWCTL_RPC == 0x00009A01

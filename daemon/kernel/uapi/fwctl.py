@@ -4,8 +4,8 @@ Sources: ``include/uapi/fwctl/fwctl.h`` (core ioctls, scopes, device types),
 ``include/uapi/fwctl/cxl.h`` and ``include/uapi/cxl/features.h`` (CXL Features
 commands), ``include/uapi/fwctl/mlx5.h`` plus ``drivers/fwctl/mlx5/main.c`` (mlx5
 mailbox headers and the driver's opcode/scope table), ``include/uapi/fwctl/pds.h``,
-``include/cxl/features.h`` (kernel-owned feature UUIDs); see
-shared/spec/kernel-interfaces.md §3 and §6.
+``include/cxl/features.h`` (kernel-owned feature UUIDs). docs/kernel.md, "fwctl",
+lists the kernel behaviour livefw relies on, one row per behaviour.
 
 All fwctl structs are little-endian; mlx5 mailbox headers are big-endian (PRM).
 """
@@ -69,9 +69,9 @@ FWCTL_TYPE = 0x9A
 #: FWCTL_CMD_BASE: nr of the first command.
 FWCTL_CMD_INFO = 0
 FWCTL_CMD_RPC = 1
-#: FWCTL_INFO = _IO(FWCTL_TYPE, FWCTL_CMD_INFO) (spec §6: 0x00009A00).
+#: FWCTL_INFO = _IO(FWCTL_TYPE, FWCTL_CMD_INFO) = 0x9A00 (include/uapi/fwctl/fwctl.h).
 FWCTL_INFO = io(FWCTL_TYPE, FWCTL_CMD_INFO)
-#: FWCTL_RPC = _IO(FWCTL_TYPE, FWCTL_CMD_RPC) (spec §6: 0x00009A01).
+#: FWCTL_RPC = _IO(FWCTL_TYPE, FWCTL_CMD_RPC) = 0x9A01 (include/uapi/fwctl/fwctl.h).
 FWCTL_RPC = io(FWCTL_TYPE, FWCTL_CMD_RPC)
 
 #: struct fwctl_info: size, flags, out_device_type, device_data_len, out_device_data.
@@ -391,7 +391,8 @@ CXL_RETVAL_NAMES = {
 
 #: features the kernel owns (include/cxl/features.h; EDAC RAS drivers). User space
 #: sees them with set_feat_size 0 and CHANGEABLE cleared; Set Feature -> EPERM.
-#: UUIDs are raw uuid_t bytes, printed in order (spec §0.1).
+#: UUIDs are raw uuid_t bytes (include/linux/uuid.h: UUID_INIT stores them in RFC 4122
+#: byte order), printed in order.
 CXL_KERNEL_FEATURES: dict[str, str] = {
     "96dad7d6-fde8-482b-a733-75774e06db8a": "patrol scrub control",
     "e5b13f22-2328-4a14-b8ba-b9691e893386": "DDR5 ECS control",
