@@ -203,15 +203,17 @@ def decode_info(
 
     mlx5: struct fwctl_info_mlx5 (include/uapi/fwctl/mlx5.h: uid, uctx_caps); pds:
     struct fwctl_info_pds (uctx_caps; drivers/fwctl/pds/main.c ``pdsfc_info`` reports
-    0 bytes, so it is usually absent); CXL has no info op (drivers/fwctl/main.c
-    ``fwctl_cmd_info`` zeroes the buffer): the features read at coldplug stand in.
+    0 bytes, so it is usually absent); bnxt: struct fwctl_info_bnxt (uctx_caps, bits of
+    enum fwctl_bnxt_commands; drivers/fwctl/bnxt/main.c ``bnxtctl_info``); CXL has no
+    info op (drivers/fwctl/main.c ``fwctl_cmd_info`` zeroes the buffer): the features
+    read at coldplug stand in.
     """
     info: dict[str, int | str | bytes] = {}
     if device_type == uapi.DeviceType.MLX5 and len(data) >= uapi.MLX5_INFO_SIZE:
         uid, caps = struct.unpack_from(uapi.MLX5_INFO_FMT, data)
         info["uid"] = uid  # of the fd livefwd used; every open gets its own
         info["uctx-caps"] = caps
-    elif device_type == uapi.DeviceType.PDS and len(data) >= 4:
+    elif device_type in (uapi.DeviceType.PDS, uapi.DeviceType.BNXT) and len(data) >= 4:
         info["uctx-caps"] = struct.unpack_from("<I", data)[0]
     elif device_type == uapi.DeviceType.CXL:
         info["features"] = len(features)

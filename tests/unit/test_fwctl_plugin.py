@@ -20,12 +20,14 @@ from livefw.kernel.uapi import fwctl as uapi
 from livefw.kernel.uapi.fwctl import Scope
 from livefw.plugin import Plugin, PluginContext
 from livefw.plugins.fwctl import (
+    FwctlConfig,
     FwctlContext,
     FwctlDevice,
     FwctlPlugin,
     RpcOptions,
     parse_scope,
 )
+from livefw.plugins.fwctl.device import Parent
 
 MEDIA = "6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60"  # reset-only effects: debug-write
 THERMAL = "a7c3d1e4-0b2f-4e7a-8c19-5d6e7f809112"  # immediate effects: debug-write-full
@@ -383,6 +385,34 @@ async def test_pds_requests_with_addresses_are_not_forwarded(engine: Engine) -> 
     with pytest.raises(NotSupported, match="addresses in the caller's memory"):
         await pds.rpc(Scope.CONFIGURATION, bytes(48), RpcOptions())
     assert sent(engine) == before
+
+
+def test_bnxt_device_info_and_refusal(tmp_path: Path) -> None:
+    """bnxt (not simulated): Info decodes struct fwctl_info_bnxt; RPCs are never sent.
+
+    drivers/fwctl/bnxt/main.c bnxtctl_info returns the uctx_caps bits; a later version
+    of bnxtctl_fw_rpc copies from and to host addresses inside the request.
+    """
+    ctx = PluginContext(
+        "fwctl", RealProvider(str(tmp_path)), {}, str(tmp_path / "state"),
+        lambda _d: None, lambda _i: None, list,
+    )  # fmt: skip
+    caps = 0b1111  # INLINE, QUERY, SEND and DMA commands
+    bnxt = FwctlDevice(
+        FwctlContext(ctx, FwctlConfig()),
+        "fwctl3",
+        "bnxt@0000:3b:00.0",
+        name="bnxt device at 0000:3b:00.0 (bnxt_en)",
+        vendor="Broadcom",
+        device_type=uapi.DeviceType.BNXT,
+        device_data=struct.pack(uapi.BNXT_INFO_FMT, caps),
+        parent=Parent("0000:3b:00.0", "bnxt_en", "0000:3b:00.0", "bnxt_en", 0x14E4),
+        features=(),
+    )
+    assert bnxt.fwctl_info()["uctx-caps"] == caps
+    assert bnxt.fwctl_info()["device-type-name"] == "bnxt"
+    with pytest.raises(NotSupported, match="host address fields of HWRM commands"):
+        bnxt.check_rpc(Scope.DEBUG_READ_ONLY, bytes(16), RpcOptions())
 
 
 def test_unknown_scope_name() -> None:
