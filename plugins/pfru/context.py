@@ -63,7 +63,8 @@ def parse_revision(value: int, what: str = "PFRU _DSM revision") -> int:
     """
     if value not in KERNEL_REVISIONS:
         raise InvalidArgument(
-            f"{what} {value} is not one the kernel accepts (1 or 2; pfrut.h PFRU_REVID_*)"
+            f"{what} {value} is not one the kernel accepts (1 or 2: PFRU_REVID_1/2 in "
+            "drivers/acpi/pfr_update.c)"
         )
     return value
 

@@ -141,8 +141,8 @@ class PfruTelemetryDevice(PfruDevice):
 
         Raises:
             Busy: the firmware did not report its level (pfr_telemetry.c
-                ``get_pfrt_log_level()`` failed and ``pfrt_log_ioctl()`` stored its
-                negative errno in ``log_level``).
+                ``pfrt_log_ioctl()`` copies ``get_pfrt_log_level()``'s negative errno
+                into ``log_level``).
         """
         info = await self.ctx.telemetry_get_info()
         self._set_log_info(info)

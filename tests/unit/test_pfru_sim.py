@@ -171,7 +171,8 @@ async def test_a_failed_write_still_overwrites_the_buffer(tmp_path: Path) -> Non
     handle = await provider.open(uapi.UPDATE_NODE, OpenFlags.RDWR)
     await handle.write(component.sample(CODE, None, None))
     assert await errno_of(handle.write(component.sample(CODE, None, "header-v3"))) == errno.EINVAL
-    # the kernel copied the bytes before checking them (spec §1.6)
+    # the kernel copied the bytes before checking them (pfr_update.c pfru_write():
+    # copy_from_iter_full() into the buffer, then applicable_image())
     assert await errno_of(handle.ioctl(uapi.PFRU_IOC_STAGE)) == errno.EBUSY
     # too large: refused before the copy, the earlier buffer is kept
     await handle.write(component.sample(CODE, None, None))

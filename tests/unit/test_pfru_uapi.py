@@ -1,4 +1,8 @@
-"""Golden values of the PFRU/PFRT uAPI (spec §1.2, §1.3, §6), independent of the code."""
+"""Golden values of the PFRU/PFRT uAPI, independent of the code.
+
+From include/uapi/linux/pfrut.h (ioctl numbers, struct layouts), drivers/acpi/pfr_update.c
+and pfr_telemetry.c (GUIDs, revisions, log levels and types).
+"""
 
 import struct
 import uuid
@@ -35,7 +39,7 @@ def test_struct_sizes_match_gcc() -> None:
 
 
 def test_field_offsets() -> None:
-    # pfru_update_cap_info: platform_id at 56, oem_info_len at 88 (spec §1.3)
+    # pfru_update_cap_info: platform_id at 56, oem_info_len at 88 (pfrut.h)
     raw = uapi.UpdateCapInfo(
         status=0,
         update_cap=0,
@@ -79,7 +83,8 @@ def test_constants() -> None:
 
 
 def test_guid_byte_order_is_efi() -> None:
-    # spec §0.1: the code-injection GUID's bytes as pfrut -q prints them raw
+    # the code-injection GUID's bytes as pfrut -q prints them raw
+    # (tools/power/acpi/tools/pfrut/pfrut.c print_cap(): uuid_unparse() of the array)
     raw = capsule.guid_to_efi(uapi.CODE_INJECTION_GUID)
     assert str(uuid.UUID(bytes=raw)) == "794bf8b2-6e7b-454e-885f-3fb9bb185402"
     cap = uapi.UpdateCapInfo.unpack(bytes(8) + raw + bytes(uapi.CAP_INFO.size - 8 - 16))

@@ -1,4 +1,4 @@
-"""The simulated LFA agent and driver behave like the v3 posting (spec §2)."""
+"""The simulated LFA agent and driver behave like the v3 posting (docs/kernel.md, Arm LFA)."""
 
 import errno
 from pathlib import Path
@@ -43,7 +43,8 @@ async def test_v3_tree_has_twelve_files_and_raw_guid_names(provider: SimProvider
 
 
 def test_guid_dirname_uses_raw_byte_order() -> None:
-    # tf-a-tests x1/x2 registers for BL31 (spec §2.2 table)
+    # GET_INVENTORY's x1/x2 registers for BL31 as tf-a-tests has them; the driver
+    # prints the GUID raw (lfa_fw.c update_fw_images_tree(): %pUb)
     assert lfa.guid_dirname(0x4698FE4C6D08D447, 0x005ABDCB5029959B) == BL31
     assert lfa.guid_dirname(0x564BF212A662076C, 0xD90636638FBACB92) == RMM
 

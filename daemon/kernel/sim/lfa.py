@@ -4,9 +4,10 @@ The agent holds an ordered inventory of images. The "kernel" renders
 ``/sys/firmware/lfa/<guid>/`` from a cached enumeration (capable, may_reset_cpu,
 cpu_rendezvous and current_version are cached until the next enumeration) while
 ``activation_pending`` and ``pending_version`` query the agent at read time, as the
-v3 driver does (spec §2.3, §2.5). Activation runs the PRIME loop and ACTIVATE with
-the driver's time budgets, and every agent failure reaches user space as the errno
-the driver returns (ECANCELED for activation failures, EINVAL for cancel).
+v3 driver does (lfa_fw.c ``activation_pending_show()``, ``pending_version_show()``,
+``update_fw_image_node()``; docs/kernel.md, Arm LFA). Activation runs the PRIME loop
+and ACTIVATE with the driver's time budgets, and every agent failure reaches user
+space as the errno the driver returns (ECANCELED for activation failures, EINVAL for cancel).
 
 The two administrator settings of the posting (v3 ``lfa_fw.c``; ABI text
 ``Documentation/ABI/testing/sysfs-firmware-lfa``): ``force_cpu_rendezvous`` (RFC v2+,
@@ -66,7 +67,7 @@ class LfaImage(BaseModel):
 
 
 class LfaCache(BaseModel):
-    """What the kernel cached at the last enumeration (spec §2.3)."""
+    """What the kernel cached at the last enumeration (lfa_fw.c ``set_image_flags()``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -261,7 +262,7 @@ class LfaComponent(SimComponent):
             if cache is None or image is None:
                 raise fail(errno.ENODEV, "write", path)
             if cache.may_reset_cpu:
-                # v2+: prime refuses, the write returns ECANCELED (spec §2.3 table).
+                # v2+: prime_fw_image() refuses, activate_store() returns ECANCELED.
                 raise fail(errno.ECANCELED, "write", path, "image may reset CPUs")
             if not image.capable or not image.pending:
                 # PRIME answers WRONG_STATE / COMPONENT_WRONG_STATE -> ECANCELED.

@@ -1,13 +1,14 @@
 """Simulated PFRU/PFRT: the ``pfr_update`` and ``pfr_telemetry`` drivers and the firmware.
 
 The kernel half behaves like ``drivers/acpi/pfr_update.c`` and ``pfr_telemetry.c``
-(spec §1): one-call ``write()`` into a fixed-size communication buffer from offset 0
-(EINVAL when larger; the tail of an earlier, longer write stays), the kernel's capsule
-walk and version gate on ``write()`` exactly as ``applicable_image()`` does them (no
-length or count checks: what the kernel accepts, this accepts), QUERY_CAP, SET_REV
-(1 or 2, kept per device; every ``_DSM`` call uses it and gets EINVAL when the
-firmware does not implement it), STAGE, ACTIVATE and STAGE_ACTIVATE (EBUSY whenever
-the firmware's ``_DSM`` status is non-zero), and the telemetry ioctls (the log
+(each behaviour and whether it is modelled: docs/kernel.md, PFRU / PFRT): one-call
+``write()`` into a fixed-size communication buffer from offset 0 (EINVAL when larger;
+the tail of an earlier, longer write stays), the kernel's capsule walk and version
+gate on ``write()`` exactly as ``applicable_image()`` does them (no length or count
+checks: what the kernel accepts, this accepts), QUERY_CAP, SET_REV (1 or 2, kept per
+device; every ``_DSM`` call uses it and gets EINVAL when the firmware does not
+implement it), STAGE, ACTIVATE and STAGE_ACTIVATE (EBUSY whenever the firmware's
+``_DSM`` status is non-zero), and the telemetry ioctls (the log
 revision likewise) plus a read-only mmap of the log buffer.
 
 The firmware half checks what the kernel does not: the capsule's lengths (it reads

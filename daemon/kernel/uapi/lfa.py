@@ -1,8 +1,9 @@
 """Arm Live Firmware Activation sysfs interface (not merged; v3 posting, 2026-07-06).
 
-Source: the "firmware: smccc: add support for Live Firmware Activation (LFA)" series,
-``Documentation/ABI/testing/sysfs-firmware-lfa`` in v3, and TF-A's
-``include/services/lfa_svc.h``; see shared/spec/kernel-interfaces.md §2.
+Source: the "firmware: smccc: add support for Live Firmware Activation (LFA)" series
+(``drivers/firmware/smccc/lfa_fw.c``, ``Documentation/ABI/testing/sysfs-firmware-lfa``
+in v3), and TF-A's ``include/services/lfa_svc.h``; each behaviour with its function
+and posting in docs/kernel.md (Arm LFA).
 """
 
 import uuid

@@ -3,8 +3,8 @@
 Sources: ``include/uapi/linux/pfrut.h`` (ioctls, structs, log levels and types),
 ``drivers/acpi/pfr_update.c`` (GUIDs, update types, the capsule walk done on
 ``write()``), ``drivers/acpi/pfr_telemetry.c`` (mmap rules), merged in Linux 5.17;
-shared/spec/kernel-interfaces.md §1 and §6. Python ``struct`` strings use ``<`` with
-every padding byte written as ``x``.
+each behaviour with its source function in docs/kernel.md (PFRU / PFRT). Python
+``struct`` strings use ``<`` with every padding byte written as ``x``.
 """
 
 from __future__ import annotations
@@ -72,12 +72,17 @@ PFRU_DSM_GUID = "ecf9533b-4a3c-4e89-939e-c77112601c6d"
 PFRT_DSM_GUID = "75191659-8178-4d9d-b88f-ac5e5e93e8bf"
 #: FMP image-type GUIDs the driver accepts (pfr_update.c ``pfru_code_inj_guid``,
 #: ``pfru_drv_update_guid``); in capsules and in pfru_update_cap_info they are in EFI
-#: byte order (spec §0.1), while ``pfrut -q`` prints the raw bytes.
+#: byte order (the kernel's ``GUID_INIT()`` lays ``guid_t`` out that way and
+#: ``get_image_type()`` compares the capsule's bytes with it), while ``pfrut -q``
+#: prints the raw bytes (tools/power/acpi/tools/pfrut/pfrut.c ``print_cap()``:
+#: ``uuid_unparse()`` of the array).
 CODE_INJECTION_GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
 DRIVER_UPDATE_GUID = "4569dd8c-75f1-429a-a3d6-24de8097a0df"
 
-#: ``_DSM`` revision ids accepted by PFRU_IOC_SET_REV and PFRT log_revid (pfrut.h
-#: PFRU_REVID_1/2, PFRT_REVID_1/2); the default is 1.
+#: ``_DSM`` revision ids accepted by PFRU_IOC_SET_REV and PFRT log_revid
+#: (drivers/acpi/pfr_update.c PFRU_REVID_1/2, ``pfru_valid_revid()``;
+#: drivers/acpi/pfr_telemetry.c PFRT_REVID_1/2, ``valid_log_revid()``; not in the
+#: uapi header); the default is 1 (PFRU_DEFAULT_REV_ID, PFRT_DEFAULT_REV_ID).
 REVID_1 = 1
 REVID_2 = 2
 DEFAULT_REVID = REVID_1
@@ -87,7 +92,7 @@ DEFAULT_REVID = REVID_1
 #: include/uapi/linux/pfrut.h: ``#define PFRUT_IOCTL_MAGIC 0xEE``.
 PFRUT_IOCTL_MAGIC = 0xEE
 
-# struct formats (spec §1.3; sizes checked with gcc against 7.3 uapi headers).
+# struct formats (include/uapi/linux/pfrut.h; sizes checked with gcc against 7.3 uapi headers).
 #: struct pfru_update_cap_info: status, update_cap, code_type[16], fw_version,
 #: code_rt_version, drv_type[16], drv_rt_version, drv_svn, platform_id[16],
 #: oem_id[16], oem_info_len. 92 bytes.
