@@ -14,10 +14,10 @@ import contextlib
 from typing import Any
 
 from livefw.bus.backend import PropertyAccess, ServiceInterface, Variant, dbus_property, method
-from livefw.bus.context import BusContext
+from livefw.bus.context import BusContext, parse_options
 from livefw.bus.errors import dbus_errors
 from livefw.device import Device
-from livefw.errors import Internal, InvalidArgument
+from livefw.errors import Internal
 from livefw.kernel.uapi.fwctl import Scope
 from livefw.plugins.fwctl import FwctlDevice, RpcOptions, parse_scope
 
@@ -46,14 +46,8 @@ def _variant(value: Any) -> Variant:
 
 
 def _rpc_options(options: dict[str, Variant]) -> RpcOptions:
-    unknown = sorted(set(options) - set(_RPC_OPTIONS))
-    if unknown:
-        raise InvalidArgument(f"unknown options {unknown}; allowed: {sorted(_RPC_OPTIONS)}")
-    for key, variant in options.items():
-        if variant.signature != _RPC_OPTIONS[key]:
-            raise InvalidArgument(f"option {key!r} must be of type {_RPC_OPTIONS[key]!r}")
-    size = options.get("response-size")
-    return RpcOptions(response_size=int(size.value) if size is not None else None)
+    size = parse_options(options, _RPC_OPTIONS).get("response-size")
+    return RpcOptions(response_size=None if size is None else int(size))
 
 
 class FwctlInterface(ServiceInterface):
