@@ -13,33 +13,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from livefw import planner
+from livefw.cabinet import is_cabinet
 from livefw.config import Config
 from livefw.device import Device
 from livefw.entrypoints import entry_points
 from livefw.errors import (
     Busy,
     Internal,
-    InvalidArgument,
-    InvalidFile,
     LivefwError,
     NotFound,
     NotSupported,
-    VersionNewer,
-    VersionSame,
 )
 from livefw.fdread import FdReader
 from livefw.history import History, HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
+from livefw.planner import Plan, plan_cabinet, plan_raw
 from livefw.plugin import (
     InstallOptions,
     InstallResult,
@@ -54,7 +54,7 @@ from livefw.state import HistoryState, Status, UpdateState
 from livefw.statefiles import private_dir
 
 if TYPE_CHECKING:
-    from livefw.releases import ReleaseService
+    from livefw.releases import Candidate, ReleaseService
 
 __all__ = ["Engine", "EngineListener", "PluginRecord", "discover_plugins"]
 
@@ -135,6 +135,9 @@ class Engine:
         #: (monotonic), and what waits for it, in order: a refused kexec names them.
         self._holder: tuple[str, float] | None = None
         self._queued: list[str] = []
+        #: counts the operations that held the lock: a plan made at another count
+        #: is checked again before it runs.
+        self._generation = 0
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[EngineListener] = []
         self._uevent_task: asyncio.Task[None] | None = None
@@ -150,7 +153,7 @@ class Engine:
         """Cabinet installs and local-remote releases (issue 7, livefw.releases)."""
         from livefw.releases import ReleaseService
 
-        return ReleaseService(self)
+        return ReleaseService(self.config)
 
     # ------------------------------------------------------------------ listeners
 
@@ -358,6 +361,8 @@ class Engine:
             yield
         finally:
             self._holder = None
+            # a plan checked before this point is checked again (livefw.planner)
+            self._generation += 1
             self._lock.release()
 
     def in_flight(self) -> str:
@@ -456,84 +461,62 @@ class Engine:
             device.update(status=Status.IDLE, percentage=0)
         self._set_progress(Status.IDLE, 0)
 
-    async def activate(self, device_id: str, caller_uid: int = -1) -> HistoryEntry:
-        """Activate a device's pending or staged image.
+    # ------------------------------------------------------------------- install
+
+    async def plan(
+        self,
+        target: str,
+        payload: Payload,
+        options: InstallOptions,
+        *,
+        authorized: bool = True,
+    ) -> list[Plan]:
+        """Where a payload goes and whether it may, checked once, nothing written.
+
+        ``target`` is a device id, or ``""``/``"*"`` for the device(s) the payload is
+        for. A cabinet gives one plan per (device, release) that fits; a raw payload
+        one plan. ``authorized=False``: a cabinet is parsed with the small limits of
+        a caller polkit has not been asked about (livefw.releases).
 
         Raises:
-            NotFound, NotSupported, NothingToDo: before anything is written.
-            ActivationFailed, Busy, ...: the attempt failed (the history says so).
+            NotFound: no such device; a cabinet for no device here.
+            InvalidArgument: a raw payload fits several devices; name one.
+            InvalidFile, VersionNewer, VersionSame, NotSupported, Busy, NothingToDo:
+                refused, with why (livefw.planner).
+        """
+        every = target in ("", "*")
+        if is_cabinet(payload.data):
+            candidates = await self.releases.open(payload.data, authorized)
+            devices = list(self.devices.values()) if every else [self.get_device(target)]
+            plans = plan_cabinet(devices, candidates, options, self.releases, every=every)
+        elif every:
+            plans = [plan_raw(self.devices.values(), payload, options)]
+        else:
+            plans = [planner.check(self.get_device(target), payload, options)]
+        return self._stamped(plans)
+
+    def _stamped(self, plans: Iterable[Plan]) -> list[Plan]:
+        """``plans`` marked as checked now: checked again only if an operation runs first."""
+        return [dataclasses.replace(plan, generation=self._generation) for plan in plans]
+
+    def check_release(self, device: Device, candidate: Candidate, options: InstallOptions) -> Plan:
+        """Whether a remote's release may be installed on ``device`` now (no side effects).
+
+        Raises:
+            see :func:`livefw.planner.check`.
+        """
+        payload = Payload(candidate.release.payload, candidate.release.payload_name)
+        return planner.check(device, payload, options, candidate, self.releases)
+
+    async def install_file(
+        self, target: str, payload: Payload, options: InstallOptions, caller_uid: int = -1
+    ) -> list[HistoryEntry]:
+        """Plan and install a cabinet or a raw payload (``Install``, ``livefw install``).
+
+        Several rows when a cabinet updates several devices, in order.
         """
         self._check_running()
-        device = self.get_device(device_id)
-        await device.refresh()
-        device.check_activate()
-        async with self._held(f"activate of {device.name}"):
-            self._check_running()
-            device = self.get_device(device_id)
-            device.check_activate()
-            entry = self.history.begin(
-                device_id=device.id,
-                device_name=device.name,
-                plugin=device.plugin,
-                physical_id=device.physical_id,
-                kind="activate",
-                version_old=device.version,
-                version_new=device.version_pending,
-                boot_id=self.boot_id,
-                caller_uid=caller_uid,
-            )
-            bound = log.bind(op_id=entry.op_id, plugin=device.plugin, device_id=device.id)
-            bound.info("activate_started", version_old=device.version, to=device.version_pending)
-            op = self._operation("activate", device, entry)
-            op.progress(Status.DEVICE_ACTIVATE, 0)
-            try:
-                async with self.irreversible(f"activate {device.name}"):
-                    version = await device.activate(op)
-            except Exception as error:
-                failure = _as_livefw_error(error)
-                verdict = await self._verdict_after_failure(entry, failure)
-                if verdict is None or verdict.state != UpdateState.SUCCESS:
-                    bound.error("activate_failed", error=failure.message, error_name=failure.name)
-                    entry = self.history.set_state(
-                        entry.op_id, HistoryState.FAILED, reason=failure.message
-                    )
-                    if device.id in self.devices:
-                        device.update(update_state=UpdateState.FAILED, update_error=failure.message)
-                    raise failure from error
-                # the firmware switched; only a step after that failed (e.g. the re-read)
-                bound.warning(
-                    "activate_applied_despite_error", error=failure.message, version=verdict.version
-                )
-                version = verdict.version or device.version_pending or device.version
-            finally:
-                await _cleanup(device)
-                self._finish_progress(device)
-            entry = self.history.set_state(entry.op_id, HistoryState.SUCCESS, version_new=version)
-            self._complete_staged(
-                device, HistoryState.SUCCESS, f"activated by {entry.op_id[:8]}", version
-            )
-            device.update(update_state=UpdateState.SUCCESS, update_error="")
-            bound.info("activate_succeeded", version=version)
-            return entry
-
-    async def cancel(self, device_id: str, caller_uid: int = -1) -> None:
-        """Cancel a staged update (or an activation the firmware allows to cancel)."""
-        self._check_running()
-        device = self.get_device(device_id)
-        device.check_cancel()
-        async with self._held(f"cancel on {device.name}"):
-            self._check_running()
-            device.check_cancel()
-            try:
-                await device.cancel()
-            finally:
-                await _cleanup(device)
-            self._complete_staged(
-                device, HistoryState.CANCELLED, f"cancelled by uid {caller_uid}", ""
-            )
-            if device.update_state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
-                device.update(update_state=UpdateState.NONE, update_error="")
-            log.info("cancelled", device_id=device.id, plugin=device.plugin, uid=caller_uid)
+        return await self.install_plans(await self.plan(target, payload, options), caller_uid)
 
     async def install(
         self,
@@ -541,86 +524,78 @@ class Engine:
         payload: Payload,
         options: InstallOptions,
         caller_uid: int = -1,
-        extra: Mapping[str, Any] | None = None,
     ) -> HistoryEntry:
-        """Check and install a payload on a device.
+        """Check and install a raw payload on one device.
 
-        The payload is validated without side effects first (refusals cost nothing);
-        the history row is written before the device's first irreversible step.
-        ``extra`` is merged into the row's data (the cabinet release it came from).
+        Raises:
+            see :meth:`plan` and :meth:`install_plans`.
         """
         self._check_running()
-        device = self.get_device(device_id)
-        version = device.check_install(payload, options)
+        plan = planner.check(self.get_device(device_id), payload, options)
+        (entry,) = await self.install_plans(self._stamped([plan]), caller_uid)
+        return entry
+
+    async def install_plans(
+        self, plans: Iterable[Plan], caller_uid: int = -1
+    ) -> list[HistoryEntry]:
+        """Install planned payloads one after the other, each under the engine lock.
+
+        A plan is checked again under the lock only when another operation ran
+        since it was made (a queued install, or the previous plan of the same
+        cabinet, may have changed what the device takes).
+
+        Raises:
+            Busy: livefwd is stopping or updates are inhibited.
+            NotFound: the device went away.
+            the plan's refusals when checked again; the device's failure (the
+            history row says ``failed``, or ``staged`` when only an activation asked
+            for failed).
+        """
+        return [await self._install(plan, caller_uid) for plan in plans]
+
+    async def _install(self, plan: Plan, caller_uid: int) -> HistoryEntry:
         # hashlib drops the GIL: a 64 MiB payload is hashed off the loop
+        payload = plan.payload
         digest = await asyncio.to_thread(lambda: hashlib.sha256(payload.data).hexdigest())
-        async with self._held(f"install of {device.name}"):
+        async with self._held(f"install of {plan.device.name}"):
             self._check_running()
-            device = self.get_device(device_id)
-            version = device.check_install(payload, options)
-            entry = self.history.begin(
-                device_id=device.id,
-                device_name=device.name,
-                plugin=device.plugin,
-                physical_id=device.physical_id,
-                kind="install",
-                version_old=device.version,
-                version_new=version,
-                boot_id=self.boot_id,
-                caller_uid=caller_uid,
-                data={
-                    "payload-name": payload.name,
-                    "payload-size": len(payload.data),
-                    "payload-sha256": digest,
-                    "activate": options.activate,
-                    **(extra or {}),
-                },
+            device = self.get_device(plan.device.id)
+            if plan.generation != self._generation or device is not plan.device:
+                releases = self.releases if plan.candidate is not None else None
+                checked = planner.check(device, payload, plan.options, plan.candidate, releases)
+                plan = dataclasses.replace(checked, generation=self._generation)
+            options = plan.options
+            data = {
+                "payload-name": payload.name,
+                "payload-size": len(payload.data),
+                "payload-sha256": digest,
+                "activate": options.activate,
+                **plan.extra,
+            }
+
+            async def step(op: Operation) -> InstallResult:
+                return await device.install(payload, options, op)
+
+            applied = frozenset(
+                {UpdateState.SUCCESS, UpdateState.PENDING, UpdateState.NEEDS_REBOOT}
             )
-            bound = log.bind(op_id=entry.op_id, plugin=device.plugin, device_id=device.id)
-            bound.info("install_started", version_old=device.version, to=version)
-            op = self._operation("install", device, entry)
-            op.progress(Status.LOADING, 0)
-            try:
-                async with self.irreversible(f"install {device.name}"):
-                    result = await device.install(payload, options, op)
-            except Exception as error:
-                failure = _as_livefw_error(error)
-                verdict = await self._verdict_after_failure(entry, failure)
-                if verdict is None or verdict.state not in (
-                    UpdateState.SUCCESS,
-                    UpdateState.PENDING,
-                    UpdateState.NEEDS_REBOOT,
-                ):
-                    bound.error("install_failed", error=failure.message, error_name=failure.name)
-                    entry = self.history.set_state(
-                        entry.op_id, HistoryState.FAILED, reason=failure.message
-                    )
-                    if device.id in self.devices:
-                        device.update(update_state=UpdateState.FAILED, update_error=failure.message)
-                    raise failure from error
-                if options.activate and verdict.state != UpdateState.SUCCESS:
-                    # staged, but the activation asked for failed: the row owns the
-                    # staged update, the caller gets the activation's error
-                    bound.error("install_activation_failed", error=failure.message)
-                    entry = self.history.set_state(
-                        entry.op_id,
-                        HistoryState.STAGED,
-                        reason=f"staged; the activation failed: {failure.message}",
-                        version_new=verdict.version or version,
-                        finished=False,
-                    )
-                    if device.id in self.devices:
-                        device.update(update_state=verdict.state, update_error=failure.message)
-                    raise failure from error
-                # everything was done; only a step after that failed (e.g. a read-back)
-                bound.warning(
-                    "install_applied_despite_error", error=failure.message, state=verdict.state
+            entry, result, failure = await self._run(
+                "install", device, plan.version, caller_uid, Status.LOADING, step, applied, data
+            )
+            version = result.version or plan.version
+            if failure is not None and options.activate and result.state != UpdateState.SUCCESS:
+                # staged, but the activation asked for failed: the row owns the staged
+                # update, the caller gets the activation's error
+                self.history.set_state(
+                    entry.op_id,
+                    HistoryState.STAGED,
+                    reason=f"staged; the activation failed: {failure.message}",
+                    version_new=version,
+                    finished=False,
                 )
-                result = InstallResult(verdict.state, verdict.version or version)
-            finally:
-                await _cleanup(device)
-                self._finish_progress(device)
-            installed_version = result.version or version
+                if device.id in self.devices:
+                    device.update(update_state=result.state, update_error=failure.message)
+                raise failure
             if result.state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
                 # a new staging replaces what the device had staged before
                 for older in self.history.entries(device_id=device.id, unfinished=True):
@@ -639,16 +614,140 @@ class Engine:
                     entry.op_id,
                     HistoryState.STAGED,
                     reason=reason,
-                    version_new=installed_version,
+                    version_new=version,
                     finished=False,
                 )
             else:
                 entry = self.history.set_state(
-                    entry.op_id, HistoryState.SUCCESS, version_new=installed_version
+                    entry.op_id, HistoryState.SUCCESS, version_new=version
                 )
             device.update(update_state=result.state, update_error="")
-            bound.info("install_done", state=str(result.state), version=installed_version)
+            log.info("operation_done", kind="install", op_id=entry.op_id, plugin=device.plugin,
+                     device_id=device.id, state=str(result.state), version=version)  # fmt: skip
             return entry
+
+    # ------------------------------------------------------------------ activate
+
+    async def activate(self, device_id: str, caller_uid: int = -1) -> HistoryEntry:
+        """Activate a device's pending or staged image.
+
+        Raises:
+            NotFound, NotSupported, NothingToDo: before anything is written.
+            ActivationFailed, Busy, ...: the attempt failed (the history says so).
+        """
+        self._check_running()
+        device = self.get_device(device_id)
+        await device.refresh()
+        device.check_activate()
+        async with self._held(f"activate of {device.name}"):
+            self._check_running()
+            device = self.get_device(device_id)
+            device.check_activate()
+            active = device
+
+            async def step(op: Operation) -> InstallResult:
+                version = await active.activate(op)
+                return InstallResult(UpdateState.SUCCESS, version)
+
+            entry, result, _ = await self._run(
+                "activate",
+                device,
+                device.version_pending,
+                caller_uid,
+                Status.DEVICE_ACTIVATE,
+                step,
+                frozenset({UpdateState.SUCCESS}),
+            )
+            version = result.version or device.version_pending or device.version
+            entry = self.history.set_state(entry.op_id, HistoryState.SUCCESS, version_new=version)
+            self._complete_staged(
+                device, HistoryState.SUCCESS, f"activated by {entry.op_id[:8]}", version
+            )
+            device.update(update_state=UpdateState.SUCCESS, update_error="")
+            log.info("operation_done", kind="activate", op_id=entry.op_id, plugin=device.plugin,
+                     device_id=device.id, state="success", version=version)  # fmt: skip
+            return entry
+
+    async def cancel(self, device_id: str, caller_uid: int = -1) -> None:
+        """Cancel a staged update (or an activation the firmware allows to cancel)."""
+        self._check_running()
+        device = self.get_device(device_id)
+        device.check_cancel()
+        async with self._held(f"cancel on {device.name}"):
+            self._check_running()
+            device.check_cancel()
+            await device.cancel()
+            self._complete_staged(
+                device, HistoryState.CANCELLED, f"cancelled by uid {caller_uid}", ""
+            )
+            if device.update_state in (UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
+                device.update(update_state=UpdateState.NONE, update_error="")
+            log.info("cancelled", device_id=device.id, plugin=device.plugin, uid=caller_uid)
+
+    # -------------------------------------------------------------------- runner
+
+    async def _run(
+        self,
+        kind: str,
+        device: Device,
+        version_new: str,
+        caller_uid: int,
+        status: Status,
+        step: Callable[[Operation], Awaitable[InstallResult]],
+        applied: frozenset[UpdateState],
+        data: Mapping[str, Any] | None = None,
+    ) -> tuple[HistoryEntry, InstallResult, LivefwError | None]:
+        """The one runner of install and activate; the caller holds the engine lock.
+
+        Writes the history row before the device's first irreversible step, runs
+        ``step`` under the irreversible-step guard (SIGTERM waits; the logind
+        inhibitor is held) with progress on the device and the manager, and sets
+        both idle again afterwards. When ``step`` raises, the plugin is asked what
+        the kernel says happened (:meth:`_verdict_after_failure`): a verdict in
+        ``applied`` means the step took effect and only something after it failed.
+
+        Returns:
+            (the row, still ``pending``; what the step did; the failure of a step
+            that took effect anyway, or None). The caller finishes the row.
+
+        Raises:
+            The step's error (as a LivefwError) when it took no effect: the row and
+            the device say ``failed`` first.
+        """
+        entry = self.history.begin(
+            device_id=device.id,
+            device_name=device.name,
+            plugin=device.plugin,
+            physical_id=device.physical_id,
+            kind=kind,
+            version_old=device.version,
+            version_new=version_new,
+            boot_id=self.boot_id,
+            caller_uid=caller_uid,
+            data=data,
+        )
+        bound = log.bind(op_id=entry.op_id, kind=kind, plugin=device.plugin, device_id=device.id)
+        bound.info("operation_started", version_old=device.version, to=version_new)
+        op = self._operation(kind, device, entry)
+        op.progress(status, 0)
+        try:
+            async with self.irreversible(f"{kind} {device.name}"):
+                return entry, await step(op), None
+        except Exception as error:
+            failure = _as_livefw_error(error)
+            verdict = await self._verdict_after_failure(entry, failure)
+            if verdict is None or verdict.state not in applied:
+                bound.error("operation_failed", error=failure.message, error_name=failure.name)
+                self.history.set_state(entry.op_id, HistoryState.FAILED, reason=failure.message)
+                if device.id in self.devices:
+                    device.update(update_state=UpdateState.FAILED, update_error=failure.message)
+                raise failure from error
+            # the firmware did it; only a step after that failed (e.g. a read-back)
+            bound.warning("operation_applied_despite_error", error=failure.message,
+                          state=str(verdict.state), version=verdict.version)  # fmt: skip
+            return entry, InstallResult(verdict.state, verdict.version), failure
+        finally:
+            self._finish_progress(device)
 
     @functools.cached_property
     def payload_readers(self) -> tuple[FdReader, FdReader]:
@@ -684,34 +783,9 @@ class Engine:
         return Payload(await reader.read(fd, limit), name)
 
     def match_payload(self, payload: Payload, options: InstallOptions) -> Device:
-        """Find the one updatable device a payload is for (``livefw install FILE``).
-
-        Raises:
-            InvalidFile: no device takes it.
-            InvalidArgument: several devices take it; the caller must name one.
-            VersionNewer, VersionSame: the only device it is for refuses its version.
-        """
-        matched: list[Device] = []
-        refusals: list[LivefwError] = []
-        for device in self.devices.values():
-            if "updatable" not in device.flags:
-                continue
-            try:
-                device.check_install(payload, options)
-            except (VersionNewer, VersionSame) as error:
-                refusals.append(error)
-            except (InvalidFile, NotSupported):
-                continue
-            else:
-                matched.append(device)
-        if len(matched) == 1:
-            return matched[0]
-        if len(matched) > 1:
-            names = ", ".join(f"{d.name} ({d.id[:8]})" for d in matched)
-            raise InvalidArgument(f"the payload fits several devices ({names}); name one")
-        if len(refusals) == 1:
-            raise refusals[0]
-        raise InvalidFile("no device on this machine accepts this payload")
+        """The one updatable device a raw payload is for (see :func:`livefw.planner.plan_raw`)."""
+        device: Device = plan_raw(self.devices.values(), payload, options).device
+        return device
 
     async def _verdict_after_failure(
         self, entry: HistoryEntry, failure: LivefwError
@@ -825,6 +899,10 @@ class Engine:
                 device.update(update_state=_staged_state(device))
 
 
+#: what a verdict after a failed install may say for the install to count as done.
+_DONE = frozenset({UpdateState.SUCCESS, UpdateState.PENDING, UpdateState.NEEDS_REBOOT})
+
+
 def _staged_state(device: Device) -> UpdateState:
     """What a device with a staged update waits for."""
     return UpdateState.NEEDS_REBOOT if "needs-reboot" in device.flags else UpdateState.PENDING
@@ -834,13 +912,6 @@ def _as_livefw_error(error: BaseException) -> LivefwError:
     if isinstance(error, LivefwError):
         return error
     return Internal(f"unexpected error: {error!r}")
-
-
-async def _cleanup(device: Device) -> None:
-    try:
-        await device.cleanup()
-    except Exception:
-        log.exception("cleanup_failed", device_id=device.id, plugin=device.plugin)
 
 
 async def _maybe_await(value: Any) -> None:

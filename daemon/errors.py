@@ -52,6 +52,16 @@ class InvalidFile(LivefwError):
     name = "InvalidFile"
 
 
+class PayloadMismatch(InvalidFile):
+    """A payload for this kind of device that this one refuses (D-Bus name: InvalidFile).
+
+    Another platform, another update type. A plugin raises it instead of plain
+    InvalidFile when the payload is of its format but not for this device, so that
+    ``livefw install FILE`` names this device as the closest candidate
+    (livefw.planner).
+    """
+
+
 class InvalidArgument(LivefwError):
     """A method argument out of range or of the wrong form."""
 

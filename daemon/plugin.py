@@ -284,11 +284,9 @@ class Plugin(ABC):
 
     Attributes:
         name: equals the folder, the entry point and the devices' ``Plugin``.
-        requires: provider paths the plugin needs (documentation and ``plugins``).
     """
 
     name: ClassVar[str]
-    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

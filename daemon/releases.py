@@ -1,11 +1,11 @@
-"""Releases: installing cabinets, and what local remotes offer each device.
+"""Releases: reading cabinets and their trust, and what local remotes offer each device.
 
-:class:`ReleaseService` sits between the bus layer and the engine. It turns a
-cabinet into install plans (device, release, inner payload) without side effects,
-refusing with the reason when nothing fits, then hands each plan to
-:meth:`Engine.install` with the release recorded in the history row. It also
-answers GetReleases/GetUpgrades/GetDowngrades from the local remotes
-(:mod:`livefw.remotes`).
+:class:`ReleaseService` belongs to the engine (``Engine.releases``) and knows
+nothing of it: it parses a cabinet a client handed in (:meth:`ReleaseService.open`),
+applies a cabinet release's own rules to a device (:meth:`ReleaseService.check_release`:
+GUIDs, protocol, trust, ``<requires>``), and answers GetReleases/GetUpgrades/
+GetDowngrades from the local remotes (:mod:`livefw.remotes`). The install plan
+(version rules, the device's check) is the engine's (:mod:`livefw.planner`).
 
 Trust: a release is trusted when the cabinet's ``.jcat`` holds PKCS#7 signatures of
 both the payload and the metainfo that verify against the PKI directory, or when it
@@ -23,10 +23,9 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -37,48 +36,23 @@ from livefw.cabinet import (
     Release,
     check_requirements,
     compare_versions,
-    is_cabinet,
     normalize_version,
     read_cabinet,
 )
+from livefw.config import Config
 from livefw.device import Device
-from livefw.errors import (
-    Busy,
-    Internal,
-    InvalidFile,
-    LivefwError,
-    NotFound,
-    NothingToDo,
-    NotSupported,
-    VersionNewer,
-    VersionSame,
-)
-from livefw.history import HistoryEntry
+from livefw.errors import Busy, InvalidFile, LivefwError, NotFound, NothingToDo, NotSupported
 from livefw.jcat import parse_jcat, trusted_files
-from livefw.plugin import InstallOptions, Payload
 from livefw.remotes import Remote, RemoteStore
+from livefw.versions import compare_to_running, version_format
 
-if TYPE_CHECKING:
-    from livefw.engine import Engine
-
-__all__ = ["Candidate", "Plan", "ReleaseService", "device_version_format", "fwupd_version"]
+__all__ = ["Candidate", "ReleaseService", "fwupd_version"]
 
 log = structlog.get_logger("livefw.releases")
 
 #: the fwupd release whose cabinet semantics livefw implements (``<requires>`` on
 #: ``org.freedesktop.fwupd`` compares against it unless a libfwupd is installed).
 FWUPD_LEVEL = "2.0.0"
-
-#: error priority when no device takes a cabinet (fwupd's order, best first).
-_PRIORITY: tuple[type[LivefwError], ...] = (
-    InvalidFile,
-    VersionSame,
-    VersionNewer,
-    NotSupported,
-    Internal,
-    NotFound,
-)
-
 
 _FWUPD_VERSION_PROBE = """
 import ctypes
@@ -113,17 +87,6 @@ def fwupd_version() -> str:
     return version if result.returncode == 0 and len(version) < 64 else ""
 
 
-def device_version_format(device: Device) -> str:
-    """Fwupd's VersionFormat name for a device's version string."""
-    version = device.version
-    if version.isdigit():
-        return "number"
-    dots = version.count(".")
-    if dots and all(part.isdigit() for part in version.split(".")):
-        return {1: "pair", 2: "triplet", 3: "quad"}.get(dots, "plain")
-    return "plain" if version else "unknown"
-
-
 @dataclass(frozen=True)
 class Candidate:
     """A release as offered: from an installed cabinet or a remote's folder."""
@@ -139,16 +102,6 @@ class Candidate:
     def trusted(self) -> bool:
         """Both payload and metadata are trusted."""
         return self.trusted_payload and self.trusted_metadata
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One device and the release to install on it (checked, nothing written)."""
-
-    device: Device
-    candidate: Candidate
-    version: str
-    downgrade: bool
 
 
 #: what a cabinet may be while the caller has not been authorized yet (fwupd's
@@ -171,9 +124,9 @@ class ReleaseService:
     callers not yet authorized (:meth:`untrusted`).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        section = engine.config.install
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        section = config.install
         self.only_trusted = section.only_trusted
         self.pki_dir = section.pki_dir
         self.limits = Limits(max_size=section.max_payload_size)
@@ -215,7 +168,7 @@ class ReleaseService:
         """Component ids ``<requires><id>`` may name, with their versions."""
         return {
             "org.livefw.daemon": livefw.__version__,
-            "org.freedesktop.fwupd": self.engine.config.daemon.fwupd_version
+            "org.freedesktop.fwupd": self.config.daemon.fwupd_version
             or fwupd_version()
             or FWUPD_LEVEL,
         }
@@ -288,15 +241,16 @@ class ReleaseService:
 
     # -------------------------------------------------------------- checking
 
-    def check(self, device: Device, candidate: Candidate, options: InstallOptions) -> Plan:
-        """Whether ``candidate`` may be installed on ``device`` now; no side effects.
+    def check_release(self, device: Device, candidate: Candidate) -> None:
+        """The cabinet's own rules for ``candidate`` on ``device``; no side effects.
+
+        The version rules and the device's refusals come after these, in the
+        planner (livefw.planner.check).
 
         Raises:
             NotFound: the release is not for this device.
             NotSupported: protocol mismatch, not updatable, unknown requirement.
-            InvalidFile: untrusted with only_trusted, requirement not met, the
-                payload refused by the plugin or carrying another version.
-            VersionSame, VersionNewer: the version rules (allow-reinstall/-older).
+            InvalidFile: untrusted with only_trusted, a requirement not met.
         """
         release = candidate.release
         if not release.provides(device.guids):
@@ -315,121 +269,11 @@ class ReleaseService:
                 f"{release.appstream_id}): sign it with a key in {self.pki_dir}, put it in "
                 "a remote marked Trusted, or set [install] only_trusted = false"
             )
-        fmt = release.version_format or device_version_format(device)
+        fmt = release.version_format or version_format(device)
         current = (
             normalize_version(device.version, fmt) if "." in release.version else device.version
         )
-        offered = normalize_version(release.version, fmt)
         check_requirements(release, current, fmt, self.runtimes())
-        order = compare_versions(offered, current, fmt)
-        if order == 0 and not options.allow_reinstall:
-            raise VersionSame(
-                f"{release.name or release.appstream_id} {offered} is already installed on "
-                f"{device.name}; use allow-reinstall to install it again"
-            )
-        if order < 0 and not options.allow_older:
-            raise VersionNewer(
-                f"{device.name} runs {current}, newer than {offered}; use allow-older to downgrade"
-            )
-        lowest = device.version_lowest
-        if lowest.isdigit() and offered.isdigit() and int(offered) < int(lowest):
-            raise NotSupported(
-                f"{offered} is below the lowest version {device.name} accepts ({lowest})"
-            )
-        payload = Payload(release.payload, release.payload_name)
-        version = device.check_install(payload, options)
-        if version and compare_versions(normalize_version(version, fmt), offered, fmt) != 0:
-            raise InvalidFile(
-                f"the metainfo says {release.appstream_id} is version {offered}, but its "
-                f"payload carries {version}: the cabinet is inconsistent"
-            )
-        return Plan(device, candidate, version or offered, order < 0)
-
-    async def plan(
-        self, target: str, data: bytes, options: InstallOptions, authorized: bool = True
-    ) -> list[Plan]:
-        """Every (device, release) of a cabinet that can be installed now.
-
-        ``target`` is a device id, or ``""``/``"*"`` for every device that matches.
-
-        Raises:
-            The best refusal (fwupd's order) when nothing can be installed;
-            NothingToDo when everything is already current.
-        """
-        candidates = await self.open(data, authorized)
-        if target in ("", "*"):
-            devices = list(self.engine.devices.values())
-        else:
-            devices = [self.engine.get_device(target)]
-        plans: list[Plan] = []
-        errors: list[LivefwError] = []
-        for device in devices:
-            for candidate in candidates:
-                if not candidate.release.provides(device.guids):
-                    continue
-                try:
-                    plans.append(self.check(device, candidate, options))
-                except LivefwError as error:
-                    errors.append(error)
-        if plans:
-            return plans
-        if not errors:
-            guids = ", ".join(g for c in candidates for g in c.release.guids)
-            raise NotFound(
-                f"no device on this machine matches the cabinet's GUIDs ({guids})"
-                if target in ("", "*")
-                else f"the cabinet is not for {devices[0].name} (it provides {guids})"
-            )
-        if target in ("", "*") and len(errors) > 1:
-            if all(isinstance(e, VersionSame) for e in errors):
-                raise NothingToDo("all updatable firmware is already installed")
-            if all(isinstance(e, VersionNewer) for e in errors):
-                raise NothingToDo("all updatable firmware already has newer versions")
-        for kind in _PRIORITY:
-            for refusal in errors:
-                if isinstance(refusal, kind):
-                    raise refusal
-        raise errors[0]
-
-    async def install(
-        self, plans: Iterable[Plan], options: InstallOptions, caller_uid: int = -1
-    ) -> list[HistoryEntry]:
-        """Install planned releases one after the other (each re-checked under the lock)."""
-        entries = []
-        for plan in plans:
-            candidate = plan.candidate
-            release = candidate.release
-            extra = {
-                "appstream-id": release.appstream_id,
-                # fwupd's history shows the release's name and description (issue 18)
-                "release-name": release.name[:256],
-                "release-description": release.description[:4096],
-                "release-version": release.version,
-                "release-id": release.release_id,
-                "cabinet-sha1": candidate.cabinet.sha1,
-                "cabinet-sha256": candidate.cabinet.sha256,
-                "trusted": candidate.trusted,
-                "remote-id": candidate.remote.id if candidate.remote else "",
-                "protocol": plan.device.protocol,
-            }
-            payload = Payload(release.payload, release.payload_name)
-            entries.append(
-                await self.engine.install(
-                    plan.device.id, payload, options, caller_uid=caller_uid, extra=extra
-                )
-            )
-        return entries
-
-    async def install_file(
-        self, target: str, payload: Payload, options: InstallOptions, caller_uid: int = -1
-    ) -> list[HistoryEntry]:
-        """Install a cabinet, or a raw payload as before (``livefw install``)."""
-        if is_cabinet(payload.data):
-            plans = await self.plan(target, payload.data, options)
-            return await self.install(plans, options, caller_uid)
-        if target in ("", "*"):
-            target = self.engine.match_payload(payload, options).id
-        return [await self.engine.install(target, payload, options, caller_uid=caller_uid)]
 
     # ---------------------------------------------------------------- remotes
 
@@ -457,18 +301,16 @@ class ReleaseService:
         """Every release of every enabled remote."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._scan)
 
-    async def releases(self, device_id: str) -> list[Candidate]:
+    async def releases(self, device: Device) -> list[Candidate]:
         """Releases for a device, newest first (duplicates of one cabinet folded).
 
         Raises:
-            NotFound: no such device.
             NotSupported: the device takes no firmware (not updatable).
             NothingToDo: no release in any remote.
         """
-        device = self.engine.get_device(device_id)
         if "updatable" not in device.flags:
             raise NotSupported(f"{device.name} is not updatable through livefw")
-        fmt_of = device_version_format(device)
+        fmt_of = version_format(device)
         seen: set[tuple[str, str]] = set()
         result = []
         for candidate in await self.available():
@@ -499,29 +341,26 @@ class ReleaseService:
         result.sort(key=functools.cmp_to_key(newer_first))
         return result
 
-    def compare_to_device(self, device: Device, candidate: Candidate) -> int:
+    @staticmethod
+    def compare_to_device(device: Device, candidate: Candidate) -> int:
         """-1, 0, 1: the release against the device's running version."""
         release = candidate.release
-        fmt = release.version_format or device_version_format(device)
-        current = (
-            normalize_version(device.version, fmt) if "." in release.version else device.version
-        )
-        return compare_versions(normalize_version(release.version, fmt), current, fmt)
+        order: int = compare_to_running(device, release.version, release.version_format)
+        return order
 
-    async def upgrades(self, device_id: str) -> list[Candidate]:
+    async def upgrades(self, device: Device) -> list[Candidate]:
         """Releases newer than the running version, newest first.
 
         Raises:
             NothingToDo: none (with why: pending reboot or activation, versions).
         """
-        device = self.engine.get_device(device_id)
         if "needs-reboot" in device.flags and device.version_pending:
             raise NothingToDo(f"{device.name}: a reboot is pending")
         if "needs-activation" in device.flags:
             raise NothingToDo(f"{device.name}: a staged update waits for activation")
         if "updatable" not in device.flags:
             raise NothingToDo(f"{device.name} is not updatable")
-        candidates = await self.releases(device_id)
+        candidates = await self.releases(device)
         newer = [c for c in candidates if self.compare_to_device(device, c) > 0]
         if not newer:
             words = {0: "same", -1: "older"}
@@ -532,10 +371,9 @@ class ReleaseService:
             raise NothingToDo(f"current version is {device.version}: {listed}")
         return newer
 
-    async def downgrades(self, device_id: str) -> list[Candidate]:
+    async def downgrades(self, device: Device) -> list[Candidate]:
         """Releases older than the running version, newest first."""
-        device = self.engine.get_device(device_id)
-        older = [c for c in await self.releases(device_id) if self.compare_to_device(device, c) < 0]
+        older = [c for c in await self.releases(device) if self.compare_to_device(device, c) < 0]
         if not older:
             raise NothingToDo(f"no older releases for {device.name}")
         return older

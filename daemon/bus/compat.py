@@ -58,9 +58,11 @@ from livefw.errors import (
 from livefw.fdread import TooLarge
 from livefw.history import HistoryEntry
 from livefw.hostinfo import HostInfo, host_security_id, load_host, report_metadata, security_attrs
+from livefw.planner import Plan
 from livefw.plugin import InstallOptions
-from livefw.releases import Candidate, Plan, device_version_format, fwupd_version
+from livefw.releases import Candidate, fwupd_version
 from livefw.statefiles import StateDirError, read_private, write_atomic
+from livefw.versions import version_format
 
 log = structlog.get_logger("livefw.compat")
 
@@ -221,7 +223,7 @@ def _version_fields(version: str, fmt: str, prefix: str) -> dict[str, Variant]:
 
 def device_dict(device: Device, supported: bool, created: int) -> dict[str, Variant]:
     """The fwupd device dict (spec §2.1), exact types, empty values left out."""
-    fmt = device_version_format(device)
+    fmt = version_format(device)
     result: dict[str, Variant] = {
         "DeviceId": Variant("s", device.id),
         "Name": Variant("s", device.name),
@@ -346,7 +348,8 @@ def install_action(plan: Plan) -> str:
     internal = "internal" in plan.device.flags
     kind = "downgrade" if plan.downgrade else "update"
     action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
-    return action + ("-trusted" if plan.candidate.trusted_payload else "")
+    trusted = plan.candidate is not None and plan.candidate.trusted_payload
+    return action + ("-trusted" if trusted else "")
 
 
 def _checksums(values: list[str]) -> set[str]:
@@ -733,26 +736,25 @@ class CompatInterface(ServiceInterface, EngineListener):
     async def GetReleases(self, device_id: "s") -> "aa{sv}":
         device = self._device(device_id)
         releases = self.ctx.engine.releases
-        candidates = await releases.releases(device.id)
+        candidates = await releases.releases(device)
         return [release_dict(c, releases.compare_to_device(device, c)) for c in candidates]
 
     @method()
     @fwupd_errors
     async def GetUpgrades(self, device_id: "s") -> "aa{sv}":
         device = self._device(device_id)
-        candidates = await self.ctx.engine.releases.upgrades(device.id)
+        candidates = await self.ctx.engine.releases.upgrades(device)
         return [release_dict(c, 1) for c in candidates]
 
     @method()
     @fwupd_errors
     async def GetDowngrades(self, device_id: "s") -> "aa{sv}":
         device = self._device(device_id)
-        releases = self.ctx.engine.releases
         allowed = []
-        for candidate in await releases.downgrades(device.id):
+        for candidate in await self.ctx.engine.releases.downgrades(device):
             try:
                 # e.g. PFRU anti-rollback: the firmware would refuse it, so do not offer it
-                releases.check(device, candidate, InstallOptions(allow_older=True))
+                self.ctx.engine.check_release(device, candidate, InstallOptions(allow_older=True))
             except LivefwError:
                 continue
             allowed.append(release_dict(candidate, -1))
@@ -937,7 +939,7 @@ class CompatInterface(ServiceInterface, EngineListener):
         for action in sorted(actions - granted):
             uid = await self.ctx.authorize(action)
         try:
-            await self.ctx.engine.releases.install(plans, parsed, caller_uid=uid)
+            await self.ctx.engine.install_plans(plans, caller_uid=uid)
         finally:
             self.Changed()
 
@@ -956,7 +958,7 @@ class CompatInterface(ServiceInterface, EngineListener):
                 "not a firmware cabinet (.cab); raw capsules go through livefw's own API "
                 "(`livefw install FILE`)"
             )
-        plans = await self.ctx.engine.releases.plan(target, payload.data, options, authorized)
+        plans = await self.ctx.engine.plan(target, payload, options, authorized=authorized)
         plans = [p for p in plans if visible(p.device)]
         if not plans:
             raise NotFound("No supported devices found")
@@ -1251,6 +1253,8 @@ class CompatInterface(ServiceInterface, EngineListener):
     def check_firmware_lists(self, plans: list[Plan]) -> None:
         """Refuse a blocked cabinet, or one not approved while an approved list is set."""
         for plan in plans:
+            if plan.candidate is None:
+                continue  # a raw payload (only livefw's own API installs those)
             cabinet = plan.candidate.cabinet
             sums = {cabinet.sha1, cabinet.sha256}
             if sums & self.blocked:

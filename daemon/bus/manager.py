@@ -172,7 +172,7 @@ class ManagerInterface(ServiceInterface):
             os.close(fd)
         # a cabinet (.cab) or a raw payload; several rows when a cabinet updates
         # several devices: the last one is returned, all are in the history
-        entries = await self.ctx.engine.releases.install_file(
+        entries = await self.ctx.engine.install_file(
             device_id, payload, install_options, caller_uid=uid
         )
         return history_dict(entries[-1])
@@ -184,13 +184,14 @@ class ManagerInterface(ServiceInterface):
     async def GetReleases(self, device_id: "s") -> "aa{sv}":
         releases = self.ctx.engine.releases
         device = self.ctx.engine.get_device(device_id)
-        candidates = await releases.releases(device_id)
+        candidates = await releases.releases(device)
         return [release_dict(c, releases.compare_to_device(device, c)) for c in candidates]
 
     @method()
     @dbus_errors
     async def GetUpgrades(self, device_id: "s") -> "aa{sv}":
-        candidates = await self.ctx.engine.releases.upgrades(device_id)
+        device = self.ctx.engine.get_device(device_id)
+        candidates = await self.ctx.engine.releases.upgrades(device)
         return [release_dict(c, 1) for c in candidates]
 
     # ---------------------------------------------------------- history, plugins

@@ -54,3 +54,36 @@ def test_errors_are_one_json_line_with_json(
     plain = cli("install", str(capsule), check=False)
     assert plain.returncode == 8
     assert not plain.stderr.lstrip().startswith("{")
+
+
+#: the simulated machine's system firmware (ESRT entry) and its running version.
+SYSTEM_CLASS = "ddc0ee61-e7f0-4e7d-acc5-c070a398838e"
+
+
+def test_install_without_a_device_names_the_closest_candidate_and_why(
+    daemon: DaemonProcess, cli: Cli, tmp_path: Path
+) -> None:
+    """`livefw install FILE` with no device for the payload says which came closest and why."""
+    devices = json.loads(cli("get-devices", "--json").stdout)
+    system = next(d for d in devices if SYSTEM_CLASS in d["Guids"])
+    older = str(int(system["Version"]) - 1)
+    capsule = tmp_path / "older.cap"
+    cli("sim", "sample", f"uefi_capsule/{SYSTEM_CLASS}", "--version", older, "-o", str(capsule))
+    result = cli("install", str(capsule), "--json", check=False)
+    assert result.returncode == 8
+    error = json.loads(result.stderr.strip().splitlines()[-1])
+    assert error["error"] == "VersionNewer"  # the closest device's own reason, by name
+    assert error["message"].startswith("no device on this machine accepts this payload; ")
+    assert f"closest: {system['Name']} (uefi_capsule): " in error["message"]
+    assert "allow-older" in error["message"]
+    # with the option the same file goes to that device
+    staged = cli("install", str(capsule), "--allow-older", "--json")
+    assert json.loads(staged.stdout)["DeviceId"] == system["Id"]
+
+    downgrade = tmp_path / "code.cap"
+    cli("sim", "sample", "pfru/code-injection", "--broken", "downgrade", "-o", str(downgrade))
+    result = cli("install", str(downgrade), "--allow-older", check=False)
+    assert result.returncode == 8
+    assert "closest: " in result.stderr
+    assert "(pfru): " in result.stderr
+    assert "anti-rollback" in result.stderr

@@ -117,9 +117,7 @@ async def env(tmp_path: Path) -> Env:
 
 
 async def install(env: Env, data: bytes, target: str = "", **options: bool) -> list[Any]:
-    return await env.engine.releases.install_file(
-        target, Payload(data, "fw.cab"), InstallOptions(**options)
-    )
+    return await env.engine.install_file(target, Payload(data, "fw.cab"), InstallOptions(**options))
 
 
 async def test_a_signed_cabinet_stages_a_pfru_update(env: Env) -> None:
@@ -225,9 +223,9 @@ async def test_a_trusted_directory_remote_feeds_upgrades(env: Env) -> None:
         (folder / f"pfru-{version}.cab").write_bytes(env.pfru_cab(version, signed=False))
     (folder / "broken.cab").write_bytes(b"MSCF broken")
     device = env.device("pfru", "code injection")
-    releases = await env.engine.releases.releases(device.id)
+    releases = await env.engine.releases.releases(device)
     assert [c.release.version for c in releases] == ["5", "4", "3"]
-    upgrades = await env.engine.releases.upgrades(device.id)
+    upgrades = await env.engine.releases.upgrades(device)
     assert [c.release.version for c in upgrades] == ["5", "4"]
     newest = upgrades[0]
     assert newest.trusted
@@ -237,14 +235,14 @@ async def test_a_trusted_directory_remote_feeds_upgrades(env: Env) -> None:
     (entry,) = await install(env, data, device.id)
     assert entry.version_new == "5"
     with pytest.raises(NothingToDo, match="waits for activation"):
-        await env.engine.releases.upgrades(device.id)
+        await env.engine.releases.upgrades(device)
 
 
 async def test_an_untrusted_remote_offers_but_install_refuses(env: Env) -> None:
     folder = env.remote("inbox", trusted=False)
     (folder / "pfru-4.cab").write_bytes(env.pfru_cab("4", signed=False))
     device = env.device("pfru", "code injection")
-    (candidate,) = await env.engine.releases.upgrades(device.id)
+    (candidate,) = await env.engine.releases.upgrades(device)
     assert not candidate.trusted
     with pytest.raises(InvalidFile, match="not trusted"):
         await install(env, await env.engine.releases.read_location(candidate), device.id)
@@ -255,11 +253,11 @@ async def test_no_releases_and_disabled_remotes(env: Env) -> None:
     (folder / "pfru-4.cab").write_bytes(env.pfru_cab("4"))
     device = env.device("pfru", "code injection")
     with pytest.raises(NothingToDo, match="no releases"):
-        await env.engine.releases.releases(device.id)
+        await env.engine.releases.releases(device)
     folder = env.remote("same", trusted=True)
     (folder / "pfru-3.cab").write_bytes(env.pfru_cab("3"))
     with pytest.raises(NothingToDo, match="3=same"):
-        await env.engine.releases.upgrades(device.id)
+        await env.engine.releases.upgrades(device)
 
 
 def test_remote_files(tmp_path: Path) -> None:
