@@ -9,9 +9,9 @@ STATE=${STATE:-/var/lib/livefw}
 
 say() { t=$(cut -d' ' -f1 /proc/uptime); echo "VMLOG: [$t] $*" > /dev/console; echo "[$t] $*" >> "$RES/guest.log"; }
 # fact KEY TEXT: something the kernel or firmware did, shown by the host
-fact() { k=$1; shift; echo "FACT $k $*" >> "$RES/result"; echo "VMFACT $k $*" > /dev/console; }
+fact() { k=$1; shift; printf 'FACT %s %s\n' "$k" "$*" >> "$RES/result"; printf 'VMFACT %s %s\n' "$k" "$*" > /dev/console; }
 # result PASS|FAIL|SKIP TEXT: the scenario's verdict (the last one counts)
-result() { v=$1; shift; echo "RESULT $v $*" >> "$RES/result"; echo "VMRESULT $v $*" > /dev/console; }
+result() { v=$1; shift; printf 'RESULT %s %s\n' "$v" "$*" >> "$RES/result"; printf 'VMRESULT %s %s\n' "$v" "$*" > /dev/console; }
 # check NAME CMD...: run CMD, record its output and exit code, return its exit code
 check() {
     name=$1; shift
@@ -58,6 +58,7 @@ CONF
 }
 
 # start_livefwd [WRAPPER...]: livefwd with the real provider (no --simulate);
+# LIVEFWD_ARGS: more options (e.g. --config FILE);
 # waits until it answers on the bus (Python is ~20x slower under TCG).
 start_livefwd() {
     if [ -n "${LIVEFW_VM_SYSTEMD:-}" ]; then
@@ -65,7 +66,8 @@ start_livefwd() {
         LIVEFWD_PID=""
     else
         mkdir -p "$STATE"
-        "$@" livefwd --state-dir "$STATE" -v >> "$RES/livefwd.log" 2>&1 &
+        # shellcheck disable=SC2086
+        "$@" livefwd --state-dir "$STATE" ${LIVEFWD_ARGS:-} -v >> "$RES/livefwd.log" 2>&1 &
         LIVEFWD_PID=$!
     fi
     i=0

@@ -1,0 +1,102 @@
+# shellcheck shell=sh
+# UEFI capsule through BootNext on real firmware (issue 16, scenario 1).
+# OVMF boots vm/efi/livefw-boot.c from the ESP on a virtio disk; it installs an ESRT
+# entry for $FW_CLASS and starts this kernel. Boot 1: livefwd (no --simulate) stages
+# the capsule on the ESP, writes UPDATE_INFO, the "Linux Firmware Updater" Boot####
+# and BootNext through the real efivarfs; the guest reboots. OVMF follows BootNext to
+# Debian's fwupdx64.efi, which calls the firmware's UpdateCapsule and resets. Boot 2
+# (marker on the results share): livefwd reconciles the history row from what the
+# firmware left (ESRT, UPDATE_INFO) and removes the staging.
+GUID_FWUPD=0abba7dc-e516-4167-bbf5-4d9d1c739416
+efifacts() { python3 "$GUEST_DIR/efifacts.py" "$FW_CLASS" > "$RES/efi-$1.txt" 2>&1; }
+mount_esp() {
+    dev=$(blkid -t PARTUUID="$ESP_PART_UUID" -o device 2>/dev/null | head -1)
+    [ -n "$dev" ] || { say "no partition with PARTUUID $ESP_PART_UUID"; return 1; }
+    disk=/sys/class/block/$(basename "$dev")/..
+    fact disk "$dev on a disk with $(cat "$disk/queue/logical_block_size")-byte logical blocks"
+    # the host's /boot is read-only here: a tmpfs gives the ESP its usual mount point
+    mount -t tmpfs -o mode=0755 tmpfs /boot && mkdir -p /boot/efi \
+        && mount -t vfat -o umask=0077 "$dev" /boot/efi
+}
+device_id() { printf 'uefi_capsule:%s' "$FW_CLASS" | sha1sum | cut -d' ' -f1; }
+history_row() {
+    livefw history --device "$(device_id)" --json > "$RES/history-$1.json" 2>&1
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+e=max(r, key=lambda e: e["Created"]) if r else {}
+print(e.get("State","none"), e.get("VersionOld",""), "->", e.get("VersionNew",""), "|", e.get("Reason",""))' \
+        "$RES/history-$1.json" 2>&1
+}
+cat > /run/livefw-vm.conf <<CONF
+[plugins.uefi_capsule]
+efi_loader_path = "$FWUPD_EFI"
+CONF
+LIVEFWD_ARGS="--config /run/livefw-vm.conf"
+
+if [ ! -e "$RES/staged" ]; then
+    fact cmdline "$(cat /proc/cmdline)"
+    if [ ! -d /sys/firmware/efi/esrt/entries/entry0 ]; then
+        result FAIL "no ESRT in the kernel (/sys/firmware/efi/esrt): livefw-boot.efi did not install it or esrt.c refused it: $(dmesg | grep -i esrt | tr '\n' '|')"
+        return 0
+    fi
+    fact esrt "kernel's esrt.c: $(dmesg | grep -i 'esrt' | head -2 | tr '\n' '|') entry0 fw_class=$(cat /sys/firmware/efi/esrt/entries/entry0/fw_class) fw_version=$(cat /sys/firmware/efi/esrt/entries/entry0/fw_version)"
+    start_bus
+    mount_esp || { result FAIL "cannot mount the ESP"; return 0; }
+    start_livefwd || { result FAIL "livefwd did not answer"; return 0; }
+    check esp livefw esp
+    fact esp "$(printf '%s' "$CHECK_OUT" | grep -iE 'esp|method|loader|block|partuuid' | head -6 | tr -s ' ' | tr '\n' '|')"
+    # fwupd's EnableEfiDebugging: fwupd-efi then writes its log to FWUPDATE_DEBUG_LOG
+    printf '\007\000\000\000\001' > "/sys/firmware/efi/efivars/FWUPDATE_VERBOSE-$GUID_FWUPD" \
+        || say "could not set FWUPDATE_VERBOSE"
+    if ! check install livefw install "$RES/capsule.cap" "$(device_id)"; then
+        result FAIL "livefw install: $CHECK_OUT"
+        return 0
+    fi
+    fact install "$(printf '%s' "$CHECK_OUT" | tr '\n' ' ' | tr -s ' ')"
+    fact row_before_reboot "$(history_row staged)"
+    efifacts staged
+    fact efivars_staged "$(grep -E '^(BootNext|Boot[0-9A-F]{4}: .Linux Firmware|UPDATE_INFO)' "$RES/efi-staged.txt" | tr '\n' '|')"
+    fact esp_files "$(cd /boot/efi && find EFI -path EFI/livefw -prune -o -type f -print | sort | tr '\n' ' ')"
+    stop_livefwd
+    rm -rf "$RES/state"
+    cp -a "$STATE" "$RES/state"
+    umount /boot/efi
+    touch "$RES/staged"
+    sync
+    say "rebooting into the firmware (BootNext)"
+    echo b > /proc/sysrq-trigger
+    sleep 60
+    result FAIL "the reboot did not happen"
+    return 0
+fi
+
+# ---- after the reboot: the firmware ran BootNext (or not); what did it leave?
+rm -f "$RES/staged"
+efifacts after
+fact efivars_after_reboot "$(grep -E '^(BootCurrent|BootNext|UPDATE_INFO|FWUPDATE_DEBUG_LOG|ESRT)' "$RES/efi-after.txt" | cut -c1-600 | tr '\n' '|')"
+mkdir -p "$(dirname "$STATE")"
+rm -rf "$STATE"
+cp -a "$RES/state" "$STATE"
+start_bus
+mount_esp || { result FAIL "cannot mount the ESP after the reboot"; return 0; }
+start_livefwd || { result FAIL "livefwd did not answer after the reboot"; return 0; }
+row=$(history_row after)
+fact row_after_reboot "$row"
+efifacts cleaned
+fact efivars_after_reconcile "$(grep -E '^(BootNext|Boot[0-9A-F]{4}: .Linux Firmware|UPDATE_INFO)' "$RES/efi-cleaned.txt" | tr '\n' '|')"
+fact esp_after "$(cd /boot/efi && find EFI -path EFI/livefw -prune -o -type f -print | sort | tr '\n' ' ')"
+state=${row%% *}
+status=$(sed -n 's/^UPDATE_INFO: status \([0-9]*\).*/\1/p' "$RES/efi-after.txt")
+version=$(cat /sys/firmware/efi/esrt/entries/entry0/fw_version)
+refused=$(sed -n 's/.*\(Could not apply capsule update: [A-Za-z][A-Za-z ]*[A-Za-z]\).*/\1/p' "$RES/efi-after.txt" | head -1)
+fact firmware_answer "${refused:-fwupd-efi logged no UpdateCapsule failure}"
+if [ "$status" != 2 ]; then
+    result FAIL "fwupd-efi did not stamp the UPDATE_INFO record (status '$status', 2 = attempted); row: $row"
+elif [ -n "$refused" ] && [ "$state" != failed ]; then
+    result FAIL "fwupd-efi logged '$refused' but livefwd's row is '$state': $row"
+elif [ "$state" = success ] && [ "$version" = "$ESRT_VERSION" ]; then
+    result FAIL "livefwd reports success but the ESRT still says version $version: $row"
+elif [ "$state" = success ] || [ "$state" = failed ] || [ "$state" = failed-transient ]; then
+    result PASS "fwupd-efi ran from BootNext and stamped the record; livefwd resolved the row: $row"
+else
+    result FAIL "the history row did not resolve after the reboot: $row"
+fi
