@@ -13,10 +13,10 @@ brief stop of the whole machine, the same decision an activation is.
 from typing import Any
 
 from livefw.bus.backend import PropertyAccess, ServiceInterface, Variant, dbus_property, method
-from livefw.bus.context import BusContext
+from livefw.bus.context import BusContext, parse_options
 from livefw.bus.errors import dbus_errors
 from livefw.device import Device
-from livefw.errors import Internal, InvalidArgument
+from livefw.errors import Internal
 from livefw.plugins.lfa import LFA_INTERFACE, LfaDevice
 
 INTERFACE = LFA_INTERFACE
@@ -57,18 +57,9 @@ class LfaInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def SetActivationOptions(self, options: "a{sv}") -> None:
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown or not options:
-            raise InvalidArgument(
-                "SetActivationOptions takes force-cpu-rendezvous and/or auto-activate "
-                f"(booleans); got {sorted(options)}"
-            )
-        for key, variant in options.items():
-            if variant.signature != _OPTIONS[key]:
-                raise InvalidArgument(f"option {key!r} must be of type 'b'")
+        given = parse_options(options, _OPTIONS, require_any=True)
         await self.ctx.authorize(ACTION_ACTIVATE)
-        force = options["force-cpu-rendezvous"].value if "force-cpu-rendezvous" in options else None
-        auto = options["auto-activate"].value if "auto-activate" in options else None
+        force, auto = given.get("force-cpu-rendezvous"), given.get("auto-activate")
         async with self.ctx.engine.exclusive(
             self.device, f"SetActivationOptions on {self.device.name}"
         ):

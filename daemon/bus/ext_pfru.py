@@ -12,10 +12,10 @@ the device's lock, so reads, data-info queries and changes never interleave.
 from typing import Any
 
 from livefw.bus.backend import PropertyAccess, ServiceInterface, Variant, dbus_property, method
-from livefw.bus.context import BusContext
+from livefw.bus.context import BusContext, parse_options
 from livefw.bus.errors import dbus_errors
 from livefw.device import Device
-from livefw.errors import Internal, InvalidArgument
+from livefw.errors import Internal
 from livefw.plugins.pfru import (
     TELEMETRY_INTERFACE,
     PfruTelemetryDevice,
@@ -73,21 +73,11 @@ class TelemetryInterface(ServiceInterface):
     @method()
     @dbus_errors
     async def SetLogInfo(self, options: "a{sv}") -> None:
-        unknown = sorted(set(options) - set(_SET_OPTIONS))
-        if unknown or not options:
-            raise InvalidArgument(
-                "SetLogInfo takes level and/or type (strings) and/or revision (u); "
-                f"got {sorted(options)}"
-            )
-        for key, variant in options.items():
-            if variant.signature != _SET_OPTIONS[key]:
-                raise InvalidArgument(f"option {key!r} must be of type 's'")
-        level = parse_level(options["level"].value) if "level" in options else None
-        log_type = parse_log_type(options["type"].value) if "type" in options else None
+        given = parse_options(options, _SET_OPTIONS, require_any=True)
+        level = parse_level(given["level"]) if "level" in given else None
+        log_type = parse_log_type(given["type"]) if "type" in given else None
         revision = (
-            parse_revision(options["revision"].value, "log revision")
-            if "revision" in options
-            else None
+            parse_revision(given["revision"], "log revision") if "revision" in given else None
         )
         await self.ctx.authorize(ACTION_CONFIGURE)
         async with self.ctx.engine.exclusive(self.device, f"SetLogInfo on {self.device.name}"):

@@ -9,7 +9,8 @@ import pytest
 from livefw.engine import Engine
 from livefw.errors import ActivationFailed, NothingToDo, NotSupported
 from livefw.kernel.sim.machine import FaultSpec, SimMachine
-from livefw.plugins.lfa import LfaPlugin
+from livefw.plugin import Plugin
+from livefw.plugins.lfa import LfaDevice, LfaPlugin
 from livefw.state import UpdateState
 
 BL31 = "47d4086d-4cfe-9846-9b95-2950cbbd5a00"
@@ -251,3 +252,18 @@ async def test_rfc_postings_lack_the_settings(make_engine: Callable[..., Any]) -
         await rmm.set_activation_options(force_cpu_rendezvous=False)
     with pytest.raises(NotSupported, match="v2 posting"):
         await rmm.set_activation_options(auto_activate=True)
+
+
+# ------------------------------------------------- the plugin pattern (issue 15 item 2)
+
+
+async def test_devices_share_one_context_and_never_hold_their_plugin(engine: Engine) -> None:
+    plugin = engine.plugins["lfa"].plugin
+    assert isinstance(plugin, LfaPlugin)
+    devices = list(engine.devices.values())
+    assert devices
+    assert all(isinstance(d, LfaDevice) and d.ctx is plugin.device_ctx for d in devices)
+    for device in devices:
+        assert not [k for k, v in vars(device).items() if isinstance(v, Plugin)], device.name
+    # the inventory the activation re-reads is the engine's view
+    assert set(plugin.device_ctx.images.values()) == set(devices)

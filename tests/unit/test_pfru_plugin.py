@@ -24,7 +24,7 @@ from livefw.kernel.sim.machine import FaultSpec, SimMachine
 from livefw.kernel.sim.pfru import PfruComponent
 from livefw.kernel.sim.provider import SimProvider
 from livefw.kernel.uapi import pfru as uapi
-from livefw.plugin import InstallOptions, Payload
+from livefw.plugin import InstallOptions, Payload, Plugin
 from livefw.plugins.pfru import PfruDevice, PfruPlugin, PfruTelemetryDevice
 from livefw.state import UpdateState
 
@@ -669,3 +669,23 @@ async def test_configured_revisions_are_sent_at_start(make_engine: MakeEngine) -
         [PfruPlugin], config=config(update_revision=5), state_dir=Path(engine.state_dir) / "bad"
     )
     assert "update_revision" in bad.plugins["pfru"].probe.reason
+
+
+# ------------------------------------------------- the plugin pattern (issue 15 item 2)
+
+
+async def test_devices_share_one_context_and_never_hold_their_plugin(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine([PfruPlugin])
+    plugin = engine.plugins["pfru"].plugin
+    assert isinstance(plugin, PfruPlugin)
+    injection, update = code(engine), driver(engine)
+    assert injection.ctx is update.ctx is plugin.device_ctx
+    for device in (injection, update):
+        assert not [k for k, v in vars(device).items() if isinstance(v, Plugin)], device.name
+    # the staged capsule is one state for both update types
+    await engine.install(
+        injection.id, Payload(sim(engine).sample(CODE, None, None)), InstallOptions()
+    )
+    assert update.ctx.staged == uapi.UpdateType.CODE_INJECTION
