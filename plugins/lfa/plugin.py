@@ -32,7 +32,6 @@ class LfaPlugin(Plugin):
     """Devices from ``/sys/firmware/lfa``."""
 
     name = "lfa"
-    requires = (uapi.LFA_SYSFS,)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)

@@ -34,7 +34,6 @@ class PfruPlugin(Plugin):
     """Devices for ``/dev/acpi_pfr_update0``; telemetry from ``/dev/acpi_pfr_telemetry0``."""
 
     name = "pfru"
-    requires = (uapi.UPDATE_NODE, uapi.TELEMETRY_NODE)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)
