@@ -253,3 +253,53 @@ async def test_scale_profile_renders_many_entries(tmp_path: Path) -> None:
     assert await provider.read_attr("sys/firmware/efi/esrt/fw_resource_count") == "302"
     assert len(await provider.listdir(efi.ESRT_ENTRIES)) == 302
     assert len(_component(machine).devices()) == 302
+
+
+async def test_sim_reboot_says_that_the_boot_hung(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`livefw sim reboot` (no daemon running) prints the hang, its cause and what to do."""
+    import argparse
+
+    from livefw.cli import exitcodes
+    from livefw.cli.output import Output
+    from livefw.cli.sim import _dispatch
+
+    machine, provider = _machine(tmp_path)
+    component = _component(machine)
+    await provider.makedirs("boot/efi/EFI/debian/fw")
+    loader = await provider.read_file("usr/libexec/fwupd/efi/fwupdx64.efi")
+    await provider.write_file("boot/efi/EFI/debian/fwupdx64.efi", loader)
+    hd = component.firmware_hd()
+    missing = f"\\EFI\\debian\\fw\\fwupd-{SYSTEM_FW_CLASS}.cap"  # never written
+    info = efi.UpdateInfo(
+        guid=SYSTEM_FW_CLASS, capsule_flags=0, device_path=[hd, efi.FilePathNode(missing)]
+    )
+    fwupd = efi.FWUPDATE_GUID
+    await _write(
+        provider, efi.update_info_name(SYSTEM_FW_CLASS), fwupd, efi.encode_var(7, info.pack())
+    )
+    option = efi.LoadOption(
+        efi.LOAD_OPTION_ACTIVE,
+        efi.FWUPD_BOOT_DESCRIPTION,
+        [hd, efi.FilePathNode("\\EFI\\debian\\fwupdx64.efi")],
+    )
+    await _write(provider, "Boot0007", GLOBAL, efi.encode_var(7, option.pack()))
+    await _write(provider, "BootNext", GLOBAL, efi.encode_var(7, struct.pack("<H", 7)))
+    machine.save()
+    args = argparse.Namespace(state_dir=str(tmp_path), sim_command="reboot")
+
+    assert _dispatch(args, Output()) == exitcodes.OK
+    said = capsys.readouterr()
+    assert "Simulated reboot done" in said.out
+    assert "THE BOOT HUNG in the fwupd EFI loader" in said.err
+    assert "could not find or open" in said.err
+    assert "no such file on the ESP" in said.err
+    assert "power-cycle" in said.err
+    assert "livefw esp" in said.err
+
+    # the power-cycled machine boots normally (BootNext was consumed): nothing is said
+    assert _dispatch(args, Output()) == exitcodes.OK
+    said = capsys.readouterr()
+    assert "Simulated reboot done" in said.out
+    assert "HUNG" not in said.out + said.err

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import json
+import os
 import posixpath
 import struct
 import time
@@ -29,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from livefw.errors import InvalidArgument
 from livefw.kernel.provider import MountEntry
-from livefw.kernel.sim.machine import SimComponent, SimDevice
+from livefw.kernel.sim.machine import STATE_FILE, SimComponent, SimDevice
 from livefw.kernel.sim.vfs import Attr, Dir, File, FsPolicy, Node, fail
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
@@ -219,6 +221,44 @@ class UefiState(BaseModel):
     esp_dirs: list[str] = Field(default_factory=list)
     #: what the firmware did at the last boots (for `livefw sim devices` and tests).
     boot_log: list[str] = Field(default_factory=list)
+
+
+def hang_report(hang: str) -> str:
+    """A boot that hung in the loader (``last_boot_hang``), said plainly for people.
+
+    A person at a real machine sees a screen that never changes, so `livefw sim
+    reboot` says what hung, why, and what to do next; ``""`` when nothing hung.
+    """
+    if not hang:
+        return ""
+    return (
+        f"THE BOOT HUNG in the fwupd EFI loader, which BootNext started: {hang}. "
+        "fwupd-efi 1.4 faults when it cannot find or open a capsule (fwupd-efi issue "
+        "112); a real machine stays stuck at that screen until someone power-cycles it. "
+        "The simulated machine was power-cycled and booted normally (BootNext is "
+        "consumed); no capsule was applied. Next: start livefwd (its history marks the "
+        "install failed and it removes what was staged), check the ESP with `livefw esp` "
+        "(partition, start, size, logical block size) and install again."
+    )
+
+
+def saved_boot_report(directory: str) -> str:
+    """:func:`hang_report` of the machine saved in ``directory`` (after a reboot).
+
+    Reads the one field from machine.json instead of loading the machine: the CLI
+    asks right after `sim reboot`, while the daemon that ran it may still be ending
+    (machine.json is replaced atomically, so the read sees the state after the boot).
+    """
+    try:
+        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except (OSError, ValueError):
+        return ""
+    state = (
+        raw.get("components", {}).get(UefiCapsuleComponent.name) if isinstance(raw, dict) else None
+    )
+    hang = state.get("last_boot_hang", "") if isinstance(state, dict) else ""
+    return hang_report(hang if isinstance(hang, str) else "")
 
 
 def _b64(data: bytes) -> str:
@@ -988,6 +1028,31 @@ class UefiCapsuleComponent(SimComponent):
             return None
         return self._esp_read(path)
 
+    def _unresolved(self, nodes: list[efi.DevicePathNode]) -> str:
+        """Why :meth:`_resolve` (strict) found nothing: the HD() node or the file."""
+        hard = next((n for n in nodes if isinstance(n, efi.HardDriveNode)), None)
+        want = self.firmware_hd()
+        if hard is not None and (hard.partition_number, hard.partition_signature.lower()) != (
+            want.partition_number,
+            want.partition_signature,
+        ):
+            return (
+                f"its HD() node names partition {hard.partition_number} "
+                f"{hard.partition_signature}, not the ESP (partition "
+                f"{want.partition_number} {want.partition_signature})"
+            )
+        if hard is not None and (hard.partition_start, hard.partition_size) != (
+            want.partition_start,
+            want.partition_size,
+        ):
+            return (
+                f"its HD() node says start {hard.partition_start}, size "
+                f"{hard.partition_size}, but the ESP is at start {want.partition_start}, size "
+                f"{want.partition_size} in the disk's "
+                f"{self.state.logical_block_size}-byte logical blocks"
+            )
+        return "no such file on the ESP"
+
     def _fwupd_efi(self) -> None:
         """fwupd-efi 1.4's efi/fwupdate.c: validate every record, load, stamp, apply.
 
@@ -1024,8 +1089,8 @@ class UefiCapsuleComponent(SimComponent):
             if capsule_data is None:
                 why = (
                     f"fwupd-efi: {name}: could not find or open {info.file_path()} "
-                    "(HD() node or file wrong); CPU exception in the loader's error path: "
-                    "the machine hung at boot and was power-cycled"
+                    f"({self._unresolved(info.device_path)}); a CPU exception in the "
+                    "loader's error path hung the machine at boot, and it was power-cycled"
                 )
                 self.state.last_boot_hang = why
                 self._log(why)
