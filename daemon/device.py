@@ -16,14 +16,18 @@ as they are: plugins address the kernel with them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from livefw.device_properties import (
+    BY_ATTRIBUTE,
+    PROPERTIES,
+    REQUIRED,
+    DeviceProperties,
+)
 from livefw.errors import NotSupported
-from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
-from livefw.state import Status, UpdateState, transition
 
 if TYPE_CHECKING:
     from livefw.plugin import InstallOptions, InstallResult, Operation, Payload
@@ -36,75 +40,41 @@ def device_id(plugin: str, physical_id: str) -> str:
     return hashlib.sha1(f"{plugin}:{physical_id}".encode()).hexdigest()
 
 
+#: a property's type in its wire form, by D-Bus signature (DeviceInfo's fields).
+_WIRE_TYPES: dict[str, Any] = {
+    "s": str,
+    "u": int,
+    "as": tuple[str, ...],
+    "a{ss}": dict[str, str],
+}
+
+
 class DeviceInfo(BaseModel):
-    """A frozen snapshot of a device, as it crosses to the CLI and JSON output."""
+    """A frozen snapshot of a device in its wire form.
+
+    One field per property row (:data:`livefw.device_properties.PROPERTIES`), flags
+    sorted, states as text.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    id: str
-    name: str
-    vendor: str
-    summary: str
-    plugin: str
-    protocol: str
-    physical_id: str
-    guids: tuple[str, ...]
-    version: str
-    version_lowest: str
-    version_pending: str
-    flags: tuple[str, ...]
-    update_state: str
-    update_error: str
-    status: str
-    percentage: int
-    metadata: dict[str, str]
-
-
-#: string properties sanitised on the way in, with their length cap.
-_TEXT_FIELDS = {
-    "name": NAME_MAX,
-    "vendor": NAME_MAX,
-    "summary": TEXT_MAX,
-    "protocol": NAME_MAX,
-    "version": NAME_MAX,
-    "version_lowest": NAME_MAX,
-    "version_pending": NAME_MAX,
-    "update_error": TEXT_MAX,
-}
-#: at most this many metadata entries are kept (firmware decides how many it reports).
-METADATA_MAX = 64
-
-
-def _clean_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    items = list(metadata.items())[:METADATA_MAX]
-    return {clean(key, 64): clean(value, TEXT_MAX) for key, value in items}
+    __annotations__ = {prop.attribute: _WIRE_TYPES[prop.signature] for prop in PROPERTIES}
 
 
 Listener = Callable[["Device", frozenset[str]], None]
 
-#: The properties :meth:`Device.update` accepts.
-_FIELDS = frozenset(
-    {
-        "name",
-        "vendor",
-        "summary",
-        "protocol",
-        "guids",
-        "version",
-        "version_lowest",
-        "version_pending",
-        "flags",
-        "update_state",
-        "update_error",
-        "status",
-        "percentage",
-        "metadata",
-    }
-)
+#: the properties the constructor takes as keywords, and those :meth:`Device.update` takes.
+_INIT = frozenset(prop.attribute for prop in PROPERTIES if prop.init)
+_SETTABLE = frozenset(prop.attribute for prop in PROPERTIES if prop.settable)
 
 
-class Device:
+class Device(DeviceProperties):
     """A device a plugin found.
+
+    Its properties (``name``, ``version``, ``flags``, ``update_state`` ...) are the
+    rows of :class:`~livefw.device_properties.DeviceProperties`; the constructor takes
+    those marked ``init`` as keywords (``name`` is required), the others start at
+    their default.
 
     Attributes:
         interfaces: extra D-Bus interfaces the bus layer exports on this device's
@@ -113,39 +83,22 @@ class Device:
 
     interfaces: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self,
-        plugin: str,
-        physical_id: str,
-        *,
-        name: str,
-        vendor: str = "",
-        summary: str = "",
-        protocol: str = "",
-        guids: Iterable[str] = (),
-        version: str = "",
-        version_lowest: str = "",
-        version_pending: str = "",
-        flags: Iterable[str] = (),
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        self.plugin = plugin
-        self.physical_id = physical_id
-        self.id = device_id(plugin, physical_id)
-        self.name = clean(name, NAME_MAX)
-        self.vendor = clean(vendor, NAME_MAX)
-        self.summary = clean(summary, TEXT_MAX)
-        self.protocol = clean(protocol, NAME_MAX)
-        self.guids: tuple[str, ...] = tuple(guids)
-        self.version = clean(version, NAME_MAX)
-        self.version_lowest = clean(version_lowest, NAME_MAX)
-        self.version_pending = clean(version_pending, NAME_MAX)
-        self.flags: frozenset[str] = frozenset(flags)
-        self.update_state = UpdateState.NONE
-        self.update_error = ""
-        self.status = Status.IDLE
-        self.percentage = 0
-        self.metadata: dict[str, str] = _clean_metadata(metadata or {})
+    def __init__(self, plugin: str, physical_id: str, **properties: Any) -> None:
+        """Raises TypeError on a property the constructor does not take or a missing one."""
+        unknown = set(properties) - _INIT
+        if unknown:
+            raise TypeError(f"unknown device properties: {sorted(unknown)}")
+        values = self.__dict__
+        values["plugin"] = plugin
+        values["physical_id"] = physical_id
+        values["id"] = device_id(plugin, physical_id)
+        for prop in PROPERTIES:
+            if not prop.settable:
+                continue
+            raw = properties.get(prop.attribute, prop.default)
+            if raw is REQUIRED:
+                raise TypeError(f"a device needs its {prop.attribute}")
+            values[prop.attribute] = prop.convert(raw)
         self._listeners: list[Listener] = []
 
     # ------------------------------------------------------------- change tracking
@@ -172,25 +125,15 @@ class Device:
         Raises:
             TypeError: an unknown property name.
         """
-        unknown = set(changes) - _FIELDS
+        unknown = set(changes) - _SETTABLE
         if unknown:
             raise TypeError(f"unknown device properties: {sorted(unknown)}")
         changed = set()
-        for key, value in changes.items():
-            if key == "flags":
-                value = frozenset(value)
-            elif key == "guids":
-                value = tuple(value)
-            elif key == "update_state":
-                value = transition(self.update_state, UpdateState(value))
-            elif key == "status":
-                value = Status(value)
-            elif key == "metadata":
-                value = _clean_metadata(value)
-            elif key in _TEXT_FIELDS:
-                value = clean(value, _TEXT_FIELDS[key])
-            if getattr(self, key) != value:
-                setattr(self, key, value)
+        values = self.__dict__
+        for key, raw in changes.items():
+            value = BY_ATTRIBUTE[key].value(values[key], raw)
+            if values[key] != value:
+                values[key] = value
                 changed.add(key)
         result = frozenset(changed)
         if result:
@@ -204,25 +147,7 @@ class Device:
 
     def info(self) -> DeviceInfo:
         """A frozen snapshot."""
-        return DeviceInfo(
-            id=self.id,
-            name=self.name,
-            vendor=self.vendor,
-            summary=self.summary,
-            plugin=self.plugin,
-            protocol=self.protocol,
-            physical_id=self.physical_id,
-            guids=self.guids,
-            version=self.version,
-            version_lowest=self.version_lowest,
-            version_pending=self.version_pending,
-            flags=tuple(sorted(self.flags)),
-            update_state=str(self.update_state),
-            update_error=self.update_error,
-            status=str(self.status),
-            percentage=self.percentage,
-            metadata=dict(self.metadata),
-        )
+        return DeviceInfo(**{prop.attribute: prop.wire_value(self) for prop in PROPERTIES})
 
     # ---------------------------------------------------------- plugin hooks
 

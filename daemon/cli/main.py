@@ -33,26 +33,14 @@ from livefw.cli.client import (
 )
 from livefw.cli.output import Output, json_default
 from livefw.cli.sim import register as register_sim
+from livefw.device_properties import cli_fields
 from livefw.sanitize import escape_controls
 
 Handler = Callable[[Client, argparse.Namespace, Output], Awaitable[int]]
 
-#: how the CLI prints a device's most useful fields, in order.
-DEVICE_FIELDS = (
-    ("Id", "Id"),
-    ("Name", "Name"),
-    ("Vendor", "Vendor"),
-    ("Plugin", "Plugin"),
-    ("Protocol", "Protocol"),
-    ("Version", "Version"),
-    ("VersionPending", "Pending version"),
-    ("VersionLowest", "Lowest version"),
-    ("Guids", "GUIDs"),
-    ("Flags", "Flags"),
-    ("UpdateState", "Update state"),
-    ("UpdateError", "Update error"),
-    ("Summary", "Summary"),
-)
+#: how the CLI prints a device's most useful fields, in order: (D-Bus name, label),
+#: the rows of the property table that have a label (livefw.device_properties).
+DEVICE_FIELDS = cli_fields()
 
 
 # ---------------------------------------------------------------------- progress
