@@ -197,6 +197,3 @@ class Device(DeviceProperties):
         every artefact staged (``op.record``) before writing it.
         """
         raise NotSupported(f"{self.name} is not updatable through livefw")
-
-    async def cleanup(self) -> None:
-        """Always called after activate/install/cancel, success or not."""
