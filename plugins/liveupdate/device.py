@@ -20,6 +20,7 @@ from livefw.errors import (
     InvalidFile,
     KernelError,
     LivefwError,
+    NoSpace,
     NotFound,
     NothingToDo,
     NotSupported,
@@ -35,8 +36,10 @@ from livefw.plugins.liveupdate.errors import (
     map_preserve_error,
 )
 from livefw.plugins.liveupdate.records import (
+    FILES_MAX,
     INTERFACE,
     PROTOCOL,
+    SESSIONS_MAX,
     SessionInfo,
     SessionRecord,
     info_of,
@@ -135,7 +138,7 @@ class LiveUpdateDevice(Device):
 
         Raises:
             InvalidArgument: bad name or option, or a session of that name exists.
-            NoSpace: the kernel has no room for another session.
+            NoSpace: livefwd holds SESSIONS_MAX sessions, or the kernel has no room.
         """
         opts = parse_options(options, ("label",))
         kernel_name = kernel_session_name(caller, name)
@@ -150,6 +153,11 @@ class LiveUpdateDevice(Device):
                     else "pick another name or drop it"
                 )
                 raise InvalidArgument(f"you already have a session {name!r}: {hint}")
+            if len(ctx.sessions) >= SESSIONS_MAX:
+                raise NoSpace(
+                    f"livefwd already brokers {SESSIONS_MAX} live-update sessions, the most "
+                    "it keeps; finish or drop sessions that are no longer needed"
+                )
             handle = await ctx.create_kernel_session(kernel_name)
             record = SessionRecord(
                 name=name,
@@ -306,7 +314,8 @@ class LiveUpdateSession:
         Raises:
             InvalidArgument: not an outgoing session, or the token is taken.
             InvalidFile: not a memfd or VFIO device cdev, or already preserved.
-            NoSpace: the session has its 128 files (LUO_FILE_MAX).
+            NoSpace: the session has FILES_MAX files (livefwd's limit; the kernel's
+                LUO_FILE_MAX up to 7.1).
         """
         opts = parse_options(options, ("label",))
         if not 0 <= token <= 0xFFFFFFFFFFFFFFFF:
@@ -321,6 +330,11 @@ class LiveUpdateSession:
                 )
             if str(token) in record.tokens:
                 raise InvalidArgument(f"token {token} is already used in session {record.name!r}")
+            if len(record.tokens) >= FILES_MAX:
+                raise NoSpace(
+                    f"session {record.name!r} has {FILES_MAX} files, the most livefwd keeps "
+                    "in one session; use another session for more"
+                )
             link = uapi.fd_path(fd)
             if uapi.VFIO_GROUP_RE.search(link):
                 raise InvalidFile(

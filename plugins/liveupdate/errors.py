@@ -42,7 +42,8 @@ def map_error(error: KernelError, what: str) -> LivefwError:
     if error.errno in (errno.ENOSPC, errno.ENOMEM):
         return NoSpace(
             f"{what}: the kernel has no room for more live-update state "
-            f"({errno.errorcode[error.errno]}): too many sessions, or 128 files in one"
+            f"({errno.errorcode[error.errno]}): too many sessions or files (up to 7.1 the "
+            "kernel holds 744 sessions and 128 files in one; from 7.2 only memory limits)"
         )
     if error.errno in (errno.EPERM, errno.EACCES):
         return PermissionDenied(f"{what}: the kernel refused (permission)")

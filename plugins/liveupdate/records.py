@@ -20,6 +20,7 @@ from livefw.plugin import clean_text
 
 __all__ = [
     "FDSTORE_PREFIX",
+    "FILES_MAX",
     "INTERFACE",
     "LABEL_MAX",
     "NAME_MAX",
@@ -27,6 +28,7 @@ __all__ = [
     "REGISTRY_FILE",
     "REGISTRY_SESSIONS",
     "REGISTRY_TOKEN",
+    "SESSIONS_MAX",
     "Registry",
     "SessionInfo",
     "SessionRecord",
@@ -54,6 +56,12 @@ _UID_DIGITS = 10
 NAME_MAX = uapi.SESSION_NAME_MAX - len(KERNEL_PREFIX) - _UID_DIGITS - 1
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LABEL_MAX = 256
+#: livefwd's own limits, the kernel's up to 7.1 (luo_session.c LUO_SESSION_MAX with
+#: 4 KiB pages, luo_file.c LUO_FILE_MAX). 7.2 dropped both; livefwd keeps them so the
+#: descriptors it holds stay within the unit's LimitNOFILE and the registry it
+#: rewrites after every change stays small, whatever a client asks for.
+SESSIONS_MAX = 744
+FILES_MAX = 128
 
 State = Literal["outgoing", "incoming", "retrieved"]
 

@@ -33,7 +33,7 @@ from hostile_client import HostileClient, open_fds
 from nobody_env import Hostile, hostile
 
 from livefw.bus.backend import MAX_FDS_IN_FLIGHT, MAX_FDS_PER_SENDER, _top_level_types
-from livefw.kernel.sim.liveupdate import LiveUpdateState
+from livefw.plugins.liveupdate.records import SESSIONS_MAX
 from livefw.testing import Cli
 
 SESSIONS = "/org/livefw/Daemon1/liveupdate/sessions/"
@@ -147,10 +147,10 @@ def test_a_thousand_messages_with_descriptors_change_nothing(
         assert "Traceback" not in h.daemon.log()
 
 
-#: kernel/liveupdate/luo_session.c: LUO_SESSION_MAX, 16 pages of struct luo_session_ser
-#: (744 with 4 KiB pages) outgoing, and as many incoming after a kexec; the simulated
-#: kernel's default is the kernel's number.
-LUO_SESSION_MAX = LiveUpdateState().max_sessions
+#: the sessions livefwd brokers at most (the kernel's LUO_SESSION_MAX up to 7.1, 744
+#: with 4 KiB pages; 7.2 has no limit, livefwd keeps this one), outgoing, and as many
+#: incoming after a kexec.
+LUO_SESSION_MAX = SESSIONS_MAX
 
 
 def test_the_unit_leaves_room_for_the_sessions_livefwd_brokers() -> None:

@@ -540,7 +540,34 @@ async def test_the_broker_on_each_supported_kernel(
         assert os.pread(handle.fileno(), 100, 0) == b"guest state"
     finally:
         await handle.close()
-    # seals travel from 7.2 on; before, the restored memfd cannot be sealed at all
-    assert seals == (fcntl.F_SEAL_SHRINK if kernel == "7.2" else fcntl.F_SEAL_SEAL)
+    # seals travel from 7.1 on (mm: memfd_luo: preserve file seals); on 6.19 the
+    # restored memfd cannot be sealed at all
+    assert seals == (fcntl.F_SEAL_SEAL if kernel == "6.19" else fcntl.F_SEAL_SHRINK)
     await device.session(ALICE, info.kernel_name).finish()
     assert device.list_sessions(0) == []
+
+
+# ------------------------------- livefwd's own limits (7.2 has none in the kernel)
+
+
+async def test_livefwd_keeps_its_session_and_file_limits_on_7_2(
+    start: Starter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """7.2 dropped LUO_SESSION_MAX and LUO_FILE_MAX; livefwd keeps both (its fds must
+    fit LimitNOFILE and its registry stays small), with a message saying so."""
+    from livefw.errors import NoSpace
+    from livefw.plugins.liveupdate import device as device_module
+
+    monkeypatch.setattr(device_module, "SESSIONS_MAX", 2)
+    monkeypatch.setattr(device_module, "FILES_MAX", 1)
+    device = broker(await start(kernel="7.2"))
+    first = await device.create_session(ALICE, "a")
+    await device.create_session(BOB, "b")
+    with pytest.raises(NoSpace, match="already brokers 2 live-update sessions"):
+        await device.create_session(ALICE, "c")
+    session = device.session(ALICE, first.kernel_name)
+    await session.preserve(memfd(b"1"), 1)
+    with pytest.raises(NoSpace, match="has 1 files, the most livefwd keeps"):
+        await session.preserve(memfd(b"2"), 2)
+    assert session.tokens() == {1: ""}
+    assert [s.name for s in device.list_sessions(0)] == ["a", "b"]

@@ -1,5 +1,6 @@
 """The simulated LUO: exclusive open, the errno table, reference counting, kexec."""
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -63,6 +64,20 @@ async def retrieve_fd(session: Handle, token: int) -> int:
     arg = uapi.pack_retrieve_fd(token)
     await session.ioctl(uapi.LIVEUPDATE_SESSION_RETRIEVE_FD, arg)
     return int.from_bytes(arg[4:8], "little", signed=True)
+
+
+#: fallocate(2) modes (include/uapi/linux/falloc.h).
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    if libc.fallocate(fd, mode, ctypes.c_longlong(offset), ctypes.c_longlong(length)):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def memfd(data: bytes, sealable: bool = True) -> int:
@@ -131,16 +146,35 @@ async def test_session_names(provider: SimProvider) -> None:
     await expect_errno(errno.ENOENT, retrieve(provider, device, "dup"))
 
 
-async def test_session_limit_is_enomem(machine: SimMachine, provider: SimProvider) -> None:
-    assert luo(machine).state.max_sessions == 744  # LUO_SESSION_MAX in 6.19
+@pytest.mark.parametrize(("kernel", "limited"), [("7.1", True), ("7.2", False)])
+async def test_session_limit_is_gone_in_7_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str, limited: bool
+) -> None:
+    """LUO_SESSION_MAX (744, ENOMEM) up to 7.1; "Remove limit on the number of sessions"."""
+    from livefw.kernel.sim import liveupdate as sim_luo
+
+    monkeypatch.setattr(sim_luo, "LUO_SESSION_MAX", 2)
+    provider = SimProvider(SimMachine.create(str(tmp_path / "m"), kernel=kernel), FdStore({}))
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    await create(provider, device, "one")
+    await create(provider, device, "two")
+    if limited:
+        await expect_errno(errno.ENOMEM, create(provider, device, "three"))
+    else:
+        await create(provider, device, "three")
+
+
+async def test_session_knob_is_enomem(machine: SimMachine, provider: SimProvider) -> None:
     luo(machine).configure("max_sessions", "1")
     device = await provider.open(DEV, OpenFlags.RDWR)
     await create(provider, device, "one")
     await expect_errno(errno.ENOMEM, create(provider, device, "two"))
 
 
-async def test_file_limit_is_per_session(machine: SimMachine, provider: SimProvider) -> None:
-    assert luo(machine).state.max_files == 128  # LUO_FILE_MAX
+@pytest.mark.parametrize(("kernel", "err"), [("7.1", errno.ENOSPC), ("7.2", errno.ENOMEM)])
+async def test_file_limit_is_per_session(tmp_path: Path, kernel: str, err: int) -> None:
+    machine = SimMachine.create(str(tmp_path / "m"), kernel=kernel)
+    provider = SimProvider(machine, FdStore({}))
     luo(machine).configure("max_files", "2")
     device = await provider.open(DEV, OpenFlags.RDWR)
     first = await create(provider, device, "a")
@@ -148,9 +182,26 @@ async def test_file_limit_is_per_session(machine: SimMachine, provider: SimProvi
     for session in (first, second):
         await preserve(session, memfd(b"1"), 1)
         await preserve(session, memfd(b"2"), 2)
-    await expect_errno(errno.ENOSPC, preserve(first, memfd(b"3"), 3))
+    await expect_errno(err, preserve(first, memfd(b"3"), 3))
     # the token check comes first (luo_preserve_file)
     await expect_errno(errno.EEXIST, preserve(first, memfd(b"3"), 1))
+
+
+@pytest.mark.parametrize(("kernel", "limited"), [("6.19", True), ("7.2", False)])
+async def test_file_limit_is_gone_in_7_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str, limited: bool
+) -> None:
+    """LUO_FILE_MAX (128 per session, ENOSPC) up to 7.1; removed with the session limit."""
+    from livefw.kernel.sim import liveupdate as sim_luo
+
+    monkeypatch.setattr(sim_luo, "LUO_FILE_MAX", 1)
+    provider = SimProvider(SimMachine.create(str(tmp_path / "m"), kernel=kernel), FdStore({}))
+    session = await create(provider, await provider.open(DEV, OpenFlags.RDWR), "s")
+    await preserve(session, memfd(b"1"), 1)
+    if limited:
+        await expect_errno(errno.ENOSPC, preserve(session, memfd(b"2"), 2))
+    else:
+        await preserve(session, memfd(b"2"), 2)
 
 
 # ------------------------------------------------------------------ preserve
@@ -445,21 +496,66 @@ async def test_a_preserved_memfd_is_frozen(machine: SimMachine, provider: SimPro
     session = await create(provider, device, "s")
     fd = memfd(b"0123456789")
     await preserve(session, fd, 1)
-    # memfd_luo_preserve -> shmem_freeze: growing and shrinking fail with EPERM
+    # memfd_luo_preserve -> shmem_freeze: size changes fail with EPERM
+    # (shmem_write_begin, shmem_setattr, shmem_fallocate)
     with pytest.raises(PermissionError):
         os.pwrite(fd, b"past the end", 10)
     with pytest.raises(PermissionError):
         os.ftruncate(fd, 3)
     with pytest.raises(PermissionError):
         os.ftruncate(fd, 4096)
+    with pytest.raises(PermissionError):
+        os.posix_fallocate(fd, 0, 8192)
+    os.ftruncate(fd, 10)  # the same size is no change (shmem_setattr)
     os.pwrite(fd, b"AB", 0)  # writing inside the file is allowed
     assert luo(machine).state.sessions[0].files[0].size == 10
     machine.kexec()
+    assert luo(machine).state.divergences == []
     provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
     device2 = await provider2.open(DEV, OpenFlags.RDWR)
     incoming = await retrieve(provider2, device2, "s")
     restored = await retrieve_fd(incoming, 1)
     assert os.pread(restored, 100, 0) == b"AB23456789"
+
+
+async def test_preserve_fills_the_holes(provider: SimProvider) -> None:
+    """memfd_pin_folios allocates a page for every index (mm/memfd_luo.c)."""
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = memfd(b"x")
+    os.ftruncate(fd, 1 << 20)  # one page written, the rest a hole
+    assert os.fstat(fd).st_blocks * 512 < 1 << 20
+    await preserve(session, fd, 1)
+    assert os.fstat(fd).st_blocks * 512 >= 1 << 20
+
+
+@pytest.mark.parametrize("sealable", [True, False])
+async def test_what_the_sim_cannot_refuse_is_reported(
+    machine: SimMachine, provider: SimProvider, sealable: bool
+) -> None:
+    """A hole punched (any memfd) or a size change (no MFD_ALLOW_SEALING) after
+    PRESERVE_FD: EPERM on the kernel; no seal can refuse it, so the sim records it."""
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = memfd(b"x" * 8192, sealable=sealable)
+    await preserve(session, fd, 7)
+    punch_hole(fd, 0, 4096)
+    if not sealable:
+        os.ftruncate(fd, 100)
+    await preserve(session, memfd(b"y"), 8)  # the next ioctl sees it
+    (text,) = luo(machine).state.divergences
+    change = "hole was punched" if sealable else "size changed from 8192 to 100"
+    assert "token 7" in text
+    assert change in text
+    assert "EPERM" in text
+    (sim_device,) = machine.components["liveupdate"].devices()
+    assert "1 divergences from the real kernel" in sim_device.summary
+    machine.kexec()  # reported once, and the kexec carries the size recorded at preserve
+    assert len(luo(machine).state.divergences) == 1
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    restored = await retrieve_fd(await retrieve(provider2, device2, "s"), 7)
+    assert os.fstat(restored).st_size == 8192
 
 
 async def test_an_unsealable_memfd_keeps_its_size_at_preserve_time(
@@ -471,6 +567,7 @@ async def test_an_unsealable_memfd_keeps_its_size_at_preserve_time(
     await preserve(session, fd, 1)
     os.pwrite(fd, b" grown later", 5)  # the kernel says EPERM; the sim cannot stop it
     machine.kexec()
+    assert "size changed from 5 to 17" in luo(machine).state.divergences[0]
     provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
     device2 = await provider2.open(DEV, OpenFlags.RDWR)
     restored = await retrieve_fd(await retrieve(provider2, device2, "s"), 1)
@@ -502,7 +599,7 @@ async def test_6_19_preserves_a_file_twice_and_skips_type_checks(old: SimProvide
     second = await create(old, device, "b")
     one = memfd(b"1")
     await preserve(first, one, 1)
-    await preserve(second, one, 1)  # no cross-session EBUSY before 7.1
+    await preserve(second, one, 1)  # no cross-session EBUSY before 7.1 (UNVERIFIED)
     await expect_errno(errno.EINVAL, retrieve_fd(first, 1))  # reaches the handler
     await expect_errno(errno.ENOENT, retrieve_fd(first, 9))
     await second.close()  # the file stays preserved in the other session
@@ -529,6 +626,23 @@ async def test_6_19_carries_no_seals(old: SimProvider) -> None:
     # memfd_luo_retrieve: memfd_alloc_file(name, 0): unsealed and not sealable
     assert fcntl.fcntl(restored, fcntl.F_GET_SEALS) == fcntl.F_SEAL_SEAL
     os.pwrite(restored, b"S", 0)
+
+
+async def test_7_1_carries_seals_but_checks_no_session_type(tmp_path: Path) -> None:
+    """Seals from 7.1 (mm-stable-2026-04-13); the session-type check only from 7.2."""
+    provider = SimProvider(SimMachine.create(str(tmp_path / "71"), kernel="7.1"), FdStore({}))
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = memfd(b"sealed")
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+    await preserve(session, fd, 1)
+    provider.machine.kexec()
+    provider2 = SimProvider(SimMachine.load(provider.machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "s")
+    restored = await retrieve_fd(incoming, 1)
+    assert fcntl.fcntl(restored, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+    await preserve(incoming, memfd(b"x"), 5)  # 7.2 refuses this with EINVAL
 
 
 # ------------------------------------------- the VFIO handler (issue 14.14)

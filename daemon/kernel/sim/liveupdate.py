@@ -20,21 +20,39 @@ descriptors of the daemon process:
   daemon's own ``/proc/self/fd/N`` link (``/memfd:...``) and ``fstat``; it keeps a
   duplicate of the file, as the kernel keeps a reference. Anything else is ENOENT,
   except VFIO device files when ``vfio_handler`` is on (the posted series).
-* PRESERVE_FD freezes a memfd as ``memfd_luo_preserve()`` does (``shmem_freeze``:
-  growing, shrinking and hole punching fail with EPERM) and records its size then.
-  The descriptor is the client's own, so the sim can enforce only what seals can:
-  on a memfd created with MFD_ALLOW_SEALING it adds F_SEAL_GROW | F_SEAL_SHRINK (a
-  write past the end or a truncate then fails with EPERM, as on the kernel); hole
-  punching is not blocked, the seals stay after the session is dropped (the kernel
-  unfreezes then), and a memfd without MFD_ALLOW_SEALING cannot be frozen at all.
-  In every case the size recorded at preserve time is the size carried.
+* PRESERVE_FD freezes a memfd as ``memfd_luo_preserve()`` does (``shmem_freeze``
+  sets SHMEM_F_MAPPING_FROZEN; mm/shmem.c then answers EPERM to a size change in
+  ``shmem_setattr``, a write past the end in ``shmem_write_begin`` and every
+  ``shmem_fallocate``, hole punching included), fills the file's holes as
+  ``memfd_pin_folios()`` does, and records its size. The descriptor is the client's
+  own and the simulated kernel runs in another process, so it cannot put a check
+  in the client's write(2), ftruncate(2) or fallocate(2): user space has no way to
+  make another process's calls on its own descriptor fail, except seals, and no
+  seal refuses hole punching without also refusing the writes inside the file that
+  the kernel allows (F_SEAL_WRITE, F_SEAL_FUTURE_WRITE). So the sim enforces what a
+  seal can and checks the rest afterwards:
+
+  - a memfd made with MFD_ALLOW_SEALING gets F_SEAL_GROW | F_SEAL_SHRINK: a write
+    past the end, ftruncate to another size and fallocate beyond the end fail with
+    EPERM, as on the kernel (the seals stay after the session is dropped; the
+    kernel unfreezes then);
+  - everything else (any size change of a memfd without MFD_ALLOW_SEALING, a hole
+    punched into any memfd, fallocate that allocates beyond the end with
+    FALLOC_FL_KEEP_SIZE) succeeds in the sim where the kernel says EPERM. The sim
+    compares size and allocated blocks with what it recorded at preserve time on
+    every later session ioctl, close and kexec; a difference is recorded as a
+    divergence (``state.divergences``, the device summary in ``livefw sim
+    devices``, and the machine's log) naming the token and what the kernel would
+    have refused. The kexec still carries the size recorded at preserve time.
+  - fallocate inside the file on a frozen memfd changes nothing the sim can see
+    (every page is allocated already) and goes unreported.
 * ``kexec`` answers like ``kernel_kexec()``: EINVAL when no image is loaded
   (``kexec_loaded``), EBUSY when another kexec holds the lock (fault ``kexec-busy``),
   the file handler's errno when a freeze fails (``fail_freeze``, fault
   ``freeze-failure``, a VFIO device with interrupts still enabled: EINVAL), EAGAIN
   when KHO finalisation fails (fault ``kho-finalize``); on failure nothing changes.
   Otherwise it serialises every outgoing session still held (memfd contents up to the
-  recorded size, position, and from 7.2 the seals) into the incoming table of the
+  recorded size, position, and from 7.1 the seals) into the incoming table of the
   next boot and drops the rest. After the kexec, RETRIEVE_FD recreates each file.
 * A daemon restart without kexec: the session fds and the files they hold travel
   through the service manager's fd store (:meth:`SimHandle.kernel_fds`); sessions
@@ -53,6 +71,7 @@ import stat
 from collections.abc import Mapping
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from livefw.errors import KernelError
@@ -66,6 +85,8 @@ F_ADD_SEALS = fcntl.F_ADD_SEALS
 F_GET_SEALS = fcntl.F_GET_SEALS
 
 Key = tuple[int, int]
+
+log = structlog.get_logger("livefw.sim")
 
 
 class SimFile(BaseModel):
@@ -84,6 +105,10 @@ class SimFile(BaseModel):
     path: str = ""  # VFIO device file
     #: the client's own seals at preserve time (the sim's freeze seals excluded)
     own_seals: int = 0
+    #: 512-byte blocks allocated once the holes were filled at preserve time
+    blocks: int = 0
+    #: a change the kernel would have refused was seen (reported once)
+    diverged: bool = False
     retrieved: bool = False
     #: a failed RETRIEVE_FD stays failed with the same errno (luo_file.c)
     failed_errno: int = 0
@@ -130,8 +155,14 @@ class LiveUpdateState(BaseModel):
         kexec_loaded: a kernel is loaded for kexec (``/sys/kernel/kexec_loaded``).
             The simulated machine keeps it loaded across a kexec, as if a
             kexec-load service ran at every boot.
-        max_sessions: ENOMEM beyond this many outgoing sessions (LUO_SESSION_MAX).
-        max_files: ENOSPC beyond this many files in one session (LUO_FILE_MAX).
+        max_sessions: 0 for the release's own limit (LUO_SESSION_MAX, 744 outgoing
+            sessions, ENOMEM, up to 7.1; none from 7.2); N: ENOMEM beyond N sessions
+            (from 7.2 that stands for an allocation failing).
+        max_files: 0 for the release's own limit (LUO_FILE_MAX, 128 files per
+            session, ENOSPC, up to 7.1; none from 7.2); N: refused beyond N files in
+            one session (ENOSPC up to 7.1, ENOMEM from 7.2).
+        divergences: what a client did to a preserved memfd that the real kernel
+            would have refused and the sim could not stop (see the module doc).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -146,11 +177,21 @@ class LiveUpdateState(BaseModel):
     vfio_bound: bool = True
     fail_freeze: bool = False
     kexec_loaded: bool = True
-    #: luo_session.c (6.19): 16 pages of luo_session_ser, "space for 744 sessions"
-    max_sessions: int = 744
-    #: luo_file.c (6.19): 2 pages of luo_file_ser per session, 128 files
-    max_files: int = 128
+    max_sessions: int = 0
+    max_files: int = 0
     sessions: list[SimSession] = Field(default_factory=list)
+    divergences: list[str] = Field(default_factory=list)
+
+
+#: luo_session.c up to 7.1: 16 pages of luo_session_ser, "space for 744 sessions";
+#: "liveupdate: Remove limit on the number of sessions" (mainline in the 7.2 merge
+#: window, tag liveupdate-v7.2-rc1) replaced the array with linked KHO blocks.
+LUO_SESSION_MAX = 744
+#: luo_file.c up to 7.1: 2 pages of luo_file_ser per session; removed in 7.2 by
+#: "liveupdate: Remove limit on the number of files per session" (same merge).
+LUO_FILE_MAX = 128
+#: divergences kept in the state (the oldest are dropped).
+_DIVERGENCES_MAX = 32
 
 
 _SHMEM_DEV: list[int] = []
@@ -267,7 +308,13 @@ class LiveUpdateComponent(SimComponent):
                 key="liveupdate",
                 name="Live Update Orchestrator",
                 component=self.name,
-                summary=f"{outgoing} outgoing, {incoming} incoming sessions",
+                summary=f"{outgoing} outgoing, {incoming} incoming sessions"
+                + (
+                    f"; {len(self.state.divergences)} divergences from the real kernel "
+                    f"(last: {self.state.divergences[-1]})"
+                    if self.state.divergences
+                    else ""
+                ),
             )
         ]
 
@@ -379,9 +426,10 @@ class LiveUpdateComponent(SimComponent):
         """CREATE_SESSION and RETRIEVE_SESSION (luo_core.c ``luo_ioctl``).
 
         Create: EEXIST for a name an outgoing session has; ENOMEM once
-        ``max_sessions`` outgoing sessions exist (luo_session.c
-        ``luo_session_insert``, LUO_SESSION_MAX). Retrieve: ENOENT without an
-        incoming session of that name, EINVAL when it was retrieved already.
+        LUO_SESSION_MAX outgoing sessions exist (luo_session.c
+        ``luo_session_insert``, up to 7.1; knob ``max_sessions``). Retrieve: ENOENT
+        without an incoming session of that name, EINVAL when it was retrieved
+        already.
         """
         path = handle.path
         table = (uapi.LIVEUPDATE_CMD_CREATE_SESSION, uapi.LIVEUPDATE_CMD_RETRIEVE_SESSION)
@@ -391,7 +439,8 @@ class LiveUpdateComponent(SimComponent):
         name = self._name(field, path)
         if nr == uapi.LIVEUPDATE_CMD_CREATE_SESSION:
             outgoing = [s for s in self.state.sessions if s.direction == "outgoing"]
-            if len(outgoing) >= self.state.max_sessions:
+            limit = self._limit(self.state.max_sessions, LUO_SESSION_MAX)
+            if limit and len(outgoing) >= limit:
                 raise fail(errno.ENOMEM, "ioctl", path, "no room for another session")
             if any(s.name == name for s in outgoing):
                 raise fail(errno.EEXIST, "ioctl", path, f"outgoing session {name!r} exists")
@@ -419,10 +468,11 @@ class LiveUpdateComponent(SimComponent):
     def session_ioctl(self, handle: _SessionHandle, request: int, arg: bytearray | None) -> int:
         """PRESERVE_FD, RETRIEVE_FD, FINISH and (7.2+) GET_NAME on a session fd.
 
-        luo_session.c ``luo_session_ioctl``. From 7.1 (fix "liveupdate: validate
-        session type before performing operation", 2026-05-19, Cc stable) PRESERVE_FD
-        on a retrieved session and RETRIEVE_FD/FINISH on an outgoing one are EINVAL
-        before anything runs. On 6.19 they reach the file code: a file preserved into
+        luo_session.c ``luo_session_ioctl``. From 7.2 ("liveupdate: validate session
+        type before performing operation", 507e3b479f9c, mainline with tag
+        liveupdate-v7.2-rc1 on 2026-06-21; Cc stable, so 7.1.y may have it)
+        PRESERVE_FD on a retrieved session and RETRIEVE_FD/FINISH on an outgoing one
+        are EINVAL before anything runs. On 6.19 they reach the file code: a file preserved into
         an incoming session is never carried, RETRIEVE_FD of an outgoing file fails
         in its handler (EINVAL here) and FINISH releases the outgoing files.
         """
@@ -441,7 +491,8 @@ class LiveUpdateComponent(SimComponent):
             # carried away by a kexec that this process outlived
             raise fail(errno.EINVAL, "ioctl", path, "the session no longer exists")
         incoming = session.direction == "incoming"
-        if self.machine.kernel_at_least("7.1"):
+        self._audit(session)
+        if self.machine.kernel_at_least("7.2"):
             wrong = (nr == uapi.LIVEUPDATE_CMD_SESSION_PRESERVE_FD and incoming) or (
                 nr in (uapi.LIVEUPDATE_CMD_SESSION_RETRIEVE_FD, uapi.LIVEUPDATE_CMD_SESSION_FINISH)
                 and not incoming
@@ -522,31 +573,36 @@ class LiveUpdateComponent(SimComponent):
         """luo_file.c ``luo_preserve_file`` and the handler's ``preserve``.
 
         Order as in the kernel: EEXIST for a token used in this session, ENOSPC past
-        ``max_files`` files in this session (LUO_FILE_MAX), EBADF, ENOENT without a
-        handler. From 7.1 (UNVERIFIED first release; ``luo_preserved_files`` xarray)
-        a file already preserved in any session is EBUSY; 6.19 accepts it again. From
-        7.2 (UNVERIFIED; "mm: memfd_luo: preserve file seals") seals outside
+        LUO_FILE_MAX files in this session (up to 7.1; knob ``max_files``), EBADF,
+        ENOENT without a handler. From 7.1 (UNVERIFIED first release: docs/kernel.md
+        says why; ``luo_preserved_files`` xarray) a file already preserved in any
+        session is EBUSY; 6.19 accepts it again. From 7.1 ("mm: memfd_luo: preserve
+        file seals", 8a552d68a86e, mainline with mm-stable-2026-04-13) seals outside
         MEMFD_LUO_ALL_SEALS are EOPNOTSUPP. A memfd is then frozen
-        (``memfd_luo_preserve``: ``shmem_freeze``) and its size recorded.
+        (``memfd_luo_preserve``: ``shmem_freeze``), its holes filled
+        (``memfd_pin_folios``) and its size recorded.
         """
         if any(f.token == token for f in session.files):
             raise fail(errno.EEXIST, "ioctl", path, f"token {token} already used in this session")
-        if len(session.files) >= self.state.max_files:
-            raise fail(errno.ENOSPC, "ioctl", path, "this session has no room for more files")
+        limit = self._limit(self.state.max_files, LUO_FILE_MAX)
+        if limit and len(session.files) >= limit:
+            err = errno.ENOMEM if self.machine.kernel_at_least("7.2") else errno.ENOSPC
+            raise fail(err, "ioctl", path, "this session has no room for more files")
         kind, key, link = self._classify(fd, path)
         if key in self._files and self.machine.kernel_at_least("7.1"):
             raise fail(errno.EBUSY, "ioctl", path, "this file is already preserved")
         seals = 0
         size = 0
+        blocks = 0
         if kind == "memfd":
             try:
                 seals = fcntl.fcntl(fd, F_GET_SEALS)
             except OSError:
                 seals = 0
-            if seals & ~uapi.MEMFD_LUO_SEALS and self.machine.kernel_at_least("7.2"):
+            if seals & ~uapi.MEMFD_LUO_SEALS and self.machine.kernel_at_least("7.1"):
                 raise fail(errno.EOPNOTSUPP, "ioctl", path, f"unknown memfd seals 0x{seals:x}")
             size = os.fstat(fd).st_size
-            self._freeze_memfd(fd, seals)
+            blocks = self._freeze_memfd(fd, seals, size)
         if key not in self._files:
             self._files[key] = os.dup(fd)
         session.files.append(
@@ -559,20 +615,73 @@ class LiveUpdateComponent(SimComponent):
                 seals=seals,
                 own_seals=seals,
                 size=size,
+                blocks=blocks,
             )
         )
 
-    @staticmethod
-    def _freeze_memfd(fd: int, seals: int) -> None:
-        """Block growing and shrinking (EPERM) where a seal can: see the module doc."""
-        if seals & uapi.F_SEAL_SEAL:
-            return  # not sealable (no MFD_ALLOW_SEALING) or sealed by its owner
+    def _limit(self, knob: int, until_7_1: int) -> int:
+        """A configured limit, else the release's own (0: none, from 7.2)."""
+        if knob > 0:
+            return knob
+        return 0 if self.machine.kernel_at_least("7.2") else until_7_1
+
+    def _freeze_memfd(self, fd: int, seals: int, size: int) -> int:
+        """Freeze what a seal can, fill the holes; the allocated blocks afterwards.
+
+        memfd_luo_preserve: ``shmem_freeze`` (see the module doc for what the sim
+        cannot enforce) and ``memfd_pin_folios``, which allocates a page for every
+        index up to the size ("Holes in the file are filled by allocating pages for
+        them during preservation", mm/memfd_luo.c).
+        """
+        if size:
+            with contextlib.suppress(OSError):  # ENOSPC: the kernel's pin would fail too
+                os.posix_fallocate(fd, 0, size)
         frozen = uapi.F_SEAL_GROW | uapi.F_SEAL_SHRINK
-        if seals & frozen == frozen:
+        if not seals & uapi.F_SEAL_SEAL and seals & frozen != frozen:
+            # it fails e.g. while a writable shared mapping exists; the audit holds
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_ADD_SEALS, frozen)
+        return os.fstat(fd).st_blocks
+
+    def _audit(self, session: SimSession) -> None:
+        """Record what a client did to a frozen memfd that the kernel would refuse.
+
+        Only for an outgoing session (the kernel unfreezes on unpreserve and a
+        retrieved memfd is an ordinary one again). Size and allocated blocks are
+        compared with the record made at preserve time: a different size is a
+        ftruncate or a write past the end (``shmem_setattr``/``shmem_write_begin``:
+        EPERM), fewer blocks a punched hole, more blocks fallocate beyond the end
+        (``shmem_fallocate``: EPERM).
+        """
+        if session.direction != "outgoing":
             return
-        # it fails e.g. while a writable shared mapping exists; the size record holds
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_ADD_SEALS, frozen)
+        for item in session.files:
+            fd = self._files.get((item.dev, item.ino))
+            if item.kind != "memfd" or item.diverged or fd is None:
+                continue
+            try:
+                info = os.fstat(fd)
+            except OSError:
+                continue
+            what = ""
+            if info.st_size != item.size:
+                what = f"its size changed from {item.size} to {info.st_size} bytes"
+            elif info.st_blocks < item.blocks:
+                what = "a hole was punched into it"
+            elif info.st_blocks > item.blocks:
+                what = "fallocate allocated beyond its end"
+            if what:
+                item.diverged = True
+                self._diverged(
+                    f"session {session.name!r} token {item.token}: {what} after "
+                    "PRESERVE_FD; the kernel refuses that with EPERM (shmem_freeze), "
+                    "the simulation could not"
+                )
+
+    def _diverged(self, text: str) -> None:
+        log.warning("sim_divergence", component=self.name, what=text)
+        self.state.divergences = [*self.state.divergences, text][-_DIVERGENCES_MAX:]
+        self.machine.changed()
 
     def _retrieve(self, session: SimSession, token: int, path: str) -> int:
         item = next((f for f in session.files if f.token == token), None)
@@ -603,8 +712,8 @@ class LiveUpdateComponent(SimComponent):
         """The handler's retrieve (mm/memfd_luo.c ``memfd_luo_retrieve``).
 
         A new memfd with the contents, the size recorded at preserve time and the
-        position at freeze time. Up to 7.1 it has no seals and cannot be sealed
-        (``memfd_alloc_file(name, 0)``); from 7.2 the preserved seals are applied.
+        position at freeze time. On 6.19 it has no seals and cannot be sealed
+        (``memfd_alloc_file(name, 0)``); from 7.1 the preserved seals are applied.
         """
         if item.kind == "vfio":
             try:
@@ -612,7 +721,7 @@ class LiveUpdateComponent(SimComponent):
             except OSError as error:
                 raise fail(error.errno or errno.EIO, "ioctl", path, item.path) from error
         data = base64.b64decode(item.data)
-        with_seals = self.machine.kernel_at_least("7.2")
+        with_seals = self.machine.kernel_at_least("7.1")
         flags = os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if with_seals else 0)
         fd = os.memfd_create(f"luo-restored-{item.token}", flags)
         try:
@@ -644,6 +753,7 @@ class LiveUpdateComponent(SimComponent):
         session = self._find(handle.key)
         if session is None:
             return
+        self._audit(session)  # what happened while it was frozen (unfrozen from now on)
         if session.direction == "incoming" and not session.finished:
             try:
                 self._finish(session, handle.path)
@@ -717,6 +827,8 @@ class LiveUpdateComponent(SimComponent):
         if self.state.fail_freeze or fault:
             raise fail(errno.EINVAL, "reboot", "kexec", "a preserved file refused to freeze")
         carried = [s for s in self.state.sessions if s.direction == "outgoing" and self._live(s)]
+        for session in carried:
+            self._audit(session)
         if self.state.vfio_irqs_enabled and any(f.kind == "vfio" for s in carried for f in s.files):
             # vfio_pci_liveupdate_freeze (posted series): interrupts still enabled
             raise fail(errno.EINVAL, "reboot", "kexec", "a VFIO device has interrupts enabled")
@@ -744,7 +856,7 @@ class LiveUpdateComponent(SimComponent):
         """What the next kernel gets (mm/memfd_luo.c ``memfd_luo_preserve``/``freeze``).
 
         The contents of the pinned folios up to the size recorded at preserve time,
-        the position at freeze time; the seals the owner had set only from 7.2.
+        the position at freeze time; the seals the owner had set only from 7.1.
         """
         if item.kind == "vfio":
             return SimFile(token=item.token, kind="vfio", path=item.path)
@@ -761,7 +873,7 @@ class LiveUpdateComponent(SimComponent):
             data=base64.b64encode(b"".join(chunks)).decode(),
             size=size,
             pos=os.lseek(fd, 0, os.SEEK_CUR),
-            seals=item.own_seals if self.machine.kernel_at_least("7.2") else 0,
+            seals=item.own_seals if self.machine.kernel_at_least("7.1") else 0,
         )
 
 

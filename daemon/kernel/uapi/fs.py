@@ -2,9 +2,9 @@
 
 from livefw.kernel.uapi.ioc import ior, iow
 
-#: FS_IOC_GETFLAGS = _IOR('f', 1, long); 8 bytes on 64-bit (spec §6: 0x80086601).
+#: FS_IOC_GETFLAGS = _IOR('f', 1, long) (include/uapi/linux/fs.h); 8 bytes on 64-bit: 0x80086601.
 FS_IOC_GETFLAGS = ior(ord("f"), 1, 8)
-#: FS_IOC_SETFLAGS = _IOW('f', 2, long) (spec §6: 0x40086602).
+#: FS_IOC_SETFLAGS = _IOW('f', 2, long) (include/uapi/linux/fs.h): 0x40086602.
 FS_IOC_SETFLAGS = iow(ord("f"), 2, 8)
 #: FS_IMMUTABLE_FL (include/uapi/linux/fs.h).
 FS_IMMUTABLE_FL = 0x00000010

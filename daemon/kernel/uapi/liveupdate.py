@@ -4,7 +4,8 @@ Only the merged API: create/retrieve session on ``/dev/liveupdate``; preserve fd
 retrieve fd, finish and get-name on a session fd. There is no unpreserve ioctl and no
 global state machine (those were RFC shapes, never released). Every ioctl is
 ``_IO(0xBA, nr)``: the argument size travels in the struct's first u32, not in the
-request number. See shared/spec/kernel-interfaces.md §4.
+request number (luo_core.c ``luo_ioctl``, luo_session.c ``luo_session_ioctl``). What
+the kernel does with each, per release: docs/kernel.md, "Live Update Orchestrator".
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import struct
 
 from livefw.kernel.uapi.ioc import io
 
-#: the misc device (mode 0600, exclusive open): drivers/misc ``liveupdate``.
+#: the misc device (mode 0600, exclusive open): kernel/liveupdate/luo_core.c
+#: ``luo_dev`` (misc device "liveupdate"), ``luo_open``.
 LIVEUPDATE_DEV = "dev/liveupdate"
 
 #: ioctl type (include/uapi/linux/liveupdate.h: LIVEUPDATE_IOCTL_TYPE).
@@ -28,8 +30,9 @@ LIVEUPDATE_CMD_RETRIEVE_SESSION = 0x01
 LIVEUPDATE_CMD_SESSION_PRESERVE_FD = 0x40
 LIVEUPDATE_CMD_SESSION_RETRIEVE_FD = 0x41
 LIVEUPDATE_CMD_SESSION_FINISH = 0x42
-#: posted 2026-03-31 for systemd (Luca Boccassi); "in next" on 2026-05-19, so first
-#: released in 7.2 (UNVERIFIED; docs/kernel.md). Older kernels answer EINVAL.
+#: "liveupdate: add LIVEUPDATE_SESSION_GET_NAME ioctl" (4c08a9f38c50), mainline with
+#: tag liveupdate-v7.2-rc1, so first released in 7.2 (docs/kernel.md). Older kernels
+#: answer EINVAL (the nr is outside luo_session.c's table).
 LIVEUPDATE_CMD_SESSION_GET_NAME = 0x43
 
 LIVEUPDATE_IOCTL_CREATE_SESSION = io(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_CREATE_SESSION)
@@ -68,7 +71,7 @@ MIN_SIZE = {
     LIVEUPDATE_CMD_SESSION_GET_NAME: GET_NAME.size,
 }
 
-#: memfd seals the memfd handler carries from 7.2 on (mm/memfd_luo.c
+#: memfd seals the memfd handler carries from 7.1 on (mm/memfd_luo.c
 #: MEMFD_LUO_ALL_SEALS; include/uapi/linux/fcntl.h F_SEAL_*):
 #: SEAL 0x1, SHRINK 0x2, GROW 0x4, WRITE 0x8, FUTURE_WRITE 0x10, EXEC 0x20.
 F_SEAL_SEAL = 0x0001
