@@ -41,7 +41,6 @@ class LiveUpdatePlugin(Plugin):
     """Finds ``/dev/liveupdate`` and recovers the brokered sessions."""
 
     name = "liveupdate"
-    requires = (uapi.LIVEUPDATE_DEV,)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)
