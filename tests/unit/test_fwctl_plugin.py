@@ -68,6 +68,18 @@ def sent(engine: Engine) -> int:
     return sum(sim(engine).rpc_counts.values())
 
 
+async def hot_add(engine: Engine, options: dict[str, str]) -> None:
+    """Hot-add a simulated node once the engine follows uevents.
+
+    Engine.start() creates its uevent follower last and returns without yielding, and
+    the follower subscribes on its first step; to_thread starts the thread before it
+    yields, so a node added right after start could emit its uevent unheard (the
+    test then waited 30 s for nothing, about one run in five). One yield first.
+    """
+    await asyncio.sleep(0)
+    await asyncio.to_thread(sim(engine).add_device, options)
+
+
 async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     # a deadline, not a count of sleeps: on a loaded machine a uevent can take seconds
     deadline = asyncio.get_running_loop().time() + timeout
@@ -168,7 +180,7 @@ async def test_parents_on_the_real_sysfs_layout(tmp_path: Path) -> None:
 
 async def test_hotplug_adds_and_removes_devices(engine: Engine) -> None:
     component = sim(engine)
-    await asyncio.to_thread(component.add_device, {"type": "mlx5", "pci": "0000:09:00.0"})
+    await hot_add(engine, {"type": "mlx5", "pci": "0000:09:00.0"})
     await wait_for(lambda: len(engine.devices) == 3)
     added = next(d for d in engine.devices.values() if "0000:09:00.0" in d.name)
     assert isinstance(added, FwctlDevice)
@@ -376,7 +388,7 @@ async def test_no_fwctl_before_6_15(make_engine: Callable[..., Any]) -> None:
 
 async def test_pds_requests_with_addresses_are_not_forwarded(engine: Engine) -> None:
     """pdsfc_fw_rpc dereferences in.payload/out.payload in the caller's memory."""
-    await asyncio.to_thread(sim(engine).add_device, {"type": "pds", "pci": "0000:0a:00.0"})
+    await hot_add(engine, {"type": "pds", "pci": "0000:0a:00.0"})
     await wait_for(lambda: len(engine.devices) == 3)
     pds = device(engine, "pds")
     assert pds.parent.pci_address == "0000:0a:00.0"
@@ -443,7 +455,7 @@ async def test_unknown_device_type_write_policy(make_engine: Callable[..., Any])
         )
         component = sim(engine)
         if not any(n.kind == "sample" for n in component.state.nodes):
-            await asyncio.to_thread(component.add_device, {"type": "sample"})
+            await hot_add(engine, {"type": "sample"})
         await wait_for(lambda e=engine: any("unknown-8" in d.name for d in e.devices.values()))
         sample = device(engine, "unknown-8")
         read = await sample.rpc(Scope.DEBUG_READ_ONLY, b"ping", RpcOptions())
