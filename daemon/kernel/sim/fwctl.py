@@ -1,10 +1,11 @@
-"""Simulated fwctl: the core, the CXL and mlx5 drivers, and the device firmware.
+"""Simulated fwctl: the core, the sysfs layout, and the dispatch to the drivers.
 
 The core follows drivers/fwctl/main.c (fwctl_fops_ioctl, fwctl_cmd_info,
-fwctl_cmd_rpc), the drivers drivers/cxl/core/features.c (cxlctl_fw_rpc and the
-cxlctl_* handlers, cxl_get_feature, cxl_set_feature) and drivers/fwctl/mlx5/main.c
-(mlx5ctl_fw_rpc, mlx5ctl_validate_rpc). docs/kernel.md, section fwctl, lists each
-behaviour with its first release.
+fwctl_cmd_rpc); the drivers and device firmware live next to it: fwctl_cxl.py
+(drivers/cxl/core/features.c: cxlctl_fw_rpc and the cxlctl_* handlers,
+cxl_get_feature, cxl_set_feature) and fwctl_mlx5.py (drivers/fwctl/mlx5/main.c:
+mlx5ctl_fw_rpc, mlx5ctl_validate_rpc); fwctl_model.py holds the persisted state.
+docs/kernel.md, section fwctl, lists each behaviour with its first release.
 
 Rendered tree, for each node ``fwctl<N>`` (the parent is what the driver passes to
 fwctl_alloc_device())::
@@ -43,15 +44,22 @@ from __future__ import annotations
 
 import errno
 import struct
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from livefw.errors import InvalidArgument, NotFound
 from livefw.kernel.provider import OpenFlags, UEvent
+from livefw.kernel.sim.fwctl_cxl import CxlFeaturesSim
+from livefw.kernel.sim.fwctl_mlx5 import Mlx5Sim
+from livefw.kernel.sim.fwctl_model import (
+    FwctlNode,
+    FwctlState,
+    Kind,
+    MailboxCommand,
+    default_cxl_features,
+)
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
 from livefw.kernel.uapi import fwctl as uapi
@@ -64,129 +72,6 @@ _REQUEST = {uapi.FWCTL_CMD_INFO: uapi.FWCTL_INFO, uapi.FWCTL_CMD_RPC: uapi.FWCTL
 #: device type of the "sample" node: the posted (unmerged) Rust sample driver uses 8,
 #: which livefw must treat as an unknown device type.
 SAMPLE_DEVICE_TYPE = 8
-
-Kind = Literal["cxl", "mlx5", "pds", "sample"]
-#: mailbox commands kept in FwctlComponent.mailbox_log.
-_MAILBOX_LOG_MAX = 256
-
-
-@dataclass(frozen=True)
-class MailboxCommand:
-    """One CXL mailbox command the simulated kernel sent to a device (for tests)."""
-
-    minor: int
-    opcode: int
-    flags: int
-    offset: int
-    length: int
-    retval: int
-
-
-class CxlFeature(BaseModel):
-    """One feature of the simulated CXL device (its firmware's view: true flags)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    uuid: str
-    label: str = ""
-    get_size: int
-    set_size: int
-    flags: int
-    get_version: int = 1
-    set_version: int = 1
-    effects: int
-    current: str
-    default: str
-    saved: str
-
-
-class FwctlNode(BaseModel):
-    """A fwctl device with its parents and firmware state."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    minor: int
-    kind: Kind
-    pci: str
-    pci_vendor: int
-    pci_device: int
-    pci_driver: str
-    parent_index: int = 0
-    features: list[CxlFeature] = Field(default_factory=list)
-    #: CXL: the device's feature transfers in progress (uuid -> hex data received so
-    #: far); only the kernel's cxl_set_feature() drives them.
-    transfers: dict[str, str] = Field(default_factory=dict)
-    #: mlx5: diagnostic parameters (QUERY/SET_DIAGNOSTIC_PARAMS) and registers.
-    diag_params: str = "00" * 16
-    registers: dict[str, str] = Field(default_factory=dict)
-
-
-class FwctlState(BaseModel):
-    """The simulated fwctl core, drivers and firmware.
-
-    Attributes:
-        present: fwctl.ko is loaded (``/sys/class/fwctl`` exists, maybe empty).
-        tainted: TAINT_FWCTL is set (once per boot; cleared by reboot and kexec).
-        daemon_has_rawio: whether the daemon holds CAP_SYS_RAWIO (scope 3 needs it).
-        mlx5_max_uids: firmware UIDs an mlx5 device hands out (one per open fd).
-        cxl_mbox_payload: the CXL devices' mailbox payload size in bytes (the Mailbox
-            Capabilities register; 256 .. 1 MiB on real devices). cxl_set_feature() and
-            cxl_get_feature() split transfers into pieces of this size.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    present: bool = True
-    tainted: bool = False
-    daemon_has_rawio: bool = True
-    mlx5_max_uids: int = 64
-    cxl_mbox_payload: int = uapi.CXL_MBOX_MIN_PAYLOAD
-    nodes: list[FwctlNode] = Field(default_factory=list)
-
-
-def _hex(size: int, seed: int) -> str:
-    return bytes((seed + i * 7) & 0xFF for i in range(size)).hex()
-
-
-def default_cxl_features() -> list[CxlFeature]:
-    """A feature table: kernel-owned RAS features plus vendor features of each policy."""
-    reset_fx = uapi.CXL_CMD_CONFIG_CHANGE_COLD_RESET | uapi.CXL_CMD_EFFECTS_VALID
-    imm_fx = uapi.CXL_CMD_CONFIG_CHANGE_IMMEDIATE | uapi.CXL_CMD_EFFECTS_VALID
-    rw = (
-        uapi.CXL_FEATURE_F_CHANGEABLE
-        | uapi.CXL_FEATURE_F_DEFAULT_SEL
-        | uapi.CXL_FEATURE_F_SAVED_SEL
-    )
-
-    def feature(uid: str, label: str, size: int, flags: int, effects: int, seed: int) -> CxlFeature:
-        value = _hex(size, seed)
-        return CxlFeature(
-            uuid=uid,
-            label=label,
-            get_size=size,
-            set_size=size if flags & uapi.CXL_FEATURE_F_CHANGEABLE else 0,
-            flags=flags,
-            effects=effects,
-            current=value,
-            default=value,
-            saved=value,
-        )
-
-    return [
-        feature("96dad7d6-fde8-482b-a733-75774e06db8a", "patrol scrub control", 8, rw, imm_fx, 1),
-        feature("e5b13f22-2328-4a14-b8ba-b9691e893386", "DDR5 ECS control", 16, rw, imm_fx, 2),
-        # vendor features (CXL lets vendors define their own UUIDs)
-        feature("6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60", "vendor: media policy", 96, rw,
-                reset_fx, 3),
-        feature("a7c3d1e4-0b2f-4e7a-8c19-5d6e7f809112", "vendor: thermal limits", 8, rw,
-                imm_fx | uapi.CXL_CMD_POLICY_CHANGE_IMMEDIATE, 4),
-        feature("3f1e2d4c-5b6a-4978-8d0e-1c2b3a495867", "vendor: health counters", 32,
-                uapi.CXL_FEATURE_F_DEFAULT_SEL, 0, 5),
-        feature("c0ffee00-1234-4abc-9def-0123456789ab", "vendor: background sanitize", 4, rw,
-                uapi.CXL_CMD_DATA_CHANGE_IMMEDIATE | uapi.CXL_CMD_BACKGROUND
-                | uapi.CXL_CMD_EFFECTS_VALID, 6),
-    ]  # fmt: skip
-
 
 #: the PCI function behind each simulated node kind: vendor, device, driver.
 _NODE_KINDS: dict[Kind, tuple[int, int, str]] = {
@@ -256,6 +141,9 @@ class FwctlComponent(SimComponent):
         self.open_uids: dict[int, set[int]] = {}
         #: CXL mailbox commands sent to the devices, oldest first (not persisted).
         self.mailbox_log: list[MailboxCommand] = []
+        #: the drivers' simulations (drivers/cxl/core/features.c, drivers/fwctl/mlx5)
+        self.cxl = CxlFeaturesSim(self)
+        self.mlx5 = Mlx5Sim(machine)
 
     # ----------------------------------------------------------------- profiles
 
@@ -542,10 +430,12 @@ class FwctlComponent(SimComponent):
             raise fail(errno.EFAULT, "ioctl", path, "in buffer")
         request = bytes(inbuf[:in_len])
         if node.kind == "mlx5":
-            response, length = self._mlx5_rpc(handle, node, uapi.Scope(scope), request, out_len)
+            response, length = self.mlx5.rpc(
+                path, handle.uid, node, uapi.Scope(scope), request, out_len
+            )
         elif node.kind == "cxl":
-            reply = self._cxl_rpc(handle, node, uapi.Scope(scope), request, out_len)
-            response, length = self._cxl_reply(reply)
+            reply = self.cxl.rpc(path, node, uapi.Scope(scope), request, out_len)
+            response, length = self.cxl.reply(reply)
         elif node.kind == "pds":
             # approximation: pdsfc_validate_rpc finds no endpoint in this firmware model
             raise fail(errno.EINVAL, "ioctl", path, "pds: no such endpoint")
@@ -554,7 +444,7 @@ class FwctlComponent(SimComponent):
         if self.machine.take_fault(self.name, f"fwctl/fwctl{node.minor}", ("firmware-busy",)):
             response = self._busy_response(node, response)
             if node.kind == "cxl":
-                response, length = self._cxl_reply(response)
+                response, length = self.cxl.reply(response)
             elif node.kind != "mlx5":
                 length = len(response)
         # fwctl_cmd_rpc: copy min(cmd->out_len, out_len), then report the driver's out_len
@@ -576,349 +466,6 @@ class FwctlComponent(SimComponent):
             busy = struct.pack(uapi.MLX5_OUT_HDR_FMT, uapi.MLX5_CMD_STAT_BAD_SYS_STATE_ERR, 0x5B)
             return busy + bytes(max(0, len(response) - len(busy)))
         return response
-
-    # ------------------------------------------------------------------ mlx5
-
-    def _mlx5_allowed(self, opcode: int, op_mod: int, scope: uapi.Scope) -> bool:
-        """mlx5ctl_validate_rpc (drivers/fwctl/mlx5/main.c) on this kernel release.
-
-        MODIFY_CONG_STATUS, QUERY_ADJACENT_FUNCTIONS_ID, DELEGATE_VHCA_MANAGEMENT and
-        QUERY_DELEGATED_VHCA joined the allow-list in 6.18 ("fwctl/mlx5: Allow
-        MODIFY_CONG_STATUS command", "fwctl/mlx5: Add Adjacent function query commands
-        and their scope"); older kernels refuse them like any unlisted opcode.
-        """
-        needed = uapi.mlx5_min_scope(opcode, op_mod)
-        if needed is None or scope < needed:
-            return False
-        major, minor = uapi.mlx5_since(opcode)
-        return self.machine.kernel_at_least(f"{major}.{minor}")
-
-    def _mlx5_rpc(
-        self, handle: FwctlHandle, node: FwctlNode, scope: uapi.Scope, request: bytes, out_len: int
-    ) -> tuple[bytes, int]:
-        """mlx5ctl_fw_rpc: (output buffer, out_len).
-
-        The driver never writes ``*out_len``, so the length fwctl_cmd_rpc reports is the
-        caller's out_len whatever the command answered; the output buffer is that long
-        (the command's output, then zeros). Firmware errors are ``-EREMOTEIO`` from
-        mlx5_cmd_do(), which the driver turns into a successful ioctl with the status
-        in the output header.
-        """
-        path = handle.path
-        if len(request) < uapi.MLX5_IN_HDR_SIZE or out_len < uapi.MLX5_OUT_HDR_SIZE:
-            raise fail(errno.EMSGSIZE, "ioctl", path, "mlx5: mailbox headers are 16 bytes")
-        opcode, _uid, _, op_mod = struct.unpack_from(uapi.MLX5_IN_HDR_FMT, request)
-        if not self._mlx5_allowed(opcode, op_mod, scope):
-            raise fail(errno.EBADMSG, "ioctl", path, f"mlx5: opcode 0x{opcode:x} not allowed")
-        body = request[uapi.MLX5_IN_HDR_SIZE :]
-        status, syndrome, out = self._mlx5_firmware(node, opcode, op_mod, body, handle.uid)
-        output = struct.pack(uapi.MLX5_OUT_HDR_FMT, status, syndrome) + out
-        return (output + bytes(out_len))[:out_len], out_len
-
-    def _mlx5_firmware(
-        self, node: FwctlNode, opcode: int, op_mod: int, body: bytes, uid: int
-    ) -> tuple[int, int, bytes]:
-        """The adapter's command interface: (status, syndrome, output body)."""
-        ok = uapi.MLX5_CMD_STAT_OK
-        if opcode == uapi.MLX5_OP_NOP:
-            return ok, 0, b""
-        if opcode == uapi.MLX5_OP_QUERY_HCA_CAP:
-            caps = bytearray(256)
-            struct.pack_into(">HHI", caps, 0, node.parent_index, uid, 0x00C0FFEE)
-            return ok, 0, bytes(caps)
-        if opcode == uapi.MLX5_OP_QUERY_ADAPTER:
-            psid = b"MT_0000000838".ljust(16, b"\0")
-            return ok, 0, struct.pack(">8xI", 0x0002C9) + psid
-        if opcode == uapi.MLX5_OP_QUERY_ISSI:
-            supported = bytearray(80)
-            supported[-1] = 0x03  # ISSI 0 and 1
-            return ok, 0, struct.pack(">H2x", 1) + bytes(supported)
-        if opcode == uapi.MLX5_OP_QUERY_DIAGNOSTIC_PARAMS:
-            return ok, 0, bytes.fromhex(node.diag_params)
-        if opcode == uapi.MLX5_OP_SET_DIAGNOSTIC_PARAMS:
-            if len(body) < 16:
-                return uapi.MLX5_CMD_STAT_BAD_PARAM_ERR, 0x2D8A1F, b""
-            with self.machine.lock:
-                node.diag_params = body[:16].hex()
-                self.machine.changed()
-            return ok, 0, b""
-        if opcode in (uapi.MLX5_OP_ACCESS_REG, uapi.MLX5_OP_ACCESS_REGISTER_USER):
-            if len(body) < 8:
-                return uapi.MLX5_CMD_STAT_BAD_PARAM_ERR, 0x1B3C2A, b""
-            _, register_id, _argument = struct.unpack_from(">HHI", body)
-            key = f"{register_id:04x}"
-            if op_mod == 0:  # write
-                with self.machine.lock:
-                    node.registers[key] = body[8:].hex()
-                    self.machine.changed()
-                return ok, 0, b""
-            data = bytes.fromhex(node.registers.get(key, "00" * 16))
-            return ok, 0, body[:8] + data
-        # allowed by the kernel's table but not implemented by this firmware model
-        return uapi.MLX5_CMD_STAT_BAD_OP_ERR, 0x0BAD0F, b""
-
-    # ------------------------------------------------------------------- CXL
-
-    @staticmethod
-    def _feature(node: FwctlNode, raw_uuid: bytes) -> CxlFeature | None:
-        text = str(uuid.UUID(bytes=raw_uuid))
-        return next((f for f in node.features if f.uuid == text), None)
-
-    @staticmethod
-    def _cxl_reply(reply: bytes) -> tuple[bytes, int]:
-        """The buffer and out_len the CXL handlers give the core.
-
-        Each cxlctl_* handler counts ``sizeof(struct fwctl_rpc_cxl_out)``, which is 16:
-        the 8-byte header plus the union whose ``get_sup_feats_out`` member is 8 bytes
-        (include/uapi/fwctl/cxl.h). So the length reported is 8 more than the reply
-        (header + ``size`` bytes), and the 8 bytes past it are the zeros of the
-        kvzalloc()ed buffer: Get Supported Features 24 + 48n, Get Feature 16 + count,
-        Set Feature and failures 16.
-        """
-        padded = reply + bytes(uapi.CXL_RPC_OUT_UNION_SIZE)
-        return padded, len(padded)
-
-    def _cxl_rpc(
-        self, handle: FwctlHandle, node: FwctlNode, scope: uapi.Scope, request: bytes, out_len: int
-    ) -> bytes:
-        path = handle.path
-        if len(request) < uapi.CXL_RPC_HDR_SIZE:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: short fwctl_rpc_cxl")
-        opcode, _flags, op_size, _ = struct.unpack_from(uapi.CXL_RPC_HDR_FMT, request)
-        payload = request[uapi.CXL_RPC_HDR_SIZE :]
-        if len(payload) < op_size:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: op_size past in_len")
-        payload = payload[:op_size]
-        if not self._cxl_validate(node, opcode, payload, scope):
-            raise fail(errno.EINVAL, "ioctl", path, f"cxl: opcode 0x{opcode:x} refused")
-        if opcode == uapi.CXL_MBOX_OP_GET_SUPPORTED_FEATURES:
-            return self._cxl_get_supported(path, node, payload)
-        if opcode == uapi.CXL_MBOX_OP_GET_FEATURE:
-            return self._cxl_get_feature(path, node, payload, out_len)
-        return self._cxl_set_feature(path, node, payload)
-
-    def _cxl_validate(
-        self, node: FwctlNode, opcode: int, payload: bytes, scope: uapi.Scope
-    ) -> bool:
-        """cxlctl_validate_hw_command + cxlctl_validate_set_features (all -> EINVAL)."""
-        if opcode in (uapi.CXL_MBOX_OP_GET_SUPPORTED_FEATURES, uapi.CXL_MBOX_OP_GET_FEATURE):
-            return True
-        if opcode != uapi.CXL_MBOX_OP_SET_FEATURE or len(payload) < 16:
-            return False
-        feature = self._feature(node, payload[:16])  # the firmware's true entry
-        if feature is None or not feature.flags & uapi.CXL_FEATURE_F_CHANGEABLE:
-            return False
-        needed = uapi.cxl_set_feature_min_scope(feature.effects)
-        return needed is not None and scope >= needed
-
-    def _user_entry(self, index: int, feature: CxlFeature) -> bytes:
-        set_size, flags = feature.set_size, feature.flags
-        if feature.uuid in uapi.CXL_KERNEL_FEATURES:
-            set_size, flags = 0, flags & ~uapi.CXL_FEATURE_F_CHANGEABLE
-        return uapi.CxlFeatureEntry(
-            feature.uuid,
-            index,
-            feature.get_size,
-            set_size,
-            flags,
-            feature.get_version,
-            feature.set_version,
-            feature.effects,
-        ).pack()
-
-    def _cxl_get_supported(self, path: str, node: FwctlNode, payload: bytes) -> bytes:
-        if len(payload) != uapi.CXL_GET_SUP_IN_SIZE:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: Get Supported Features op_size != 8")
-        count, start = struct.unpack(uapi.CXL_GET_SUP_IN_FMT, payload)
-        total = len(node.features)
-        if start >= total:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: start_idx past the last feature")
-        requested = min(count // uapi.CXL_FEAT_ENTRY_SIZE, total - start)
-        entries = b"".join(
-            self._user_entry(i, node.features[i]) for i in range(start, start + requested)
-        )
-        body = struct.pack(uapi.CXL_GET_SUP_OUT_FMT, requested, total) + entries
-        return struct.pack(uapi.CXL_RPC_OUT_FMT, len(body), uapi.CXL_MBOX_CMD_RC_SUCCESS) + body
-
-    def _cxl_get_feature(self, path: str, node: FwctlNode, payload: bytes, out_len: int) -> bytes:
-        """cxlctl_get_feature + cxl_get_feature (drivers/cxl/core/features.c).
-
-        Only ``op_size == 21`` and ``count > 0`` are checked; there is no check of
-        ``count`` against the caller's out_len. The kernel allocates its reply with the
-        caller's out_len and writes 8 + count bytes into it, so a smaller out_len makes
-        the real kernel write past its buffer: livefw never sends that (the plugin
-        refuses it); the simulation answers as if the buffer were large enough. The
-        data is read from the device in mailbox-sized pieces; a device error ends the
-        read with size 0 and the device's return code, a piece shorter than asked
-        (-EIO from cxl_internal_send_cmd's min_out check) with size 0 and SUCCESS.
-        """
-        if len(payload) != uapi.CXL_GET_FEAT_IN_SIZE:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: Get Feature op_size != 21")
-        raw, offset, count, selection = struct.unpack(uapi.CXL_GET_FEAT_IN_FMT, payload)
-        if count == 0:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: Get Feature count 0")
-        del out_len  # not consulted by the kernel (see above)
-        room = self.state.cxl_mbox_payload
-        received = b""
-        retval = uapi.CXL_MBOX_CMD_RC_SUCCESS
-        while len(received) < count:
-            piece = min(count - len(received), room)
-            code, data = self._cxl_firmware_get(node, raw, offset + len(received), piece, selection)
-            self._log_mbox(node, uapi.CXL_MBOX_OP_GET_FEATURE, selection, offset + len(received),
-                           piece, code)  # fmt: skip
-            data = data[: min(count, room)]
-            if code != uapi.CXL_MBOX_CMD_RC_SUCCESS:
-                received, retval = b"", code
-                break
-            if len(data) < piece:  # nothing, or less than min_out: the kernel gives up
-                received = b""
-                break
-            received += data
-        return struct.pack(uapi.CXL_RPC_OUT_FMT, len(received), retval) + received
-
-    def _cxl_firmware_get(
-        self, node: FwctlNode, raw: bytes, offset: int, count: int, selection: int
-    ) -> tuple[int, bytes]:
-        """The device's Get Feature: (return code, data)."""
-        feature = self._feature(node, raw)
-        if feature is None:
-            return uapi.CXL_MBOX_CMD_RC_UNSUPPORTED, b""
-        if (
-            selection > uapi.CXL_GET_FEAT_SEL_SAVED
-            or (
-                selection == uapi.CXL_GET_FEAT_SEL_DEFAULT
-                and not feature.flags & uapi.CXL_FEATURE_F_DEFAULT_SEL
-            )
-            or (
-                selection == uapi.CXL_GET_FEAT_SEL_SAVED
-                and not feature.flags & uapi.CXL_FEATURE_F_SAVED_SEL
-            )
-        ):
-            return uapi.CXL_MBOX_CMD_RC_FEATURESELVALUE, b""
-        if offset >= feature.get_size:
-            return uapi.CXL_MBOX_CMD_RC_INPUT, b""
-        value = (feature.current, feature.default, feature.saved)[selection]
-        return uapi.CXL_MBOX_CMD_RC_SUCCESS, bytes.fromhex(value)[offset : offset + count]
-
-    def _log_mbox(
-        self, node: FwctlNode, opcode: int, flags: int, offset: int, length: int, retval: int
-    ) -> None:
-        self.mailbox_log.append(
-            MailboxCommand(
-                minor=node.minor,
-                opcode=opcode,
-                flags=flags,
-                offset=offset,
-                length=length,
-                retval=retval,
-            )
-        )
-        del self.mailbox_log[:-_MAILBOX_LOG_MAX]
-
-    def _cxl_set_feature(self, path: str, node: FwctlNode, payload: bytes) -> bytes:
-        """cxlctl_set_feature + cxl_set_feature (drivers/cxl/core/features.c).
-
-        The kernel ignores the caller's data-transfer action (flags bits 0-2), always
-        sets "saved across reset" (bit 3) and moves the data itself: one Full Data
-        Transfer when header + data fit the mailbox payload, else Initiate, Continue ...
-        and Finish with mailbox-sized pieces at ``offset + bytes sent``. Other flag bits
-        pass through. A device error stops the transfer where it is (no Abort is sent)
-        and comes back as the reply's retval with size 0; the ioctl succeeds. A mailbox
-        smaller than header + FEAT_DATA_MIN_PAYLOAD_SIZE gives retval INVALID_INPUT.
-        """
-        if len(payload) <= uapi.CXL_SET_FEAT_HDR_SIZE:
-            raise fail(errno.EINVAL, "ioctl", path, "cxl: Set Feature carries no data")
-        raw, flags, offset, version = struct.unpack_from(uapi.CXL_SET_FEAT_HDR_FMT, payload)
-        text = str(uuid.UUID(bytes=raw))
-        if text in uapi.CXL_KERNEL_FEATURES:
-            raise fail(errno.EPERM, "ioctl", path, "cxl: the kernel owns this feature")
-        data = payload[uapi.CXL_SET_FEAT_HDR_SIZE :]
-        flags = flags & ~uapi.CXL_SET_FEAT_FLAG_DATA_TRANSFER_MASK & 0xFFFFFFFF
-        flags |= uapi.CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET
-        room = self.state.cxl_mbox_payload - uapi.CXL_SET_FEAT_HDR_SIZE
-        if room < uapi.CXL_FEAT_DATA_MIN_PAYLOAD:
-            return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, uapi.CXL_MBOX_CMD_RC_INPUT)
-        if len(data) <= room:
-            pieces = [(uapi.CXL_SET_FEAT_FLAG_FULL_DATA_TRANSFER, data)]
-        else:
-            chunks = [data[i : i + room] for i in range(0, len(data), room)]
-            pieces = [(uapi.CXL_SET_FEAT_FLAG_INITIATE_DATA_TRANSFER, chunks[0])]
-            pieces += [(uapi.CXL_SET_FEAT_FLAG_CONTINUE_DATA_TRANSFER, c) for c in chunks[1:-1]]
-            pieces.append((uapi.CXL_SET_FEAT_FLAG_FINISH_DATA_TRANSFER, chunks[-1]))
-        sent = 0
-        for action, piece in pieces:
-            piece_flags = flags | action
-            retval = self._cxl_firmware_set(node, text, piece_flags, offset + sent, version, piece)
-            self._log_mbox(node, uapi.CXL_MBOX_OP_SET_FEATURE, piece_flags, offset + sent,
-                           len(piece), retval)  # fmt: skip
-            if retval != uapi.CXL_MBOX_CMD_RC_SUCCESS:
-                return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, retval)
-            sent += len(piece)
-        return struct.pack(uapi.CXL_RPC_OUT_FMT, 0, uapi.CXL_MBOX_CMD_RC_SUCCESS)
-
-    def _cxl_firmware_set(
-        self, node: FwctlNode, text: str, flags: int, offset: int, version: int, data: bytes
-    ) -> int:
-        """The device's Set Feature (one mailbox command): returns the return code.
-
-        Full transfers and Initiate/Continue/Finish/Abort sequences (in-progress and
-        out-of-order codes; Full and Initiate start at offset 0). Only the kernel's
-        cxl_set_feature() sends these, so from user space only its sequences occur.
-        """
-        feature = next(f for f in node.features if f.uuid == text)
-        if version != feature.set_version:
-            return uapi.CXL_MBOX_CMD_RC_FEATUREVERSION
-        action = flags & uapi.CXL_SET_FEAT_FLAG_DATA_TRANSFER_MASK
-        saved = bool(flags & uapi.CXL_SET_FEAT_FLAG_DATA_SAVED_ACROSS_RESET)
-        with self.machine.lock:
-            try:
-                if action == uapi.CXL_SET_FEAT_FLAG_FULL_DATA_TRANSFER:
-                    if text in node.transfers:
-                        return uapi.CXL_MBOX_CMD_RC_FEATURETRANSFERIP
-                    if offset != 0 or len(data) > feature.set_size:
-                        return uapi.CXL_MBOX_CMD_RC_INPUT
-                    self._commit(feature, data, saved)
-                    return uapi.CXL_MBOX_CMD_RC_SUCCESS
-                if action == uapi.CXL_SET_FEAT_FLAG_ABORT_DATA_TRANSFER:
-                    node.transfers.pop(text, None)
-                    return uapi.CXL_MBOX_CMD_RC_SUCCESS
-                if action == uapi.CXL_SET_FEAT_FLAG_INITIATE_DATA_TRANSFER:
-                    if node.transfers:
-                        return uapi.CXL_MBOX_CMD_RC_FEATURETRANSFERIP
-                    if offset != 0:
-                        return uapi.CXL_MBOX_CMD_RC_FEATURETRANSFEROOO
-                    node.transfers[text] = data.hex()
-                    return uapi.CXL_MBOX_CMD_RC_SUCCESS
-                if action in (
-                    uapi.CXL_SET_FEAT_FLAG_CONTINUE_DATA_TRANSFER,
-                    uapi.CXL_SET_FEAT_FLAG_FINISH_DATA_TRANSFER,
-                ):
-                    if text not in node.transfers:
-                        return uapi.CXL_MBOX_CMD_RC_FEATURETRANSFEROOO
-                    received = bytes.fromhex(node.transfers[text])
-                    if offset != len(received):
-                        return uapi.CXL_MBOX_CMD_RC_FEATURETRANSFEROOO
-                    received += data
-                    if len(received) > feature.set_size:
-                        node.transfers.pop(text)
-                        return uapi.CXL_MBOX_CMD_RC_INPUT
-                    if action == uapi.CXL_SET_FEAT_FLAG_CONTINUE_DATA_TRANSFER:
-                        node.transfers[text] = received.hex()
-                    else:
-                        node.transfers.pop(text)
-                        self._commit(feature, received, saved)
-                    return uapi.CXL_MBOX_CMD_RC_SUCCESS
-                return uapi.CXL_MBOX_CMD_RC_INPUT
-            finally:
-                self.machine.changed()
-
-    @staticmethod
-    def _commit(feature: CxlFeature, data: bytes, saved: bool) -> None:
-        value = bytearray.fromhex(feature.current)
-        value[: len(data)] = data
-        feature.current = value.hex()
-        if saved:
-            feature.saved = feature.current
 
     # ------------------------------------------------------------ sim commands
 
