@@ -51,7 +51,6 @@ class FwctlPlugin(Plugin):
     """Devices from ``/sys/class/fwctl``; RPCs through ``/dev/fwctl/fwctl<N>``."""
 
     name = "fwctl"
-    requires = (uapi.FWCTL_CLASS, uapi.FWCTL_DEV_DIR)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)
