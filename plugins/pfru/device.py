@@ -26,7 +26,6 @@ from livefw.errors import (
     NothingToDo,
     NotSupported,
     VersionNewer,
-    VersionSame,
 )
 from livefw.kernel import Handle
 from livefw.kernel.uapi import capsule
@@ -82,7 +81,9 @@ class PfruDevice(Device):
             summary=f"Platform firmware updated at runtime through ACPI PFRU "
             f"({TYPE_TITLE[update_type]})",
             protocol=PROTOCOL,
-            flags=("updatable", "internal", "activation-capable"),
+            # only-version-upgrade: the firmware refuses older capsules whatever the
+            # options (anti-rollback), so the engine's version rules refuse them first
+            flags=("updatable", "internal", "activation-capable", "only-version-upgrade"),
         )
         self.ctx = ctx
         self.update_type = update_type
@@ -163,16 +164,20 @@ class PfruDevice(Device):
     def check_install(self, payload: Payload, options: InstallOptions) -> str:
         """Validate a capsule for this device without touching the kernel.
 
+        Returns the version the capsule carries; the engine's planner then applies the
+        version rules (the device is ``only-version-upgrade``: PFRU firmware enforces
+        anti-rollback, so an older capsule is refused whatever the options).
+
         Raises:
             InvalidFile: over the size cap, malformed, not for this update type or
                 platform, FMP image header version 3, unsigned.
-            VersionNewer: older than the running version (anti-rollback; always).
-            VersionSame: the running version, unless ``allow_reinstall``.
+            VersionNewer: a security version below the running one under the
+                ``rt`` gate (the kernel would not see it).
             Busy: the firmware holds a staged capsule of the other update type.
         """
-        return self.validate(payload, options, self.cap)
+        return self.validate(payload, self.cap)
 
-    def validate(self, payload: Payload, options: InstallOptions, cap: uapi.UpdateCapInfo) -> str:
+    def validate(self, payload: Payload, cap: uapi.UpdateCapInfo) -> str:
         """:meth:`check_install` against ``cap``; returns the capsule's version."""
         data = payload.data
         limit = self.ctx.max_capsule_size
@@ -234,36 +239,27 @@ class PfruDevice(Device):
                 "the firmware holds one staged capsule at a time and cannot discard it: "
                 "activate it first (`livefw activate`) or reboot"
             )
-        return self._check_version(walked.payload, options, cap)
+        return self._carried_version(walked.payload, cap)
 
-    def _check_version(
-        self, payload: uapi.PayloadHeader, options: InstallOptions, cap: uapi.UpdateCapInfo
-    ) -> str:
-        running = self.running_version(cap)
+    def _carried_version(self, payload: uapi.PayloadHeader, cap: uapi.UpdateCapInfo) -> str:
+        """The capsule's version in the field the kernel's gate compares for this type.
+
+        The version rules (same, older, ``only-version-upgrade``) are the engine's
+        (daemon/versions.py); only what those cannot see is refused here: under the
+        pre-6.17 gate the kernel compares ``rt_ver`` while the firmware still refuses
+        a lower SVN (docs/kernel.md, PFRU: the driver-update version gate).
+        """
         if self.update_type == uapi.UpdateType.CODE_INJECTION:
-            offered, field = payload.rt_ver, "runtime version"
-        elif self.ctx.driver_gate == "rt":
-            offered, field = payload.rt_ver, "runtime version"
+            return str(payload.rt_ver)
+        if self.ctx.driver_gate == "rt":
             if payload.svn_ver < cap.drv_svn:
                 raise VersionNewer(
                     f"the capsule's security version {payload.svn_ver} is below the running "
                     f"{cap.drv_svn}: PFRU firmware enforces anti-rollback, so it is refused "
                     "whatever the options"
                 )
-        else:
-            offered, field = payload.svn_ver, "security version (SVN)"
-        if offered < running:
-            raise VersionNewer(
-                f"{self.name} runs {field} {running}, newer than the capsule's {offered}: "
-                "PFRU firmware enforces anti-rollback, so older capsules are refused "
-                "whatever the options (--allow-older does not apply)"
-            )
-        if offered == running and not options.allow_reinstall:
-            raise VersionSame(
-                f"{self.name} already runs {field} {running}; use --allow-reinstall "
-                "(allow-reinstall) to stage it again"
-            )
-        return str(offered)
+            return str(payload.rt_ver)
+        return str(payload.svn_ver)
 
     # ------------------------------------------------------------------ install
 
@@ -280,7 +276,7 @@ class PfruDevice(Device):
         op.progress(Status.LOADING, 5)
         cap = await self.ctx.query_cap()
         self.apply_cap(cap)
-        version = self.validate(payload, options, cap)
+        version = self.validate(payload, cap)
         handle = await self.ctx.open_update()
         try:
             op.record(
