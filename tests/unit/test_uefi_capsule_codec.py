@@ -11,7 +11,7 @@ import contextlib
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livefw.kernel.uapi import capsule as cap
@@ -33,6 +33,10 @@ HD_NODE = (
 LOADER_PATH = "\\EFI\\debian\\fwupdx64.efi"  # 24 characters
 FILE_NODE = bytes.fromhex("04043600") + "".join(c + "\0" for c in LOADER_PATH).encode() + b"\0\0"
 END = bytes.fromhex("7fff0400")
+
+#: no wall-clock bound per example: on a loaded 2-core machine one example can take
+#: longer than hypothesis' default 200 ms without anything being wrong.
+_NO_DEADLINE = settings(deadline=None)
 
 
 def test_struct_sizes_match_the_spec() -> None:
@@ -244,6 +248,7 @@ _nodes = st.lists(
 )
 
 
+@_NO_DEADLINE
 @given(st.integers(0, 2**32 - 1), _text, _nodes, st.binary(max_size=40))
 def test_load_option_round_trip(
     attributes: int, description: str, nodes: list[efi.DevicePathNode], optional: bytes
@@ -266,6 +271,7 @@ _times = st.builds(
 )
 
 
+@_NO_DEADLINE
 @given(
     _guid,
     st.integers(0, 2**32 - 1),
@@ -291,6 +297,7 @@ def test_update_info_round_trip(
         assert efi.UpdateInfo.unpack(raw) == info
 
 
+@_NO_DEADLINE
 @given(
     _guid,
     st.integers(0, 3),
@@ -303,11 +310,13 @@ def test_esrt_entry_round_trip(
     assert efi.EsrtEntry.parse(entry.render()) == entry
 
 
+@_NO_DEADLINE
 @given(st.integers(0, 0x7F), st.binary(max_size=64))
 def test_var_round_trip(attributes: int, data: bytes) -> None:
     assert efi.decode_var(efi.encode_var(attributes, data)) == (attributes, data)
 
 
+@_NO_DEADLINE
 @given(_guid, _times, st.integers(0, 2**64 - 1), st.booleans(), _guid)
 def test_capsule_result_round_trip(
     guid: str, stamp: efi.EfiTime, status: int, with_fmp: bool, image: str
@@ -316,6 +325,7 @@ def test_capsule_result_round_trip(
     assert efi.CapsuleResult.unpack(result.pack()) == result
 
 
+@_NO_DEADLINE
 @given(st.binary(max_size=300))
 def test_capsule_walk_never_crashes(data: bytes) -> None:
     """Any bytes either parse or raise CapsuleError, never anything else."""
@@ -323,6 +333,7 @@ def test_capsule_walk_never_crashes(data: bytes) -> None:
         efi.inspect_capsule(data, (SYSTEM,))
 
 
+@_NO_DEADLINE
 @given(st.binary(max_size=200))
 def test_device_path_and_update_info_decoders_only_raise_value_error(data: bytes) -> None:
     for decode in (efi.decode_device_path, efi.UpdateInfo.unpack, efi.LoadOption.unpack):
