@@ -25,8 +25,6 @@ from livefw.errors import (
     NoSpace,
     NothingToDo,
     NotSupported,
-    VersionNewer,
-    VersionSame,
 )
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
@@ -168,14 +166,21 @@ class UefiCapsuleDevice(Device):
         return images[0].version, data
 
     def check_install(self, payload: Payload, options: InstallOptions) -> str:
-        """Validate the capsule and its version against the ESRT, without side effects."""
+        """Validate the capsule for this ESRT entry; return the version it carries.
+
+        Only what is this device's: the environment can stage, the capsule is a
+        valid one for this ``fw_class``, nothing is staged yet. The version rules
+        (same, older, below ``lowest_supported_fw_version``) are the engine's
+        (livefw.versions), applied to the version returned here; ``""`` when the
+        capsule carries none (no FMP payload header: the firmware decides).
+        """
         try:
-            return self._check_install(payload, options)
+            return self._check_install(payload)
         except BaseException:
             self._inspected = None  # a refused payload is not kept
             raise
 
-    def _check_install(self, payload: Payload, options: InstallOptions) -> str:
+    def _check_install(self, payload: Payload) -> str:
         env = self.ctx.env
         if env is None or env.method == "none":
             reason = "; ".join(env.reasons) if env else "the environment was not detected"
@@ -189,25 +194,9 @@ class UefiCapsuleDevice(Device):
                 f"{self.name} already has {staged} staged for the next boot; reboot to apply "
                 "it or cancel it first (livefw cancel)"
             )
-        if version is None:
-            # vendor capsules often carry no FMP payload header: the version then comes
-            # from the cabinet's metainfo (the caller checks it) and the firmware decides
-            return ""
-        current, lowest = self.entry.fw_version, self.entry.lowest_supported_fw_version
-        if version < lowest and not options.force:
-            raise InvalidFile(
-                f"version {version} is below the lowest version {self.name} accepts ({lowest}); "
-                "the firmware would refuse it"
-            )
-        if version < current and not options.allow_older:
-            raise VersionNewer(
-                f"{self.name} runs {current}, newer than {version}; pass allow-older to downgrade"
-            )
-        if version == current and not options.allow_reinstall:
-            raise VersionSame(
-                f"{self.name} already runs {current}; pass allow-reinstall to flash it again"
-            )
-        return efi.format_version(version)
+        # vendor capsules often carry no FMP payload header: the version then comes
+        # from the cabinet's metainfo and the firmware decides
+        return efi.format_version(version) if version is not None else ""
 
     # ------------------------------------------------------------ operations
 

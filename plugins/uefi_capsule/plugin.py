@@ -30,7 +30,6 @@ class UefiCapsulePlugin(Plugin):
     """Devices from the ESRT; capsules staged for the firmware."""
 
     name = "uefi_capsule"
-    requires = (efi.ESRT_DIR, efi.EFIVARS_DIR)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)
