@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import errno
 import posixpath
+import re
 import struct
 from typing import Any
 
 from livefw.errors import KernelError, LivefwError, NoSpace, PermissionDenied
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
-from livefw.plugin import DeviceContext, PluginContext
+from livefw.plugin import DeviceContext, PluginContext, clean_text
 from livefw.plugins.uefi_capsule.efivars import EfiVars
 from livefw.plugins.uefi_capsule.environment import Environment, detect
 
 GLOBAL = efi.EFI_GLOBAL_VARIABLE_GUID
 FWUPD = efi.FWUPDATE_GUID
 _UPDATER = (efi.FWUPD_BOOT_DESCRIPTION, efi.FWUPD_BOOT_DESCRIPTION_ALT)
+#: fwupd-efi's debug log is firmware-supplied text: read at most this many bytes of it,
+#: keep at most LOADER_LOG_LINES failure lines of at most LOADER_LOG_LINE characters
+LOADER_LOG_BYTES = 64 * 1024
+LOADER_LOG_LINES = 4
+LOADER_LOG_LINE = 160
+#: the messages in which fwupd-efi reports a failure (efi/fwupdate.c ``fwup_warning``
+#: texts: "Could not apply capsule update: %r", "QueryCapsuleCapabilities failed, ...",
+#: "Invalid capsule size %d", "Update '%s' is malformed, ...", ...)
+_LOADER_FAILURE = re.compile(r"Could not|[Ff]ailed|Invalid|malformed|too small")
 
 
 def map_esp_error(error: KernelError, path: str) -> LivefwError:
@@ -84,6 +94,36 @@ class UefiCapsuleContext(DeviceContext):
             return efi.UpdateInfo.unpack(data)
         except ValueError:
             return None
+
+    @property
+    def efi_debugging(self) -> bool:
+        """``[plugins.uefi_capsule] efi_debugging``: fwupd-efi keeps its log (fwupd's option)."""
+        return self.config.get("efi_debugging") is True
+
+    async def loader_failures(self) -> str:
+        """What fwupd-efi logged as failing in its last run, or ``""``.
+
+        fwupd-efi keeps its log in ``FWUPDATE_DEBUG_LOG`` (UCS-2, one
+        ``file:line:function(): text`` per line) when ``FWUPDATE_VERBOSE`` is 1
+        (efi/fwupdate.c ``fwup_debug_hook()``, efi/fwup-debug.c
+        ``fwupd_debug_efivar_append()``), and its warnings carry the firmware's answers,
+        e.g. UpdateCapsule's EFI status: "Could not apply capsule update: Unsupported"
+        (OVMF, VM lane). The text comes from firmware: bounded and escaped.
+        """
+        data = await self.vars.get_data(efi.FWUPDATE_DEBUG_LOG, FWUPD)
+        if not data:
+            return ""
+        text = data[:LOADER_LOG_BYTES].decode("utf-16-le", errors="replace")
+        found: dict[str, None] = {}
+        for line in text.splitlines():
+            message = line.rpartition("(): ")[2].strip()
+            if efi.FWUPDATE_DEBUG_LOG in message:
+                continue  # its own housekeeping of the log variable, not the update
+            if message and _LOADER_FAILURE.search(message):
+                found[clean_text(message, LOADER_LOG_LINE)] = None
+                if len(found) == LOADER_LOG_LINES:
+                    break
+        return "; ".join(found)
 
     async def boot_options(self) -> list[tuple[int, bytes | None, efi.LoadOption | None]]:
         """Every ``Boot####`` variable: ``(number, raw data, decoded option or None)``."""

@@ -301,6 +301,9 @@ class UefiCapsuleDevice(Device):
             await self.ctx.write_atomic(record["loader"], record["loader_tmp"], loader)
         op.progress(Status.DEVICE_WRITE, 60)
         await self.ctx.vars.delete(efi.FWUPDATE_DEBUG_LOG, FWUPD)
+        if self.ctx.efi_debugging:
+            # fwupd's EnableEfiDebugging: fwupd-efi keeps its log, which the outcome quotes
+            await self.ctx.vars.set(efi.FWUPDATE_VERBOSE, FWUPD, b"\x01")
         relative = record["capsule"][len(env.esp) + 1 :]
         info = efi.UpdateInfo(
             guid=self.fw_class,
@@ -429,8 +432,22 @@ class UefiCapsuleDevice(Device):
         The ESRT entry (drivers/firmware/efi/esrt.c; ``fw_version``,
         ``last_attempt_version``, ``last_attempt_status``) against what it said when
         the capsule was staged (``esrt_before``), and for the NVRAM method whether
-        the loader stamped the UPDATE_INFO record.
+        the loader stamped the UPDATE_INFO record. A failure quotes what fwupd-efi
+        logged as failing (its debug log, kept with ``efi_debugging``): the ESRT
+        says nothing when the firmware has no FMP for the entry and refuses the
+        capsule outright (OVMF: UpdateCapsule answers Unsupported).
         """
+        verdict = await self._outcome(entry, record)
+        if verdict.state == UpdateState.SUCCESS or record.get("method") != "nvram":
+            return verdict
+        said = await self.ctx.loader_failures()
+        if not said:
+            return verdict
+        return Reconciliation(
+            verdict.state, f"{verdict.reason}; fwupd-efi logged: {said}", verdict.version
+        )
+
+    async def _outcome(self, entry: HistoryEntry, record: dict[str, Any]) -> Reconciliation:
         await self.refresh()
         esrt = self.entry
         name = self.name

@@ -373,6 +373,95 @@ async def test_loader_never_ran(tmp_path: Path, fault: str, words: str) -> None:
     _nothing_staged(rig, before, loader_stays=True)
 
 
+DEBUGGING = Config.model_validate({"plugins": {"uefi_capsule": {"efi_debugging": True}}})
+FWUPD = efi.FWUPDATE_GUID
+
+
+def _firmware_after_reboot(tmp_path: Path) -> UefiCapsuleComponent:
+    """The simulated firmware as the reboot left it on disk."""
+    component = SimMachine.load(str(tmp_path / "sim")).components["uefi_capsule"]
+    assert isinstance(component, UefiCapsuleComponent)
+    return component
+
+
+async def test_a_capsule_the_firmware_refuses_quotes_fwupd_efi(tmp_path: Path) -> None:
+    """OVMF (VM lane, capsule scenario): no FMP, UpdateCapsule answers Unsupported.
+
+    The ESRT says nothing; with efi_debugging the row quotes fwupd-efi's own log.
+    """
+    rig = Rig(tmp_path, config=DEBUGGING)
+    await rig.start()
+    await rig.install(rig.sample())
+    verbose = rig.sim._get_var(efi.FWUPDATE_VERBOSE, FWUPD)
+    assert verbose is not None
+    assert verbose[1] == b"\x01"
+    rig.fault("no-fmp", SYSTEM_KEY)
+    await rig.reboot()
+    log = _firmware_after_reboot(tmp_path)._get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD)
+    assert log is not None
+    engine = await rig.start()
+    (row,) = engine.history.entries()
+    assert row.state == "failed"
+    assert "the firmware recorded no attempt" in row.reason
+    assert (
+        "fwupd-efi logged: QueryCapsuleCapabilities failed, assuming EfiResetWarm: "
+        "Unsupported; Could not apply capsule update: Unsupported" in row.reason
+    )
+    assert rig.device().version == "65586"
+
+
+async def test_without_efi_debugging_the_loader_keeps_no_log(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    await rig.start()
+    await rig.install(rig.sample())
+    assert rig.sim._get_var(efi.FWUPDATE_VERBOSE, FWUPD) is None
+    rig.fault("no-fmp", SYSTEM_KEY)
+    await rig.reboot()
+    assert _firmware_after_reboot(tmp_path)._get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD) is None
+    engine = await rig.start()
+    (row,) = engine.history.entries()
+    assert row.state == "failed"
+    assert "recorded no attempt" in row.reason
+    assert "fwupd-efi logged" not in row.reason
+
+
+async def test_a_successful_update_does_not_quote_the_log(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, config=DEBUGGING)
+    await rig.start()
+    await rig.install(rig.sample())
+    await rig.reboot()
+    log = _firmware_after_reboot(tmp_path)._get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD)
+    assert log is not None
+    assert "Reset System" in log[1].decode("utf-16-le")
+    engine = await rig.start()
+    (row,) = engine.history.entries()
+    assert row.state == "success", row.reason
+    assert "fwupd-efi" not in row.reason
+
+
+async def test_a_hostile_loader_log_is_bounded_and_escaped(tmp_path: Path) -> None:
+    """FWUPDATE_DEBUG_LOG is firmware-supplied: huge, control characters, many lines."""
+    rig = Rig(tmp_path, config=DEBUGGING)
+    await rig.start()
+    await rig.install(rig.sample())
+    rig.fault("no-fmp", SYSTEM_KEY)
+    await rig.reboot()
+    machine = SimMachine.load(str(tmp_path / "sim"))
+    component = machine.components["uefi_capsule"]
+    assert isinstance(component, UefiCapsuleComponent)
+    hostile = "x.c:1:f(): Could not get variable 'FWUPDATE_DEBUG_LOG' for delete\n"
+    hostile += "".join(f"x.c:1:f(): Could not \x1b[2J{i} " + "A" * 500 + "\n" for i in range(5000))
+    component._set_var(efi.FWUPDATE_DEBUG_LOG, FWUPD, hostile.encode("utf-16-le"))
+    machine.save()
+    engine = await rig.start()
+    (row,) = engine.history.entries()
+    said = row.reason.partition("fwupd-efi logged: ")[2]
+    assert said.count("Could not") == 4  # at most 4 lines
+    assert len(said) < 4 * 170
+    assert "\x1b" not in row.reason
+    assert "FWUPDATE_DEBUG_LOG" not in row.reason  # the loader's own housekeeping
+
+
 async def test_two_devices_share_the_boot_entry(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     await rig.start()

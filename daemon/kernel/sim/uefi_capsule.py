@@ -498,6 +498,45 @@ def _hd() -> efi.HardDriveNode:
     return efi.HardDriveNode(1, ESP_START, ESP_SECTORS, ESP_PARTUUID)
 
 
+#: gnu-efi's ``%r`` text of the EFI statuses the simulated UpdateCapsule answers
+#: (gnu-efi lib/error.c ``ErrorCodeTable``), as fwupd-efi prints them.
+EFI_STATUS_TEXT = {
+    efi.EFI_INVALID_PARAMETER: "Invalid Parameter",
+    efi.EFI_UNSUPPORTED: "Unsupported",
+    efi.EFI_OUT_OF_RESOURCES: "Out of Resources",
+    efi.EFI_ABORTED: "Aborted",
+    efi.EFI_INCOMPATIBLE_VERSION: "Incompatible Version",
+    efi.EFI_SECURITY_VIOLATION: "Security Violation",
+}
+
+
+class LoaderLog:
+    """fwupd-efi's debug log: kept in ``FWUPDATE_DEBUG_LOG`` only with FWUPDATE_VERBOSE=1.
+
+    fwupd-efi efi/fwup-debug.c ``fwupd_debug_efivar_append()``: the first message of a
+    run deletes the old variable, each message is appended as UCS-2
+    ``file:line:function(): text`` plus a newline (checked on OVMF with Debian's
+    fwupd-efi 1.4 in the VM lane's capsule scenario).
+    """
+
+    def __init__(self, firmware: UefiCapsuleComponent, *, enabled: bool) -> None:
+        self.firmware = firmware
+        self.enabled = enabled
+        self.lines: list[str] = []
+
+    def add(self, function: str, text: str) -> None:
+        """One message of ``function`` (fwupdate.c's function names)."""
+        if self.enabled:
+            self.lines.append(f"../efi/fwupdate.c:0:{function}(): {text}")
+
+    def save(self) -> None:
+        """Write the run's log to the variable (only with FWUPDATE_VERBOSE=1)."""
+        if not self.enabled:
+            return
+        data = "".join(line + "\n" for line in self.lines).encode("utf-16-le")
+        self.firmware._set_var(efi.FWUPDATE_DEBUG_LOG, efi.FWUPDATE_GUID, data)
+
+
 class UefiCapsuleComponent(SimComponent):
     """The UEFI platform: ESRT, variables, ESP and the boot-time capsule processing."""
 
@@ -510,6 +549,8 @@ class UefiCapsuleComponent(SimComponent):
             kind: f"the next capsule for the target fails with ESRT status {code}"
             for kind, code in STATUS_FAULTS.items()
         },
+        "no-fmp": "the firmware has no FMP driver for the next capsule's image (as OVMF): "
+        "UpdateCapsule answers EFI_UNSUPPORTED and the ESRT entry is not touched",
         "bootnext-ignored": "at the next boot the firmware drops BootNext without running it",
         "boot-entry-removed": "at the next boot the firmware deletes the BootNext entry",
         "esp-full": "the next write to the ESP fails with ENOSPC",
@@ -1063,6 +1104,16 @@ class UefiCapsuleComponent(SimComponent):
         UPDATE_INFO keeps status 1, and ``last_boot_hang`` says why.
         """
         guid = efi.FWUPDATE_GUID
+        verbose = self._get_var(efi.FWUPDATE_VERBOSE, guid)
+        log = LoaderLog(self, enabled=verbose is not None and verbose[1][:1] == b"\x01")
+        try:
+            self._fwupd_efi_run(log)
+        finally:
+            log.save()
+
+    def _fwupd_efi_run(self, log: LoaderLog) -> None:
+        guid = efi.FWUPDATE_GUID
+        log.add("efi_main", "fwupd-efi version 1.4")
         suffix = "-" + guid
         records: list[tuple[str, efi.UpdateInfo]] = []
         for filename in sorted(self.state.variables):
@@ -1077,11 +1128,14 @@ class UefiCapsuleComponent(SimComponent):
             except ValueError:
                 self._del_var(name, guid)
                 self._log(f"fwupd-efi: malformed record {name} deleted; nothing applied")
+                log.add("fwup_populate_update_table", f"Could not populate update info '{name}'")
                 return
+            log.add("fwup_populate_update_table", f"Found update {name}")
             records.append((name, info))
         todo = [(n, i) for n, i in records if i.status & efi.UPDATE_INFO_STATUS_ATTEMPT_UPDATE]
         if not todo:
             self._log("fwupd-efi: no updates to process")
+            log.add("efi_main", "No updates to process, exiting in 10 seconds.")
             return
         loaded: list[tuple[str, efi.UpdateInfo, bytes]] = []
         for name, info in todo:
@@ -1107,7 +1161,18 @@ class UefiCapsuleComponent(SimComponent):
                 version=info.version,
             )
             self._set_var(name, guid, stamped.pack())
-            self._update_capsule(capsule_data, f"fwupd-efi {name}")
+            status = self._update_capsule(capsule_data, f"fwupd-efi {name}")
+            if status & efi.EFI_ERROR_BIT:
+                text = EFI_STATUS_TEXT.get(status & ~efi.EFI_ERROR_BIT, "Unknown Error")
+                if status & ~efi.EFI_ERROR_BIT == efi.EFI_UNSUPPORTED:
+                    # no FMP for it: QueryCapsuleCapabilities refuses it first (OVMF)
+                    log.add(
+                        "fwup_apply_capsules",
+                        f"QueryCapsuleCapabilities failed, assuming EfiResetWarm: {text}",
+                    )
+                log.add("fwup_apply_capsules", f"Could not apply capsule update: {text}")
+                log.add("efi_main", f"Could not apply capsules: {text}")
+        log.add("efi_main", "Reset System")
 
     def _update_capsule(self, data: bytes, source: str) -> int:
         """UpdateCapsule: apply to the ESRT entry the capsule targets; EFI_STATUS back."""
@@ -1123,7 +1188,10 @@ class UefiCapsuleComponent(SimComponent):
         result = efi.EFI_SUCCESS
         for image in info.images:
             entry = self._entry(image.image_type)
-            if entry is None:
+            no_fmp = self.machine.take_fault(
+                self.name, f"uefi_capsule/{image.image_type}", ("no-fmp",)
+            )
+            if entry is None or no_fmp:
                 self._log(f"{source}: Unsupported capsule {image.image_type}")
                 return efi.EFI_UNSUPPORTED | efi.EFI_ERROR_BIT
             status = self._apply(entry, image)

@@ -7,7 +7,6 @@
 # Debian's fwupdx64.efi, which calls the firmware's UpdateCapsule and resets. Boot 2
 # (marker on the results share): livefwd reconciles the history row from what the
 # firmware left (ESRT, UPDATE_INFO) and removes the staging.
-GUID_FWUPD=0abba7dc-e516-4167-bbf5-4d9d1c739416
 efifacts() { python3 "$GUEST_DIR/efifacts.py" "$FW_CLASS" > "$RES/efi-$1.txt" 2>&1; }
 mount_esp() {
     dev=$(blkid -t PARTUUID="$ESP_PART_UUID" -o device 2>/dev/null | head -1)
@@ -26,9 +25,12 @@ e=max(r, key=lambda e: e["Created"]) if r else {}
 print(e.get("State","none"), e.get("VersionOld",""), "->", e.get("VersionNew",""), "|", e.get("Reason",""))' \
         "$RES/history-$1.json" 2>&1
 }
+# efi_debugging (fwupd's EnableEfiDebugging): livefwd sets FWUPDATE_VERBOSE, fwupd-efi
+# keeps its log in FWUPDATE_DEBUG_LOG and livefwd quotes its failures in the row
 cat > /run/livefw-vm.conf <<CONF
 [plugins.uefi_capsule]
 efi_loader_path = "$FWUPD_EFI"
+efi_debugging = true
 CONF
 LIVEFWD_ARGS="--config /run/livefw-vm.conf"
 
@@ -44,9 +46,6 @@ if [ ! -e "$RES/staged" ]; then
     start_livefwd || { result FAIL "livefwd did not answer"; return 0; }
     check esp livefw esp
     fact esp "$(printf '%s' "$CHECK_OUT" | grep -iE 'esp|method|loader|block|partuuid' | head -6 | tr -s ' ' | tr '\n' '|')"
-    # fwupd's EnableEfiDebugging: fwupd-efi then writes its log to FWUPDATE_DEBUG_LOG
-    printf '\007\000\000\000\001' > "/sys/firmware/efi/efivars/FWUPDATE_VERBOSE-$GUID_FWUPD" \
-        || say "could not set FWUPDATE_VERBOSE"
     if ! check install livefw install "$RES/capsule.cap" "$(device_id)"; then
         result FAIL "livefw install: $CHECK_OUT"
         return 0
@@ -55,6 +54,8 @@ if [ ! -e "$RES/staged" ]; then
     fact row_before_reboot "$(history_row staged)"
     efifacts staged
     fact efivars_staged "$(grep -E '^(BootNext|Boot[0-9A-F]{4}: .Linux Firmware|UPDATE_INFO)' "$RES/efi-staged.txt" | tr '\n' '|')"
+    [ -e "/sys/firmware/efi/efivars/FWUPDATE_VERBOSE-0abba7dc-e516-4167-bbf5-4d9d1c739416" ] \
+        || { result FAIL "livefwd did not set FWUPDATE_VERBOSE (efi_debugging = true)"; return 0; }
     fact esp_files "$(cd /boot/efi && find EFI -path EFI/livefw -prune -o -type f -print | sort | tr '\n' ' ')"
     stop_livefwd
     rm -rf "$RES/state"
@@ -93,6 +94,8 @@ if [ "$status" != 2 ]; then
     result FAIL "fwupd-efi did not stamp the UPDATE_INFO record (status '$status', 2 = attempted); row: $row"
 elif [ -n "$refused" ] && [ "$state" != failed ]; then
     result FAIL "fwupd-efi logged '$refused' but livefwd's row is '$state': $row"
+elif [ -n "$refused" ] && [ "${row#*"fwupd-efi logged: "*"$refused"}" = "$row" ]; then
+    result FAIL "fwupd-efi logged '$refused' but livefwd's row does not quote it: $row"
 elif [ "$state" = success ] && [ "$version" = "$ESRT_VERSION" ]; then
     result FAIL "livefwd reports success but the ESRT still says version $version: $row"
 elif [ "$state" = success ] || [ "$state" = failed ] || [ "$state" = failed-transient ]; then
