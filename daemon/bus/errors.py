@@ -37,6 +37,7 @@ from livefw.errors import (
 __all__ = [
     "ERROR_TABLE",
     "FWUPD_ERROR_PREFIX",
+    "FWUPD_NAMES",
     "dbus_errors",
     "error_replies",
     "fwupd_error_name",
@@ -72,8 +73,9 @@ ERROR_TABLE: dict[type[LivefwError], str] = {
     Timeout: "Internal",
 }
 
-#: livefw short name -> fwupd short name (a KernelError goes by its errno's name).
-_FWUPD_BY_NAME = {cls.name: fwupd for cls, fwupd in ERROR_TABLE.items()}
+#: livefw short name (``Busy``) -> fwupd short name (``AlreadyPending``): the column a
+#: reply renamer picks by the livefw name an error replied with.
+FWUPD_NAMES: dict[str, str] = {cls.name: fwupd for cls, fwupd in ERROR_TABLE.items()}
 
 
 def livefw_error_name(error: LivefwError) -> str:
@@ -89,7 +91,7 @@ def fwupd_error_name(error: LivefwError) -> str:
     ``Internal``.
     """
     short = error.dbus_name.removeprefix(ERROR_PREFIX)
-    return FWUPD_ERROR_PREFIX + _FWUPD_BY_NAME.get(short, "Internal")
+    return FWUPD_ERROR_PREFIX + FWUPD_NAMES.get(short, "Internal")
 
 
 def error_replies(name_of: Callable[[LivefwError], str]) -> Callable[[F], F]:

@@ -9,6 +9,7 @@ from livefw.bus.backend import DBusError
 from livefw.bus.errors import (
     ERROR_TABLE,
     FWUPD_ERROR_PREFIX,
+    FWUPD_NAMES,
     dbus_errors,
     fwupd_error_name,
     fwupd_errors,
@@ -47,7 +48,7 @@ FWUPD = {
 
 def test_every_client_visible_error_has_one_row() -> None:
     assert set(ERROR_TABLE) == set(ALL_ERRORS)
-    assert {cls.name: fwupd for cls, fwupd in ERROR_TABLE.items()} == FWUPD
+    assert {cls.name: fwupd for cls, fwupd in ERROR_TABLE.items()} == FWUPD == FWUPD_NAMES
 
 
 @pytest.mark.parametrize("cls", ALL_ERRORS)
