@@ -14,6 +14,7 @@ import structlog
 
 import livefw
 from livefw.bus.backend import (
+    MAX_BODY,
     BusType,
     DBusError,
     LivefwBus,
@@ -29,6 +30,7 @@ from livefw.config import Config, load_config
 from livefw.engine import Engine
 from livefw.errors import ConfigError, LivefwError
 from livefw.kernel.provider import KernelProvider
+from livefw.kernel.uapi.fwctl import MAX_RPC_LEN
 from livefw.logs import setup_logging
 from livefw.statefiles import EX_STATE_DIR, StateDirError, check_state_dir
 
@@ -85,6 +87,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: room for an fwctl Rpc's scope and options beside its request bytes
+RPC_ARGUMENTS = 4096
+
+
+def bus_body_limit(config: Config) -> int:
+    """The native bus connection's limit on a call's body (``MAX_BODY`` in the backend).
+
+    fwctl ``Rpc`` carries its request inline (``ay``), up to ``[plugins.fwctl]
+    max_request_size`` (64 KiB by default; the kernel's MAX_RPC_LEN, 2 MiB, at most:
+    drivers/fwctl/main.c). Configured over what MAX_BODY leaves room for, the limit
+    grows with it, and so does what any local user can make livefwd unmarshal.
+    """
+    size = config.plugins.for_plugin("fwctl").get("max_request_size")
+    if type(size) is int and 0 < size <= MAX_RPC_LEN:
+        return max(MAX_BODY, size + RPC_ARGUMENTS)
+    return MAX_BODY
+
+
 class Daemon:
     """One livefwd process."""
 
@@ -139,6 +159,7 @@ class Daemon:
             bus_address=self.args.bus_address,
             bus_type=BusType.SYSTEM,
             object_manager_path=MANAGER_PATH,
+            max_body=bus_body_limit(self.config),
         )
         try:
             await bus.connect()

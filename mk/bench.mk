@@ -30,3 +30,8 @@ bench-report: venv
 test-next: venv
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
 	LIVEFW_DBUS_BACKEND=next $(BIN)/pytest -q -m "not slow"
+
+# issue 13: what the bus body limit saves (bench/body_limit.py; about 1 min, not asserted)
+.PHONY: bench-limits
+bench-limits: bench-deps
+	$(BIN)/python bench/body_limit.py

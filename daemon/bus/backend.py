@@ -17,7 +17,11 @@ the backend (dbus-next today, dbus-fast later) can be swapped in one place.
   hands to a method survive dispatch, every other one is closed (see
   :meth:`LivefwBus._claim_fds`);
 * signals from a guarded prefix go, as unicast copies, only to the connections the
-  guard would let call that path (see :meth:`LivefwBus.send`).
+  guard would let call that path (see :meth:`LivefwBus.send`);
+* a method call or signal over :data:`MAX_BODY` (or :data:`MAX_HEADER`) never reaches
+  the library's unmarshaller: its bytes are dropped as they arrive, its fds closed, and
+  a call is answered ``org.freedesktop.DBus.Error.LimitsExceeded`` (see
+  :mod:`livefw.bus.framing` and :meth:`LivefwBus._refuse_oversized`).
 
 Backend selection: ``LIVEFW_DBUS_BACKEND=fast`` (the default: dbus-fast, the
 maintained fork of dbus-next with Cython-compiled marshalling) or
@@ -41,11 +45,13 @@ import importlib.util
 import inspect
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from livefw.bus.framing import METHOD_CALL, PATH, BoundedSocket, RefusedMessage
 from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
 
 #: the D-Bus library in use: "fast" (dbus-fast) or "next" (dbus-next). Unset, it is
@@ -367,6 +373,28 @@ _FD_LIST = "list"
 MAX_FDS_PER_SENDER = 16
 MAX_FDS_IN_FLIGHT = 512
 
+#: Largest body of a method call or signal livefwd lets the D-Bus library unmarshal;
+#: bigger ones are skipped unread and a call gets LimitsExceeded (issue 13). The
+#: biggest bodies livefwd's methods legitimately take: fwupd's SetApprovedFirmware /
+#: SetBlockedFirmware with 1,024 SHA-256 checksums (compat.CHECKSUMS_MAX; 72 bytes
+#: each on the wire: 73,732), a fwctl Rpc with a request of [plugins.fwctl]
+#: max_request_size (64 KiB by default; livefwd raises its limit to that size plus
+#: 4 KiB when it is configured higher, see livefw.daemon), SetHints with 32 hints of
+#: 64/256 characters (at most 4 bytes each in UTF-8: ~41 KiB). Everything else takes
+#: a few hundred bytes; payloads come as fds. 128 KiB is 1.7 times the biggest. The
+#: cost it bounds, measured with the costliest body shape (an array of byte variants,
+#: 4 bytes a value) on the idle 2-core VM: dbus-next unmarshals 128 KiB in ~60 ms,
+#: dbus-fast in ~2 ms (``make bench-limits``); a 32 MiB body, which the system bus lets
+#: through (dbus-daemon's max_message_size, 33554432 in /usr/share/dbus-1/system.conf),
+#: would take tens of seconds with dbus-next.
+MAX_BODY = 128 * 1024
+#: Largest header-fields array of a method call or signal: a header names a path,
+#: interface, member, destination, sender (bus names: 255 bytes at most) and a
+#: signature; only an object path can be longer, and livefwd's are under 200 bytes.
+MAX_HEADER = 16 * 1024
+#: refused messages are logged at most once per this many seconds (with a count)
+REFUSAL_LOG_INTERVAL = 10.0
+
 
 class LivefwBus(MessageBus):
     """The library's asyncio bus with ObjectManager and hidden-path behaviour fixed."""
@@ -376,6 +404,7 @@ class LivefwBus(MessageBus):
         bus_address: str | None = None,
         bus_type: BusType = BusType.SYSTEM,
         object_manager_path: str = "/",
+        max_body: int = MAX_BODY,
     ) -> None:
         super().__init__(
             bus_address=bus_address,  # None means: use bus_type
@@ -397,6 +426,75 @@ class LivefwBus(MessageBus):
         #: id(interface) -> (interface, its GetManagedObjects property map), for
         #: interfaces whose class sets ``livefw_cache_properties``
         self._property_maps: dict[int, tuple[ServiceInterface, dict[str, Any]]] = {}
+        #: largest body of a call or signal handed to the library (see MAX_BODY)
+        self.max_body = max_body
+        self.reader: BoundedSocket | None = None
+        self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
+        self._refusals_unlogged = 0
+
+    # ------------------------------------------------------ oversized messages
+
+    async def _authenticate(self) -> None:
+        """Authenticate, then put :class:`BoundedSocket` where the library reads.
+
+        Both libraries read messages from ``self._sock`` (dbus-fast hands it to its
+        reader right after this returns; dbus-next to each new Unmarshaller); the
+        writer keeps the socket itself.
+        """
+        await super()._authenticate()
+        self.reader = BoundedSocket(self._sock, self.max_body, MAX_HEADER, self._refuse_oversized)
+        self._sock = self.reader  # type: ignore[assignment]  # the socket's duck
+        if BACKEND == "next":
+            self._unmarshaller = self._create_unmarshaller()
+
+    def _refuse_oversized(self, refused: RefusedMessage) -> None:
+        """A call or signal over the limits was skipped: answer a call, log (throttled)."""
+        try:
+            if refused.reason == "body":
+                size, limit, what = refused.body_length, self.max_body, "body"
+            else:
+                size, limit, what = refused.header_length, MAX_HEADER, "header"
+            text = (
+                f"message {what} of {size} bytes is over livefwd's limit of {limit} bytes: "
+                "pass firmware and other large data as a file descriptor"
+            )
+            answered = False
+            sender = refused.sender
+            if refused.wants_reply and sender and not self._disconnected:
+                self.send(
+                    Message(
+                        message_type=MessageType.ERROR,
+                        destination=sender,
+                        reply_serial=refused.serial,
+                        error_name=ErrorType.LIMITS_EXCEEDED.value,
+                        signature="s",
+                        body=[text],
+                    )
+                )
+                answered = True
+            now = time.monotonic()
+            if now - self._refusals_logged_at < REFUSAL_LOG_INTERVAL:
+                self._refusals_unlogged += 1
+                return
+            path = refused.fields.get(PATH)
+            log.warning(
+                "bus_message_refused",
+                sender=sender,
+                kind="method_call" if refused.message_type == METHOD_CALL else "signal",
+                path=path if isinstance(path, str) else f"<{path} bytes>",
+                interface=refused.text(2),
+                member=refused.text(3),
+                body_bytes=refused.body_length,
+                header_bytes=refused.header_length,
+                limit=limit,
+                fds_closed=refused.fds,
+                answered=answered,
+                not_logged_before=self._refusals_unlogged,
+            )
+            self._refusals_logged_at = now
+            self._refusals_unlogged = 0
+        except Exception:  # never into the library's reader: it would drop the connection
+            log.exception("bus_refusal_failed", serial=refused.serial)
 
     # ----------------------------------------------------------- hidden objects
 

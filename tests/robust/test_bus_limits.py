@@ -1,0 +1,162 @@
+"""Issue 13, the residual: a message over livefwd's size limit is never unmarshalled.
+
+The system bus lets any local user send messages of up to 32 MiB (dbus-daemon's
+``max_message_size``); both D-Bus libraries read and unmarshal the whole body on the
+event loop before livefwd sees it (main: 0.1-0.5 s per multi-MiB message with
+dbus-next, RSS tens of MiB higher). Here ``nobody`` (setpriv, the shipped bus policy)
+sends 30 MiB calls to real methods (the compatible SetHints, GetDevice, Install with 16
+fds), each followed by a small call, then big signals and big calls that expect no
+reply. Both D-Bus backends:
+
+* each big call gets ``org.freedesktop.DBus.Error.LimitsExceeded`` naming its size and
+  the limit, each small call after it is answered normally (the framing holds);
+* livefwd's peak RSS over all 20 big calls stays within a few MiB of where it started
+  (main: at least the 30 MiB body, twice: read buffer and parsed value);
+* no descriptor that came with them stays open;
+* signals and no-reply calls are dropped and logged, throttled (fewer lines than
+  messages).
+
+tests/unit/test_bus_framing.py shows the same structurally: the library's own
+unmarshallers are never handed a byte of an oversized message.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hostile_client import open_fds
+from nobody_env import hostile, parse_lines
+
+from livefw.bus.backend import MAX_BODY
+from livefw.cli.client import Client
+
+CONFIG = "[install]\nonly_trusted = false\n"
+BIG = 30 * 1024 * 1024
+#: livefwd's peak RSS may grow this much over the 20 big calls (main: 30 MiB and more)
+RSS_SLACK_KIB = 12 * 1024
+
+BIG_CALLS = """
+client = await Client.connect(ADDRESS)
+big = "x" * {size}
+results = []
+for i in range({count}):
+    kind = i % 3
+    if kind == 0:
+        hints = [{{"k": big}}]
+        results.append(await outcome(client.call("SetHints", "a{{ss}}", hints, **FWUPD)))
+        hints = [{{"locale": "C"}}]
+        results.append(await outcome(client.call("SetHints", "a{{ss}}", hints, **FWUPD)))
+    elif kind == 1:
+        results.append(await outcome(client.call("GetDevice", "s", [big])))
+        results.append(await outcome(client.call("GetDevice", "s", [{device!r}])))
+    else:
+        fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(16)]
+        try:
+            results.append(await outcome(
+                client.call("Install", "sha{{sv}}", [big, 0, {{}}], unix_fds=fds)))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        results.append(await outcome(client.call("GetDevices")))
+await client.close()
+print(json.dumps(results))
+"""
+
+BIG_DROPPED = """
+from livefw.bus.backend import Message, MessageFlag, MessageType
+client = await Client.connect(ADDRESS)
+big = b"y" * {size}
+for i in range({count}):
+    await client.bus.send(Message(
+        message_type=MessageType.SIGNAL, destination="org.livefw.Daemon1",
+        path="/org/example/Hostile", interface="org.example.Hostile", member="Boo",
+        signature="ay", body=[big]))
+    await client.bus.send(Message(
+        destination="org.livefw.Daemon1", path="/org/livefw/Daemon1",
+        interface="org.livefw.Daemon1.Manager", member="GetDevice", signature="s",
+        body=[big.decode()], flags=MessageFlag.NO_REPLY_EXPECTED))
+print(json.dumps(await outcome(client.call("GetDevices"))))
+await client.close()
+"""
+
+
+def _backends() -> list[object]:
+    fast = importlib.util.find_spec("dbus_fast") is not None
+    return [
+        "next",
+        pytest.param(
+            "fast",
+            marks=pytest.mark.skipif(not fast, reason="dbus-fast is not installed ([fast])"),
+        ),
+    ]
+
+
+def _settled(pid: int) -> int:
+    """The fd count once it stops moving (a polkit or uid lookup may still be closing)."""
+    count = open_fds(pid)
+    for _ in range(20):
+        time.sleep(0.05)
+        again = open_fds(pid)
+        if again == count:
+            return count
+        count = again
+    return count
+
+
+def _refusal_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "bus_message_refused" in line]
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_big_calls_are_refused_unread_and_small_ones_still_answered(
+    bus_dir: str, state_dir: Path, backend: str
+) -> None:
+    with hostile(bus_dir, state_dir, CONFIG, env={"LIVEFW_DBUS_BACKEND": backend}) as h:
+        client = await Client.connect(h.bus.address)
+        try:
+            device = (await client.devices())[0]["Id"]
+        finally:
+            await client.close()
+        fds = _settled(h.pid)
+        h.reset_peak()
+        baseline = h.status("VmRSS")
+        out = await h.attack(BIG_CALLS.format(size=BIG, count=20, device=device), timeout=300)
+        peak = h.status("VmHWM")
+        # first what main fails on: it read and unmarshalled every 30 MiB body
+        assert peak - baseline < RSS_SLACK_KIB, (
+            f"livefwd's RSS peaked {(peak - baseline) // 1024} MiB over its baseline"
+        )
+        (results,) = parse_lines(out)
+        assert isinstance(results, list)
+        refused, answered = results[::2], results[1::2]
+        assert len(refused) == 20
+        for result in refused:
+            assert str(result).startswith("LimitsExceeded: message body of "), result
+            assert f"is over livefwd's limit of {MAX_BODY} bytes" in str(result), result
+        assert answered == ["ok"] * 20, answered
+        assert _settled(h.pid) == fds
+        lines = _refusal_lines(h.daemon.log())
+        assert 1 <= len(lines) < 20, lines
+        assert "SetHints" in lines[0]
+        assert "answered=True" in lines[0]
+        assert "Traceback" not in h.daemon.log()
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_big_signals_and_no_reply_calls_are_dropped_and_logged_throttled(
+    bus_dir: str, state_dir: Path, backend: str
+) -> None:
+    with hostile(bus_dir, state_dir, CONFIG, env={"LIVEFW_DBUS_BACKEND": backend}) as h:
+        out = await h.attack(BIG_DROPPED.format(size=MAX_BODY * 8, count=10), timeout=120)
+        # the connection is still usable: the call after them is answered
+        assert parse_lines(out) == ["ok"]
+        lines = _refusal_lines(h.daemon.log())
+        assert 1 <= len(lines) < 20, lines
+        assert "kind=signal" in lines[0]
+        assert "answered=False" in lines[0]
+        refusals = json.dumps(lines)
+        assert "Traceback" not in h.daemon.log(), refusals
