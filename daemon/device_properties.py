@@ -60,6 +60,12 @@ def _string_set(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
+def _percent(value: Any) -> int:
+    # a D-Bus ``u`` cannot carry a negative number: out of range would fail every reply
+    # that includes the device, so it is clamped here, as Operation.progress does
+    return max(0, min(100, int(value)))
+
+
 def _clean_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     items = list(metadata.items())[:METADATA_MAX]
     return {clean(key, METADATA_KEY_MAX): clean(value, TEXT_MAX) for key, value in items}
@@ -211,7 +217,7 @@ class DeviceProperties:
     )
     update_error = _text("UpdateError", TEXT_MAX, init=False, label="Update error", rank=12)
     status = DeviceProperty("Status", "s", Status, to_wire=str, default=Status.IDLE, init=False)
-    percentage = DeviceProperty("Percentage", "u", int, default=0, init=False)
+    percentage = DeviceProperty("Percentage", "u", _percent, default=0, init=False)
     metadata = DeviceProperty("Metadata", "a{ss}", _clean_metadata, to_wire=dict, default={})
 
 

@@ -159,3 +159,12 @@ def test_cli_prints_the_labelled_rows_in_rank_order() -> None:
         ("UpdateError", "Update error"),
         ("Summary", "Summary"),
     )
+
+
+def test_percentage_stays_in_range_of_its_signature() -> None:
+    device = Device("p", "x", name="n")
+    device.update(percentage=-5)
+    assert device.percentage == 0
+    device.update(percentage=250.0)
+    assert device.percentage == 100
+    Variant("u", device_dict(device)["Percentage"].value)
