@@ -303,8 +303,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "preserve",
         help="preserve a copy of FILE (as a memfd) under a token",
         description="Copy FILE into a new memfd and preserve it. The kernel freezes a "
-        "preserved memfd: it can no longer grow or shrink (EPERM), and its size now is "
-        "the size carried across the kexec.",
+        "preserved memfd: it can no longer grow or shrink and no hole can be punched into "
+        "it (EPERM; mm/memfd_luo.c), and its size now is the size carried across the "
+        "kexec.",
     )
     p.add_argument("session")
     p.add_argument("file", help="file to copy into a memfd (- for stdin)")

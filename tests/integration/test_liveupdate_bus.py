@@ -1,6 +1,7 @@
 """Live update over a private bus: sessions, memfds across `livefw sim kexec`, privacy."""
 
 import asyncio
+import ctypes
 import json
 import os
 import subprocess
@@ -361,6 +362,33 @@ def test_a_client_memfd_is_frozen_once_preserved(
     out = tmp_path / "out"
     cli("liveupdate", "retrieve", "vm", "--token", "1", "-o", str(out))
     assert out.read_bytes() == b"Guest memory"
+
+
+def test_a_hole_punched_after_preserve_is_reported_by_the_sim(
+    daemon: DaemonProcess, cli: Cli
+) -> None:
+    """The kernel refuses it (EPERM, shmem_freeze); the simulated kernel cannot refuse a
+    call on the client's own descriptor, so it reports the divergence instead."""
+    cli("liveupdate", "create", "vm")
+    (row,) = json.loads(cli("liveupdate", "list", "--json").stdout)
+    fd = _memfd(b"x" * 8192)
+    try:
+        reply = asyncio.run(_call_with_fd(daemon.bus.address, row["path"], fd, 1))
+        assert reply.error_name is None, reply.body
+        libc = ctypes.CDLL(None, use_errno=True)
+        punch = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+        assert libc.fallocate(fd, punch, ctypes.c_longlong(0), ctypes.c_longlong(4096)) == 0
+    finally:
+        os.close(fd)
+    other = _memfd(b"next")
+    try:  # the simulated kernel looks at the session's files on its next ioctl
+        reply = asyncio.run(_call_with_fd(daemon.bus.address, row["path"], other, 2))
+        assert reply.error_name is None, reply.body
+    finally:
+        os.close(other)
+    listing = cli("sim", "devices").stdout
+    assert "1 divergences from the real kernel" in listing
+    assert "hole was punched" in listing
 
 
 def test_vfio_rules_over_the_bus(daemon: DaemonProcess, cli: Cli, tmp_path: Path) -> None:
