@@ -48,6 +48,16 @@ SYNTHETIC_HEADER_SIZE = 4096
 #: fwupd's ESP space check (fu-uefi-capsule-device.c): twice the capsule plus 1 MiB.
 ESP_SLACK = 1024 * 1024
 
+
+def shim_optional_data(loader_name: str) -> bytes:
+    r"""The Boot#### optional data telling shim which loader to start: ``\fwupdx64.efi``.
+
+    UTF-16LE with a leading backslash and a NUL, as fwupd writes it
+    (fu-efi-load-option.c ``fu_efi_load_option_set_optional_path``).
+    """
+    return ("\\" + loader_name + "\0").encode("utf-16-le")
+
+
 _TYPE_NAMES = {
     efi.FW_TYPE_SYSTEM: "System Firmware",
     efi.FW_TYPE_DEVICE: "UEFI Device Firmware",
@@ -319,6 +329,18 @@ class UefiCapsuleDevice(Device):
             efi.FWUPD_BOOT_DESCRIPTION,
             [env.partition, efi.FilePathNode(efi.esp_path_to_efi(loader_relative))],
         )
+        if env.shim:
+            # Secure Boot: shim starts the loader named in the optional data, relative to
+            # shim's own directory (fwupd: fu_efi_load_option_set_optional_path)
+            option = efi.LoadOption(
+                efi.LOAD_OPTION_ACTIVE,
+                efi.FWUPD_BOOT_DESCRIPTION,
+                [
+                    env.partition,
+                    efi.FilePathNode(efi.esp_path_to_efi(env.shim[len(env.esp) + 1 :])),
+                ],
+                shim_optional_data(env.loader_name),
+            )
         record.update(boot_entry=number, boot_entry_reused=previous is not None)
         op.record(uefi=record)
         if previous != option.pack():
@@ -343,9 +365,10 @@ class UefiCapsuleDevice(Device):
         """
         problems = await self._files_differ(record, data, loader)
         node = await self._esp_node_now(env, problems)
+        started = env.shim or record["loader"]
         expected = {
             "UPDATE_INFO": efi.esp_path_to_efi(record["capsule"][len(env.esp) + 1 :]),
-            efi.boot_var_name(number): efi.esp_path_to_efi(record["loader"][len(env.esp) + 1 :]),
+            efi.boot_var_name(number): efi.esp_path_to_efi(started[len(env.esp) + 1 :]),
         }
         paths: dict[str, list[efi.DevicePathNode]] = {}
         info = await self.ctx.update_info(self.fw_class)
@@ -356,6 +379,10 @@ class UefiCapsuleDevice(Device):
                 await self.ctx.vars.get_data(efi.boot_var_name(number), GLOBAL) or b""
             )
             paths[efi.boot_var_name(number)] = option.file_path
+            if env.shim and option.optional_data != shim_optional_data(env.loader_name):
+                problems.append(
+                    f"{efi.boot_var_name(number)} does not pass \\{env.loader_name} to shim"
+                )
         except ValueError:
             pass
         for name, path in expected.items():

@@ -53,6 +53,8 @@ class Environment:
     loader_name: str = ""
     efi_dir: str = ""
     secure_boot: bool = False
+    #: under Secure Boot: provider path of shim on the ESP, which starts the loader
+    shim: str = ""
     capsule_on_disk: bool = False
     efivarfs_writable: bool = True
     method: Method = "none"
@@ -68,6 +70,7 @@ class Environment:
             "esp": "/" + self.esp if self.esp else "",
             "efi-loader": "/" + self.loader_source if self.loader_source else "",
             "secure-boot": "enabled" if self.secure_boot else "disabled",
+            "efi-shim": "/" + self.shim if self.shim else "",
             "capsule-on-disk": "supported" if self.capsule_on_disk else "unsupported",
         }
         if self.partition is not None:
@@ -395,6 +398,30 @@ async def _partition(provider: KernelProvider, mount: MountEntry | None, env: En
     env.logical_block_size = block
 
 
+async def _shim(provider: KernelProvider, env: Environment) -> bool:
+    """Under Secure Boot the loader is started through shim on the ESP (as fwupd does).
+
+    The firmware's db trusts Microsoft's UEFI CA, which signs shim; the distribution's
+    fwupd loader (Debian's ``fwupdx64.efi.signed``: "Debian Secure Boot Signer 2022 -
+    fwupd") is trusted only by shim's vendor certificate. Started directly, the
+    firmware refuses it and the update silently never runs (VM lane, capsule-sb).
+    fwupd's fu-uefi-bootmgr.c refuses "Secure boot is enabled, but shim isn't
+    installed to ..."; so does this. False when Secure Boot needs a shim that is missing.
+    """
+    if not env.secure_boot or not env.esp or not env.loader_name:
+        return True
+    shim = f"{env.esp}/{env.efi_dir}/{env.loader_name.replace('fwupd', 'shim', 1)}"
+    if await provider.exists(shim):
+        env.shim = shim
+        return True
+    env.reasons.append(
+        f"Secure Boot is enabled, but shim is not installed to /{shim}: the firmware "
+        "starts the fwupd loader (signed with the distribution's key) only through shim, "
+        "so the update would never run; install shim-signed on the ESP"
+    )
+    return False
+
+
 async def _loader(provider: KernelProvider, config: dict[str, Any], env: Environment) -> None:
     configured = str(config.get("efi_loader_path", "") or "")
     if configured:
@@ -488,8 +515,11 @@ async def _detect(provider: KernelProvider, config: dict[str, Any]) -> Environme
         await _partition(provider, mount, env)
         env.efi_dir = await _efi_dir(provider, env.esp)
     await _loader(provider, config, env)
+    shim_ok = await _shim(provider, env)
     wanted = str(config.get("update_method", "auto") or "auto")
-    nvram_ok = bool(env.esp and env.partition and env.loader_source and env.efivarfs_writable)
+    nvram_ok = bool(
+        env.esp and env.partition and env.loader_source and env.efivarfs_writable and shim_ok
+    )
     disk_ok = bool(env.esp and env.capsule_on_disk and env.efivarfs_writable)
     if not env.capsule_on_disk:
         env.reasons.append("the firmware does not support capsule on disk (OsIndicationsSupported)")

@@ -198,9 +198,74 @@ async def test_secure_boot_picks_the_signed_loader(tmp_path: Path) -> None:
     assert rig.device().metadata["efi-loader"].endswith("fwupdx64.efi.signed")
     entry = await rig.install(rig.sample())
     assert entry.state == "staged"
+    # through shim, which the firmware's db trusts; shim starts the Debian-signed loader
+    (option,) = [
+        efi.LoadOption.unpack(var[1])
+        for name in _var_names(rig)
+        if efi.parse_boot_var_name(name) is not None
+        and (var := rig.sim._get_var(name, GLOBAL)) is not None
+        and efi.LoadOption.unpack(var[1]).description == efi.FWUPD_BOOT_DESCRIPTION
+    ]
+    assert option.file_path_text() == "\\EFI\\debian\\shimx64.efi"
+    assert option.optional_data == "\\fwupdx64.efi\0".encode("utf-16-le")
+    assert rig.device().metadata["efi-shim"] == "/boot/efi/EFI/debian/shimx64.efi"
     await rig.reboot()
     await rig.start()
     assert rig.device().version == "65587"
+
+
+async def test_secure_boot_without_shim_refuses_at_install(tmp_path: Path) -> None:
+    """fwupd's rule: the firmware would refuse the directly started loader (VM lane)."""
+    rig = Rig(tmp_path)
+    rig.sim.configure("secure_boot", "true")
+    rig.sim.state.esp_files.pop("EFI/debian/shimx64.efi")
+    rig.sim.configure("capsule_on_disk", "false")  # else that method needs no loader
+    rig.machine.save()
+    await rig.start()
+    before = rig.snapshot()
+    device = rig.device()
+    assert device.metadata["update-method"] == "none"
+    assert (
+        "shim is not installed to /boot/efi/EFI/debian/shimx64.efi"
+        in (device.metadata["update-method-reason"])
+    )
+    with pytest.raises(NotSupported, match="Secure Boot is enabled, but shim"):
+        await rig.install(rig.sample())
+    _nothing_staged(rig, before)
+
+
+async def test_secure_boot_refuses_a_directly_started_distribution_loader(
+    tmp_path: Path,
+) -> None:
+    """The simulated firmware as OVMF with Microsoft's keys: db trusts shim, not the loader.
+
+    A Boot#### that starts Debian's signed fwupd loader itself (what livefw did before
+    it went through shim) is refused at boot, and the update never runs.
+    """
+    rig = Rig(tmp_path)
+    rig.sim.configure("secure_boot", "true")
+    rig.machine.save()
+    await rig.start()
+    await rig.install(rig.sample())
+    number = struct.unpack("<H", rig.sim._get_var(efi.BOOT_NEXT, GLOBAL)[1])[0]  # type: ignore[index]
+    name = efi.boot_var_name(number)
+    option = efi.LoadOption.unpack(rig.sim._get_var(name, GLOBAL)[1])  # type: ignore[index]
+    direct = efi.LoadOption(
+        option.attributes,
+        option.description,
+        [option.file_path[0], efi.FilePathNode("\\EFI\\debian\\fwupdx64.efi")],
+    )
+    rig.sim._set_var(name, GLOBAL, direct.pack())
+    rig.machine.save()
+    await rig.reboot()
+    assert any(
+        "db does not trust" in line for line in _firmware_after_reboot(tmp_path).state.boot_log
+    )
+    engine = await rig.start()
+    (row,) = engine.history.entries()
+    assert row.state == "failed"
+    assert "Secure Boot refused the loader" in row.reason
+    assert rig.device().version == "65586"
 
 
 async def test_configured_esp_and_loader(tmp_path: Path) -> None:

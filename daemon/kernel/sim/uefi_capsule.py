@@ -40,7 +40,12 @@ from livefw.kernel.uapi import efi
 SIM_CERT_PREFIX = b"LIVEFW-SIM-PKCS7\x00"
 #: content markers of the simulated fwupd EFI loader binaries.
 LOADER_MARKER = b"MZ LIVEFW-SIM fwupd-efi loader\x00"
-SIGNED_MARKER = b"signed-by: simulated Microsoft UEFI CA\x00"
+#: Debian's fwupdx64.efi.signed is signed by "Debian Secure Boot Signer 2022 - fwupd"
+#: (Debian Secure Boot CA), which only shim's vendor certificate trusts; shim itself is
+#: signed by Microsoft's UEFI CA, which the firmware's db trusts (checked on the
+#: packages fwupd-amd64-signed 1:1.4+1 and shim-signed 1.51~1+deb12u1)
+SIGNED_MARKER = b"signed-by: simulated Debian Secure Boot CA\x00"
+MS_SIGNED_MARKER = b"signed-by: simulated Microsoft UEFI CA\x00"
 SHIM_MARKER = b"MZ LIVEFW-SIM shim\x00"
 
 ESP_MOUNT = "boot/efi"
@@ -627,8 +632,8 @@ class UefiCapsuleComponent(SimComponent):
         """A Debian install: shim + grub on the ESP and their boot entries."""
         state.esp_dirs = ["EFI", "EFI/BOOT", f"EFI/{state.os_id}"]
         state.esp_files = {
-            "EFI/BOOT/BOOTX64.EFI": _b64(SHIM_MARKER),
-            f"EFI/{state.os_id}/shimx64.efi": _b64(SHIM_MARKER),
+            "EFI/BOOT/BOOTX64.EFI": _b64(SHIM_MARKER + MS_SIGNED_MARKER),
+            f"EFI/{state.os_id}/shimx64.efi": _b64(SHIM_MARKER + MS_SIGNED_MARKER),
             f"EFI/{state.os_id}/grubx64.efi": _b64(b"MZ LIVEFW-SIM grub\x00" + bytes(2048)),
         }
         if state.boot == "legacy":
@@ -1014,13 +1019,20 @@ class UefiCapsuleComponent(SimComponent):
         if binary is None:
             self._log(f"{name}: Not Found; falling through to the next boot option")
             return
+        if self.state.secure_boot and MS_SIGNED_MARKER not in binary:
+            # the firmware's db (Microsoft's UEFI CA) must trust what it starts itself
+            self._log(f"{name}: Secure Boot violation: the firmware's db does not trust it")
+            return
         if binary.startswith(SHIM_MARKER) and option.optional_data:
             second = option.optional_data.decode("utf-16-le", "replace").split("\x00", 1)[0]
             folder = efi.efi_path_to_esp(option.file_path_text()).rsplit("/", 1)[0]
             binary = self._esp_read(folder + "/" + efi.efi_path_to_esp(second)) or b""
-        if self.state.secure_boot and SIGNED_MARKER not in binary:
-            self._log(f"{name}: Secure Boot violation, image not signed")
-            return
+            # shim trusts its vendor certificate (the distribution's CA) and db
+            if self.state.secure_boot and not (
+                SIGNED_MARKER in binary or MS_SIGNED_MARKER in binary
+            ):
+                self._log(f"{name}: shim refused the second stage: not signed")
+                return
         if not binary.startswith(LOADER_MARKER):
             self._log(f"{name}: not the fwupd loader; nothing to do")
             return
