@@ -12,12 +12,14 @@ import contextlib
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 __all__ = [
     "NOBODY",
@@ -28,6 +30,7 @@ __all__ = [
     "PrivateBus",
     "as_user",
     "busctl",
+    "raw_message",
 ]
 
 #: the uid tests run unprivileged clients as (``nobody``).
@@ -341,6 +344,75 @@ def as_user(uid: int, command: list[str]) -> list[str]:
     if shutil.which("setpriv") is None:
         raise RuntimeError("setpriv is not installed (util-linux)")
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
+
+
+def raw_message(
+    *,
+    big_endian: bool = False,
+    kind: int = 1,
+    flags: int = 0,
+    serial: int = 1,
+    path: str = "/org/livefw/Daemon1",
+    interface: str | None = "org.livefw.Daemon1.Manager",
+    member: str = "Ping",
+    destination: str | None = "org.livefw.Daemon1",
+    sender: str | None = None,
+    text: str | None = None,
+    blob: int = 0,
+    fds: int = 0,
+    reply_serial: int = 0,
+    error_name: str | None = None,
+    sender_first: bool = False,
+) -> bytes:
+    """A D-Bus message marshalled by hand, in either byte order (framing tests).
+
+    The libraries marshal little-endian only. ``kind``: 1 call, 2 return, 3 error, 4
+    signal; ``flags`` 1 is NO_REPLY_EXPECTED. The body is the string ``text``
+    (signature ``s``), or ``blob`` bytes (``ay``), or empty. ``fds``: the UNIX_FDS
+    header field (the fds themselves go as SCM_RIGHTS with the bytes).
+    """
+    order = ">" if big_endian else "<"
+    signature = "s" if text is not None else ("ay" if blob else "")
+    body = bytearray()
+    if text is not None:
+        encoded = text.encode()
+        body += struct.pack(order + "I", len(encoded)) + encoded + b"\0"
+    elif blob:
+        body += struct.pack(order + "I", blob) + b"\x5a" * blob
+    fields: list[tuple[int, str, Any]] = [(1, "o", path)]
+    if interface is not None:
+        fields.append((2, "s", interface))
+    fields.append((3, "s", member))
+    if error_name is not None:
+        fields.append((4, "s", error_name))
+    if reply_serial:
+        fields.append((5, "u", reply_serial))
+    if destination is not None:
+        fields.append((6, "s", destination))
+    if signature:
+        fields.append((8, "g", signature))
+    if fds:
+        fields.append((9, "u", fds))
+    if sender is not None:
+        fields.insert(0 if sender_first else len(fields), (7, "s", sender))
+    message = bytearray(b"B" if big_endian else b"l")
+    message += bytes([kind, flags, 1])
+    message += struct.pack(order + "III", len(body), serial, 0)
+    for code, type_code, value in fields:
+        message += b"\0" * (-len(message) & 7)
+        message += bytes([code, 1]) + type_code.encode() + b"\0"
+        if type_code in "so":
+            message += b"\0" * (-len(message) & 3)
+            encoded = value.encode()
+            message += struct.pack(order + "I", len(encoded)) + encoded + b"\0"
+        elif type_code == "g":
+            message += bytes([len(value)]) + value.encode() + b"\0"
+        else:
+            message += b"\0" * (-len(message) & 3)
+            message += struct.pack(order + "I", value)
+    struct.pack_into(order + "I", message, 12, len(message) - 16)
+    message += b"\0" * (-len(message) & 7)
+    return bytes(message + body)
 
 
 class Cli:

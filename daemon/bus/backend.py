@@ -486,6 +486,7 @@ class LivefwBus(MessageBus):
                 member=refused.text(3),
                 body_bytes=refused.body_length,
                 header_bytes=refused.header_length,
+                byte_order=refused.byte_order,
                 limit=limit,
                 fds_closed=refused.fds,
                 answered=answered,

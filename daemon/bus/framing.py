@@ -83,6 +83,8 @@ class RefusedMessage:
     fds: int = 0
     #: which limit: "body" or "header"
     reason: str = "body"
+    #: the sender's byte order ("little" or "big")
+    byte_order: str = "little"
 
     @property
     def sender(self) -> str | None:
@@ -327,6 +329,7 @@ class BoundedSocket:
             header_length=header_length,
             fds=_close_fds(ancdata),
             reason=reason,
+            byte_order="big" if endian == BIG else "little",
         )
         self._scan = _FieldScan(endian == BIG, header_length)
         self._skipping = rest

@@ -14,7 +14,10 @@ reply. Both D-Bus backends:
   (main: at least the 30 MiB body, twice: read buffer and parsed value);
 * no descriptor that came with them stays open;
 * signals and no-reply calls are dropped and logged, throttled (fewer lines than
-  messages).
+  messages);
+* a client without a D-Bus library (raw_client.py) sends big and small messages of
+  both byte orders, with and without fds, back to back: each call gets its own reply
+  (dbus-daemon passes big-endian messages on as they are).
 
 tests/unit/test_bus_framing.py shows the same structurally: the library's own
 unmarshallers are never handed a byte of an oversized message.
@@ -22,8 +25,10 @@ unmarshallers are never handed a byte of an oversized message.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +38,7 @@ from nobody_env import hostile, parse_lines
 
 from livefw.bus.backend import MAX_BODY
 from livefw.cli.client import Client
+from livefw.testing import NOBODY, as_user
 
 CONFIG = "[install]\nonly_trusted = false\n"
 BIG = 30 * 1024 * 1024
@@ -160,3 +166,69 @@ async def test_big_signals_and_no_reply_calls_are_dropped_and_logged_throttled(
         assert "answered=False" in lines[0]
         refusals = json.dumps(lines)
         assert "Traceback" not in h.daemon.log(), refusals
+
+
+RAW_CLIENT = str(Path(__file__).resolve().parent / "raw_client.py")
+PEER = {"interface": "org.freedesktop.DBus.Peer", "member": "Ping"}
+#: big and small messages of both byte orders, with and without fds, sent back to back
+#: by a client without a D-Bus library (raw_client.py); serial -> the reply expected
+RAW_PLAN: list[dict[str, object]] = [
+    {"big_endian": True, "member": "GetDevice", "text_size": 4 * 1024 * 1024},
+    PEER,
+    {"big_endian": True, "member": "GetDevice", "text_size": 3 * 1024 * 1024, "send_fds": 16},
+    {"big_endian": True, **PEER, "send_fds": 2},
+    {
+        "kind": 4,
+        "path": "/org/example/Hostile",
+        "interface": "org.example.Hostile",
+        "member": "Boo",
+        "blob": 2 * 1024 * 1024,
+        "send_fds": 3,
+    },
+    {"big_endian": True, "flags": 1, "member": "GetDevice", "text_size": 2 * 1024 * 1024},
+    {"big_endian": True, "member": "GetDevice", "text": "no-such-device"},
+    {"member": "GetDevice", "text_size": MAX_BODY + 1},
+    {"big_endian": True, **PEER},
+]
+LIMIT = "org.freedesktop.DBus.Error.LimitsExceeded: message body of "
+RAW_EXPECTED = {
+    "2": LIMIT,
+    "3": "ok",
+    "4": LIMIT,
+    "5": "ok",
+    "8": "org.livefw.Daemon1.Error.NotFound",
+    "9": LIMIT,
+    "10": "ok",
+}
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_framing_holds_for_both_byte_orders_interleaved_with_fds(
+    bus_dir: str, state_dir: Path, backend: str
+) -> None:
+    with hostile(bus_dir, state_dir, CONFIG, env={"LIVEFW_DBUS_BACKEND": backend}) as h:
+        fds = _settled(h.pid)
+        script = RAW_CLIENT
+        proc = await asyncio.create_subprocess_exec(
+            *as_user(NOBODY, [sys.executable, script, h.bus.address, json.dumps(RAW_PLAN)]),
+            env={**h.bus.env(), "PYTHONDONTWRITEBYTECODE": "1"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd="/",
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 180)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, err.decode(errors="replace")
+        replies = json.loads(out)
+        assert set(replies) == set(RAW_EXPECTED), replies
+        for serial, expected in RAW_EXPECTED.items():
+            assert replies[serial].startswith(expected), (serial, replies[serial])
+        assert _settled(h.pid) == fds
+        # dbus-daemon passes a big-endian message on as it is: livefwd's reader saw one
+        lines = _refusal_lines(h.daemon.log())
+        assert "byte_order=big" in lines[0], lines
+        assert "Traceback" not in h.daemon.log()

@@ -16,7 +16,6 @@ import importlib
 import os
 import select
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from livefw import testing
 from livefw.bus.framing import (
     DRAIN_PER_CALL,
     MEMBER,
-    METHOD_CALL,
     NO_REPLY_EXPECTED,
     SIGNAL,
     BoundedSocket,
@@ -39,71 +38,13 @@ MAX_HEADER = 1024
 SENDER = ":1.42"
 
 
-def _pad(buffer: bytearray, align: int) -> None:
-    buffer.extend(b"\0" * (-len(buffer) & (align - 1)))
-
-
 def raw_message(
-    *,
-    big: bool = False,
-    kind: int = METHOD_CALL,
-    flags: int = 0,
-    serial: int = 1,
-    path: str = "/org/livefw/Daemon1",
-    member: str = "Ping",
-    sender: str | None = SENDER,
-    text: str | None = None,
-    blob: int = 0,
-    fds: int = 0,
-    sender_last: bool = True,
-    reply_serial: int = 0,
+    *, big: bool = False, sender: str | None = SENDER, sender_last: bool = True, **kwargs: Any
 ) -> bytes:
-    """A D-Bus message marshalled by hand (so big-endian ones can be made too).
-
-    The body is the string ``text`` (signature ``s``), or ``blob`` bytes (``ay``).
-    """
-    order = ">" if big else "<"
-    signature = "s" if text is not None else ("ay" if blob else "")
-    body = bytearray()
-    if text is not None:
-        encoded = text.encode()
-        body += struct.pack(order + "I", len(encoded)) + encoded + b"\0"
-    elif blob:
-        body += struct.pack(order + "I", blob) + b"\x5a" * blob
-    fields: list[tuple[int, str, Any]] = [
-        (1, "o", path),
-        (2, "s", "org.livefw.Daemon1.Manager"),
-        (3, "s", member),
-        (6, "s", "org.livefw.Daemon1"),
-    ]
-    if signature:
-        fields.append((8, "g", signature))
-    if fds:
-        fields.append((9, "u", fds))
-    if reply_serial:
-        fields.append((5, "u", reply_serial))
-    if kind == 3:
-        fields.append((4, "s", "org.example.Error.Big"))
-    if sender is not None:
-        fields.insert(len(fields) if sender_last else 0, (7, "s", sender))
-    message = bytearray(b"l" if not big else b"B")
-    message += bytes([kind, flags, 1])
-    message += struct.pack(order + "III", len(body), serial, 0)
-    for code, type_code, value in fields:
-        _pad(message, 8)
-        message += bytes([code, 1]) + type_code.encode() + b"\0"
-        if type_code in "so":
-            _pad(message, 4)
-            encoded = value.encode()
-            message += struct.pack(order + "I", len(encoded)) + encoded + b"\0"
-        elif type_code == "g":
-            message += bytes([len(value)]) + value.encode() + b"\0"
-        else:
-            _pad(message, 4)
-            message += struct.pack(order + "I", value)
-    struct.pack_into(order + "I", message, 12, len(message) - 16)
-    _pad(message, 8)
-    return bytes(message + body)
+    """livefw.testing.raw_message with this test's sender."""
+    return testing.raw_message(
+        big_endian=big, sender=sender, sender_first=not sender_last, **kwargs
+    )
 
 
 @dataclass
@@ -284,7 +225,16 @@ def test_replies_are_not_limited(backend: str) -> None:
     """Replies come only for calls livefwd made (dbus-daemon): they pass, any size."""
     sent = [
         Sent(raw_message(serial=3, kind=2, blob=MAX_BODY * 4, sender=":1.1", reply_serial=1)),
-        Sent(raw_message(serial=4, kind=3, blob=MAX_BODY * 4, sender=":1.1", reply_serial=2)),
+        Sent(
+            raw_message(
+                serial=4,
+                kind=3,
+                blob=MAX_BODY * 4,
+                sender=":1.1",
+                reply_serial=2,
+                error_name="org.example.Error.Big",
+            )
+        ),
     ]
     run = run_stream(backend, sent)
     assert [m.serial for m in run.messages] == [3, 4]
