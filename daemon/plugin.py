@@ -31,6 +31,7 @@ from livefw.statefiles import StateDirError, read_private, write_atomic
 
 __all__ = [
     "FLAGS",
+    "ONLY_UPGRADE",
     "Device",
     "DeviceContext",
     "DeviceInfo",
@@ -48,6 +49,11 @@ __all__ = [
     "clean_text",
     "device_id",
 ]
+
+
+#: the device flag of firmware that refuses older images whatever the options (fwupd's
+#: ``only-version-upgrade``); the engine's version rules honour it (livefw.versions).
+ONLY_UPGRADE = "only-version-upgrade"
 
 
 class Probe(BaseModel):

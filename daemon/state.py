@@ -159,4 +159,5 @@ FLAGS: dict[str, str] = {
     "signed-payload": "the device only accepts signed payloads",
     "unsigned-payload": "the device accepts unsigned payloads",
     "can-cancel": "a staged update or activation can be cancelled",
+    "only-version-upgrade": "the firmware refuses older images, whatever the options",
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 from livefw.cabinet import compare_versions, normalize_version
 from livefw.device import Device
 from livefw.errors import InvalidFile, VersionNewer, VersionSame
-from livefw.plugin import InstallOptions
+from livefw.plugin import ONLY_UPGRADE, InstallOptions
 
 __all__ = [
     "ONLY_UPGRADE",
@@ -33,9 +33,6 @@ __all__ = [
     "compare_to_running",
     "version_format",
 ]
-
-#: the device flag of firmware that refuses older images whatever the options.
-ONLY_UPGRADE = "only-version-upgrade"
 
 
 class VersionTooLow(InvalidFile):

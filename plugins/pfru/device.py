@@ -25,6 +25,7 @@ from livefw.errors import (
     KernelError,
     NothingToDo,
     NotSupported,
+    PayloadMismatch,
     VersionNewer,
 )
 from livefw.kernel import Handle
@@ -223,12 +224,12 @@ class PfruDevice(Device):
                 "WIN_CERT_TYPE_EFI_GUID certificate)"
             )
         if walked.update_type != self.update_type:
-            raise InvalidFile(
+            raise PayloadMismatch(
                 f"this is a PFRU {TYPE_TITLE[walked.update_type]} capsule, not a "
                 f"{TYPE_TITLE[self.update_type]} capsule"
             )
         if walked.payload.platform_id != cap.platform_id:
-            raise InvalidFile(
+            raise PayloadMismatch(
                 f"the capsule is for platform {walked.payload.platform_id}, but this "
                 f"machine is platform {cap.platform_id}"
             )

@@ -25,6 +25,7 @@ from livefw.errors import (
     NoSpace,
     NothingToDo,
     NotSupported,
+    PayloadMismatch,
 )
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
@@ -162,7 +163,9 @@ class UefiCapsuleDevice(Device):
         images = [image for image in info.images if image.image_type in ("", self.fw_class)]
         if not images:
             targets = ", ".join(sorted({image.image_type for image in info.images}))
-            raise InvalidFile(f"the capsule is for {targets}, not {self.name} ({self.fw_class})")
+            raise PayloadMismatch(
+                f"the capsule is for {targets}, not {self.name} ({self.fw_class})"
+            )
         if info.header is None:
             # fwupd's fix-up (fu-uefi-capsule-device.c): a bare payload gets a synthetic
             # EFI_CAPSULE_HEADER naming the ESRT class, with the entry's capsule flags

@@ -87,3 +87,11 @@ def test_install_without_a_device_names_the_closest_candidate_and_why(
     assert "closest: " in result.stderr
     assert "(pfru): " in result.stderr
     assert "anti-rollback" in result.stderr
+
+    other = tmp_path / "other-platform.cap"
+    cli("sim", "sample", "pfru/code-injection", "--broken", "other-platform", "-o", str(other))
+    result = cli("install", str(other), "--json", check=False)
+    error = json.loads(result.stderr.strip().splitlines()[-1])
+    assert error["error"] == "InvalidFile"
+    assert "closest: Platform firmware runtime code injection (pfru): " in error["message"]
+    assert "the capsule is for platform" in error["message"]
