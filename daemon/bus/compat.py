@@ -13,15 +13,10 @@ Devices: PFRU and LFA use ``needs-activation`` (``updatable`` cleared and
 as a capability; fwctl and live-update devices are not shown.
 """
 
-import functools
-import json
 import os
-import re
 import signal as signals
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -44,7 +39,32 @@ from livefw.bus.backend import (
     signal,
 )
 from livefw.bus.context import BusContext
+from livefw.bus.fwupd_map import (
+    ACTION_ACTIVATE,
+    ERROR_PREFIX,
+    HSI_RESULT,
+    INHIBIT_REASON_MAX,
+    INHIBITS_MAX,
+    INHIBITS_PER_SENDER,
+    LVFS_METADATA_URI,
+    LVFS_REMOTE_ID,
+    PROBLEM_SYSTEM_INHIBIT,
+    REMOTE_ENABLED,
+    REMOTE_KIND_DIRECTORY,
+    REMOTE_KIND_DOWNLOAD,
+    STATUS,
+    config_message,
+    device_dict,
+    fwupd_errors,
+    history_dict,
+    install_action,
+    install_options,
+    release_dict,
+    visible,
+)
 from livefw.cabinet import is_cabinet
+from livefw.compat_state import ClientState, CompatState, DeviceCache
+from livefw.compat_state import checksums as valid_checksums
 from livefw.device import Device
 from livefw.engine import EngineListener
 from livefw.errors import (
@@ -60,379 +80,13 @@ from livefw.history import HistoryEntry
 from livefw.hostinfo import HostInfo, host_security_id, load_host, report_metadata, security_attrs
 from livefw.planner import Plan
 from livefw.plugin import InstallOptions
-from livefw.releases import Candidate, fwupd_version
-from livefw.statefiles import StateDirError, read_private, write_atomic
-from livefw.versions import version_format
+from livefw.releases import fwupd_version
 
 log = structlog.get_logger("livefw.compat")
 
 BUS_NAME = "org.freedesktop.fwupd"
 PATH = "/"
 INTERFACE = "org.freedesktop.fwupd"
-ERROR_PREFIX = "org.freedesktop.fwupd."
-
-#: plugins whose devices stay off this interface (nothing like them in fwupd).
-HIDDEN_PLUGINS = frozenset({"fwctl", "liveupdate"})
-#: protocols whose devices finish an install at the next boot.
-REBOOT_PROTOCOLS = frozenset({"org.uefi.capsule"})
-
-#: FwupdDeviceFlags (spec §3.3).
-DEVICE_FLAGS = {
-    "internal": 0x1,
-    "updatable": 0x2,
-    "require-ac": 0x8,
-    "locked": 0x10,
-    "supported": 0x20,
-    "needs-reboot": 0x100,
-    "reported": 0x200,
-    "notified": 0x400,
-    "needs-shutdown": 0x20000,
-    "needs-activation": 0x100000,
-    "historical": 0x400000,
-    "updatable-hidden": 0x2000000000,
-    "signed-payload": 0x800000000000,
-    "unsigned-payload": 0x1000000000000,
-}
-#: FwupdStatus (spec §3.1) for livefw's Status.
-STATUS = {
-    "idle": 1,
-    "loading": 2,
-    "device-write": 5,
-    "device-verify": 6,
-    "scheduling": 7,
-    "device-read": 9,
-    "waiting-for-auth": 11,
-    "device-busy": 12,
-    "shutdown": 13,
-    "device-activate": 5,
-}
-#: FwupdUpdateState (spec §3.2) for livefw's UpdateState.
-UPDATE_STATE = {
-    "none": 0,
-    "pending": 1,
-    "success": 2,
-    "failed": 3,
-    "needs-reboot": 4,
-    "failed-transient": 5,
-}
-#: FwupdVersionFormat (spec §3.7).
-VERSION_FORMAT = {"unknown": 0, "plain": 1, "number": 2, "pair": 3, "triplet": 4, "quad": 5}
-#: FwupdReleaseFlags (spec §3.5).
-TRUSTED_PAYLOAD, TRUSTED_METADATA, IS_UPGRADE, IS_DOWNGRADE = 1, 2, 4, 8
-#: FwupdReleaseUrgency.
-URGENCY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
-#: FwupdInstallFlags (2.x ``install-flags``, spec §3.6).
-INSTALL_ALLOW_REINSTALL, INSTALL_ALLOW_OLDER, INSTALL_ALLOW_BRANCH_SWITCH = 2, 4, 32
-#: FwupdRemoteKind download/directory, FwupdRemoteFlags enabled.
-REMOTE_KIND_DOWNLOAD, REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 1, 3, 1
-#: fwupdmgr looks this remote up by name (refresh, report-devices, the upload nag).
-LVFS_REMOTE_ID = "lvfs"
-LVFS_METADATA_URI = "https://cdn.fwupd.org/downloads/firmware.xml.zst"
-#: FwupdDeviceProblem system-inhibit (spec §3.4).
-PROBLEM_SYSTEM_INHIBIT = 256
-#: FwupdSecurityAttrResult names -> values (spec §3.8).
-HSI_RESULT = {
-    "unknown": 0, "enabled": 1, "not-enabled": 2, "valid": 3, "not-valid": 4, "locked": 5,
-    "not-locked": 6, "tainted": 9, "not-tainted": 10, "found": 11, "not-found": 12,
-}  # fmt: skip
-#: Inhibit: per sender and in total (fwupd main's limits), and the reason's length.
-INHIBITS_PER_SENDER, INHIBITS_MAX, INHIBIT_REASON_MAX = 10, 100, 256
-#: Set*Firmware: checksums in a list, and a checksum's shape (SHA-1 or SHA-256 hex).
-CHECKSUMS_MAX = 1024
-CHECKSUM_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-#: fwupd.conf keys and where livefw keeps the same setting (ModifyConfig answers with it).
-CONFIG_MAP = {
-    ("fwupd", "OnlyTrusted"): "[install] only_trusted",
-    ("fwupd", "DisabledPlugins"): "[plugins] disabled",
-    ("fwupd", "TrustedUids"): "[auth] fallback_uids (without polkit)",
-    ("fwupd", "VerboseDomains"): "[daemon] log_level",
-}
-
-#: livefw error names -> fwupd error names a 1.8 client knows (codes 0-17).
-ERRORS = {
-    "Internal": "Internal",
-    "NotFound": "NotFound",
-    "InvalidFile": "InvalidFile",
-    "InvalidArgument": "InvalidFile",
-    "NotSupported": "NotSupported",
-    "AuthFailed": "AuthFailed",
-    "Busy": "AlreadyPending",
-    "VersionNewer": "VersionNewer",
-    "VersionSame": "VersionSame",
-    "NothingToDo": "NothingToDo",
-    "NoSpace": "Write",
-    "ActivationFailed": "Internal",
-    "PermissionDenied": "PermissionDenied",
-    "Timeout": "Internal",
-}
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def fwupd_errors(fn: F) -> F:
-    """Map livefw errors to ``org.freedesktop.fwupd.<Name>`` (never livefw's names)."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await fn(*args, **kwargs)
-        except DBusError:
-            raise
-        except LivefwError as error:
-            name = ERRORS.get(error.name, "Internal")
-            raise DBusError(ERROR_PREFIX + name, error.message) from error
-        except Exception as error:
-            log.exception("compat_method_failed", method=fn.__name__)
-            raise DBusError(
-                ERROR_PREFIX + "Internal", f"internal error in {fn.__name__}"
-            ) from error
-
-    return wrapper  # type: ignore[return-value]
-
-
-def visible(device: Device) -> bool:
-    """Whether a device is shown on the fwupd-compatible interface."""
-    return device.plugin not in HIDDEN_PLUGINS
-
-
-def device_flags(device: Device, supported: bool) -> int:
-    """FwupdDeviceFlags for a device (spec §9 mapping)."""
-    names = set(device.flags) & set(DEVICE_FLAGS)
-    names.discard("needs-reboot")
-    if device.protocol in REBOOT_PROTOCOLS and str(device.update_state) == "needs-reboot":
-        # as fwupd: set once an update is scheduled for the next boot, not before
-        # (fwupdmgr check-reboot-needed and the GUIs' restart prompt read it)
-        names.add("needs-reboot")
-    if "needs-activation" in device.flags and "updatable" in names:
-        names.discard("updatable")
-        names.add("updatable-hidden")
-    if supported:
-        names.add("supported")
-    value = 0
-    for name in names:
-        value |= DEVICE_FLAGS[name]
-    return value
-
-
-def _version_fields(version: str, fmt: str, prefix: str) -> dict[str, Variant]:
-    fields = {prefix: Variant("s", version)} if version else {}
-    if version.isdigit() and int(version) < 1 << 64:
-        fields[prefix + "Raw"] = Variant("t", int(version))
-    return fields
-
-
-def device_dict(device: Device, supported: bool, created: int) -> dict[str, Variant]:
-    """The fwupd device dict (spec §2.1), exact types, empty values left out."""
-    fmt = version_format(device)
-    result: dict[str, Variant] = {
-        "DeviceId": Variant("s", device.id),
-        "Name": Variant("s", device.name),
-        "Plugin": Variant("s", device.plugin),
-        "Flags": Variant("t", device_flags(device, supported)),
-        "Created": Variant("t", created),
-        "Icon": Variant("as", ["computer"]),
-        "VersionFormat": Variant("u", VERSION_FORMAT.get(fmt, 0)),
-        "UpdateState": Variant("u", UPDATE_STATE.get(str(device.update_state), 0)),
-    }
-    if device.guids:
-        result["Guid"] = Variant("as", [g.lower() for g in device.guids])
-    for key, value in (
-        ("Vendor", device.vendor),
-        ("Summary", device.summary),
-        ("Protocol", device.protocol),
-        ("UpdateError", device.update_error),
-    ):
-        if value:
-            result[key] = Variant("s", value)
-    if "needs-activation" in device.flags and str(device.update_state) == "pending":
-        # fwupd's way to tell a GUI what to do next; GUIs without an Activate button
-        # (gnome-firmware, gnome-software) show the message
-        pending = f" {device.version_pending}" if device.version_pending else ""
-        if "UpdateError" not in result:
-            result["UpdateError"] = Variant(
-                "s", f"Firmware{pending} is staged and waits for activation"
-            )
-        result["UpdateMessage"] = Variant(
-            "s",
-            f"Firmware{pending} is staged. Run `fwupdmgr activate` (or `livefw activate`) "
-            "to switch to it without a reboot.",
-        )
-    result.update(_version_fields(device.version, fmt, "Version"))
-    result.update(_version_fields(device.version_lowest, fmt, "VersionLowest"))
-    if str(device.status) != "idle":
-        result["Status"] = Variant("u", STATUS.get(str(device.status), 0))
-        result["Percentage"] = Variant("u", device.percentage)
-    return result
-
-
-def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Variant]:
-    """The fwupd release dict (spec §2.2); ``order`` against the device (-1/0/1)."""
-    release = candidate.release
-    trust = (TRUSTED_PAYLOAD if candidate.trusted_payload else 0) | (
-        TRUSTED_METADATA if candidate.trusted_metadata else 0
-    )
-    if order is not None and order > 0:
-        trust |= IS_UPGRADE
-    elif order is not None and order < 0:
-        trust |= IS_DOWNGRADE
-    result: dict[str, Variant] = {
-        "AppstreamId": Variant("s", release.appstream_id),
-        "Version": Variant("s", release.version),
-        "Size": Variant("t", release.size),
-        "Checksum": Variant("s", f"{candidate.cabinet.sha1},{candidate.cabinet.sha256}"),
-        "TrustFlags": Variant("t", trust),
-    }
-    if candidate.location:
-        result["Locations"] = Variant("as", ["file://" + candidate.location])
-        result["Filename"] = Variant("s", os.path.basename(candidate.location))
-    if candidate.remote is not None:
-        result["RemoteId"] = Variant("s", candidate.remote.id)
-    for key, value in (
-        ("Name", release.name),
-        ("Summary", release.summary),
-        ("Description", release.description),
-        ("Vendor", release.vendor),
-        ("License", release.license),
-        ("Homepage", release.homepage),
-        ("DetailsUrl", release.details_url),
-        ("ReleaseId", release.release_id),
-        ("Protocol", release.protocol),
-        ("UpdateMessage", release.update_message),
-    ):
-        if value:
-            result[key] = Variant("s", value)
-    if release.created:
-        result["Created"] = Variant("t", release.created)
-    if release.urgency in URGENCY:
-        result["Urgency"] = Variant("u", URGENCY[release.urgency])
-    if release.install_duration:
-        result["InstallDuration"] = Variant("u", release.install_duration)
-    return result
-
-
-def install_options(options: dict[str, Variant]) -> InstallOptions:
-    """Fwupd Install options: 2.x ``install-flags`` and the 1.x booleans.
-
-    ``force`` (a flag bit or a boolean) is not honoured: a compatible client may not
-    bypass the version and requirement checks (spec §7.2 recommends so).
-    """
-    flags = 0
-    if "install-flags" in options:
-        variant = options["install-flags"]
-        if variant.signature != "t":
-            raise InvalidFile("install-flags must be of type t")
-        flags = int(variant.value)
-
-    def boolean(key: str) -> bool:
-        variant = options.get(key)
-        return bool(variant is not None and variant.signature == "b" and variant.value)
-
-    branch = bool(flags & INSTALL_ALLOW_BRANCH_SWITCH) or boolean("allow-branch-switch")
-    return InstallOptions(
-        allow_reinstall=bool(flags & INSTALL_ALLOW_REINSTALL) or boolean("allow-reinstall"),
-        allow_older=bool(flags & INSTALL_ALLOW_OLDER) or boolean("allow-older") or branch,
-    )
-
-
-#: fwupd's action for switching staged firmware live (its Activate method checks it;
-#: spec §6.1: auth_admin_keep for active sessions, unlike update-*-trusted which is
-#: allowed outright). fwupd's Install has no option that activates, so
-#: :func:`install_options` never sets ``activate`` and a compatible Install only
-#: stages; should it ever activate, this action is required on top of the install
-#: action, as the native API requires ``org.livefw.daemon1.activate``.
-ACTION_ACTIVATE = "org.freedesktop.fwupd.device-activate"
-
-
-def install_action(plan: Plan) -> str:
-    """Fwupd's polkit action for one planned release (spec §6.1)."""
-    internal = "internal" in plan.device.flags
-    kind = "downgrade" if plan.downgrade else "update"
-    action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
-    trusted = plan.candidate is not None and plan.candidate.trusted_payload
-    return action + ("-trusted" if trusted else "")
-
-
-def _checksums(values: list[str]) -> set[str]:
-    """Validate a checksum list (SHA-1 or SHA-256 hex) from Set*Firmware."""
-    if len(values) > CHECKSUMS_MAX:
-        raise InvalidFile(f"at most {CHECKSUMS_MAX} checksums")
-    result = set()
-    for value in values:
-        text = value.strip().lower()
-        if not CHECKSUM_RE.fullmatch(text):
-            raise InvalidFile(f"{value[:80]!r} is not a SHA-1 or SHA-256 checksum")
-        result.add(text)
-    return result
-
-
-def _config_message(section: str, key: str) -> str:
-    """Where livefw keeps what fwupd.conf ``[section] key`` sets."""
-    where = CONFIG_MAP.get((section, key))
-    if where:
-        return (
-            f"livefw does not rewrite its configuration: set {where} in livefw.conf and "
-            "restart livefwd"
-        )
-    return f"livefw has no equivalent of fwupd.conf [{section[:64]}] {key[:64]}"
-
-
-#: SetHints: hints per client (fwupd refuses more than 32), and the longest key and
-#: value accepted (fwupd reads only ``locale``, a ``LANG`` value).
-HINTS_MAX = 32
-HINT_KEY_MAX = 64
-HINT_VALUE_MAX = 256
-#: clients whose hints and feature flags are kept; the least recently seen is dropped
-#: past this (a client that left the bus is dropped at once: NameOwnerChanged).
-CLIENTS_MAX = 256
-
-
-class ClientState:
-    """Per-client hints and feature flags, bounded in count and size.
-
-    Every local user can call SetHints; fwupd keeps what it is sent for as long as
-    the daemon runs. Here a client's state goes when it leaves the bus
-    (:meth:`forget`, from NameOwnerChanged) or when more than ``CLIENTS_MAX`` clients
-    have some: at most about 32 x 320 bytes x 256 clients, a few MiB.
-    """
-
-    def __init__(self, clients_max: int = CLIENTS_MAX) -> None:
-        self.clients_max = clients_max
-        self.hints: OrderedDict[str, dict[str, str]] = OrderedDict()
-        self.features: OrderedDict[str, int] = OrderedDict()
-
-    def set_hints(self, sender: str, hints: dict[str, str]) -> None:
-        """Keep ``hints`` for ``sender``.
-
-        Raises:
-            NotSupported: more than HINTS_MAX hints, or a key or value too long.
-        """
-        if len(hints) > HINTS_MAX:
-            raise NotSupported(f"too many hints: {len(hints)}, at most {HINTS_MAX}")
-        for key, value in hints.items():
-            if len(key) > HINT_KEY_MAX or len(value) > HINT_VALUE_MAX:
-                raise NotSupported(
-                    f"hint {key[:HINT_KEY_MAX]!r} is too long: keys may have {HINT_KEY_MAX} "
-                    f"characters, values {HINT_VALUE_MAX}"
-                )
-        self._put(self.hints, sender, dict(hints))
-
-    def set_features(self, sender: str, flags: int) -> None:
-        """Keep the feature flags of ``sender``."""
-        self._put(self.features, sender, flags)
-
-    def _put(self, table: OrderedDict[str, Any], sender: str, value: Any) -> None:
-        if not sender:
-            return
-        table[sender] = value
-        table.move_to_end(sender)
-        while len(table) > self.clients_max:
-            table.popitem(last=False)
-
-    def forget(self, sender: str) -> bool:
-        """Drop what ``sender`` set (it left the bus); whether it had anything."""
-        had_hints = self.hints.pop(sender, None) is not None
-        had_features = self.features.pop(sender, None) is not None
-        return had_hints or had_features
 
 
 class CompatInterface(ServiceInterface, EngineListener):
@@ -442,14 +96,9 @@ class CompatInterface(ServiceInterface, EngineListener):
         super().__init__(INTERFACE)
         self.ctx = ctx
         self.created = int(time.time())
-        self._supported: set[str] = set()
-        #: device id -> (device, supported, its dict): GetDevices rebuilds a dict only
-        #: after the device changed (its listener drops the entry); at 1,000 devices
-        #: building them was a third of the call (bench/REPORT.md, profile)
-        self._dicts: dict[str, tuple[Device, bool, dict[str, Variant]]] = {}
+        self.cache = DeviceCache()
         self.clients = ClientState()
-        self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
-        self._notified = self._load_notified()
+        self.state = CompatState(state_dir)
         self._daemon_version = ctx.engine.config.daemon.fwupd_version or fwupd_version()
         self.host = HostInfo()
         self._host_security_id = "HSI:0"
@@ -457,8 +106,6 @@ class CompatInterface(ServiceInterface, EngineListener):
         #: while any is held (its ``inhibits``).
         self._inhibit_seq = 0
         self._inhibit_owners: dict[str, str] = {}
-        self._lists_path = os.path.join(state_dir, "fwupd-firmware-lists.json")
-        self.blocked, self.approved = self._load_lists()
 
     async def load_host(self) -> None:
         """Read SMBIOS, the machine id and the HSI attributes once (properties are sync)."""
@@ -475,23 +122,23 @@ class CompatInterface(ServiceInterface, EngineListener):
 
     def device_added(self, device: Device) -> None:
         """DeviceAdded, and follow its changes."""
-        self._dicts.pop(device.id, None)
+        self.cache.drop(device.id)
         device.add_listener(self._device_changed)
         if visible(device):
-            self.DeviceAdded(device_dict(device, device.id in self._supported, self.created))
+            self.DeviceAdded(device_dict(device, device.id in self.cache.supported, self.created))
 
     def device_removed(self, device: Device) -> None:
         """DeviceRemoved."""
-        self._dicts.pop(device.id, None)
+        self.cache.drop(device.id)
         device.remove_listener(self._device_changed)
         if visible(device):
-            self.DeviceRemoved(device_dict(device, device.id in self._supported, self.created))
+            self.DeviceRemoved(device_dict(device, device.id in self.cache.supported, self.created))
 
     def manager_changed(self, names: frozenset[str]) -> None:
         """PropertiesChanged with values, one property per signal (as fwupd)."""
         engine = self.ctx.engine
         if "inhibits" in names:
-            self._dicts.clear()
+            self.cache.drop()
             self.Changed()
         if "status" in names:
             self.emit_properties_changed({"Status": STATUS.get(str(engine.status), 0)})
@@ -500,28 +147,18 @@ class CompatInterface(ServiceInterface, EngineListener):
             self.emit_properties_changed({"PercentageFull": float(engine.percentage)})
 
     def _device_changed(self, device: Device, names: frozenset[str]) -> None:
-        self._dicts.pop(device.id, None)
+        self.cache.drop(device.id)
         if visible(device) and names:
-            self.DeviceChanged(device_dict(device, device.id in self._supported, self.created))
+            self.DeviceChanged(device_dict(device, device.id in self.cache.supported, self.created))
 
     # ------------------------------------------------------------------ helpers
-
-    def _load_notified(self) -> set[str]:
-        try:
-            value = json.loads(read_private(self._notified_path, 1 << 20) or b"[]")
-            return {str(item) for item in value} if isinstance(value, list) else set()
-        except (OSError, ValueError, StateDirError):
-            return set()
-
-    def _save_notified(self) -> None:
-        write_atomic(self._notified_path, json.dumps(sorted(self._notified)).encode())
 
     async def _refresh_supported(self) -> None:
         try:
             available = await self.ctx.engine.releases.available()
         except LivefwError:
             available = []
-        self._supported = {
+        self.cache.supported = {
             device.id
             for device in self.ctx.engine.devices.values()
             if "updatable" in device.flags
@@ -549,75 +186,9 @@ class CompatInterface(ServiceInterface, EngineListener):
                 rows[entry.device_id] = entry
         return sorted(rows.values(), key=lambda e: e.created)
 
-    def _history_state(self, entry: HistoryEntry) -> int:
-        if entry.state == "staged":
-            protocol = str(entry.data.get("protocol", ""))
-            device = self.ctx.engine.devices.get(entry.device_id)
-            if device is not None:
-                protocol = device.protocol
-            return UPDATE_STATE["needs-reboot" if protocol in REBOOT_PROTOCOLS else "pending"]
-        if entry.state in ("success", "failed", "failed-transient", "pending"):
-            return UPDATE_STATE[entry.state]
-        if entry.state == "superseded":
-            # replaced by a newer staging before it was applied: it did not fail, and
-            # fwupd's one row per device has no state for it (FWUPD_UPDATE_STATE_UNKNOWN)
-            return UPDATE_STATE["none"]
-        return UPDATE_STATE["failed"]  # cancelled
-
     def _history_dict(self, entry: HistoryEntry) -> dict[str, Variant]:
         device = self.ctx.engine.devices.get(entry.device_id)
-        flags = DEVICE_FLAGS["historical"]
-        if device is not None:
-            flags |= device_flags(device, False)
-        if entry.op_id in self._notified:
-            flags |= DEVICE_FLAGS["notified"]
-        result: dict[str, Variant] = {
-            "DeviceId": Variant("s", entry.device_id),
-            "Name": Variant("s", entry.device_name),
-            "Plugin": Variant("s", entry.plugin),
-            "Flags": Variant("t", flags),
-            "Created": Variant("t", int(entry.created)),
-            "Modified": Variant("t", int(entry.finished or entry.created)),
-            "UpdateState": Variant("u", self._history_state(entry)),
-        }
-        if entry.version_old:
-            result["Version"] = Variant("s", entry.version_old)
-        if device is not None and device.guids:
-            result["Guid"] = Variant("as", [g.lower() for g in device.guids])
-        if entry.state not in ("success", "staged", "pending", "superseded") and entry.reason:
-            result["UpdateError"] = Variant("s", entry.reason)
-        release: dict[str, Variant] = {
-            "Version": Variant("s", entry.version_new or entry.version_old),
-            "Metadata": Variant(
-                "a{ss}",
-                {
-                    "BootId": entry.boot_id,
-                    "LivefwOperation": entry.op_id,
-                    "LivefwKind": entry.kind,
-                    "LivefwState": entry.state,
-                },
-            ),
-        }
-        data = entry.data
-        # fwupdmgr prints the release name ("(null) Update:" without one); a raw
-        # capsule installed through livefw's own API has none: the device's name
-        release["Name"] = Variant("s", str(data.get("release-name") or entry.device_name))
-        if data.get("release-description"):
-            release["Description"] = Variant("s", str(data["release-description"]))
-        if data.get("appstream-id"):
-            release["AppstreamId"] = Variant("s", str(data["appstream-id"]))
-        if data.get("cabinet-sha1"):
-            release["Checksum"] = Variant(
-                "s", f"{data['cabinet-sha1']},{data.get('cabinet-sha256', '')}"
-            )
-        if data.get("payload-name"):
-            release["Filename"] = Variant("s", str(data["payload-name"]))
-        if data.get("remote-id"):
-            release["RemoteId"] = Variant("s", str(data["remote-id"]))
-        if data.get("protocol"):
-            release["Protocol"] = Variant("s", str(data["protocol"]))
-        result["Release"] = Variant("aa{sv}", [release])
-        return result
+        return history_dict(entry, device, entry.op_id in self.state.notified)
 
     def _sender(self) -> str:
         try:
@@ -712,18 +283,17 @@ class CompatInterface(ServiceInterface, EngineListener):
         return [self._cached_dict(d) for d in devices]
 
     def _cached_dict(self, device: Device) -> dict[str, Variant]:
-        supported = device.id in self._supported
-        cached = self._dicts.get(device.id)
-        if cached is not None and cached[0] is device and cached[1] == supported:
-            return cached[2]
-        result = device_dict(device, supported, self.created)
+        cached: dict[str, Variant] | None = self.cache.get(device)
+        if cached is not None:
+            return cached
+        result = device_dict(device, device.id in self.cache.supported, self.created)
         inhibits = self.ctx.engine.inhibits
         if inhibits and "updatable" in device.flags:
             result["Problems"] = Variant("t", PROBLEM_SYSTEM_INHIBIT)
             result["UpdateError"] = Variant(
                 "s", "Updates are inhibited: " + "; ".join(sorted(inhibits.values()))
             )
-        self._dicts[device.id] = (device, supported, result)
+        self.cache.put(device, result)
         return result
 
     @method()
@@ -781,9 +351,11 @@ class CompatInterface(ServiceInterface, EngineListener):
         if not rows:
             raise NothingToDo(f"no results for {device_id}")
         entry = rows[0] if device_id == "*" else rows[-1]
-        if entry.op_id in self._notified or entry.state in ("pending",):
+        if entry.op_id in self.state.notified or entry.state in ("pending",):
             raise NothingToDo(
-                "the user was already notified" if entry.op_id in self._notified else "in progress"
+                "the user was already notified"
+                if entry.op_id in self.state.notified
+                else "in progress"
             )
         if not entry.data.get("appstream-id"):
             raise NotFound(f"{entry.device_name} was not updated from a cabinet (no AppStream id)")
@@ -795,10 +367,9 @@ class CompatInterface(ServiceInterface, EngineListener):
         rows = [e for e in self._history_rows() if e.device_id == device_id]
         if not rows:
             raise NothingToDo(f"no results for {device_id}")
-        if rows[-1].op_id in self._notified:
+        if rows[-1].op_id in self.state.notified:
             raise NothingToDo(f"the results for {device_id} were already cleared")
-        self._notified.add(rows[-1].op_id)
-        self._save_notified()
+        self.state.set_notified(rows[-1].op_id)
 
     @method()
     @fwupd_errors
@@ -808,11 +379,8 @@ class CompatInterface(ServiceInterface, EngineListener):
         rows = [e for e in self._history_rows() if e.device_id == device_id]
         if not rows:
             raise NotFound(f"no history for {device_id}")
-        if value == "notified":
-            self._notified.add(rows[-1].op_id)
-        elif value == "~notified":
-            self._notified.discard(rows[-1].op_id)
-        self._save_notified()
+        if value in ("notified", "~notified"):
+            self.state.set_notified(rows[-1].op_id, value == "notified")
 
     @method()
     @fwupd_errors
@@ -893,7 +461,7 @@ class CompatInterface(ServiceInterface, EngineListener):
             ]
             if matches:
                 device = matches[0]
-                entry = device_dict(device, device.id in self._supported, self.created)
+                entry = device_dict(device, device.id in self.cache.supported, self.created)
                 order = releases.compare_to_device(device, candidate)
             else:
                 entry = {
@@ -911,11 +479,9 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def Install(self, device_id: "s", handle: "h", options: "a{sv}") -> None:
-        filename = options.get("filename")
-        name = os.path.basename(str(filename.value)) if filename is not None else ""
         fd = self._take_fd()
         try:
-            parsed = install_options(options)
+            parsed, name = install_options(options)
             target = "*" if device_id in ("", "*") else self._device(device_id).id
             granted: set[str] = set()
             uid = -1
@@ -962,7 +528,9 @@ class CompatInterface(ServiceInterface, EngineListener):
         plans = [p for p in plans if visible(p.device)]
         if not plans:
             raise NotFound("No supported devices found")
-        self.check_firmware_lists(plans)
+        for plan in plans:
+            if plan.candidate is not None:
+                self.state.check_cabinet(plan.candidate.cabinet.sha1, plan.candidate.cabinet.sha256)
         return plans
 
     def _first_action(self, target: str) -> str:
@@ -1024,28 +592,26 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def GetApprovedFirmware(self) -> "as":
-        return sorted(self.approved)
+        return sorted(self.state.approved)
 
     @method()
     @fwupd_errors
     async def SetApprovedFirmware(self, checksums: "as") -> None:
-        values = _checksums(checksums)
+        values = valid_checksums(checksums)
         await self.ctx.authorize("org.freedesktop.fwupd.set-approved-firmware")
-        self.approved = values
-        self._save_lists()
+        self.state.set_lists(approved=values)
 
     @method()
     @fwupd_errors
     async def GetBlockedFirmware(self) -> "as":
-        return sorted(self.blocked)
+        return sorted(self.state.blocked)
 
     @method()
     @fwupd_errors
     async def SetBlockedFirmware(self, checksums: "as") -> None:
-        values = _checksums(checksums)
+        values = valid_checksums(checksums)
         await self.ctx.authorize("org.freedesktop.fwupd.set-approved-firmware")
-        self.blocked = values
-        self._save_lists()
+        self.state.set_lists(blocked=values)
 
     @method()
     @fwupd_errors
@@ -1111,7 +677,7 @@ class CompatInterface(ServiceInterface, EngineListener):
         """Release one inhibit (Uninhibit, or its client left the bus)."""
         self._inhibit_owners.pop(inhibit_id, None)
         self.ctx.engine.set_inhibit(inhibit_id, None)
-        self._dicts.clear()
+        self.cache.drop()
 
     def forget_client(self, sender: str) -> bool:
         """A client left the bus: drop its hints, flags and inhibits (as fwupd)."""
@@ -1144,7 +710,7 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def ModifyConfig(self, section: "s", key: "s", value: "s") -> None:
-        raise NotSupported(_config_message(section, key))
+        raise NotSupported(config_message(section, key))
 
     @method()
     @fwupd_errors
@@ -1233,39 +799,6 @@ class CompatInterface(ServiceInterface, EngineListener):
             "HsiResultSuccess": Variant("u", HSI_RESULT.get(attr.success_result, 0)),
             "Flags": Variant("t", attr.flags()),
         }
-
-    def _load_lists(self) -> tuple[set[str], set[str]]:
-        try:
-            with open(self._lists_path, encoding="utf-8") as handle:
-                value = json.load(handle)
-            blocked = {str(c) for c in value.get("blocked", []) if CHECKSUM_RE.fullmatch(str(c))}
-            approved = {str(c) for c in value.get("approved", []) if CHECKSUM_RE.fullmatch(str(c))}
-            return blocked, approved
-        except (OSError, ValueError, AttributeError):
-            return set(), set()
-
-    def _save_lists(self) -> None:
-        tmp = self._lists_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({"blocked": sorted(self.blocked), "approved": sorted(self.approved)}, handle)
-        os.replace(tmp, self._lists_path)
-
-    def check_firmware_lists(self, plans: list[Plan]) -> None:
-        """Refuse a blocked cabinet, or one not approved while an approved list is set."""
-        for plan in plans:
-            if plan.candidate is None:
-                continue  # a raw payload (only livefw's own API installs those)
-            cabinet = plan.candidate.cabinet
-            sums = {cabinet.sha1, cabinet.sha256}
-            if sums & self.blocked:
-                raise NotSupported(
-                    f"Firmware {cabinet.sha1} is blocked (fwupdmgr unblock-firmware to allow it)"
-                )
-            if self.approved and not sums & self.approved:
-                raise NotSupported(
-                    f"Firmware {cabinet.sha1} is not in the approved list "
-                    "(fwupdmgr set-approved-firmware)"
-                )
 
     # ----------------------------------------------------------------- signals
 

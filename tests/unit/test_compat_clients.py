@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from livefw.bus.compat import HINT_VALUE_MAX, HINTS_MAX, ClientState
+from livefw.compat_state import HINT_VALUE_MAX, HINTS_MAX, ClientState
 from livefw.errors import NotSupported
 
 
@@ -37,3 +39,52 @@ def test_a_client_that_leaves_is_forgotten() -> None:
     assert not clients.forget(":1.7")
     assert not clients.hints
     assert not clients.features
+
+
+def test_compat_state_persists_notified_rows_and_lists(tmp_path: Path) -> None:
+    from livefw.compat_state import CompatState, checksums
+    from livefw.errors import InvalidFile, NotSupported
+
+    state = CompatState(str(tmp_path))
+    sha1, sha256 = "a" * 40, "b" * 64
+    state.set_notified("op1")
+    state.set_lists(blocked=checksums([sha1.upper()]))
+    again = CompatState(str(tmp_path))
+    assert again.notified == {"op1"}
+    assert again.blocked == {sha1}
+    with pytest.raises(NotSupported, match="blocked"):
+        again.check_cabinet(sha1, sha256)
+    again.set_lists(blocked=set(), approved={"c" * 64})
+    with pytest.raises(NotSupported, match="not in the approved list"):
+        again.check_cabinet(sha1, sha256)
+    again.check_cabinet(sha1, "c" * 64)
+    again.set_notified("op1", False)
+    assert CompatState(str(tmp_path)).notified == set()
+    with pytest.raises(InvalidFile, match="not a SHA-1 or SHA-256"):
+        checksums(["xyz"])
+    # a damaged file reads as empty, it does not stop the daemon
+    (tmp_path / "fwupd-firmware-lists.json").write_text("{not json")
+    assert CompatState(str(tmp_path)).approved == set()
+
+
+async def test_fwupd_errors_answer_with_fwupd_names() -> None:
+    from livefw.bus.backend import DBusError
+    from livefw.bus.fwupd_map import fwupd_errors
+    from livefw.errors import Busy, InvalidArgument
+
+    @fwupd_errors
+    async def refuse(error: Exception) -> None:
+        raise error
+
+    cases = [
+        (Busy("in flight"), "org.freedesktop.fwupd.AlreadyPending", "in flight"),
+        (InvalidArgument("bad"), "org.freedesktop.fwupd.InvalidFile", "bad"),
+        (RuntimeError("bug"), "org.freedesktop.fwupd.Internal", "internal error in refuse"),
+        (DBusError("org.freedesktop.fwupd.NotFound", "as is"), "org.freedesktop.fwupd.NotFound",
+         "as is"),
+    ]  # fmt: skip
+    for raised, name, text in cases:
+        with pytest.raises(DBusError) as info:
+            await refuse(raised)
+        assert info.value.type == name
+        assert str(info.value.text).startswith(text)

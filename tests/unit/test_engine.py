@@ -322,17 +322,14 @@ def test_history_rows_follow_the_allowed_transitions(tmp_path: Path) -> None:
 
 
 async def test_fwupd_api_does_not_report_a_superseded_row_as_failed(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from livefw.bus.compat import UPDATE_STATE, CompatInterface
+    from livefw.bus.fwupd_map import UPDATE_STATE, history_dict, history_state
 
     engine = await make(tmp_path)
     device = next(iter(engine.devices.values()))
     first = await engine.install(device.id, Payload(b"FAKE1.0"), InstallOptions())
     await engine.install(device.id, Payload(b"FAKE1.1"), InstallOptions())
-    compat = CompatInterface(SimpleNamespace(engine=engine), str(tmp_path))  # type: ignore[arg-type]
     superseded = engine.history.get(first.op_id)
     assert superseded.state == "superseded"
-    assert compat._history_state(superseded) == UPDATE_STATE["none"]
-    assert "UpdateError" not in compat._history_dict(superseded)
+    assert history_state(superseded, device) == UPDATE_STATE["none"]
+    assert "UpdateError" not in history_dict(superseded, device, notified=False)
     await engine.stop()

@@ -1,0 +1,409 @@
+"""How livefw's model reads on ``org.freedesktop.fwupd``: values, dicts, options, errors.
+
+Pure mapping, no state: fwupd's enums (libfwupd/fwupd-enums.h, 2.0) for livefw's
+flags, states and formats; the device, release and history dicts with fwupd's exact
+types (empty values left out); fwupd's Install options onto
+:class:`livefw.plugin.InstallOptions`; fwupd's polkit action for a planned install;
+livefw errors onto the fwupd error names a 1.8 client knows
+(:func:`fwupd_errors`, over the bus layer's one error decorator). livefw.bus.compat
+serves them.
+"""
+
+import functools
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from livefw.bus.backend import DBusError, Variant
+from livefw.bus.context import parse_options
+from livefw.bus.errors import dbus_errors
+from livefw.device import Device
+from livefw.errors import ERROR_PREFIX as LIVEFW_PREFIX
+from livefw.errors import InvalidFile
+from livefw.history import HistoryEntry
+from livefw.planner import Plan
+from livefw.plugin import InstallOptions
+from livefw.releases import Candidate
+from livefw.versions import version_format
+
+ERROR_PREFIX = "org.freedesktop.fwupd."
+
+#: plugins whose devices stay off this interface (nothing like them in fwupd).
+HIDDEN_PLUGINS = frozenset({"fwctl", "liveupdate"})
+#: protocols whose devices finish an install at the next boot.
+REBOOT_PROTOCOLS = frozenset({"org.uefi.capsule"})
+
+#: FwupdDeviceFlags (spec §3.3).
+DEVICE_FLAGS = {
+    "internal": 0x1,
+    "updatable": 0x2,
+    "require-ac": 0x8,
+    "locked": 0x10,
+    "supported": 0x20,
+    "needs-reboot": 0x100,
+    "reported": 0x200,
+    "notified": 0x400,
+    "needs-shutdown": 0x20000,
+    "needs-activation": 0x100000,
+    "historical": 0x400000,
+    "updatable-hidden": 0x2000000000,
+    "signed-payload": 0x800000000000,
+    "unsigned-payload": 0x1000000000000,
+}
+#: FwupdStatus (spec §3.1) for livefw's Status.
+STATUS = {
+    "idle": 1,
+    "loading": 2,
+    "device-write": 5,
+    "device-verify": 6,
+    "scheduling": 7,
+    "device-read": 9,
+    "waiting-for-auth": 11,
+    "device-busy": 12,
+    "shutdown": 13,
+    "device-activate": 5,
+}
+#: FwupdUpdateState (spec §3.2) for livefw's UpdateState.
+UPDATE_STATE = {
+    "none": 0,
+    "pending": 1,
+    "success": 2,
+    "failed": 3,
+    "needs-reboot": 4,
+    "failed-transient": 5,
+}
+#: FwupdVersionFormat (spec §3.7).
+VERSION_FORMAT = {"unknown": 0, "plain": 1, "number": 2, "pair": 3, "triplet": 4, "quad": 5}
+#: FwupdReleaseFlags (spec §3.5).
+TRUSTED_PAYLOAD, TRUSTED_METADATA, IS_UPGRADE, IS_DOWNGRADE = 1, 2, 4, 8
+#: FwupdReleaseUrgency.
+URGENCY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+#: FwupdInstallFlags (2.x ``install-flags``, spec §3.6).
+INSTALL_ALLOW_REINSTALL, INSTALL_ALLOW_OLDER, INSTALL_ALLOW_BRANCH_SWITCH = 2, 4, 32
+#: FwupdRemoteKind download/directory, FwupdRemoteFlags enabled.
+REMOTE_KIND_DOWNLOAD, REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 1, 3, 1
+#: fwupdmgr looks this remote up by name (refresh, report-devices, the upload nag).
+LVFS_REMOTE_ID = "lvfs"
+LVFS_METADATA_URI = "https://cdn.fwupd.org/downloads/firmware.xml.zst"
+#: FwupdDeviceProblem system-inhibit (spec §3.4).
+PROBLEM_SYSTEM_INHIBIT = 256
+#: FwupdSecurityAttrResult names -> values (spec §3.8).
+HSI_RESULT = {
+    "unknown": 0, "enabled": 1, "not-enabled": 2, "valid": 3, "not-valid": 4, "locked": 5,
+    "not-locked": 6, "tainted": 9, "not-tainted": 10, "found": 11, "not-found": 12,
+}  # fmt: skip
+#: Inhibit: per sender and in total (fwupd main's limits), and the reason's length.
+INHIBITS_PER_SENDER, INHIBITS_MAX, INHIBIT_REASON_MAX = 10, 100, 256
+#: fwupd.conf keys and where livefw keeps the same setting (ModifyConfig answers with it).
+CONFIG_MAP = {
+    ("fwupd", "OnlyTrusted"): "[install] only_trusted",
+    ("fwupd", "DisabledPlugins"): "[plugins] disabled",
+    ("fwupd", "TrustedUids"): "[auth] fallback_uids (without polkit)",
+    ("fwupd", "VerboseDomains"): "[daemon] log_level",
+}
+
+#: livefw error names -> fwupd error names a 1.8 client knows (codes 0-17).
+ERRORS = {
+    "Internal": "Internal",
+    "NotFound": "NotFound",
+    "InvalidFile": "InvalidFile",
+    "InvalidArgument": "InvalidFile",
+    "NotSupported": "NotSupported",
+    "AuthFailed": "AuthFailed",
+    "Busy": "AlreadyPending",
+    "VersionNewer": "VersionNewer",
+    "VersionSame": "VersionSame",
+    "NothingToDo": "NothingToDo",
+    "NoSpace": "Write",
+    "ActivationFailed": "Internal",
+    "PermissionDenied": "PermissionDenied",
+    "Timeout": "Internal",
+}
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def fwupd_errors(fn: F) -> F:
+    """Livefw's error decorator (livefw.bus.errors), answering with fwupd's names.
+
+    A refusal keeps its message and takes the fwupd name of :data:`ERRORS`; anything
+    unexpected is ``org.freedesktop.fwupd.Internal`` (the traceback goes to the log,
+    as for every livefw method). Errors a method raises with fwupd's names already
+    pass unchanged.
+    """
+    inner = dbus_errors(fn)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await inner(*args, **kwargs)
+        except DBusError as error:
+            name = str(getattr(error, "type", ""))
+            if not name.startswith(LIVEFW_PREFIX):
+                raise
+            fwupd = ERRORS.get(name.removeprefix(LIVEFW_PREFIX), "Internal")
+            raise DBusError(ERROR_PREFIX + fwupd, str(getattr(error, "text", ""))) from error
+
+    return wrapper  # type: ignore[return-value]
+
+
+def visible(device: Device) -> bool:
+    """Whether a device is shown on the fwupd-compatible interface."""
+    return device.plugin not in HIDDEN_PLUGINS
+
+
+def device_flags(device: Device, supported: bool) -> int:
+    """FwupdDeviceFlags for a device (spec §9 mapping)."""
+    names = set(device.flags) & set(DEVICE_FLAGS)
+    names.discard("needs-reboot")
+    if device.protocol in REBOOT_PROTOCOLS and str(device.update_state) == "needs-reboot":
+        # as fwupd: set once an update is scheduled for the next boot, not before
+        # (fwupdmgr check-reboot-needed and the GUIs' restart prompt read it)
+        names.add("needs-reboot")
+    if "needs-activation" in device.flags and "updatable" in names:
+        names.discard("updatable")
+        names.add("updatable-hidden")
+    if supported:
+        names.add("supported")
+    value = 0
+    for name in names:
+        value |= DEVICE_FLAGS[name]
+    return value
+
+
+def _version_fields(version: str, fmt: str, prefix: str) -> dict[str, Variant]:
+    fields = {prefix: Variant("s", version)} if version else {}
+    if version.isdigit() and int(version) < 1 << 64:
+        fields[prefix + "Raw"] = Variant("t", int(version))
+    return fields
+
+
+def device_dict(device: Device, supported: bool, created: int) -> dict[str, Variant]:
+    """The fwupd device dict (spec §2.1), exact types, empty values left out."""
+    fmt = version_format(device)
+    result: dict[str, Variant] = {
+        "DeviceId": Variant("s", device.id),
+        "Name": Variant("s", device.name),
+        "Plugin": Variant("s", device.plugin),
+        "Flags": Variant("t", device_flags(device, supported)),
+        "Created": Variant("t", created),
+        "Icon": Variant("as", ["computer"]),
+        "VersionFormat": Variant("u", VERSION_FORMAT.get(fmt, 0)),
+        "UpdateState": Variant("u", UPDATE_STATE.get(str(device.update_state), 0)),
+    }
+    if device.guids:
+        result["Guid"] = Variant("as", [g.lower() for g in device.guids])
+    for key, value in (
+        ("Vendor", device.vendor),
+        ("Summary", device.summary),
+        ("Protocol", device.protocol),
+        ("UpdateError", device.update_error),
+    ):
+        if value:
+            result[key] = Variant("s", value)
+    if "needs-activation" in device.flags and str(device.update_state) == "pending":
+        # fwupd's way to tell a GUI what to do next; GUIs without an Activate button
+        # (gnome-firmware, gnome-software) show the message
+        pending = f" {device.version_pending}" if device.version_pending else ""
+        if "UpdateError" not in result:
+            result["UpdateError"] = Variant(
+                "s", f"Firmware{pending} is staged and waits for activation"
+            )
+        result["UpdateMessage"] = Variant(
+            "s",
+            f"Firmware{pending} is staged. Run `fwupdmgr activate` (or `livefw activate`) "
+            "to switch to it without a reboot.",
+        )
+    result.update(_version_fields(device.version, fmt, "Version"))
+    result.update(_version_fields(device.version_lowest, fmt, "VersionLowest"))
+    if str(device.status) != "idle":
+        result["Status"] = Variant("u", STATUS.get(str(device.status), 0))
+        result["Percentage"] = Variant("u", device.percentage)
+    return result
+
+
+def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Variant]:
+    """The fwupd release dict (spec §2.2); ``order`` against the device (-1/0/1)."""
+    release = candidate.release
+    trust = (TRUSTED_PAYLOAD if candidate.trusted_payload else 0) | (
+        TRUSTED_METADATA if candidate.trusted_metadata else 0
+    )
+    if order is not None and order > 0:
+        trust |= IS_UPGRADE
+    elif order is not None and order < 0:
+        trust |= IS_DOWNGRADE
+    result: dict[str, Variant] = {
+        "AppstreamId": Variant("s", release.appstream_id),
+        "Version": Variant("s", release.version),
+        "Size": Variant("t", release.size),
+        "Checksum": Variant("s", f"{candidate.cabinet.sha1},{candidate.cabinet.sha256}"),
+        "TrustFlags": Variant("t", trust),
+    }
+    if candidate.location:
+        result["Locations"] = Variant("as", ["file://" + candidate.location])
+        result["Filename"] = Variant("s", os.path.basename(candidate.location))
+    if candidate.remote is not None:
+        result["RemoteId"] = Variant("s", candidate.remote.id)
+    for key, value in (
+        ("Name", release.name),
+        ("Summary", release.summary),
+        ("Description", release.description),
+        ("Vendor", release.vendor),
+        ("License", release.license),
+        ("Homepage", release.homepage),
+        ("DetailsUrl", release.details_url),
+        ("ReleaseId", release.release_id),
+        ("Protocol", release.protocol),
+        ("UpdateMessage", release.update_message),
+    ):
+        if value:
+            result[key] = Variant("s", value)
+    if release.created:
+        result["Created"] = Variant("t", release.created)
+    if release.urgency in URGENCY:
+        result["Urgency"] = Variant("u", URGENCY[release.urgency])
+    if release.install_duration:
+        result["InstallDuration"] = Variant("u", release.install_duration)
+    return result
+
+
+#: the Install options fwupd's clients send (1.x booleans, 2.x ``install-flags``),
+#: with their types; others are ignored, as fwupd ignores them.
+INSTALL_OPTIONS = {
+    "install-flags": "t",
+    "allow-older": "b",
+    "allow-reinstall": "b",
+    "allow-branch-switch": "b",
+    "force": "b",
+    "offline": "b",
+    "ignore-power": "b",
+    "no-history": "b",
+    "reason": "s",
+    "filename": "s",
+}
+
+
+def install_options(options: dict[str, Variant]) -> tuple[InstallOptions, str]:
+    """Fwupd Install options: (what livefw honours, the file's name).
+
+    ``force`` (a flag bit or a boolean) is not honoured: a compatible client may not
+    bypass the version and requirement checks.
+
+    Raises:
+        InvalidFile: a known option of the wrong type (fwupd's name for a bad argument).
+    """
+    known = {key: value for key, value in options.items() if key in INSTALL_OPTIONS}
+    parsed = parse_options(known, INSTALL_OPTIONS, InvalidFile)
+    flags = int(parsed.get("install-flags", 0))
+
+    def flag(bit: int, key: str) -> bool:
+        return bool(flags & bit) or bool(parsed.get(key, False))
+
+    branch = flag(INSTALL_ALLOW_BRANCH_SWITCH, "allow-branch-switch")
+    result = InstallOptions(
+        allow_reinstall=flag(INSTALL_ALLOW_REINSTALL, "allow-reinstall"),
+        allow_older=flag(INSTALL_ALLOW_OLDER, "allow-older") or branch,
+    )
+    return result, os.path.basename(str(parsed.get("filename", "")))
+
+
+#: fwupd's action for switching staged firmware live (its Activate method checks it;
+#: spec §6.1: auth_admin_keep for active sessions, unlike update-*-trusted which is
+#: allowed outright). fwupd's Install has no option that activates, so
+#: :func:`install_options` never sets ``activate`` and a compatible Install only
+#: stages; should it ever activate, this action is required on top of the install
+#: action, as the native API requires ``org.livefw.daemon1.activate``.
+ACTION_ACTIVATE = "org.freedesktop.fwupd.device-activate"
+
+
+def install_action(plan: Plan) -> str:
+    """Fwupd's polkit action for one planned release (spec §6.1)."""
+    internal = "internal" in plan.device.flags
+    kind = "downgrade" if plan.downgrade else "update"
+    action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
+    trusted = plan.candidate is not None and plan.candidate.trusted_payload
+    return action + ("-trusted" if trusted else "")
+
+
+def config_message(section: str, key: str) -> str:
+    """Where livefw keeps what fwupd.conf ``[section] key`` sets."""
+    where = CONFIG_MAP.get((section, key))
+    if where:
+        return (
+            f"livefw does not rewrite its configuration: set {where} in livefw.conf and "
+            "restart livefwd"
+        )
+    return f"livefw has no equivalent of fwupd.conf [{section[:64]}] {key[:64]}"
+
+
+def history_state(entry: HistoryEntry, device: Device | None) -> int:
+    """FwupdUpdateState of a history row (``device``: its device, if still present)."""
+    if entry.state == "staged":
+        protocol = str(entry.data.get("protocol", ""))
+        if device is not None:
+            protocol = device.protocol
+        return UPDATE_STATE["needs-reboot" if protocol in REBOOT_PROTOCOLS else "pending"]
+    if entry.state in ("success", "failed", "failed-transient", "pending"):
+        return UPDATE_STATE[entry.state]
+    if entry.state == "superseded":
+        # replaced by a newer staging before it was applied: it did not fail, and
+        # fwupd's one row per device has no state for it (FWUPD_UPDATE_STATE_UNKNOWN)
+        return UPDATE_STATE["none"]
+    return UPDATE_STATE["failed"]  # cancelled
+
+
+def history_dict(entry: HistoryEntry, device: Device | None, notified: bool) -> dict[str, Variant]:
+    """A history row as fwupd's device dict with one release (GetHistory, GetResults)."""
+    flags = DEVICE_FLAGS["historical"]
+    if device is not None:
+        flags |= device_flags(device, False)
+    if notified:
+        flags |= DEVICE_FLAGS["notified"]
+    result: dict[str, Variant] = {
+        "DeviceId": Variant("s", entry.device_id),
+        "Name": Variant("s", entry.device_name),
+        "Plugin": Variant("s", entry.plugin),
+        "Flags": Variant("t", flags),
+        "Created": Variant("t", int(entry.created)),
+        "Modified": Variant("t", int(entry.finished or entry.created)),
+        "UpdateState": Variant("u", history_state(entry, device)),
+    }
+    if entry.version_old:
+        result["Version"] = Variant("s", entry.version_old)
+    if device is not None and device.guids:
+        result["Guid"] = Variant("as", [g.lower() for g in device.guids])
+    if entry.state not in ("success", "staged", "pending", "superseded") and entry.reason:
+        result["UpdateError"] = Variant("s", entry.reason)
+    release: dict[str, Variant] = {
+        "Version": Variant("s", entry.version_new or entry.version_old),
+        "Metadata": Variant(
+            "a{ss}",
+            {
+                "BootId": entry.boot_id,
+                "LivefwOperation": entry.op_id,
+                "LivefwKind": entry.kind,
+                "LivefwState": entry.state,
+            },
+        ),
+    }
+    data = entry.data
+    # fwupdmgr prints the release name ("(null) Update:" without one); a raw
+    # capsule installed through livefw's own API has none: the device's name
+    release["Name"] = Variant("s", str(data.get("release-name") or entry.device_name))
+    if data.get("release-description"):
+        release["Description"] = Variant("s", str(data["release-description"]))
+    if data.get("appstream-id"):
+        release["AppstreamId"] = Variant("s", str(data["appstream-id"]))
+    if data.get("cabinet-sha1"):
+        release["Checksum"] = Variant(
+            "s", f"{data['cabinet-sha1']},{data.get('cabinet-sha256', '')}"
+        )
+    if data.get("payload-name"):
+        release["Filename"] = Variant("s", str(data["payload-name"]))
+    if data.get("remote-id"):
+        release["RemoteId"] = Variant("s", str(data["remote-id"]))
+    if data.get("protocol"):
+        release["Protocol"] = Variant("s", str(data["protocol"]))
+    result["Release"] = Variant("aa{sv}", [release])
+    return result

@@ -1,0 +1,230 @@
+"""What the fwupd-compatible API keeps beside the engine (livefw.bus.compat serves it).
+
+Persistent, in the daemon's state directory, written atomically and never through a
+link (livefw.statefiles): which history rows a client was notified of
+(``fwupd-notified.json``: fwupd's ClearResults / ModifyDevice ``notified``), and the
+blocked and approved firmware checksums (``fwupd-firmware-lists.json``).
+
+In memory: each client's hints and feature flags (:class:`ClientState`), who holds
+which Inhibit (:class:`Inhibits`), and the device dicts GetDevices last built
+(:class:`DeviceCache`). Nothing here knows D-Bus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from livefw.device import Device
+from livefw.errors import InvalidFile, NotSupported
+from livefw.statefiles import StateDirError, read_private, write_atomic
+
+__all__ = [
+    "CHECKSUMS_MAX",
+    "CLIENTS_MAX",
+    "HINTS_MAX",
+    "HINT_KEY_MAX",
+    "HINT_VALUE_MAX",
+    "ClientState",
+    "CompatState",
+    "DeviceCache",
+    "checksums",
+]
+
+log = structlog.get_logger("livefw.compat")
+
+#: Set*Firmware: checksums in a list, and a checksum's shape (SHA-1 or SHA-256 hex).
+CHECKSUMS_MAX = 1024
+CHECKSUM_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: the biggest state file read back (a full list of 1,024 SHA-256 sums is ~70 KiB).
+STATE_FILE_MAX = 1 << 20
+
+
+def checksums(values: Iterable[str]) -> set[str]:
+    """Validate a checksum list (SHA-1 or SHA-256 hex) from Set*Firmware.
+
+    Raises:
+        InvalidFile: more than CHECKSUMS_MAX, or one that is not a checksum.
+    """
+    values = list(values)
+    if len(values) > CHECKSUMS_MAX:
+        raise InvalidFile(f"at most {CHECKSUMS_MAX} checksums")
+    result = set()
+    for value in values:
+        text = value.strip().lower()
+        if not CHECKSUM_RE.fullmatch(text):
+            raise InvalidFile(f"{value[:80]!r} is not a SHA-1 or SHA-256 checksum")
+        result.add(text)
+    return result
+
+
+class CompatState:
+    """The notified rows and the blocked/approved lists, kept in ``state_dir``.
+
+    A missing, unreadable or malformed file reads as empty (the lists are a
+    convenience of fwupd's clients, not a security boundary of livefwd's).
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
+        self._lists_path = os.path.join(state_dir, "fwupd-firmware-lists.json")
+        self.notified: set[str] = set()
+        self.blocked: set[str] = set()
+        self.approved: set[str] = set()
+        value = self._load(self._notified_path)
+        if isinstance(value, list):
+            self.notified = {str(item) for item in value}
+        lists = self._load(self._lists_path)
+        if isinstance(lists, dict):
+            self.blocked = self._sums(lists.get("blocked"))
+            self.approved = self._sums(lists.get("approved"))
+
+    @staticmethod
+    def _load(path: str) -> Any:
+        try:
+            return json.loads(read_private(path, STATE_FILE_MAX) or b"null")
+        except (OSError, ValueError, StateDirError) as error:
+            log.warning("compat_state_unreadable", path=path, error=str(error))
+            return None
+
+    @staticmethod
+    def _sums(value: Any) -> set[str]:
+        if not isinstance(value, list):
+            return set()
+        return {str(c) for c in value if CHECKSUM_RE.fullmatch(str(c))}
+
+    def set_notified(self, op_id: str, notified: bool = True) -> None:
+        """Mark (or unmark) a history row as one the user was told about; saved now."""
+        if notified:
+            self.notified.add(op_id)
+        else:
+            self.notified.discard(op_id)
+        write_atomic(self._notified_path, json.dumps(sorted(self.notified)).encode())
+
+    def set_lists(
+        self, *, blocked: set[str] | None = None, approved: set[str] | None = None
+    ) -> None:
+        """Replace the blocked and/or approved checksums; saved now."""
+        if blocked is not None:
+            self.blocked = blocked
+        if approved is not None:
+            self.approved = approved
+        data = {"blocked": sorted(self.blocked), "approved": sorted(self.approved)}
+        write_atomic(self._lists_path, json.dumps(data).encode())
+
+    def check_cabinet(self, sha1: str, sha256: str) -> None:
+        """Refuse a blocked cabinet, or one not approved while an approved list is set.
+
+        Raises:
+            NotSupported: blocked, or not approved.
+        """
+        sums = {sha1, sha256}
+        if sums & self.blocked:
+            raise NotSupported(
+                f"Firmware {sha1} is blocked (fwupdmgr unblock-firmware to allow it)"
+            )
+        if self.approved and not sums & self.approved:
+            raise NotSupported(
+                f"Firmware {sha1} is not in the approved list (fwupdmgr set-approved-firmware)"
+            )
+
+
+#: SetHints: hints per client (fwupd refuses more than 32), and the longest key and
+#: value accepted (fwupd reads only ``locale``, a ``LANG`` value).
+HINTS_MAX = 32
+HINT_KEY_MAX = 64
+HINT_VALUE_MAX = 256
+#: clients whose hints and feature flags are kept; the least recently seen is dropped
+#: past this (a client that left the bus is dropped at once: NameOwnerChanged).
+CLIENTS_MAX = 256
+
+
+class ClientState:
+    """Per-client hints and feature flags, bounded in count and size.
+
+    Every local user can call SetHints; fwupd keeps what it is sent for as long as
+    the daemon runs. Here a client's state goes when it leaves the bus
+    (:meth:`forget`, from NameOwnerChanged) or when more than ``CLIENTS_MAX`` clients
+    have some: at most about 32 x 320 bytes x 256 clients, a few MiB.
+    """
+
+    def __init__(self, clients_max: int = CLIENTS_MAX) -> None:
+        self.clients_max = clients_max
+        self.hints: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self.features: OrderedDict[str, int] = OrderedDict()
+
+    def set_hints(self, sender: str, hints: dict[str, str]) -> None:
+        """Keep ``hints`` for ``sender``.
+
+        Raises:
+            NotSupported: more than HINTS_MAX hints, or a key or value too long.
+        """
+        if len(hints) > HINTS_MAX:
+            raise NotSupported(f"too many hints: {len(hints)}, at most {HINTS_MAX}")
+        for key, value in hints.items():
+            if len(key) > HINT_KEY_MAX or len(value) > HINT_VALUE_MAX:
+                raise NotSupported(
+                    f"hint {key[:HINT_KEY_MAX]!r} is too long: keys may have {HINT_KEY_MAX} "
+                    f"characters, values {HINT_VALUE_MAX}"
+                )
+        self._put(self.hints, sender, dict(hints))
+
+    def set_features(self, sender: str, flags: int) -> None:
+        """Keep the feature flags of ``sender``."""
+        self._put(self.features, sender, flags)
+
+    def _put(self, table: OrderedDict[str, Any], sender: str, value: Any) -> None:
+        if not sender:
+            return
+        table[sender] = value
+        table.move_to_end(sender)
+        while len(table) > self.clients_max:
+            table.popitem(last=False)
+
+    def forget(self, sender: str) -> bool:
+        """Drop what ``sender`` set (it left the bus); whether it had anything."""
+        had_hints = self.hints.pop(sender, None) is not None
+        had_features = self.features.pop(sender, None) is not None
+        return had_hints or had_features
+
+
+class DeviceCache:
+    """The device dicts GetDevices built, rebuilt only after the device changed.
+
+    At 1,000 devices building them was a third of the call (bench/REPORT.md,
+    profile). An entry is valid for the same device object with the same
+    ``supported`` answer; :meth:`drop` on every change of the device.
+    """
+
+    def __init__(self) -> None:
+        #: device ids a remote holds a release for (fwupd's ``supported`` flag).
+        self.supported: set[str] = set()
+        self._dicts: dict[str, tuple[Device, bool, Any]] = {}
+
+    def get(self, device: Device) -> Any | None:
+        """The cached dict of ``device``, or None."""
+        cached = self._dicts.get(device.id)
+        if (
+            cached is not None
+            and cached[0] is device
+            and cached[1] == (device.id in self.supported)
+        ):
+            return cached[2]
+        return None
+
+    def put(self, device: Device, value: Any) -> None:
+        """Keep ``value`` as the dict of ``device`` as it is now."""
+        self._dicts[device.id] = (device, device.id in self.supported, value)
+
+    def drop(self, device_id: str | None = None) -> None:
+        """Forget one device's dict (it changed), or every dict."""
+        if device_id is None:
+            self._dicts.clear()
+        else:
+            self._dicts.pop(device_id, None)
