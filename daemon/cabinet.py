@@ -25,13 +25,17 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from xml.etree.ElementTree import Element
+from typing import TYPE_CHECKING, Any
 
 from livefw.errors import InvalidFile, NotFound, NotSupported
 from livefw.fdread import TooLarge
 from livefw.lazy import lazy_module
 from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
+
+if TYPE_CHECKING:
+    # only for annotations: the engine imports this module for its version rules
+    # at start, before livefwd owns its bus name (tests/integration/test_import_budget.py)
+    from xml.etree.ElementTree import Element
 
 __all__ = [
     "CAB_MAGIC",
@@ -780,7 +784,7 @@ def make_metainfo(
     timestamp: int = 0,
 ) -> bytes:
     """An AppStream firmware component for one payload (what vendors ship)."""
-    from xml.etree.ElementTree import SubElement, tostring
+    from xml.etree.ElementTree import Element, SubElement, tostring
 
     component = Element("component", {"type": "firmware"})
     SubElement(component, "id").text = appstream_id

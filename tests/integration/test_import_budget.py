@@ -60,8 +60,10 @@ FORBIDDEN = (
 )
 
 #: modules (packages included) at the time of writing: 418 with dbus-fast, 409 with
-#: dbus-next; plus a little room.
-BUDGET = 430
+#: dbus-next; plus a little room. Issue 15 split files by role (plugins' context and
+#: device modules, the engine's planner and version rules, compat's state and mapping):
+#: 436 and 427, every new one a small livefw module, none from outside.
+BUDGET = 445
 
 
 @pytest.mark.parametrize("backend", ["fast", "next"])
