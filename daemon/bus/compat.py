@@ -39,9 +39,10 @@ from livefw.bus.backend import (
     signal,
 )
 from livefw.bus.context import BusContext
+from livefw.bus.errors import FWUPD_ERROR_PREFIX as ERROR_PREFIX
+from livefw.bus.errors import fwupd_errors
 from livefw.bus.fwupd_map import (
     ACTION_ACTIVATE,
-    ERROR_PREFIX,
     HSI_RESULT,
     INHIBIT_REASON_MAX,
     INHIBITS_MAX,
@@ -55,7 +56,6 @@ from livefw.bus.fwupd_map import (
     STATUS,
     config_message,
     device_dict,
-    fwupd_errors,
     history_dict,
     install_action,
     install_options,

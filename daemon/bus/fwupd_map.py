@@ -4,29 +4,21 @@ Pure mapping, no state: fwupd's enums (libfwupd/fwupd-enums.h, 2.0) for livefw's
 flags, states and formats; the device, release and history dicts with fwupd's exact
 types (empty values left out); fwupd's Install options onto
 :class:`livefw.plugin.InstallOptions`; fwupd's polkit action for a planned install;
-livefw errors onto the fwupd error names a 1.8 client knows
-(:func:`fwupd_errors`, over the bus layer's one error decorator). livefw.bus.compat
-serves them.
+livefw errors take fwupd's names through the one error table
+(livefw.bus.errors: ``fwupd_errors``). livefw.bus.compat serves them.
 """
 
-import functools
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
-from livefw.bus.backend import DBusError, Variant
+from livefw.bus.backend import Variant
 from livefw.bus.context import parse_options
-from livefw.bus.errors import dbus_errors
 from livefw.device import Device
-from livefw.errors import ERROR_PREFIX as LIVEFW_PREFIX
 from livefw.errors import InvalidFile
 from livefw.history import HistoryEntry
 from livefw.planner import Plan
 from livefw.plugin import InstallOptions
 from livefw.releases import Candidate
 from livefw.versions import version_format
-
-ERROR_PREFIX = "org.freedesktop.fwupd."
 
 #: plugins whose devices stay off this interface (nothing like them in fwupd).
 HIDDEN_PLUGINS = frozenset({"fwctl", "liveupdate"})
@@ -101,51 +93,6 @@ CONFIG_MAP = {
     ("fwupd", "TrustedUids"): "[auth] fallback_uids (without polkit)",
     ("fwupd", "VerboseDomains"): "[daemon] log_level",
 }
-
-#: livefw error names -> fwupd error names a 1.8 client knows (codes 0-17).
-ERRORS = {
-    "Internal": "Internal",
-    "NotFound": "NotFound",
-    "InvalidFile": "InvalidFile",
-    "InvalidArgument": "InvalidFile",
-    "NotSupported": "NotSupported",
-    "AuthFailed": "AuthFailed",
-    "Busy": "AlreadyPending",
-    "VersionNewer": "VersionNewer",
-    "VersionSame": "VersionSame",
-    "NothingToDo": "NothingToDo",
-    "NoSpace": "Write",
-    "ActivationFailed": "Internal",
-    "PermissionDenied": "PermissionDenied",
-    "Timeout": "Internal",
-}
-
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def fwupd_errors(fn: F) -> F:
-    """Livefw's error decorator (livefw.bus.errors), answering with fwupd's names.
-
-    A refusal keeps its message and takes the fwupd name of :data:`ERRORS`; anything
-    unexpected is ``org.freedesktop.fwupd.Internal`` (the traceback goes to the log,
-    as for every livefw method). Errors a method raises with fwupd's names already
-    pass unchanged.
-    """
-    inner = dbus_errors(fn)
-
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await inner(*args, **kwargs)
-        except DBusError as error:
-            name = str(getattr(error, "type", ""))
-            if not name.startswith(LIVEFW_PREFIX):
-                raise
-            fwupd = ERRORS.get(name.removeprefix(LIVEFW_PREFIX), "Internal")
-            raise DBusError(ERROR_PREFIX + fwupd, str(getattr(error, "text", ""))) from error
-
-    return wrapper  # type: ignore[return-value]
 
 
 def visible(device: Device) -> bool:

@@ -69,7 +69,7 @@ def test_compat_state_persists_notified_rows_and_lists(tmp_path: Path) -> None:
 
 async def test_fwupd_errors_answer_with_fwupd_names() -> None:
     from livefw.bus.backend import DBusError
-    from livefw.bus.fwupd_map import fwupd_errors
+    from livefw.bus.errors import fwupd_errors
     from livefw.errors import Busy, InvalidArgument
 
     @fwupd_errors
