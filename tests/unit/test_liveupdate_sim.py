@@ -71,13 +71,16 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
 
-def punch_hole(fd: int, offset: int, length: int) -> None:
-    """fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)."""
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) (Python's os has posix_fallocate only)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
     if libc.fallocate(fd, mode, ctypes.c_longlong(offset), ctypes.c_longlong(length)):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
 
 
 def memfd(data: bytes, sealable: bool = True) -> int:
@@ -491,6 +494,17 @@ async def test_kexec_errnos_change_nothing(
 # ------------------------------------------- preserved memfds are frozen (14.5)
 
 
+def can_set_append_only() -> bool:
+    """Whether this process may set FS_APPEND_FL (CAP_LINUX_IMMUTABLE)."""
+    from livefw.kernel.sim import liveupdate as sim_luo
+
+    fd = os.memfd_create("probe", 0)
+    try:
+        return sim_luo._set_append_only(fd, True)
+    finally:
+        os.close(fd)
+
+
 async def test_a_preserved_memfd_is_frozen(machine: SimMachine, provider: SimProvider) -> None:
     device = await provider.open(DEV, OpenFlags.RDWR)
     session = await create(provider, device, "s")
@@ -506,7 +520,9 @@ async def test_a_preserved_memfd_is_frozen(machine: SimMachine, provider: SimPro
         os.ftruncate(fd, 4096)
     with pytest.raises(PermissionError):
         os.posix_fallocate(fd, 0, 8192)
-    os.ftruncate(fd, 10)  # the same size is no change (shmem_setattr)
+    if can_set_append_only():
+        with pytest.raises(PermissionError):
+            punch_hole(fd, 0, 4096)
     os.pwrite(fd, b"AB", 0)  # writing inside the file is allowed
     assert luo(machine).state.sessions[0].files[0].size == 10
     machine.kexec()
@@ -516,6 +532,25 @@ async def test_a_preserved_memfd_is_frozen(machine: SimMachine, provider: SimPro
     incoming = await retrieve(provider2, device2, "s")
     restored = await retrieve_fd(incoming, 1)
     assert os.pread(restored, 100, 0) == b"AB23456789"
+
+
+@pytest.mark.skipif(not can_set_append_only(), reason="needs CAP_LINUX_IMMUTABLE")
+async def test_a_memfd_without_sealing_is_frozen_and_thawed(provider: SimProvider) -> None:
+    """No seals possible: FS_APPEND_FL refuses truncation and hole punching until the
+    session is dropped (memfd_luo_unpreserve unfreezes)."""
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    fd = memfd(b"x" * 8192, sealable=False)
+    await preserve(session, fd, 1)
+    with pytest.raises(PermissionError):
+        os.ftruncate(fd, 100)
+    with pytest.raises(PermissionError):
+        punch_hole(fd, 0, 4096)
+    os.pwrite(fd, b"inside", 0)
+    await session.close()  # the last fd of an outgoing session: unpreserved
+    punch_hole(fd, 0, 4096)
+    os.ftruncate(fd, 100)
+    assert luo(provider.machine).state.divergences == []
 
 
 async def test_preserve_fills_the_holes(provider: SimProvider) -> None:
@@ -529,22 +564,39 @@ async def test_preserve_fills_the_holes(provider: SimProvider) -> None:
     assert os.fstat(fd).st_blocks * 512 >= 1 << 20
 
 
-@pytest.mark.parametrize("sealable", [True, False])
+@pytest.mark.parametrize(
+    ("how", "change"),
+    [
+        ("grow", "size changed from 8192 to 9000"),
+        ("fallocate", "fallocate allocated beyond its end"),
+        ("punch", "hole was punched"),
+    ],
+)
 async def test_what_the_sim_cannot_refuse_is_reported(
-    machine: SimMachine, provider: SimProvider, sealable: bool
+    machine: SimMachine,
+    provider: SimProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    change: str,
 ) -> None:
-    """A hole punched (any memfd) or a size change (no MFD_ALLOW_SEALING) after
-    PRESERVE_FD: EPERM on the kernel; no seal can refuse it, so the sim records it."""
+    """EPERM on the kernel; on the client's own descriptor the sim cannot refuse a
+    memfd without MFD_ALLOW_SEALING growing, fallocate beyond the end with KEEP_SIZE,
+    or (without CAP_LINUX_IMMUTABLE) a punched hole, so it records the divergence."""
+    from livefw.kernel.sim import liveupdate as sim_luo
+
+    monkeypatch.setattr(sim_luo, "_set_append_only", lambda fd, on: False)
     device = await provider.open(DEV, OpenFlags.RDWR)
     session = await create(provider, device, "s")
-    fd = memfd(b"x" * 8192, sealable=sealable)
+    fd = memfd(b"x" * 8192, sealable=False)
     await preserve(session, fd, 7)
-    punch_hole(fd, 0, 4096)
-    if not sealable:
-        os.ftruncate(fd, 100)
+    if how == "grow":
+        os.pwrite(fd, b"!", 8999)
+    elif how == "fallocate":
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 8192, 1 << 20)
+    else:
+        punch_hole(fd, 0, 4096)
     await preserve(session, memfd(b"y"), 8)  # the next ioctl sees it
     (text,) = luo(machine).state.divergences
-    change = "hole was punched" if sealable else "size changed from 8192 to 100"
     assert "token 7" in text
     assert change in text
     assert "EPERM" in text

@@ -26,26 +26,30 @@ descriptors of the daemon process:
   ``shmem_fallocate``, hole punching included), fills the file's holes as
   ``memfd_pin_folios()`` does, and records its size. The descriptor is the client's
   own and the simulated kernel runs in another process, so it cannot put a check
-  in the client's write(2), ftruncate(2) or fallocate(2): user space has no way to
-  make another process's calls on its own descriptor fail, except seals, and no
-  seal refuses hole punching without also refusing the writes inside the file that
-  the kernel allows (F_SEAL_WRITE, F_SEAL_FUTURE_WRITE). So the sim enforces what a
-  seal can and checks the rest afterwards:
+  in the client's write(2), ftruncate(2) or fallocate(2): user space can make
+  another process's calls on its own descriptor fail only through the inode, with
+  seals (which need MFD_ALLOW_SEALING, and none refuses hole punching without also
+  refusing the writes inside the file that the kernel allows) and the append-only
+  inode flag (which needs CAP_LINUX_IMMUTABLE and does not refuse growing). So:
 
   - a memfd made with MFD_ALLOW_SEALING gets F_SEAL_GROW | F_SEAL_SHRINK: a write
     past the end, ftruncate to another size and fallocate beyond the end fail with
-    EPERM, as on the kernel (the seals stay after the session is dropped; the
-    kernel unfreezes then);
-  - everything else (any size change of a memfd without MFD_ALLOW_SEALING, a hole
-    punched into any memfd, fallocate that allocates beyond the end with
-    FALLOC_FL_KEEP_SIZE) succeeds in the sim where the kernel says EPERM. The sim
-    compares size and allocated blocks with what it recorded at preserve time on
-    every later session ioctl, close and kexec; a difference is recorded as a
-    divergence (``state.divergences``, the device summary in ``livefw sim
-    devices``, and the machine's log) naming the token and what the kernel would
-    have refused. The kexec still carries the size recorded at preserve time.
-  - fallocate inside the file on a frozen memfd changes nothing the sim can see
-    (every page is allocated already) and goes unreported.
+    EPERM, as on the kernel (the seals stay after the session is dropped, where the
+    kernel unfreezes);
+  - when the process running the sim has CAP_LINUX_IMMUTABLE (livefwd.service
+    keeps it; a test run as root has it), every preserved memfd also gets
+    FS_APPEND_FL until it is unpreserved: ftruncate and hole punching fail with
+    EPERM on any memfd (ftruncate to the same size too, which the kernel allows);
+  - what is left succeeds in the sim where the kernel says EPERM: growing a memfd
+    without MFD_ALLOW_SEALING, fallocate beyond the end with FALLOC_FL_KEEP_SIZE,
+    and without the capability hole punching and shrinking. The sim compares size
+    and allocated blocks with what it recorded at preserve time on every later
+    session ioctl, close and kexec; a difference is recorded as a divergence
+    (``state.divergences``, the device summary in ``livefw sim devices``, and the
+    log) naming the token and what the kernel would have refused. The kexec still
+    carries the size recorded at preserve time;
+  - fallocate inside the file changes nothing the sim can see (every page is
+    allocated already) and goes unreported.
 * ``kexec`` answers like ``kernel_kexec()``: EINVAL when no image is loaded
   (``kexec_loaded``), EBUSY when another kexec holds the lock (fault ``kexec-busy``),
   the file handler's errno when a freeze fails (``fail_freeze``, fault
@@ -62,6 +66,7 @@ descriptors of the daemon process:
 
 from __future__ import annotations
 
+import array
 import base64
 import contextlib
 import errno
@@ -78,6 +83,7 @@ from livefw.errors import KernelError
 from livefw.kernel.provider import OpenFlags
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
+from livefw.kernel.uapi import fs
 from livefw.kernel.uapi import liveupdate as uapi
 
 #: fcntl(2) F_ADD_SEALS / F_GET_SEALS (include/uapi/linux/fcntl.h).
@@ -109,6 +115,8 @@ class SimFile(BaseModel):
     blocks: int = 0
     #: a change the kernel would have refused was seen (reported once)
     diverged: bool = False
+    #: the sim set FS_APPEND_FL on the client's memfd (cleared at unpreserve)
+    append_only: bool = False
     retrieved: bool = False
     #: a failed RETRIEVE_FD stays failed with the same errno (luo_file.c)
     failed_errno: int = 0
@@ -206,6 +214,18 @@ def _shmem_dev() -> int:
         finally:
             os.close(probe)
     return _SHMEM_DEV[0]
+
+
+def _set_append_only(fd: int, on: bool) -> bool:
+    """Set or clear FS_APPEND_FL on a file (False without CAP_LINUX_IMMUTABLE)."""
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, fs.FS_IOC_GETFLAGS, flags)
+        wanted = flags[0] | fs.FS_APPEND_FL if on else flags[0] & ~fs.FS_APPEND_FL
+        fcntl.ioctl(fd, fs.FS_IOC_SETFLAGS, array.array("l", [wanted]))
+    except OSError:
+        return False
+    return True
 
 
 def _fstat_key(fd: int) -> Key | None:
@@ -351,6 +371,8 @@ class LiveUpdateComponent(SimComponent):
                 continue
             fd = self._files.pop(key, None)
             if fd is not None:
+                if item.append_only:  # luo_file_unpreserve_files: the kernel unfreezes
+                    _set_append_only(fd, False)
                 os.close(fd)
         session.files = []
 
@@ -594,6 +616,7 @@ class LiveUpdateComponent(SimComponent):
         seals = 0
         size = 0
         blocks = 0
+        append_only = False
         if kind == "memfd":
             try:
                 seals = fcntl.fcntl(fd, F_GET_SEALS)
@@ -603,6 +626,7 @@ class LiveUpdateComponent(SimComponent):
                 raise fail(errno.EOPNOTSUPP, "ioctl", path, f"unknown memfd seals 0x{seals:x}")
             size = os.fstat(fd).st_size
             blocks = self._freeze_memfd(fd, seals, size)
+            append_only = _set_append_only(fd, True)
         if key not in self._files:
             self._files[key] = os.dup(fd)
         session.files.append(
@@ -616,6 +640,7 @@ class LiveUpdateComponent(SimComponent):
                 own_seals=seals,
                 size=size,
                 blocks=blocks,
+                append_only=append_only,
             )
         )
 
@@ -799,16 +824,25 @@ class LiveUpdateComponent(SimComponent):
 
     # --------------------------------------------------------------- kexec
 
-    def on_reboot(self) -> None:
-        """A cold reboot keeps nothing: every session and file is gone."""
+    def _new_kernel(self, sessions: list[SimSession]) -> None:
+        """The old kernel is gone: its references and freezes with it."""
+        for session in self.state.sessions:
+            for item in session.files:
+                fd = self._files.get((item.dev, item.ino))
+                if item.append_only and fd is not None:
+                    _set_append_only(fd, False)  # the client outlives a simulated kexec
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
         self._handles.clear()
-        self.state.sessions = []
+        self.state.sessions = sessions
         self.state.eio = False
         self.device_open = False
         self.machine.changed()
+
+    def on_reboot(self) -> None:
+        """A cold reboot keeps nothing: every session and file is gone."""
+        self._new_kernel([])
 
     def on_kexec(self) -> None:
         """``kernel_kexec()`` then ``liveupdate_reboot()``; on failure nothing changes.
@@ -843,14 +877,7 @@ class LiveUpdateComponent(SimComponent):
                     continue
                 files.append(self._serialise(item, fd))
             incoming.append(SimSession(name=session.name, direction="incoming", files=files))
-        for fd in self._files.values():
-            os.close(fd)
-        self._files.clear()
-        self._handles.clear()
-        self.state.sessions = incoming
-        self.device_open = False
-        self.state.eio = False
-        self.machine.changed()
+        self._new_kernel(incoming)
 
     def _serialise(self, item: SimFile, fd: int) -> SimFile:
         """What the next kernel gets (mm/memfd_luo.c ``memfd_luo_preserve``/``freeze``).

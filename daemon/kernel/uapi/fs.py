@@ -8,3 +8,7 @@ FS_IOC_GETFLAGS = ior(ord("f"), 1, 8)
 FS_IOC_SETFLAGS = iow(ord("f"), 2, 8)
 #: FS_IMMUTABLE_FL (include/uapi/linux/fs.h).
 FS_IMMUTABLE_FL = 0x00000010
+#: FS_APPEND_FL (include/uapi/linux/fs.h): fs/open.c ``do_ftruncate`` and
+#: ``vfs_fallocate`` refuse truncation and hole punching with EPERM; setting or
+#: clearing it needs CAP_LINUX_IMMUTABLE (``fileattr_set_prepare``).
+FS_APPEND_FL = 0x00000020
