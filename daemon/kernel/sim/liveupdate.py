@@ -40,6 +40,8 @@ descriptors of the daemon process:
     keeps it; a test run as root has it), every preserved memfd also gets
     FS_APPEND_FL until it is unpreserved: ftruncate and hole punching fail with
     EPERM on any memfd (ftruncate to the same size too, which the kernel allows);
+    if livefwd dies without its fd store, the flag stays on the client's memfd,
+    where the kernel would unfreeze as the session's last fd closes;
   - what is left succeeds in the sim where the kernel says EPERM: growing a memfd
     without MFD_ALLOW_SEALING, fallocate beyond the end with FALLOC_FL_KEEP_SIZE,
     and without the capability hole punching and shrinking. The sim compares size
