@@ -41,7 +41,8 @@ from livefw.plugin import (
     UpdateState,
 )
 from livefw.plugins.uefi_capsule.context import FWUPD, GLOBAL, UefiCapsuleContext
-from livefw.plugins.uefi_capsule.environment import Environment, esp_mount_of, esp_partition
+from livefw.plugins.uefi_capsule.environment import Environment
+from livefw.plugins.uefi_capsule.esp import esp_mount_of, esp_partition
 
 PROTOCOL = "org.uefi.capsule"
 #: fwupd's synthetic EFI_CAPSULE_HEADER size: the page size (fu-uefi-capsule-device.c).
