@@ -168,7 +168,7 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         result = _request(args, verb)
         out.info(f"Simulated {verb} done; new boot id {result['boot_id']}")
         if verb == "reboot":
-            from livefw.kernel.sim.uefi_capsule import saved_boot_report
+            from livefw.kernel.sim.uefi_model import saved_boot_report
 
             # the firmware's part of the boot is over; a hang is what a person would see
             report = saved_boot_report(_sim_dir(args))

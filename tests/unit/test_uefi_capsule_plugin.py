@@ -203,7 +203,7 @@ async def test_secure_boot_picks_the_signed_loader(tmp_path: Path) -> None:
         efi.LoadOption.unpack(var[1])
         for name in _var_names(rig)
         if efi.parse_boot_var_name(name) is not None
-        and (var := rig.sim._get_var(name, GLOBAL)) is not None
+        and (var := rig.sim.get_var(name, GLOBAL)) is not None
         and efi.LoadOption.unpack(var[1]).description == efi.FWUPD_BOOT_DESCRIPTION
     ]
     assert option.file_path_text() == "\\EFI\\debian\\shimx64.efi"
@@ -247,15 +247,15 @@ async def test_secure_boot_refuses_a_directly_started_distribution_loader(
     rig.machine.save()
     await rig.start()
     await rig.install(rig.sample())
-    number = struct.unpack("<H", rig.sim._get_var(efi.BOOT_NEXT, GLOBAL)[1])[0]  # type: ignore[index]
+    number = struct.unpack("<H", rig.sim.get_var(efi.BOOT_NEXT, GLOBAL)[1])[0]  # type: ignore[index]
     name = efi.boot_var_name(number)
-    option = efi.LoadOption.unpack(rig.sim._get_var(name, GLOBAL)[1])  # type: ignore[index]
+    option = efi.LoadOption.unpack(rig.sim.get_var(name, GLOBAL)[1])  # type: ignore[index]
     direct = efi.LoadOption(
         option.attributes,
         option.description,
         [option.file_path[0], efi.FilePathNode("\\EFI\\debian\\fwupdx64.efi")],
     )
-    rig.sim._set_var(name, GLOBAL, direct.pack())
+    rig.sim.set_var(name, GLOBAL, direct.pack())
     rig.machine.save()
     await rig.reboot()
     assert any(
@@ -457,12 +457,12 @@ async def test_a_capsule_the_firmware_refuses_quotes_fwupd_efi(tmp_path: Path) -
     rig = Rig(tmp_path, config=DEBUGGING)
     await rig.start()
     await rig.install(rig.sample())
-    verbose = rig.sim._get_var(efi.FWUPDATE_VERBOSE, FWUPD)
+    verbose = rig.sim.get_var(efi.FWUPDATE_VERBOSE, FWUPD)
     assert verbose is not None
     assert verbose[1] == b"\x01"
     rig.fault("no-fmp", SYSTEM_KEY)
     await rig.reboot()
-    log = _firmware_after_reboot(tmp_path)._get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD)
+    log = _firmware_after_reboot(tmp_path).get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD)
     assert log is not None
     engine = await rig.start()
     (row,) = engine.history.entries()
@@ -479,10 +479,10 @@ async def test_without_efi_debugging_the_loader_keeps_no_log(tmp_path: Path) -> 
     rig = Rig(tmp_path)
     await rig.start()
     await rig.install(rig.sample())
-    assert rig.sim._get_var(efi.FWUPDATE_VERBOSE, FWUPD) is None
+    assert rig.sim.get_var(efi.FWUPDATE_VERBOSE, FWUPD) is None
     rig.fault("no-fmp", SYSTEM_KEY)
     await rig.reboot()
-    assert _firmware_after_reboot(tmp_path)._get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD) is None
+    assert _firmware_after_reboot(tmp_path).get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD) is None
     engine = await rig.start()
     (row,) = engine.history.entries()
     assert row.state == "failed"
@@ -495,7 +495,7 @@ async def test_a_successful_update_does_not_quote_the_log(tmp_path: Path) -> Non
     await rig.start()
     await rig.install(rig.sample())
     await rig.reboot()
-    log = _firmware_after_reboot(tmp_path)._get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD)
+    log = _firmware_after_reboot(tmp_path).get_var(efi.FWUPDATE_DEBUG_LOG, FWUPD)
     assert log is not None
     assert "Reset System" in log[1].decode("utf-16-le")
     engine = await rig.start()
@@ -516,7 +516,7 @@ async def test_a_hostile_loader_log_is_bounded_and_escaped(tmp_path: Path) -> No
     assert isinstance(component, UefiCapsuleComponent)
     hostile = "x.c:1:f(): Could not get variable 'FWUPDATE_DEBUG_LOG' for delete\n"
     hostile += "".join(f"x.c:1:f(): Could not \x1b[2J{i} " + "A" * 500 + "\n" for i in range(5000))
-    component._set_var(efi.FWUPDATE_DEBUG_LOG, FWUPD, hostile.encode("utf-16-le"))
+    component.set_var(efi.FWUPDATE_DEBUG_LOG, FWUPD, hostile.encode("utf-16-le"))
     machine.save()
     engine = await rig.start()
     (row,) = engine.history.entries()

@@ -1,82 +1,65 @@
 """Simulated UEFI: the ESRT, efivarfs, the EFI System Partition and the boot firmware.
 
-The kernel side renders ``/sys/firmware/efi/esrt`` (0400 files, ``entry<N>``
-directories), efivarfs with its real write semantics (:class:`EfivarfsPolicy`), the
-ESP as a vfat mount with limited space (:class:`EspPolicy`) plus the block device's
-sysfs attributes and udev properties, and an installed fwupd EFI loader. The
-firmware side runs in :meth:`UefiCapsuleComponent.on_reboot`: capsule-on-disk
-processing, then BootNext -> the ``Boot####`` load option -> the fwupd-efi loader
-logic (fwupd-efi 1.4 ``efi/fwupdate.c``) -> UpdateCapsule against the ESRT, as
-replayed on OVMF with Debian's fwupdx64.efi (issue 14, "UEFI staging on real
-firmware"; docs/kernel.md, section "UEFI: ESRT, efivarfs, boot variables").
-Variables and ESP files are persisted in the component state; ESP files larger
-than 64 KiB as blob files the state refers to (machine.BlobStore).
+This module is the kernel side and the sim commands: it renders
+``/sys/firmware/efi/esrt`` (0400 files, ``entry<N>`` directories), efivarfs with its
+real write semantics (:class:`EfivarfsPolicy`), the ESP as a vfat mount with limited
+space (:class:`EspPolicy`) plus the block device's sysfs attributes and udev
+properties, and an installed fwupd EFI loader (docs/kernel.md, section "UEFI: ESRT,
+efivarfs, boot variables"). The firmware side (capsules on disk, BootNext, the
+fwupd-efi loader, UpdateCapsule) is :class:`~livefw.kernel.sim.uefi_firmware.UefiFirmware`,
+run from :meth:`UefiCapsuleComponent.on_reboot`; the state and constants are in
+livefw.kernel.sim.uefi_model. Variables and ESP files are persisted in the
+component state; ESP files larger than 64 KiB as blob files the state refers to
+(machine.BlobStore).
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
-import json
-import os
 import posixpath
 import struct
-import time
 import uuid
 from collections.abc import Callable
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from livefw.errors import InvalidArgument
 from livefw.kernel.provider import MountEntry
-from livefw.kernel.sim.machine import STATE_FILE, SimComponent, SimDevice
+from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
+from livefw.kernel.sim.uefi_firmware import UefiFirmware
+from livefw.kernel.sim.uefi_model import (
+    AUTOFS_MINOR,
+    COMPONENT_NAME,
+    DEVICE_FW_CLASS,
+    DISK_MAJOR,
+    DISK_MINOR,
+    EFIVARS_MINOR,
+    ESP_AUTOMOUNT,
+    ESP_MAJOR,
+    ESP_MBR_PARTUUID,
+    ESP_MINOR,
+    ESP_MOUNT,
+    ESP_PARTUUID,
+    ESP_SECTORS,
+    ESP_START,
+    LOADER_MARKER,
+    MS_SIGNED_MARKER,
+    SHIM_MARKER,
+    SIGNED_MARKER,
+    SIM_CERT_PREFIX,
+    STATUS_FAULTS,
+    SYSTEM_FW_CLASS,
+    EsrtEntryState,
+    UefiState,
+    VarState,
+    b64,
+    sim_signature,
+    unb64,
+)
 from livefw.kernel.sim.vfs import Attr, Dir, File, FsPolicy, Node, fail
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
-
-#: what the simulated "PKCS7" signature of an FMP image is: this prefix + sha256.
-SIM_CERT_PREFIX = b"LIVEFW-SIM-PKCS7\x00"
-#: content markers of the simulated fwupd EFI loader binaries.
-LOADER_MARKER = b"MZ LIVEFW-SIM fwupd-efi loader\x00"
-#: Debian's fwupdx64.efi.signed is signed by "Debian Secure Boot Signer 2022 - fwupd"
-#: (Debian Secure Boot CA), which only shim's vendor certificate trusts; shim itself is
-#: signed by Microsoft's UEFI CA, which the firmware's db trusts (checked on the
-#: packages fwupd-amd64-signed 1:1.4+1 and shim-signed 1.51~1+deb12u1)
-SIGNED_MARKER = b"signed-by: simulated Debian Secure Boot CA\x00"
-MS_SIGNED_MARKER = b"signed-by: simulated Microsoft UEFI CA\x00"
-SHIM_MARKER = b"MZ LIVEFW-SIM shim\x00"
-
-ESP_MOUNT = "boot/efi"
-#: where the ESP is when ``esp_automount`` is set: systemd's autofs at /efi.
-ESP_AUTOMOUNT = "efi"
-AUTOFS_MINOR = 41
-ESP_MAJOR, ESP_MINOR = 259, 1
-#: the whole disk (nvme0n1) holding the ESP and the root partition.
-DISK_MAJOR, DISK_MINOR = 259, 0
-ESP_MBR_PARTUUID = "8c2f41d7-01"
-ESP_PARTUUID = "5f2d2c4a-9e2b-4c1f-a0b2-6a3f0e7d1c11"
-ESP_START = 2048
-ESP_SECTORS = 1048576  # 512 MiB
-EFIVARS_MINOR = 30
-
-#: fw_class of the default machine's system firmware (an arbitrary, fixed GUID).
-SYSTEM_FW_CLASS = "ddc0ee61-e7f0-4e7d-acc5-c070a398838e"
-DEVICE_FW_CLASS = "6a4e1a2f-3c55-4b3e-9d0e-7f1b2c3d4e5f"
-
-#: fault -> ESRT last_attempt_status it forces on the targeted device's capsule.
-STATUS_FAULTS: dict[str, int] = {
-    "unsuccessful": 1,
-    "insufficient-resources": 2,
-    "incorrect-version": 3,
-    "invalid-format": 4,
-    "auth-error": 5,
-    "ac-power": 6,
-    "battery-low": 7,
-    "unsatisfied-dependencies": 8,
-}
-
 
 #: hostile_mounts kinds: mount point, device, MAJ:MIN, disk MAJ:MIN, removable, options.
 HOSTILE_MOUNTS: dict[
@@ -127,169 +110,6 @@ class _AutofsDir(Dir):
     @policy.setter
     def policy(self, value: FsPolicy | None) -> None:
         pass
-
-
-class EsrtEntryState(BaseModel):
-    """One ESRT entry and the firmware behind it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    fw_class: str
-    name: str
-    fw_type: int = efi.FW_TYPE_SYSTEM
-    fw_version: int = 1
-    lowest_supported_fw_version: int = 1
-    capsule_flags: int = 0
-    last_attempt_version: int = 0
-    last_attempt_status: int = 0
-
-    def entry(self) -> efi.EsrtEntry:
-        """As the kernel renders it."""
-        return efi.EsrtEntry(
-            self.fw_class,
-            self.fw_type,
-            self.fw_version,
-            self.lowest_supported_fw_version,
-            self.capsule_flags,
-            self.last_attempt_version,
-            self.last_attempt_status,
-        )
-
-
-class VarState(BaseModel):
-    """A committed EFI variable: the efivarfs file content and its inode flag."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    content: str  # base64 of attributes + data
-    immutable: bool = False
-
-
-class UefiState(BaseModel):
-    """The simulated platform.
-
-    Attributes:
-        boot: ``uefi``; ``legacy`` (no /sys/firmware/efi); ``xen-dom0`` (EFI runtime
-            but no ESRT passed through, /sys/hypervisor/type = xen).
-        esrt_present: the firmware publishes an ESRT.
-        esp_size: capacity of the ESP in bytes (free space = size - files).
-        var_store_size: NVRAM bytes for variables (name + data).
-        efivarfs_readonly: efivarfs is mounted read-only (writes fail with EROFS).
-        secure_boot: the firmware only starts signed binaries.
-        loader_installed / signed_loader_installed: the fwupd-efi package files in
-            /usr/libexec/fwupd/efi.
-        capsule_on_disk: OsIndicationsSupported has FILE_CAPSULE_DELIVERY_SUPPORTED.
-        default_status: the ESRT status every applied capsule gets when no fault
-            says otherwise (0 = success).
-        os_id: ``ID`` in /etc/os-release.
-        logical_block_size: the ESP disk's logical block size (512, or 4096 for a 4Kn
-            disk): ``queue/logical_block_size``; sysfs start/size stay in 512-byte units.
-        cap_sys_admin: livefwd holds CAP_SYS_ADMIN (the shipped unit drops it), which
-            kernels before 6.5 want for reading ESRT entries.
-        esrt_snapshot: the unit's ExecStartPre=+ copied the ESRT to /run/livefw/esrt.
-        xen_esrt: the Xen hypervisor preserves the ESRT for dom0 (the kernel shows it
-            from 6.3 on).
-        esp_automount: the ESP is behind systemd's autofs at /efi, not yet triggered.
-        esp_mbr: the ESP is on an MBR disk (partition type 0xef).
-        hostile_mounts: comma-separated vfat mounts that must never be taken for the
-            ESP: ``udisks-usb`` (a USB stick with the ESP type, udisks-mounted below
-            /media with uid=/gid=), ``loop-esp`` (a loop image with the ESP type),
-            ``home`` (a vfat mounted in a home directory).
-        last_boot_hang: why the last boot hung in the loader (``""`` if it did not).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    boot: Literal["uefi", "legacy", "xen-dom0"] = "uefi"
-    esrt_present: bool = True
-    esp_size: int = 64 * 1024 * 1024
-    var_store_size: int = 64 * 1024
-    efivarfs_readonly: bool = False
-    secure_boot: bool = False
-    loader_installed: bool = True
-    signed_loader_installed: bool = True
-    capsule_on_disk: bool = True
-    default_status: int = 0
-    os_id: str = "debian"
-    logical_block_size: int = 512
-    cap_sys_admin: bool = False
-    esrt_snapshot: bool = True
-    xen_esrt: bool = True
-    esp_automount: bool = False
-    esp_automounted: bool = False
-    esp_mbr: bool = False
-    hostile_mounts: str = ""
-    last_boot_hang: str = ""
-    entries: list[EsrtEntryState] = Field(default_factory=list)
-    variables: dict[str, VarState] = Field(default_factory=dict)
-    esp_files: dict[str, str] = Field(default_factory=dict)
-    esp_dirs: list[str] = Field(default_factory=list)
-    #: what the firmware did at the last boots (for `livefw sim devices` and tests).
-    boot_log: list[str] = Field(default_factory=list)
-
-
-def hang_report(hang: str) -> str:
-    """A boot that hung in the loader (``last_boot_hang``), said plainly for people.
-
-    A person at a real machine sees a screen that never changes, so `livefw sim
-    reboot` says what hung, why, and what to do next; ``""`` when nothing hung.
-    """
-    if not hang:
-        return ""
-    return (
-        f"THE BOOT HUNG in the fwupd EFI loader, which BootNext started: {hang}. "
-        "fwupd-efi 1.4 faults when it cannot find or open a capsule (fwupd-efi issue "
-        "112); a real machine stays stuck at that screen until someone power-cycles it. "
-        "The simulated machine was power-cycled and booted normally (BootNext is "
-        "consumed); no capsule was applied. Next: start livefwd (its history marks the "
-        "install failed and it removes what was staged), check the ESP with `livefw esp` "
-        "(partition, start, size, logical block size) and install again."
-    )
-
-
-def saved_boot_report(directory: str) -> str:
-    """:func:`hang_report` of the machine saved in ``directory`` (after a reboot).
-
-    Reads the one field from machine.json instead of loading the machine: the CLI
-    asks right after `sim reboot`, while the daemon that ran it may still be ending
-    (machine.json is replaced atomically, so the read sees the state after the boot).
-    """
-    try:
-        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as handle:
-            raw = json.load(handle)
-    except (OSError, ValueError):
-        return ""
-    state = (
-        raw.get("components", {}).get(UefiCapsuleComponent.name) if isinstance(raw, dict) else None
-    )
-    hang = state.get("last_boot_hang", "") if isinstance(state, dict) else ""
-    return hang_report(hang if isinstance(hang, str) else "")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode())
-
-
-def _now() -> efi.EfiTime:
-    stamp = time.gmtime()
-    return efi.EfiTime(
-        stamp.tm_year,
-        stamp.tm_mon,
-        stamp.tm_mday,
-        stamp.tm_hour,
-        stamp.tm_min,
-        stamp.tm_sec,
-        timezone=efi.EFI_UNSPECIFIED_TIMEZONE,
-    )
-
-
-def sim_signature(payload: bytes) -> bytes:
-    """The simulated PKCS7 blob over an FMP image payload."""
-    return SIM_CERT_PREFIX + hashlib.sha256(payload).digest()
 
 
 class EfiVarFile(File):
@@ -495,7 +315,7 @@ def _var(
 ) -> tuple[str, VarState]:
     immutable = not efi.var_is_mutable_by_default(name, guid)
     return efi.var_filename(name, guid), VarState(
-        content=_b64(efi.encode_var(attrs, data)), immutable=immutable
+        content=b64(efi.encode_var(attrs, data)), immutable=immutable
     )
 
 
@@ -503,49 +323,10 @@ def _hd() -> efi.HardDriveNode:
     return efi.HardDriveNode(1, ESP_START, ESP_SECTORS, ESP_PARTUUID)
 
 
-#: gnu-efi's ``%r`` text of the EFI statuses the simulated UpdateCapsule answers
-#: (gnu-efi lib/error.c ``ErrorCodeTable``), as fwupd-efi prints them.
-EFI_STATUS_TEXT = {
-    efi.EFI_INVALID_PARAMETER: "Invalid Parameter",
-    efi.EFI_UNSUPPORTED: "Unsupported",
-    efi.EFI_OUT_OF_RESOURCES: "Out of Resources",
-    efi.EFI_ABORTED: "Aborted",
-    efi.EFI_INCOMPATIBLE_VERSION: "Incompatible Version",
-    efi.EFI_SECURITY_VIOLATION: "Security Violation",
-}
-
-
-class LoaderLog:
-    """fwupd-efi's debug log: kept in ``FWUPDATE_DEBUG_LOG`` only with FWUPDATE_VERBOSE=1.
-
-    fwupd-efi efi/fwup-debug.c ``fwupd_debug_efivar_append()``: the first message of a
-    run deletes the old variable, each message is appended as UCS-2
-    ``file:line:function(): text`` plus a newline (checked on OVMF with Debian's
-    fwupd-efi 1.4 in the VM lane's capsule scenario).
-    """
-
-    def __init__(self, firmware: UefiCapsuleComponent, *, enabled: bool) -> None:
-        self.firmware = firmware
-        self.enabled = enabled
-        self.lines: list[str] = []
-
-    def add(self, function: str, text: str) -> None:
-        """One message of ``function`` (fwupdate.c's function names)."""
-        if self.enabled:
-            self.lines.append(f"../efi/fwupdate.c:0:{function}(): {text}")
-
-    def save(self) -> None:
-        """Write the run's log to the variable (only with FWUPDATE_VERBOSE=1)."""
-        if not self.enabled:
-            return
-        data = "".join(line + "\n" for line in self.lines).encode("utf-16-le")
-        self.firmware._set_var(efi.FWUPDATE_DEBUG_LOG, efi.FWUPDATE_GUID, data)
-
-
 class UefiCapsuleComponent(SimComponent):
     """The UEFI platform: ESRT, variables, ESP and the boot-time capsule processing."""
 
-    name = "uefi_capsule"
+    name = COMPONENT_NAME
     order = 40
     state_model = UefiState
     state: UefiState
@@ -574,6 +355,11 @@ class UefiCapsuleComponent(SimComponent):
     }
 
     # ------------------------------------------------------------ profiles
+
+    def __init__(self, machine: SimMachine, state: BaseModel) -> None:
+        super().__init__(machine, state)
+        #: the platform firmware's part of a boot (capsules on disk, BootNext, loader)
+        self.firmware = UefiFirmware(self)
 
     @classmethod
     def default_state(cls, profile: str, scale: int) -> UefiState:
@@ -632,9 +418,9 @@ class UefiCapsuleComponent(SimComponent):
         """A Debian install: shim + grub on the ESP and their boot entries."""
         state.esp_dirs = ["EFI", "EFI/BOOT", f"EFI/{state.os_id}"]
         state.esp_files = {
-            "EFI/BOOT/BOOTX64.EFI": _b64(SHIM_MARKER + MS_SIGNED_MARKER),
-            f"EFI/{state.os_id}/shimx64.efi": _b64(SHIM_MARKER + MS_SIGNED_MARKER),
-            f"EFI/{state.os_id}/grubx64.efi": _b64(b"MZ LIVEFW-SIM grub\x00" + bytes(2048)),
+            "EFI/BOOT/BOOTX64.EFI": b64(SHIM_MARKER + MS_SIGNED_MARKER),
+            f"EFI/{state.os_id}/shimx64.efi": b64(SHIM_MARKER + MS_SIGNED_MARKER),
+            f"EFI/{state.os_id}/grubx64.efi": b64(b"MZ LIVEFW-SIM grub\x00" + bytes(2048)),
         }
         if state.boot == "legacy":
             state.variables = {}
@@ -739,7 +525,7 @@ class UefiCapsuleComponent(SimComponent):
         """SecureBoot and OsIndicationsSupported follow the knobs (the firmware sets them)."""
         glob = efi.EFI_GLOBAL_VARIABLE_GUID
         bs_rt = efi.EFI_VARIABLE_BOOTSERVICE_ACCESS | efi.EFI_VARIABLE_RUNTIME_ACCESS
-        found = self._get_var(efi.OS_INDICATIONS_SUPPORTED, glob)
+        found = self.get_var(efi.OS_INDICATIONS_SUPPORTED, glob)
         if found is not None:
             (bits,) = struct.unpack_from("<Q", found[1].ljust(8, b"\0"))
             bits &= ~efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED
@@ -751,7 +537,7 @@ class UefiCapsuleComponent(SimComponent):
     def _firmware_var(self, name: str, data: bytes, attrs: int) -> None:
         """Set a firmware-owned global variable when its value differs (keeps the flag)."""
         glob = efi.EFI_GLOBAL_VARIABLE_GUID
-        current = self._get_var(name, glob)
+        current = self.get_var(name, glob)
         if current is None or current[1] != data:
             filename, var = _var(name, glob, data, attrs)
             self.state.variables[filename] = var
@@ -785,7 +571,7 @@ class UefiCapsuleComponent(SimComponent):
         directory = Dir()
         directory.policy = EfivarfsPolicy(self, directory)
         for filename, var in self.state.variables.items():
-            directory.children[filename] = EfiVarFile(_unb64(var.content), var.immutable)
+            directory.children[filename] = EfiVarFile(unb64(var.content), var.immutable)
         parent.children[posixpath.basename(efi.EFIVARS_DIR)] = directory
         options = ("ro",) if self.state.efivarfs_readonly else ("rw", "nosuid", "nodev")
         self.machine.mount_table.append(
@@ -919,7 +705,7 @@ class UefiCapsuleComponent(SimComponent):
         """Store the committed efivarfs files (called after every change)."""
         with self.machine.lock:
             self.state.variables = {
-                name: VarState(content=_b64(node.data), immutable=node.immutable)
+                name: VarState(content=b64(node.data), immutable=node.immutable)
                 for name, node in sorted(directory.children.items())
                 if isinstance(node, File) and (not isinstance(node, EfiVarFile) or node.committed)
             }
@@ -936,23 +722,27 @@ class UefiCapsuleComponent(SimComponent):
 
     # ------------------------------------------------- firmware-side helpers
 
-    def _get_var(self, name: str, guid: str) -> tuple[int, bytes] | None:
+    def get_var(self, name: str, guid: str) -> tuple[int, bytes] | None:
+        """A committed variable's ``(attributes, data)``, or None."""
         var = self.state.variables.get(efi.var_filename(name, guid))
-        return efi.decode_var(_unb64(var.content)) if var is not None else None
+        return efi.decode_var(unb64(var.content)) if var is not None else None
 
-    def _set_var(self, name: str, guid: str, data: bytes, immutable: bool | None = None) -> None:
+    def set_var(self, name: str, guid: str, data: bytes, immutable: bool | None = None) -> None:
+        """Set a variable as the firmware does (attributes NV|BS|RT)."""
         filename = efi.var_filename(name, guid)
         old = self.state.variables.get(filename)
         if immutable is None:
             immutable = old.immutable if old else not efi.var_is_mutable_by_default(name, guid)
         self.state.variables[filename] = VarState(
-            content=_b64(efi.encode_var(efi.EFI_VARIABLE_DEFAULT, data)), immutable=immutable
+            content=b64(efi.encode_var(efi.EFI_VARIABLE_DEFAULT, data)), immutable=immutable
         )
 
-    def _del_var(self, name: str, guid: str) -> None:
+    def del_var(self, name: str, guid: str) -> None:
+        """Delete a variable (absent is fine)."""
         self.state.variables.pop(efi.var_filename(name, guid), None)
 
-    def _esp_read(self, efi_path: str) -> bytes | None:
+    def esp_read(self, efi_path: str) -> bytes | None:
+        """A file on the ESP by its EFI path (``EFI/...`` or with backslashes), or None."""
         content = self.state.esp_files.get(efi.efi_path_to_esp(efi_path))
         if content is None:
             # vfat is case-insensitive
@@ -962,10 +752,12 @@ class UefiCapsuleComponent(SimComponent):
             )
         return self.machine.blobs.unpack(content) if content is not None else None
 
-    def _entry(self, fw_class: str) -> EsrtEntryState | None:
+    def entry_of(self, fw_class: str) -> EsrtEntryState | None:
+        """The ESRT entry of ``fw_class``, or None."""
         return next((e for e in self.state.entries if e.fw_class == fw_class.lower()), None)
 
-    def _log(self, text: str) -> None:
+    def log_boot(self, text: str) -> None:
+        """A line in the boot log (`livefw sim devices`, tests); the last 50 are kept."""
         self.state.boot_log = [
             *self.state.boot_log[-49:],
             f"boot {self.machine.state.boots}: {text}",
@@ -976,7 +768,7 @@ class UefiCapsuleComponent(SimComponent):
     def on_reboot(self) -> None:
         """Play the firmware at boot: capsule on disk, then BootNext (UEFI 2.10 §3.1.2, §8.5.5).
 
-        A boot that hangs in the loader (see :meth:`_fwupd_efi`) is recorded in
+        A boot that hangs in the loader (see :meth:`UefiFirmware.fwupd_efi`) is recorded in
         ``last_boot_hang``; the simulated reboot then stands for the power cycle a
         person does next, so the machine comes up normally with BootNext consumed.
         """
@@ -985,320 +777,13 @@ class UefiCapsuleComponent(SimComponent):
         if self.state.boot == "legacy":
             return
         with self.machine.lock:
-            self._capsules_on_disk()
-            self._boot_next()
+            self.firmware.capsules_on_disk()
+            self.firmware.boot_next()
             self.machine.changed()
 
-    def _boot_next(self) -> None:
-        glob = efi.EFI_GLOBAL_VARIABLE_GUID
-        found = self._get_var(efi.BOOT_NEXT, glob)
-        if found is None:
-            return
-        self._del_var(efi.BOOT_NEXT, glob)  # consumed whatever happens next
-        (number,) = struct.unpack("<H", found[1][:2].ljust(2, b"\x00"))
-        name = efi.boot_var_name(number)
-        if self.machine.take_fault(self.name, "*", ("bootnext-ignored",)):
-            self._log(f"BootNext={name} ignored")
-            return
-        if self.machine.take_fault(self.name, "*", ("boot-entry-removed",)):
-            self._del_var(name, glob)
-            self._log(f"{name} removed by the firmware")
-            return
-        option_raw = self._get_var(name, glob)
-        if option_raw is None:
-            self._log(f"BootNext={name}: no such load option")
-            return
-        try:
-            option = efi.LoadOption.unpack(option_raw[1])
-        except ValueError:
-            self._log(f"{name}: malformed load option")
-            return
-        # OVMF/EDK2 finds the partition of a boot option by number and signature
-        # (a short-form HD() path): a wrong start or size still boots the loader
-        binary = self._resolve(option.file_path, strict=False)
-        if binary is None:
-            self._log(f"{name}: Not Found; falling through to the next boot option")
-            return
-        if self.state.secure_boot and MS_SIGNED_MARKER not in binary:
-            # the firmware's db (Microsoft's UEFI CA) must trust what it starts itself
-            self._log(f"{name}: Secure Boot violation: the firmware's db does not trust it")
-            return
-        if binary.startswith(SHIM_MARKER) and option.optional_data:
-            second = option.optional_data.decode("utf-16-le", "replace").split("\x00", 1)[0]
-            folder = efi.efi_path_to_esp(option.file_path_text()).rsplit("/", 1)[0]
-            binary = self._esp_read(folder + "/" + efi.efi_path_to_esp(second)) or b""
-            # shim trusts its vendor certificate (the distribution's CA) and db
-            if self.state.secure_boot and not (
-                SIGNED_MARKER in binary or MS_SIGNED_MARKER in binary
-            ):
-                self._log(f"{name}: shim refused the second stage: not signed")
-                return
-        if not binary.startswith(LOADER_MARKER):
-            self._log(f"{name}: not the fwupd loader; nothing to do")
-            return
-        self._fwupd_efi()
-
     def firmware_hd(self) -> efi.HardDriveNode:
-        """The ESP's HD() node as the firmware sees it: start and size in logical blocks."""
-        block = self.state.logical_block_size
-        start, size = ESP_START * 512 // block, ESP_SECTORS * 512 // block
-        if self.state.esp_mbr:
-            # an MBR HD() node: the 32-bit disk signature, partition format 1, type 1
-            disk_id = ESP_MBR_PARTUUID.partition("-")[0]
-            return efi.HardDriveNode(
-                1,
-                start,
-                size,
-                f"{disk_id}-0000-0000-0000-000000000000",
-                efi.PART_FORMAT_MBR,
-                efi.SIGNATURE_MBR,
-            )
-        return efi.HardDriveNode(1, start, size, ESP_PARTUUID)
-
-    def _resolve(self, nodes: list[efi.DevicePathNode], *, strict: bool = True) -> bytes | None:
-        """Follow HD + File path to a file on the ESP (the only disk).
-
-        ``strict``: every field of the HD() node must match the partition in logical
-        blocks (how fwupd-efi locates the capsule; fwupd issue 6023); otherwise the
-        partition number and signature are enough (how the boot manager starts it).
-        """
-        hard = next((n for n in nodes if isinstance(n, efi.HardDriveNode)), None)
-        path = next((n.path for n in nodes if isinstance(n, efi.FilePathNode)), "")
-        want = self.firmware_hd()
-        if hard is not None:
-            if (
-                hard.partition_number,
-                hard.partition_signature.lower(),
-                hard.signature_type,
-            ) != (want.partition_number, want.partition_signature, want.signature_type):
-                return None
-            if strict and (hard.partition_start, hard.partition_size) != (
-                want.partition_start,
-                want.partition_size,
-            ):
-                return None
-        if not path:
-            return None
-        return self._esp_read(path)
-
-    def _unresolved(self, nodes: list[efi.DevicePathNode]) -> str:
-        """Why :meth:`_resolve` (strict) found nothing: the HD() node or the file."""
-        hard = next((n for n in nodes if isinstance(n, efi.HardDriveNode)), None)
-        want = self.firmware_hd()
-        if hard is not None and (hard.partition_number, hard.partition_signature.lower()) != (
-            want.partition_number,
-            want.partition_signature,
-        ):
-            return (
-                f"its HD() node names partition {hard.partition_number} "
-                f"{hard.partition_signature}, not the ESP (partition "
-                f"{want.partition_number} {want.partition_signature})"
-            )
-        if hard is not None and (hard.partition_start, hard.partition_size) != (
-            want.partition_start,
-            want.partition_size,
-        ):
-            return (
-                f"its HD() node says start {hard.partition_start}, size "
-                f"{hard.partition_size}, but the ESP is at start {want.partition_start}, size "
-                f"{want.partition_size} in the disk's "
-                f"{self.state.logical_block_size}-byte logical blocks"
-            )
-        return "no such file on the ESP"
-
-    def _fwupd_efi(self) -> None:
-        """fwupd-efi 1.4's efi/fwupdate.c: validate every record, load, stamp, apply.
-
-        Every capsule is loaded before any record is stamped. When one cannot be
-        found or opened (an HD() node that does not match the partition in logical
-        blocks, a missing file) fwupd-efi 1.4 faults in its own error path and the
-        machine hangs at boot (fwupd-efi issue 112): nothing is stamped or applied,
-        UPDATE_INFO keeps status 1, and ``last_boot_hang`` says why.
-        """
-        guid = efi.FWUPDATE_GUID
-        verbose = self._get_var(efi.FWUPDATE_VERBOSE, guid)
-        log = LoaderLog(self, enabled=verbose is not None and verbose[1][:1] == b"\x01")
-        try:
-            self._fwupd_efi_run(log)
-        finally:
-            log.save()
-
-    def _fwupd_efi_run(self, log: LoaderLog) -> None:
-        guid = efi.FWUPDATE_GUID
-        log.add("efi_main", "fwupd-efi version 1.4")
-        suffix = "-" + guid
-        records: list[tuple[str, efi.UpdateInfo]] = []
-        for filename in sorted(self.state.variables):
-            if not filename.endswith(suffix):
-                continue
-            name = filename[: -len(suffix)]
-            if name in (efi.FWUPDATE_VERBOSE, efi.FWUPDATE_DEBUG_LOG):
-                continue
-            _, data = efi.decode_var(_unb64(self.state.variables[filename].content))
-            try:
-                info = efi.UpdateInfo.unpack(data)
-            except ValueError:
-                self._del_var(name, guid)
-                self._log(f"fwupd-efi: malformed record {name} deleted; nothing applied")
-                log.add("fwup_populate_update_table", f"Could not populate update info '{name}'")
-                return
-            log.add("fwup_populate_update_table", f"Found update {name}")
-            records.append((name, info))
-        todo = [(n, i) for n, i in records if i.status & efi.UPDATE_INFO_STATUS_ATTEMPT_UPDATE]
-        if not todo:
-            self._log("fwupd-efi: no updates to process")
-            log.add("efi_main", "No updates to process, exiting in 10 seconds.")
-            return
-        loaded: list[tuple[str, efi.UpdateInfo, bytes]] = []
-        for name, info in todo:
-            capsule_data = self._resolve(info.device_path)
-            if capsule_data is None:
-                why = (
-                    f"fwupd-efi: {name}: could not find or open {info.file_path()} "
-                    f"({self._unresolved(info.device_path)}); a CPU exception in the "
-                    "loader's error path hung the machine at boot, and it was power-cycled"
-                )
-                self.state.last_boot_hang = why
-                self._log(why)
-                return
-            loaded.append((name, info, capsule_data))
-        for name, info, capsule_data in loaded:
-            stamped = efi.UpdateInfo(
-                guid=info.guid,
-                capsule_flags=info.capsule_flags,
-                device_path=info.device_path,
-                hw_inst=info.hw_inst,
-                time_attempted=_now(),
-                status=efi.UPDATE_INFO_STATUS_ATTEMPTED,
-                version=info.version,
-            )
-            self._set_var(name, guid, stamped.pack())
-            status = self._update_capsule(capsule_data, f"fwupd-efi {name}")
-            if status & efi.EFI_ERROR_BIT:
-                text = EFI_STATUS_TEXT.get(status & ~efi.EFI_ERROR_BIT, "Unknown Error")
-                if status & ~efi.EFI_ERROR_BIT == efi.EFI_UNSUPPORTED:
-                    # no FMP for it: QueryCapsuleCapabilities refuses it first (OVMF)
-                    log.add(
-                        "fwup_apply_capsules",
-                        f"QueryCapsuleCapabilities failed, assuming EfiResetWarm: {text}",
-                    )
-                log.add("fwup_apply_capsules", f"Could not apply capsule update: {text}")
-                log.add("efi_main", f"Could not apply capsules: {text}")
-        log.add("efi_main", "Reset System")
-
-    def _update_capsule(self, data: bytes, source: str) -> int:
-        """UpdateCapsule: apply to the ESRT entry the capsule targets; EFI_STATUS back."""
-        classes = tuple(e.fw_class for e in self.state.entries)
-        try:
-            info = efi.inspect_capsule(data, classes)
-        except cap.CapsuleError as error:
-            self._log(f"{source}: invalid capsule: {error}")
-            return efi.EFI_INVALID_PARAMETER | efi.EFI_ERROR_BIT
-        if info.header is None:
-            self._log(f"{source}: no capsule header")
-            return efi.EFI_UNSUPPORTED | efi.EFI_ERROR_BIT
-        result = efi.EFI_SUCCESS
-        for image in info.images:
-            entry = self._entry(image.image_type)
-            no_fmp = self.machine.take_fault(
-                self.name, f"uefi_capsule/{image.image_type}", ("no-fmp",)
-            )
-            if entry is None or no_fmp:
-                self._log(f"{source}: Unsupported capsule {image.image_type}")
-                return efi.EFI_UNSUPPORTED | efi.EFI_ERROR_BIT
-            status = self._apply(entry, image)
-            if status and not result:
-                result = {
-                    2: efi.EFI_OUT_OF_RESOURCES,
-                    3: efi.EFI_INCOMPATIBLE_VERSION,
-                    4: efi.EFI_INVALID_PARAMETER,
-                    5: efi.EFI_SECURITY_VIOLATION,
-                }.get(status, efi.EFI_ABORTED) | efi.EFI_ERROR_BIT
-        return result
-
-    def _apply(self, entry: EsrtEntryState, image: efi.CapsuleImage) -> int:
-        """The FMP's SetImage; writes the ESRT last-attempt fields. Returns the status."""
-        key = f"uefi_capsule/{entry.fw_class}"
-        version = image.version if image.version is not None else entry.last_attempt_version
-        fault = self.machine.take_fault(self.name, key, tuple(STATUS_FAULTS))
-        if fault is not None:
-            status = STATUS_FAULTS[fault]
-        elif image.version is None:
-            status = efi.LAST_ATTEMPT_INVALID_FORMAT
-        elif image.auth is not None and image.auth.cert_data != sim_signature(image.payload):
-            status = efi.LAST_ATTEMPT_AUTH_ERROR
-        elif image.version < entry.lowest_supported_fw_version:
-            status = efi.LAST_ATTEMPT_INCORRECT_VERSION
-        else:
-            status = self.state.default_status
-        entry.last_attempt_version = version
-        entry.last_attempt_status = status
-        if status == efi.LAST_ATTEMPT_SUCCESS and image.version is not None:
-            entry.fw_version = image.version
-            if image.lowest is not None:
-                entry.lowest_supported_fw_version = max(
-                    entry.lowest_supported_fw_version, image.lowest
-                )
-        self._log(f"{entry.name}: version {version} status {status}")
-        return status
-
-    def _capsules_on_disk(self) -> None:
-        """Capsules in EFI/UpdateCapsule, processed when OsIndications has bit 2.
-
-        UEFI 2.10 §8.5.5 "Delivery of Capsules via file on Mass Storage Device"; the
-        result variables as §8.5.6 describes them.
-        """
-        glob = efi.EFI_GLOBAL_VARIABLE_GUID
-        indications = self._get_var(efi.OS_INDICATIONS, glob)
-        value = struct.unpack("<Q", indications[1][:8].ljust(8, b"\0"))[0] if indications else 0
-        prefix = efi.CAPSULE_ON_DISK_DIR + "/"
-        files = sorted(p for p in self.state.esp_files if p.startswith(prefix))
-        if not (value & efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED) or not files:
-            return
-        if not self.state.capsule_on_disk:
-            return
-        report = efi.EFI_CAPSULE_REPORT_GUID
-        last = self._get_var(efi.CAPSULE_LAST, report)
-        number = -1
-        if last is not None:
-            text = last[1].decode("utf-16-le", "replace").rstrip("\x00")
-            try:
-                number = int(text.removeprefix("Capsule"), 16)
-            except ValueError:
-                number = -1
-        for path in files:
-            data = self.machine.blobs.unpack(self.state.esp_files.pop(path))
-            status = self._update_capsule(data, path)
-            number = (number + 1) % 0x10000
-            try:
-                header = cap.parse_capsule_header(data)
-                capsule_guid = header.guid
-            except cap.CapsuleError:
-                capsule_guid = str(uuid.UUID(int=0))
-            result = efi.CapsuleResult(capsule_guid, _now(), status)
-            try:
-                info = efi.inspect_capsule(data, tuple(e.fw_class for e in self.state.entries))
-                if info.fmp:
-                    result = efi.CapsuleResult(
-                        capsule_guid, _now(), status, (1, 0, 1, info.images[0].image_type)
-                    )
-            except cap.CapsuleError:
-                pass
-            self._set_var(efi.capsule_result_name(number), report, result.pack(), immutable=True)
-            self._set_var(
-                efi.CAPSULE_LAST,
-                report,
-                efi.capsule_result_name(number).encode("utf-16-le"),
-                immutable=True,
-            )
-        self._set_var(
-            efi.CAPSULE_MAX, report, efi.capsule_result_name(0xFFFF).encode("utf-16-le"), True
-        )
-        self._set_var(
-            efi.OS_INDICATIONS,
-            glob,
-            struct.pack("<Q", value & ~efi.OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED),
-        )
+        """The ESP's HD() node as the firmware sees it (see :class:`UefiFirmware`)."""
+        return self.firmware.firmware_hd()
 
     # ------------------------------------------------------- sim commands
 
@@ -1329,7 +814,7 @@ class UefiCapsuleComponent(SimComponent):
 
     def sample(self, key: str, version: str | None, broken: str | None) -> bytes:
         """A signed FMP capsule for the entry (or a broken one, see BROKEN)."""
-        entry = self._entry(key.removeprefix("uefi_capsule/"))
+        entry = self.entry_of(key.removeprefix("uefi_capsule/"))
         if entry is None:
             raise InvalidArgument(f"no ESRT entry {key}")
         try:
@@ -1379,7 +864,7 @@ class UefiCapsuleComponent(SimComponent):
 
     def stage(self, key: str, options: dict[str, str]) -> str:
         """Set an entry's ESRT fields directly (e.g. ``version=N``, as after a BIOS flash)."""
-        entry = self._entry(key.removeprefix("uefi_capsule/"))
+        entry = self.entry_of(key.removeprefix("uefi_capsule/"))
         if entry is None:
             raise InvalidArgument(f"no ESRT entry {key}")
         with self.machine.lock:
