@@ -240,8 +240,7 @@ def install_options(options: dict[str, Variant]) -> tuple[InstallOptions, str]:
     Raises:
         InvalidFile: a known option of the wrong type (fwupd's name for a bad argument).
     """
-    known = {key: value for key, value in options.items() if key in INSTALL_OPTIONS}
-    parsed = parse_options(known, INSTALL_OPTIONS, InvalidFile)
+    parsed = parse_options(options, INSTALL_OPTIONS, InvalidFile, ignore_unknown=True)
     flags = int(parsed.get("install-flags", 0))
 
     def flag(bit: int, key: str) -> bool:

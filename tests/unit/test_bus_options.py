@@ -65,3 +65,17 @@ def test_a_refusal_stays_short_whatever_the_caller_sends() -> None:
         parse_options(options, ALLOWED)
     assert len(raised.value.message) < 1_000
     assert "and 4992 more" in raised.value.message
+
+
+def test_fwupd_install_ignores_unknown_options_and_refuses_mistyped_known_ones() -> None:
+    from livefw.bus.fwupd_map import INSTALL_ALLOW_OLDER, install_options
+
+    options = {
+        "install-flags": Variant("t", INSTALL_ALLOW_OLDER),
+        "filename": Variant("s", "/tmp/dir/firmware.cab"),
+        "option-of-a-newer-fwupd": Variant("as", ["x"]),
+    }
+    parsed, name = install_options(options)
+    assert (parsed.allow_older, parsed.allow_reinstall, name) == (True, False, "firmware.cab")
+    with pytest.raises(InvalidFile, match="option 'install-flags' must be of type 't'"):
+        install_options({"install-flags": Variant("u", 1)})
