@@ -1,6 +1,10 @@
-"""The engine: plugins, the device registry, operations, locks and history.
+"""The engine: plugins, the device registry, and every operation's entry point.
 
-Business rules live here and in the plugins; the bus layer only translates. One
+Business rules live here and in the plugins; the bus layer only translates. The
+engine's helpers each have a module: the install plan (livefw.planner, with the
+version rules of livefw.versions), the lock and the irreversible-step guard
+(livefw.guard), reconciliation (livefw.reconcile), cabinets and remotes
+(livefw.releases, which knows nothing of the engine). One
 engine-wide lock serialises every state change on every device: install, activate and
 cancel, and through :meth:`Engine.exclusive` kexec, fwctl RPCs at write scopes,
 live-update session changes and PFRU/telemetry/LFA settings (firmware state never
@@ -17,7 +21,6 @@ import dataclasses
 import functools
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,9 +37,9 @@ from livefw.errors import (
     Internal,
     LivefwError,
     NotFound,
-    NotSupported,
 )
 from livefw.fdread import FdReader
+from livefw.guard import EngineGuard
 from livefw.history import History, HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
 from livefw.planner import Plan, plan_cabinet, plan_raw
@@ -48,8 +51,8 @@ from livefw.plugin import (
     Plugin,
     PluginContext,
     Probe,
-    Reconciliation,
 )
+from livefw.reconcile import reconcile_at_start, verdict_after_failure
 from livefw.state import HistoryState, Status, UpdateState
 from livefw.statefiles import private_dir
 
@@ -130,23 +133,11 @@ class Engine:
         #: classes of plugins whose probe said "defer" or "unsupported": probed again
         #: on an ``add`` uevent (a driver loaded after livefwd started).
         self._waiting: dict[str, type[Plugin]] = {}
-        self._lock = asyncio.Lock()
-        #: what holds the engine lock ("install of PFRU code injection"), since when
-        #: (monotonic), and what waits for it, in order: a refused kexec names them.
-        self._holder: tuple[str, float] | None = None
-        self._queued: list[str] = []
-        #: counts the operations that held the lock: a plan made at another count
-        #: is checked again before it runs.
-        self._generation = 0
+        #: the one engine lock and the irreversible-step guard (livefw.guard)
+        self.guard = EngineGuard()
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[EngineListener] = []
         self._uevent_task: asyncio.Task[None] | None = None
-        self._irreversible = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        #: called with True when the first irreversible step starts, False after the
-        #: last one ends (the daemon takes a logind shutdown inhibitor).
-        self.on_irreversible: Callable[[bool], Any] | None = None
 
     @functools.cached_property
     def releases(self) -> ReleaseService:
@@ -186,7 +177,7 @@ class Engine:
             classes = self._explicit_classes
         for cls in classes:
             await self._load_plugin(cls)
-        await self._reconcile()
+        await reconcile_at_start(self.history, self._plugin_of, self.devices, self.boot_id)
         self._uevent_task = asyncio.create_task(self._follow_uevents(), name="uevents")
         log.info(
             "engine_started",
@@ -234,13 +225,7 @@ class Engine:
     async def stop(self) -> None:
         """Refuse new operations, let an irreversible step finish (bounded), release."""
         self.stopping = True
-        timeout = self.config.daemon.shutdown_timeout
-        if not self._idle.is_set():
-            log.warning("shutdown_waiting", seconds=timeout, steps=self._irreversible)
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except TimeoutError:
-                log.error("shutdown_timeout", steps=self._irreversible)
+        await self.guard.wait_idle(self.config.daemon.shutdown_timeout)
         if self._uevent_task is not None:
             self._uevent_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -321,59 +306,22 @@ class Engine:
 
     # ---------------------------------------------------------------- operations
 
-    @contextlib.asynccontextmanager
-    async def irreversible(self, what: str) -> AsyncIterator[None]:
-        """Mark a step that must not be interrupted by a shutdown."""
-        self._irreversible += 1
-        if self._irreversible == 1:
-            self._idle.clear()
-            if self.on_irreversible is not None:
-                await _maybe_await(self.on_irreversible(True))
-        log.debug("irreversible_begin", what=what)
-        try:
-            yield
-        finally:
-            self._irreversible -= 1
-            if self._irreversible == 0:
-                self._idle.set()
-                if self.on_irreversible is not None:
-                    await _maybe_await(self.on_irreversible(False))
+    @property
+    def on_irreversible(self) -> Callable[[bool], Any] | None:
+        """Called with True as the first irreversible step starts, False after the last."""
+        return self.guard.on_irreversible
 
-    @contextlib.asynccontextmanager
-    async def _held(self, what: str, *, wait: bool = True) -> AsyncIterator[None]:
-        """Take the engine lock for ``what``; ``wait=False`` refuses when it is taken.
+    @on_irreversible.setter
+    def on_irreversible(self, callback: Callable[[bool], Any] | None) -> None:
+        self.guard.on_irreversible = callback
 
-        Raises:
-            Busy: ``wait`` is False and an operation holds the lock or waits for it.
-        """
-        if not wait and (self._lock.locked() or self._queued):
-            raise Busy(
-                f"{what} refused: {self.in_flight()}, and it must not be cut short; try "
-                "again when it has finished (`livefw get-devices` shows its progress)"
-            )
-        self._queued.append(what)
-        try:
-            await self._lock.acquire()
-        finally:
-            self._queued.remove(what)
-        self._holder = (what, time.monotonic())
-        try:
-            yield
-        finally:
-            self._holder = None
-            # a plan checked before this point is checked again (livefw.planner)
-            self._generation += 1
-            self._lock.release()
+    def irreversible(self, what: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Mark a step that must not be interrupted by a shutdown (livefw.guard)."""
+        return self.guard.irreversible(what)
 
     def in_flight(self) -> str:
         """What holds the engine lock and what waits for it, for a person to read."""
-        parts = []
-        if self._holder is not None:
-            what, since = self._holder
-            parts.append(f"{what} is in flight (for {time.monotonic() - since:.0f} s)")
-        if self._queued:
-            parts.append(f"{len(self._queued)} more waiting ({', '.join(self._queued)})")
-        return "; ".join(parts) or "nothing is in flight"
+        return self.guard.in_flight()
 
     @contextlib.asynccontextmanager
     async def exclusive(
@@ -408,7 +356,7 @@ class Engine:
         if self.stopping:
             raise Busy("livefwd is shutting down; try again when it is back")
         self.get_device(device.id)
-        async with self._held(what, wait=wait):
+        async with self.guard.held(what, wait=wait):
             if self.stopping:
                 raise Busy("livefwd is shutting down; try again when it is back")
             self.get_device(device.id)
@@ -423,7 +371,7 @@ class Engine:
     @property
     def busy(self) -> bool:
         """An operation holds the engine lock."""
-        return self._lock.locked()
+        return self.guard.busy
 
     def _check_running(self) -> None:
         if self.stopping:
@@ -497,7 +445,7 @@ class Engine:
 
     def _stamped(self, plans: Iterable[Plan]) -> list[Plan]:
         """``plans`` marked as checked now: checked again only if an operation runs first."""
-        return [dataclasses.replace(plan, generation=self._generation) for plan in plans]
+        return [dataclasses.replace(plan, generation=self.guard.generation) for plan in plans]
 
     def check_release(self, device: Device, candidate: Candidate, options: InstallOptions) -> Plan:
         """Whether a remote's release may be installed on ``device`` now (no side effects).
@@ -557,13 +505,13 @@ class Engine:
         # hashlib drops the GIL: a 64 MiB payload is hashed off the loop
         payload = plan.payload
         digest = await asyncio.to_thread(lambda: hashlib.sha256(payload.data).hexdigest())
-        async with self._held(f"install of {plan.device.name}"):
+        async with self.guard.held(f"install of {plan.device.name}"):
             self._check_running()
             device = self.get_device(plan.device.id)
-            if plan.generation != self._generation or device is not plan.device:
+            if plan.generation != self.guard.generation or device is not plan.device:
                 releases = self.releases if plan.candidate is not None else None
                 checked = planner.check(device, payload, plan.options, plan.candidate, releases)
-                plan = dataclasses.replace(checked, generation=self._generation)
+                plan = dataclasses.replace(checked, generation=self.guard.generation)
             options = plan.options
             data = {
                 "payload-name": payload.name,
@@ -639,7 +587,7 @@ class Engine:
         device = self.get_device(device_id)
         await device.refresh()
         device.check_activate()
-        async with self._held(f"activate of {device.name}"):
+        async with self.guard.held(f"activate of {device.name}"):
             self._check_running()
             device = self.get_device(device_id)
             device.check_activate()
@@ -673,7 +621,7 @@ class Engine:
         self._check_running()
         device = self.get_device(device_id)
         device.check_cancel()
-        async with self._held(f"cancel on {device.name}"):
+        async with self.guard.held(f"cancel on {device.name}"):
             self._check_running()
             device.check_cancel()
             await device.cancel()
@@ -703,7 +651,7 @@ class Engine:
         ``step`` under the irreversible-step guard (SIGTERM waits; the logind
         inhibitor is held) with progress on the device and the manager, and sets
         both idle again afterwards. When ``step`` raises, the plugin is asked what
-        the kernel says happened (:meth:`_verdict_after_failure`): a verdict in
+        the kernel says happened (livefw.reconcile.verdict_after_failure): a verdict in
         ``applied`` means the step took effect and only something after it failed.
 
         Returns:
@@ -735,7 +683,9 @@ class Engine:
                 return entry, await step(op), None
         except Exception as error:
             failure = _as_livefw_error(error)
-            verdict = await self._verdict_after_failure(entry, failure)
+            verdict = await verdict_after_failure(
+                self.history, self._plugin_of, self.devices, entry
+            )
             if verdict is None or verdict.state not in applied:
                 bound.error("operation_failed", error=failure.message, error_name=failure.name)
                 self.history.set_state(entry.op_id, HistoryState.FAILED, reason=failure.message)
@@ -787,34 +737,9 @@ class Engine:
         device: Device = plan_raw(self.devices.values(), payload, options).device
         return device
 
-    async def _verdict_after_failure(
-        self, entry: HistoryEntry, failure: LivefwError
-    ) -> Reconciliation | None:
-        """What the kernel says an operation whose hook raised actually did.
-
-        A hook can fail *after* its irreversible step took effect (a read-back or a
-        re-scan failing, the device going away). The row is reconciled as after a
-        crash (ARCHITECTURE.md, Reconciliation) so the history does not record a
-        failure for an update the firmware applied or staged. Returns the plugin's
-        verdict when it tells success or a staged update, else None (the failure
-        stands). The plugin's "still staged" answer (None) counts as staged.
-        """
-        record = self.plugins.get(entry.plugin)
-        if record is None or record.plugin is None:
-            return None
-        try:
-            verdict = await record.plugin.reconcile(self.history.get(entry.op_id), False)
-        except Exception as error:
-            log.debug("verdict_after_failure_unknown", op_id=entry.op_id, error=repr(error))
-            return None
-        if verdict is None:
-            device = self.devices.get(entry.device_id)
-            if device is None or entry.kind != "install":
-                return None
-            return Reconciliation(_staged_state(device), "staged", "")
-        if verdict.state in (UpdateState.SUCCESS, UpdateState.PENDING, UpdateState.NEEDS_REBOOT):
-            return verdict
-        return None
+    def _plugin_of(self, name: str) -> Plugin | None:
+        record = self.plugins.get(name)
+        return None if record is None else record.plugin
 
     def _complete_staged(
         self, device: Device, state: HistoryState, reason: str, version: str
@@ -826,94 +751,12 @@ class Engine:
                     entry.op_id, state, reason=reason, version_new=version or None
                 )
 
-    # ------------------------------------------------------------- reconciliation
-
-    async def _reconcile(self) -> None:
-        """Hand every unfinished row to its plugin (ARCHITECTURE.md, Reconciliation)."""
-        for entry in reversed(self.history.entries(unfinished=True)):
-            boot_changed = entry.boot_id != self.boot_id
-            record = self.plugins.get(entry.plugin)
-            verdict: Reconciliation | None
-            try:
-                if record is None or record.plugin is None:
-                    raise NotSupported(f"the {entry.plugin} plugin is not loaded")
-                verdict = await record.plugin.reconcile(entry, boot_changed)
-            except NotSupported as error:
-                verdict = Reconciliation(UpdateState.FAILED, f"interrupted: {error.message}")
-            except Exception as error:
-                log.exception("reconcile_failed", op_id=entry.op_id, plugin=entry.plugin)
-                verdict = Reconciliation(UpdateState.FAILED, f"interrupted: {error!r}")
-            if verdict is not None and verdict.state in (
-                UpdateState.PENDING,
-                UpdateState.NEEDS_REBOOT,
-            ):
-                # the plugin found the update staged (e.g. interrupted after staging)
-                self.history.set_state(
-                    entry.op_id,
-                    HistoryState.STAGED,
-                    reason=verdict.reason or "staged",
-                    version_new=verdict.version or None,
-                    finished=False,
-                )
-                device = self.devices.get(entry.device_id)
-                if device is not None:
-                    device.update(update_state=verdict.state, update_error="")
-                continue
-            if verdict is None:
-                device = self.devices.get(entry.device_id)
-                if entry.state == HistoryState.PENDING and entry.kind == "install":
-                    # every step was done before the daemon stopped: the update waits
-                    self.history.set_state(
-                        entry.op_id,
-                        HistoryState.STAGED,
-                        reason="staged; the daemon stopped before it recorded so",
-                        finished=False,
-                    )
-                if device is not None:
-                    device.update(update_state=_staged_state(device))
-                continue
-            self.history.set_state(
-                entry.op_id,
-                HistoryState.of(verdict.state),
-                reason=verdict.reason,
-                version_new=verdict.version or None,
-            )
-            log.info(
-                "reconciled",
-                op_id=entry.op_id,
-                plugin=entry.plugin,
-                state=str(verdict.state),
-                reason=verdict.reason,
-                boot_changed=boot_changed,
-            )
-            device = self.devices.get(entry.device_id)
-            if device is not None:
-                device.update(
-                    update_state=verdict.state,
-                    update_error="" if verdict.state == UpdateState.SUCCESS else verdict.reason,
-                )
-        # an interrupted activation does not undo the staging an older row owns
-        for entry in self.history.entries(unfinished=True):
-            device = self.devices.get(entry.device_id)
-            if entry.state == HistoryState.STAGED and device is not None:
-                device.update(update_state=_staged_state(device))
-
 
 #: what a verdict after a failed install may say for the install to count as done.
 _DONE = frozenset({UpdateState.SUCCESS, UpdateState.PENDING, UpdateState.NEEDS_REBOOT})
-
-
-def _staged_state(device: Device) -> UpdateState:
-    """What a device with a staged update waits for."""
-    return UpdateState.NEEDS_REBOOT if "needs-reboot" in device.flags else UpdateState.PENDING
 
 
 def _as_livefw_error(error: BaseException) -> LivefwError:
     if isinstance(error, LivefwError):
         return error
     return Internal(f"unexpected error: {error!r}")
-
-
-async def _maybe_await(value: Any) -> None:
-    if asyncio.iscoroutine(value):
-        await value
