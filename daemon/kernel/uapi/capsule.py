@@ -1,13 +1,14 @@
 """EFI capsule and FMP (Firmware Management Protocol) capsule structures.
 
 Shared by the PFRU and UEFI-capsule code. Source: the kernel's
-``include/linux/efi.h`` (``efi_capsule_header_t``, ``efi_manage_capsule_header_t``,
-``efi_manage_capsule_image_header_t``, ``efi_image_auth_t``, used by
-``drivers/acpi/pfr_update.c`` ``valid_version()``), UEFI 2.10 §23.3 "Delivering
-Capsules Containing Updates to Firmware Management Protocol" (the FMP capsule
-format) and §8.5.3 "Update Capsule" (EFI_CAPSULE_HEADER). All integers are
-little-endian; every GUID in these structures is in EFI (mixed-endian) byte order:
-the first three fields little-endian, as the kernel's ``guid_t``.
+``include/linux/efi.h`` (``efi_capsule_header_t``, ``struct
+efi_manage_capsule_header``, ``struct efi_manage_capsule_image_header``, ``struct
+efi_image_auth``, used by ``drivers/acpi/pfr_update.c`` ``valid_version()``),
+UEFI 2.10 §23.3 "Delivering Capsules Containing Updates to Firmware Management
+Protocol" (the FMP capsule format) and §8.5.3 "Update Capsule"
+(EFI_CAPSULE_HEADER). All integers are little-endian; every GUID in these
+structures is in EFI (mixed-endian) byte order: the first three fields
+little-endian, as the kernel's ``efi_guid_t``.
 
 The parsers never trust a length field: every offset is checked against the
 buffer and a :class:`CapsuleError` (a ``ValueError``) names the field that is out

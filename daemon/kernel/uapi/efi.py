@@ -11,7 +11,7 @@ Path Nodes", §8.5.4 "Exchanging information between the OS and Firmware"
 (OsIndications), §8.5.6 (capsule result variables); fwupd-efi ``efi/fwup-efi.h``
 (UPDATE_INFO). docs/kernel.md, section "UEFI: ESRT, efivarfs, boot variables", lists
 each kernel behaviour with its source. GUIDs are in EFI byte order on the wire (the
-first three fields little-endian, as ``efi_guid_t``/``guid_t`` in include/linux/uuid.h).
+first three fields little-endian: the kernel's ``efi_guid_t``, include/linux/efi.h).
 """
 
 from __future__ import annotations
