@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import re
 
-from livefw.errors import KernelError, NotFound, NotSupported
+from livefw.errors import KernelError, NotSupported
 from livefw.kernel.uapi import efi
 from livefw.plugin import (
     HistoryEntry,
@@ -244,10 +244,3 @@ class UefiCapsulePlugin(Plugin):
         device = self._devices.get(fw_class)
         if device is not None:
             await device.refresh()
-
-    def device(self, fw_class: str) -> UefiCapsuleDevice:
-        """The device of an ESRT class (for the CLI and tests)."""
-        try:
-            return self._devices[fw_class]
-        except KeyError:
-            raise NotFound(f"no ESRT entry {fw_class}") from None
