@@ -2,7 +2,7 @@
 
 With ``--fwupd-compat`` (or ``[daemon] fwupd_compat``) livefwd also owns
 ``org.freedesktop.fwupd`` so fwupdmgr, gnome-firmware, gnome-software and Discover
-drive it as if it were fwupd (../shared/spec/fwupd-compat.md, §10). Wire rules kept
+drive it as if it were fwupd (docs/compat.md has every method beside fwupd's). Wire rules kept
 here: exact dictionary types; empty results are ``NothingToDo`` errors (except
 GetRemotes, which returns ``[]``); Install takes fd 0 of the message whatever the
 ``h`` value says; errors carry fwupd's names only (codes 0-17, what 1.8 clients

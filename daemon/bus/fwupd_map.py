@@ -25,7 +25,7 @@ HIDDEN_PLUGINS = frozenset({"fwctl", "liveupdate"})
 #: protocols whose devices finish an install at the next boot.
 REBOOT_PROTOCOLS = frozenset({"org.uefi.capsule"})
 
-#: FwupdDeviceFlags (spec §3.3).
+#: FwupdDeviceFlags (fwupd 2.0, libfwupd/fwupd-enums.h).
 DEVICE_FLAGS = {
     "internal": 0x1,
     "updatable": 0x2,
@@ -42,7 +42,7 @@ DEVICE_FLAGS = {
     "signed-payload": 0x800000000000,
     "unsigned-payload": 0x1000000000000,
 }
-#: FwupdStatus (spec §3.1) for livefw's Status.
+#: FwupdStatus (libfwupd/fwupd-enums.h) for livefw's Status.
 STATUS = {
     "idle": 1,
     "loading": 2,
@@ -55,7 +55,7 @@ STATUS = {
     "shutdown": 13,
     "device-activate": 5,
 }
-#: FwupdUpdateState (spec §3.2) for livefw's UpdateState.
+#: FwupdUpdateState (libfwupd/fwupd-enums.h) for livefw's UpdateState.
 UPDATE_STATE = {
     "none": 0,
     "pending": 1,
@@ -64,22 +64,22 @@ UPDATE_STATE = {
     "needs-reboot": 4,
     "failed-transient": 5,
 }
-#: FwupdVersionFormat (spec §3.7).
+#: FwupdVersionFormat (libfwupd/fwupd-enums.h).
 VERSION_FORMAT = {"unknown": 0, "plain": 1, "number": 2, "pair": 3, "triplet": 4, "quad": 5}
-#: FwupdReleaseFlags (spec §3.5).
+#: FwupdReleaseFlags (libfwupd/fwupd-enums.h).
 TRUSTED_PAYLOAD, TRUSTED_METADATA, IS_UPGRADE, IS_DOWNGRADE = 1, 2, 4, 8
 #: FwupdReleaseUrgency.
 URGENCY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
-#: FwupdInstallFlags (2.x ``install-flags``, spec §3.6).
+#: FwupdInstallFlags (2.x ``install-flags``, libfwupd/fwupd-enums.h).
 INSTALL_ALLOW_REINSTALL, INSTALL_ALLOW_OLDER, INSTALL_ALLOW_BRANCH_SWITCH = 2, 4, 32
 #: FwupdRemoteKind download/directory, FwupdRemoteFlags enabled.
 REMOTE_KIND_DOWNLOAD, REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 1, 3, 1
 #: fwupdmgr looks this remote up by name (refresh, report-devices, the upload nag).
 LVFS_REMOTE_ID = "lvfs"
 LVFS_METADATA_URI = "https://cdn.fwupd.org/downloads/firmware.xml.zst"
-#: FwupdDeviceProblem system-inhibit (spec §3.4).
+#: FwupdDeviceProblem system-inhibit (libfwupd/fwupd-enums.h).
 PROBLEM_SYSTEM_INHIBIT = 256
-#: FwupdSecurityAttrResult names -> values (spec §3.8).
+#: FwupdSecurityAttrResult names -> values (libfwupd/fwupd-security-attr.h).
 HSI_RESULT = {
     "unknown": 0, "enabled": 1, "not-enabled": 2, "valid": 3, "not-valid": 4, "locked": 5,
     "not-locked": 6, "tainted": 9, "not-tainted": 10, "found": 11, "not-found": 12,
@@ -101,7 +101,7 @@ def visible(device: Device) -> bool:
 
 
 def device_flags(device: Device, supported: bool) -> int:
-    """FwupdDeviceFlags for a device (spec §9 mapping)."""
+    """FwupdDeviceFlags for a device (docs/compat.md, devices)."""
     names = set(device.flags) & set(DEVICE_FLAGS)
     names.discard("needs-reboot")
     if device.protocol in REBOOT_PROTOCOLS and str(device.update_state) == "needs-reboot":
@@ -127,7 +127,7 @@ def _version_fields(version: str, fmt: str, prefix: str) -> dict[str, Variant]:
 
 
 def device_dict(device: Device, supported: bool, created: int) -> dict[str, Variant]:
-    """The fwupd device dict (spec §2.1), exact types, empty values left out."""
+    """The fwupd device dict (libfwupd/fwupd-device.c), exact types, empty values left out."""
     fmt = version_format(device)
     result: dict[str, Variant] = {
         "DeviceId": Variant("s", device.id),
@@ -171,7 +171,7 @@ def device_dict(device: Device, supported: bool, created: int) -> dict[str, Vari
 
 
 def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Variant]:
-    """The fwupd release dict (spec §2.2); ``order`` against the device (-1/0/1)."""
+    """The fwupd release dict (libfwupd/fwupd-release.c); ``order``: -1/0/1 vs the device."""
     release = candidate.release
     trust = (TRUSTED_PAYLOAD if candidate.trusted_payload else 0) | (
         TRUSTED_METADATA if candidate.trusted_metadata else 0
@@ -255,8 +255,8 @@ def install_options(options: dict[str, Variant]) -> tuple[InstallOptions, str]:
 
 
 #: fwupd's action for switching staged firmware live (its Activate method checks it;
-#: spec §6.1: auth_admin_keep for active sessions, unlike update-*-trusted which is
-#: allowed outright). fwupd's Install has no option that activates, so
+#: policy/org.freedesktop.fwupd.policy.in: auth_admin_keep for active sessions, unlike
+#: update-*-trusted which is allowed outright). fwupd's Install has no option that activates, so
 #: :func:`install_options` never sets ``activate`` and a compatible Install only
 #: stages; should it ever activate, this action is required on top of the install
 #: action, as the native API requires ``org.livefw.daemon1.activate``.
@@ -264,7 +264,7 @@ ACTION_ACTIVATE = "org.freedesktop.fwupd.device-activate"
 
 
 def install_action(plan: Plan) -> str:
-    """Fwupd's polkit action for one planned release (spec §6.1)."""
+    """Fwupd's polkit action for one planned release (org.freedesktop.fwupd.policy)."""
     internal = "internal" in plan.device.flags
     kind = "downgrade" if plan.downgrade else "update"
     action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
