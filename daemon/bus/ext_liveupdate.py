@@ -14,13 +14,12 @@ the engine lock it is refused with Busy naming what is in flight (docs/architect
 "Engine entry points"). Listing sessions and tokens and handing out the session fd
 change nothing and take no engine lock.
 
-Unix fds: dbus-next hands ``h`` arguments over as fd numbers it does not close, and
-sends returned fd numbers later, from its writer, without closing them either. So
-received fds are closed here once the device is done with them, and returned fds are
-duplicates closed once the reply carrying them has left.
+Unix fds: the bus library hands ``h`` arguments over as fd numbers it does not close,
+and sends returned fd numbers later, from its writer. So received fds are closed here
+once the device is done with them, and returned fds are duplicates the bus closes
+once the reply carrying them is written (``LivefwBus.close_after_send``).
 """
 
-import asyncio
 import contextlib
 import os
 import weakref
@@ -62,9 +61,6 @@ SESSIONS_PATH = ROOT_PATH + "/sessions"
 ACTION_LIVEUPDATE = "org.livefw.daemon1.liveupdate"
 ACTION_KEXEC = "org.livefw.daemon1.kexec"
 
-#: how long a returned fd may wait in dbus-next's write queue before we close it anyway.
-_SEND_TIMEOUT = 30.0
-
 
 def path_encode(label: str) -> str:
     """Escape a string into one object path element, like ``sd_bus_path_encode``.
@@ -105,45 +101,11 @@ def session_path(kernel_name: str) -> str:
     return f"{SESSIONS_PATH}/{path_encode(kernel_name)}"
 
 
-def _writer_holds(bus: Any, fd: int) -> bool:
-    """Whether dbus-next's writer still has a message carrying ``fd`` to send."""
-    writer = getattr(bus, "_writer", None)
-    if writer is None:
-        return False
-    if writer.unix_fds and fd in writer.unix_fds:
-        return True
-    queue = getattr(writer.messages, "_queue", ())
-    return any(fd in item[1] for item in list(queue))
-
-
-async def _close_after_send(bus: Any, fd: int) -> None:
-    # The reply is queued by a done-callback after the method returns; give it a
-    # moment to be queued, then wait until the writer has sent it.
-    await asyncio.sleep(0.05)
-    waited = 0.0
-    while _writer_holds(bus, fd) and waited < _SEND_TIMEOUT:
-        await asyncio.sleep(0.01)
-        waited += 0.01
-    os.close(fd)
-
-
-class _FdReturner:
-    """Keeps returned fds open until sent, then closes them."""
-
-    def __init__(self, bus: Any) -> None:
-        self.bus = bus
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def send(self, fd: int) -> int:
-        dup = os.dup(fd)
-        close_after_send = getattr(self.bus, "close_after_send", None)
-        if close_after_send is not None:  # the backend closes it once written
-            close_after_send(dup)
-            return dup
-        task = asyncio.ensure_future(_close_after_send(self.bus, dup))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return dup
+def _return_fd(ctx: BusContext, fd: int) -> int:
+    """A duplicate of ``fd`` for a reply; the bus closes it once the reply is written."""
+    dup = os.dup(fd)
+    ctx.bus.close_after_send(dup)
+    return dup
 
 
 class LiveUpdateInterface(ServiceInterface):
@@ -153,7 +115,6 @@ class LiveUpdateInterface(ServiceInterface):
         super().__init__(INTERFACE)
         self.ctx = ctx
         self.device = device
-        self.fds = _FdReturner(ctx.bus)
         self.sessions: dict[str, SessionInterface] = {}
         self.sync()
 
@@ -283,7 +244,7 @@ class SessionInterface(ServiceInterface):
         async with self.ctx.engine.exclusive(self.parent.device, "live-update file retrieve"):
             handle = await self.session(uid).retrieve_file(token)
         try:
-            return self.parent.fds.send(handle.fileno())
+            return _return_fd(self.ctx, handle.fileno())
         finally:
             await handle.close()
 
@@ -309,7 +270,7 @@ class SessionInterface(ServiceInterface):
     async def GetSessionFd(self) -> "h":
         uid = await self.ctx.authorize(ACTION_LIVEUPDATE)
         handle = self.session(uid).client_handle()
-        return self.parent.fds.send(handle.fileno())
+        return _return_fd(self.ctx, handle.fileno())
 
 
 #: buses on which the session prefix is already hidden and guarded.
