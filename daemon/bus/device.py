@@ -8,10 +8,11 @@ table appears here, in ``PropertiesChanged`` and in ``GetDevices`` without more 
 from typing import Any
 
 from livefw.bus.backend import PropertyAccess, ServiceInterface, Variant, dbus_property
+from livefw.bus.names import DEVICE_INTERFACE
 from livefw.device import Device
 from livefw.device_properties import BY_ATTRIBUTE, PROPERTIES, DeviceProperty
 
-INTERFACE = "org.livefw.Daemon1.Device"
+INTERFACE = DEVICE_INTERFACE
 
 
 def wire_value(device: Device, attribute: str) -> Any:

@@ -17,23 +17,23 @@ from livefw.bus.backend import LivefwBus, NameFlag, RequestNameReply, ServiceInt
 from livefw.bus.context import BusContext
 from livefw.bus.device import DeviceInterface
 from livefw.bus.manager import ManagerInterface
+from livefw.bus.names import BUS_NAME, MANAGER_PATH, device_path
 from livefw.bus.polkit import Authorizer
 from livefw.device import Device
 from livefw.engine import Engine, EngineListener
 from livefw.errors import Internal
 
+__all__ = [
+    "BUS_NAME",
+    "MANAGER_PATH",
+    "DaemonService",
+    "device_path",
+    "discover_extensions",
+]
+
 log = structlog.get_logger("livefw.bus")
 
-BUS_NAME = "org.livefw.Daemon1"
-MANAGER_PATH = "/org/livefw/Daemon1"
-DEVICES_PATH = MANAGER_PATH + "/devices"
-
 Builder = Callable[[BusContext, Device], ServiceInterface]
-
-
-def device_path(device_id: str) -> str:
-    """``/org/livefw/Daemon1/devices/<Id>`` (the Id is hex, always a valid element)."""
-    return f"{DEVICES_PATH}/{device_id}"
 
 
 def discover_extensions() -> dict[str, Builder]:

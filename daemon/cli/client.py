@@ -14,6 +14,13 @@ from livefw.bus.backend import (
     call,
     disconnect,
 )
+from livefw.bus.names import (
+    BUS_NAME,
+    DEVICE_INTERFACE,
+    MANAGER_INTERFACE,
+    MANAGER_PATH,
+    device_path,
+)
 from livefw.errors import ERROR_PREFIX
 
 __all__ = [
@@ -27,21 +34,14 @@ __all__ = [
     "unwrap",
 ]
 
-BUS_NAME = "org.livefw.Daemon1"
-MANAGER_PATH = "/org/livefw/Daemon1"
-MANAGER_IFACE = "org.livefw.Daemon1.Manager"
-DEVICE_IFACE = "org.livefw.Daemon1.Device"
-DEVICES_PATH = MANAGER_PATH + "/devices"
+#: the CLI's names for the daemon's interfaces (livefw.bus.names)
+MANAGER_IFACE = MANAGER_INTERFACE
+DEVICE_IFACE = DEVICE_INTERFACE
 
 #: default timeout of ordinary calls; long operations pass their own.
 DEFAULT_TIMEOUT = 30.0
 #: activations and installs reply when done (LFA writes can take tens of seconds).
 LONG_TIMEOUT = 3600.0
-
-
-def device_path(device_id: str) -> str:
-    """The object path of a device."""
-    return f"{DEVICES_PATH}/{device_id}"
 
 
 def unwrap(value: Any) -> Any:
