@@ -424,7 +424,7 @@ class FwctlComponent(SimComponent):
         if scope >= uapi.Scope.DEBUG_WRITE and not self.state.tainted:
             # main.c taints before the driver looks at the command
             self.state.tainted = True
-            self.machine.changed()
+            self.machine.changed(self.name)
         inbuf = pointers.get(uapi.FWCTL_RPC_IN_PTR)
         if inbuf is None or len(inbuf) < in_len:
             raise fail(errno.EFAULT, "ioctl", path, "in buffer")
@@ -518,7 +518,7 @@ class FwctlComponent(SimComponent):
             self.state.present = True  # loading a driver loads fwctl.ko
             self.state.nodes.append(node)
             self._alive[minor] = object()
-            self.machine.changed()
+            self.machine.changed(self.name)
             self.machine.render()
         self.machine.emit(self._uevent("add", node))
         return next(d for d in self.devices() if d.key == f"fwctl/fwctl{minor}")
@@ -536,7 +536,7 @@ class FwctlComponent(SimComponent):
             self.state.nodes = [n for n in self.state.nodes if n.minor != minor]
             self._alive.pop(minor, None)
             self.open_uids.pop(minor, None)
-            self.machine.changed()
+            self.machine.changed(self.name)
             self.machine.render()
         self.machine.emit(self._uevent("remove", node))
 
@@ -569,7 +569,7 @@ class FwctlComponent(SimComponent):
         self.state.tainted = False
         for node in self.state.nodes:
             node.transfers.clear()
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     def is_alive(self, minor: int) -> bool:
         """Whether ``fwctl<minor>`` is registered (for tests)."""

@@ -226,7 +226,7 @@ class LfaComponent(SimComponent):
                 image = self._image(guid)
                 if image is not None:
                     setattr(image, field, value)
-                    self.machine.changed()
+                    self.machine.changed(self.name)
 
             return Attr(read=read, write=write, mode=0o644)
 
@@ -312,7 +312,7 @@ class LfaComponent(SimComponent):
         self.state.images = [i for i in self.state.images if i.guid not in removed]
         self.state.activated_remove = []
         self._enumerate(self.state)
-        self.machine.changed()
+        self.machine.changed(self.name)
         self.machine.render()
         after = set(self.state.cache)
         for guid in sorted(after - before):
@@ -370,7 +370,7 @@ class LfaComponent(SimComponent):
         with self.machine.lock:
             self.state.images.append(image)
             self._enumerate(self.state)
-            self.machine.changed()
+            self.machine.changed(self.name)
             self.machine.render()
         self.machine.emit(UEvent("add", f"{uapi.LFA_DEVPATH}/{guid}"))
         return self.devices()[-1]
@@ -381,7 +381,7 @@ class LfaComponent(SimComponent):
         with self.machine.lock:
             self.state.images = [i for i in self.state.images if i.guid != guid]
             self._enumerate(self.state)
-            self.machine.changed()
+            self.machine.changed(self.name)
             self.machine.render()
         self.machine.emit(UEvent("remove", f"{uapi.LFA_DEVPATH}/{guid}"))
 
@@ -398,7 +398,7 @@ class LfaComponent(SimComponent):
             if image is None:
                 raise InvalidArgument(f"no LFA image {guid}")
             image.pending, image.pending_version = True, version
-            self.machine.changed()
+            self.machine.changed(self.name)
             auto = self._auto_activates(guid)
         if auto:
             # the platform's notification reaches the driver, which activates the

@@ -391,7 +391,7 @@ class LiveUpdateComponent(SimComponent):
         for session in list(self.state.sessions):
             if (session.direction == "outgoing" or session.retrieved) and not self._live(session):
                 self._delete(session)
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     # -------------------------------------------------------------- device
 
@@ -484,7 +484,7 @@ class LiveUpdateComponent(SimComponent):
         handle_fd = _SessionHandle(self, key, name, fd)
         self._handles.setdefault(key, set()).add(handle_fd)
         uapi.CREATE_SESSION.pack_into(arg, 0, size, self.machine.return_fd(handle_fd), field)
-        self.machine.changed()
+        self.machine.changed(self.name)
         return 0
 
     # ------------------------------------------------------------- sessions
@@ -538,7 +538,7 @@ class LiveUpdateComponent(SimComponent):
             if reserved:
                 raise fail(errno.EINVAL, "ioctl", path, "reserved must be 0")
             uapi.GET_NAME.pack_into(arg, 0, size, 0, uapi.encode_name(session.name))
-        self.machine.changed()
+        self.machine.changed(self.name)
         return 0
 
     def _finish(self, session: SimSession, path: str) -> None:
@@ -708,7 +708,7 @@ class LiveUpdateComponent(SimComponent):
     def _diverged(self, text: str) -> None:
         log.warning("sim_divergence", component=self.name, what=text)
         self.state.divergences = [*self.state.divergences, text][-_DIVERGENCES_MAX:]
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     def _retrieve(self, session: SimSession, token: int, path: str) -> int:
         item = next((f for f in session.files if f.token == token), None)
@@ -726,7 +726,7 @@ class LiveUpdateComponent(SimComponent):
                 kept = self._recreate(item, path)
             except KernelError as error:
                 item.failed_errno = error.errno
-                self.machine.changed()
+                self.machine.changed(self.name)
                 raise
             key = _fstat_key(kept)
             assert key is not None
@@ -786,10 +786,10 @@ class LiveUpdateComponent(SimComponent):
                 self._finish(session, handle.path)
             except KernelError:
                 self._handles.pop(session.key, None)
-                self.machine.changed()
+                self.machine.changed(self.name)
                 return
         self._delete(session)
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     def restore_kernel_fds(self, fds: list[int]) -> list[int]:
         """Take back the files of sessions a previous daemon process stored."""
@@ -840,7 +840,7 @@ class LiveUpdateComponent(SimComponent):
         self.state.sessions = sessions
         self.state.eio = False
         self.device_open = False
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     def on_reboot(self) -> None:
         """A cold reboot keeps nothing: every session and file is gone."""

@@ -372,7 +372,7 @@ class PfruComponent(SimComponent):
         state.comm_data = self.machine.blobs.pack(bytes(self._comm))
         state.buffer = self._inspect()
         self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
-        self.machine.changed()
+        self.machine.changed(self.name)
         problem = kernel_applicable_image(self._comm_read, self.cap_info(), self.driver_gate())
         if problem:
             raise fail(errno.EINVAL, "write", path, problem)
@@ -460,7 +460,7 @@ class PfruComponent(SimComponent):
         if problem:
             self._log(uapi.LogLevel.ERROR, f"stage: {problem}")
             self._history(f"stage refused: {problem}")
-            self.machine.changed()
+            self.machine.changed(self.name)
             raise fail(errno.EBUSY, "ioctl", path, f"{op}: {problem}")
         assert buffer is not None
         kind = uapi.UpdateType(buffer.update_type).name.lower().replace("_", "-")
@@ -470,7 +470,7 @@ class PfruComponent(SimComponent):
         )
         self._log(uapi.LogLevel.INFO, f"stage: {kind} runtime version {buffer.rt_ver} staged")
         state.staged = buffer.model_copy()
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     def _newer_or_same(self, buffer: Capsule) -> bool:
         if buffer.update_type == uapi.UpdateType.CODE_INJECTION:
@@ -483,13 +483,13 @@ class PfruComponent(SimComponent):
         target = _TYPE_KEYS[uapi.UpdateType(staged.update_type)] if staged else KEY_UPDATE
         if staged is None:
             self._log(uapi.LogLevel.ERROR, "activate: nothing staged")
-            self.machine.changed()
+            self.machine.changed(self.name)
             raise fail(errno.EBUSY, "ioctl", path, f"{op}: nothing staged (INVAL_INPUT)")
         kind = uapi.UpdateType(staged.update_type).name.lower().replace("_", "-")
         if self.dsm_fault(target, "activate-fail"):
             self._log(uapi.LogLevel.ERROR, f"activate: {kind} activation failed, rolled back")
             self._history(f"activate {kind} {staged.rt_ver}: failed (HARDWARE_ERR)")
-            self.machine.changed()
+            self.machine.changed(self.name)
             raise fail(errno.EBUSY, "ioctl", path, f"{op}: activation failed (HARDWARE_ERR)")
         if staged.update_type == uapi.UpdateType.CODE_INJECTION:
             old = state.code_rt_version
@@ -511,7 +511,7 @@ class PfruComponent(SimComponent):
             else staged.svn_ver
         )
         self._history(f"activate {kind}: {old} -> {new}: success")
-        self.machine.changed()
+        self.machine.changed(self.name)
 
     # ----------------------------------------------------------------- telemetry
 
@@ -646,7 +646,7 @@ class PfruComponent(SimComponent):
             if getattr(self.state, field):
                 raise InvalidArgument(f"the PFRU {which} device is already present")
             setattr(self.state, field, True)
-            self.machine.changed()
+            self.machine.changed(self.name)
             self.machine.render()
         self._uevent("add", which)
         key = KEY_TELEMETRY if which == "telemetry" else KEY_CODE
@@ -662,7 +662,7 @@ class PfruComponent(SimComponent):
                 self.state.buffer = None
                 self.state.comm_data = ""
                 self._comm = bytearray()
-            self.machine.changed()
+            self.machine.changed(self.name)
             self.machine.render()
         self._uevent("remove", which)
 
@@ -771,7 +771,7 @@ class PfruComponent(SimComponent):
         if state.telemetry_started:
             self.reset_telemetry()
             self._log(uapi.LogLevel.INFO, "boot: runtime update service ready")
-        self.machine.changed()
+        self.machine.changed(self.name)
 
 
 def _i32(value: int) -> int:
@@ -923,7 +923,7 @@ class _UpdateHandle(SimHandle):
             if rev not in (uapi.REVID_1, uapi.REVID_2):
                 raise fail(errno.EINVAL, "ioctl", self.path, f"revision {rev} is not 1 or 2")
             component.state.rev_id = rev
-            component.machine.changed()
+            component.machine.changed(component.name)
             return 0
         actions = {
             uapi.PFRU_IOC_STAGE: uapi.StartAction.STAGE,
@@ -951,7 +951,7 @@ class _TelemetryHandle(SimHandle):
             raise fail(errno.EBUSY, "ioctl", self.path, "_DSM get data info failed")
         if component.dsm_fault(KEY_TELEMETRY, "telemetry-reset"):
             component.reset_telemetry()
-            component.machine.changed()
+            component.machine.changed(component.name)
         return component.data_info(component.state.log_type)
 
     def do_ioctl(
@@ -968,16 +968,16 @@ class _TelemetryHandle(SimHandle):
                 state.log_revid = info.log_revid
             if info.log_level in set(uapi.LogLevel):
                 if not component.telemetry_dsm_ok():
-                    component.machine.changed()
+                    component.machine.changed(component.name)
                     raise fail(errno.EINVAL, "ioctl", self.path, "_DSM set log level: no package")
                 if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
-                    component.machine.changed()
+                    component.machine.changed(component.name)
                     raise fail(errno.EBUSY, "ioctl", self.path, "_DSM set log level failed")
                 state.log_level = info.log_level
                 component._log(uapi.LogLevel.INFO, f"log level set to {info.log_level}")
             if info.log_type in set(uapi.LogType):
                 state.log_type = info.log_type
-            component.machine.changed()
+            component.machine.changed(component.name)
             return 0
         if request == uapi.PFRT_LOG_IOC_GET_INFO:
             if arg is None or len(arg) < uapi.LOG_INFO.size:
@@ -996,7 +996,7 @@ class _TelemetryHandle(SimHandle):
             arg[: uapi.LOG_DATA_INFO.size] = data_info.pack()
             if component.dsm_fault(KEY_TELEMETRY, "append-race"):
                 component.append_record("firmware event while a reader copies the log")
-                component.machine.changed()
+                component.machine.changed(component.name)
             return 0
         raise fail(errno.ENOTTY, "ioctl", self.path)
 

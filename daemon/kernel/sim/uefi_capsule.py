@@ -709,7 +709,7 @@ class UefiCapsuleComponent(SimComponent):
                 for name, node in sorted(directory.children.items())
                 if isinstance(node, File) and (not isinstance(node, EfiVarFile) or node.committed)
             }
-            self.machine.changed()
+            self.machine.changed(self.name)
 
     def sync_esp(self, directory: Dir) -> None:
         """Store the ESP tree."""
@@ -718,7 +718,7 @@ class UefiCapsuleComponent(SimComponent):
             pack = self.machine.blobs.pack
             self.state.esp_files = {path: pack(data) for path, data in files.items()}
             self.state.esp_dirs = dirs
-            self.machine.changed()
+            self.machine.changed(self.name)
 
     # ------------------------------------------------- firmware-side helpers
 
@@ -779,7 +779,7 @@ class UefiCapsuleComponent(SimComponent):
         with self.machine.lock:
             self.firmware.capsules_on_disk()
             self.firmware.boot_next()
-            self.machine.changed()
+            self.machine.changed(self.name)
 
     def firmware_hd(self) -> efi.HardDriveNode:
         """The ESP's HD() node as the firmware sees it (see :class:`UefiFirmware`)."""
@@ -875,7 +875,7 @@ class UefiCapsuleComponent(SimComponent):
                         setattr(entry, field_name, int(option, 0))
                     except ValueError as error:
                         raise InvalidArgument(f"{field_name} must be a number") from error
-            self.machine.changed()
+            self.machine.changed(self.name)
         return f"{key}: fw_version {entry.fw_version}"
 
 
