@@ -27,6 +27,10 @@ from bench.stats import _get, mmm, ratio
 from livefw.bus.backend import BACKEND as CLIENT_LIB
 
 
+def _ms(value: Any, missing: str) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else f"{missing!s:.40}"
+
+
 def machine_info() -> dict[str, Any]:
     def deb(pkg: str) -> str:
         r = subprocess.run(
@@ -298,12 +302,15 @@ def write_report(results: dict[str, Any], path: str) -> None:
             "warm; the install stages a UEFI capsule on the system firmware among all the "
             "devices; the property change is its `Cancel` until the device's "
             "`PropertiesChanged` reaches another client. *Loop held*: worst `Ping` wait "
-            "of another process while the largest calls run back to back."
+            "of another process while the largest calls run back to back. *CPU*: the "
+            "daemon's own CPU per call (schedstat of its threads), which the harness's and "
+            "dbus-daemon's share of the round trip does not move."
         )
         w("")
         w(
-            "| backend | devices | objects | start ms | GetDevices ms | GetManagedObjects ms | "
-            "property change ms | install ms | loop held ms | RSS MiB |"
+            "| backend | devices | objects | start ms | GetDevices ms (CPU) | "
+            "GetManagedObjects ms (CPU) | property change ms | install ms | loop held ms | "
+            "RSS MiB |"
         )
         w("|---|---|---|---|---|---|---|---|---|---|")
         for backend, sc in scale_results.items():
@@ -313,10 +320,12 @@ def write_report(results: dict[str, Any], path: str) -> None:
                 w(
                     f"| dbus-{backend} | {r.get('devices')} | {r.get('objects')} | "
                     f"{_get(r, 'start_warm_ms', 'median') or 0:.0f} | "
-                    f"{(_get(r, 'GetDevices_us', 'median') or 0) / 1e3:.1f} | "
-                    f"{(_get(r, 'GetManagedObjects_us', 'median') or 0) / 1e3:.1f} | "
-                    f"{inst.get('property_change_ms', err)!s:.40} | "
-                    f"{inst.get('install_ms', err)!s:.40} | "
+                    f"{(_get(r, 'GetDevices_us', 'median') or 0) / 1e3:.1f} "
+                    f"({(_get(r, 'GetDevices_cpu_us', 'median') or 0) / 1e3:.1f}) | "
+                    f"{(_get(r, 'GetManagedObjects_us', 'median') or 0) / 1e3:.1f} "
+                    f"({(_get(r, 'GetManagedObjects_cpu_us', 'median') or 0) / 1e3:.1f}) | "
+                    f"{_ms(inst.get('property_change_ms'), err)} | "
+                    f"{_ms(inst.get('install_ms'), err)} | "
                     f"{_get(r, 'stall', 'max_ms') or '—'} | "
                     f"{(r.get('rss_after_kib') or 0) / 1024:.1f} |"
                 )

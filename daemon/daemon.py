@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -192,6 +193,11 @@ class Daemon:
 
             compat = CompatService(engine, authorizer, self.args.bus_address, self.args.state_dir)
             await compat.start()
+        # What start-up built lives as long as the process: out of the collector's
+        # reach from now on, so a full collection walks only what changed since
+        # (livefw.launch turned the collector off for start-up).
+        gc.freeze()
+        gc.enable()
         log.info(
             "livefwd_ready",
             version=livefw.__version__,
