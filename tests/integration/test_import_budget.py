@@ -67,8 +67,10 @@ FORBIDDEN = (
 #: modules (packages included) at the time of writing: 418 with dbus-fast, 409 with
 #: dbus-next; plus a little room. Issue 15 split files by role (plugins' context and
 #: device modules, the engine's planner and version rules, compat's state and mapping):
-#: 436 and 427, every new one a small livefw module, none from outside.
-BUDGET = 445
+#: 436 and 427, every new one a small livefw module, none from outside; 448 and 439 a day
+#: later (livefw.bus.framing, .fwupd_map, .names, livefw.compat_state, .guard, .reconcile,
+#: kernel.sim.uefi_firmware, .uefi_model, plugins.uefi_capsule.esp: livefw's own again).
+BUDGET = 455
 
 
 @pytest.mark.parametrize("backend", ["fast", "next"])
