@@ -51,7 +51,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from livefw.bus.framing import METHOD_CALL, PATH, BoundedSocket, RefusedMessage
+from livefw.bus.framing import (
+    INTERFACE,
+    MEMBER,
+    METHOD_CALL,
+    PATH,
+    BoundedSocket,
+    RefusedMessage,
+)
 from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
 
 #: the D-Bus library in use: "fast" (dbus-fast) or "next" (dbus-next). Unset, it is
@@ -482,8 +489,8 @@ class LivefwBus(MessageBus):
                 sender=sender,
                 kind="method_call" if refused.message_type == METHOD_CALL else "signal",
                 path=path if isinstance(path, str) else f"<{path} bytes>",
-                interface=refused.text(2),
-                member=refused.text(3),
+                interface=refused.text(INTERFACE),
+                member=refused.text(MEMBER),
                 body_bytes=refused.body_length,
                 header_bytes=refused.header_length,
                 byte_order=refused.byte_order,
