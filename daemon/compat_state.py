@@ -2,8 +2,9 @@
 
 Persistent, in the daemon's state directory, written atomically and never through a
 link (livefw.statefiles): which history rows a client was notified of
-(``fwupd-notified.json``: fwupd's ClearResults / ModifyDevice ``notified``), and the
-blocked and approved firmware checksums (``fwupd-firmware-lists.json``).
+(``fwupd-notified.json``: fwupd's ClearResults / ModifyDevice ``notified``). The
+blocked and approved firmware checksums are the engine's (livefw.firmware_lists):
+every install honours them, not only this API's.
 
 In memory: each client's hints and feature flags (:class:`ClientState`), who holds
 which Inhibit (:class:`Inhibits`), and the device dicts GetDevices last built
@@ -14,19 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import OrderedDict
-from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
 from livefw.device import Device
-from livefw.errors import InvalidFile, NotSupported
+from livefw.errors import NotSupported
 from livefw.statefiles import StateDirError, read_private, write_atomic
 
 __all__ = [
-    "CHECKSUMS_MAX",
     "CLIENTS_MAX",
     "HINTS_MAX",
     "HINT_KEY_MAX",
@@ -34,56 +32,27 @@ __all__ = [
     "ClientState",
     "CompatState",
     "DeviceCache",
-    "checksums",
 ]
 
 log = structlog.get_logger("livefw.compat")
 
-#: Set*Firmware: checksums in a list, and a checksum's shape (SHA-1 or SHA-256 hex).
-CHECKSUMS_MAX = 1024
-CHECKSUM_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-#: the biggest state file read back (a full list of 1,024 SHA-256 sums is ~70 KiB).
+#: the biggest state file read back.
 STATE_FILE_MAX = 1 << 20
 
 
-def checksums(values: Iterable[str]) -> set[str]:
-    """Validate a checksum list (SHA-1 or SHA-256 hex) from Set*Firmware.
-
-    Raises:
-        InvalidFile: more than CHECKSUMS_MAX, or one that is not a checksum.
-    """
-    values = list(values)
-    if len(values) > CHECKSUMS_MAX:
-        raise InvalidFile(f"at most {CHECKSUMS_MAX} checksums")
-    result = set()
-    for value in values:
-        text = value.strip().lower()
-        if not CHECKSUM_RE.fullmatch(text):
-            raise InvalidFile(f"{value[:80]!r} is not a SHA-1 or SHA-256 checksum")
-        result.add(text)
-    return result
-
-
 class CompatState:
-    """The notified rows and the blocked/approved lists, kept in ``state_dir``.
+    """The notified rows, kept in ``state_dir``.
 
-    A missing, unreadable or malformed file reads as empty (the lists are a
-    convenience of fwupd's clients, not a security boundary of livefwd's).
+    A missing, unreadable or malformed file reads as empty (a convenience of fwupd's
+    clients, not a security boundary of livefwd's).
     """
 
     def __init__(self, state_dir: str) -> None:
         self._notified_path = os.path.join(state_dir, "fwupd-notified.json")
-        self._lists_path = os.path.join(state_dir, "fwupd-firmware-lists.json")
         self.notified: set[str] = set()
-        self.blocked: set[str] = set()
-        self.approved: set[str] = set()
         value = self._load(self._notified_path)
         if isinstance(value, list):
             self.notified = {str(item) for item in value}
-        lists = self._load(self._lists_path)
-        if isinstance(lists, dict):
-            self.blocked = self._sums(lists.get("blocked"))
-            self.approved = self._sums(lists.get("approved"))
 
     @staticmethod
     def _load(path: str) -> Any:
@@ -93,12 +62,6 @@ class CompatState:
             log.warning("compat_state_unreadable", path=path, error=str(error))
             return None
 
-    @staticmethod
-    def _sums(value: Any) -> set[str]:
-        if not isinstance(value, list):
-            return set()
-        return {str(c) for c in value if CHECKSUM_RE.fullmatch(str(c))}
-
     def set_notified(self, op_id: str, notified: bool = True) -> None:
         """Mark (or unmark) a history row as one the user was told about; saved now."""
         if notified:
@@ -106,33 +69,6 @@ class CompatState:
         else:
             self.notified.discard(op_id)
         write_atomic(self._notified_path, json.dumps(sorted(self.notified)).encode())
-
-    def set_lists(
-        self, *, blocked: set[str] | None = None, approved: set[str] | None = None
-    ) -> None:
-        """Replace the blocked and/or approved checksums; saved now."""
-        if blocked is not None:
-            self.blocked = blocked
-        if approved is not None:
-            self.approved = approved
-        data = {"blocked": sorted(self.blocked), "approved": sorted(self.approved)}
-        write_atomic(self._lists_path, json.dumps(data).encode())
-
-    def check_cabinet(self, sha1: str, sha256: str) -> None:
-        """Refuse a blocked cabinet, or one not approved while an approved list is set.
-
-        Raises:
-            NotSupported: blocked, or not approved.
-        """
-        sums = {sha1, sha256}
-        if sums & self.blocked:
-            raise NotSupported(
-                f"Firmware {sha1} is blocked (fwupdmgr unblock-firmware to allow it)"
-            )
-        if self.approved and not sums & self.approved:
-            raise NotSupported(
-                f"Firmware {sha1} is not in the approved list (fwupdmgr set-approved-firmware)"
-            )
 
 
 #: SetHints: hints per client (fwupd refuses more than 32), and the longest key and

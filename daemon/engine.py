@@ -39,6 +39,7 @@ from livefw.errors import (
     NotFound,
 )
 from livefw.fdread import FdReader
+from livefw.firmware_lists import FirmwareLists
 from livefw.guard import EngineGuard
 from livefw.history import History, HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
@@ -145,6 +146,11 @@ class Engine:
         from livefw.releases import ReleaseService
 
         return ReleaseService(self.config)
+
+    @functools.cached_property
+    def firmware_lists(self) -> FirmwareLists:
+        """The blocked and approved checksums (fwupd's lists), honoured by :meth:`plan`."""
+        return FirmwareLists(self.state_dir)
 
     # ------------------------------------------------------------------ listeners
 
@@ -431,6 +437,8 @@ class Engine:
             InvalidArgument: a raw payload fits several devices; name one.
             InvalidFile, VersionNewer, VersionSame, NotSupported, Busy, NothingToDo:
                 refused, with why (livefw.planner).
+            NotSupported: the file is blocked, or not approved while an approved
+                list is set (livefw.firmware_lists).
         """
         every = target in ("", "*")
         if is_cabinet(payload.data):
@@ -441,6 +449,7 @@ class Engine:
             plans = [plan_raw(self.devices.values(), payload, options)]
         else:
             plans = [planner.check(self.get_device(target), payload, options)]
+        await self.firmware_lists.check_plans(plans)
         return self._stamped(plans)
 
     def _stamped(self, plans: Iterable[Plan]) -> list[Plan]:
@@ -480,6 +489,7 @@ class Engine:
         """
         self._check_running()
         plan = planner.check(self.get_device(device_id), payload, options)
+        await self.firmware_lists.check_plans([plan])
         (entry,) = await self.install_plans(self._stamped([plan]), caller_uid)
         return entry
 

@@ -64,7 +64,6 @@ from livefw.bus.fwupd_map import (
 )
 from livefw.cabinet import is_cabinet
 from livefw.compat_state import ClientState, CompatState, DeviceCache
-from livefw.compat_state import checksums as valid_checksums
 from livefw.device import Device
 from livefw.engine import EngineListener
 from livefw.errors import (
@@ -76,6 +75,7 @@ from livefw.errors import (
     PermissionDenied,
 )
 from livefw.fdread import TooLarge
+from livefw.firmware_lists import checksums as valid_checksums
 from livefw.history import HistoryEntry
 from livefw.hostinfo import HostInfo, host_security_id, load_host, report_metadata, security_attrs
 from livefw.planner import Plan
@@ -528,9 +528,6 @@ class CompatInterface(ServiceInterface, EngineListener):
         plans = [p for p in plans if visible(p.device)]
         if not plans:
             raise NotFound("No supported devices found")
-        for plan in plans:
-            if plan.candidate is not None:
-                self.state.check_cabinet(plan.candidate.cabinet.sha1, plan.candidate.cabinet.sha256)
         return plans
 
     def _first_action(self, target: str) -> str:
@@ -592,26 +589,26 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def GetApprovedFirmware(self) -> "as":
-        return sorted(self.state.approved)
+        return sorted(self.ctx.engine.firmware_lists.approved)
 
     @method()
     @fwupd_errors
     async def SetApprovedFirmware(self, checksums: "as") -> None:
         values = valid_checksums(checksums)
         await self.ctx.authorize("org.freedesktop.fwupd.set-approved-firmware")
-        self.state.set_lists(approved=values)
+        self.ctx.engine.firmware_lists.set(approved=values)
 
     @method()
     @fwupd_errors
     async def GetBlockedFirmware(self) -> "as":
-        return sorted(self.state.blocked)
+        return sorted(self.ctx.engine.firmware_lists.blocked)
 
     @method()
     @fwupd_errors
     async def SetBlockedFirmware(self, checksums: "as") -> None:
         values = valid_checksums(checksums)
         await self.ctx.authorize("org.freedesktop.fwupd.set-approved-firmware")
-        self.state.set_lists(blocked=values)
+        self.ctx.engine.firmware_lists.set(blocked=values)
 
     @method()
     @fwupd_errors

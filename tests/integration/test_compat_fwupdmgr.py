@@ -190,6 +190,43 @@ def test_an_unsigned_cabinet_is_refused_as_invalid_file(compat: Compat) -> None:
     )
 
 
+def test_blocked_and_approved_lists_bind_both_apis(compat: Compat) -> None:
+    """fwupdmgr's lists refuse the file on fwupd's Install and on livefw's (issue 18.4)."""
+    import hashlib
+
+    cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "listed")
+    data = Path(cab).read_bytes()
+    sha1, sha256 = hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
+    refusals = {
+        "blocked": f"Firmware {sha1} is blocked (fwupdmgr unblock-firmware to allow it)",
+        "unapproved": f"Firmware {sha1} is not in the approved list",
+    }
+
+    def refused(why: str) -> None:
+        fwupd = compat.fwupdmgr("install", cab, "--no-reboot-check", "--json", check=False)
+        assert fwupd.returncode == 1, fwupd
+        error = json.loads(fwupd.stdout)["Error"]
+        assert error["Code"] == 10, error  # FWUPD_ERROR_NOT_SUPPORTED
+        assert refusals[why] in error["Message"]
+        native = compat.cli("install", cab, check=False)
+        assert native.returncode != 0, native
+        assert refusals[why] in native.stderr, native.stderr
+        as_json = json.loads(compat.cli("install", cab, "--json", check=False).stderr)
+        assert as_json["error"] == "NotSupported", as_json
+        flags = compat.devices()["Platform firmware runtime code injection"]["Flags"]
+        assert "needs-activation" not in flags
+
+    compat.fwupdmgr("block-firmware", sha256)
+    refused("blocked")
+    compat.fwupdmgr("unblock-firmware", sha256)
+    compat.fwupdmgr("set-approved-firmware", "b" * 64)
+    refused("unapproved")
+    compat.fwupdmgr("set-approved-firmware", f"{'b' * 64},{sha1}")
+    compat.cli("install", cab)  # approved: the native API installs it
+    flags = compat.devices()["Platform firmware runtime code injection"]["Flags"]
+    assert "needs-activation" in flags
+
+
 def test_install_checks_fwupds_polkit_action(compat: Compat, polkit: PolkitMock) -> None:
     cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "auth")
     polkit.allow_unknown(False)

@@ -41,30 +41,40 @@ def test_a_client_that_leaves_is_forgotten() -> None:
     assert not clients.features
 
 
-def test_compat_state_persists_notified_rows_and_lists(tmp_path: Path) -> None:
-    from livefw.compat_state import CompatState, checksums
-    from livefw.errors import InvalidFile, NotSupported
+def test_compat_state_persists_notified_rows(tmp_path: Path) -> None:
+    from livefw.compat_state import CompatState
 
     state = CompatState(str(tmp_path))
-    sha1, sha256 = "a" * 40, "b" * 64
     state.set_notified("op1")
-    state.set_lists(blocked=checksums([sha1.upper()]))
-    again = CompatState(str(tmp_path))
-    assert again.notified == {"op1"}
-    assert again.blocked == {sha1}
-    with pytest.raises(NotSupported, match="blocked"):
-        again.check_cabinet(sha1, sha256)
-    again.set_lists(blocked=set(), approved={"c" * 64})
-    with pytest.raises(NotSupported, match="not in the approved list"):
-        again.check_cabinet(sha1, sha256)
-    again.check_cabinet(sha1, "c" * 64)
-    again.set_notified("op1", False)
+    assert CompatState(str(tmp_path)).notified == {"op1"}
+    state.set_notified("op1", False)
     assert CompatState(str(tmp_path)).notified == set()
+    # a damaged file reads as empty, it does not stop the daemon
+    (tmp_path / "fwupd-notified.json").write_text("[not json")
+    assert CompatState(str(tmp_path)).notified == set()
+
+
+def test_firmware_lists_persist_and_refuse(tmp_path: Path) -> None:
+    from livefw.errors import InvalidFile
+    from livefw.firmware_lists import FirmwareLists, checksums
+
+    lists = FirmwareLists(str(tmp_path))
+    sha1, sha256 = "a" * 40, "b" * 64
+    lists.check(sha1, sha256)  # no list set: anything goes
+    lists.set(blocked=checksums([sha1.upper()]))
+    again = FirmwareLists(str(tmp_path))
+    assert again.blocked == {sha1}
+    with pytest.raises(NotSupported, match=f"Firmware {sha1} is blocked"):
+        again.check(sha1, sha256)
+    again.set(blocked=set(), approved={"c" * 64})
+    with pytest.raises(NotSupported, match="not in the approved list"):
+        again.check(sha1, sha256)
+    again.check(sha1, "c" * 64)
     with pytest.raises(InvalidFile, match="not a SHA-1 or SHA-256"):
         checksums(["xyz"])
     # a damaged file reads as empty, it does not stop the daemon
     (tmp_path / "fwupd-firmware-lists.json").write_text("{not json")
-    assert CompatState(str(tmp_path)).approved == set()
+    assert FirmwareLists(str(tmp_path)).approved == set()
 
 
 async def test_fwupd_errors_answer_with_fwupd_names() -> None:

@@ -76,6 +76,31 @@ async def test_staged_row_keeps_the_planned_version_and_supersedes_older(tmp_pat
     assert device.update_state == UpdateState.PENDING
 
 
+async def test_blocked_and_unapproved_payloads_are_refused_on_every_path(tmp_path: Path) -> None:
+    """fwupd's firmware lists bind the native install too (issue 18 item 4)."""
+    import hashlib
+
+    engine = await make(tmp_path)
+    device = next(iter(engine.devices.values()))
+    blocked, other = b"FAKE1.0", b"FAKE1.1"
+    sha1 = hashlib.sha1(blocked).hexdigest()
+    engine.firmware_lists.set(blocked={hashlib.sha256(blocked).hexdigest()})
+    with pytest.raises(NotSupported, match=f"Firmware {sha1} is blocked"):
+        await engine.install(device.id, Payload(blocked), InstallOptions())
+    with pytest.raises(NotSupported, match="is blocked"):
+        await engine.install_file("", Payload(blocked), InstallOptions())
+    with pytest.raises(NotSupported, match="is blocked"):
+        await engine.plan(device.id, Payload(blocked), InstallOptions())
+    assert engine.history.entries() == []
+    (entry,) = await engine.install_file(device.id, Payload(other), InstallOptions())
+    assert entry.state == "staged"
+    # an approved list: only what is on it installs
+    engine.firmware_lists.set(blocked=set(), approved={hashlib.sha1(other).hexdigest()})
+    with pytest.raises(NotSupported, match="not in the approved list"):
+        await engine.install(device.id, Payload(blocked), InstallOptions())
+    await engine.install(device.id, Payload(other), InstallOptions(allow_reinstall=True))
+
+
 async def test_match_payload_finds_the_device_or_says_none_fits(tmp_path: Path) -> None:
     engine = await make(tmp_path)
     assert engine.match_payload(Payload(b"FAKE2"), InstallOptions()).name == "Fake"
