@@ -43,6 +43,7 @@ from livefw.bus.errors import FWUPD_ERROR_PREFIX as ERROR_PREFIX
 from livefw.bus.errors import fwupd_errors
 from livefw.bus.fwupd_map import (
     ACTION_ACTIVATE,
+    HIDDEN_PLUGINS,
     HSI_RESULT,
     INHIBIT_REASON_MAX,
     INHIBITS_MAX,
