@@ -237,7 +237,10 @@ def write_report(results: dict[str, Any], path: str) -> None:
     w(
         "`Install` on the simulated UEFI System Firmware, fd passed over D-Bus, to the "
         "reply (read, validate, checksum, write to the simulated ESP, set UEFI variables), "
-        "then `Cancel`. Floor: `cp` of the same file plus `sha256sum` of the copy. "
+        "then `Cancel` (*raw*, *cabinet*); *pfru*: `Install` on the simulated PFRU "
+        "code-injection device (written into the firmware's communication buffer and "
+        "staged with `PFRU_IOC_STAGE`; at most 32 MiB, the plugin's default limit). "
+        "Floor: `cp` of the same file plus `sha256sum` of the copy. "
         "Throughput ratio = floor time / staging time (target ≥ 0.8)."
     )
     w("")

@@ -19,6 +19,8 @@ from bench.stats import mmm, summary
 from bench.targets import Target
 from livefw.bus.backend import Variant
 from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.kernel.sim.pfru import build_capsule
+from livefw.kernel.uapi import pfru as pfru_uapi
 
 
 def _prepare_machine(path: str) -> None:
@@ -31,6 +33,8 @@ def _prepare_machine(path: str) -> None:
         machine = json.load(f)
     machine["components"]["uefi_capsule"]["esp_size"] = 1 << 30
     pfru = machine["components"]["pfru"]
+    # a firmware communication buffer (_DSM fn 2) that holds the bench's capsule
+    pfru["comm_buf_size"] = max(pfru["comm_buf_size"], (PFRU_MIB + 1) << 20)
     size = pfru["telemetry_size"]
     for key, ring in pfru["rings"].items():
         text, index = "", 0
@@ -77,6 +81,41 @@ def make_payloads(scratch: str) -> dict[str, str]:
     return {"raw": raw}
 
 
+#: the PFRU capsule's size: the plugin refuses more than 32 MiB unless configured.
+PFRU_MIB = min(STAGE_MIB, 32)
+
+
+def _pfru_capsule(h: Harness, sim_dir: str) -> str:
+    """A code-injection capsule for the simulated platform, one runtime version up.
+
+    Built by the simulator's own builder (signed the simulated way); STAGE_MIB, at
+    most the PFRU plugin's default limit of 32 MiB (``[plugins.pfru]
+    max_capsule_size``); the floor is taken on the same file.
+    """
+    path = os.path.join(h.scratch, f"pfru-{PFRU_MIB}M.cap")
+    if os.path.exists(path):
+        os.unlink(path)  # the platform's version moved on since the last one
+    with open(os.path.join(sim_dir, "machine.json"), encoding="utf-8") as f:
+        state = json.load(f)["components"]["pfru"]
+    small = build_capsule(
+        image_type=pfru_uapi.IMAGE_TYPES[pfru_uapi.UpdateType.CODE_INJECTION],
+        rt_ver=state["code_rt_version"] + 1,
+        svn_ver=0,
+        platform_id=state["platform_id"],
+        body_size=1024,
+    )
+    data = build_capsule(
+        image_type=pfru_uapi.IMAGE_TYPES[pfru_uapi.UpdateType.CODE_INJECTION],
+        rt_ver=state["code_rt_version"] + 1,
+        svn_ver=0,
+        platform_id=state["platform_id"],
+        body_size=(PFRU_MIB << 20) - (len(small) - 1024),
+    )
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 def _next_version(version: str) -> str:
     """A version one above ``version`` in the same format (1.2.41 -> 1.2.42)."""
     head, _, last = version.rpartition(".")
@@ -85,12 +124,15 @@ def _next_version(version: str) -> str:
     return "99"
 
 
-async def _device_id(h: Harness, plugin: str) -> str:
+async def _device_id(h: Harness, plugin: str, physical_suffix: str = "") -> str:
     reply = await h.call(LIVEFW_NAME, LIVEFW_PATH, "org.livefw.Daemon1.Manager", "GetDevices")
     for device in reply.body[0]:
-        if device["Plugin"].value == plugin:
+        physical = device.get("PhysicalId")
+        if device["Plugin"].value == plugin and (
+            not physical_suffix or (physical and str(physical.value).endswith(physical_suffix))
+        ):
             return str(device["Id"].value)
-    raise RuntimeError(f"no {plugin} device")
+    raise RuntimeError(f"no {plugin} device {physical_suffix}")
 
 
 async def _guid_of(h: Harness, device_id: str) -> tuple[str, str]:
@@ -113,9 +155,16 @@ def floor_cp_sha256(src: str, scratch: str) -> float:
 
 
 async def staging(h: Harness, t: Target) -> dict[str, Any]:
-    """Install (stage) a 64 MiB capsule on the simulated EC, raw and as a cabinet."""
+    """Install (stage) a 64 MiB capsule: UEFI raw and as a cabinet, and PFRU raw.
+
+    UEFI: the capsule goes to the simulated ESP (fsynced) and the UEFI variables; PFRU:
+    it is written into the firmware's communication buffer and staged with
+    ``PFRU_IOC_STAGE`` (the code-injection device; ``Cancel`` has nothing to undo there,
+    the next run stages over it).
+    """
     out: dict[str, Any] = {}
     device = await _device_id(h, STAGE_PLUGIN)
+    pfru_device = await _device_id(h, "pfru", "/code-injection")
     guid, version = await _guid_of(h, device)
     raw = h.payloads["raw"]
     cab = os.path.join(h.scratch, f"capsule-{STAGE_MIB}M.cab")
@@ -133,9 +182,13 @@ async def staging(h: Harness, t: Target) -> dict[str, Any]:
         with open(cab, "wb") as f:
             f.write(make_cabinet({"firmware.bin": payload, "firmware.metainfo.xml": metainfo}))
         del payload
-    for kind, path in (("raw", raw), ("cabinet", cab)):
+    sim_dir = os.path.join(t.state_dir, "sim")
+    for kind, path in (("raw", raw), ("cabinet", cab), ("pfru", "")):
         times, floors, errors = [], [], []
+        target = pfru_device if kind == "pfru" else device
         for _ in range(STAGE_RUNS):
+            if kind == "pfru":
+                path = _pfru_capsule(h, sim_dir)
             floors.append(floor_cp_sha256(path, h.scratch))
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -147,7 +200,7 @@ async def staging(h: Harness, t: Target) -> dict[str, Any]:
                         "org.livefw.Daemon1.Manager",
                         "Install",
                         "sha{sv}",
-                        [device, 0, {"filename": Variant("s", os.path.basename(path))}],
+                        [target, 0, {"filename": Variant("s", os.path.basename(path))}],
                         unix_fds=[fd],
                         bus=h.fd_bus,
                     )
@@ -163,7 +216,7 @@ async def staging(h: Harness, t: Target) -> dict[str, Any]:
                     "org.livefw.Daemon1.Manager",
                     "Cancel",
                     "sa{sv}",
-                    [device, {}],
+                    [target, {}],
                 )
         out[kind] = {
             "bytes": os.path.getsize(path),
