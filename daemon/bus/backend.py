@@ -383,18 +383,19 @@ MAX_FDS_IN_FLIGHT = 512
 #: Largest body of a method call or signal livefwd lets the D-Bus library unmarshal;
 #: bigger ones are skipped unread and a call gets LimitsExceeded (issue 13). The
 #: biggest bodies livefwd's methods legitimately take: fwupd's SetApprovedFirmware /
-#: SetBlockedFirmware with 1,024 SHA-256 checksums (compat.CHECKSUMS_MAX; 72 bytes
-#: each on the wire: 73,732), a fwctl Rpc with a request of [plugins.fwctl]
+#: SetBlockedFirmware with 1,024 SHA-256 checksums (firmware_lists.CHECKSUMS_MAX; 72 bytes
+#: each on the wire: 73,729), a fwctl Rpc with a request of [plugins.fwctl]
 #: max_request_size (64 KiB by default; livefwd raises its limit to that size plus
-#: 4 KiB when it is configured higher, see livefw.daemon), SetHints with 32 hints of
+#: 4 KiB when it is configured over 92 KiB, see livefw.daemon), SetHints with 32 hints of
 #: 64/256 characters (at most 4 bytes each in UTF-8: ~41 KiB). Everything else takes
-#: a few hundred bytes; payloads come as fds. 128 KiB is 1.7 times the biggest. The
+#: a few hundred bytes; payloads come as fds. 96 KiB is 1.33 times the biggest. The
 #: cost it bounds, measured with the costliest body shape (an array of byte variants,
-#: 4 bytes a value) on the idle 2-core VM: dbus-next unmarshals 128 KiB in ~60 ms,
-#: dbus-fast in ~2 ms (``make bench-limits``); a 32 MiB body, which the system bus lets
-#: through (dbus-daemon's max_message_size, 33554432 in /usr/share/dbus-1/system.conf),
-#: would take tens of seconds with dbus-next.
-MAX_BODY = 128 * 1024
+#: 4 bytes a value) on the 2-core VM: dbus-next unmarshals 96 KiB in ~45 ms idle (~75
+#: ms at a load of 3; 128 KiB took 60-105 ms), dbus-fast in ~1 ms (``make
+#: bench-limits``); a 32 MiB body, which the system bus lets through (dbus-daemon's
+#: max_message_size, 33554432 in /usr/share/dbus-1/system.conf), would take tens of
+#: seconds with dbus-next.
+MAX_BODY = 96 * 1024
 #: Largest header-fields array of a method call or signal: a header names a path,
 #: interface, member, destination, sender (bus names: 255 bytes at most) and a
 #: signature; only an object path can be longer, and livefwd's are under 200 bytes.

@@ -16,6 +16,7 @@ import importlib
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -280,3 +281,51 @@ def test_the_native_limit_grows_with_the_fwctl_request_size() -> None:
     # values the plugin refuses leave the default
     assert limit({"max_request_size": 64 * 1024 * 1024}) == DEFAULT
     assert limit({"max_request_size": "big"}) == DEFAULT
+
+
+def _body_length(message: Any) -> int:
+    """The body length in a message's fixed header, as the library marshals it."""
+    from livefw.bus.backend import marshal
+
+    return int(struct.unpack_from("<I", marshal(message), 4)[0])
+
+
+def test_the_biggest_legitimate_bodies_fit_under_the_limit() -> None:
+    """MAX_BODY's reasoning (backend.py): each method's largest valid call fits."""
+    from livefw.bus.backend import MAX_BODY as DEFAULT
+    from livefw.bus.backend import Message, Variant
+    from livefw.compat_state import HINT_KEY_MAX, HINT_VALUE_MAX, HINTS_MAX
+    from livefw.config import Config
+    from livefw.daemon import bus_body_limit
+    from livefw.firmware_lists import CHECKSUMS_MAX
+
+    def call(member: str, signature: str, body: list[Any]) -> Any:
+        return Message(
+            destination="org.freedesktop.fwupd",
+            path="/",
+            interface="org.freedesktop.fwupd",
+            member=member,
+            signature=signature,
+            body=body,
+        )
+
+    checksums = [f"{index:064x}" for index in range(CHECKSUMS_MAX)]
+    approved = _body_length(call("SetApprovedFirmware", "as", [checksums]))
+    # every character of a hint at its widest in UTF-8 (4 bytes)
+    hints = {
+        f"{index:02d}" + "\U0001f600" * (HINT_KEY_MAX - 2): "\U0001f600" * HINT_VALUE_MAX
+        for index in range(HINTS_MAX)
+    }
+    hinted = _body_length(call("SetHints", "a{ss}", [hints]))
+    rpc = _body_length(
+        call(
+            "Rpc",
+            "saya{sv}",
+            ["debug-write-full", b"\0" * (64 * 1024), {"response-size": Variant("u", 1 << 20)}],
+        )
+    )
+    assert approved <= DEFAULT, approved
+    assert hinted <= DEFAULT, hinted
+    assert rpc <= bus_body_limit(Config()), rpc
+    # and the limit is not far above the biggest of them (the margin backend.py states)
+    assert 1.4 * max(approved, hinted, rpc) >= DEFAULT
