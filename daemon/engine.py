@@ -185,6 +185,9 @@ class Engine:
             await self._load_plugin(cls)
         await reconcile_at_start(self.history, self._plugin_of, self.devices, self.boot_id)
         self._uevent_task = asyncio.create_task(self._follow_uevents(), name="uevents")
+        # let the follower take its first step, which subscribes to the provider's
+        # uevents: a device hot-added as soon as start() returns is not lost
+        await asyncio.sleep(0)
         log.info(
             "engine_started",
             devices=len(self.devices),

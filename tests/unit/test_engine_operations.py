@@ -552,3 +552,13 @@ async def test_uevents_add_and_remove_devices(engine: Engine) -> None:
     assert device.id not in engine.devices
     with pytest.raises(NotFound):
         await engine.install(device.id, fake("c", "2"), InstallOptions())
+
+
+async def test_a_uevent_right_after_start_is_not_lost(make_engine: Any) -> None:
+    """start() returns subscribed to the provider's uevents (it used to subscribe only
+    when the follower task first ran, so a device added at once could be missed)."""
+    from livefw.plugins.fwctl import FwctlPlugin
+
+    engine = await make_engine([FwctlPlugin])
+    machine = engine.provider.machine
+    assert machine._subscribers, "start() returned before following uevents"
