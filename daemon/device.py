@@ -182,9 +182,15 @@ class Device(DeviceProperties):
     def check_install(self, payload: Payload, options: InstallOptions) -> str:
         """Validate a payload without side effects; return the version it carries.
 
+        Only what is this device's own: the engine's planner (livefw.planner) calls it
+        once per plan and then applies the version rules (livefw.versions: older,
+        same, lowest) to the version returned, so a device never compares versions.
+
         Raises:
             NotSupported: the device takes no payloads.
-            InvalidFile, VersionNewer, VersionSame: the payload is refused.
+            PayloadMismatch: the payload is this plugin's kind but for another device
+                (platform, update type, ESRT entry); the planner names the closest.
+            InvalidFile: the payload is refused for what it is.
         """
         raise NotSupported(f"{self.name} is not updatable through livefw")
 
