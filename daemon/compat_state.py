@@ -6,6 +6,9 @@ link (livefw.statefiles): which history rows a client was notified of
 blocked and approved firmware checksums are the engine's (livefw.firmware_lists):
 every install honours them, not only this API's.
 
+fwupd's ModifyConfig/ResetConfig write livefw.conf's drop-in ``livefw.conf.d/fwupd.conf``
+(:class:`FwupdConfig`), never the administrator's own file.
+
 In memory: each client's hints and feature flags (:class:`ClientState`), who holds
 which Inhibit (:class:`Inhibits`), and the device dicts GetDevices last built
 (:class:`DeviceCache`). Nothing here knows D-Bus.
@@ -15,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections import OrderedDict
 from typing import Any
 
 import structlog
 
+from livefw.config import Config, dropin_dir, load_config, remove_dropin, write_dropin
 from livefw.device import Device
-from livefw.errors import NotSupported
+from livefw.errors import ConfigError, Internal, InvalidArgument, NotSupported
 from livefw.statefiles import StateDirError, read_private, write_atomic
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "ClientState",
     "CompatState",
     "DeviceCache",
+    "FwupdConfig",
 ]
 
 log = structlog.get_logger("livefw.compat")
@@ -69,6 +75,98 @@ class CompatState:
         else:
             self.notified.discard(op_id)
         write_atomic(self._notified_path, json.dumps(sorted(self.notified)).encode())
+
+
+class FwupdConfig:
+    """fwupd's ModifyConfig and ResetConfig, onto the drop-in ``fwupd.conf``.
+
+    The drop-in holds only what fwupd's clients set; ResetConfig removes it. A
+    change is validated with the whole configuration before it is written, and
+    written atomically and never through a link (livefw.config.write_dropin).
+    """
+
+    DROPIN = "fwupd.conf"
+    HEADER = (
+        "Written by livefwd for fwupd's ModifyConfig (fwupdmgr modify-config); removed by\n"
+        "ResetConfig (fwupdmgr reset-config fwupd). Read after livefw.conf: edit that instead."
+    )
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+
+    def _dropin(self) -> dict[str, Any]:
+        path = os.path.join(dropin_dir(self.config_path), self.DROPIN)
+        try:
+            with open(path, "rb") as handle:
+                return tomllib.loads(handle.read(STATE_FILE_MAX).decode("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            log.warning("fwupd_dropin_unreadable", path=path, error=str(error))
+            return {}  # rewritten whole by the next change
+
+    def modify(self, tables: tuple[str, ...], name: str, value: Any) -> Config:
+        """Set ``tables.name`` to ``value`` (None: remove it); the configuration now.
+
+        Raises:
+            InvalidArgument: the configuration with the change is not valid.
+            Internal: the drop-in could not be written.
+        """
+        table = self._dropin()
+        node = table
+        for part in tables:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        if value is None:
+            node.pop(name, None)
+        else:
+            node[name] = value
+        table = _pruned(table)
+        try:
+            config = load_config(self.config_path, dropins={self.DROPIN: table or None})
+        except ConfigError as error:
+            raise InvalidArgument(error.message) from error
+        try:
+            if table:
+                write_dropin(self.config_path, self.DROPIN, table, self.HEADER)
+            else:
+                remove_dropin(self.config_path, self.DROPIN)
+        except (OSError, StateDirError, ConfigError) as error:
+            raise Internal(
+                f"cannot write {dropin_dir(self.config_path)}/{self.DROPIN}: {error}"
+            ) from error
+        return config
+
+    def reset(self) -> Config:
+        """Remove the drop-in; the configuration without it.
+
+        Raises:
+            InvalidArgument: livefw.conf itself is not valid.
+            Internal: the drop-in could not be removed.
+        """
+        try:
+            remove_dropin(self.config_path, self.DROPIN)
+        except (OSError, ConfigError) as error:
+            raise Internal(
+                f"cannot remove {dropin_dir(self.config_path)}/{self.DROPIN}: {error}"
+            ) from error
+        try:
+            return load_config(self.config_path)
+        except ConfigError as error:
+            raise InvalidArgument(error.message) from error
+
+
+def _pruned(table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` without empty sub-tables."""
+    result = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            value = _pruned(value)
+            if not value:
+                continue
+        result[key] = value
+    return result
 
 
 #: SetHints: hints per client (fwupd refuses more than 32), and the longest key and

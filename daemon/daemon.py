@@ -191,7 +191,9 @@ class Daemon:
             # issue 7: the fwupd-compatible API on a connection of its own
             from livefw.bus.compat import CompatService
 
-            compat = CompatService(engine, authorizer, self.args.bus_address, self.args.state_dir)
+            compat = CompatService(
+                engine, authorizer, self.args.bus_address, self.args.state_dir, self.args.config
+            )
             await compat.start()
         # What start-up built lives as long as the process: out of the collector's
         # reach from now on, so a full collection walks only what changed since

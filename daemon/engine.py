@@ -147,6 +147,16 @@ class Engine:
 
         return ReleaseService(self.config)
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config`` from now on (fwupd's ModifyConfig).
+
+        The install limits and ``only_trusted`` apply at once; what plugins read at
+        start applies when livefwd restarts.
+        """
+        self.config = config
+        if "releases" in self.__dict__:
+            self.releases.reconfigure(config)
+
     @functools.cached_property
     def firmware_lists(self) -> FirmwareLists:
         """The blocked and approved checksums (fwupd's lists), honoured by :meth:`plan`."""

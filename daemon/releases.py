@@ -127,19 +127,30 @@ class ReleaseService:
     def __init__(self, config: Config) -> None:
         self.config = config
         section = config.install
-        self.only_trusted = section.only_trusted
         self.pki_dir = section.pki_dir
-        self.limits = Limits(max_size=section.max_payload_size)
-        self.untrusted_limits = Limits(
-            max_size=min(UNTRUSTED_SIZE, section.max_payload_size),
-            max_unpacked=UNTRUSTED_UNPACKED,
-        )
-        self.store = RemoteStore(section.remotes_dir, self.limits)
+        self.store = RemoteStore(section.remotes_dir, Limits())
+        self.reconfigure(config)
         self._trust_cache: dict[str, tuple[bool, bool]] = {}
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="livefw-cabinet")
         self._untrusted_executor = ThreadPoolExecutor(1, thread_name_prefix="livefw-untrusted")
         self._untrusted_gate = asyncio.Semaphore(1)
         self._untrusted_callers = 0
+
+    def reconfigure(self, config: Config) -> None:
+        """Take ``[install] only_trusted`` and ``max_payload_size`` from ``config`` now.
+
+        fwupd's ModifyConfig changes them without a restart; the PKI and remote
+        folders stay what livefwd started with.
+        """
+        section = config.install
+        self.config = config
+        self.only_trusted = section.only_trusted
+        self.limits = Limits(max_size=section.max_payload_size)
+        self.untrusted_limits = Limits(
+            max_size=min(UNTRUSTED_SIZE, section.max_payload_size),
+            max_unpacked=UNTRUSTED_UNPACKED,
+        )
+        self.store.limits = self.limits
 
     @contextlib.asynccontextmanager
     async def untrusted(self) -> AsyncIterator[Limits]:

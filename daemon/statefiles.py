@@ -221,8 +221,8 @@ def read_private(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (0600), completely or not at all.
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` (``mode``, 0600 unless told), completely or not at all.
 
     Raises:
         StateDirError: the directory is a symlink.
@@ -245,7 +245,7 @@ def write_atomic(path: str, data: bytes) -> None:
             dir_fd=dir_fd,
         )
         try:
-            os.fchmod(fd, 0o600)  # whatever the umask
+            os.fchmod(fd, mode)  # whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

@@ -43,6 +43,7 @@ from livefw.bus.errors import FWUPD_ERROR_PREFIX as ERROR_PREFIX
 from livefw.bus.errors import fwupd_errors
 from livefw.bus.fwupd_map import (
     ACTION_ACTIVATE,
+    CONFIG_LIVE,
     HIDDEN_PLUGINS,
     HSI_RESULT,
     INHIBIT_REASON_MAX,
@@ -55,7 +56,7 @@ from livefw.bus.fwupd_map import (
     REMOTE_KIND_DIRECTORY,
     REMOTE_KIND_DOWNLOAD,
     STATUS,
-    config_message,
+    config_change,
     device_dict,
     history_dict,
     install_action,
@@ -64,7 +65,7 @@ from livefw.bus.fwupd_map import (
     visible,
 )
 from livefw.cabinet import is_cabinet
-from livefw.compat_state import ClientState, CompatState, DeviceCache
+from livefw.compat_state import ClientState, CompatState, DeviceCache, FwupdConfig
 from livefw.device import Device
 from livefw.engine import EngineListener
 from livefw.errors import (
@@ -93,9 +94,10 @@ INTERFACE = "org.freedesktop.fwupd"
 class CompatInterface(ServiceInterface, EngineListener):
     """The ``org.freedesktop.fwupd`` interface, backed by the engine."""
 
-    def __init__(self, ctx: BusContext, state_dir: str) -> None:
+    def __init__(self, ctx: BusContext, state_dir: str, config_path: str | None = None) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx
+        self.fwupd_config = FwupdConfig(config_path)
         self.created = int(time.time())
         self.cache = DeviceCache()
         self.clients = ClientState()
@@ -708,15 +710,30 @@ class CompatInterface(ServiceInterface, EngineListener):
     @method()
     @fwupd_errors
     async def ModifyConfig(self, section: "s", key: "s", value: "s") -> None:
-        raise NotSupported(config_message(section, key))
+        if section != "fwupd":
+            self._config_section(section, key)
+        tables, name, parsed = config_change(key, value)
+        await self.ctx.authorize("org.freedesktop.fwupd.modify-config")
+        self.ctx.engine.reconfigure(self.fwupd_config.modify(tables, name, parsed))
+        log.info("config_modified", key=key, value=parsed, live=key in CONFIG_LIVE,
+                 sender=self._sender())  # fmt: skip
+        self.cache.drop()
+
+    def _config_section(self, section: str, key: str) -> None:
+        """A section other than ``[fwupd]``: fwupd's answers (a plugin's, or no such)."""
+        if section in self.ctx.engine.plugins:
+            raise NotSupported(f"config key {key[:64]} not supported")
+        raise NotFound(f"no plugin {section[:64]} found")
 
     @method()
     @fwupd_errors
     async def ResetConfig(self, section: "s") -> None:
-        raise NotSupported(
-            f"livefw has no fwupd.conf section {section[:64]!r}: its settings are in "
-            "livefw.conf (remove the keys there to get the defaults, then restart livefwd)"
-        )
+        await self.ctx.authorize("org.freedesktop.fwupd.reset-config")
+        if section != "fwupd":
+            return  # fwupd answers success: livefw keeps nothing for other sections
+        self.ctx.engine.reconfigure(self.fwupd_config.reset())
+        log.info("config_reset", section=section, sender=self._sender())
+        self.cache.drop()
 
     @method()
     @fwupd_errors
@@ -836,9 +853,15 @@ class CompatService:
     """
 
     def __init__(
-        self, engine: Any, authorizer: Any, bus_address: str | None, state_dir: str
+        self,
+        engine: Any,
+        authorizer: Any,
+        bus_address: str | None,
+        state_dir: str,
+        config_path: str | None = None,
     ) -> None:
         self.engine = engine
+        self.config_path = config_path
         self.authorizer = authorizer
         self.bus_address = bus_address
         self.state_dir = state_dir
@@ -857,7 +880,7 @@ class CompatService:
             return False
         self.bus = bus
         ctx = BusContext(self.engine, bus, self.authorizer)
-        self.interface = CompatInterface(ctx, self.state_dir)
+        self.interface = CompatInterface(ctx, self.state_dir, self.config_path)
         bus.hand_over_fd_list(INTERFACE)  # fwupd's fd convention: see _take_fd
         await self.interface.load_host()
         bus.export(PATH, self.interface)

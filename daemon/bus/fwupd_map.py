@@ -9,11 +9,13 @@ livefw errors take fwupd's names through the one error table
 """
 
 import os
+import re
+from typing import Any
 
 from livefw.bus.backend import Variant
 from livefw.bus.context import parse_options
 from livefw.device import Device
-from livefw.errors import InvalidFile
+from livefw.errors import InvalidArgument, InvalidFile, NotFound, NotSupported
 from livefw.history import HistoryEntry
 from livefw.planner import Plan
 from livefw.plugin import InstallOptions
@@ -86,13 +88,82 @@ HSI_RESULT = {
 }  # fmt: skip
 #: Inhibit: per sender and in total (fwupd main's limits), and the reason's length.
 INHIBITS_PER_SENDER, INHIBITS_MAX, INHIBIT_REASON_MAX = 10, 100, 256
-#: fwupd.conf keys and where livefw keeps the same setting (ModifyConfig answers with it).
-CONFIG_MAP = {
-    ("fwupd", "OnlyTrusted"): "[install] only_trusted",
-    ("fwupd", "DisabledPlugins"): "[plugins] disabled",
-    ("fwupd", "TrustedUids"): "[auth] fallback_uids (without polkit)",
-    ("fwupd", "VerboseDomains"): "[daemon] log_level",
+#: The ``[fwupd]`` keys fwupd 2.0.20's ModifyConfig accepts (src/fu-engine.c:
+#: fu_engine_modify_config(); any other is NotFound "key K not supported for [fwupd]").
+FWUPD_CONFIG_KEYS = frozenset({
+    "ArchiveSizeMax", "ApprovedFirmware", "BlockedFirmware", "DisabledDevices",
+    "DisabledPlugins", "EnumerateAllDevices", "EspLocation", "HostBkc", "IdleTimeout",
+    "IgnorePower", "OnlyTrusted", "P2pPolicy", "ReleaseDedupe", "ReleasePriority",
+    "RequireImmutableEnumeration", "ShowDevicePrivate", "TestDevices", "TrustedReports",
+    "TrustedUids", "UpdateMotd", "UriSchemes", "VerboseDomains",
+})  # fmt: skip
+#: fwupd.conf ``[fwupd]`` keys that livefw.conf has, and where (table path, key).
+CONFIG_MAP: dict[str, tuple[tuple[str, ...], str]] = {
+    "OnlyTrusted": (("install",), "only_trusted"),
+    "ArchiveSizeMax": (("install",), "max_payload_size"),
+    "DisabledPlugins": (("plugins",), "disabled"),
+    "EspLocation": (("plugins", "uefi_capsule"), "esp_path"),
 }
+#: the keys applied without a restart (the others when livefwd next starts).
+CONFIG_LIVE = frozenset({"OnlyTrusted", "ArchiveSizeMax"})
+#: why the other keys fwupd knows mean nothing for livefw (ModifyConfig's NotSupported).
+CONFIG_UNMAPPED = {
+    "ApprovedFirmware": "use `fwupdmgr set-approved-firmware` (livefw keeps one list)",
+    "BlockedFirmware": "use `fwupdmgr block-firmware` (livefw keeps one list)",
+    "IdleTimeout": "livefwd has no idle exit",
+    "TrustedUids": "livefw has no trusted-user reports; [auth] fallback_uids is about "
+    "privileged calls, a different thing",
+    "VerboseDomains": "set [daemon] log_level in livefw.conf",
+    "HostBkc": "livefw has no best-known-configuration tags",
+}
+_PLUGIN_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+_DISABLED_MAX = 64
+
+
+def config_change(key: str, value: str) -> tuple[tuple[str, ...], str, Any]:
+    """Where fwupd.conf ``[fwupd] key = value`` goes in livefw.conf, and its value.
+
+    Returns ``(tables, name, value)``; ``value`` None means "back to the default"
+    (fwupd's empty value, and ``ArchiveSizeMax=0``: its automatic size).
+
+    Raises:
+        NotFound: a key fwupd does not know (fwupd's error and message).
+        NotSupported: a key fwupd knows that means nothing for livefw, and why.
+        InvalidArgument: a value livefw.conf cannot take.
+    """
+    if key not in FWUPD_CONFIG_KEYS:
+        raise NotFound(f"key {key[:64]} not supported for [fwupd]")
+    if key not in CONFIG_MAP:
+        why = CONFIG_UNMAPPED.get(key, "livefw has no such setting")
+        raise NotSupported(f"livefw has no equivalent of fwupd.conf [fwupd] {key}: {why}")
+    tables, name = CONFIG_MAP[key]
+    text = value.strip()
+    if not text:
+        return tables, name, None
+    parsed: Any
+    if key == "OnlyTrusted":
+        # GKeyFile's booleans (g_key_file_get_boolean(): true/false, 1/0)
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"OnlyTrusted must be true or false, not {text[:64]!r}")
+        parsed = lowered in ("true", "1")
+    elif key == "ArchiveSizeMax":
+        # bytes, as fu-engine-config.c uses it (fwupd.conf(5) says Mb; the code does not)
+        if not text.isdigit() or len(text) > 19:
+            raise InvalidArgument(f"ArchiveSizeMax must be a size in bytes, not {text[:64]!r}")
+        parsed = int(text) or None
+    elif key == "DisabledPlugins":
+        names = [n.strip() for n in re.split(r"[;,]", text) if n.strip()]
+        if len(names) > _DISABLED_MAX or not all(_PLUGIN_NAME.fullmatch(n) for n in names):
+            raise InvalidArgument(
+                f"DisabledPlugins must be up to {_DISABLED_MAX} plugin names separated by ';'"
+            )
+        parsed = sorted(set(names))
+    else:  # EspLocation
+        if not text.startswith("/") or len(text) > 4096 or "\0" in text:
+            raise InvalidArgument(f"EspLocation must be an absolute path, not {text[:64]!r}")
+        parsed = text
+    return tables, name, parsed
 
 
 def visible(device: Device) -> bool:
@@ -270,17 +341,6 @@ def install_action(plan: Plan) -> str:
     action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
     trusted = plan.candidate is not None and plan.candidate.trusted_payload
     return action + ("-trusted" if trusted else "")
-
-
-def config_message(section: str, key: str) -> str:
-    """Where livefw keeps what fwupd.conf ``[section] key`` sets."""
-    where = CONFIG_MAP.get((section, key))
-    if where:
-        return (
-            f"livefw does not rewrite its configuration: set {where} in livefw.conf and "
-            "restart livefwd"
-        )
-    return f"livefw has no equivalent of fwupd.conf [{section[:64]}] {key[:64]}"
 
 
 def history_state(entry: HistoryEntry, device: Device | None) -> int:

@@ -227,6 +227,50 @@ def test_blocked_and_approved_lists_bind_both_apis(compat: Compat) -> None:
     assert "needs-activation" in flags
 
 
+def test_modify_config_writes_a_dropin_and_applies_it_at_once(
+    compat: Compat, polkit: PolkitMock
+) -> None:
+    """fwupdmgr modify-config/reset-config onto livefw.conf.d/fwupd.conf (issue 18.4)."""
+    assert compat.daemon.config is not None
+    admin = Path(compat.daemon.config).read_text()
+    dropin = Path(compat.daemon.config + ".d") / "fwupd.conf"
+    unsigned = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "u", False)
+
+    def install() -> subprocess.CompletedProcess[str]:
+        return compat.fwupdmgr("install", unsigned, "--no-reboot-check", "--json", check=False)
+
+    assert install().returncode == 1  # only_trusted (the default) refuses it
+    compat.fwupdmgr("modify-config", "fwupd", "OnlyTrusted", "false")
+    assert "only_trusted = false" in dropin.read_text()
+    assert Path(compat.daemon.config).read_text() == admin  # the admin's file untouched
+    assert install().returncode == 0, "applied without a restart"
+    compat.fwupdmgr("reset-config", "fwupd")
+    assert not dropin.exists()
+    again = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "5", "u5", False)
+    result = compat.fwupdmgr("install", again, "--no-reboot-check", "--json", check=False)
+    assert json.loads(result.stdout)["Error"]["Code"] == 7  # InvalidFile: untrusted again
+
+    # what fwupd 2.0.20 answers (run against it with the peer-bench tool; docs/compat.md)
+    for args, code, says in [
+        (("fwupd", "Foo", "bar"), 3, "key Foo not supported for [fwupd]"),
+        (("nosuch", "Foo", "bar"), 3, "no plugin nosuch found"),
+        (("pfru", "Foo", "bar"), 1, "config key Foo not supported"),
+        (("fwupd", "IdleTimeout", "10"), 1, "livefwd has no idle exit"),
+        (("fwupd", "OnlyTrusted", "banana"), 1, "OnlyTrusted must be true or false"),
+    ]:
+        result = compat.fwupdmgr("modify-config", *args, check=False)
+        assert (result.returncode, says in result.stdout + result.stderr) == (code, True), result
+    assert not dropin.exists()
+
+    polkit.allow_unknown(False)
+    polkit.set_allowed(["org.freedesktop.fwupd.reset-config"])
+    result = compat.fwupdmgr(
+        "modify-config", "fwupd", "OnlyTrusted", "false", "--json", check=False
+    )
+    assert json.loads(result.stdout)["Error"]["Code"] == 4  # FWUPD_ERROR_AUTH_FAILED
+    assert not dropin.exists()
+
+
 def test_install_checks_fwupds_polkit_action(compat: Compat, polkit: PolkitMock) -> None:
     cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "auth")
     polkit.allow_unknown(False)

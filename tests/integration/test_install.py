@@ -292,6 +292,9 @@ def test_service_is_dbus_activated_and_sandboxed(destdir: Path) -> None:
     writable = " ".join(unit["ReadWritePaths"]).split()
     assert "-/sys/firmware/efi/efivars" in writable
     assert "-/sys/firmware/lfa" in writable
+    # fwupd's ModifyConfig: the drop-in folder and nothing else in /etc (issue 18.4)
+    assert unit["ConfigurationDirectory"] == ["livefw/livefw.conf.d"]
+    assert [p for p in writable if "/etc" in p] == ["-/etc/livefw/livefw.conf.d"]
     caps = " ".join(unit["CapabilityBoundingSet"]).split()
     assert sorted(caps) == ["CAP_LINUX_IMMUTABLE", "CAP_SYS_BOOT"]
     # every session livefwd may broker (out, and as many in after a kexec) and its own 2
