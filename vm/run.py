@@ -35,6 +35,8 @@ VM_DIR = Path(__file__).resolve().parent
 REPO = VM_DIR.parent
 OUT = REPO / "build" / "vm"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+#: the secure-boot build (needs SMM and a secure pflash)
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
@@ -64,6 +66,9 @@ class Scenario:
     #: boot from an ESP on a virtio disk with this logical block size (512 or 4096)
     #: through vm/efi/livefw-boot.c instead of QEMU's -kernel, and let the guest reboot
     esp_block: int = 0
+    #: with esp_block: OVMF's secure-boot build (SMM) with Microsoft's keys and the
+    #: lane's test certificate in db; the boot program and the kernel are signed with it
+    secure_boot: bool = False
 
 
 @dataclass
@@ -261,6 +266,23 @@ def verify_capsule(res: Path, serial: list[str]) -> list[str]:
     return problems
 
 
+def verify_capsule_sb(res: Path, serial: list[str]) -> list[str]:
+    """Also: shim started the loader, and OVMF refused the loader started without shim."""
+    problems = verify_capsule(res, serial)
+    text = "\n".join(serial)
+    if 'starting Boot0003 "Linux Firmware Updater" from HD(' not in text or (
+        "shimx64.efi" not in text.split("fwupd-efi version", 1)[0].rsplit("BdsDxe", 1)[-1]
+    ):
+        problems.append("the firmware did not start the updater entry through shimx64.efi")
+    refused = [line for line in serial if "Boot0009" in line and "failed" in line]
+    if not refused:
+        problems.append("no 'BdsDxe: failed to start Boot0009' (the loader without shim)")
+    runs = [line for line in serial if line.startswith("../efi/") and "fwupd-efi version" in line]
+    if len(runs) != 1:
+        problems.append("fwupd-efi ran more than once: the firmware started it without shim")
+    return problems
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -318,6 +340,15 @@ SCENARIOS: dict[str, Scenario] = {
             timeout=1800,
         ),
         Scenario(
+            "capsule-sb",
+            "Secure Boot: refused without shim, then through Debian's signed shim and loader",
+            esp_block=512,
+            secure_boot=True,
+            prepare=prepare_capsule,
+            verify=verify_capsule_sb,
+            timeout=1800,
+        ),
+        Scenario(
             "capsule-4k",
             "UEFI capsule through BootNext on a 4096-byte-sector disk",
             esp_block=4096,
@@ -329,11 +360,22 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def sbsign(tools: dict[str, str], source: Path, target: Path) -> Path:
+    """``source`` signed with the test key whose certificate vm/build-efi.sh puts in db."""
+    subprocess.run(
+        ["sbsign", "--key", tools["SB_KEY"], "--cert", tools["SB_CERT"], "--output",
+         str(target), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return target
+
+
 def qemu_command(
     sc: Scenario, tools: dict[str, str], kernel: str, initrd: str, res: Path
 ) -> list[str]:
     vars_copy = res / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, vars_copy)
+    shutil.copyfile(tools["SB_VARS"] if sc.secure_boot else OVMF_VARS, vars_copy)
+    code = OVMF_CODE_SECBOOT if sc.secure_boot else OVMF_CODE
     append = " ".join(
         [
             "console=ttyS0 panic=-1 loglevel=6 no_timer_check",
@@ -347,7 +389,7 @@ def qemu_command(
         tools["QEMU"], "-L", tools["QEMU_DATA"],
         "-machine", sc.machine, "-accel", "tcg", "-smp", "2", "-m", sc.memory,
         "-nographic", "-nic", "none",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
         "-serial", f"file:{res / 'serial.log'}",
         "-monitor", f"unix:{res / 'monitor.sock'},server=on,wait=off",
@@ -359,12 +401,18 @@ def qemu_command(
     if sc.esp_block:
         # the firmware boots livefw-boot.efi from the ESP (removable-media path), which
         # installs the ESRT and starts the kernel; the guest may reboot (BootNext)
+        boot, linux = Path(tools["BOOT_EFI"]), Path(kernel)
+        if sc.secure_boot:
+            boot = sbsign(tools, boot, res / "livefw-boot.signed.efi")
+            linux = sbsign(tools, linux, res / "vmlinuz.signed.efi")
+            cmd[cmd.index("-machine") + 1] += ",smm=on"
+            cmd += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
         disk = esp_disk(
             res,
             sc.esp_block,
             {
-                "EFI/BOOT/BOOTX64.EFI": Path(tools["BOOT_EFI"]),
-                "EFI/livefw/vmlinuz.efi": Path(kernel),
+                "EFI/BOOT/BOOTX64.EFI": boot,
+                "EFI/livefw/vmlinuz.efi": linux,
                 "EFI/livefw/initrd.img": Path(initrd),
                 "EFI/livefw/cmdline.txt": (append + r" initrd=\EFI\livefw\initrd.img").encode(),
                 "EFI/livefw/esrt.bin": res / "esrt.bin",
@@ -420,7 +468,11 @@ def run(sc: Scenario, tools: dict[str, str], kernel: str, initrd: str) -> Outcom
     res.mkdir(parents=True)
     (res / "env.sh").write_text(
         f"REPO={REPO}\nKERNEL={kernel}\nINITRD={initrd}\nSCENARIO={sc.name}\n"
-        + "".join(f"{k}={tools[k]}\n" for k in ("FWUPD_EFI", "FWUPD_EFI_SIGNED") if k in tools)
+        + "".join(
+            f"{k}={tools[k]}\n"
+            for k in ("FWUPD_EFI", "FWUPD_EFI_SIGNED", "SHIM_SIGNED")
+            if k in tools
+        )
         + f"FW_CLASS={CAPSULE_FW_CLASS}\nESP_PART_UUID={ESP_PART_UUID}\n"
         + f"ESRT_VERSION={CAPSULE_VERSION}\n"
     )

@@ -29,10 +29,26 @@ print(e.get("State","none"), e.get("VersionOld",""), "->", e.get("VersionNew",""
 # keeps its log in FWUPDATE_DEBUG_LOG and livefwd quotes its failures in the row
 cat > /run/livefw-vm.conf <<CONF
 [plugins.uefi_capsule]
-efi_loader_path = "$FWUPD_EFI"
+efi_loader_path = "${CAPSULE_LOADER:-$FWUPD_EFI}"
 efi_debugging = true
 CONF
 LIVEFWD_ARGS="--config /run/livefw-vm.conf"
+
+if [ -e "$RES/direct" ]; then
+    # ---- capsule-sb, third boot: did the firmware start Debian's loader without shim?
+    rm -f "$RES/direct"
+    efifacts direct
+    current=$(sed -n 's/^BootCurrent: //p' "$RES/efi-direct.txt")
+    fact direct_loader "BootNext=0009 (Debian's signed fwupdx64.efi, no shim) -> this boot came from $current; $(grep -E '^BootNext' "$RES/efi-direct.txt")"
+    python3 "$GUEST_DIR/direct_loader.py" clear
+    if [ "$current" = Boot0009 ]; then
+        result FAIL "the firmware booted through Boot0009?"
+    else
+        # the host checks on the serial console that BDS refused Boot0009
+        result PASS "$(cat "$RES/verdict") Without shim the firmware does not start Debian's signed loader (BootNext=Boot0009, see the serial console)."
+    fi
+    return 0
+fi
 
 if [ ! -e "$RES/staged" ]; then
     fact cmdline "$(cat /proc/cmdline)"
@@ -46,6 +62,26 @@ if [ ! -e "$RES/staged" ]; then
     start_livefwd || { result FAIL "livefwd did not answer"; return 0; }
     check esp livefw esp
     fact esp "$(printf '%s' "$CHECK_OUT" | grep -iE 'esp|method|loader|block|partuuid' | head -6 | tr -s ' ' | tr '\n' '|')"
+    if [ -n "${CAPSULE_SB:-}" ]; then
+        sb=$(od -An -tu1 -j4 -N1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | tr -d ' ')
+        fact secure_boot "SecureBoot=$sb; $(dmesg | grep -i 'secure boot' | head -1)"
+        [ "$sb" = 1 ] || { result FAIL "Secure Boot is not enabled in the guest"; return 0; }
+        if check install-without-shim livefw install "$RES/capsule.cap" "$(device_id)"; then
+            result FAIL "livefwd staged under Secure Boot without a shim on the ESP: $CHECK_OUT"
+            return 0
+        fi
+        fact refused_without_shim "$(printf '%s' "$CHECK_OUT" | tr '\n' ' ' | tr -s ' ')"
+        case "$CHECK_OUT" in
+            *"shim is not installed"*) ;;
+            *) result FAIL "refused, but not for the missing shim: $CHECK_OUT"; return 0 ;;
+        esac
+        if [ -e /sys/firmware/efi/efivars/BootNext-8be4df61-93ca-11d2-aa0d-00e098032b8c ]; then
+            result FAIL "BootNext exists after the refused install"; return 0
+        fi
+        # what shim-signed's installation does: Debian's signed shim next to the loader
+        mkdir -p /boot/efi/EFI/debian && cp "$SHIM_SIGNED" /boot/efi/EFI/debian/shimx64.efi
+        check refresh livefw refresh
+    fi
     if ! check install livefw install "$RES/capsule.cap" "$(device_id)"; then
         result FAIL "livefw install: $CHECK_OUT"
         return 0
@@ -98,6 +134,20 @@ elif [ -n "$refused" ] && [ "${row#*"fwupd-efi logged: "*"$refused"}" = "$row" ]
     result FAIL "fwupd-efi logged '$refused' but livefwd's row does not quote it: $row"
 elif [ "$state" = success ] && [ "$version" = "$ESRT_VERSION" ]; then
     result FAIL "livefwd reports success but the ESRT still says version $version: $row"
+elif [ -n "${CAPSULE_SB:-}" ] && { [ "$state" = success ] || [ "$state" = failed ]; }; then
+    # Secure Boot: one more boot, with BootNext at Debian's signed loader itself (what
+    # livefw staged before it went through shim): the firmware's db must refuse it
+    printf '%s' "fwupd-efi ran through shim under Secure Boot; livefwd resolved the row: $row." > "$RES/verdict"
+    python3 "$GUEST_DIR/direct_loader.py" set "$ESP_PART_UUID" \
+        || { result FAIL "could not write Boot0009/BootNext"; return 0; }
+    stop_livefwd
+    umount /boot/efi
+    touch "$RES/direct"
+    sync
+    say "rebooting into Debian's signed loader without shim (BootNext=Boot0009)"
+    echo b > /proc/sysrq-trigger
+    sleep 60
+    result FAIL "the reboot did not happen"
 elif [ "$state" = success ] || [ "$state" = failed ] || [ "$state" = failed-transient ]; then
     result PASS "fwupd-efi ran from BootNext and stamped the record; livefwd resolved the row: $row"
 else
