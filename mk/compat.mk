@@ -29,15 +29,17 @@ test-compat: venv install-fwupd-client
 	$(BIN)/pytest -q tests/unit/test_cabinet*.py tests/unit/test_jcat*.py \
 		tests/unit/test_remotes*.py tests/integration/test_compat*.py
 
-# gnome-firmware (Debian 12's 43.2) under Xvfb against livefwd --fwupd-compat; not part
-# of `make test`. The screenshot lands in $(GUI_SHOTS) for a person to look at.
+# gnome-firmware 43.2 and gnome-software 43.5 (Debian 12) under Xvfb against livefwd
+# --fwupd-compat; not part of `make test`. The screenshots land in $(GUI_SHOTS) for a
+# person to look at (gnome-software's Update button on a directory remote; a staged PFRU
+# update in gnome-firmware). --no-start: no package service starts on the build machine.
 .PHONY: test-gui
-GUI_PACKAGES := gnome-firmware xvfb imagemagick xdotool x11-utils xauth
 GUI_SHOTS ?= build/gui
 
 test-gui: venv install-fwupd-client
-	@tools/apt-need gnome-firmware:gnome-firmware Xvfb:xvfb import:imagemagick \
-		xdotool:xdotool xprop:x11-utils xauth:xauth
+	@tools/apt-need --no-start gnome-firmware:gnome-firmware gnome-software:gnome-software \
+		Xvfb:xvfb import:imagemagick xdotool:xdotool xprop:x11-utils xauth:xauth
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
 	LIVEFW_GUI_TEST=1 LIVEFW_GUI_SHOTS=$(abspath $(GUI_SHOTS)) $(BIN)/pytest -q tests/gui
-	@echo "screenshot: $(GUI_SHOTS)/gnome-firmware-livefw.png"
+	@echo "screenshots: $(GUI_SHOTS)/gnome-firmware-livefw.png gnome-firmware-staged.png" \
+		"gnome-software-update.png gnome-software-installed.png"

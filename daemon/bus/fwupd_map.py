@@ -225,8 +225,12 @@ def device_dict(device: Device, supported: bool, created: int) -> dict[str, Vari
         # (gnome-firmware, gnome-software) show the message
         pending = f" {device.version_pending}" if device.version_pending else ""
         if "UpdateError" not in result:
+            # gnome-firmware 43 shows a device's UpdateError, not its UpdateMessage
+            # (only a release's): say there what to do
             result["UpdateError"] = Variant(
-                "s", f"Firmware{pending} is staged and waits for activation"
+                "s",
+                f"Firmware{pending} is staged and waits for activation: run "
+                "`fwupdmgr activate` or `livefw activate`",
             )
         result["UpdateMessage"] = Variant(
             "s",
@@ -259,10 +263,18 @@ def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Va
         "TrustFlags": Variant("t", trust),
     }
     if candidate.location:
-        result["Locations"] = Variant("as", ["file://" + candidate.location])
+        # A directory remote's file as a URL libfwupd's downloader takes, and no
+        # RemoteId. fwupd publishes file:///folder/x.cab with its directory remote's
+        # id: libfwupd's install_release then opens the path itself (fwupdmgr update),
+        # but gnome-software downloads Locations[0] into its cache, and libfwupd's
+        # downloader first asks GLib whether the URI's host is reachable: the empty
+        # host of file:/// never is ("network is unreachable"; the Update button
+        # hangs, also against fwupd 2.0.20). With the host "localhost" the download
+        # is a local copy, and without a RemoteId install_release downloads too, so
+        # fwupdmgr, gnome-software and gnome-firmware all hand the cabinet to Install
+        # (livefw.releases still finds it in its trusted folder by its contents).
+        result["Locations"] = Variant("as", ["file://localhost" + candidate.location])
         result["Filename"] = Variant("s", os.path.basename(candidate.location))
-    if candidate.remote is not None:
-        result["RemoteId"] = Variant("s", candidate.remote.id)
     for key, value in (
         ("Name", release.name),
         ("Summary", release.summary),

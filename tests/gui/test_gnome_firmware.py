@@ -18,10 +18,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from guikit import Processes, gui_env, pfru_cabinets, screenshot, start_xvfb, wait_for
 
 from livefw.testing import DaemonProcess, PrivateBus
 
@@ -41,44 +42,6 @@ pytestmark = [
 
 DISPLAY = ":97"
 PFRU_GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
-
-
-class Processes:
-    """Background processes, stopped in reverse order by PID."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(log, "wb") as handle:
-            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-@pytest.fixture
-def processes() -> Iterator[Processes]:
-    procs = Processes()
-    yield procs
-    procs.stop()
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 def test_gnome_firmware_shows_livefw_devices_and_releases(
@@ -125,28 +88,10 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
         processes.start(
             ["dbus-monitor", "--address", private_bus.address], monitor_log, dict(os.environ)
         )
-        processes.start(
-            ["Xvfb", DISPLAY, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-            tmp_path / "xvfb.log",
-            dict(os.environ),
-        )
-        _wait(lambda: os.path.exists(f"/tmp/.X11-unix/X{DISPLAY[1:]}"), 20, "Xvfb did not start")
-        gui_env = dict(env)
-        gui_env.update(
-            DISPLAY=DISPLAY,
-            DBUS_SESSION_BUS_ADDRESS=session.address,
-            GTK_A11Y="none",
-            NO_AT_BRIDGE="1",
-            GSETTINGS_BACKEND="memory",
-            GIO_USE_VFS="local",
-            LIBGL_ALWAYS_SOFTWARE="1",
-            GSK_RENDERER="cairo",
-            LANG="C.UTF-8",
-            HOME=str(tmp_path),
-            XDG_CACHE_HOME=str(tmp_path / "cache"),
-        )
-        gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_env)
-        _wait(
+        start_xvfb(processes, DISPLAY, tmp_path / "xvfb.log")
+        gui_environment = gui_env(env, DISPLAY, session.address, tmp_path)
+        gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
+        wait_for(
             lambda: "member=GetReleases" in monitor_log.read_text(errors="replace"),
             60,
             "gnome-firmware never asked for releases",
@@ -156,14 +101,11 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
             subprocess.run(
                 ["xdotool", "search", "--onlyvisible", "--name", ".",
                  "windowmove", "%@", "0", "0", "windowsize", "%@", "1280", "800"],
-                env=gui_env, capture_output=True, check=False,
+                env=gui_environment, capture_output=True, check=False,
             )  # fmt: skip
             time.sleep(2)
         shot = shots / "gnome-firmware-livefw.png"
-        subprocess.run(
-            ["import", "-display", DISPLAY, "-window", "root", str(shot)],
-            env=gui_env, check=True, capture_output=True,
-        )  # fmt: skip
+        screenshot(DISPLAY, shot, gui_environment)
         assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
     finally:
         session.stop()
@@ -176,7 +118,67 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
     # only the LFA/uefi devices without releases may answer NotSupported/NothingToDo
     assert set(fwupd_errors) <= {"org.freedesktop.fwupd.NotSupported",
                                  "org.freedesktop.fwupd.NothingToDo"}, fwupd_errors  # fmt: skip
-    colours = subprocess.run(
-        ["identify", "-format", "%k", str(shot)], capture_output=True, text=True, check=True
-    ).stdout
-    assert int(colours) > 50, "the screenshot is blank"
+
+
+def test_gnome_firmware_shows_a_staged_pfru_update_waits_for_activation(
+    daemon_factory: Callable[..., DaemonProcess],
+    private_bus: PrivateBus,
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """Issue 18 item 9: gnome-firmware has no Activate button; the device says what to do."""
+    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
+    shots.mkdir(parents=True, exist_ok=True)
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    (tmp_path / "remotes.d").mkdir()
+    (tmp_path / "remotes.d" / "fleet.conf").write_text(
+        f"[livefw Remote]\nTitle=Fleet\nPath={firmware}\nTrusted=true\n"
+    )
+    config = f'[install]\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
+    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
+    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
+    env = private_bus.env()
+    env["LIVEFW_STATE_DIR"] = daemon.state_dir
+    pfru_cabinets(env, firmware, ("4",))
+    livefw = os.path.join(os.path.dirname(sys.executable), "livefw")
+    subprocess.run(
+        [livefw, "install", str(firmware / "pfru-4.cab")], env=env, check=True, capture_output=True
+    )
+
+    session_dir = tmp_path / "session"
+    session_dir.mkdir()
+    session = PrivateBus(str(session_dir))
+    session.start()
+    try:
+        monitor_log = tmp_path / "monitor.log"
+        processes.start(
+            ["dbus-monitor", "--address", private_bus.address], monitor_log, dict(os.environ)
+        )
+        start_xvfb(processes, DISPLAY, tmp_path / "xvfb.log")
+        gui_environment = gui_env(env, DISPLAY, session.address, tmp_path)
+        gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
+        wait_for(
+            lambda: "member=GetDevices" in monitor_log.read_text(errors="replace"),
+            60,
+            "gnome-firmware never asked for devices",
+        )
+        time.sleep(6)  # let it render
+        subprocess.run(
+            ["xdotool", "search", "--onlyvisible", "--name", ".",
+             "windowmove", "%@", "0", "0", "windowsize", "%@", "1280", "800"],
+            env=gui_environment, capture_output=True, check=False,
+        )  # fmt: skip
+        time.sleep(2)
+        screenshot(DISPLAY, shots / "gnome-firmware-staged.png", gui_environment)
+        assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
+    finally:
+        session.stop()
+    # what the window shows for the selected (first) device, in the reply it got:
+    # the Update Error row and the greyed Upgrade button (updatable is cleared)
+    traffic = monitor_log.read_text(errors="replace")
+    assert (
+        "Firmware 4 is staged and waits for activation: run `fwupdmgr activate` or "
+        "`livefw activate`" in traffic
+    )
+    assert "to switch to it without a reboot" in traffic  # the device's UpdateMessage

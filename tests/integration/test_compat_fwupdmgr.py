@@ -298,11 +298,20 @@ def test_a_directory_remote_feeds_get_updates(compat: Compat, cli: Cli) -> None:
     assert device["Name"] == "Platform firmware runtime code injection"
     assert "supported" in device["Flags"]
     assert [r["Version"] for r in device["Releases"]] == ["5", "4"]
-    assert device["Releases"][0]["Locations"][0].startswith("file://")
+    newest = device["Releases"][0]
+    # issue 18 item 8: a URL libfwupd's downloader takes (gnome-software downloads
+    # Locations[0]; file:/// fails "network is unreachable"), and no RemoteId, so
+    # install_release downloads it too instead of cutting "file://" off a path
+    assert newest["Locations"] == [f"file://localhost{folder}/pfru5.cab"]
+    assert "RemoteId" not in newest
+    (compat.work / "pfru5.cab").unlink()  # fwupdmgr downloads into its working dir
+    download = compat.fwupdmgr("download", newest["Locations"][0], check=False)
+    assert download.returncode == 0, download
+    assert (compat.work / "pfru5.cab").read_bytes() == (folder / "pfru5.cab").read_bytes()
     remotes = json.loads(compat.fwupdmgr("get-remotes", "--json").stdout)["Remotes"]
     assert [r["Id"] for r in remotes] == ["fleet", "lvfs"]  # lvfs: offered disabled
 
-    # the client downloads Locations[0] (file://) itself and passes a memfd
+    # the client downloads Locations[0] (a local copy) itself and passes a memfd
     pfru_id = device["DeviceId"]
     compat.fwupdmgr("install", pfru_id, "4", "--no-reboot-check", "--json")
     assert compat.devices()[device["Name"]]["UpdateState"] == 1

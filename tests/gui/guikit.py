@@ -1,0 +1,109 @@
+"""Helpers of the GUI tests: background processes, Xvfb, the GUI's environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class Processes:
+    """Background processes, stopped in reverse order by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(log, "wb") as handle:
+            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; TimeoutError(what) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def start_xvfb(processes: Processes, display: str, log: Path) -> None:
+    """Xvfb on ``display`` (1280x800), waited for."""
+    processes.start(
+        ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        log,
+        dict(os.environ),
+    )
+    wait_for(lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), 20, "Xvfb did not start")
+
+
+def gui_env(base: dict[str, str], display: str, session: str, home: Path) -> dict[str, str]:
+    """A GTK program's environment: private session bus, no a11y, settings in memory."""
+    env = dict(base)
+    env.update(
+        DISPLAY=display,
+        DBUS_SESSION_BUS_ADDRESS=session,
+        GTK_A11Y="none",
+        NO_AT_BRIDGE="1",
+        GSETTINGS_BACKEND="memory",
+        GIO_USE_VFS="local",
+        LIBGL_ALWAYS_SOFTWARE="1",
+        GSK_RENDERER="cairo",
+        LANG="C.UTF-8",
+        HOME=str(home),
+        XDG_CACHE_HOME=str(home / "cache"),
+    )
+    return env
+
+
+def screenshot(display: str, path: Path, env: dict[str, str]) -> None:
+    """The whole screen of ``display`` as a PNG; fails on a blank one."""
+    subprocess.run(
+        ["import", "-display", display, "-window", "root", str(path)],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    colours = subprocess.run(
+        ["identify", "-format", "%k", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert int(colours) > 50, f"the screenshot {path} is blank"
+
+
+PFRU_GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
+
+
+def pfru_cabinets(env: dict[str, str], folder: Path, versions: tuple[str, ...]) -> None:
+    """Signed-by-nobody PFRU code-injection cabinets ``pfru-V.cab`` in ``folder``.
+
+    ``env`` reaches the simulating livefwd (its bus and LIVEFW_STATE_DIR); the folder
+    is a remote marked Trusted, so no signature is needed.
+    """
+    import sys
+
+    livefw = os.path.join(os.path.dirname(sys.executable), "livefw")
+    for version in versions:
+        payload = folder.parent / f"pfru-{version}.bin"
+        subprocess.run(
+            [livefw, "sim", "sample", "pfru/code-injection", "--version", version,
+             "-o", str(payload)],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [livefw, "build-cabinet", str(payload), "--guid", PFRU_GUID, "--version", version,
+             "--id", "org.example.pfru", "--name", f"Runtime fix {version}",
+             "--vendor", "Example", "-o", str(folder / f"pfru-{version}.cab")],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip

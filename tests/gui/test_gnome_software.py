@@ -1,0 +1,133 @@
+"""gnome-software (Debian 12, 43.5) under Xvfb: its Update button on a directory remote.
+
+Not part of ``make test``: ``make test-gui`` runs it (LIVEFW_GUI_TEST=1).
+
+gnome-software does not use libfwupd's ``install_release``: it downloads the
+release's first location into its own cache with libfwupd's downloader and then
+calls ``Install`` with that file. Against fwupd 2.0.20 a directory remote's release
+is ``file:///folder/x.cab``; libfwupd's downloader asks GLib whether the (empty) host
+is reachable first, so the download fails with "network is unreachable" and the
+button stays "Installing" (shown with the fwupd daemon itself: docs/compat.md).
+livefwd publishes ``file://localhost/folder/x.cab`` and no RemoteId instead: the
+download is a local copy, and gnome-software hands the cabinet to Install.
+
+The test clicks Update, checks that the Install call came and the PFRU device is
+staged, and keeps two screenshots in ``$LIVEFW_GUI_SHOTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from guikit import Processes, gui_env, pfru_cabinets, screenshot, start_xvfb, wait_for
+
+from livefw.testing import DaemonProcess, PrivateBus
+
+TOOLS = ("gnome-software", "Xvfb", "import", "xdotool", "dbus-monitor")
+
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("LIVEFW_GUI_TEST") != "1",
+        reason="GUI test: run `make test-gui` (sets LIVEFW_GUI_TEST=1)",
+    ),
+    pytest.mark.skipif(
+        any(shutil.which(tool) is None for tool in TOOLS),
+        reason=f"needs {', '.join(TOOLS)} (`make test-gui` installs them)",
+    ),
+    pytest.mark.timeout(400),
+]
+
+DISPLAY = ":96"
+PFRU_NAME = "Platform firmware runtime code injection"
+#: the Update button of the first row of "Device Firmware" in gnome-software 43.5's
+#: updates page (its default 1050x600 window at 0,0 on a 1280x800 screen)
+UPDATE_BUTTON = ("751", "167")
+
+
+def test_gnome_software_updates_from_a_directory_remote(
+    daemon_factory: Callable[..., DaemonProcess],
+    private_bus: PrivateBus,
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
+    shots.mkdir(parents=True, exist_ok=True)
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    (tmp_path / "remotes.d").mkdir()
+    (tmp_path / "remotes.d" / "fleet.conf").write_text(
+        f"[livefw Remote]\nTitle=Fleet\nPath={firmware}\nTrusted=true\n"
+    )
+    config = f'[install]\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
+    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
+    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
+    env = private_bus.env()
+    env["LIVEFW_STATE_DIR"] = daemon.state_dir
+    pfru_cabinets(env, firmware, ("4",))
+
+    session_dir = tmp_path / "session"
+    session_dir.mkdir()
+    session = PrivateBus(str(session_dir))
+    session.start()
+    gs_log = tmp_path / "gnome-software.log"
+    monitor_log = tmp_path / "monitor.log"
+    try:
+        processes.start(
+            ["dbus-monitor", "--address", private_bus.address], monitor_log, dict(os.environ)
+        )
+        start_xvfb(processes, DISPLAY, tmp_path / "xvfb.log")
+        gui_environment = gui_env(env, DISPLAY, session.address, tmp_path)
+        gui = processes.start(
+            ["gnome-software", "--mode=updates", "--verbose"], gs_log, gui_environment
+        )
+        wait_for(
+            lambda: (
+                "Runtime fix 4" in gs_log.read_text(errors="replace")
+                or "org.example.pfru" in gs_log.read_text(errors="replace")
+            ),
+            120,
+            "gnome-software never listed the PFRU update",
+        )
+        time.sleep(8)  # let it render the updates page
+        screenshot(DISPLAY, shots / "gnome-software-update.png", gui_environment)
+        subprocess.run(
+            ["xdotool", "mousemove", *UPDATE_BUTTON, "click", "1"],
+            env=gui_environment, check=True, capture_output=True,
+        )  # fmt: skip
+        wait_for(
+            lambda: "member=Install" in monitor_log.read_text(errors="replace"),
+            60,
+            "gnome-software never called Install:\n"
+            + "\n".join(
+                line
+                for line in gs_log.read_text(errors="replace").splitlines()
+                if "fwupd" in line.lower() or "error" in line.lower()
+            )[-3000:],
+        )
+
+        def staged() -> bool:
+            out = subprocess.run(
+                [os.path.join(os.path.dirname(sys.executable), "livefw"), "get-devices",
+                 "--json"],
+                env=env, capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            devices = {d["Name"]: d for d in json.loads(out or "[]")}
+            return devices.get(PFRU_NAME, {}).get("UpdateState") == "pending"
+
+        wait_for(staged, 60, "the PFRU device was not staged")
+        time.sleep(5)
+        screenshot(DISPLAY, shots / "gnome-software-installed.png", gui_environment)
+        assert gui.poll() is None, gs_log.read_text(errors="replace")[-3000:]
+    finally:
+        session.stop()
+    text = gs_log.read_text(errors="replace")
+    assert "network is unreachable" not in text
+    assert "downloading file://localhost" in text.lower() or "file://localhost" in text
