@@ -42,7 +42,13 @@ from livefw.fdread import FdReader
 from livefw.firmware_lists import FirmwareLists
 from livefw.guard import EngineGuard
 from livefw.history import History, HistoryEntry
-from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
+from livefw.kernel.provider import (
+    BOOT_ID_PATH,
+    UEVENT_RESCAN,
+    KernelProvider,
+    UEvent,
+    UEventSubscription,
+)
 from livefw.planner import Plan, plan_cabinet, plan_raw
 from livefw.plugin import (
     InstallOptions,
@@ -139,6 +145,11 @@ class Engine:
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[EngineListener] = []
         self._uevent_task: asyncio.Task[None] | None = None
+        self._uevents: UEventSubscription | None = None
+        #: one lock per plugin name around coldplug, on_uevent and refresh: a plugin
+        #: enumerates or handles one event at a time (a `livefw refresh` during a
+        #: hot-add would otherwise create the same device twice).
+        self._hotplug_locks: dict[str, asyncio.Lock] = {}
 
     @functools.cached_property
     def releases(self) -> ReleaseService:
@@ -183,27 +194,42 @@ class Engine:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Load and probe plugins, coldplug, reconcile history, follow uevents."""
+        """Follow uevents, load and probe plugins, coldplug, reconcile history.
+
+        The uevent subscription starts before any plugin enumerates (udev's rule:
+        monitor first, then enumerate): what appears or vanishes during coldplug
+        waits in the subscription and is dispatched once start() has loaded every
+        plugin, so a device whose module loads while livefwd starts is not missed.
+        Plugins treat an ``add`` for a device they know, and a ``remove`` for one
+        they do not, as no-ops.
+        """
         self.boot_id = (await self.provider.read_attr(BOOT_ID_PATH)).strip()
-        if self._explicit_classes is None:
-            classes, failures = discover_plugins()
-            for record in failures:
-                self.plugins[record.name] = record
-        else:
-            classes = self._explicit_classes
-        for cls in classes:
-            await self._load_plugin(cls)
-        await reconcile_at_start(self.history, self._plugin_of, self.devices, self.boot_id)
-        self._uevent_task = asyncio.create_task(self._follow_uevents(), name="uevents")
-        # let the follower take its first step, which subscribes to the provider's
-        # uevents: a device hot-added as soon as start() returns is not lost
-        await asyncio.sleep(0)
+        subscription = self._uevents = await self.provider.subscribe_uevents()
+        try:
+            if self._explicit_classes is None:
+                classes, failures = discover_plugins()
+                for record in failures:
+                    self.plugins[record.name] = record
+            else:
+                classes = self._explicit_classes
+            for cls in classes:
+                await self._load_plugin(cls)
+            await reconcile_at_start(self.history, self._plugin_of, self.devices, self.boot_id)
+        except BaseException:
+            self._uevents = None
+            await subscription.close()
+            raise
+        self._uevent_task = asyncio.create_task(self._follow_uevents(subscription), name="uevents")
         log.info(
             "engine_started",
             devices=len(self.devices),
             plugins={name: rec.probe.result for name, rec in self.plugins.items()},
             boot_id=self.boot_id,
+            uevents_pending=subscription.pending,
         )
+
+    def _hotplug_lock(self, name: str) -> asyncio.Lock:
+        return self._hotplug_locks.setdefault(name, asyncio.Lock())
 
     async def _load_plugin(self, cls: type[Plugin]) -> None:
         name = cls.name
@@ -230,7 +256,8 @@ class Engine:
             self.plugins[name] = record
             if probe.result == "ok":
                 self._waiting.pop(name, None)
-                await plugin.coldplug()
+                async with self._hotplug_lock(name):
+                    await plugin.coldplug()
             else:
                 self._waiting[name] = cls
             log.info("plugin_probed", plugin=name, result=probe.result, reason=probe.reason)
@@ -245,6 +272,8 @@ class Engine:
         """Refuse new operations, let an irreversible step finish (bounded), release."""
         self.stopping = True
         await self.guard.wait_idle(self.config.daemon.shutdown_timeout)
+        if self._uevents is not None:
+            await self._uevents.close()
         if self._uevent_task is not None:
             self._uevent_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -257,9 +286,25 @@ class Engine:
                     log.exception("plugin_shutdown_failed", plugin=record.name)
         self.history.close()
 
-    async def _follow_uevents(self) -> None:
-        async for event in self.provider.uevents():
-            await self._dispatch_uevent(event)
+    async def _follow_uevents(self, subscription: UEventSubscription) -> None:
+        async for event in subscription:
+            if event.action == UEVENT_RESCAN:
+                await self._rescan(subscription.dropped)
+            else:
+                await self._dispatch_uevent(event)
+
+    async def _rescan(self, dropped: int) -> None:
+        """Uevents were lost (buffer overflow, ENOBUFS): probe and enumerate again."""
+        log.warning("uevents_lost", dropped=dropped, action="rescanning every plugin")
+        for name, cls in list(self._waiting.items()):
+            if not self.stopping:
+                await self._load_plugin(cls)
+                if self.plugins[name].plugin is not None:
+                    log.info("plugin_loaded_late", plugin=name, devpath="")
+        try:
+            await self.refresh()
+        except Exception:
+            log.exception("uevent_rescan_failed")
 
     async def _dispatch_uevent(self, event: UEvent) -> None:
         log.debug("uevent", action=event.action, devpath=event.devpath)
@@ -275,7 +320,8 @@ class Engine:
             if record.plugin is None:
                 continue
             try:
-                await record.plugin.on_uevent(event)
+                async with self._hotplug_lock(record.name):
+                    await record.plugin.on_uevent(event)
             except Exception:
                 log.exception("uevent_failed", plugin=record.name, devpath=event.devpath)
 
@@ -321,7 +367,8 @@ class Engine:
         """Re-scan every loaded plugin."""
         for record in list(self.plugins.values()):
             if record.plugin is not None:
-                await record.plugin.refresh()
+                async with self._hotplug_lock(record.name):
+                    await record.plugin.refresh()
 
     # ---------------------------------------------------------------- operations
 

@@ -15,8 +15,10 @@ Every failed call raises :class:`livefw.errors.KernelError` carrying the errno.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import posixpath
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Protocol, runtime_checkable
@@ -25,11 +27,14 @@ from livefw.errors import InvalidArgument
 
 __all__ = [
     "BOOT_ID_PATH",
+    "UEVENT_BUFFER_MAX",
+    "UEVENT_RESCAN",
     "Handle",
     "KernelProvider",
     "MountEntry",
     "OpenFlags",
     "UEvent",
+    "UEventSubscription",
     "normalize",
 ]
 
@@ -64,6 +69,99 @@ class UEvent:
     devpath: str
     subsystem: str = ""
     properties: Mapping[str, str] = field(default_factory=dict)
+
+
+#: the action of the marker :class:`UEventSubscription` yields after it dropped events
+#: (its buffer overflowed, or the netlink socket answered ENOBUFS): the reader must
+#: re-enumerate, as udev's own clients do. No kernel action has this name
+#: (lib/kobject_uevent.c ``kobject_actions``).
+UEVENT_RESCAN = "livefw-rescan"
+
+#: events a subscription holds before it drops them all and asks for a rescan: what
+#: arrives during a long coldplug (boot, 10,000 simulated devices) costs bounded memory.
+UEVENT_BUFFER_MAX = 4096
+
+
+class UEventSubscription:
+    """The uevents received since :meth:`KernelProvider.subscribe_uevents` returned.
+
+    udev's rule for enumerating without a gap (libudev(3), sd-device): start the
+    monitor first, then enumerate, then read the monitor; an ``add`` for a device
+    already known is then a no-op and a ``remove`` for an unknown one likewise. The
+    provider binds its source (netlink socket, simulated queue) before returning
+    this object, and the object buffers what arrives until it is read, up to
+    ``limit`` events. Beyond that it drops the buffer, counts the loss in
+    :attr:`dropped`, and yields one ``UEvent(UEVENT_RESCAN, "")`` next: the reader
+    re-enumerates instead. Events put after the overflow follow the marker.
+
+    Iterate it (``async for``) in one task; :meth:`close` (idempotent) releases the
+    source and ends the iteration. Not thread-safe: :meth:`put_nowait` runs on the loop.
+    """
+
+    def __init__(
+        self, limit: int = UEVENT_BUFFER_MAX, on_close: Callable[[], None] | None = None
+    ) -> None:
+        self.limit = limit
+        #: events dropped by overflows since the subscription started.
+        self.dropped = 0
+        self._events: collections.deque[UEvent] = collections.deque()
+        self._rescan = False
+        self._closed = False
+        self._wakeup = asyncio.Event()
+        self._on_close = on_close
+
+    @property
+    def pending(self) -> int:
+        """Events buffered and not read yet (the rescan marker counts as one)."""
+        return len(self._events) + int(self._rescan)
+
+    def put_nowait(self, event: UEvent) -> None:
+        """Buffer one event (the provider's reader, on the loop's thread).
+
+        Named like :meth:`asyncio.Queue.put_nowait`, so a subscription fits wherever
+        a queue of events does; it never raises QueueFull (see :meth:`overflow`).
+        """
+        if self._closed:
+            return
+        if len(self._events) >= self.limit:
+            self.overflow(1)
+            return
+        self._events.append(event)
+        self._wakeup.set()
+
+    def overflow(self, lost: int = 0) -> None:
+        """Events were lost: drop the buffer and yield the rescan marker next."""
+        self.dropped += len(self._events) + lost
+        self._events.clear()
+        self._rescan = True
+        self._wakeup.set()
+
+    def __aiter__(self) -> UEventSubscription:
+        return self
+
+    async def __anext__(self) -> UEvent:
+        while True:
+            if self._rescan:
+                self._rescan = False
+                return UEvent(UEVENT_RESCAN, "")
+            if self._events:
+                return self._events.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def close(self) -> None:
+        """Release the source; a reader waiting in ``async for`` stops."""
+        if self._closed:
+            return
+        self._closed = True
+        self._events.clear()
+        self._rescan = False
+        self._wakeup.set()
+        if self._on_close is not None:
+            callback, self._on_close = self._on_close, None
+            callback()
 
 
 @dataclass(frozen=True)
@@ -221,8 +319,17 @@ class KernelProvider(Protocol):
         ``prefix``; the caller owns the handles.
         """
 
-    def uevents(self) -> AsyncIterator[UEvent]:
-        """An endless stream of uevents; iterate it in a task and cancel to stop."""
+    async def subscribe_uevents(self) -> UEventSubscription:
+        """Start receiving uevents now and return them as a buffered subscription.
+
+        The source (udev's netlink socket, the simulated machine's fan-out) is bound
+        before this returns, so a device that appears while the caller then
+        enumerates (coldplug) is reported even if the enumeration missed it. Read
+        it in one task; :meth:`UEventSubscription.close` stops it.
+
+        Raises:
+            KernelError: the source cannot be opened (no netlink socket allowed).
+        """
 
     async def close(self) -> None:
         """Release the provider's resources (uevent monitor, sim state)."""

@@ -15,12 +15,19 @@ import fcntl
 import mmap
 import os
 import struct
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from livefw.errors import KernelError
 from livefw.kernel.fdstore import FdStore
-from livefw.kernel.provider import Handle, MountEntry, OpenFlags, UEvent, normalize
+from livefw.kernel.provider import (
+    Handle,
+    MountEntry,
+    OpenFlags,
+    UEvent,
+    UEventSubscription,
+    normalize,
+)
 from livefw.kernel.uapi.fs import FS_IMMUTABLE_FL, FS_IOC_GETFLAGS, FS_IOC_SETFLAGS
 
 T = TypeVar("T")
@@ -372,36 +379,57 @@ class RealProvider:
             found.setdefault(name, []).append(RealHandle(f"fdstore:{name}", fd))
         return found
 
-    async def uevents(self) -> AsyncIterator[UEvent]:
-        """Uevents from udev's netlink socket, read with ``loop.add_reader``."""
+    async def subscribe_uevents(self) -> UEventSubscription:
+        """Udev's netlink monitor, bound and read (``loop.add_reader``) from now on.
+
+        The socket is created, bound to udev's multicast group and watched before
+        this returns (pyudev ``Monitor.start``: ``udev_monitor_enable_receiving``),
+        so what udev announces while the plugins enumerate waits in the
+        subscription. ENOBUFS from the socket (the kernel dropped messages for a
+        full receive buffer, netlink_overrun() in net/netlink/af_netlink.c) turns
+        into the subscription's rescan marker.
+        """
         import pyudev
 
-        context = pyudev.Context()
-        monitor = pyudev.Monitor.from_netlink(context)
-        monitor.start()
-        queue: asyncio.Queue[UEvent] = asyncio.Queue()
+        try:
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            monitor.start()
+        except OSError as error:
+            raise KernelError(error.errno or errno.EIO, "udev", "netlink monitor") from error
         loop = asyncio.get_running_loop()
+        fd = monitor.fileno()
+
+        def on_close() -> None:
+            # pyudev has no close(): libudev closes the socket when the Monitor is
+            # dropped (Monitor.__del__ -> udev_monitor_unref), i.e. once the loop
+            # and the subscription release these two closures
+            loop.remove_reader(fd)
+
+        subscription = UEventSubscription(on_close=on_close)
 
         def on_readable() -> None:
-            while (device := monitor.poll(timeout=0)) is not None:
-                queue.put_nowait(
-                    UEvent(
-                        action=device.action or "change",
-                        devpath=device.device_path.lstrip("/"),
-                        subsystem=device.subsystem or "",
-                        properties={str(k): str(device.properties[k]) for k in device.properties},
+            try:
+                while (device := monitor.poll(timeout=0)) is not None:
+                    subscription.put_nowait(
+                        UEvent(
+                            action=device.action or "change",
+                            devpath=device.device_path.lstrip("/"),
+                            subsystem=device.subsystem or "",
+                            properties={
+                                str(k): str(device.properties[k]) for k in device.properties
+                            },
+                        )
                     )
-                )
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:
+                    raise
+                subscription.overflow()
 
-        loop.add_reader(monitor.fileno(), on_readable)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            loop.remove_reader(monitor.fileno())
+        loop.add_reader(fd, on_readable)
+        return subscription
 
     async def close(self) -> None:
-        """Nothing to release: uevent readers go with their iterators."""
+        """Nothing to release: a uevent subscription is closed by its reader."""
 
 
 def _unescape_mount(text: str) -> str:

@@ -58,6 +58,10 @@ class LfaContext(DeviceContext):
         device = LfaDevice(self, guid, name)
         await device.read_options()
         await device.refresh()
+        if guid in self.images:
+            # registered while this one read the image: the rescan an activation runs
+            # (LfaDevice.activate) and the uevent of the same enumeration race
+            return
         self.images[guid] = device
         self.plugin.add_device(device)
         self.log.info("lfa_image_added", guid=guid, name=name, version=device.version)

@@ -40,6 +40,8 @@ class PfruPlugin(Plugin):
         #: what the devices share (raises ConfigError for a bad [plugins.pfru]).
         self.device_ctx = PfruContext(ctx)
         self._devices: dict[uapi.UpdateType, PfruDevice] = {}
+        #: the update node was there at the last enumeration and answered QUERY_CAP
+        self._update_known = False
 
     async def probe(self) -> Probe:
         """The update node must exist; telemetry is optional."""
@@ -65,13 +67,24 @@ class PfruPlugin(Plugin):
         await self.refresh()
 
     async def on_uevent(self, event: UEvent) -> None:
-        """The drivers' misc devices come and go when the ACPI devices (un)bind."""
-        if event.devpath in (uapi.UPDATE_DEVPATH, uapi.TELEMETRY_DEVPATH) and event.action in (
-            "add",
-            "remove",
-        ):
-            self.ctx.log.info("pfru_uevent", action=event.action, devpath=event.devpath)
-            await self.refresh()
+        """The drivers' misc devices come and go when the ACPI devices (un)bind.
+
+        An ``add`` for a node already enumerated and a ``remove`` for one that is not
+        known change nothing (udev's rule; the engine subscribes before coldplug, so
+        a node that appeared during coldplug is reported again afterwards).
+        """
+        if event.action not in ("add", "remove"):
+            return
+        if event.devpath == uapi.UPDATE_DEVPATH:
+            known = self._update_known
+        elif event.devpath == uapi.TELEMETRY_DEVPATH:
+            known = self.device_ctx.telemetry
+        else:
+            return
+        if known == (event.action == "add"):
+            return
+        self.ctx.log.info("pfru_uevent", action=event.action, devpath=event.devpath)
+        await self.refresh()
 
     def _drop(self, update_type: uapi.UpdateType) -> None:
         device = self._devices.pop(update_type, None)
@@ -85,6 +98,7 @@ class PfruPlugin(Plugin):
         """Re-query the capability; add or remove devices as nodes and image types change."""
         provider = self.ctx.provider
         if not await provider.exists(uapi.UPDATE_NODE):
+            self._update_known = False
             for update_type in list(self._devices):
                 self._drop(update_type)
             return
@@ -97,9 +111,12 @@ class PfruPlugin(Plugin):
         try:
             cap = await self.device_ctx.query_cap()
         except Busy as error:
-            # a transient firmware state: keep what we have; `livefw refresh` retries
+            # a transient firmware state: keep what we have; `livefw refresh` (or the
+            # node's next uevent) retries
             self.ctx.log.warning("pfru_query_failed", error=error.message)
+            self._update_known = False
             return
+        self._update_known = True
         for update_type in uapi.UpdateType:
             device = self._devices.get(update_type)
             if not cap.has_type(update_type):

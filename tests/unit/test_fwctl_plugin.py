@@ -69,14 +69,7 @@ def sent(engine: Engine) -> int:
 
 
 async def hot_add(engine: Engine, options: dict[str, str]) -> None:
-    """Hot-add a simulated node once the engine follows uevents.
-
-    Engine.start() creates its uevent follower last and returns without yielding, and
-    the follower subscribes on its first step; to_thread starts the thread before it
-    yields, so a node added right after start could emit its uevent unheard (the
-    test then waited 30 s for nothing, about one run in five). One yield first.
-    """
-    await asyncio.sleep(0)
+    """Hot-add a simulated node; the engine subscribed before coldplug (start())."""
     await asyncio.to_thread(sim(engine).add_device, options)
 
 

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -378,6 +378,13 @@ class BlobStore:
         self._known &= live
 
 
+class UEventSink(Protocol):
+    """Where :meth:`SimMachine.emit` delivers uevents (an asyncio queue fits)."""
+
+    def put_nowait(self, event: UEvent) -> None:
+        """Take one event; runs on the loop that attached the sink."""
+
+
 class SimMachine:
     """The simulated machine, persisted in a directory.
 
@@ -390,7 +397,7 @@ class SimMachine:
         self.blobs = BlobStore(directory)
         self.lock = threading.RLock()
         self.components: dict[str, SimComponent] = {}
-        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[UEvent]]] = []
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, UEventSink]] = []
         self._batch = 0
         self._dirty = False
         #: the next save also deletes blobs nothing refers to (set when a daemon starts)
@@ -730,12 +737,20 @@ class SimMachine:
     def subscribe(self) -> asyncio.Queue[UEvent]:
         """A queue receiving every uevent emitted from now on (call from a loop)."""
         queue: asyncio.Queue[UEvent] = asyncio.Queue()
-        self._subscribers.append((asyncio.get_running_loop(), queue))
+        self.attach(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[UEvent]) -> None:
-        """Stop delivering to ``queue``."""
-        self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not queue]
+    def attach(self, sink: UEventSink) -> None:
+        """Deliver every uevent emitted from now on to ``sink`` (call from its loop).
+
+        ``sink.put_nowait(event)`` runs on the loop that attached it (an asyncio
+        queue, the provider's UEventSubscription).
+        """
+        self._subscribers.append((asyncio.get_running_loop(), sink))
+
+    def unsubscribe(self, sink: UEventSink) -> None:
+        """Stop delivering to ``sink``."""
+        self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not sink]
 
     def emit(self, event: UEvent) -> None:
         """Deliver a uevent to every subscriber (thread-safe)."""

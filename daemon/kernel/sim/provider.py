@@ -11,11 +11,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from livefw.errors import KernelError
 from livefw.kernel.fdstore import FdStore
-from livefw.kernel.provider import Handle, MountEntry, OpenFlags, UEvent, normalize
+from livefw.kernel.provider import (
+    Handle,
+    MountEntry,
+    OpenFlags,
+    UEventSubscription,
+    normalize,
+)
 from livefw.kernel.real import make_memfd
 from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, File, FsPolicy, Node, SimHandle, fail
@@ -413,13 +419,11 @@ class SimProvider:
             found.setdefault(name, []).append(_Handle(self.machine, inner))
         return found
 
-    async def uevents(self) -> AsyncIterator[UEvent]:
-        queue = self.machine.subscribe()
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self.machine.unsubscribe(queue)
+    async def subscribe_uevents(self) -> UEventSubscription:
+        """The machine's uevents from now on: registered before this returns."""
+        subscription = UEventSubscription(on_close=lambda: self.machine.unsubscribe(subscription))
+        self.machine.attach(subscription)
+        return subscription
 
     async def close(self) -> None:
         with self.machine.lock:
