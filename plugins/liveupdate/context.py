@@ -12,7 +12,7 @@ import asyncio
 import errno
 from typing import TYPE_CHECKING
 
-from livefw.errors import InvalidArgument, KernelError, NotFound, NotSupported
+from livefw.errors import ConfigError, InvalidArgument, KernelError, NotFound, NotSupported
 from livefw.kernel import Handle
 from livefw.kernel.uapi import liveupdate as uapi
 from livefw.plugin import DeviceContext, PluginContext
@@ -22,6 +22,8 @@ from livefw.plugins.liveupdate.records import (
     REGISTRY_FILE,
     REGISTRY_SESSIONS,
     REGISTRY_TOKEN,
+    SESSIONS_MAX,
+    SESSIONS_PER_USER,
     Registry,
 )
 
@@ -44,10 +46,28 @@ class LiveUpdateContext(DeviceContext):
         boot_id: the boot the registry belongs to.
         generation: the registry's generation (alternates the registry sessions).
         fd_store_available: the service manager keeps session fds across a restart.
+        sessions_per_user: ``[plugins.liveupdate] sessions_per_user``, the sessions a
+            non-root uid may hold.
+
+    Raises:
+        ConfigError: (constructor) a bad ``[plugins.liveupdate]`` section.
     """
 
     def __init__(self, plugin: PluginContext) -> None:
         super().__init__(plugin)
+        config = dict(plugin.config)
+        unknown = set(config) - {"sessions_per_user"}
+        if unknown:
+            raise ConfigError(f"livefw.conf: plugins.liveupdate: unknown keys {sorted(unknown)}")
+        per_user = config.get("sessions_per_user", SESSIONS_PER_USER)
+        if not isinstance(per_user, int) or isinstance(per_user, bool):
+            raise ConfigError("livefw.conf: plugins.liveupdate.sessions_per_user must be a number")
+        if not 1 <= per_user <= SESSIONS_MAX:
+            raise ConfigError(
+                f"livefw.conf: plugins.liveupdate.sessions_per_user must be 1 to {SESSIONS_MAX} "
+                f"(livefwd brokers at most {SESSIONS_MAX} sessions in all), not {per_user}"
+            )
+        self.sessions_per_user: int = per_user
         self.dev: Handle | None = None
         self.sessions: dict[str, LiveUpdateSession] = {}
         self.registry_handles: dict[str, Handle] = {}
@@ -65,6 +85,10 @@ class LiveUpdateContext(DeviceContext):
         if self.dev is None:
             raise NotSupported("livefwd does not hold /dev/liveupdate")
         return self.dev
+
+    def held_by(self, owner: int) -> int:
+        """How many sessions livefwd holds for ``owner`` (outgoing, incoming, retrieved)."""
+        return sum(1 for session in self.sessions.values() if session.record.owner == owner)
 
     def ordered(self) -> list[LiveUpdateSession]:
         """The sessions by owner, then name."""

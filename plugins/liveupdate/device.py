@@ -136,9 +136,16 @@ class LiveUpdateDevice(Device):
     ) -> SessionInfo:
         """Create an outgoing session owned by ``caller``.
 
+        A non-root caller may hold at most ``[plugins.liveupdate] sessions_per_user``
+        sessions (SESSIONS_PER_USER by default), in any state: every session holds
+        one of livefwd's SESSIONS_MAX slots and a descriptor until it is finished or
+        dropped. Root is exempt (root's VMMs may need more, and root can reconfigure
+        or stop livefwd anyway); the SESSIONS_MAX limit holds for everyone.
+
         Raises:
             InvalidArgument: bad name or option, or a session of that name exists.
-            NoSpace: livefwd holds SESSIONS_MAX sessions, or the kernel has no room.
+            NoSpace: the caller holds its quota of sessions, livefwd holds
+                SESSIONS_MAX sessions, or the kernel has no room.
         """
         opts = parse_options(options, ("label",))
         kernel_name = kernel_session_name(caller, name)
@@ -153,6 +160,13 @@ class LiveUpdateDevice(Device):
                     else "pick another name or drop it"
                 )
                 raise InvalidArgument(f"you already have a session {name!r}: {hint}")
+            held = ctx.held_by(caller)
+            if caller != 0 and held >= ctx.sessions_per_user:
+                raise NoSpace(
+                    f"you hold {held} live-update sessions and one user may hold at most "
+                    f"{ctx.sessions_per_user} ([plugins.liveupdate] sessions_per_user in "
+                    "livefw.conf); finish or drop sessions you no longer need"
+                )
             if len(ctx.sessions) >= SESSIONS_MAX:
                 raise NoSpace(
                     f"livefwd already brokers {SESSIONS_MAX} live-update sessions, the most "

@@ -29,6 +29,7 @@ __all__ = [
     "REGISTRY_SESSIONS",
     "REGISTRY_TOKEN",
     "SESSIONS_MAX",
+    "SESSIONS_PER_USER",
     "Registry",
     "SessionInfo",
     "SessionRecord",
@@ -62,6 +63,9 @@ LABEL_MAX = 256
 #: rewrites after every change stays small, whatever a client asks for.
 SESSIONS_MAX = 744
 FILES_MAX = 128
+#: default of ``[plugins.liveupdate] sessions_per_user``: the sessions one non-root uid
+#: may hold in livefwd (any state), so that no single user takes all SESSIONS_MAX.
+SESSIONS_PER_USER = 256
 
 State = Literal["outgoing", "incoming", "retrieved"]
 

@@ -31,7 +31,10 @@ async def start(tmp_path: Path) -> AsyncIterator[Starter]:
     engines: list[Engine] = []
 
     async def factory(
-        store: FdStore | None = None, profile: str = "default", kernel: str = "7.2"
+        store: FdStore | None = None,
+        profile: str = "default",
+        kernel: str = "7.2",
+        config: Config | None = None,
     ) -> Engine:
         sim = tmp_path / "sim"
         if (sim / "machine.json").exists():
@@ -40,7 +43,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Starter]:
             machine = SimMachine.create(str(sim), profile, kernel=kernel)
         machine.start()
         provider = SimProvider(machine, store or FdStore({}))
-        engine = Engine(provider, Config(), str(tmp_path), [LiveUpdatePlugin])
+        engine = Engine(provider, config or Config(), str(tmp_path), [LiveUpdatePlugin])
         await engine.start()
         engines.append(engine)
         return engine
@@ -571,3 +574,77 @@ async def test_livefwd_keeps_its_session_and_file_limits_on_7_2(
         await session.preserve(memfd(b"2"), 2)
     assert session.tokens() == {1: ""}
     assert [s.name for s in device.list_sessions(0)] == ["a", "b"]
+
+
+# ------------------------------------------------ sessions per user (issue 13)
+
+
+def per_user(limit: object) -> Config:
+    return Config.model_validate({"plugins": {"liveupdate": {"sessions_per_user": limit}}})
+
+
+async def test_one_user_cannot_take_every_session(start: Starter) -> None:
+    """A uid polkit lets create sessions holds at most sessions_per_user of them; the
+    refusal names the limit and what the caller holds; finish and drop count down."""
+    from livefw.errors import NoSpace
+
+    device = broker(await start(config=per_user(2)))
+    first = await device.create_session(ALICE, "a")
+    await device.create_session(ALICE, "b")
+    with pytest.raises(NoSpace, match=r"you hold 2 .* at most 2 \(\[plugins.liveupdate\] "):
+        await device.create_session(ALICE, "c")
+    assert [s.name for s in device.list_sessions(ALICE)] == ["a", "b"]  # nothing changed
+    await device.create_session(BOB, "b")  # another user is not affected
+    for name in ("r1", "r2", "r3"):
+        await device.create_session(0, name)  # root is exempt
+    await device.session(ALICE, first.kernel_name).drop()
+    await device.create_session(ALICE, "c")  # a dropped session counts down
+
+
+async def test_sessions_from_before_the_kexec_count_until_finished(start: Starter) -> None:
+    from livefw.errors import NoSpace
+
+    device = broker(await start(config=per_user(2)))
+    await device.create_session(ALICE, "a")
+    await device.create_session(ALICE, "b")
+    await device.kexec()
+    device = broker(await start(config=per_user(2)))
+    assert {s.state for s in device.list_sessions(ALICE)} == {"incoming"}
+    # an incoming session still holds one of livefwd's slots and, once retrieved, a fd
+    with pytest.raises(NoSpace, match="you hold 2 "):
+        await device.create_session(ALICE, "new")
+    retrieved = await device.retrieve_session(ALICE, "a")
+    with pytest.raises(NoSpace, match="you hold 2 "):
+        await device.create_session(ALICE, "new")
+    await device.session(ALICE, retrieved.kernel_name).finish()
+    await device.create_session(ALICE, "new")  # a finished session counts down
+
+
+async def test_sessions_per_user_default_is_256(start: Starter) -> None:
+    from livefw.plugins.liveupdate.records import SESSIONS_PER_USER
+
+    engine = await start()
+    plugin = engine.plugins["liveupdate"].plugin
+    assert isinstance(plugin, LiveUpdatePlugin)
+    assert plugin.shared.sessions_per_user == SESSIONS_PER_USER == 256
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"sessions_per_user": 0}, "must be 1 to 744"),
+        ({"sessions_per_user": 745}, "must be 1 to 744"),
+        ({"sessions_per_user": "10"}, "must be a number"),
+        ({"sessions_per_user": True}, "must be a number"),
+        ({"session_per_user": 10}, "unknown keys"),
+    ],
+)
+async def test_bad_sessions_per_user_fails_the_plugin_with_the_reason(
+    start: Starter, table: dict[str, object], message: str
+) -> None:
+    engine = await start(config=Config.model_validate({"plugins": {"liveupdate": table}}))
+    record = engine.plugins["liveupdate"]
+    assert record.plugin is None
+    assert record.probe.result == "failed"
+    assert message in record.probe.reason
+    assert "plugins.liveupdate" in record.probe.reason
