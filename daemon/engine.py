@@ -204,7 +204,17 @@ class Engine:
         they do not, as no-ops.
         """
         self.boot_id = (await self.provider.read_attr(BOOT_ID_PATH)).strip()
-        subscription = self._uevents = await self.provider.subscribe_uevents()
+        subscription: UEventSubscription | None = None
+        try:
+            subscription = await self.provider.subscribe_uevents()
+        except LivefwError as error:
+            # e.g. AF_NETLINK not allowed: devices still come from coldplug and refresh
+            log.warning(
+                "uevents_unavailable",
+                error=error.message,
+                consequence="hot-plugged devices appear only after `livefw refresh`",
+            )
+        self._uevents = subscription
         try:
             if self._explicit_classes is None:
                 classes, failures = discover_plugins()
@@ -217,15 +227,19 @@ class Engine:
             await reconcile_at_start(self.history, self._plugin_of, self.devices, self.boot_id)
         except BaseException:
             self._uevents = None
-            await subscription.close()
+            if subscription is not None:
+                await subscription.close()
             raise
-        self._uevent_task = asyncio.create_task(self._follow_uevents(subscription), name="uevents")
+        if subscription is not None:
+            self._uevent_task = asyncio.create_task(
+                self._follow_uevents(subscription), name="uevents"
+            )
         log.info(
             "engine_started",
             devices=len(self.devices),
             plugins={name: rec.probe.result for name, rec in self.plugins.items()},
             boot_id=self.boot_id,
-            uevents_pending=subscription.pending,
+            uevents_pending=subscription.pending if subscription is not None else None,
         )
 
     def _hotplug_lock(self, name: str) -> asyncio.Lock:

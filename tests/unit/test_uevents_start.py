@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from livefw.config import Config
 from livefw.device import Device
 from livefw.engine import Engine
+from livefw.errors import KernelError
 from livefw.kernel.provider import (
     UEVENT_RESCAN,
     Handle,
@@ -195,6 +196,29 @@ async def test_start_subscribes_before_the_first_plugin_probes(tmp_path: Path) -
     await engine.stop()
     assert seen == [1]
     assert machine._subscribers == []  # stop() closed the subscription
+
+
+async def test_no_netlink_means_no_hotplug_not_no_daemon(tmp_path: Path) -> None:
+    """A monitor that cannot be opened (AF_NETLINK not allowed) is logged; the plugins
+    still load and `livefw refresh` still finds new devices."""
+
+    class NoUevents(SimProvider):
+        async def subscribe_uevents(self) -> UEventSubscription:
+            raise KernelError(errno.EAFNOSUPPORT, "udev", "netlink monitor")
+
+    machine = SimMachine.create(str(tmp_path / "sim"), "default")
+    engine = Engine(NoUevents(machine), Config(), str(tmp_path), [FwctlPlugin])
+    with capture_logs() as logs:
+        await engine.start()
+    try:
+        assert len(engine.devices) == 2
+        (warning,) = [log for log in logs if log["event"] == "uevents_unavailable"]
+        assert "livefw refresh" in warning["consequence"]
+        machine.components["fwctl"].add_device({"type": "mlx5"})
+        await engine.refresh()
+        assert len(engine.devices) == 3
+    finally:
+        await engine.stop()
 
 
 # ------------------------------------------------------- idempotent hotplug
