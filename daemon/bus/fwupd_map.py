@@ -10,6 +10,7 @@ livefw errors take fwupd's names through the one error table
 
 import os
 import re
+import urllib.parse
 from typing import Any
 
 from livefw.bus.backend import Variant
@@ -273,7 +274,9 @@ def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Va
         # is a local copy, and without a RemoteId install_release downloads too, so
         # fwupdmgr, gnome-software and gnome-firmware all hand the cabinet to Install
         # (livefw.releases still finds it in its trusted folder by its contents).
-        result["Locations"] = Variant("as", ["file://localhost" + candidate.location])
+        # (percent-encoded: a space, '%' or '#' in a folder name stays part of the path)
+        url = "file://localhost" + urllib.parse.quote(candidate.location)
+        result["Locations"] = Variant("as", [url])
         result["Filename"] = Variant("s", os.path.basename(candidate.location))
     for key, value in (
         ("Name", release.name),

@@ -283,7 +283,7 @@ def test_install_checks_fwupds_polkit_action(compat: Compat, polkit: PolkitMock)
 
 
 def test_a_directory_remote_feeds_get_updates(compat: Compat, cli: Cli) -> None:
-    folder = compat.work / "firmware"
+    folder = compat.work / "fleet firmware%20#1"  # a URL must not change the path
     folder.mkdir()
     for version in ("4", "5"):
         cab = compat.cabinet(
@@ -302,7 +302,8 @@ def test_a_directory_remote_feeds_get_updates(compat: Compat, cli: Cli) -> None:
     # issue 18 item 8: a URL libfwupd's downloader takes (gnome-software downloads
     # Locations[0]; file:/// fails "network is unreachable"), and no RemoteId, so
     # install_release downloads it too instead of cutting "file://" off a path
-    assert newest["Locations"] == [f"file://localhost{folder}/pfru5.cab"]
+    encoded = str(folder).replace("%", "%25").replace(" ", "%20").replace("#", "%23")
+    assert newest["Locations"] == [f"file://localhost{encoded}/pfru5.cab"]
     assert "RemoteId" not in newest
     (compat.work / "pfru5.cab").unlink()  # fwupdmgr downloads into its working dir
     download = compat.fwupdmgr("download", newest["Locations"][0], check=False)
