@@ -329,7 +329,7 @@ def write_report(results: dict[str, Any], path: str) -> None:
                     f"({(_get(r, 'GetManagedObjects_cpu_us', 'median') or 0) / 1e3:.1f}) | "
                     f"{_ms(inst.get('property_change_ms'), err)} | "
                     f"{_ms(inst.get('install_ms'), err)} | "
-                    f"{_get(r, 'stall', 'max_ms') or '—'} | "
+                    f"{_ms(_get(r, 'stall', 'max_ms'), '—')} | "
                     f"{(r.get('rss_after_kib') or 0) / 1024:.1f} |"
                 )
             lin = sc.get("linear")
