@@ -582,7 +582,6 @@ async def test_hotplug_follows_the_drivers(make_engine: MakeEngine) -> None:
     engine = await make_engine([PfruPlugin])
     component = sim(engine)
     old_id = code(engine).id
-    await asyncio.sleep(0.05)  # let the engine's uevent task subscribe
     component.remove_device("pfru/telemetry")
     await _settle(
         engine,
