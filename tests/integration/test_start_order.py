@@ -1,0 +1,121 @@
+"""livefwd's start path: what runs side by side while the daemon starts (issue 17 item 1).
+
+The fwupd-compatible API reports the installed libfwupd's version, which livefwd asks
+a child process for (livefw.releases.fwupd_version). Asked when the compat API starts,
+the start waited for it after everything else; it is asked first now, in a thread, and
+the machine and the engine start meanwhile. Ordering, not time, is checked: the wrapper
+records when the probe starts and when the engine starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from livefw.testing import PrivateBus
+
+_WRAPPER = r"""
+import functools, json, sys, threading, time
+out = sys.argv[1]
+events = []
+lock = threading.Lock()
+def record(what):
+    with lock:
+        events.append([what, time.monotonic()])
+        with open(out, "w") as f:
+            json.dump(events, f)
+import livefw.releases
+@functools.cache
+def fwupd_version():
+    record("probe-start")
+    time.sleep(0.5)  # a slow probe: the engine must not wait for it
+    record("probe-end")
+    return "2.0.20"
+livefw.releases.fwupd_version = fwupd_version
+import livefw.engine
+start = livefw.engine.Engine.start
+async def recorded_start(self):
+    record("engine-start")
+    return await start(self)
+livefw.engine.Engine.start = recorded_start
+import livefw.bus.compat
+original = livefw.bus.compat.CompatService.start
+async def compat_start(self):
+    record("compat-start")
+    return await original(self)
+livefw.bus.compat.CompatService.start = compat_start
+sys.argv = ["livefwd", *sys.argv[2:]]
+from livefw.launch import main
+raise SystemExit(main())
+"""
+
+
+def _owned(bus: PrivateBus, name: str) -> bool:
+    result = subprocess.run(
+        [
+            "busctl",
+            f"--address={bus.address}",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() == "b true"
+
+
+def test_libfwupd_version_is_asked_while_the_engine_starts(
+    private_bus: PrivateBus, tmp_path: Path
+) -> None:
+    out = tmp_path / "events.json"
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "livefw.conf").write_text("")
+    env = private_bus.env()
+    env.pop("JOURNAL_STREAM", None)
+    command = [
+        sys.executable,
+        "-c",
+        _WRAPPER,
+        str(out),
+        "--simulate",
+        "--fwupd-compat",
+        "--state-dir",
+        str(state),
+        "--bus-address",
+        private_bus.address,
+        "--config",
+        str(state / "livefw.conf"),
+    ]
+    with open(tmp_path / "livefwd.log", "wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _owned(private_bus, "org.freedesktop.fwupd"):
+                break
+            time.sleep(0.05)
+        assert _owned(private_bus, "org.freedesktop.fwupd"), (tmp_path / "livefwd.log").read_text(
+            errors="replace"
+        )[-3000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    events = [what for what, _ in json.loads(out.read_text())]
+    # one probe, started before the engine, and over before the compat API starts
+    assert events.count("probe-start") == 1
+    assert events.index("probe-start") < events.index("engine-start")
+    assert events.index("probe-end") < events.index("compat-start")
