@@ -80,6 +80,9 @@ start_livefwd() {
             kill -0 "$LIVEFWD_PID" 2>/dev/null || { say "livefwd exited"; return 1; }
         elif systemctl is-failed -q livefwd.service; then
             say "livefwd.service failed"; return 1
+        elif [ $((i % 15)) -eq 14 ]; then
+            # a unit in a restart loop is never "failed": keep its journal visible
+            journalctl -b --no-pager -u livefwd.service > "$RES/livefwd.log" 2>&1
         fi
         sleep 1; i=$((i+1))
     done
