@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 class Processes:
@@ -91,9 +94,7 @@ def pfru_cabinets(env: dict[str, str], folder: Path, versions: tuple[str, ...]) 
     ``env`` reaches the simulating livefwd (its bus and LIVEFW_STATE_DIR); the folder
     is a remote marked Trusted, so no signature is needed.
     """
-    import sys
-
-    livefw = os.path.join(os.path.dirname(sys.executable), "livefw")
+    livefw = livefw_bin()
     for version in versions:
         payload = folder.parent / f"pfru-{version}.bin"
         subprocess.run(
@@ -107,3 +108,64 @@ def pfru_cabinets(env: dict[str, str], folder: Path, versions: tuple[str, ...]) 
              "--vendor", "Example", "-o", str(folder / f"pfru-{version}.cab")],
             env=env, check=True, capture_output=True,
         )  # fmt: skip
+
+
+def livefw_bin() -> str:
+    """The ``livefw`` CLI of this virtualenv."""
+    import sys
+
+    return os.path.join(os.path.dirname(sys.executable), "livefw")
+
+
+def fleet_daemon(
+    daemon_factory: Callable[..., Any], private_bus: Any, tmp_path: Path, versions: tuple[str, ...]
+) -> tuple[dict[str, str], Path]:
+    """livefwd --fwupd-compat with a trusted directory remote holding PFRU ``versions``.
+
+    Returns the environment that reaches it (bus, LIVEFW_STATE_DIR) and the folder.
+    """
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    (tmp_path / "remotes.d").mkdir()
+    (tmp_path / "remotes.d" / "fleet.conf").write_text(
+        f"[livefw Remote]\nTitle=Fleet\nPath={firmware}\nTrusted=true\n"
+    )
+    config = f'[install]\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
+    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
+    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
+    env: dict[str, str] = private_bus.env()
+    env["LIVEFW_STATE_DIR"] = daemon.state_dir
+    pfru_cabinets(env, firmware, versions)
+    return env, firmware
+
+
+@contextlib.contextmanager
+def gui_session(
+    processes: Processes, system_bus: str, env: dict[str, str], display: str, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], Path]]:
+    """A private session bus, dbus-monitor on the system bus, Xvfb: the GUI's env and
+    the monitor's log; the session bus stops on exit (the rest with ``processes``)."""
+    from livefw.testing import PrivateBus
+
+    session_dir = tmp_path / "session"
+    session_dir.mkdir()
+    session = PrivateBus(str(session_dir))
+    session.start()
+    try:
+        monitor_log = tmp_path / "monitor.log"
+        processes.start(["dbus-monitor", "--address", system_bus], monitor_log, dict(os.environ))
+        start_xvfb(processes, display, tmp_path / "xvfb.log")
+        yield gui_env(env, display, session.address, tmp_path), monitor_log
+    finally:
+        session.stop()
+
+
+def fit_window(env: dict[str, str]) -> None:
+    """Move the visible windows to 0,0 and size them 1280x800 (if xdotool is there)."""
+    if shutil.which("xdotool"):
+        subprocess.run(
+            ["xdotool", "search", "--onlyvisible", "--name", ".",
+             "windowmove", "%@", "0", "0", "windowsize", "%@", "1280", "800"],
+            env=env, capture_output=True, check=False,
+        )  # fmt: skip
+        time.sleep(2)

@@ -16,13 +16,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from guikit import Processes, gui_env, pfru_cabinets, screenshot, start_xvfb, wait_for
+from guikit import (
+    Processes,
+    fit_window,
+    fleet_daemon,
+    gui_session,
+    livefw_bin,
+    screenshot,
+    wait_for,
+)
 
 from livefw.testing import DaemonProcess, PrivateBus
 
@@ -41,7 +48,6 @@ pytestmark = [
 ]
 
 DISPLAY = ":97"
-PFRU_GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
 
 
 def test_gnome_firmware_shows_livefw_devices_and_releases(
@@ -53,43 +59,11 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
     shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
     shots.mkdir(parents=True, exist_ok=True)
     # a trusted directory remote with two PFRU releases, so the device is "supported"
-    firmware = tmp_path / "firmware"
-    firmware.mkdir()
-    (tmp_path / "remotes.d").mkdir()
-    (tmp_path / "remotes.d" / "fleet.conf").write_text(
-        f"[livefw Remote]\nTitle=Fleet\nPath={firmware}\nTrusted=true\n"
-    )
-    config = f'[install]\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
-    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
-    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
-    livefw = os.path.join(os.path.dirname(sys.executable), "livefw")
-    env = private_bus.env()
-    env["LIVEFW_STATE_DIR"] = daemon.state_dir
-    for version in ("4", "5"):
-        payload = tmp_path / f"pfru-{version}.bin"
-        subprocess.run(
-            [livefw, "sim", "sample", "pfru/code-injection", "--version", version,
-             "-o", str(payload)],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            [livefw, "build-cabinet", str(payload), "--guid", PFRU_GUID, "--version", version,
-             "--id", "org.example.pfru", "--name", f"Runtime fix {version}",
-             "--vendor", "Example", "-o", str(firmware / f"pfru-{version}.cab")],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-
-    session_dir = tmp_path / "session"
-    session_dir.mkdir()
-    session = PrivateBus(str(session_dir))
-    session.start()
-    try:
-        monitor_log = tmp_path / "monitor.log"
-        processes.start(
-            ["dbus-monitor", "--address", private_bus.address], monitor_log, dict(os.environ)
-        )
-        start_xvfb(processes, DISPLAY, tmp_path / "xvfb.log")
-        gui_environment = gui_env(env, DISPLAY, session.address, tmp_path)
+    env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4", "5"))
+    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
+        gui_environment,
+        monitor_log,
+    ):
         gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
         wait_for(
             lambda: "member=GetReleases" in monitor_log.read_text(errors="replace"),
@@ -97,18 +71,9 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
             "gnome-firmware never asked for releases",
         )
         time.sleep(4)  # let it render
-        if shutil.which("xdotool"):
-            subprocess.run(
-                ["xdotool", "search", "--onlyvisible", "--name", ".",
-                 "windowmove", "%@", "0", "0", "windowsize", "%@", "1280", "800"],
-                env=gui_environment, capture_output=True, check=False,
-            )  # fmt: skip
-            time.sleep(2)
-        shot = shots / "gnome-firmware-livefw.png"
-        screenshot(DISPLAY, shot, gui_environment)
+        fit_window(gui_environment)
+        screenshot(DISPLAY, shots / "gnome-firmware-livefw.png", gui_environment)
         assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
-    finally:
-        session.stop()
 
     traffic = monitor_log.read_text(errors="replace")
     for member in ("GetDevices", "GetRemotes", "GetReleases"):
@@ -129,34 +94,15 @@ def test_gnome_firmware_shows_a_staged_pfru_update_waits_for_activation(
     """Issue 18 item 9: gnome-firmware has no Activate button; the device says what to do."""
     shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
     shots.mkdir(parents=True, exist_ok=True)
-    firmware = tmp_path / "firmware"
-    firmware.mkdir()
-    (tmp_path / "remotes.d").mkdir()
-    (tmp_path / "remotes.d" / "fleet.conf").write_text(
-        f"[livefw Remote]\nTitle=Fleet\nPath={firmware}\nTrusted=true\n"
-    )
-    config = f'[install]\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
-    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
-    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
-    env = private_bus.env()
-    env["LIVEFW_STATE_DIR"] = daemon.state_dir
-    pfru_cabinets(env, firmware, ("4",))
-    livefw = os.path.join(os.path.dirname(sys.executable), "livefw")
+    env, firmware = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4",))
     subprocess.run(
-        [livefw, "install", str(firmware / "pfru-4.cab")], env=env, check=True, capture_output=True
-    )
-
-    session_dir = tmp_path / "session"
-    session_dir.mkdir()
-    session = PrivateBus(str(session_dir))
-    session.start()
-    try:
-        monitor_log = tmp_path / "monitor.log"
-        processes.start(
-            ["dbus-monitor", "--address", private_bus.address], monitor_log, dict(os.environ)
-        )
-        start_xvfb(processes, DISPLAY, tmp_path / "xvfb.log")
-        gui_environment = gui_env(env, DISPLAY, session.address, tmp_path)
+        [livefw_bin(), "install", str(firmware / "pfru-4.cab")],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
+        gui_environment,
+        monitor_log,
+    ):
         gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
         wait_for(
             lambda: "member=GetDevices" in monitor_log.read_text(errors="replace"),
@@ -164,16 +110,9 @@ def test_gnome_firmware_shows_a_staged_pfru_update_waits_for_activation(
             "gnome-firmware never asked for devices",
         )
         time.sleep(6)  # let it render
-        subprocess.run(
-            ["xdotool", "search", "--onlyvisible", "--name", ".",
-             "windowmove", "%@", "0", "0", "windowsize", "%@", "1280", "800"],
-            env=gui_environment, capture_output=True, check=False,
-        )  # fmt: skip
-        time.sleep(2)
+        fit_window(gui_environment)
         screenshot(DISPLAY, shots / "gnome-firmware-staged.png", gui_environment)
         assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
-    finally:
-        session.stop()
     # what the window shows for the selected (first) device, in the reply it got:
     # the Update Error row and the greyed Upgrade button (updatable is cleared)
     traffic = monitor_log.read_text(errors="replace")

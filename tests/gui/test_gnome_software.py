@@ -21,13 +21,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from guikit import Processes, gui_env, pfru_cabinets, screenshot, start_xvfb, wait_for
+from guikit import Processes, fleet_daemon, gui_session, livefw_bin, screenshot, wait_for
 
 from livefw.testing import DaemonProcess, PrivateBus
 
@@ -60,31 +59,12 @@ def test_gnome_software_updates_from_a_directory_remote(
 ) -> None:
     shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
     shots.mkdir(parents=True, exist_ok=True)
-    firmware = tmp_path / "firmware"
-    firmware.mkdir()
-    (tmp_path / "remotes.d").mkdir()
-    (tmp_path / "remotes.d" / "fleet.conf").write_text(
-        f"[livefw Remote]\nTitle=Fleet\nPath={firmware}\nTrusted=true\n"
-    )
-    config = f'[install]\nremotes_dir = "{tmp_path / "remotes.d"}"\n'
-    daemon = daemon_factory(extra_args=["--fwupd-compat"], config_text=config)
-    private_bus.wait_for_name("org.freedesktop.fwupd", proc=daemon)
-    env = private_bus.env()
-    env["LIVEFW_STATE_DIR"] = daemon.state_dir
-    pfru_cabinets(env, firmware, ("4",))
-
-    session_dir = tmp_path / "session"
-    session_dir.mkdir()
-    session = PrivateBus(str(session_dir))
-    session.start()
+    env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4",))
     gs_log = tmp_path / "gnome-software.log"
-    monitor_log = tmp_path / "monitor.log"
-    try:
-        processes.start(
-            ["dbus-monitor", "--address", private_bus.address], monitor_log, dict(os.environ)
-        )
-        start_xvfb(processes, DISPLAY, tmp_path / "xvfb.log")
-        gui_environment = gui_env(env, DISPLAY, session.address, tmp_path)
+    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
+        gui_environment,
+        monitor_log,
+    ):
         gui = processes.start(
             ["gnome-software", "--mode=updates", "--verbose"], gs_log, gui_environment
         )
@@ -115,8 +95,7 @@ def test_gnome_software_updates_from_a_directory_remote(
 
         def staged() -> bool:
             out = subprocess.run(
-                [os.path.join(os.path.dirname(sys.executable), "livefw"), "get-devices",
-                 "--json"],
+                [livefw_bin(), "get-devices", "--json"],
                 env=env, capture_output=True, text=True, check=False,
             ).stdout  # fmt: skip
             devices = {d["Name"]: d for d in json.loads(out or "[]")}
@@ -126,8 +105,6 @@ def test_gnome_software_updates_from_a_directory_remote(
         time.sleep(5)
         screenshot(DISPLAY, shots / "gnome-software-installed.png", gui_environment)
         assert gui.poll() is None, gs_log.read_text(errors="replace")[-3000:]
-    finally:
-        session.stop()
     text = gs_log.read_text(errors="replace")
     assert "network is unreachable" not in text
     assert "downloading file://localhost" in text.lower() or "file://localhost" in text
