@@ -40,6 +40,24 @@ def _combine(per_backend: list[tuple[str, str]]) -> str:
     return "; ".join(f"dbus-{b}: {v}" for b, v in per_backend)
 
 
+def _against_fwupd(
+    by: dict[str, Any], n: int, method: str, target: float, peer_label: str
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each backend's ``method`` latency at ``n`` devices against fwupd's GetDevices."""
+    peer = _latency(by, f"fwupd-{n}", "GetDevices")
+    vs, parts = [], []
+    for b in BACKENDS:
+        ours = _latency(by, f"livefw-{b}-{n}", method)
+        rb = ratio_band(ours, peer)
+        if rb and ours and peer:
+            vs.append((b, judge(rb, target)))
+            parts.append(
+                f"dbus-{b}: {ours['median']:.0f} µs vs {peer_label} {peer['median']:.0f} µs "
+                f"= {fmt_band(rb)}"
+            )
+    return vs, parts
+
+
 def _row(target: str, per_backend: list[tuple[str, str]], parts: list[str]) -> dict[str, str]:
     return {"target": target, "verdict": _combine(per_backend), "detail": "; ".join(parts)}
 
@@ -88,17 +106,7 @@ def verdicts(results: dict[str, Any]) -> None:
 
     # 17.3 GetDevices latency at every size, and the slope
     for n in sizes:
-        peer = _latency(by, f"fwupd-{n}", "GetDevices")
-        vs, parts = [], []
-        for b in BACKENDS:
-            ours = _latency(by, f"livefw-{b}-{n}", "GetDevices")
-            rb = ratio_band(ours, peer)
-            if rb and ours and peer:
-                vs.append((b, judge(rb, 0.7)))
-                parts.append(
-                    f"dbus-{b}: {ours['median']:.0f} µs vs fwupd {peer['median']:.0f} µs "
-                    f"= {fmt_band(rb)}"
-                )
+        vs, parts = _against_fwupd(by, n, "GetDevices", 0.7, "fwupd")
         out.append(_row(f"GetDevices ≤ 0.7× fwupd's ({n} devices, pin=one)", vs, parts))
     slope_rows = {row["key"]: row for row in results.get("slopes", [])}
     peer_slope = _get(slope_rows, "fwupd", "lat_hi")
@@ -114,17 +122,7 @@ def verdicts(results: dict[str, Any]) -> None:
     out.append(_row("GetDevices cost per device < 0.5× fwupd's slope", vs, parts))
 
     # 17.4 GetManagedObjects against fwupd's GetDevices at the largest size
-    peer = _latency(by, f"fwupd-{n_hi}", "GetDevices")
-    vs, parts = [], []
-    for b in BACKENDS:
-        ours = _latency(by, f"livefw-{b}-{n_hi}", "GetManagedObjects")
-        rb = ratio_band(ours, peer)
-        if rb and ours and peer:
-            vs.append((b, judge(rb, 1.0)))
-            parts.append(
-                f"dbus-{b}: {ours['median']:.0f} µs vs fwupd GetDevices "
-                f"{peer['median']:.0f} µs = {fmt_band(rb)}"
-            )
+    vs, parts = _against_fwupd(by, n_hi, "GetManagedObjects", 1.0, "fwupd GetDevices")
     out.append(_row(f"GetManagedObjects ≤ fwupd's GetDevices ({n_hi} devices, pin=one)", vs, parts))
 
     # 17.5 staging
