@@ -50,6 +50,34 @@ pytestmark = [
 DISPLAY = ":97"
 
 
+def _screenshot_gnome_firmware(
+    processes: Processes,
+    private_bus: PrivateBus,
+    env: dict[str, str],
+    tmp_path: Path,
+    member: str,
+    settle: float,
+    shot: Path,
+) -> str:
+    """Start gnome-firmware, wait for its ``member`` call, let it render ``settle``
+    seconds, take ``shot``; the system bus traffic it caused (dbus-monitor's text)."""
+    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
+        gui_environment,
+        monitor_log,
+    ):
+        gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
+        wait_for(
+            lambda: f"member={member}" in monitor_log.read_text(errors="replace"),
+            60,
+            f"gnome-firmware never called {member}",
+        )
+        time.sleep(settle)  # let it render
+        fit_window(gui_environment)
+        screenshot(DISPLAY, shot, gui_environment)
+        assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
+    return monitor_log.read_text(errors="replace")
+
+
 def test_gnome_firmware_shows_livefw_devices_and_releases(
     daemon_factory: Callable[..., DaemonProcess],
     private_bus: PrivateBus,
@@ -60,22 +88,9 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
     shots.mkdir(parents=True, exist_ok=True)
     # a trusted directory remote with two PFRU releases, so the device is "supported"
     env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4", "5"))
-    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
-        gui_environment,
-        monitor_log,
-    ):
-        gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
-        wait_for(
-            lambda: "member=GetReleases" in monitor_log.read_text(errors="replace"),
-            60,
-            "gnome-firmware never asked for releases",
-        )
-        time.sleep(4)  # let it render
-        fit_window(gui_environment)
-        screenshot(DISPLAY, shots / "gnome-firmware-livefw.png", gui_environment)
-        assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
-
-    traffic = monitor_log.read_text(errors="replace")
+    traffic = _screenshot_gnome_firmware(
+        processes, private_bus, env, tmp_path, "GetReleases", 4, shots / "gnome-firmware-livefw.png"
+    )
     for member in ("GetDevices", "GetRemotes", "GetReleases"):
         assert f"interface=org.freedesktop.fwupd; member={member}" in traffic, member
     errors = re.findall(r"^error .*error_name=(\S+)", traffic, re.MULTILINE)
@@ -99,23 +114,11 @@ def test_gnome_firmware_shows_a_staged_pfru_update_waits_for_activation(
         [livefw_bin(), "install", str(firmware / "pfru-4.cab")],
         env=env, check=True, capture_output=True,
     )  # fmt: skip
-    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
-        gui_environment,
-        monitor_log,
-    ):
-        gui = processes.start(["gnome-firmware"], tmp_path / "gnome-firmware.log", gui_environment)
-        wait_for(
-            lambda: "member=GetDevices" in monitor_log.read_text(errors="replace"),
-            60,
-            "gnome-firmware never asked for devices",
-        )
-        time.sleep(6)  # let it render
-        fit_window(gui_environment)
-        screenshot(DISPLAY, shots / "gnome-firmware-staged.png", gui_environment)
-        assert gui.poll() is None, (tmp_path / "gnome-firmware.log").read_text()
+    traffic = _screenshot_gnome_firmware(
+        processes, private_bus, env, tmp_path, "GetDevices", 6, shots / "gnome-firmware-staged.png"
+    )
     # what the window shows for the selected (first) device, in the reply it got:
     # the Update Error row and the greyed Upgrade button (updatable is cleared)
-    traffic = monitor_log.read_text(errors="replace")
     assert (
         "Firmware 4 is staged and waits for activation: run `fwupdmgr activate` or "
         "`livefw activate`" in traffic
