@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,18 @@ class HostileClient:
 def open_fds(pid: int) -> int:
     """How many descriptors process ``pid`` has open."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled_fds(pid: int) -> int:
+    """The fd count once it stops moving (a polkit or uid lookup may still be closing)."""
+    count = open_fds(pid)
+    for _ in range(20):
+        time.sleep(0.05)
+        again = open_fds(pid)
+        if again == count:
+            return count
+        count = again
+    return count
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hostile_client import HostileClient, open_fds
+from hostile_client import HostileClient, open_fds, settled_fds
 from nobody_env import Hostile, hostile
 
 from livefw.bus.backend import MAX_FDS_IN_FLIGHT, MAX_FDS_PER_SENDER, _top_level_types
@@ -82,18 +82,6 @@ def _root_session(h: Hostile, state_dir: Path) -> str:
     return str(row["path"])
 
 
-def _settled(pid: int) -> int:
-    """The fd count once it stops moving (a polkit or uid lookup may still be closing)."""
-    count = open_fds(pid)
-    for _ in range(20):
-        time.sleep(0.05)
-        again = open_fds(pid)
-        if again == count:
-            return count
-        count = again
-    return count
-
-
 @pytest.mark.parametrize("backend", _backends())
 def test_descriptors_no_method_takes_are_closed(
     bus_dir: str, state_dir: Path, backend: str
@@ -105,19 +93,19 @@ def test_descriptors_no_method_takes_are_closed(
         with HostileClient(h.bus, env) as client:
             client.command("send", "ping", 1)  # warm up: the caller's uid gets looked up
             for kind, expected in KINDS.items():
-                before = _settled(h.pid)
+                before = settled_fds(h.pid)
                 path = session if kind == "session-preserve" else ""
                 answer = client.command("send", kind, COUNT, path)
                 if expected is not None:
                     assert answer["replies"] == {expected: COUNT}, (kind, answer)
-                leaks[kind] = _settled(h.pid) - before
+                leaks[kind] = settled_fds(h.pid) - before
             assert leaks == dict.fromkeys(leaks, 0), leaks
             # an h naming a descriptor the call does not carry: refused, and none of
             # livefwd's own descriptors is touched (nor is the daemon killed)
-            before = _settled(h.pid)
+            before = settled_fds(h.pid)
             answer = client.command("send", "install-missing", COUNT)
             assert answer["replies"] == {INVALID_ARGUMENT: COUNT}, answer
-            assert _settled(h.pid) == before
+            assert settled_fds(h.pid) == before
         # root's own reads are unaffected, the session is still there
         cli = Cli(h.bus, str(state_dir))
         assert json.loads(cli("get-devices", "--json").stdout)
@@ -135,10 +123,10 @@ def test_a_thousand_messages_with_descriptors_change_nothing(
     with hostile(bus_dir, state_dir, CONFIG, env=env) as h:
         with HostileClient(h.bus, env) as client:
             client.command("send", "ping", 1)
-            before = _settled(h.pid)
+            before = settled_fds(h.pid)
             for kind in ("ping", "get-devices", "unknown-method", "signal", "install"):
                 client.command("send", kind, 240)
-            assert _settled(h.pid) == before
+            assert settled_fds(h.pid) == before
         cli = Cli(h.bus, str(state_dir))
         payload = tmp_path / "pfru.cap"
         cli("sim", "sample", "pfru/code-injection", "-o", str(payload))
@@ -180,7 +168,7 @@ def test_descriptors_of_calls_in_flight_are_bounded_and_returned(
         assert h.polkit.proc is not None
         with HostileClient(h.bus, env) as client:
             client.command("send", "ping", 1)
-            before = _settled(h.pid)
+            before = settled_fds(h.pid)
             os.kill(h.polkit.proc.pid, signal.SIGSTOP)
             try:
                 assert client.proc.stdin is not None
@@ -199,7 +187,7 @@ def test_descriptors_of_calls_in_flight_are_bounded_and_returned(
         assert 0 < held <= 4 * MAX_FDS_PER_SENDER, answer
         assert replies.get("org.livefw.Daemon1.Error.Busy", 0) >= 400 - held - 60, answer
         assert before < peak <= before + 4 * MAX_FDS_PER_SENDER + 4, (before, peak, answer)
-        assert _settled(h.pid) == before
+        assert settled_fds(h.pid) == before
 
 
 @pytest.mark.parametrize(

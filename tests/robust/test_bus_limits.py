@@ -29,11 +29,10 @@ import asyncio
 import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from hostile_client import open_fds
+from hostile_client import settled_fds
 from nobody_env import hostile, parse_lines
 
 from livefw.bus.backend import MAX_BODY
@@ -101,18 +100,6 @@ def _backends() -> list[object]:
     ]
 
 
-def _settled(pid: int) -> int:
-    """The fd count once it stops moving (a polkit or uid lookup may still be closing)."""
-    count = open_fds(pid)
-    for _ in range(20):
-        time.sleep(0.05)
-        again = open_fds(pid)
-        if again == count:
-            return count
-        count = again
-    return count
-
-
 def _refusal_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if "bus_message_refused" in line]
 
@@ -127,7 +114,7 @@ async def test_big_calls_are_refused_unread_and_small_ones_still_answered(
             device = (await client.devices())[0]["Id"]
         finally:
             await client.close()
-        fds = _settled(h.pid)
+        fds = settled_fds(h.pid)
         h.reset_peak()
         baseline = h.status("VmRSS")
         out = await h.attack(BIG_CALLS.format(size=BIG, count=20, device=device), timeout=300)
@@ -144,7 +131,7 @@ async def test_big_calls_are_refused_unread_and_small_ones_still_answered(
             assert str(result).startswith("LimitsExceeded: message body of "), result
             assert f"is over livefwd's limit of {MAX_BODY} bytes" in str(result), result
         assert answered == ["ok"] * 20, answered
-        assert _settled(h.pid) == fds
+        assert settled_fds(h.pid) == fds
         lines = _refusal_lines(h.daemon.log())
         assert 1 <= len(lines) < 20, lines
         assert "SetHints" in lines[0]
@@ -207,7 +194,7 @@ async def test_framing_holds_for_both_byte_orders_interleaved_with_fds(
     bus_dir: str, state_dir: Path, backend: str
 ) -> None:
     with hostile(bus_dir, state_dir, CONFIG, env={"LIVEFW_DBUS_BACKEND": backend}) as h:
-        fds = _settled(h.pid)
+        fds = settled_fds(h.pid)
         script = RAW_CLIENT
         proc = await asyncio.create_subprocess_exec(
             *as_user(NOBODY, [sys.executable, script, h.bus.address, json.dumps(RAW_PLAN)]),
@@ -227,7 +214,7 @@ async def test_framing_holds_for_both_byte_orders_interleaved_with_fds(
         assert set(replies) == set(RAW_EXPECTED), replies
         for serial, expected in RAW_EXPECTED.items():
             assert replies[serial].startswith(expected), (serial, replies[serial])
-        assert _settled(h.pid) == fds
+        assert settled_fds(h.pid) == fds
         # dbus-daemon passes a big-endian message on as it is: livefwd's reader saw one
         lines = _refusal_lines(h.daemon.log())
         assert "byte_order=big" in lines[0], lines
