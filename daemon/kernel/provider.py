@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
@@ -36,6 +35,7 @@ __all__ = [
     "UEvent",
     "UEventSubscription",
     "normalize",
+    "path_parts",
 ]
 
 #: where the kernel reports the current boot's random id (proc(5)).
@@ -335,6 +335,26 @@ class KernelProvider(Protocol):
         """Release the provider's resources (uevent monitor, sim state)."""
 
 
+def path_parts(path: str) -> list[str]:
+    """The components of a provider path (what :func:`normalize` joins).
+
+    A lookup walks these directly: joining and splitting again cost ~10 µs per
+    lookup, and coldplug at 1,000 devices makes ~20,000 lookups (issue 17).
+
+    Raises:
+        InvalidArgument: for absolute paths, ``..`` components and empty paths, so
+            nothing a caller supplies can leave the provider's root.
+    """
+    if not path or path[0] == "/" or "\x00" in path:
+        raise InvalidArgument(f"kernel path must be relative and non-empty: {path!r}")
+    parts = path.split("/")
+    if "" in parts or "." in parts:
+        parts = [part for part in parts if part not in ("", ".")]
+    if ".." in parts or not parts:
+        raise InvalidArgument(f"kernel path must stay below the root: {path!r}")
+    return parts
+
+
 def normalize(path: str) -> str:
     """Return the canonical relative form of a provider path.
 
@@ -342,9 +362,4 @@ def normalize(path: str) -> str:
         InvalidArgument: for absolute paths, ``..`` components and empty paths, so
             nothing a caller supplies can leave the provider's root.
     """
-    if not path or path.startswith("/") or "\x00" in path:
-        raise InvalidArgument(f"kernel path must be relative and non-empty: {path!r}")
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if any(part == ".." for part in parts) or not parts:
-        raise InvalidArgument(f"kernel path must stay below the root: {path!r}")
-    return posixpath.join(*parts)
+    return "/".join(path_parts(path))

@@ -315,7 +315,7 @@ class FwctlPlugin(Plugin):
         self._devices[node] = device
         self._ids[device.id] = node
         self.ctx.add_device(device)
-        self.ctx.log.info(
+        self.ctx.log.debug(
             "fwctl_device_added", node=node, type=type_name, parent=parent.name, pci=where
         )
 

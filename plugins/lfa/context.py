@@ -64,7 +64,7 @@ class LfaContext(DeviceContext):
             return
         self.images[guid] = device
         self.plugin.add_device(device)
-        self.log.info("lfa_image_added", guid=guid, name=name, version=device.version)
+        self.log.debug("lfa_image_added", guid=guid, name=name, version=device.version)
 
     def remove_image(self, guid: str) -> None:
         """Unregister the device of ``guid`` if there is one."""

@@ -138,7 +138,7 @@ class PfruPlugin(Plugin):
                     self.ctx.log.warning("pfru_telemetry_info_failed", error=str(error))
             self._devices[update_type] = device
             self.ctx.add_device(device)
-            self.ctx.log.info(
+            self.ctx.log.debug(
                 "pfru_device_added",
                 update_type=TYPE_SLUG[update_type],
                 version=device.version,

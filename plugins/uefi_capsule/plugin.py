@@ -193,7 +193,7 @@ class UefiCapsulePlugin(Plugin):
             await device.update_properties()
             self._devices[entry.fw_class] = device
             self.ctx.add_device(device)
-            self.ctx.log.info(
+            self.ctx.log.debug(
                 "esrt_device_added", fw_class=entry.fw_class, version=entry.fw_version
             )
 

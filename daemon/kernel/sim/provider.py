@@ -21,6 +21,7 @@ from livefw.kernel.provider import (
     OpenFlags,
     UEventSubscription,
     normalize,
+    path_parts,
 )
 from livefw.kernel.real import make_memfd
 from livefw.kernel.sim.machine import SimMachine
@@ -168,7 +169,7 @@ class SimProvider:
     def lookup(self, path: str) -> Node:
         """Resolve ``path`` to a node or raise ENOENT."""
         node: Node = self.machine.root
-        for part in normalize(path).split("/"):
+        for part in path_parts(path):
             if not isinstance(node, Dir):
                 raise fail(errno.ENOTDIR, "lookup", path)
             child = node.children.get(part)
@@ -179,7 +180,7 @@ class SimProvider:
 
     def _parent(self, path: str) -> tuple[Dir, str, FsPolicy]:
         """The parent directory of ``path``, the leaf name and the governing policy."""
-        parts = normalize(path).split("/")
+        parts = path_parts(path)
         node: Node = self.machine.root
         policy = _DEFAULT_POLICY
         for part in parts[:-1]:
@@ -303,7 +304,7 @@ class SimProvider:
             node: Dir = self.machine.root
             policy = _DEFAULT_POLICY
             walked = []
-            for part in normalize(path).split("/"):
+            for part in path_parts(path):
                 walked.append(part)
                 if node.policy is not None:
                     policy = node.policy
