@@ -24,6 +24,7 @@ from livefw.plugins.liveupdate.records import (
     REGISTRY_TOKEN,
     SESSIONS_MAX,
     SESSIONS_PER_USER,
+    SESSIONS_RESERVED_FOR_ROOT,
     Registry,
 )
 
@@ -34,6 +35,23 @@ __all__ = ["LiveUpdateContext"]
 
 #: the registry memfd is sealed: nobody, not even livefwd, changes it after writing.
 _REGISTRY_SEALS = uapi.F_SEAL_SEAL | uapi.F_SEAL_SHRINK | uapi.F_SEAL_GROW | uapi.F_SEAL_WRITE
+
+
+def _count(config: dict[str, object], key: str, default: int, least: int) -> int:
+    """A session count from ``[plugins.liveupdate]``: ``least`` to SESSIONS_MAX.
+
+    Raises:
+        ConfigError: not an integer, or out of range.
+    """
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"livefw.conf: plugins.liveupdate.{key} must be a number")
+    if not least <= value <= SESSIONS_MAX:
+        raise ConfigError(
+            f"livefw.conf: plugins.liveupdate.{key} must be {least} to {SESSIONS_MAX} "
+            f"(livefwd brokers at most {SESSIONS_MAX} sessions in all), not {value}"
+        )
+    return value
 
 
 class LiveUpdateContext(DeviceContext):
@@ -48,6 +66,8 @@ class LiveUpdateContext(DeviceContext):
         fd_store_available: the service manager keeps session fds across a restart.
         sessions_per_user: ``[plugins.liveupdate] sessions_per_user``, the sessions a
             non-root uid may hold.
+        sessions_for_users: the sessions all non-root uids together may hold:
+            SESSIONS_MAX less ``[plugins.liveupdate] sessions_reserved_for_root``.
 
     Raises:
         ConfigError: (constructor) a bad ``[plugins.liveupdate]`` section.
@@ -56,18 +76,14 @@ class LiveUpdateContext(DeviceContext):
     def __init__(self, plugin: PluginContext) -> None:
         super().__init__(plugin)
         config = dict(plugin.config)
-        unknown = set(config) - {"sessions_per_user"}
+        unknown = set(config) - {"sessions_per_user", "sessions_reserved_for_root"}
         if unknown:
             raise ConfigError(f"livefw.conf: plugins.liveupdate: unknown keys {sorted(unknown)}")
-        per_user = config.get("sessions_per_user", SESSIONS_PER_USER)
-        if not isinstance(per_user, int) or isinstance(per_user, bool):
-            raise ConfigError("livefw.conf: plugins.liveupdate.sessions_per_user must be a number")
-        if not 1 <= per_user <= SESSIONS_MAX:
-            raise ConfigError(
-                f"livefw.conf: plugins.liveupdate.sessions_per_user must be 1 to {SESSIONS_MAX} "
-                f"(livefwd brokers at most {SESSIONS_MAX} sessions in all), not {per_user}"
-            )
+        per_user = _count(config, "sessions_per_user", SESSIONS_PER_USER, 1)
+        reserved = _count(config, "sessions_reserved_for_root", SESSIONS_RESERVED_FOR_ROOT, 0)
         self.sessions_per_user: int = per_user
+        self.sessions_reserved_for_root: int = reserved
+        self.sessions_for_users: int = SESSIONS_MAX - reserved
         self.dev: Handle | None = None
         self.sessions: dict[str, LiveUpdateSession] = {}
         self.registry_handles: dict[str, Handle] = {}
@@ -89,6 +105,10 @@ class LiveUpdateContext(DeviceContext):
     def held_by(self, owner: int) -> int:
         """How many sessions livefwd holds for ``owner`` (outgoing, incoming, retrieved)."""
         return sum(1 for session in self.sessions.values() if session.record.owner == owner)
+
+    def held_by_users(self) -> int:
+        """How many sessions livefwd holds for uids other than root, together."""
+        return sum(1 for session in self.sessions.values() if session.record.owner != 0)
 
     def ordered(self) -> list[LiveUpdateSession]:
         """The sessions by owner, then name."""

@@ -139,13 +139,18 @@ class LiveUpdateDevice(Device):
         A non-root caller may hold at most ``[plugins.liveupdate] sessions_per_user``
         sessions (SESSIONS_PER_USER by default), in any state: every session holds
         one of livefwd's SESSIONS_MAX slots and a descriptor until it is finished or
-        dropped. Root is exempt (root's VMMs may need more, and root can reconfigure
-        or stop livefwd anyway); the SESSIONS_MAX limit holds for everyone.
+        dropped. Non-root callers together may hold at most SESSIONS_MAX less
+        ``[plugins.liveupdate] sessions_reserved_for_root`` (SESSIONS_RESERVED_FOR_ROOT
+        by default), so that several users cannot take the last slots from root (the
+        VMM manager). Root is exempt from both (root's VMMs may need more, and root
+        can reconfigure or stop livefwd anyway); the SESSIONS_MAX limit holds for
+        everyone.
 
         Raises:
             InvalidArgument: bad name or option, or a session of that name exists.
-            NoSpace: the caller holds its quota of sessions, livefwd holds
-                SESSIONS_MAX sessions, or the kernel has no room.
+            NoSpace: the caller holds its quota of sessions, non-root users hold
+                theirs together, livefwd holds SESSIONS_MAX sessions, or the kernel
+                has no room.
         """
         opts = parse_options(options, ("label",))
         kernel_name = kernel_session_name(caller, name)
@@ -160,13 +165,8 @@ class LiveUpdateDevice(Device):
                     else "pick another name or drop it"
                 )
                 raise InvalidArgument(f"you already have a session {name!r}: {hint}")
-            held = ctx.held_by(caller)
-            if caller != 0 and held >= ctx.sessions_per_user:
-                raise NoSpace(
-                    f"you hold {held} live-update sessions and one user may hold at most "
-                    f"{ctx.sessions_per_user} ([plugins.liveupdate] sessions_per_user in "
-                    "livefw.conf); finish or drop sessions you no longer need"
-                )
+            if caller != 0:
+                self._check_quotas(caller)
             if len(ctx.sessions) >= SESSIONS_MAX:
                 raise NoSpace(
                     f"livefwd already brokers {SESSIONS_MAX} live-update sessions, the most "
@@ -191,6 +191,31 @@ class LiveUpdateDevice(Device):
             ctx.log.info("liveupdate_session_created", session=kernel_name, owner=caller)
             self.publish()
             return info_of(record)
+
+    def _check_quotas(self, caller: int) -> None:
+        """Refuse a new session for a non-root ``caller`` over either quota.
+
+        Raises:
+            NoSpace: the caller holds ``sessions_per_user`` sessions, or non-root
+                users hold ``sessions_for_users`` together.
+        """
+        ctx = self.ctx
+        held = ctx.held_by(caller)
+        if held >= ctx.sessions_per_user:
+            raise NoSpace(
+                f"you hold {held} live-update sessions and one user may hold at most "
+                f"{ctx.sessions_per_user} ([plugins.liveupdate] sessions_per_user in "
+                "livefw.conf); finish or drop sessions you no longer need"
+            )
+        together = ctx.held_by_users()
+        if together >= ctx.sessions_for_users:
+            raise NoSpace(
+                f"users other than root hold {together} live-update sessions together "
+                f"and may hold at most {ctx.sessions_for_users}: livefwd keeps "
+                f"{ctx.sessions_reserved_for_root} of its {SESSIONS_MAX} for root "
+                "([plugins.liveupdate] sessions_reserved_for_root in livefw.conf); "
+                "finish or drop sessions you no longer need, or ask the administrator"
+            )
 
     async def retrieve_session(
         self, caller: int, name: str, options: dict[str, Any] | None = None

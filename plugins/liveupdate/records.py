@@ -30,6 +30,7 @@ __all__ = [
     "REGISTRY_TOKEN",
     "SESSIONS_MAX",
     "SESSIONS_PER_USER",
+    "SESSIONS_RESERVED_FOR_ROOT",
     "Registry",
     "SessionInfo",
     "SessionRecord",
@@ -66,6 +67,11 @@ FILES_MAX = 128
 #: default of ``[plugins.liveupdate] sessions_per_user``: the sessions one non-root uid
 #: may hold in livefwd (any state), so that no single user takes all SESSIONS_MAX.
 SESSIONS_PER_USER = 256
+#: default of ``[plugins.liveupdate] sessions_reserved_for_root``: of SESSIONS_MAX, the
+#: sessions users other than root may never take, together. The per-user limit bounds
+#: one uid, not several (three at 256 fill 744); a third is kept for root (libvirt's
+#: system QEMU, the VMM manager), so non-root users together hold at most 496.
+SESSIONS_RESERVED_FOR_ROOT = 248
 
 State = Literal["outgoing", "incoming", "retrieved"]
 

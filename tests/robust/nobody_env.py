@@ -132,9 +132,9 @@ class Hostile:
         os.chmod(path, 0o644)
         return path
 
-    async def attack(self, source: str, timeout: float = 60.0) -> str:
-        """Run ``source`` (the body of ``async def main()``) as nobody; its stdout."""
-        proc = await self.start_attack(source)
+    async def attack(self, source: str, timeout: float = 60.0, uid: int = NOBODY) -> str:
+        """Run ``source`` (the body of ``async def main()``) as ``uid``; its stdout."""
+        proc = await self.start_attack(source, uid)
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
@@ -144,14 +144,14 @@ class Hostile:
         assert proc.returncode == 0, stderr.decode(errors="replace")
         return stdout.decode()
 
-    async def start_attack(self, source: str) -> asyncio.subprocess.Process:
-        """Start ``source`` as nobody in the background (stopped by the fixture)."""
+    async def start_attack(self, source: str, uid: int = NOBODY) -> asyncio.subprocess.Process:
+        """Start ``source`` as ``uid`` in the background (stopped by the fixture)."""
         body = "\n".join("    " + line for line in source.strip("\n").splitlines())
         program = PRELUDE + "\nasync def main():\n" + body + "\n\nasyncio.run(main())\n"
         env = self.bus.env()
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         proc = await asyncio.create_subprocess_exec(
-            *as_user(NOBODY, [sys.executable, "-c", program]),
+            *as_user(uid, [sys.executable, "-c", program]),
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -621,12 +621,55 @@ async def test_sessions_from_before_the_kexec_count_until_finished(start: Starte
 
 
 async def test_sessions_per_user_default_is_256(start: Starter) -> None:
-    from livefw.plugins.liveupdate.records import SESSIONS_PER_USER
+    from livefw.plugins.liveupdate.records import SESSIONS_PER_USER, SESSIONS_RESERVED_FOR_ROOT
 
     engine = await start()
     plugin = engine.plugins["liveupdate"].plugin
     assert isinstance(plugin, LiveUpdatePlugin)
     assert plugin.shared.sessions_per_user == SESSIONS_PER_USER == 256
+    assert plugin.shared.sessions_reserved_for_root == SESSIONS_RESERVED_FOR_ROOT == 248
+    assert plugin.shared.sessions_for_users == 744 - 248
+
+
+async def test_users_together_cannot_take_the_sessions_kept_for_root(start: Starter) -> None:
+    """Several uids, each within sessions_per_user, together stop at SESSIONS_MAX less
+    sessions_reserved_for_root; the refusal names the count, the limit and the key;
+    root still creates sessions; a dropped session of any user makes room."""
+    from livefw.errors import NoSpace
+    from livefw.plugins.liveupdate.records import SESSIONS_MAX
+
+    table = {"sessions_per_user": 2, "sessions_reserved_for_root": SESSIONS_MAX - 3}
+    device = broker(await start(config=Config.model_validate({"plugins": {"liveupdate": table}})))
+    first = await device.create_session(ALICE, "a")
+    await device.create_session(ALICE, "b")
+    await device.create_session(BOB, "a")
+    expected = (
+        r"users other than root hold 3 live-update sessions together and may hold at "
+        rf"most 3: livefwd keeps {SESSIONS_MAX - 3} of its {SESSIONS_MAX} for root "
+        r"\(\[plugins.liveupdate\] sessions_reserved_for_root in livefw.conf\)"
+    )
+    with pytest.raises(NoSpace, match=expected):
+        await device.create_session(BOB, "b")  # within BOB's own quota
+    with pytest.raises(NoSpace, match=expected):
+        await device.create_session(BOB + 1, "a")  # a third user holds none yet
+    assert [s.name for s in device.list_sessions(BOB)] == ["a"]  # nothing changed
+    for name in ("r1", "r2", "r3"):
+        await device.create_session(0, name)  # root's sessions do not count
+    await device.session(ALICE, first.kernel_name).drop()
+    await device.create_session(BOB, "b")  # another user's drop made room
+
+
+async def test_no_reservation_lets_users_fill_every_session(start: Starter) -> None:
+    """sessions_reserved_for_root = 0 is the administrator's choice: only the per-user
+    limit and SESSIONS_MAX remain."""
+    from livefw.errors import NoSpace
+
+    table = {"sessions_per_user": 1, "sessions_reserved_for_root": 0}
+    device = broker(await start(config=Config.model_validate({"plugins": {"liveupdate": table}})))
+    await device.create_session(ALICE, "a")
+    await device.create_session(BOB, "a")
+    with pytest.raises(NoSpace, match="you hold 1 "):
+        await device.create_session(BOB, "b")
 
 
 @pytest.mark.parametrize(
@@ -637,6 +680,9 @@ async def test_sessions_per_user_default_is_256(start: Starter) -> None:
         ({"sessions_per_user": "10"}, "must be a number"),
         ({"sessions_per_user": True}, "must be a number"),
         ({"session_per_user": 10}, "unknown keys"),
+        ({"sessions_reserved_for_root": -1}, "sessions_reserved_for_root must be 0 to 744"),
+        ({"sessions_reserved_for_root": 745}, "sessions_reserved_for_root must be 0 to 744"),
+        ({"sessions_reserved_for_root": 1.5}, "sessions_reserved_for_root must be a number"),
     ],
 )
 async def test_bad_sessions_per_user_fails_the_plugin_with_the_reason(
