@@ -16,8 +16,8 @@ as they are: plugins address the kernel with them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,6 +25,8 @@ from livefw.device_properties import (
     BY_ATTRIBUTE,
     PROPERTIES,
     REQUIRED,
+    DeviceChanges,
+    DeviceInit,
     DeviceProperties,
 )
 from livefw.errors import NotSupported
@@ -74,7 +76,9 @@ class Device(DeviceProperties):
     Its properties (``name``, ``version``, ``flags``, ``update_state`` ...) are the
     rows of :class:`~livefw.device_properties.DeviceProperties`; the constructor takes
     those marked ``init`` as keywords (``name`` is required), the others start at
-    their default.
+    their default. The keywords are typed (:class:`~livefw.device_properties.DeviceInit`,
+    :class:`~livefw.device_properties.DeviceChanges`), so mypy refuses a misspelt
+    property or a value of the wrong type where a plugin builds or updates a device.
 
     Attributes:
         interfaces: extra D-Bus interfaces the bus layer exports on this device's
@@ -83,9 +87,10 @@ class Device(DeviceProperties):
 
     interfaces: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, plugin: str, physical_id: str, **properties: Any) -> None:
+    def __init__(self, plugin: str, physical_id: str, **properties: Unpack[DeviceInit]) -> None:
         """Raises TypeError on a property the constructor does not take or a missing one."""
-        unknown = set(properties) - _INIT
+        given: Mapping[str, Any] = properties
+        unknown = set(given) - _INIT
         if unknown:
             raise TypeError(f"unknown device properties: {sorted(unknown)}")
         values = self.__dict__
@@ -95,7 +100,7 @@ class Device(DeviceProperties):
         for prop in PROPERTIES:
             if not prop.settable:
                 continue
-            raw = properties.get(prop.attribute, prop.default)
+            raw = given.get(prop.attribute, prop.default)
             if raw is REQUIRED:
                 raise TypeError(f"a device needs its {prop.attribute}")
             values[prop.attribute] = prop.convert(raw)
@@ -112,7 +117,7 @@ class Device(DeviceProperties):
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def update(self, **changes: Any) -> frozenset[str]:
+    def update(self, **changes: Unpack[DeviceChanges]) -> frozenset[str]:
         """Change properties and notify listeners of those that really changed.
 
         ``flags`` and ``guids`` take any iterable; ``update_state`` is checked
@@ -125,12 +130,13 @@ class Device(DeviceProperties):
         Raises:
             TypeError: an unknown property name.
         """
-        unknown = set(changes) - _SETTABLE
+        given: Mapping[str, Any] = changes
+        unknown = set(given) - _SETTABLE
         if unknown:
             raise TypeError(f"unknown device properties: {sorted(unknown)}")
         changed = set()
         values = self.__dict__
-        for key, raw in changes.items():
+        for key, raw in given.items():
             value = BY_ATTRIBUTE[key].value(values[key], raw)
             if values[key] != value:
                 values[key] = value

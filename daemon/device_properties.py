@@ -5,9 +5,14 @@ As systemd's timedated declares its D-Bus properties in one vtable, each propert
 :class:`DeviceProperties`, the base of ``Device``), and everything else is derived
 from the rows:
 
-- the model: the attribute and its Python type, how a value is converted and
-  sanitised on the way in (:func:`livefw.sanitize.clean` with the row's ``limit``),
-  whether the constructor and :meth:`Device.update` accept it, the state check;
+- the model: the attribute and its Python type, the type a plugin passes
+  (``accepts``), how a value is converted and sanitised on the way in
+  (:func:`livefw.sanitize.clean` with the row's ``limit``), whether the constructor
+  and :meth:`Device.update` accept it, the state check;
+- the keyword types mypy checks at every ``Device(...)`` and ``update(...)`` call:
+  :class:`DeviceInit` and :class:`DeviceChanges` mirror the rows (a type checker
+  cannot read a table built at run time), and tests/unit/test_device_properties.py
+  fails when a name, a type or the required ones disagree with the table;
 - ``DeviceInfo``, the frozen snapshot (one field per row, in its wire form);
 - ``org.livefw.Daemon1.Device``: the D-Bus name, signature and wire form of each
   getter, the ``PropertiesChanged`` values and the ``a{sv}`` of ``GetDevices``
@@ -21,7 +26,8 @@ This module imports nothing heavy, so the CLI reads the table without the daemon
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Set as AbstractSet
+from typing import Any, Generic, TypedDict, TypeVar, overload
 
 from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
 from livefw.state import Status, UpdateState, transition
@@ -32,8 +38,11 @@ __all__ = [
     "METADATA_MAX",
     "PROPERTIES",
     "REQUIRED",
+    "DeviceChanges",
+    "DeviceInit",
     "DeviceProperties",
     "DeviceProperty",
+    "Strings",
     "cli_fields",
 ]
 
@@ -46,6 +55,11 @@ REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 METADATA_MAX = 64
 #: a metadata key's length cap.
 METADATA_KEY_MAX = 64
+
+
+#: what ``guids`` and ``flags`` take: a collection of strings, but not a bare ``str``
+#: (one too, which would become one entry per character).
+Strings = tuple[str, ...] | list[str] | AbstractSet[str]
 
 
 def _same(value: Any) -> Any:
@@ -85,6 +99,9 @@ class DeviceProperty(Generic[T]):
         signature: its D-Bus signature (``s``, ``as``, ``u``, ``a{ss}``).
         convert: makes the Python value (of type ``T``) from what a plugin passes:
             the type and, for text, the sanitiser.
+        accepts: the type of what a plugin passes (the constructor's and
+            :meth:`Device.update`'s keyword): the row's type in :class:`DeviceInit`
+            and :class:`DeviceChanges`.
         limit: the sanitiser's length cap for text, else None.
         to_wire: the Python value -> the value sent on the bus.
         default: the value when the constructor is not given one (:data:`REQUIRED`:
@@ -106,6 +123,7 @@ class DeviceProperty(Generic[T]):
         signature: str,
         convert: Callable[[Any], T],
         *,
+        accepts: Any,
         limit: int | None = None,
         to_wire: Callable[[T], Any] = _same,
         default: Any = REQUIRED,
@@ -118,6 +136,7 @@ class DeviceProperty(Generic[T]):
         self.wire = wire
         self.signature = signature
         self.convert = convert
+        self.accepts = accepts
         self.limit = limit
         self.to_wire = to_wire
         self.default = default
@@ -172,6 +191,7 @@ def _text(
         wire,
         "s",
         lambda value: clean(value, limit),
+        accepts=str,
         limit=limit,
         default=default,
         init=init,
@@ -182,7 +202,9 @@ def _text(
 
 def _fixed(wire: str, *, label: str = "", rank: int = 0) -> DeviceProperty[str]:
     """Set once by the constructor from its arguments, never changed."""
-    return DeviceProperty(wire, "s", str, init=False, settable=False, label=label, rank=rank)
+    return DeviceProperty(
+        wire, "s", str, accepts=str, init=False, settable=False, label=label, rank=rank
+    )
 
 
 class DeviceProperties:
@@ -197,17 +219,27 @@ class DeviceProperties:
     # a kernel key (a sysfs directory, a GUID): plugins address the kernel with it,
     # so it is kept as it is
     physical_id = _fixed("PhysicalId")
-    guids = DeviceProperty("Guids", "as", _strings, to_wire=list, default=(), label="GUIDs", rank=9)
+    guids = DeviceProperty(
+        "Guids", "as", _strings, accepts=Strings, to_wire=list, default=(), label="GUIDs", rank=9
+    )
     version = _text("Version", NAME_MAX, label="Version", rank=6)
     version_lowest = _text("VersionLowest", NAME_MAX, label="Lowest version", rank=8)
     version_pending = _text("VersionPending", NAME_MAX, label="Pending version", rank=7)
     flags = DeviceProperty(
-        "Flags", "as", _string_set, to_wire=sorted, default=(), label="Flags", rank=10
+        "Flags",
+        "as",
+        _string_set,
+        accepts=Strings,
+        to_wire=sorted,
+        default=(),
+        label="Flags",
+        rank=10,
     )
     update_state = DeviceProperty(
         "UpdateState",
         "s",
         UpdateState,
+        accepts=UpdateState,
         to_wire=str,
         default=UpdateState.NONE,
         init=False,
@@ -216,9 +248,18 @@ class DeviceProperties:
         rank=11,
     )
     update_error = _text("UpdateError", TEXT_MAX, init=False, label="Update error", rank=12)
-    status = DeviceProperty("Status", "s", Status, to_wire=str, default=Status.IDLE, init=False)
-    percentage = DeviceProperty("Percentage", "u", _percent, default=0, init=False)
-    metadata = DeviceProperty("Metadata", "a{ss}", _clean_metadata, to_wire=dict, default={})
+    status = DeviceProperty(
+        "Status", "s", Status, accepts=Status, to_wire=str, default=Status.IDLE, init=False
+    )
+    percentage = DeviceProperty("Percentage", "u", _percent, accepts=int, default=0, init=False)
+    metadata = DeviceProperty(
+        "Metadata",
+        "a{ss}",
+        _clean_metadata,
+        accepts=Mapping[str, str],
+        to_wire=dict,
+        default={},
+    )
 
 
 #: every row, in declaration (wire) order.
@@ -229,6 +270,49 @@ PROPERTIES: tuple[DeviceProperty[Any], ...] = tuple(
 BY_ATTRIBUTE: dict[str, DeviceProperty[Any]] = {prop.attribute: prop for prop in PROPERTIES}
 #: D-Bus property name -> row.
 BY_WIRE: dict[str, DeviceProperty[Any]] = {prop.wire: prop for prop in PROPERTIES}
+
+
+class _Described(TypedDict, total=False):
+    """The rows both the constructor and :meth:`Device.update` take (bar ``name``)."""
+
+    vendor: str
+    summary: str
+    protocol: str
+    guids: Strings
+    version: str
+    version_lowest: str
+    version_pending: str
+    flags: Strings
+    metadata: Mapping[str, str]
+
+
+class _Named(TypedDict):
+    """The rows the constructor must be given (default :data:`REQUIRED`).
+
+    A total TypedDict rather than ``Required[...]``: Python 3.11 does not see
+    ``Required`` in a postponed (string) annotation and would call it optional.
+    """
+
+    name: str
+
+
+class DeviceInit(_Named, _Described):
+    """``Device(plugin, physical_id, **properties)``: the rows marked ``init``.
+
+    ``name`` is required, the others are optional. The table is the declaration; this
+    mirrors it for type checkers, and tests/unit/test_device_properties.py checks that
+    both agree.
+    """
+
+
+class DeviceChanges(_Described, total=False):
+    """``Device.update(**changes)``: the rows marked ``settable``, all optional."""
+
+    name: str
+    update_state: UpdateState
+    update_error: str
+    status: Status
+    percentage: int
 
 
 def cli_fields() -> tuple[tuple[str, str], ...]:

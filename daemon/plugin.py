@@ -22,6 +22,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from livefw.device import Device, DeviceInfo, device_id
+from livefw.device_properties import DeviceChanges
 from livefw.errors import Internal, NoSpace, NotSupported
 from livefw.history import HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
@@ -33,6 +34,7 @@ __all__ = [
     "FLAGS",
     "ONLY_UPGRADE",
     "Device",
+    "DeviceChanges",
     "DeviceContext",
     "DeviceInfo",
     "HistoryEntry",

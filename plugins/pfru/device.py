@@ -33,6 +33,7 @@ from livefw.kernel.uapi import capsule
 from livefw.kernel.uapi import pfru as uapi
 from livefw.plugin import (
     Device,
+    DeviceChanges,
     InstallOptions,
     InstallResult,
     Operation,
@@ -126,7 +127,7 @@ class PfruDevice(Device):
             metadata["drv-svn"] = str(cap.drv_svn)
             metadata["version-gate"] = self.ctx.driver_gate
         version = str(self.running_version(cap))
-        changes: dict[str, Any] = {
+        changes: DeviceChanges = {
             "guids": (cap.image_type(self.update_type), cap.platform_id),
             "version": version,
             "metadata": metadata,

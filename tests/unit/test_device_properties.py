@@ -1,16 +1,26 @@
 """One property table drives the model, DeviceInfo, the D-Bus getters and the CLI."""
 
+import re
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
+from mypy import api as mypy_api
 
 from livefw.bus.backend import Variant
 from livefw.bus.device import DeviceInterface, device_dict
 from livefw.cli.main import DEVICE_FIELDS
 from livefw.device import Device, DeviceInfo
-from livefw.device_properties import BY_WIRE, PROPERTIES, cli_fields
+from livefw.device_properties import (
+    BY_WIRE,
+    PROPERTIES,
+    REQUIRED,
+    DeviceChanges,
+    DeviceInit,
+    cli_fields,
+)
 from livefw.errors import Internal
 from livefw.sanitize import NAME_MAX, TEXT_MAX
 from livefw.state import Status, UpdateState
@@ -168,3 +178,55 @@ def test_percentage_stays_in_range_of_its_signature() -> None:
     device.update(percentage=250.0)
     assert device.percentage == 100
     Variant("u", device_dict(device)["Percentage"].value)
+
+
+def test_the_typed_keywords_mirror_the_table() -> None:
+    """DeviceInit/DeviceChanges are what mypy reads: the same names, types, required ones."""
+    init = {prop.attribute: prop.accepts for prop in PROPERTIES if prop.init}
+    settable = {prop.attribute: prop.accepts for prop in PROPERTIES if prop.settable}
+    assert get_type_hints(DeviceInit) == init
+    assert get_type_hints(DeviceChanges) == settable
+    required = {prop.attribute for prop in PROPERTIES if prop.init and prop.default is REQUIRED}
+    assert DeviceInit.__required_keys__ == required == {"name"}
+    assert DeviceChanges.__required_keys__ == frozenset()
+
+
+#: calls mypy must accept, and calls it must refuse (marked ``# refused: <words>``).
+TYPED_CALLS = """
+    from livefw.device import Device
+    from livefw.state import Status, UpdateState
+
+    device = Device("p", "x", name="n", flags=("a",), guids=["g"], metadata={"k": "v"})
+    device.update(update_state=UpdateState.PENDING, percentage=3, flags=device.flags | {"b"})
+    device.update(status=Status.LOADING, version="2", name="m")
+    Device("p", "x", name="n", colour="red")  # refused: Unexpected keyword argument "colour"
+    Device("p", "x", name="n", flags="updatable")  # refused: "flags" to "Device"
+    Device("p", "x", vendor="v")  # refused: Missing named argument "name"
+    Device("p", "x", name=3)  # refused: "name" to "Device"
+    Device("p", "x", name="n", update_state=UpdateState.NONE)  # refused: "update_state"
+    device.update(percentage="3")  # refused: "percentage" to "update"
+    device.update(update_state="pending")  # refused: "update_state" to "update"
+    device.update(plugin="other")  # refused: Unexpected keyword argument "plugin"
+    device.update(metadata={"k": 1})  # refused: Dict entry 0 has incompatible type
+"""
+
+
+def test_mypy_refuses_a_wrong_property_keyword_or_type(tmp_path: Path) -> None:
+    source = tmp_path / "calls.py"
+    source.write_text(textwrap.dedent(TYPED_CALLS))
+    stdout, stderr, _status = mypy_api.run(
+        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(source)]
+    )
+    errors: dict[int, str] = {}
+    for line in stdout.splitlines():
+        found = re.match(r".*calls\.py:(\d+): error: (.*)", line)
+        if found:
+            errors[int(found.group(1))] = errors.get(int(found.group(1)), "") + found.group(2)
+    expected = {
+        number: line.split("# refused: ")[1]
+        for number, line in enumerate(source.read_text().splitlines(), start=1)
+        if "# refused: " in line
+    }
+    assert sorted(errors) == sorted(expected), stdout + stderr
+    for number, words in expected.items():
+        assert words in errors[number], (number, errors[number])
