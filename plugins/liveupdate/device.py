@@ -258,15 +258,17 @@ class LiveUpdateDevice(Device):
         errnos of reboot(LINUX_REBOOT_CMD_KEXEC): EBUSY when another kexec holds the
         kexec lock; the handler's errno when freezing a preserved file fails
         (kernel/liveupdate/luo_file.c ``luo_file_freeze``, e.g. EINVAL from a VFIO
-        device with interrupts still enabled); EAGAIN when KHO finalisation fails
-        (luo_core.c ``liveupdate_reboot``). After any of them nothing was lost.
+        device with interrupts still enabled); on 6.19 and 7.0 EAGAIN when KHO
+        finalisation fails (luo_core.c ``liveupdate_reboot``; removed in 7.1 by
+        6b0dd42d7681). After any of them nothing was lost.
 
         Returns only on failure (in the simulation the daemon ends right after).
 
         Raises:
             NotSupported: this kernel cannot kexec, or reboot(2) was not permitted.
             NothingToDo: no kernel is loaded (``kexec -l -s``).
-            Busy: another kexec is under way, or KHO finalisation failed; try again.
+            Busy: another kexec is under way, or EAGAIN (KHO finalisation up to 7.0);
+                try again.
             InvalidArgument: a preserved file refused to freeze.
         """
         ctx = self.ctx

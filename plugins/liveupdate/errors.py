@@ -59,7 +59,9 @@ def map_kexec_error(error: KernelError, vfio: list[str]) -> LivefwError:
 
     kernel/kexec_core.c ``kernel_kexec``: EBUSY for the kexec lock; then
     kernel/liveupdate/luo_core.c ``liveupdate_reboot``: a handler's freeze errno
-    (luo_file.c ``luo_file_freeze``) or EAGAIN when KHO finalisation fails.
+    (luo_file.c ``luo_file_freeze``), or on 6.19 and 7.0 EAGAIN when KHO finalisation
+    fails (``kho_finalize()`` is gone from 7.1: "kho: remove finalize state and
+    clients", 6b0dd42d7681), so from 7.1 an EAGAIN can only be a handler's.
     """
     unchanged = "the kexec did not happen and every session is as it was"
     if error.errno == errno.EPERM:
@@ -67,7 +69,11 @@ def map_kexec_error(error: KernelError, vfio: list[str]) -> LivefwError:
     if error.errno == errno.EBUSY:
         return Busy(f"another kexec is in progress (the kernel's kexec lock is taken); {unchanged}")
     if error.errno == errno.EAGAIN:
-        return Busy(f"the kernel could not finalise Kexec HandOver (EAGAIN); {unchanged}; retry")
+        return Busy(
+            "the kernel answered EAGAIN: on 6.19 and 7.0 its Kexec HandOver finalisation "
+            "failed (usually short of memory); from 7.1 a preserved file's freeze refused "
+            f"for now (see the kernel log); {unchanged}; retry"
+        )
     if error.errno == errno.EINVAL:
         hint = (
             f"VFIO devices ({', '.join(vfio)}) must have every interrupt disabled "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from livefw.errors import KernelError
+from livefw.errors import InvalidArgument, KernelError
 from livefw.kernel import Handle, OpenFlags
 from livefw.kernel.fdstore import FdStore
 from livefw.kernel.sim.liveupdate import LiveUpdateComponent
@@ -465,17 +465,18 @@ async def test_kexec_loaded_is_rendered(machine: SimMachine, provider: SimProvid
 
 
 @pytest.mark.parametrize(
-    ("how", "err"),
+    ("how", "err", "kernel"),
     [
-        ("unloaded", errno.EINVAL),  # kernel_kexec: no kexec_image
-        ("kexec-busy", errno.EBUSY),  # kernel_kexec: kexec_trylock failed
-        ("freeze-failure", errno.EINVAL),  # luo_file_freeze: the handler's errno
-        ("kho-finalize", errno.EAGAIN),  # liveupdate_reboot: kho_finalize failed
+        ("unloaded", errno.EINVAL, "7.2"),  # kernel_kexec: no kexec_image
+        ("kexec-busy", errno.EBUSY, "7.2"),  # kernel_kexec: kexec_trylock failed
+        ("freeze-failure", errno.EINVAL, "7.2"),  # luo_file_freeze: the handler's errno
+        ("kho-finalize", errno.EAGAIN, "6.19"),  # liveupdate_reboot: kho_finalize failed
+        ("kho-finalize", errno.EAGAIN, "7.0"),
     ],
 )
-async def test_kexec_errnos_change_nothing(
-    machine: SimMachine, provider: SimProvider, how: str, err: int
-) -> None:
+async def test_kexec_errnos_change_nothing(tmp_path: Path, how: str, err: int, kernel: str) -> None:
+    machine = SimMachine.create(str(tmp_path / "m"), kernel=kernel)
+    provider = SimProvider(machine, FdStore({}))
     device = await provider.open(DEV, OpenFlags.RDWR)
     session = await create(provider, device, "s")
     await preserve(session, memfd(b"1"), 1)
@@ -489,6 +490,32 @@ async def test_kexec_errnos_change_nothing(
     assert machine.state.boot_id == boot
     assert luo(machine).state.model_dump()["sessions"] == before
     await preserve(session, memfd(b"2"), 2)  # still a live outgoing session
+
+
+@pytest.mark.parametrize("kernel", ["7.1", "7.2"])
+async def test_no_kho_finalisation_from_7_1(tmp_path: Path, kernel: str) -> None:
+    """6b0dd42d7681 removed kho_finalize(): the fault cannot be armed, the kexec works."""
+    machine = SimMachine.create(str(tmp_path / "m"), kernel=kernel)
+    with pytest.raises(InvalidArgument, match="no KHO finalisation step"):
+        machine.add_fault(FaultSpec(component="liveupdate", kind="kho-finalize"))
+    assert machine.state.faults == []
+    provider = SimProvider(machine, FdStore({}))
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "s")
+    await preserve(session, memfd(b"1"), 1)
+    boot = machine.state.boot_id
+    await provider.kexec()
+    assert machine.state.boot_id != boot
+    assert [s.name for s in luo(machine).state.sessions] == ["s"]
+
+
+def test_fault_list_follows_the_kernel(tmp_path: Path) -> None:
+    from livefw.kernel.sim.control import execute
+
+    old = SimMachine.create(str(tmp_path / "old"), kernel="7.0")
+    new = SimMachine.create(str(tmp_path / "new"), kernel="7.1")
+    assert "kho-finalize" in execute(old, "faults", {})["available"]["liveupdate"]
+    assert "kho-finalize" not in execute(new, "faults", {})["available"]["liveupdate"]
 
 
 # ------------------------------------------- preserved memfds are frozen (14.5)

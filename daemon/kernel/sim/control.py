@@ -78,7 +78,10 @@ def execute(machine: SimMachine, command: str, args: dict[str, Any]) -> Any:
     if command == "faults":
         return {
             "armed": [fault.model_dump() for fault in machine.state.faults],
-            "available": {name: comp.FAULTS for name, comp in machine.components.items()},
+            "available": {
+                name: {k: v for k, v in comp.FAULTS.items() if comp.fault_problem(k) is None}
+                for name, comp in machine.components.items()
+            },
         }
     if command == "clear-faults":
         machine.clear_faults()

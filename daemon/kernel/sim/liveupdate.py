@@ -55,8 +55,10 @@ descriptors of the daemon process:
 * ``kexec`` answers like ``kernel_kexec()``: EINVAL when no image is loaded
   (``kexec_loaded``), EBUSY when another kexec holds the lock (fault ``kexec-busy``),
   the file handler's errno when a freeze fails (``fail_freeze``, fault
-  ``freeze-failure``, a VFIO device with interrupts still enabled: EINVAL), EAGAIN
-  when KHO finalisation fails (fault ``kho-finalize``); on failure nothing changes.
+  ``freeze-failure``, a VFIO device with interrupts still enabled: EINVAL), and on
+  6.19 and 7.0 EAGAIN when KHO finalisation fails (fault ``kho-finalize``; from 7.1,
+  "kho: remove finalize state and clients" 6b0dd42d7681, ``liveupdate_reboot`` no
+  longer finalises KHO and the fault cannot be armed); on failure nothing changes.
   Otherwise it serialises every outgoing session still held (memfd contents up to the
   recorded size, position, and from 7.1 the seals) into the incoming table of the
   next boot and drops the rest. After the kexec, RETRIEVE_FD recreates each file.
@@ -285,7 +287,8 @@ class LiveUpdateComponent(SimComponent):
         "freeze-failure": "the next kexec fails while freezing preserved files: EINVAL "
         "(nothing changes)",
         "kexec-busy": "the next kexec finds the kexec lock taken: EBUSY",
-        "kho-finalize": "the next kexec fails in KHO finalisation: EAGAIN (nothing changes)",
+        "kho-finalize": "the next kexec fails in KHO finalisation: EAGAIN (nothing changes; "
+        "6.19 and 7.0 only)",
     }
 
     def __init__(self, machine: SimMachine, state: BaseModel) -> None:
@@ -296,6 +299,21 @@ class LiveUpdateComponent(SimComponent):
         self._handles: dict[Key, set[_SessionHandle]] = {}
         #: the sim's own references to preserved / retrieved files, by inode.
         self._files: dict[Key, int] = {}
+
+    def fault_problem(self, kind: str) -> str | None:
+        """``kho-finalize`` exists up to 7.0 only.
+
+        kernel/liveupdate/luo_core.c ``liveupdate_reboot`` turned a failing
+        ``kho_finalize()`` into EAGAIN on 6.19 and 7.0; "kho: remove finalize state and
+        clients" (6b0dd42d7681, mainline with mm-stable-2026-04-13, 7.1) removed
+        ``kho_finalize()`` and its call there, so from 7.1 no KHO step can fail a kexec.
+        """
+        if kind == "kho-finalize" and self.machine.kernel_at_least("7.1"):
+            return (
+                f"kernel {self.machine.state.kernel} has no KHO finalisation step (removed "
+                "in 7.1 by 6b0dd42d7681); use a 6.19 or 7.0 machine"
+            )
+        return None
 
     @classmethod
     def default_state(cls, profile: str, scale: int) -> LiveUpdateState:
@@ -598,13 +616,14 @@ class LiveUpdateComponent(SimComponent):
 
         Order as in the kernel: EEXIST for a token used in this session, ENOSPC past
         LUO_FILE_MAX files in this session (up to 7.1; knob ``max_files``), EBADF,
-        ENOENT without a handler. From 7.1 (UNVERIFIED first release: docs/kernel.md
-        says why; ``luo_preserved_files`` xarray) a file already preserved in any
-        session is EBUSY; 6.19 accepts it again. From 7.1 ("mm: memfd_luo: preserve
-        file seals", 8a552d68a86e, mainline with mm-stable-2026-04-13) seals outside
-        MEMFD_LUO_ALL_SEALS are EOPNOTSUPP. A memfd is then frozen
-        (``memfd_luo_preserve``: ``shmem_freeze``), its holes filled
-        (``memfd_pin_folios``) and its size recorded.
+        ENOENT without a handler. From 7.1 ("liveupdate: prevent double management of
+        files", 00d0b372374f, mainline with mm-stable-2026-04-18-02-14;
+        ``luo_preserved_files`` xarray, keyed by ``memfd_luo_get_id``: the inode) a
+        file already preserved in any session is EBUSY; 6.19 accepts it again. From
+        7.1 ("mm: memfd_luo: preserve file seals", 8a552d68a86e, mainline with
+        mm-stable-2026-04-13) seals outside MEMFD_LUO_ALL_SEALS are EOPNOTSUPP. A
+        memfd is then frozen (``memfd_luo_preserve``: ``shmem_freeze``), its holes
+        filled (``memfd_pin_folios``) and its size recorded.
         """
         if any(f.token == token for f in session.files):
             raise fail(errno.EEXIST, "ioctl", path, f"token {token} already used in this session")
@@ -852,8 +871,9 @@ class LiveUpdateComponent(SimComponent):
         kernel/kexec_core.c ``kernel_kexec``: EBUSY when the kexec lock is taken,
         EINVAL when no image is loaded; kernel/liveupdate/luo_core.c
         ``liveupdate_reboot``: the first failing handler's ``freeze`` errno
-        (luo_file.c ``luo_file_freeze``, everything unfrozen again), EAGAIN when
-        ``kho_finalize()`` fails. Then every held outgoing session is serialised.
+        (luo_file.c ``luo_file_freeze``, everything unfrozen again), and on 6.19 and
+        7.0 EAGAIN when ``kho_finalize()`` fails (gone from 7.1: :meth:`fault_problem`).
+        Then every held outgoing session is serialised.
         """
         if self.machine.take_fault(self.name, "*", ("kexec-busy",)):
             raise fail(errno.EBUSY, "reboot", "kexec", "another kexec holds the kexec lock")
@@ -868,7 +888,9 @@ class LiveUpdateComponent(SimComponent):
         if self.state.vfio_irqs_enabled and any(f.kind == "vfio" for s in carried for f in s.files):
             # vfio_pci_liveupdate_freeze (posted series): interrupts still enabled
             raise fail(errno.EINVAL, "reboot", "kexec", "a VFIO device has interrupts enabled")
-        if self.machine.take_fault(self.name, "*", ("kho-finalize",)):
+        if not self.machine.kernel_at_least("7.1") and self.machine.take_fault(
+            self.name, "*", ("kho-finalize",)
+        ):
             raise fail(errno.EAGAIN, "reboot", "kexec", "KHO finalisation failed")
         incoming: list[SimSession] = []
         for session in carried:

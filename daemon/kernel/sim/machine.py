@@ -184,6 +184,15 @@ class SimComponent(ABC):
         self.machine = machine
         self.state = state
 
+    def fault_problem(self, kind: str) -> str | None:
+        """Why fault ``kind`` cannot happen on this machine's kernel, or None.
+
+        A component overrides it for a fault whose kernel path a release removed, so
+        that arming it fails instead of staying armed for ever.
+        """
+        del kind
+        return None
+
     @classmethod
     @abstractmethod
     def default_state(cls, profile: str, scale: int) -> BaseModel:
@@ -705,6 +714,9 @@ class SimMachine:
             raise InvalidArgument(
                 f"{comp.name} has no fault {fault.kind!r}; faults: {sorted(comp.FAULTS)}"
             )
+        problem = comp.fault_problem(fault.kind)
+        if problem:
+            raise InvalidArgument(f"{comp.name} fault {fault.kind!r}: {problem}")
         with self.lock:
             self.state.faults.append(fault)
             self.changed()
