@@ -355,6 +355,37 @@ async def test_kexec_carries_held_sessions_with_contents_and_seals(
     assert names == [("held", "outgoing")]
 
 
+@pytest.mark.parametrize(("kernel", "busy"), [("6.19", False), ("7.1", True), ("7.2", True)])
+async def test_retrieved_file_is_managed_until_finish(
+    tmp_path: Path, kernel: str, busy: bool
+) -> None:
+    """7.1 "liveupdate: prevent double management of files" (00d0b372374f).
+
+    luo_file.c ``luo_retrieve_file`` puts the retrieved file into
+    ``luo_preserved_files`` and ``luo_file_finish`` takes it out again, so until
+    FINISH a retrieved memfd cannot be preserved into an outgoing session (EBUSY).
+    """
+    machine = SimMachine.create(str(tmp_path / "m"), kernel=kernel)
+    provider = SimProvider(machine, FdStore({}))
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "vm")
+    await preserve(session, memfd(b"guest"), 1)
+    machine.kexec()
+    provider2 = SimProvider(SimMachine.load(machine.directory), FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    incoming = await retrieve(provider2, device2, "vm")
+    restored = await retrieve_fd(incoming, 1)
+    outgoing = await create(provider2, device2, "next")
+    if busy:
+        await expect_errno(errno.EBUSY, preserve(outgoing, restored, 1))
+    else:
+        await preserve(outgoing, restored, 1)
+    await incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, uapi.pack_finish())
+    if busy:
+        await preserve(outgoing, restored, 1)  # released by FINISH
+    assert [f.token for s in luo(provider2.machine).state.sessions for f in s.files] == [1]
+
+
 async def test_finish_releases_the_incoming_session(
     machine: SimMachine, provider: SimProvider
 ) -> None:
@@ -678,7 +709,7 @@ async def test_6_19_preserves_a_file_twice_and_skips_type_checks(old: SimProvide
     second = await create(old, device, "b")
     one = memfd(b"1")
     await preserve(first, one, 1)
-    await preserve(second, one, 1)  # no cross-session EBUSY before 7.1 (UNVERIFIED)
+    await preserve(second, one, 1)  # no cross-session EBUSY before 7.1
     await expect_errno(errno.EINVAL, retrieve_fd(first, 1))  # reaches the handler
     await expect_errno(errno.ENOENT, retrieve_fd(first, 9))
     await second.close()  # the file stays preserved in the other session
