@@ -70,7 +70,10 @@ FORBIDDEN = (
 #: 436 and 427, every new one a small livefw module, none from outside; 448 and 439 a day
 #: later (livefw.bus.framing, .fwupd_map, .names, livefw.compat_state, .guard, .reconcile,
 #: kernel.sim.uefi_firmware, .uefi_model, plugins.uefi_capsule.esp: livefw's own again).
-BUDGET = 455
+#: 458 when kernel.uapi.efi became a package of nine modules of one role each (paths,
+#: names, esrt, efivarfs, load_option, efitime, update_info, capsule_delivery,
+#: capsule_file): 9 small livefw modules, no new outside one.
+BUDGET = 465
 
 
 @pytest.mark.parametrize("backend", ["fast", "next"])
