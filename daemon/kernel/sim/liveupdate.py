@@ -39,7 +39,9 @@ descriptors of the daemon process:
   - when the process running the sim has CAP_LINUX_IMMUTABLE (livefwd.service
     keeps it; a test run as root has it), every preserved memfd also gets
     FS_APPEND_FL until it is unpreserved: ftruncate and hole punching fail with
-    EPERM on any memfd (ftruncate to the same size too, which the kernel allows);
+    EPERM on any memfd (ftruncate to the same size too, which the kernel allows:
+    fs/open.c ``do_ftruncate`` refuses an append-only inode before it compares
+    sizes, and nothing else in user space refuses hole punching, so it stays);
     if livefwd dies without its fd store, the flag stays on the client's memfd,
     where the kernel would unfreeze as the session's last fd closes;
   - what is left succeeds in the sim where the kernel says EPERM: growing a memfd
