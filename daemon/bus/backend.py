@@ -312,6 +312,27 @@ async def call(bus: _AioMessageBus, message: Message) -> Message:
     return reply
 
 
+async def call_bus_driver(
+    bus: _AioMessageBus, member: str, signature: str = "", body: list[Any] | None = None
+) -> Message:
+    """Call a method of the bus itself (``org.freedesktop.DBus``: AddMatch, ...).
+
+    Raises:
+        ConnectionError: the bus went away before a reply came.
+    """
+    return await call(
+        bus,
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member=member,
+            signature=signature,
+            body=body or [],
+        ),
+    )
+
+
 def marshal(message: Message, negotiate_unix_fd: bool = False) -> bytes:
     """A message's wire bytes (both libraries; dbus-fast's ``_marshall`` has no default)."""
     return bytes(message._marshall(negotiate_unix_fd))

@@ -6,7 +6,15 @@ from collections import OrderedDict
 
 import structlog
 
-from livefw.bus.backend import DBusError, Message, MessageBus, MessageType, Variant, call
+from livefw.bus.backend import (
+    DBusError,
+    Message,
+    MessageBus,
+    MessageType,
+    Variant,
+    call,
+    call_bus_driver,
+)
 from livefw.config import AuthSection
 from livefw.errors import AuthFailed, Internal
 
@@ -36,17 +44,7 @@ class Authorizer:
         """The uid behind a unique bus name (cached; unique names are never reused)."""
         if sender in self._uids:
             return self._uids[sender]
-        reply = await call(
-            self.bus,
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="GetConnectionUnixUser",
-                signature="s",
-                body=[sender],
-            ),
-        )
+        reply = await call_bus_driver(self.bus, "GetConnectionUnixUser", "s", [sender])
         if reply.message_type == MessageType.ERROR:
             raise AuthFailed(f"cannot identify the caller {sender}: {reply.body}")
         uid = int(reply.body[0])

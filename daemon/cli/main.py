@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import livefw.cli
-from livefw.bus.backend import Message, MessageType, call
+from livefw.bus.backend import Message, MessageType, call_bus_driver
 from livefw.cli import exitcodes
 from livefw.cli.client import (
     BUS_NAME,
@@ -87,17 +87,7 @@ async def with_progress(
 
 
 async def _add_match(client: Client, rule: str) -> None:
-    await call(
-        client.bus,
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[rule],
-        ),
-    )
+    await call_bus_driver(client.bus, "AddMatch", "s", [rule])
 
 
 # ---------------------------------------------------------------------- commands
