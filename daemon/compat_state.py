@@ -1,13 +1,12 @@
-"""What the fwupd-compatible API keeps beside the engine (livefw.bus.compat serves it).
+"""What the fwupd-compatible API keeps beside the engine (livefw.fwupd_service uses it).
 
 Persistent, in the daemon's state directory, written atomically and never through a
 link (livefw.statefiles): which history rows a client was notified of
-(``fwupd-notified.json``: fwupd's ClearResults / ModifyDevice ``notified``). The
-blocked and approved firmware checksums are the engine's (livefw.firmware_lists):
-every install honours them, not only this API's.
-
-fwupd's ModifyConfig/ResetConfig write livefw.conf's drop-in ``livefw.conf.d/fwupd.conf``
-(:class:`FwupdConfig`), never the administrator's own file.
+(``fwupd-notified.json``), and with it fwupd's view of the history, one row per
+device (:class:`CompatState`: GetHistory, GetResults, ClearResults, ModifyDevice
+``notified``). The blocked and approved firmware checksums are the engine's
+(livefw.firmware_lists): every install honours them, not only this API's. fwupd's
+ModifyConfig/ResetConfig write a livefw.conf drop-in (livefw.fwupd_config).
 
 In memory: each client's hints and feature flags (:class:`ClientState`), who holds
 which Inhibit (:class:`Inhibits`), and the device dicts GetDevices last built
@@ -18,15 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 
-from livefw.config import Config, dropin_dir, load_config, remove_dropin, write_dropin
 from livefw.device import Device
-from livefw.errors import ConfigError, Internal, InvalidArgument, NotSupported
+from livefw.errors import NotFound, NothingToDo, NotSupported, PermissionDenied
+from livefw.history import HistoryEntry
 from livefw.statefiles import StateDirError, read_private, write_atomic
 
 __all__ = [
@@ -34,23 +33,51 @@ __all__ = [
     "HINTS_MAX",
     "HINT_KEY_MAX",
     "HINT_VALUE_MAX",
+    "INHIBITS_MAX",
+    "INHIBITS_PER_SENDER",
     "ClientState",
     "CompatState",
     "DeviceCache",
-    "FwupdConfig",
+    "Inhibits",
+    "latest_rows",
 ]
 
 log = structlog.get_logger("livefw.compat")
 
 #: the biggest state file read back.
 STATE_FILE_MAX = 1 << 20
+#: the history states fwupd reports as a result (GetResults of every device).
+RESULT_STATES = frozenset({"success", "failed", "failed-transient"})
+#: ModifyDevice's ``Flags`` values fwupd takes (``reported`` is accepted and not kept).
+DEVICE_FLAG_VALUES = frozenset({"notified", "reported", "~notified", "~reported"})
+
+
+def latest_rows(entries: Iterable[HistoryEntry]) -> list[HistoryEntry]:
+    """Fwupd's history: the latest row per device, install rows preferred, oldest first.
+
+    fwupd keeps one row per device; livefw keeps every install and activation. Rows
+    of other kinds are left out.
+    """
+    rows: dict[str, HistoryEntry] = {}
+    for entry in entries:
+        if entry.kind not in ("install", "activate"):
+            continue
+        current = rows.get(entry.device_id)
+        if (
+            current is None
+            or (current.kind != "install" and entry.kind == "install")
+            or (current.kind == entry.kind and entry.created > current.created)
+        ):
+            rows[entry.device_id] = entry
+    return sorted(rows.values(), key=lambda e: e.created)
 
 
 class CompatState:
-    """The notified rows, kept in ``state_dir``.
+    """The notified rows, kept in ``state_dir``, and fwupd's results on them.
 
     A missing, unreadable or malformed file reads as empty (a convenience of fwupd's
-    clients, not a security boundary of livefwd's).
+    clients, not a security boundary of livefwd's). The methods that take ``rows``
+    take fwupd's history (:func:`latest_rows`).
     """
 
     def __init__(self, state_dir: str) -> None:
@@ -76,97 +103,104 @@ class CompatState:
             self.notified.discard(op_id)
         write_atomic(self._notified_path, json.dumps(sorted(self.notified)).encode())
 
-
-class FwupdConfig:
-    """fwupd's ModifyConfig and ResetConfig, onto the drop-in ``fwupd.conf``.
-
-    The drop-in holds only what fwupd's clients set; ResetConfig removes it. A
-    change is validated with the whole configuration before it is written, and
-    written atomically and never through a link (livefw.config.write_dropin).
-    """
-
-    DROPIN = "fwupd.conf"
-    HEADER = (
-        "Written by livefwd for fwupd's ModifyConfig (fwupdmgr modify-config); removed by\n"
-        "ResetConfig (fwupdmgr reset-config fwupd). Read after livefw.conf: edit that instead."
-    )
-
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-
-    def _dropin(self) -> dict[str, Any]:
-        path = os.path.join(dropin_dir(self.config_path), self.DROPIN)
-        try:
-            with open(path, "rb") as handle:
-                return tomllib.loads(handle.read(STATE_FILE_MAX).decode("utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as error:
-            log.warning("fwupd_dropin_unreadable", path=path, error=str(error))
-            return {}  # rewritten whole by the next change
-
-    def modify(self, tables: tuple[str, ...], name: str, value: Any) -> Config:
-        """Set ``tables.name`` to ``value`` (None: remove it); the configuration now.
+    def result(self, rows: list[HistoryEntry], device_id: str) -> HistoryEntry:
+        """GetResults: the row of ``device_id`` (``*``: the oldest finished) to tell about.
 
         Raises:
-            InvalidArgument: the configuration with the change is not valid.
-            Internal: the drop-in could not be written.
+            NothingToDo: no row, the user was already notified, or it still runs.
+            NotFound: the row is not from a cabinet (fwupd's results are releases').
         """
-        table = self._dropin()
-        node = table
-        for part in tables:
-            child = node.get(part)
-            node[part] = child = dict(child) if isinstance(child, dict) else {}
-            node = child
-        if value is None:
-            node.pop(name, None)
+        if device_id == "*":
+            rows = [e for e in rows if e.state in RESULT_STATES]
         else:
-            node[name] = value
-        table = _pruned(table)
-        try:
-            config = load_config(self.config_path, dropins={self.DROPIN: table or None})
-        except ConfigError as error:
-            raise InvalidArgument(error.message) from error
-        try:
-            if table:
-                write_dropin(self.config_path, self.DROPIN, table, self.HEADER)
-            else:
-                remove_dropin(self.config_path, self.DROPIN)
-        except (OSError, StateDirError, ConfigError) as error:
-            raise Internal(
-                f"cannot write {dropin_dir(self.config_path)}/{self.DROPIN}: {error}"
-            ) from error
-        return config
+            rows = [e for e in rows if e.device_id == device_id]
+        if not rows:
+            raise NothingToDo(f"no results for {device_id}")
+        entry = rows[0] if device_id == "*" else rows[-1]
+        if entry.op_id in self.notified:
+            raise NothingToDo("the user was already notified")
+        if entry.state == "pending":
+            raise NothingToDo("in progress")
+        if not entry.data.get("appstream-id"):
+            raise NotFound(f"{entry.device_name} was not updated from a cabinet (no AppStream id)")
+        return entry
 
-    def reset(self) -> Config:
-        """Remove the drop-in; the configuration without it.
+    def clear_result(self, rows: list[HistoryEntry], device_id: str) -> None:
+        """ClearResults: mark the row of ``device_id`` notified.
 
         Raises:
-            InvalidArgument: livefw.conf itself is not valid.
-            Internal: the drop-in could not be removed.
+            NothingToDo: no row, or it was cleared already.
         """
-        try:
-            remove_dropin(self.config_path, self.DROPIN)
-        except (OSError, ConfigError) as error:
-            raise Internal(
-                f"cannot remove {dropin_dir(self.config_path)}/{self.DROPIN}: {error}"
-            ) from error
-        try:
-            return load_config(self.config_path)
-        except ConfigError as error:
-            raise InvalidArgument(error.message) from error
+        mine = [e for e in rows if e.device_id == device_id]
+        if not mine:
+            raise NothingToDo(f"no results for {device_id}")
+        if mine[-1].op_id in self.notified:
+            raise NothingToDo(f"the results for {device_id} were already cleared")
+        self.set_notified(mine[-1].op_id)
+
+    def modify_flags(self, rows: list[HistoryEntry], device_id: str, key: str, value: str) -> None:
+        """ModifyDevice: ``Flags`` = ``notified``/``~notified`` on the device's row.
+
+        Raises:
+            NotSupported: another key or value (fwupd's answer).
+            NotFound: the device has no row.
+        """
+        if key != "Flags" or value not in DEVICE_FLAG_VALUES:
+            raise NotSupported(f"key {key[:64]} value {value[:64]} is not supported")
+        mine = [e for e in rows if e.device_id == device_id]
+        if not mine:
+            raise NotFound(f"no history for {device_id[:64]}")
+        if value in ("notified", "~notified"):
+            self.set_notified(mine[-1].op_id, value == "notified")
 
 
-def _pruned(table: dict[str, Any]) -> dict[str, Any]:
-    """``table`` without empty sub-tables."""
-    result = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            value = _pruned(value)
-            if not value:
-                continue
-        result[key] = value
-    return result
+#: Inhibit: per sender and in total (fwupd main's limits).
+INHIBITS_PER_SENDER, INHIBITS_MAX = 10, 100
+
+
+class Inhibits:
+    """Who holds which Inhibit id (the reasons are the engine's, ``Engine.inhibits``)."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+        #: inhibit id -> the unique bus name of the client that holds it.
+        self.owners: dict[str, str] = {}
+
+    def add(self, sender: str) -> str:
+        """A new id held by ``sender``.
+
+        Raises:
+            NotSupported: ``sender`` holds INHIBITS_PER_SENDER, or INHIBITS_MAX are held.
+        """
+        if sum(1 for owner in self.owners.values() if owner == sender) >= INHIBITS_PER_SENDER:
+            raise NotSupported(f"at most {INHIBITS_PER_SENDER} inhibits per client")
+        if len(self.owners) >= INHIBITS_MAX:
+            raise NotSupported(f"at most {INHIBITS_MAX} inhibits")
+        self._seq += 1
+        inhibit_id = f"dbus-{self._seq:06d}"
+        self.owners[inhibit_id] = sender
+        return inhibit_id
+
+    def remove(self, inhibit_id: str, sender: str) -> None:
+        """Drop ``inhibit_id``, which ``sender`` must hold.
+
+        Raises:
+            NotFound: no such id.
+            PermissionDenied: another client holds it.
+        """
+        owner = self.owners.get(inhibit_id)
+        if owner is None:
+            raise NotFound(f"Cannot find inhibit ID {inhibit_id[:64]}")
+        if owner != sender:
+            raise PermissionDenied(f"{inhibit_id[:64]} was set by another client")
+        del self.owners[inhibit_id]
+
+    def forget(self, sender: str) -> list[str]:
+        """Drop every id ``sender`` holds (it left the bus); those ids."""
+        dropped = [key for key, owner in self.owners.items() if owner == sender]
+        for key in dropped:
+            del self.owners[key]
+        return dropped
 
 
 #: SetHints: hints per client (fwupd refuses more than 32), and the longest key and
@@ -262,3 +296,11 @@ class DeviceCache:
             self._dicts.clear()
         else:
             self._dicts.pop(device_id, None)
+
+    def lookup(self, device: Device, build: Callable[[], Any]) -> Any:
+        """The cached dict of ``device``; ``build()`` made and kept when there is none."""
+        value = self.get(device)
+        if value is None:
+            value = build()
+            self.put(device, value)
+        return value

@@ -199,7 +199,7 @@ class Daemon:
         compat = None
         if compat_on:
             # issue 7: the fwupd-compatible API on a connection of its own
-            from livefw.bus.compat import CompatService
+            from livefw.bus.compat_connection import CompatService
 
             if version_probe is not None:
                 await version_probe  # done by now; CompatService reads the cached answer

@@ -2,29 +2,30 @@
 
 Pure mapping, no state: fwupd's enums (libfwupd/fwupd-enums.h, 2.0) for livefw's
 flags, states and formats; the device, release and history dicts with fwupd's exact
-types (empty values left out); fwupd's Install options onto
-:class:`livefw.plugin.InstallOptions`; fwupd's polkit action for a planned install;
-livefw errors take fwupd's names through the one error table
-(livefw.bus.errors: ``fwupd_errors``). livefw.bus.compat serves them.
+types (empty values left out), and the remote, HSI attribute and GetDetails dicts;
+fwupd's Install options onto :class:`livefw.plugin.InstallOptions`. livefw errors
+take fwupd's names through the one error table (livefw.bus.errors:
+``fwupd_errors``). livefw.bus.compat maps what livefw.fwupd_service returns with
+them.
 """
 
 import os
-import re
+import time
 import urllib.parse
-from typing import Any
+from collections.abc import Mapping
 
 from livefw.bus.backend import Variant
 from livefw.bus.context import parse_options
 from livefw.device import Device
-from livefw.errors import InvalidArgument, InvalidFile, NotFound, NotSupported
+from livefw.errors import InvalidFile
+from livefw.fwupd_service import LVFS_REMOTE_ID, Detail
 from livefw.history import HistoryEntry
-from livefw.planner import Plan
+from livefw.hostinfo import SecurityAttr
 from livefw.plugin import InstallOptions
 from livefw.releases import Candidate
+from livefw.remotes import Remote
 from livefw.versions import version_format
 
-#: plugins whose devices stay off this interface (nothing like them in fwupd).
-HIDDEN_PLUGINS = frozenset({"fwctl", "liveupdate"})
 #: protocols whose devices finish an install at the next boot.
 REBOOT_PROTOCOLS = frozenset({"org.uefi.capsule"})
 
@@ -77,8 +78,6 @@ URGENCY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 INSTALL_ALLOW_REINSTALL, INSTALL_ALLOW_OLDER, INSTALL_ALLOW_BRANCH_SWITCH = 2, 4, 32
 #: FwupdRemoteKind download/directory, FwupdRemoteFlags enabled.
 REMOTE_KIND_DOWNLOAD, REMOTE_KIND_DIRECTORY, REMOTE_ENABLED = 1, 3, 1
-#: fwupdmgr looks this remote up by name (refresh, report-devices, the upload nag).
-LVFS_REMOTE_ID = "lvfs"
 LVFS_METADATA_URI = "https://cdn.fwupd.org/downloads/firmware.xml.zst"
 #: FwupdDeviceProblem system-inhibit (libfwupd/fwupd-enums.h).
 PROBLEM_SYSTEM_INHIBIT = 256
@@ -87,89 +86,6 @@ HSI_RESULT = {
     "unknown": 0, "enabled": 1, "not-enabled": 2, "valid": 3, "not-valid": 4, "locked": 5,
     "not-locked": 6, "tainted": 9, "not-tainted": 10, "found": 11, "not-found": 12,
 }  # fmt: skip
-#: Inhibit: per sender and in total (fwupd main's limits), and the reason's length.
-INHIBITS_PER_SENDER, INHIBITS_MAX, INHIBIT_REASON_MAX = 10, 100, 256
-#: The ``[fwupd]`` keys fwupd 2.0.20's ModifyConfig accepts (src/fu-engine.c:
-#: fu_engine_modify_config(); any other is NotFound "key K not supported for [fwupd]").
-FWUPD_CONFIG_KEYS = frozenset({
-    "ArchiveSizeMax", "ApprovedFirmware", "BlockedFirmware", "DisabledDevices",
-    "DisabledPlugins", "EnumerateAllDevices", "EspLocation", "HostBkc", "IdleTimeout",
-    "IgnorePower", "OnlyTrusted", "P2pPolicy", "ReleaseDedupe", "ReleasePriority",
-    "RequireImmutableEnumeration", "ShowDevicePrivate", "TestDevices", "TrustedReports",
-    "TrustedUids", "UpdateMotd", "UriSchemes", "VerboseDomains",
-})  # fmt: skip
-#: fwupd.conf ``[fwupd]`` keys that livefw.conf has, and where (table path, key).
-CONFIG_MAP: dict[str, tuple[tuple[str, ...], str]] = {
-    "OnlyTrusted": (("install",), "only_trusted"),
-    "ArchiveSizeMax": (("install",), "max_payload_size"),
-    "DisabledPlugins": (("plugins",), "disabled"),
-    "EspLocation": (("plugins", "uefi_capsule"), "esp_path"),
-}
-#: the keys applied without a restart (the others when livefwd next starts).
-CONFIG_LIVE = frozenset({"OnlyTrusted", "ArchiveSizeMax"})
-#: why the other keys fwupd knows mean nothing for livefw (ModifyConfig's NotSupported).
-CONFIG_UNMAPPED = {
-    "ApprovedFirmware": "use `fwupdmgr set-approved-firmware` (livefw keeps one list)",
-    "BlockedFirmware": "use `fwupdmgr block-firmware` (livefw keeps one list)",
-    "IdleTimeout": "livefwd has no idle exit",
-    "TrustedUids": "livefw has no trusted-user reports; [auth] fallback_uids is about "
-    "privileged calls, a different thing",
-    "VerboseDomains": "set [daemon] log_level in livefw.conf",
-    "HostBkc": "livefw has no best-known-configuration tags",
-}
-_PLUGIN_NAME = re.compile(r"[a-z0-9_-]{1,64}")
-_DISABLED_MAX = 64
-
-
-def config_change(key: str, value: str) -> tuple[tuple[str, ...], str, Any]:
-    """Where fwupd.conf ``[fwupd] key = value`` goes in livefw.conf, and its value.
-
-    Returns ``(tables, name, value)``; ``value`` None means "back to the default"
-    (fwupd's empty value, and ``ArchiveSizeMax=0``: its automatic size).
-
-    Raises:
-        NotFound: a key fwupd does not know (fwupd's error and message).
-        NotSupported: a key fwupd knows that means nothing for livefw, and why.
-        InvalidArgument: a value livefw.conf cannot take.
-    """
-    if key not in FWUPD_CONFIG_KEYS:
-        raise NotFound(f"key {key[:64]} not supported for [fwupd]")
-    if key not in CONFIG_MAP:
-        why = CONFIG_UNMAPPED.get(key, "livefw has no such setting")
-        raise NotSupported(f"livefw has no equivalent of fwupd.conf [fwupd] {key}: {why}")
-    tables, name = CONFIG_MAP[key]
-    text = value.strip()
-    if not text:
-        return tables, name, None
-    parsed: Any
-    if key == "OnlyTrusted":
-        # GKeyFile's booleans (g_key_file_get_boolean(): true/false, 1/0)
-        lowered = text.lower()
-        if lowered not in ("true", "false", "1", "0"):
-            raise InvalidArgument(f"OnlyTrusted must be true or false, not {text[:64]!r}")
-        parsed = lowered in ("true", "1")
-    elif key == "ArchiveSizeMax":
-        # bytes, as fu-engine-config.c uses it (fwupd.conf(5) says Mb; the code does not)
-        if not text.isdigit() or len(text) > 19:
-            raise InvalidArgument(f"ArchiveSizeMax must be a size in bytes, not {text[:64]!r}")
-        parsed = int(text) or None
-    elif key == "DisabledPlugins":
-        names = [n.strip() for n in re.split(r"[;,]", text) if n.strip()]
-        if len(names) > _DISABLED_MAX or not all(_PLUGIN_NAME.fullmatch(n) for n in names):
-            raise InvalidArgument(
-                f"DisabledPlugins must be up to {_DISABLED_MAX} plugin names separated by ';'"
-            )
-        parsed = sorted(set(names))
-    else:  # EspLocation
-        if not text.startswith("/") or len(text) > 4096 or "\0" in text:
-            raise InvalidArgument(f"EspLocation must be an absolute path, not {text[:64]!r}")
-        parsed = text
-    return tables, name, parsed
-
-
-def visible(device: Device) -> bool:
-    """Whether a device is shown on the fwupd-compatible interface."""
-    return device.plugin not in HIDDEN_PLUGINS
 
 
 def device_flags(device: Device, supported: bool) -> int:
@@ -198,8 +114,14 @@ def _version_fields(version: str, fmt: str, prefix: str) -> dict[str, Variant]:
     return fields
 
 
-def device_dict(device: Device, supported: bool, created: int) -> dict[str, Variant]:
-    """The fwupd device dict (libfwupd/fwupd-device.c), exact types, empty values left out."""
+def device_dict(
+    device: Device, supported: bool, created: int, inhibits: Mapping[str, str] | None = None
+) -> dict[str, Variant]:
+    """The fwupd device dict (libfwupd/fwupd-device.c), exact types, empty values left out.
+
+    ``inhibits`` (GetDevices): the held inhibits' reasons, shown on an updatable device
+    as fwupd's system-inhibit problem.
+    """
     fmt = version_format(device)
     result: dict[str, Variant] = {
         "DeviceId": Variant("s", device.id),
@@ -243,6 +165,11 @@ def device_dict(device: Device, supported: bool, created: int) -> dict[str, Vari
     if str(device.status) != "idle":
         result["Status"] = Variant("u", STATUS.get(str(device.status), 0))
         result["Percentage"] = Variant("u", device.percentage)
+    if inhibits and "updatable" in device.flags:
+        result["Problems"] = Variant("t", PROBLEM_SYSTEM_INHIBIT)
+        result["UpdateError"] = Variant(
+            "s", "Updates are inhibited: " + "; ".join(sorted(inhibits.values()))
+        )
     return result
 
 
@@ -340,24 +267,6 @@ def install_options(options: dict[str, Variant]) -> tuple[InstallOptions, str]:
     return result, os.path.basename(str(parsed.get("filename", "")))
 
 
-#: fwupd's action for switching staged firmware live (its Activate method checks it;
-#: policy/org.freedesktop.fwupd.policy.in: auth_admin_keep for active sessions, unlike
-#: update-*-trusted which is allowed outright). fwupd's Install has no option that activates, so
-#: :func:`install_options` never sets ``activate`` and a compatible Install only
-#: stages; should it ever activate, this action is required on top of the install
-#: action, as the native API requires ``org.livefw.daemon1.activate``.
-ACTION_ACTIVATE = "org.freedesktop.fwupd.device-activate"
-
-
-def install_action(plan: Plan) -> str:
-    """Fwupd's polkit action for one planned release (org.freedesktop.fwupd.policy)."""
-    internal = "internal" in plan.device.flags
-    kind = "downgrade" if plan.downgrade else "update"
-    action = f"org.freedesktop.fwupd.{kind}-{'internal' if internal else 'hotplug'}"
-    trusted = plan.candidate is not None and plan.candidate.trusted_payload
-    return action + ("-trusted" if trusted else "")
-
-
 def history_state(entry: HistoryEntry, device: Device | None) -> int:
     """FwupdUpdateState of a history row (``device``: its device, if still present)."""
     if entry.state == "staged":
@@ -428,3 +337,73 @@ def history_dict(entry: HistoryEntry, device: Device | None, notified: bool) -> 
         release["Protocol"] = Variant("s", str(data["protocol"]))
     result["Release"] = Variant("aa{sv}", [release])
     return result
+
+
+def detail_dict(detail: Detail, created: int) -> dict[str, Variant]:
+    """GetDetails: the device a cabinet's release is for, with that release."""
+    candidate = detail.candidate
+    if detail.device is not None:
+        result = device_dict(detail.device, detail.supported, created)
+    else:
+        result = {
+            "Guid": Variant("as", list(candidate.release.guids)),
+            "Name": Variant("s", candidate.release.name or candidate.release.appstream_id),
+            "Flags": Variant("t", 0),
+            "Problems": Variant("t", 0),
+            "UpdateError": Variant("s", "Device was not found"),
+        }
+    result["Release"] = Variant("aa{sv}", [release_dict(candidate, detail.order)])
+    return result
+
+
+def remote_dicts(remotes: list[Remote]) -> list[dict[str, Variant]]:
+    """GetRemotes: livefw's directory remotes, then fwupd's LVFS remote, disabled.
+
+    fwupdmgr expects the LVFS remote (refresh, report-devices, the upload nag);
+    livefw downloads nothing, so it is offered and disabled, as when a user runs
+    ``fwupdmgr disable-remote lvfs`` with fwupd.
+    """
+    result = [
+        {
+            "RemoteId": Variant("s", remote.id),
+            "Title": Variant("s", remote.title),
+            "Type": Variant("u", REMOTE_KIND_DIRECTORY),
+            "Flags": Variant("t", REMOTE_ENABLED if remote.enabled else 0),
+            "Enabled": Variant("b", remote.enabled),
+            "ApprovalRequired": Variant("b", False),
+            "Uri": Variant("s", "file://" + remote.path),
+            "FilenameSource": Variant("s", remote.config_path),
+            "Priority": Variant("i", remote.priority),
+            "ModificationTime": Variant("t", remote.mtime or int(time.time())),
+        }
+        for remote in remotes
+    ]
+    result.append(
+        {
+            "RemoteId": Variant("s", LVFS_REMOTE_ID),
+            "Title": Variant("s", "Linux Vendor Firmware Service (not used by livefw)"),
+            "Type": Variant("u", REMOTE_KIND_DOWNLOAD),
+            "Flags": Variant("t", 0),
+            "Enabled": Variant("b", False),
+            "ApprovalRequired": Variant("b", False),
+            "Uri": Variant("s", LVFS_METADATA_URI),
+            "MetadataURI": Variant("s", LVFS_METADATA_URI),
+            "Priority": Variant("i", 0),
+        }
+    )
+    return result
+
+
+def security_attr_dict(attr: SecurityAttr) -> dict[str, Variant]:
+    """An HSI attribute as fwupd's dict (libfwupd/fwupd-security-attr.c)."""
+    return {
+        "AppstreamId": Variant("s", attr.appstream_id),
+        "Name": Variant("s", attr.name),
+        "Summary": Variant("s", attr.summary),
+        "Plugin": Variant("s", attr.plugin),
+        "Created": Variant("t", int(time.time())),
+        "HsiLevel": Variant("u", attr.level),
+        "HsiResult": Variant("u", HSI_RESULT.get(attr.result, 0)),
+        "HsiResultSuccess": Variant("u", HSI_RESULT.get(attr.success_result, 0)),
+        "Flags": Variant("t", attr.flags()),
+    }

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from livefw.bus.fwupd_map import FWUPD_CONFIG_KEYS, config_change
-from livefw.compat_state import FwupdConfig
 from livefw.config import dump_toml, load_config, remove_dropin, write_dropin
 from livefw.errors import ConfigError, InvalidArgument, NotFound, NotSupported
+from livefw.fwupd_config import FWUPD_CONFIG_KEYS, FwupdConfig, config_change
 
 ADMIN = """# the administrator's file: comments and keys stay as written
 [install]
