@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from livefw.kernel.sim.pfru import build_capsule
+from livefw.kernel.sim.pfru_capsule import build_capsule
 from livefw.kernel.uapi import capsule
 from livefw.kernel.uapi import pfru as uapi
 

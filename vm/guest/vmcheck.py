@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 
-from livefw.kernel.sim.pfru import build_capsule
+from livefw.kernel.sim.pfru_capsule import build_capsule
 from livefw.kernel.uapi import fwctl, pfru
 
 

@@ -1,159 +1,52 @@
-"""Simulated PFRU/PFRT: the ``pfr_update`` and ``pfr_telemetry`` drivers and the firmware.
+"""Simulated PFRU/PFRT: the firmware behind ``pfr_update`` and ``pfr_telemetry``.
 
-The kernel half behaves like ``drivers/acpi/pfr_update.c`` and ``pfr_telemetry.c``
-(each behaviour and whether it is modelled: docs/kernel.md, PFRU / PFRT): one-call
-``write()`` into a fixed-size communication buffer from offset 0 (EINVAL when larger;
-the tail of an earlier, longer write stays), the kernel's capsule walk and version
-gate on ``write()`` exactly as ``applicable_image()`` does them (no length or count
-checks: what the kernel accepts, this accepts), QUERY_CAP, SET_REV (1 or 2, kept per
-device; every ``_DSM`` call uses it and gets EINVAL when the firmware does not
-implement it), STAGE, ACTIVATE and STAGE_ACTIVATE (EBUSY whenever the firmware's
-``_DSM`` status is non-zero), and the telemetry ioctls (the log
-revision likewise) plus a read-only mmap of the log buffer.
-
-The firmware half checks what the kernel does not: the capsule's lengths (it reads
+The firmware checks what the kernel does not: the capsule's lengths (it reads
 CapsuleImageSize bytes from its buffer), the platform id, the capsule's
-(simulated) signature and its anti-rollback rule (SVN for driver updates). It holds
-one staged capsule at a time (ACTIVATE takes no update type), loses it at reboot,
-and appends to two telemetry ring buffers (execution and history logs) while it
-stages and activates.
+(simulated) signature (livefw.kernel.sim.pfru_capsule) and its anti-rollback rule
+(SVN for driver updates). It holds one staged capsule at a time (ACTIVATE takes no
+update type), loses it at reboot, and appends to two telemetry ring buffers
+(execution and history logs) while it stages and activates; every ``_DSM`` call
+fails with EBUSY whenever its status is non-zero.
 
-Simulated signature: the certificate data is ``LIVEFW-SIM-SIG`` plus a NUL, followed by the
-SHA-256 of the monotonic count (u64 LE) and the payload bytes after the
-authentication structure. Nothing in the daemon knows this rule; it exists only so
-that the simulated firmware can refuse a corrupt capsule the way real firmware does.
+The kernel half (the drivers' write, ioctls and mmap, and the capsule walk of
+``applicable_image()``) is livefw.kernel.sim.pfru_kernel; the state both keep in
+machine.json is livefw.kernel.sim.pfru_model. This module also renders the nodes and
+answers the ``livefw sim`` commands (devices, add/remove, set, sample).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import struct
-from collections.abc import Callable, Mapping
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from livefw.errors import InvalidArgument
 from livefw.kernel.provider import OpenFlags, UEvent
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
+from livefw.kernel.sim.pfru_capsule import build_capsule, sim_signature
+from livefw.kernel.sim.pfru_kernel import TelemetryHandle, UpdateHandle, kernel_applicable_image
+from livefw.kernel.sim.pfru_model import (
+    KEY_CODE,
+    KEY_DRIVER,
+    KEY_TELEMETRY,
+    KEY_UPDATE,
+    ZERO_GUID,
+    Capsule,
+    PfruState,
+    Ring,
+)
 from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
 from livefw.kernel.uapi import capsule
 from livefw.kernel.uapi import pfru as uapi
 
-#: simulated signature marker (see the module docstring).
-SIM_SIGNATURE_MAGIC = b"LIVEFW-SIM-SIG\x00"
-#: pfru_payload_hdr.sig the sample capsules carry; the kernel does not check it.
-SAMPLE_PAYLOAD_SIG = 0x55524650  # "PFRU" little-endian
 #: misc major number and the minors the simulated nodes report.
 _MISC_MAJOR = 10
 _UPDATE_MINOR = 121
 _TELEMETRY_MINOR = 122
-
-KEY_CODE = "pfru/code-injection"
-KEY_DRIVER = "pfru/driver-update"
-KEY_TELEMETRY = "pfru/telemetry"
-#: fault target used for ``_DSM`` calls that concern no update type (queries).
-KEY_UPDATE = "pfru/update"
-
 _KEY_TYPES = {KEY_CODE: uapi.UpdateType.CODE_INJECTION, KEY_DRIVER: uapi.UpdateType.DRIVER_UPDATE}
 _TYPE_KEYS = {value: key for key, value in _KEY_TYPES.items()}
-
-_DEFAULT_PLATFORM = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 _OTHER_PLATFORM = "0badc0de-0000-4000-8000-00000000beef"
-_DEFAULT_OEM = "2f9a8b7c-6d5e-4f40-9a1b-2c3d4e5f6a7b"
-_ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 _FOREIGN_IMAGE_TYPE = "11111111-2222-4333-8444-555555555555"
-
 _LEVEL_NAMES = {0: "ERROR", 1: "WARN", 2: "INFO", 4: "VERBOSE"}
-
-
-class Capsule(BaseModel):
-    """What the firmware sees in its communication buffer (or has staged)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    size: int
-    sha256: str
-    #: the kernel-style walk succeeded (structure, image type, header v1/v2).
-    well_formed: bool
-    problem: str = ""
-    update_type: int = 0
-    rt_ver: int = 0
-    svn_ver: int = 0
-    hw_ver: int = 0
-    platform_id: str = _ZERO_GUID
-    signature_ok: bool = False
-
-
-class Ring(BaseModel):
-    """One telemetry log buffer (a ring of ``size`` bytes, written at ``head``).
-
-    ``data`` holds the bytes as latin-1 text so machine.json stays JSON.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    base: int
-    data: str = ""
-    head: int = 0
-    rollover: int = 0
-
-
-class PfruState(BaseModel):
-    """The simulated platform (firmware values) and driver state.
-
-    Attributes:
-        update_present / telemetry_present: the ACPI devices exist with a ``_DSM``
-            (else no node: the driver's probe fails with ENODEV).
-        driver_gate: which version the kernel compares for driver updates on
-            ``write()``: ``svn`` (the Aug-2025 fix, 6.17, also in stable kernels) or
-            ``rt`` (before); ``""`` follows the simulated kernel release
-            (:meth:`PfruComponent.driver_gate`).
-        comm_buf_size: the firmware's communication buffer (``_DSM`` fn 2).
-        update_max_revision, telemetry_max_revision: the highest ``_DSM`` revision
-            the firmware implements for each device; a call made with a higher one
-            gets no package back, which the drivers report as EINVAL.
-        rev_id, log_type, log_revid: kept by the drivers (reset at boot).
-        comm_data: the communication buffer's contents as far as writes reached
-            (base64, or a blob reference past 64 KiB: machine.BlobStore): a shorter
-            write leaves the tail of an earlier one in place.
-        buffer: the firmware's view of the capsule in the communication buffer.
-        staged: the one capsule the firmware holds staged.
-        telemetry_started: the telemetry service has produced data (mmap works).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    update_present: bool = True
-    telemetry_present: bool = True
-    driver_gate: str = ""
-    update_cap: int = 0x3
-    code_type: str = uapi.CODE_INJECTION_GUID
-    drv_type: str = uapi.DRIVER_UPDATE_GUID
-    fw_version: int = 0x00020011
-    code_rt_version: int = 3
-    drv_rt_version: int = 7
-    drv_svn: int = 2
-    platform_id: str = _DEFAULT_PLATFORM
-    oem_id: str = _DEFAULT_OEM
-    oem_info_len: int = 0
-    comm_buf_size: int = 256 * 1024
-    update_max_revision: int = 2
-    telemetry_max_revision: int = 2
-    #: the communication buffer's bytes as far as writes reached (base64 or a blob).
-    comm_data: str = ""
-    rev_id: int = uapi.DEFAULT_REVID
-    buffer: Capsule | None = None
-    staged: Capsule | None = None
-    activations: int = 0
-    telemetry_started: bool = True
-    log_level: int = int(uapi.LogLevel.INFO)
-    log_type: int = int(uapi.LogType.EXECUTION)
-    log_revid: int = uapi.DEFAULT_REVID
-    telemetry_size: int = 4 * uapi.PAGE_SIZE
-    reset_cnt: int = 0
-    sequence: int = 0
-    rings: dict[str, Ring] = Field(default_factory=dict)
 
 
 def _ring_key(log_type: int) -> str:
@@ -251,7 +144,7 @@ class PfruComponent(SimComponent):
         if profile == "minimal":
             state.update_max_revision = 1
             state.telemetry_max_revision = 1
-            state.drv_type = _ZERO_GUID
+            state.drv_type = ZERO_GUID
             state.drv_rt_version = 0
             state.drv_svn = 0
             state.telemetry_started = False
@@ -281,10 +174,10 @@ class PfruComponent(SimComponent):
         )
 
     def _open_update(self, path: str, flags: OpenFlags) -> SimHandle:
-        return _UpdateHandle(self, path)
+        return UpdateHandle(self, path)
 
     def _open_telemetry(self, path: str, flags: OpenFlags) -> SimHandle:
-        return _TelemetryHandle(self, path)
+        return TelemetryHandle(self, path)
 
     # ------------------------------------------------------------------ firmware
 
@@ -603,7 +496,7 @@ class PfruComponent(SimComponent):
         state = self.state
         found: list[SimDevice] = []
         if state.update_present:
-            if state.code_type != _ZERO_GUID:
+            if state.code_type != ZERO_GUID:
                 found.append(
                     SimDevice(
                         KEY_CODE,
@@ -613,7 +506,7 @@ class PfruComponent(SimComponent):
                         + (", staged" if _staged_type(state) == 1 else ""),
                     )
                 )
-            if state.drv_type != _ZERO_GUID:
+            if state.drv_type != ZERO_GUID:
                 found.append(
                     SimDevice(
                         KEY_DRIVER,
@@ -774,259 +667,8 @@ class PfruComponent(SimComponent):
         self.machine.changed(self.name)
 
 
-def _i32(value: int) -> int:
-    """``value`` stored in a C ``int`` (the kernel's offsets are ``int size``)."""
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-#: sizeof(struct efi_manage_capsule_image_header) in include/linux/efi.h: the v3
-#: layout (48 bytes); adjust_efi_size() subtracts 16 for v1 and 8 for v2.
-_KERNEL_IMAGE_HEADER_SIZE = 48
-
-
-def kernel_applicable_image(
-    read: Callable[[int, int], bytes], cap: uapi.UpdateCapInfo, driver_gate: str
-) -> str:
-    """drivers/acpi/pfr_update.c ``applicable_image()``: ``""`` when it accepts.
-
-    Follows the kernel step by step, with no bounds and no counts checked: HeaderSize,
-    then 8 + 8 x (EmbeddedDriverCount + PayloadItemCount) (a PayloadItemCount of 0 is
-    fine), the image-type GUID (``get_image_type()``), the header version
-    (``adjust_efi_size()``: 1 or 2), 8 + WIN_CERTIFICATE.dwLength, and the version
-    gate on ``pfru_payload_hdr``: code injection compares ``rt_ver`` with
-    ``code_rt_version``; driver update compares ``svn_ver`` with ``drv_svn`` since
-    "ACPI: pfr_update: Fix the driver update version check" (6.17), ``rt_ver`` with
-    ``drv_rt_version`` before (``driver_gate`` ``svn``/``rt``). Offsets are C ``int``
-    arithmetic, as in the kernel.
-
-    Returns:
-        why the kernel refuses (its write() then fails with EINVAL), or ``""``.
-    """
-    u32 = struct.Struct("<I")
-    u16x2 = struct.Struct("<HH")
-    size = _i32(u32.unpack(read(16, 4))[0])  # efi_capsule_header_t.headersize
-    drivers, payloads = u16x2.unpack(read(size + 4, 4))
-    size = _i32(size + 8 + (drivers + payloads) * 8)
-    version = u32.unpack(read(size, 4))[0]
-    image_type = capsule.guid_from_efi(read(size + 4, 16))
-    update_type = next((t for t, guid in uapi.IMAGE_TYPES.items() if guid == image_type), None)
-    if update_type is None:
-        return f"get_image_type: image type {image_type} is not a PFRU type"
-    if version not in (1, 2):
-        return f"adjust_efi_size: FMP image header version {version} is not 1 or 2"
-    size = _i32(size + _KERNEL_IMAGE_HEADER_SIZE - (16 if version == 1 else 8))
-    cert_length = u32.unpack(read(size + 8, 4))[0]  # auth_info.hdr.len
-    size = _i32(size + 8 + cert_length)
-    payload = read(size, uapi.PAYLOAD_HDR.size)
-    rt_ver = u32.unpack_from(payload, 16)[0]
-    svn_ver = u32.unpack_from(payload, 36)[0]
-    if update_type == uapi.UpdateType.CODE_INJECTION:
-        ok, field, running = rt_ver >= cap.code_rt_version, rt_ver, cap.code_rt_version
-    elif driver_gate == "rt":
-        ok, field, running = rt_ver >= cap.drv_rt_version, rt_ver, cap.drv_rt_version
-    else:
-        ok, field, running = svn_ver >= cap.drv_svn, svn_ver, cap.drv_svn
-    if not ok:
-        return f"capsule version {field} below the running {running}"
-    return ""
-
-
 def _staged_type(state: PfruState) -> int:
     return state.staged.update_type if state.staged else 0
-
-
-def sim_signature(monotonic_count: int, payload: bytes) -> bytes:
-    """The simulated firmware's signature over a payload (see the module docstring)."""
-    return (
-        SIM_SIGNATURE_MAGIC + hashlib.sha256(struct.pack("<Q", monotonic_count) + payload).digest()
-    )
-
-
-def build_capsule(
-    *,
-    image_type: str,
-    rt_ver: int,
-    svn_ver: int,
-    platform_id: str,
-    header_version: int = 2,
-    body_size: int = 1024,
-    hw_ver: int = 1,
-    monotonic_count: int = 1,
-    no_payload_count: bool = False,
-    image_size_extra: int = 0,
-) -> bytes:
-    """An FMP capsule carrying one PFRU payload, signed the simulated way.
-
-    ``no_payload_count`` writes PayloadItemCount 0 and no ItemOffsetList (the image
-    follows the 8-byte FMP header); ``image_size_extra`` makes the image header claim
-    that many bytes more than the capsule holds.
-    """
-    payload_hdr = uapi.PayloadHeader(
-        sig=SAMPLE_PAYLOAD_SIG,
-        hdr_version=1,
-        hdr_size=uapi.PAYLOAD_HDR.size,
-        hw_ver=hw_ver,
-        rt_ver=rt_ver,
-        platform_id=platform_id,
-        svn_ver=svn_ver,
-    ).pack()
-    body = bytes((index * 7 + rt_ver) & 0xFF for index in range(body_size))
-    payload = payload_hdr + body
-    auth = capsule.pack_image_auth(monotonic_count, sim_signature(monotonic_count, payload))
-    image_data = auth + payload
-    image_header = capsule.pack_fmp_image_header(
-        header_version, image_type, len(image_data) + image_size_extra
-    )
-    header_size = capsule.CAPSULE_HEADER.size + 4  # a little slack, as real tools add
-    if no_payload_count:
-        fmp = capsule.pack_fmp_capsule_header([])
-    else:
-        fmp_size = capsule.FMP_CAPSULE_HEADER.size + 8
-        fmp = capsule.pack_fmp_capsule_header([fmp_size])
-    total = header_size + len(fmp) + len(image_header) + len(image_data)
-    head = capsule.pack_capsule_header(
-        capsule.FMP_CAPSULE_GUID,
-        header_size,
-        capsule.CAPSULE_FLAG_PERSIST_ACROSS_RESET,
-        total,
-    )
-    return head + fmp + image_header + image_data
-
-
-class _UpdateHandle(SimHandle):
-    """An open ``/dev/acpi_pfr_update0``."""
-
-    def __init__(self, component: PfruComponent, path: str) -> None:
-        super().__init__(path)
-        self._component = component
-
-    def do_write(self, data: bytes) -> int:
-        return self._component.load(bytes(data), self.path)
-
-    def do_ioctl(
-        self, request: int, arg: bytearray | None, pointers: Mapping[int, bytearray]
-    ) -> int:
-        component = self._component
-        if request == uapi.PFRU_IOC_QUERY_CAP:
-            if arg is None or len(arg) < uapi.CAP_INFO.size:
-                raise fail(errno.EFAULT, "ioctl", self.path, "PFRU_IOC_QUERY_CAP")
-            component.update_dsm_check("ioctl", self.path)
-            if component.dsm_fault(KEY_UPDATE, "busy"):
-                raise fail(errno.EBUSY, "ioctl", self.path, "_DSM query capability failed")
-            arg[: uapi.CAP_INFO.size] = component.cap_info().pack()
-            return 0
-        if request == uapi.PFRU_IOC_SET_REV:
-            if arg is None or len(arg) < 4:
-                raise fail(errno.EFAULT, "ioctl", self.path, "PFRU_IOC_SET_REV")
-            (rev,) = struct.unpack_from("<I", arg)
-            if rev not in (uapi.REVID_1, uapi.REVID_2):
-                raise fail(errno.EINVAL, "ioctl", self.path, f"revision {rev} is not 1 or 2")
-            component.state.rev_id = rev
-            component.machine.changed(component.name)
-            return 0
-        actions = {
-            uapi.PFRU_IOC_STAGE: uapi.StartAction.STAGE,
-            uapi.PFRU_IOC_ACTIVATE: uapi.StartAction.ACTIVATE,
-            uapi.PFRU_IOC_STAGE_ACTIVATE: uapi.StartAction.STAGE_ACTIVATE,
-        }
-        if request in actions:
-            component.start_update(actions[request], self.path)
-            return 0
-        raise fail(errno.ENOTTY, "ioctl", self.path)
-
-
-class _TelemetryHandle(SimHandle):
-    """An open ``/dev/acpi_pfr_telemetry0`` (no read or write: mmap and ioctl)."""
-
-    def __init__(self, component: PfruComponent, path: str) -> None:
-        super().__init__(path)
-        self._component = component
-
-    def _data_info(self, op: str = "ioctl") -> uapi.LogDataInfo:
-        component = self._component
-        if not component.telemetry_dsm_ok():
-            raise fail(errno.EINVAL, op, self.path, "_DSM get data info: no package")
-        if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
-            raise fail(errno.EBUSY, "ioctl", self.path, "_DSM get data info failed")
-        if component.dsm_fault(KEY_TELEMETRY, "telemetry-reset"):
-            component.reset_telemetry()
-            component.machine.changed(component.name)
-        return component.data_info(component.state.log_type)
-
-    def do_ioctl(
-        self, request: int, arg: bytearray | None, pointers: Mapping[int, bytearray]
-    ) -> int:
-        component = self._component
-        state = component.state
-        if request == uapi.PFRT_LOG_IOC_SET_INFO:
-            if arg is None or len(arg) < uapi.LOG_INFO.size:
-                raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_SET_INFO")
-            info = uapi.LogInfo.unpack(arg[: uapi.LOG_INFO.size])
-            # each field applies only when valid; invalid values are ignored.
-            if info.log_revid in (uapi.REVID_1, uapi.REVID_2):
-                state.log_revid = info.log_revid
-            if info.log_level in set(uapi.LogLevel):
-                if not component.telemetry_dsm_ok():
-                    component.machine.changed(component.name)
-                    raise fail(errno.EINVAL, "ioctl", self.path, "_DSM set log level: no package")
-                if component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
-                    component.machine.changed(component.name)
-                    raise fail(errno.EBUSY, "ioctl", self.path, "_DSM set log level failed")
-                state.log_level = info.log_level
-                component._log(uapi.LogLevel.INFO, f"log level set to {info.log_level}")
-            if info.log_type in set(uapi.LogType):
-                state.log_type = info.log_type
-            component.machine.changed(component.name)
-            return 0
-        if request == uapi.PFRT_LOG_IOC_GET_INFO:
-            if arg is None or len(arg) < uapi.LOG_INFO.size:
-                raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_GET_INFO")
-            level = state.log_level
-            if not component.telemetry_dsm_ok():
-                level = (-errno.EINVAL) & 0xFFFFFFFF  # get_pfrt_log_level(): no package
-            elif component.dsm_fault(KEY_TELEMETRY, "telemetry-busy"):
-                level = (-errno.EBUSY) & 0xFFFFFFFF  # the driver stores the errno
-            arg[: uapi.LOG_INFO.size] = uapi.LogInfo(level, state.log_type, state.log_revid).pack()
-            return 0
-        if request == uapi.PFRT_LOG_IOC_GET_DATA_INFO:
-            if arg is None or len(arg) < uapi.LOG_DATA_INFO.size:
-                raise fail(errno.EFAULT, "ioctl", self.path, "PFRT_LOG_IOC_GET_DATA_INFO")
-            data_info = self._data_info()
-            arg[: uapi.LOG_DATA_INFO.size] = data_info.pack()
-            if component.dsm_fault(KEY_TELEMETRY, "append-race"):
-                component.append_record("firmware event while a reader copies the log")
-                component.machine.changed(component.name)
-            return 0
-        raise fail(errno.ENOTTY, "ioctl", self.path)
-
-    def do_mmap(self, length: int) -> memoryview:
-        """pfrt_log_mmap() (drivers/acpi/pfr_telemetry.c): checks, then an uncached map.
-
-        The kernel maps the log with ``pgprot_noncached`` through
-        ``io_remap_pfn_range``; on x86 a memory-type conflict with a mapping of the same
-        pages the kernel already holds (arch/x86/mm/pat/memtype.c
-        ``is_new_memtype_allowed()``) makes it fail with EAGAIN, which retrying does not
-        cure (fault ``mmap-memtype-conflict``).
-        """
-        info = self._data_info("mmap")
-        if info.chunk2_addr == 0:
-            raise fail(errno.ENODEV, "mmap", self.path, "telemetry has not started")
-        if info.chunk2_addr % uapi.PAGE_SIZE or info.max_data_size % uapi.PAGE_SIZE:
-            raise fail(errno.ENODEV, "mmap", self.path, "buffer not page aligned")
-        if length <= 0:
-            raise fail(errno.EINVAL, "mmap", self.path)
-        pages = -(-length // uapi.PAGE_SIZE) * uapi.PAGE_SIZE
-        if pages > info.max_data_size:
-            raise fail(
-                errno.EINVAL,
-                "mmap",
-                self.path,
-                f"{length} bytes > max_data_size {info.max_data_size}",
-            )
-        if self._component.dsm_fault(KEY_TELEMETRY, "mmap-memtype-conflict"):
-            raise fail(errno.EAGAIN, "mmap", self.path, "memory type conflict (PAT)")
-        return self._component.mapping(self._component.state.log_type)[:length].toreadonly()
 
 
 COMPONENT = PfruComponent
