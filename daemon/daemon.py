@@ -199,12 +199,12 @@ class Daemon:
         compat = None
         if compat_on:
             # issue 7: the fwupd-compatible API on a connection of its own
-            from livefw.bus.compat_connection import CompatService
+            from livefw.bus.compat_connection import CompatConnection
 
             if version_probe is not None:
-                await version_probe  # done by now; CompatService reads the cached answer
+                await version_probe  # done by now; CompatConnection reads the cached answer
 
-            compat = CompatService(
+            compat = CompatConnection(
                 engine, authorizer, self.args.bus_address, self.args.state_dir, self.args.config
             )
             await compat.start()

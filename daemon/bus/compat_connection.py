@@ -5,8 +5,6 @@ follows clients leaving the bus, so their hints, feature flags and inhibits go w
 them (livefw.fwupd_service.FwupdService.forget_client).
 """
 
-from typing import Any
-
 import structlog
 
 from livefw.bus.backend import (
@@ -21,6 +19,8 @@ from livefw.bus.backend import (
 )
 from livefw.bus.compat import BUS_NAME, INTERFACE, PATH, CompatInterface
 from livefw.bus.context import BusContext
+from livefw.bus.polkit import Authorizer
+from livefw.engine import Engine
 from livefw.fwupd_service import FwupdService
 
 log = structlog.get_logger("livefw.compat")
@@ -32,7 +32,7 @@ _DEPARTURES = (
 )
 
 
-class CompatService:
+class CompatConnection:
     """A second bus connection that owns ``org.freedesktop.fwupd`` and serves ``/``.
 
     A connection of its own keeps fwupd's name, object and signals apart from
@@ -41,8 +41,8 @@ class CompatService:
 
     def __init__(
         self,
-        engine: Any,
-        authorizer: Any,
+        engine: Engine,
+        authorizer: Authorizer,
         bus_address: str | None,
         state_dir: str,
         config_path: str | None = None,

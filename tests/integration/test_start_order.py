@@ -42,11 +42,11 @@ async def recorded_start(self):
     return await start(self)
 livefw.engine.Engine.start = recorded_start
 import livefw.bus.compat_connection
-original = livefw.bus.compat_connection.CompatService.start
+original = livefw.bus.compat_connection.CompatConnection.start
 async def compat_start(self):
     record("compat-start")
     return await original(self)
-livefw.bus.compat_connection.CompatService.start = compat_start
+livefw.bus.compat_connection.CompatConnection.start = compat_start
 sys.argv = ["livefwd", *sys.argv[2:]]
 from livefw.launch import main
 raise SystemExit(main())
