@@ -25,6 +25,7 @@ from livefw.bus.backend import (
     disconnect,
     wait_for_disconnect,
 )
+from livefw.bus.framing import LargeCall
 from livefw.bus.polkit import Authorizer
 from livefw.bus.service import MANAGER_PATH, DaemonService
 from livefw.config import Config, load_config
@@ -90,20 +91,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 #: room for an fwctl Rpc's scope and options beside its request bytes
 RPC_ARGUMENTS = 4096
+#: fwctl's Rpc (interface, member, signature: daemon/bus/ext_fwctl.py), the one method
+#: that carries a request inline that may be bigger than MAX_BODY
+FWCTL_RPC = ("org.livefw.Daemon1.Fwctl", "Rpc", "saya{sv}")
 
 
-def bus_body_limit(config: Config) -> int:
-    """The native bus connection's limit on a call's body (``MAX_BODY`` in the backend).
+def bus_large_calls(config: Config) -> tuple[LargeCall, ...]:
+    """The method calls the native bus connection allows a body over ``MAX_BODY``.
 
     fwctl ``Rpc`` carries its request inline (``ay``), up to ``[plugins.fwctl]
     max_request_size`` (64 KiB by default; the kernel's MAX_RPC_LEN, 2 MiB, at most:
-    drivers/fwctl/main.c). Configured over what MAX_BODY leaves room for, the limit
-    grows with it, and so does what any local user can make livefwd unmarshal.
+    drivers/fwctl/main.c ``fwctl_cmd_rpc``: EMSGSIZE). Configured over what
+    MAX_BODY leaves room for, ``Rpc`` alone may be that size plus RPC_ARGUMENTS, and
+    only its request bytes may be big (its scope and options stay within
+    RPC_ARGUMENTS); every other member of every interface keeps MAX_BODY
+    (livefw.bus.framing.LargeCall).
     """
     size = config.plugins.for_plugin("fwctl").get("max_request_size")
-    if type(size) is int and 0 < size <= MAX_RPC_LEN:
-        return max(MAX_BODY, size + RPC_ARGUMENTS)
-    return MAX_BODY
+    if type(size) is int and 0 < size <= MAX_RPC_LEN and size + RPC_ARGUMENTS > MAX_BODY:
+        interface, member, signature = FWCTL_RPC
+        return (
+            LargeCall(
+                interface=interface,
+                member=member,
+                signature=signature,
+                max_body=size + RPC_ARGUMENTS,
+                rest=RPC_ARGUMENTS,
+            ),
+        )
+    return ()
 
 
 class Daemon:
@@ -170,7 +186,7 @@ class Daemon:
             bus_address=self.args.bus_address,
             bus_type=BusType.SYSTEM,
             object_manager_path=MANAGER_PATH,
-            max_body=bus_body_limit(self.config),
+            large_calls=bus_large_calls(self.config),
         )
         try:
             await bus.connect()

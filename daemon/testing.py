@@ -363,18 +363,23 @@ def raw_message(
     reply_serial: int = 0,
     error_name: str | None = None,
     sender_first: bool = False,
+    body_bytes: tuple[str, bytes] | None = None,
 ) -> bytes:
     """A D-Bus message marshalled by hand, in either byte order (framing tests).
 
     The libraries marshal little-endian only. ``kind``: 1 call, 2 return, 3 error, 4
     signal; ``flags`` 1 is NO_REPLY_EXPECTED. The body is the string ``text``
-    (signature ``s``), or ``blob`` bytes (``ay``), or empty. ``fds``: the UNIX_FDS
-    header field (the fds themselves go as SCM_RIGHTS with the bytes).
+    (signature ``s``), or ``blob`` bytes (``ay``), or ``body_bytes`` (a signature and
+    a body marshalled in that byte order), or empty. ``fds``: the UNIX_FDS header
+    field (the fds themselves go as SCM_RIGHTS with the bytes).
     """
     order = ">" if big_endian else "<"
     signature = "s" if text is not None else ("ay" if blob else "")
     body = bytearray()
-    if text is not None:
+    if body_bytes is not None:
+        signature, marshalled = body_bytes
+        body += marshalled
+    elif text is not None:
         encoded = text.encode()
         body += struct.pack(order + "I", len(encoded)) + encoded + b"\0"
     elif blob:

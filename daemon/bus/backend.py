@@ -46,7 +46,7 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,6 +57,7 @@ from livefw.bus.framing import (
     METHOD_CALL,
     PATH,
     BoundedSocket,
+    LargeCall,
     RefusedMessage,
 )
 from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
@@ -406,8 +407,9 @@ MAX_FDS_IN_FLIGHT = 512
 #: biggest bodies livefwd's methods legitimately take: fwupd's SetApprovedFirmware /
 #: SetBlockedFirmware with 1,024 SHA-256 checksums (firmware_lists.CHECKSUMS_MAX; 72 bytes
 #: each on the wire: 73,729), a fwctl Rpc with a request of [plugins.fwctl]
-#: max_request_size (64 KiB by default; livefwd raises its limit to that size plus
-#: 4 KiB when it is configured over 92 KiB, see livefw.daemon), SetHints with 32 hints of
+#: max_request_size (64 KiB by default; configured over 92 KiB, that one method is
+#: allowed the size plus 4 KiB, every other member keeps this limit: a
+#: framing.LargeCall, see livefw.daemon.bus_large_calls), SetHints with 32 hints of
 #: 64/256 characters (at most 4 bytes each in UTF-8: ~41 KiB). Everything else takes
 #: a few hundred bytes; payloads come as fds. 96 KiB is 1.33 times the biggest. The
 #: cost it bounds, measured with the costliest body shape (an array of byte variants,
@@ -434,6 +436,7 @@ class LivefwBus(MessageBus):
         bus_type: BusType = BusType.SYSTEM,
         object_manager_path: str = "/",
         max_body: int = MAX_BODY,
+        large_calls: Sequence[LargeCall] = (),
     ) -> None:
         super().__init__(
             bus_address=bus_address,  # None means: use bus_type
@@ -457,6 +460,8 @@ class LivefwBus(MessageBus):
         self._property_maps: dict[int, tuple[ServiceInterface, dict[str, Any]]] = {}
         #: largest body of a call or signal handed to the library (see MAX_BODY)
         self.max_body = max_body
+        #: the method calls allowed more (fwctl's Rpc, see livefw.daemon)
+        self.large_calls = tuple(large_calls)
         self.reader: BoundedSocket | None = None
         self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
         self._refusals_unlogged = 0
@@ -471,7 +476,9 @@ class LivefwBus(MessageBus):
         writer keeps the socket itself.
         """
         await super()._authenticate()
-        self.reader = BoundedSocket(self._sock, self.max_body, MAX_HEADER, self._refuse_oversized)
+        self.reader = BoundedSocket(
+            self._sock, self.max_body, MAX_HEADER, self._refuse_oversized, self.large_calls
+        )
         self._sock = self.reader  # type: ignore[assignment]  # the socket's duck
         if BACKEND == "next":
             self._unmarshaller = self._create_unmarshaller()
@@ -479,13 +486,13 @@ class LivefwBus(MessageBus):
     def _refuse_oversized(self, refused: RefusedMessage) -> None:
         """A call or signal over the limits was skipped: answer a call, log (throttled)."""
         try:
+            limit = refused.limit
             if refused.reason == "body":
-                size, limit, what = refused.body_length, self.max_body, "body"
+                size, what = refused.body_length, "body"
             else:
-                size, limit, what = refused.header_length, MAX_HEADER, "header"
-            text = (
-                f"message {what} of {size} bytes is over livefwd's limit of {limit} bytes: "
-                "pass firmware and other large data as a file descriptor"
+                size, what = refused.header_length, "header"
+            text = f"message {what} of {size} bytes is over livefwd's limit of {limit} bytes: " + (
+                refused.detail or "pass firmware and other large data as a file descriptor"
             )
             answered = False
             sender = refused.sender

@@ -17,6 +17,15 @@ library's unmarshaller:
   reader (so the loop runs other work in between), the descriptors that came with it
   are closed, and the small header fields needed to answer it (sender, serial, path,
   interface, member) are picked out as they pass; then ``on_refused`` is told.
+* a method may be allowed a bigger body (a :class:`LargeCall`: fwctl's ``Rpc``
+  carries its request inline, up to ``[plugins.fwctl] max_request_size``): a call
+  whose body is over ``max_body`` but within the biggest such allowance has its
+  header fields and the start of its body read and checked first; only a call of
+  that interface, member and signature, whose arguments before and after its one
+  byte array are small, is handed on. Every other member keeps ``max_body``, so a
+  raised allowance raises nothing for them, and what the allowance lets through costs
+  the libraries a copy of bytes (an ``ay`` is one slice), not a parse of values.
+  Messages within ``max_body`` are never looked at beyond their fixed header.
 
 Both libraries read a socket with ``recvmsg(n, ancbufsize)`` asking for exactly the
 bytes up to the end of the current message (dbus-next 0.2.3:
@@ -37,7 +46,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +75,52 @@ DRAIN_PER_CALL = 1024 * 1024
 _ANCBUF = socket.CMSG_LEN(16 * array.array("i").itemsize)
 #: header strings longer than this are skipped, not kept (bus names are at most 255)
 _KEEP = 255
+#: body bytes a large call's shape is checked from: its leading string (at most
+#: _KEEP bytes, its length and NUL), padding, and the byte array's length
+LARGE_PREFIX = 4 + _KEEP + 1 + 3 + 4
+
+
+@dataclass(frozen=True)
+class LargeCall:
+    """A method call allowed a body over the connection's ``max_body``.
+
+    Its signature must be a string (at most 255 bytes), then a byte array, then
+    arguments of at most ``rest`` bytes on the wire: only the byte array may be
+    large, so the library copies the allowance rather than parsing values.
+
+    Attributes:
+        interface: the INTERFACE header field the call must carry.
+        member: the MEMBER header field.
+        signature: the SIGNATURE header field; it must start with ``say``.
+        max_body: the largest body allowed.
+        rest: the most bytes after the byte array (padding included).
+    """
+
+    interface: str
+    member: str
+    signature: str
+    max_body: int
+    rest: int
+
+    def __post_init__(self) -> None:
+        if not self.signature.startswith("say"):
+            raise ValueError(f"a large call's signature starts with 'say': {self.signature!r}")
+
+    def fits(self, big: bool, body_length: int, prefix: bytes) -> bool:
+        """Whether a body of ``body_length`` starting with ``prefix`` has this shape."""
+        if body_length > self.max_body or len(prefix) < 4:
+            return False
+        order = ">" if big else "<"
+        (text,) = struct.unpack_from(order + "I", prefix)
+        if text > _KEEP:
+            return False
+        position = 4 + text + 1
+        position += -position & 3
+        if len(prefix) < position + 4:
+            return False
+        (count,) = struct.unpack_from(order + "I", prefix, position)
+        end: int = position + 4 + count
+        return end <= body_length and body_length - end <= self.rest
 
 
 @dataclass
@@ -85,6 +140,10 @@ class RefusedMessage:
     reason: str = "body"
     #: the sender's byte order ("little" or "big")
     byte_order: str = "little"
+    #: the limit it was over (the body or header limit that applied to its member)
+    limit: int = 0
+    #: for a large call's member that was refused within its own limit: why
+    detail: str = ""
 
     @property
     def sender(self) -> str | None:
@@ -224,6 +283,7 @@ class BoundedSocket:
         max_body: largest body of a method call or signal handed to the library.
         max_header: largest header-fields array of a method call or signal.
         on_refused: told about each skipped message once all of it has been read.
+        large_calls: method calls allowed a bigger body than ``max_body``.
     """
 
     def __init__(
@@ -232,11 +292,24 @@ class BoundedSocket:
         max_body: int,
         max_header: int,
         on_refused: Callable[[RefusedMessage], None],
+        large_calls: Sequence[LargeCall] = (),
     ) -> None:
         self._sock = sock
         self.max_body = max_body
         self.max_header = max_header
         self._on_refused = on_refused
+        self._large = {(call.interface, call.member): call for call in large_calls}
+        #: the biggest body any large call may have (0: none may be over max_body)
+        self._large_limit = max((call.max_body for call in large_calls), default=0)
+        #: a call over max_body but within _large_limit, while its header fields and
+        #: body start are read: (fixed header, bytes still to read)
+        self._peek: tuple[bytes, int] | None = None
+        #: what reads the next bytes of a message's start: _read_fixed, or _read_peek
+        #: while a maybe-large call is looked at (so messages within the limits pay
+        #: no check for it)
+        self._read_next: Callable[[], bool] = self._read_fixed
+        self._peeked = bytearray()
+        self._peek_anc: list[tuple[int, int, bytes]] = []
         #: fixed header of the next message, while it is being read
         self._fixed = bytearray()
         self._fixed_anc: list[tuple[int, int, bytes]] = []
@@ -284,7 +357,7 @@ class BoundedSocket:
                     raise _would_block()  # budget spent: the loop comes back
                 budget = left
                 continue
-            if not self._read_fixed():
+            if not self._read_next():
                 return b"", [], 0, None
 
     # ------------------------------------------------------------ internals
@@ -303,24 +376,95 @@ class BoundedSocket:
             self._fixed += data
         fixed, self._fixed = bytes(self._fixed), bytearray()
         ancdata, self._fixed_anc = self._fixed_anc, []
-        endian, kind, flags, version = fixed[0], fixed[1], fixed[2], fixed[3]
+        endian, kind, version = fixed[0], fixed[1], fixed[3]
         if endian not in (LITTLE, BIG) or version != 1:
             # not a message the library can read: it says so and drops the connection
             self._pass(fixed, ancdata, 0)
             return True
-        body_length, serial, header_length = struct.unpack_from(
+        body_length, _serial, header_length = struct.unpack_from(
             (">" if endian == BIG else "<") + "III", fixed, 4
         )
         rest = header_length + (-header_length & 7) + body_length
         reason = None
         if kind in (METHOD_CALL, SIGNAL):
             if body_length > self.max_body:
+                if (
+                    body_length <= self._large_limit
+                    and kind == METHOD_CALL
+                    and header_length <= self.max_header
+                ):
+                    # maybe a large call: its header fields and body start decide
+                    self._peek = (fixed, rest - body_length + min(body_length, LARGE_PREFIX))
+                    self._peek_anc = ancdata
+                    self._read_next = self._read_peek
+                    return True
                 reason = "body"
             elif header_length > self.max_header:
                 reason = "header"
         if reason is None:
             self._pass(fixed, ancdata, rest)
             return True
+        self._refuse(fixed, ancdata, reason, _FieldScan(endian == BIG, header_length), rest)
+        return True
+
+    def _read_peek(self) -> bool:
+        """Read a maybe-large call's header fields and body start, then decide.
+
+        False: end of file. Raises BlockingIOError while bytes are still to come.
+        """
+        if self._peek is None:  # cannot happen: set together with _read_next
+            self._read_next = self._read_fixed
+            return True
+        fixed, want = self._peek
+        while len(self._peeked) < want:
+            data, ancdata, _flags, _address = self._sock.recvmsg(
+                want - len(self._peeked), _ANCBUF
+            )  # BlockingIOError: the library waits for the socket
+            self._peek_anc.extend(ancdata)
+            if not data:
+                self._peek = None
+                self._read_next = self._read_fixed
+                self._peeked = bytearray()
+                _close_fds(self._peek_anc)
+                self._peek_anc = []
+                return False
+            self._peeked += data
+        peeked, self._peeked, self._peek = bytes(self._peeked), bytearray(), None
+        self._read_next = self._read_fixed
+        ancdata, self._peek_anc = self._peek_anc, []
+        big = fixed[0] == BIG
+        body_length, _serial, header_length = struct.unpack_from(
+            (">" if big else "<") + "III", fixed, 4
+        )
+        scan = _FieldScan(big, header_length)
+        scan.feed(memoryview(peeked))
+        body_start = header_length + (-header_length & 7)
+        rest = body_start + body_length - len(peeked)
+        call = self._large.get((str(scan.fields.get(INTERFACE)), str(scan.fields.get(MEMBER))))
+        if (
+            call is not None
+            and scan.fields.get(SIGNATURE) == call.signature
+            and call.fits(big, body_length, peeked[body_start:])
+        ):
+            self._pass(fixed + peeked, ancdata, rest)
+        else:
+            self._refuse(fixed, ancdata, "body", scan, rest)
+            self.refused_bytes += len(peeked)
+        return True
+
+    def _refuse(
+        self,
+        fixed: bytes,
+        ancdata: list[tuple[int, int, bytes]],
+        reason: str,
+        scan: _FieldScan,
+        rest: int,
+    ) -> None:
+        """Skip the ``rest`` bytes of the message ``fixed`` starts (its fds closed)."""
+        endian, kind, flags = fixed[0], fixed[1], fixed[2]
+        body_length, serial, header_length = struct.unpack_from(
+            (">" if endian == BIG else "<") + "III", fixed, 4
+        )
         self._refused = RefusedMessage(
             message_type=kind,
             flags=flags,
@@ -331,12 +475,11 @@ class BoundedSocket:
             reason=reason,
             byte_order="big" if endian == BIG else "little",
         )
-        self._scan = _FieldScan(endian == BIG, header_length)
+        self._scan = scan
         self._skipping = rest
         self.refused_bytes += FIXED_HEADER
         if not rest:
             self._finish()
-        return True
 
     def _pass(self, fixed: bytes, ancdata: list[tuple[int, int, bytes]], rest: int) -> None:
         self._handout = fixed
@@ -397,4 +540,23 @@ class BoundedSocket:
             return
         if scan is not None:
             refused.fields = scan.fields
+        self._set_limit(refused)
         self._on_refused(refused)
+
+    def _set_limit(self, refused: RefusedMessage) -> None:
+        """Which limit a refused message was over: a large call's own, if it is one."""
+        if refused.reason == "header":
+            refused.limit = self.max_header
+            return
+        refused.limit = self.max_body
+        call = self._large.get((str(refused.text(INTERFACE)), str(refused.text(MEMBER))))
+        if call is None or refused.fields.get(SIGNATURE) != call.signature:
+            return
+        if refused.body_length > call.max_body:
+            refused.limit = call.max_body
+        elif refused.message_type == METHOD_CALL:
+            refused.detail = (
+                f"only the {call.signature[1:3]} argument of {call.interface}.{call.member} "
+                f"may be bigger (up to {call.max_body} bytes in all); the others together "
+                f"at most {call.rest} bytes"
+            )

@@ -18,6 +18,10 @@ reply. Both D-Bus backends:
 * a client without a D-Bus library (raw_client.py) sends big and small messages of
   both byte orders, with and without fds, back to back: each call gets its own reply
   (dbus-daemon passes big-endian messages on as they are).
+* with ``[plugins.fwctl] max_request_size`` raised to 1 MiB, only fwctl's ``Rpc``
+  request may be that big: GetDevice, SetHints, Introspect, Rpc's options and ``Rpc``
+  on another interface still get LimitsExceeded at 96 KiB (main let all of them carry
+  1 MiB + 4 KiB).
 
 tests/unit/test_bus_framing.py shows the same structurally: the library's own
 unmarshallers are never handed a byte of an oversized message.
@@ -37,6 +41,7 @@ from nobody_env import hostile, parse_lines
 
 from livefw.bus.backend import MAX_BODY
 from livefw.cli.client import Client
+from livefw.daemon import RPC_ARGUMENTS
 from livefw.testing import NOBODY, as_user
 
 CONFIG = "[install]\nonly_trusted = false\n"
@@ -218,4 +223,76 @@ async def test_framing_holds_for_both_byte_orders_interleaved_with_fds(
         # dbus-daemon passes a big-endian message on as it is: livefwd's reader saw one
         lines = _refusal_lines(h.daemon.log())
         assert "byte_order=big" in lines[0], lines
+        assert "Traceback" not in h.daemon.log()
+
+
+#: [plugins.fwctl] max_request_size raised to 1 MiB: fwctl's Rpc may carry that much
+RAISED = 1024 * 1024
+RAISED_CONFIG = CONFIG + f"[plugins.fwctl]\nmax_request_size = {RAISED}\n"
+FWCTL = "org.livefw.Daemon1.Fwctl"
+
+RAISED_CALLS = """
+client = await Client.connect(ADDRESS)
+path = {path!r}
+half = 512 * 1024
+results = {{}}
+rpc = dict(path=path, interface={fwctl!r})
+# other members keep the default limit, whatever the Rpc allowance
+results["GetDevice"] = await outcome(client.call("GetDevice", "s", ["x" * half]))
+results["SetHints"] = await outcome(
+    client.call("SetHints", "a{{ss}}", [{{"k": "x" * half}}], **FWUPD))
+results["Introspect"] = await outcome(client.call(
+    "Introspect", "s", ["x" * half], path=path,
+    interface="org.freedesktop.DBus.Introspectable"))
+# Rpc's request may be big; its options may not
+request = bytes.fromhex("08000000000000000000000000000000") + bytes(half)
+results["Rpc"] = await outcome(
+    client.call("Rpc", "saya{{sv}}", ["debug-read", request, {{}}], **rpc))
+options = {{"x": Variant("s", "x" * half)}}
+results["Rpc options"] = await outcome(
+    client.call("Rpc", "saya{{sv}}", ["debug-read", b"", options], **rpc))
+# the same member name on another interface, and Rpc over its own allowance
+results["Rpc elsewhere"] = await outcome(
+    client.call("Rpc", "saya{{sv}}", ["debug-read", request, {{}}]))  # the Manager
+results["Rpc too big"] = await outcome(
+    client.call("Rpc", "saya{{sv}}", ["debug-read", bytes(2 * {raised}), {{}}], **rpc))
+results["after"] = await outcome(client.call("GetDevices"))
+await client.close()
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_a_raised_fwctl_request_size_raises_the_limit_of_rpc_only(
+    bus_dir: str, state_dir: Path, backend: str
+) -> None:
+    """``[plugins.fwctl] max_request_size = 1 MiB``: main let every member of every
+    interface carry 1 MiB + 4 KiB; now only fwctl's Rpc request may, every other
+    member (and Rpc's other arguments) keep MAX_BODY, refused unread."""
+    with hostile(bus_dir, state_dir, RAISED_CONFIG, env={"LIVEFW_DBUS_BACKEND": backend}) as h:
+        h.polkit.set_allowed(["org.livefw.daemon1.fwctl-debug-read"])
+        client = await Client.connect(h.bus.address)
+        try:
+            devices = await client.devices()
+        finally:
+            await client.close()
+        fwctl = next(d for d in devices if d["Plugin"] == "fwctl")
+        path = "/org/livefw/Daemon1/devices/" + fwctl["Id"]
+        fds = settled_fds(h.pid)
+        source = RAISED_CALLS.format(path=path, fwctl=FWCTL, raised=RAISED)
+        (results,) = parse_lines(await h.attack(source, timeout=120))
+        assert isinstance(results, dict)
+        default = f"is over livefwd's limit of {MAX_BODY} bytes"
+        # first what main fails on: 512 KiB reached GetDevice, SetHints, Introspect
+        for member in ("GetDevice", "SetHints", "Introspect"):
+            assert results[member].startswith("LimitsExceeded: message body of "), results
+            assert default in results[member], results
+        # the big request reached Rpc: the device answered it (main too)
+        assert results["Rpc"].split(":")[0] in {"ok", "NotSupported", "InvalidArgument"}, results
+        assert default in results["Rpc options"], results
+        assert f"only the ay argument of {FWCTL}.Rpc may be bigger" in results["Rpc options"]
+        assert default in results["Rpc elsewhere"], results
+        assert f"over livefwd's limit of {RAISED + RPC_ARGUMENTS} bytes" in results["Rpc too big"]
+        assert results["after"] == "ok"
+        assert settled_fds(h.pid) == fds
         assert "Traceback" not in h.daemon.log()

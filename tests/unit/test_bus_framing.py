@@ -18,9 +18,12 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -31,9 +34,11 @@ from livefw.bus.framing import (
     NO_REPLY_EXPECTED,
     SIGNAL,
     BoundedSocket,
+    LargeCall,
     RefusedMessage,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 MAX_BODY = 4096
 MAX_HEADER = 1024
 SENDER = ":1.42"
@@ -53,6 +58,8 @@ class Sent:
     data: bytes
     fds: int = 0
     refused: bool = False
+    #: the first this many bytes go one at a time, the reader running in between
+    trickle: int = 0
 
 
 @dataclass
@@ -88,13 +95,13 @@ def _reader(backend: str, guard: BoundedSocket, process: Callable[[Any], None]) 
     return read, errors
 
 
-def run_stream(backend: str, sent: list[Sent]) -> Run:
+def run_stream(backend: str, sent: list[Sent], large: tuple[LargeCall, ...] = ()) -> Run:
     """Send ``sent`` from one end of a socketpair, read it through the guard."""
     pytest.importorskip("dbus_fast" if backend == "fast" else "dbus_next")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.setblocking(False)
     run = Run()
-    guard = BoundedSocket(ours, MAX_BODY, MAX_HEADER, run.refused.append)
+    guard = BoundedSocket(ours, MAX_BODY, MAX_HEADER, run.refused.append, large)
     run.guard = guard
     read, errors = _reader(backend, guard, run.messages.append)
     expected = sum(1 for item in sent if not item.refused)
@@ -103,12 +110,15 @@ def run_stream(backend: str, sent: list[Sent]) -> Run:
         for item in sent:
             fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(item.fds)]
             try:
+                done = 0
                 if fds:
                     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                    done = theirs.sendmsg([item.data], ancillary)
-                    theirs.sendall(item.data[done:])
-                else:
-                    theirs.sendall(item.data)
+                    first = item.data[:1] if item.trickle else item.data
+                    done = theirs.sendmsg([first], ancillary)
+                while done < item.trickle:
+                    time.sleep(0.001)  # the reader sees a partial message
+                    done += theirs.send(item.data[done : done + 1])
+                theirs.sendall(item.data[done:])
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -265,22 +275,181 @@ def test_end_of_file_inside_a_refused_message(backend: str) -> None:
     assert not refused
 
 
-def test_the_native_limit_grows_with_the_fwctl_request_size() -> None:
-    """An Rpc request of [plugins.fwctl] max_request_size must fit in one message."""
+# ---------------------------------------------- a bigger body for one method only
+
+BIG_IFACE = "org.example.Fwctl"
+#: the one call allowed more: a string, a byte array of up to 4 x MAX_BODY, 512 bytes more
+RPC = LargeCall(BIG_IFACE, "Rpc", "saya{sv}", max_body=4 * MAX_BODY, rest=512)
+
+
+def rpc_body(big: bool, scope: str, request: int, option: int = 0) -> bytes:
+    """A ``saya{sv}`` body marshalled by hand: ``request`` bytes, and an option
+    ``x`` holding ``option`` bytes (``ay``) if ``option``."""
+    order = ">" if big else "<"
+    body = bytearray(struct.pack(order + "I", len(scope)) + scope.encode() + b"\0")
+    body += b"\0" * (-len(body) & 3)
+    body += struct.pack(order + "I", request) + b"\x5a" * request
+    body += b"\0" * (-len(body) & 3)
+    entries = bytearray()
+    if option:
+        entries += struct.pack(order + "I", 1) + b"x\0" + b"\x02ay\0"  # key, signature
+        entries += b"\0" * (-(len(body) + 8 + len(entries)) & 3)
+        entries += struct.pack(order + "I", option) + b"\x5a" * option
+    body += struct.pack(order + "I", len(entries))
+    body += b"\0" * (-len(body) & 7)
+    return bytes(body + entries)
+
+
+def rpc(
+    serial: int, *, big: bool = False, request: int = 0, option: int = 0, **kwargs: Any
+) -> bytes:
+    """An Rpc call (``saya{sv}``) to ``BIG_IFACE`` unless ``kwargs`` say otherwise."""
+    fields: dict[str, Any] = {"interface": BIG_IFACE, "member": "Rpc"}
+    signature = kwargs.pop("signature", "saya{sv}")
+    fields.update(kwargs)
+    body = rpc_body(big, "debug-read", request, option)
+    return raw_message(serial=serial, big=big, body_bytes=(signature, body), **fields)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_large_call_passes_and_every_other_member_keeps_the_limit(backend: str) -> None:
+    """Over max_body, only the large call's interface, member and signature, with
+    only its byte array big, reach the library; each refusal says which limit."""
+    sent = [
+        Sent(rpc(1, request=3 * MAX_BODY), fds=2),
+        Sent(raw_message(serial=2, blob=2 * MAX_BODY, member="SetHints"), fds=3, refused=True),
+        Sent(rpc(3, big=True, request=3 * MAX_BODY, member="Rpc")),
+        Sent(rpc(4, request=2 * MAX_BODY, interface="org.example.Other"), refused=True),
+        Sent(rpc(5, request=2 * MAX_BODY, member="Rpc2"), fds=4, refused=True),
+        Sent(rpc(6, request=2 * MAX_BODY, signature="say"), refused=True),  # body left over
+        Sent(rpc(7, request=16, option=2 * MAX_BODY), refused=True),  # big options
+        Sent(rpc(8, big=True, request=16, option=2 * MAX_BODY), refused=True),
+        Sent(rpc(9, request=4 * MAX_BODY), refused=True),  # over the large call's own
+        Sent(rpc(10, request=MAX_BODY - 64)),  # within max_body: never looked at
+        Sent(rpc(11, request=2 * MAX_BODY, kind=SIGNAL), refused=True),  # calls only
+        Sent(raw_message(serial=12, text="small")),
+    ]
+    before = _open_fds()
+    run = run_stream(backend, sent, (RPC,))
+    assert [m.serial for m in run.messages] == [1, 3, 10, 12]
+    first, second = run.messages[0], run.messages[1]
+    assert first.member == second.member == "Rpc"
+    assert first.body[0] == second.body[0] == "debug-read"
+    assert bytes(first.body[1]) == bytes(second.body[1]) == b"\x5a" * (3 * MAX_BODY)
+    assert len(first.unix_fds) == 2  # the fds of a passed large call reach it
+    for fd in {fd for message in run.messages for fd in message.unix_fds}:
+        os.close(fd)
+    refused = {r.serial: r for r in run.refused}
+    assert sorted(refused) == [2, 4, 5, 6, 7, 8, 9, 11]
+    assert {serial: r.limit for serial, r in refused.items()} == {
+        2: MAX_BODY,
+        4: MAX_BODY,
+        5: MAX_BODY,
+        6: MAX_BODY,
+        7: MAX_BODY,
+        8: MAX_BODY,
+        9: 4 * MAX_BODY,
+        11: MAX_BODY,
+    }
+    # a call of the large member refused within its own limit says why
+    assert (
+        refused[7].detail
+        == refused[8].detail
+        == (
+            f"only the ay argument of {BIG_IFACE}.Rpc may be bigger (up to {4 * MAX_BODY} "
+            "bytes in all); the others together at most 512 bytes"
+        )
+    )
+    assert refused[9].detail == refused[11].detail == refused[4].detail == ""
+    assert refused[5].fields[MEMBER] == "Rpc2"
+    assert refused[5].fds == 4
+    assert refused[7].sender == SENDER
+    assert refused[7].byte_order == "little"
+    assert refused[8].byte_order == "big"
+    assert _open_fds() == before
+    assert run.guard is not None
+    assert run.guard.passed_bytes == sum(len(item.data) for item in sent if not item.refused)
+    assert run.guard.refused_bytes == sum(len(item.data) for item in sent if item.refused)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("big", [False, True])
+def test_a_large_call_read_a_byte_at_a_time_is_decided_once_all_is_there(
+    backend: str, big: bool
+) -> None:
+    """Header fields and body start arrive one byte per read: the decision waits."""
+    allowed = rpc(1, big=big, request=2 * MAX_BODY)
+    other = rpc(2, big=big, request=2 * MAX_BODY, member="Other")
+    sent = [
+        Sent(allowed, fds=1, trickle=400),
+        Sent(other, fds=1, trickle=400, refused=True),
+        Sent(raw_message(serial=3, big=big, text="after")),
+    ]
+    before = _open_fds()
+    run = run_stream(backend, sent, (RPC,))
+    assert [m.serial for m in run.messages] == [1, 3]
+    assert bytes(run.messages[0].body[1]) == b"\x5a" * (2 * MAX_BODY)
+    (fd,) = run.messages[0].unix_fds
+    os.close(fd)
+    (refused,) = run.refused
+    assert refused.fields[MEMBER] == "Other"
+    assert refused.fds == 1
+    assert _open_fds() == before
+
+
+def test_end_of_file_while_a_large_call_is_looked_at() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    refused: list[RefusedMessage] = []
+    guard = BoundedSocket(ours, MAX_BODY, MAX_HEADER, refused.append, (RPC,))
+    before = _open_fds()
+    fd = os.open(os.devnull, os.O_RDONLY)
+    data = rpc(1, request=2 * MAX_BODY)[:60]
+    theirs.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+    os.close(fd)
+    theirs.close()
+    assert guard.recvmsg(16, 64)[0] == b""  # the library sees the end
+    ours.close()
+    # ours and theirs are closed, and so is the fd that came with the bytes
+    assert _open_fds() == before - 2
+    assert not refused
+
+
+def test_a_large_call_must_start_with_a_string_and_a_byte_array() -> None:
+    with pytest.raises(ValueError, match="starts with 'say'"):
+        LargeCall(BIG_IFACE, "Rpc", "a{sv}ay", max_body=1, rest=1)
+
+
+def test_only_fwctl_rpc_gets_a_bigger_body_and_only_when_configured() -> None:
+    """[plugins.fwctl] max_request_size over what MAX_BODY holds makes Rpc (its real
+    interface, member and signature) a large call; nothing else ever is."""
+    from livefw.bus import ext_fwctl
     from livefw.bus.backend import MAX_BODY as DEFAULT
     from livefw.config import Config, PluginsSection
-    from livefw.daemon import RPC_ARGUMENTS, bus_body_limit
+    from livefw.daemon import FWCTL_RPC, RPC_ARGUMENTS, bus_large_calls
 
-    def limit(fwctl: dict[str, Any]) -> int:
-        return bus_body_limit(Config(plugins=PluginsSection.model_validate({"fwctl": fwctl})))
+    def large(fwctl: dict[str, Any]) -> tuple[LargeCall, ...]:
+        return bus_large_calls(Config(plugins=PluginsSection.model_validate({"fwctl": fwctl})))
 
-    assert limit({}) == DEFAULT
-    assert limit({"max_request_size": 64 * 1024}) == DEFAULT  # the default fits
-    assert limit({"max_request_size": 1024 * 1024}) == 1024 * 1024 + RPC_ARGUMENTS
-    assert limit({"max_request_size": 2 * 1024 * 1024}) == 2 * 1024 * 1024 + RPC_ARGUMENTS
-    # values the plugin refuses leave the default
-    assert limit({"max_request_size": 64 * 1024 * 1024}) == DEFAULT
-    assert limit({"max_request_size": "big"}) == DEFAULT
+    assert large({}) == ()
+    assert large({"max_request_size": 64 * 1024}) == ()  # the default fits
+    (call,) = large({"max_request_size": 1024 * 1024})
+    assert (call.interface, call.member, call.signature) == FWCTL_RPC
+    assert call.max_body == 1024 * 1024 + RPC_ARGUMENTS
+    assert call.rest == RPC_ARGUMENTS
+    (call,) = large({"max_request_size": 2 * 1024 * 1024})
+    assert call.max_body == 2 * 1024 * 1024 + RPC_ARGUMENTS
+    # values the plugin refuses give no large call
+    assert large({"max_request_size": 64 * 1024 * 1024}) == ()
+    assert large({"max_request_size": "big"}) == ()
+    assert call.max_body > DEFAULT
+    # FWCTL_RPC is what the bus layer exports (its introspection is checked against
+    # the XML in tests/integration/test_fwctl_bus.py)
+    assert FWCTL_RPC[0] == ext_fwctl.INTERFACE
+    xml = ElementTree.parse(REPO / "dbus" / f"{ext_fwctl.INTERFACE}.xml")
+    (method,) = xml.findall(f"./interface[@name='{FWCTL_RPC[0]}']/method[@name='{FWCTL_RPC[1]}']")
+    signature = "".join(arg.get("type", "") for arg in method if arg.get("direction") == "in")
+    assert signature == FWCTL_RPC[2]
 
 
 def _body_length(message: Any) -> int:
@@ -295,8 +464,6 @@ def test_the_biggest_legitimate_bodies_fit_under_the_limit() -> None:
     from livefw.bus.backend import MAX_BODY as DEFAULT
     from livefw.bus.backend import Message, Variant
     from livefw.compat_state import HINT_KEY_MAX, HINT_VALUE_MAX, HINTS_MAX
-    from livefw.config import Config
-    from livefw.daemon import bus_body_limit
     from livefw.firmware_lists import CHECKSUMS_MAX
 
     def call(member: str, signature: str, body: list[Any]) -> Any:
@@ -326,6 +493,6 @@ def test_the_biggest_legitimate_bodies_fit_under_the_limit() -> None:
     )
     assert approved <= DEFAULT, approved
     assert hinted <= DEFAULT, hinted
-    assert rpc <= bus_body_limit(Config()), rpc
+    assert rpc <= DEFAULT, rpc  # with the default [plugins.fwctl] max_request_size
     # and the limit is not far above the biggest of them (the margin backend.py states)
     assert 1.4 * max(approved, hinted, rpc) >= DEFAULT
