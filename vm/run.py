@@ -332,6 +332,14 @@ SCENARIOS: dict[str, Scenario] = {
             asl=["pfrut"],
         ),
         Scenario(
+            "sandbox-kexec",
+            "a real kexec by livefwd under systemd with systemd/livefwd.service's sandbox",
+            cmdline="livefw.init=systemd fstab=no kho=on liveupdate=on",
+            prepare=prepare_liveupdate,
+            verify=verify_liveupdate,
+            timeout=1800,
+        ),
+        Scenario(
             "capsule",
             "UEFI capsule through BootNext: OVMF runs Debian's fwupd-efi (512-byte sectors)",
             esp_block=512,
