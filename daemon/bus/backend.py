@@ -45,6 +45,7 @@ import importlib.util
 import inspect
 import os
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -119,10 +120,15 @@ else:
     method = _fast_service.method
     signal = _fast_service.signal
     Variant = importlib.import_module("dbus_fast.signature").Variant
+    _Marshaller = importlib.import_module("dbus_fast._private.marshaller").Marshaller
+if TYPE_CHECKING or BACKEND == "next":
+    from dbus_next._private.marshaller import Marshaller as _Marshaller
 
 __all__ = [
     "BACKEND",
     "CURRENT_MESSAGE",
+    "ArrayElement",
+    "ArrayReply",
     "BusType",
     "DBusError",
     "ErrorType",
@@ -132,6 +138,7 @@ __all__ = [
     "MessageFlag",
     "MessageType",
     "NameFlag",
+    "Prebuilt",
     "PropertyAccess",
     "RequestNameReply",
     "ServiceInterface",
@@ -141,6 +148,7 @@ __all__ = [
     "disconnect",
     "intr",
     "marshal",
+    "marshal_body",
     "method",
     "signal",
     "wait_for_disconnect",
@@ -197,6 +205,223 @@ def _use_fast_type_scan() -> None:
 
 _use_fast_type_scan()
 
+
+# ---------------------------------------------------------------- prebuilt bodies
+#
+# A large reply that rarely changes (GetManagedObjects, fwupd's GetDevices) is sent
+# from bytes marshalled ahead: each object's or device's part is marshalled once and
+# kept until it changes, and a call only joins the parts and writes a header. The
+# libraries marshal the whole tree on every call (bench/NOTES.md, issue 17: 23 ms of
+# daemon CPU per GetManagedObjects at 1,000 devices, most of it the marshaller and
+# the scan of every variant for file descriptors).
+
+#: D-Bus arrays hold at most 2**26 bytes (the specification's "Valid Signatures").
+MAX_ARRAY_BYTES = 1 << 26
+#: GetManagedObjects' reply and one entry of it
+MANAGED_OBJECTS = "a{oa{sa{sv}}}"
+MANAGED_OBJECT = "{oa{sa{sv}}}"
+_ZEROS = bytes(8)
+_UINT32 = struct.Struct("<I")
+
+
+def marshal_body(signature: str, body: list[Any]) -> bytes:
+    """The wire bytes of a message body (little-endian), as the library writes it.
+
+    Raises:
+        Exception: whatever the library raises for a body that does not match.
+    """
+    return bytes(_Marshaller(signature, body).marshall())
+
+
+class Prebuilt:
+    """A method's single return value, already marshalled.
+
+    A method returns it instead of the value (its out signature must be
+    ``signature``); :meth:`LivefwBus.send` writes ``data`` as the reply's body.
+    ``data`` must be what :func:`marshal_body` gives for ``signature``: build it
+    with :class:`ArrayReply` or :func:`marshal_body`, never by hand.
+    """
+
+    __slots__ = ("data", "signature")
+
+    def __init__(self, signature: str, data: bytes) -> None:
+        if "h" in signature:
+            raise ValueError("a prebuilt body cannot carry file descriptors")
+        self.signature = signature
+        self.data = data
+
+
+class _PrebuiltMessage(Message):
+    """A message whose body is a :class:`Prebuilt`: the header is marshalled per send.
+
+    Both libraries' writers call ``msg._marshall()`` from Python, so this override is
+    what they send (dbus-fast's Message is a compiled class that allows subclasses).
+    """
+
+    __slots__ = ("prebuilt",)
+    prebuilt: Prebuilt
+
+    def _marshall(self, negotiate_unix_fd: bool = False) -> _Wire:
+        data = self.prebuilt.data
+        fields: list[list[Any]] = []
+        if self.path:
+            fields.append([1, Variant("o", self.path)])
+        if self.interface:
+            fields.append([2, Variant("s", self.interface)])
+        if self.member:
+            fields.append([3, Variant("s", self.member)])
+        if self.error_name:
+            fields.append([4, Variant("s", self.error_name)])
+        if self.reply_serial:
+            fields.append([5, Variant("u", self.reply_serial)])
+        if self.destination:
+            fields.append([6, Variant("s", self.destination)])
+        fields.append([8, Variant("g", self.signature)])
+        header = marshal_body(
+            "yyyyuua(yv)",
+            [
+                ord("l"),
+                self.message_type.value,
+                self.flags.value,
+                1,  # protocol version
+                len(data),
+                self.serial,
+                fields,
+            ],
+        )
+        return _Wire(header + _ZEROS[: -len(header) & 7], data)
+
+
+class _Wire(tuple[bytes, bytes]):
+    """A message as header and body, written one after the other (:class:`_Writer`).
+
+    Joining them would copy the body (megabytes for GetManagedObjects at 1,000
+    devices) on every send.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, header: bytes, body: bytes) -> _Wire:
+        return super().__new__(cls, (header, body))
+
+
+def _prebuilt_message(msg: Message, prebuilt: Prebuilt) -> Message:
+    if prebuilt.signature != msg.signature:
+        raise ValueError(
+            f"a prebuilt body of {prebuilt.signature!r} in a reply of {msg.signature!r}"
+        )
+    copy = _PrebuiltMessage(
+        destination=msg.destination,
+        path=msg.path,
+        interface=msg.interface,
+        member=msg.member,
+        message_type=msg.message_type,
+        flags=msg.flags,
+        error_name=msg.error_name,
+        reply_serial=msg.reply_serial,
+        signature=msg.signature,
+        body=[],
+        serial=msg.serial,
+    )
+    copy.prebuilt = prebuilt
+    return copy
+
+
+class ArrayElement:
+    """One element of an array of arrays or dicts (``a{sv}`` in ``aa{sv}``), marshalled once.
+
+    An array's bytes depend on where it starts modulo 8 (the padding between its
+    length and its first 8-aligned entry), so each of the two places an element can
+    start at (it is 4-aligned) is marshalled when first needed and kept.
+    """
+
+    __slots__ = ("_at0", "_at4", "signature", "value")
+
+    def __init__(self, signature: str, value: Any) -> None:
+        if signature[:1] != "a":
+            raise ValueError(f"{signature!r} is not an array type")
+        self.signature = signature
+        self.value = value
+        self._at0: bytes | None = None
+        self._at4: bytes | None = None
+
+    def at(self, offset: int) -> bytes:
+        """The element's bytes when it starts at ``offset`` of the body (4-aligned)."""
+        if offset & 7:
+            if self._at4 is None:
+                self._at4 = marshal_body("u" + self.signature, [0, self.value])[4:]
+            return self._at4
+        if self._at0 is None:
+            self._at0 = marshal_body(self.signature, [self.value])
+        return self._at0
+
+
+def dict_entry(signature: str, key: Any, value: Any) -> bytes:
+    """One entry of an ``a{...}`` (``signature`` like ``{oa{sv}}``) at an 8-aligned offset."""
+    # the array's length and the padding to the entry's 8-byte alignment come first
+    return marshal_body("a" + signature, [{key: value}])[8:]
+
+
+def dict_body(entries: Sequence[bytes]) -> bytes:
+    """The body of one ``a{...}`` argument whose entries come from :func:`dict_entry`."""
+    parts = [b"", _ZEROS[:4]]
+    length = 0
+    for entry in entries:
+        pad = -length & 7  # entries start 8-aligned; the first one at body offset 8
+        if pad:
+            parts.append(_ZEROS[:pad])
+        parts.append(entry)
+        length += pad + len(entry)
+    return _finish_array(parts, length)
+
+
+def array_body(elements: Sequence[ArrayElement]) -> bytes:
+    """The body of one ``aa...`` argument made of :class:`ArrayElement` s."""
+    parts = [b""]
+    offset = 4  # the first element follows the array's length (both 4-aligned)
+    for element in elements:
+        pad = -offset & 3
+        if pad:
+            parts.append(_ZEROS[:pad])
+        data = element.at(offset + pad)
+        parts.append(data)
+        offset += pad + len(data)
+    return _finish_array(parts, offset - 4)
+
+
+def _finish_array(parts: list[bytes], length: int) -> bytes:
+    if length > MAX_ARRAY_BYTES:
+        raise ValueError(f"an array of {length} bytes is over D-Bus's {MAX_ARRAY_BYTES}")
+    parts[0] = _UINT32.pack(length)
+    return b"".join(parts)
+
+
+class ArrayReply:
+    """A reply of one ``aa...`` argument from per-item :class:`ArrayElement` s.
+
+    The body of the last call is kept: when the same element objects come in the
+    same order (nothing changed), it is reused whole.
+    """
+
+    def __init__(self, signature: str) -> None:
+        self.signature = signature
+        self._elements: list[ArrayElement] = []
+        self._body: Prebuilt | None = None
+
+    def reply(self, elements: list[ArrayElement]) -> Prebuilt:
+        """The body for ``elements`` (all of this reply's element type)."""
+        last = self._elements
+        body = self._body
+        if (
+            body is None
+            or len(last) != len(elements)
+            or any(a is not b for a, b in zip(last, elements, strict=True))
+        ):
+            body = self._body = Prebuilt(self.signature, array_body(elements))
+            self._elements = elements
+        return body
+
+
 log = structlog.get_logger("livefw.bus")
 
 #: the message whose method call is being served (set before dispatch).
@@ -222,6 +447,9 @@ class _Writer(_MessageWriter):
     anything is left). Both are handled here.
     """
 
+    #: the body of a :class:`_Wire` whose header is being written
+    _tail: bytes | None = None
+
     def _next_message(self) -> Any:
         messages = self.messages
         if isinstance(messages, collections.deque):
@@ -238,6 +466,8 @@ class _Writer(_MessageWriter):
                             self.loop.remove_writer(self.fd)
                         return
                     buf, unix_fds, fut = queued
+                    if type(buf) is _Wire:
+                        buf, self._tail = buf
                     self.unix_fds = unix_fds
                     self.buf = memoryview(buf)
                     self.offset = 0
@@ -255,7 +485,9 @@ class _Writer(_MessageWriter):
                 except (BlockingIOError, InterruptedError):
                     return  # the loop calls back when the socket is writable again
                 self.offset += sent
-                if self.offset >= len(self.buf):
+                if self.offset >= len(self.buf) and self._tail is not None:
+                    self.buf, self.offset, self._tail = memoryview(self._tail), 0, None
+                elif self.offset >= len(self.buf):
                     self.buf = None
                     if self.fut is not None and not self.fut.done():
                         self.fut.set_result(None)
@@ -336,7 +568,8 @@ async def call_bus_driver(
 
 def marshal(message: Message, negotiate_unix_fd: bool = False) -> bytes:
     """A message's wire bytes (both libraries; dbus-fast's ``_marshall`` has no default)."""
-    return bytes(message._marshall(negotiate_unix_fd))
+    wire = message._marshall(negotiate_unix_fd)
+    return b"".join(wire) if type(wire) is _Wire else bytes(wire)
 
 
 def disconnect(bus: _AioMessageBus) -> None:
@@ -458,6 +691,11 @@ class LivefwBus(MessageBus):
         #: id(interface) -> (interface, its GetManagedObjects property map), for
         #: interfaces whose class sets ``livefw_cache_properties``
         self._property_maps: dict[int, tuple[ServiceInterface, dict[str, Any]]] = {}
+        #: GetManagedObjects kept marshalled: path -> its entry's bytes (objects whose
+        #: interfaces all keep their maps), the listed paths, the whole body
+        self._object_fragments: dict[str, bytes] = {}
+        self._managed_paths_cache: tuple[str, list[tuple[str, Any]]] | None = None
+        self._managed_body: tuple[str, Prebuilt] | None = None
         #: largest body of a call or signal handed to the library (see MAX_BODY)
         self.max_body = max_body
         #: the method calls allowed more (fwctl's Rpc, see livefw.daemon)
@@ -538,6 +776,7 @@ class LivefwBus(MessageBus):
     def hide_prefix(self, prefix: str) -> None:
         """Keep objects under ``prefix`` out of GetManagedObjects and introspection."""
         self._hidden.append(prefix)
+        self._object_changed()
 
     def guard_prefix(self, prefix: str, guard: Guard) -> None:
         """Let a method call under ``prefix`` through only if ``guard(msg)`` is true.
@@ -774,7 +1013,12 @@ class LivefwBus(MessageBus):
         see it. So each connection the path's guard admits gets a copy addressed to
         it (dbus-daemon delivers a message with a destination to that connection
         only), and no one else does.
+
+        A reply whose one argument is a :class:`Prebuilt` goes with its bytes as body.
         """
+        body = msg.body
+        if len(body) == 1 and type(body[0]) is Prebuilt:
+            msg = _prebuilt_message(msg, body[0])
         if self._fd_calls and msg.message_type in (MessageType.METHOD_RETURN, MessageType.ERROR):
             self._release_fds(msg)
         if (
@@ -857,6 +1101,8 @@ class LivefwBus(MessageBus):
     def export(self, path: str, interface: ServiceInterface) -> None:
         """Export ``interface`` at ``path`` and index where it is (see signals below)."""
         super().export(path, interface)
+        self._object_changed(path)
+        self._object_changed()
         entry = self._exported_at.get(id(interface))
         if entry is None or entry[0] is not interface:
             self._exported_at[id(interface)] = (interface, [path])
@@ -880,6 +1126,8 @@ class LivefwBus(MessageBus):
                         del self._exported_at[id(removed)]
                 self._property_maps.pop(id(removed), None)
         super().unexport(path, interface)
+        self._object_changed(path)
+        self._object_changed()
 
     def _interface_signal_notify(
         self,
@@ -895,11 +1143,14 @@ class LivefwBus(MessageBus):
         The libraries find the path by scanning every exported object per signal:
         a property change cost time proportional to the number of devices (15,000
         objects at 10,000 devices; bench/scale.py). A PropertiesChanged also drops
-        the interface's cached GetManagedObjects map.
+        the interface's cached GetManagedObjects map and its objects' kept bytes.
         """
+        entry = self._exported_at.get(id(interface))
         if member == "PropertiesChanged":
             self._property_maps.pop(id(interface), None)
-        entry = self._exported_at.get(id(interface))
+            if entry is not None and entry[0] is interface:
+                for path in entry[1]:
+                    self._object_changed(path)
         if entry is None or entry[0] is not interface or len(entry[1]) != 1:
             # not exported here, or at several paths: the library's way
             super()._interface_signal_notify(
@@ -966,9 +1217,13 @@ class LivefwBus(MessageBus):
                 )
             )
             return
-        objects = self._managed_objects(msg.path)
-        if objects is not None:
-            send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [objects]))
+        try:
+            body = self._managed_objects_body(msg.path)
+        except Exception:  # a value the marshaller refuses: the library's way and error
+            log.exception("bus_managed_objects_unmarshallable", path=msg.path)
+            body = None
+        if body is not None:
+            send_reply(Message.new_method_return(msg, MANAGED_OBJECTS, [body]))
             return
         # an async getter or a getter error: the library's way (its errors and all)
         exports = self._path_exports
@@ -977,6 +1232,60 @@ class LivefwBus(MessageBus):
             super()._default_get_managed_objects_handler(msg, send_reply)
         finally:
             exports.update(hidden)
+
+    def _managed_paths(self, root: str) -> list[tuple[str, Any]]:
+        """(path, its interfaces) of the objects GetManagedObjects on ``root`` lists.
+
+        Kept until an export, unexport or hidden prefix changes the answer.
+        """
+        cached = self._managed_paths_cache
+        if cached is not None and cached[0] == root:
+            return cached[1]
+        below = root + "/"
+        found = [
+            (path, exported)
+            for path, exported in self._path_exports.items()
+            if (root == "/" or path.startswith(below)) and not self._is_hidden(path)
+        ]
+        self._managed_paths_cache = (root, found)
+        return found
+
+    def _object_entry(self, exported: Any) -> tuple[dict[str, dict[str, Any]], bool] | None:
+        """One object's ``a{sa{sv}}`` and whether it may be kept; None: not synchronously.
+
+        An interface whose class sets ``livefw_cache_properties = True`` promises that
+        every change of a property is announced with PropertiesChanged (or that its
+        properties never change): its map is built once and reused until then
+        (:meth:`_interface_signal_notify` drops it), as the compat interface keeps
+        device dicts. At 1,000 devices that is most of the reply (issue 17 item 4). An
+        interface without readable properties has nothing to change.
+        """
+        maps = self._property_maps
+        interfaces = exported.values() if isinstance(exported, dict) else exported
+        entry: dict[str, dict[str, Any]] = {}
+        keep = True
+        for interface in interfaces:
+            cached = maps.get(id(interface))
+            if cached is not None and cached[0] is interface:
+                entry[interface.name] = cached[1]
+                continue
+            values: dict[str, Any] = {}
+            for prop in ServiceInterface._get_properties(interface):
+                if prop.disabled or not prop.access.readable():
+                    continue
+                getter = prop.prop_getter
+                if _is_async(getter):
+                    return None
+                try:
+                    values[prop.name] = Variant(prop.signature, getattr(interface, getter.__name__))
+                except Exception:
+                    return None
+            entry[interface.name] = values
+            if not values or getattr(interface, "livefw_cache_properties", False):
+                maps[id(interface)] = (interface, values)
+            else:
+                keep = False
+        return entry, keep
 
     def _managed_objects(self, root: str) -> dict[str, dict[str, dict[str, Any]]] | None:
         """GetManagedObjects' answer built in one pass, or None to leave it to the library.
@@ -987,44 +1296,53 @@ class LivefwBus(MessageBus):
         bench/NOTES.md). With synchronous getters the same values come from one
         loop. Same paths (children of ``root``, hidden prefixes left out), same
         properties (readable, not disabled), same ``Variant(signature, value)``.
-
-        An interface whose class sets ``livefw_cache_properties = True`` promises that
-        every change of a property is announced with PropertiesChanged (or that its
-        properties never change): its map is built once and reused until then
-        (:meth:`_interface_signal_notify` drops it), as the compat interface keeps
-        device dicts. At 1,000 devices that is most of the reply (issue 17 item 4).
         """
-        maps = self._property_maps
         result: dict[str, dict[str, dict[str, Any]]] = {}
-        below = root + "/"
-        for path, exported in self._path_exports.items():
-            if not (root == "/" or path.startswith(below)) or self._is_hidden(path):
-                continue
-            interfaces = exported.values() if isinstance(exported, dict) else exported
-            entry: dict[str, dict[str, Any]] = {}
-            for interface in interfaces:
-                cached = maps.get(id(interface))
-                if cached is not None and cached[0] is interface:
-                    entry[interface.name] = cached[1]
-                    continue
-                values: dict[str, Any] = {}
-                for prop in ServiceInterface._get_properties(interface):
-                    if prop.disabled or not prop.access.readable():
-                        continue
-                    getter = prop.prop_getter
-                    if _is_async(getter):
-                        return None
-                    try:
-                        values[prop.name] = Variant(
-                            prop.signature, getattr(interface, getter.__name__)
-                        )
-                    except Exception:
-                        return None
-                entry[interface.name] = values
-                if getattr(interface, "livefw_cache_properties", False):
-                    maps[id(interface)] = (interface, values)
-            result[path] = entry
+        for path, exported in self._managed_paths(root):
+            found = self._object_entry(exported)
+            if found is None:
+                return None
+            result[path] = found[0]
         return result
+
+    def _managed_objects_body(self, root: str) -> Prebuilt | None:
+        """:meth:`_managed_objects` marshalled, from each object's bytes kept until it changes.
+
+        An object whose interfaces all keep their maps (see :meth:`_object_entry`) is
+        marshalled once, and again only after a PropertiesChanged of one of them or an
+        export or unexport at its path; the others are marshalled on every call. When
+        every object was kept and nothing changed, the whole body is reused.
+        """
+        whole = self._managed_body
+        if whole is not None and whole[0] == root:
+            return whole[1]
+        fragments = self._object_fragments
+        parts: list[bytes] = []
+        complete = True
+        for path, exported in self._managed_paths(root):
+            fragment = fragments.get(path)
+            if fragment is None:
+                found = self._object_entry(exported)
+                if found is None:
+                    return None
+                fragment = dict_entry(MANAGED_OBJECT, path, found[0])
+                if found[1]:
+                    fragments[path] = fragment
+                else:
+                    complete = False
+            parts.append(fragment)
+        body = Prebuilt(MANAGED_OBJECTS, dict_body(parts))
+        if complete:
+            self._managed_body = (root, body)
+        return body
+
+    def _object_changed(self, path: str | None = None) -> None:
+        """Forget the kept GetManagedObjects bytes of ``path`` (None: the list of paths)."""
+        self._managed_body = None
+        if path is None:
+            self._managed_paths_cache = None
+        else:
+            self._object_fragments.pop(path, None)
 
     def _introspect_export_path(self, path: str) -> Any:
         node = super()._introspect_export_path(path)

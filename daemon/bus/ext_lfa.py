@@ -37,6 +37,11 @@ def _options(device: LfaDevice) -> dict[str, Variant]:
 class LfaInterface(ServiceInterface):
     """The administrator's activation settings of one LFA image."""
 
+    #: every change is announced (:meth:`_changed`, on each update of the device;
+    #: ``LfaDevice.read_options`` is always followed by the ``refresh`` that updates
+    #: it): LivefwBus may keep the map and its GetManagedObjects bytes
+    livefw_cache_properties = True
+
     def __init__(self, ctx: BusContext, device: LfaDevice) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx

@@ -36,6 +36,10 @@ _SET_OPTIONS = {"level": "s", "type": "s", "revision": "u"}
 class TelemetryInterface(ServiceInterface):
     """The firmware's telemetry ring buffer: settings, whole reads and delta reads."""
 
+    #: every change is announced (PfruTelemetryDevice._set_log_info calls the
+    #: listeners): LivefwBus may keep the map and its GetManagedObjects bytes
+    livefw_cache_properties = True
+
     def __init__(self, ctx: BusContext, device: PfruTelemetryDevice) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx

@@ -26,6 +26,10 @@ ACTION_CONFIGURE = "org.livefw.daemon1.pfru-configure"
 class PfruInterface(ServiceInterface):
     """The update ``_DSM`` revision: the one livefw set, and which ones answer."""
 
+    #: every change is announced (PfruContext.set_rev calls the revision listeners):
+    #: LivefwBus may keep the map and its GetManagedObjects bytes
+    livefw_cache_properties = True
+
     def __init__(self, ctx: BusContext, device: PfruDevice) -> None:
         super().__init__(INTERFACE)
         self.ctx = ctx

@@ -90,7 +90,7 @@ async def test_one_pass_answer_equals_the_library_answer(private_bus: PrivateBus
     try:
         fast = await _ask(private_bus.address, server.unique_name)
         assert fast.message_type == MessageType.METHOD_RETURN, fast.body
-        server._managed_objects = lambda root: None  # type: ignore[method-assign]
+        server._managed_objects_body = lambda root: None  # type: ignore[method-assign]
         library = await _ask(private_bus.address, server.unique_name)
         assert library.message_type == MessageType.METHOD_RETURN, library.body
         assert fast.signature == library.signature == "a{oa{sa{sv}}}"
@@ -182,4 +182,75 @@ async def test_cached_property_maps_follow_properties_changed(private_bus: Priva
         assert id(cached) not in server._exported_at
     finally:
         disconnect(client)
+        disconnect(server)
+
+
+async def _objects(address: str, name: str) -> dict[str, dict[str, dict[str, object]]]:
+    reply = await _ask(address, name)
+    assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+    assert reply.signature == "a{oa{sa{sv}}}"
+    objects: dict[str, dict[str, dict[str, object]]] = reply.body[0]
+    return objects
+
+
+def _index(objects: dict[str, dict[str, dict[str, object]]], name: str) -> object:
+    return objects[f"{ROOT}/{name}"]["org.example.Thing"]["Index"].value  # type: ignore[attr-defined]
+
+
+async def test_kept_bytes_follow_changes_exports_and_hidden_prefixes(
+    private_bus: PrivateBus,
+) -> None:
+    """The marshalled reply kept between calls shows every announced change (issue 17.4).
+
+    Each reply is compared with the library's own marshalling of the same objects,
+    so a kept object's bytes that went stale, or a wrong offset, fails here.
+    """
+    server = LivefwBus(bus_address=private_bus.address, object_manager_path=ROOT)
+    await server.connect()
+    name = str(server.unique_name)
+    try:
+        cached = [CachedThing("org.example.Thing", i) for i in range(6)]
+        for index, thing in enumerate(cached):
+            server.export_object(f"{ROOT}/c{index}", [thing])
+        plain = Thing("org.example.Thing", 50)
+        server.export_object(f"{ROOT}/plain", [plain, CachedThing("org.example.Cached", 51)])
+
+        async def check() -> dict[str, dict[str, dict[str, object]]]:
+            objects = await _objects(private_bus.address, name)
+            assert objects == server._managed_objects(ROOT)  # the library's marshalling of it
+            return objects
+
+        first = await check()
+        assert [_index(first, f"c{i}") for i in range(6)] == list(range(6))
+        assert server._managed_body is None  # "plain" is read on every call
+        # a property change announced with PropertiesChanged: the next reply has it
+        cached[2].index = 200
+        cached[2].emit_properties_changed({"Index": 200})
+        assert _index(await check(), "c2") == 200
+        # a non-cacheable interface is read on every call, without a signal
+        plain.index = 500
+        assert _index(await check(), "plain") == 500
+        # an object added, and one removed
+        server.export_object(f"{ROOT}/added", [CachedThing("org.example.Thing", 77)])
+        server.unexport(f"{ROOT}/c4")
+        objects = await check()
+        assert _index(objects, "added") == 77
+        assert f"{ROOT}/c4" not in objects
+        # an interface added to an object that has one
+        server.export(f"{ROOT}/c1", CachedThing("org.example.Second", 9))
+        assert set((await check())[f"{ROOT}/c1"]) == {"org.example.Thing", "org.example.Second"}
+        # hidden prefixes leave the reply
+        server.hide_prefix(f"{ROOT}/c3")
+        assert f"{ROOT}/c3" not in await check()
+        # every object kept: the whole body is reused until something changes
+        server.unexport(f"{ROOT}/plain")
+        await check()
+        kept = server._managed_body
+        assert kept is not None
+        assert server._managed_objects_body(ROOT) is kept[1]
+        cached[5].index = 555
+        cached[5].emit_properties_changed({"Index": 555})
+        assert server._managed_body is None
+        assert _index(await check(), "c5") == 555
+    finally:
         disconnect(server)
