@@ -22,6 +22,8 @@ import os
 from collections.abc import Iterator
 
 from livefw.bus.backend import (
+    ArrayElement,
+    ArrayReply,
     DBusError,
     PropertyAccess,
     Variant,
@@ -62,19 +64,23 @@ class CompatInterface(CompatRefusals, FwupdEvents):
         super().__init__(INTERFACE)
         self.ctx = ctx
         self.service = service
+        self._devices = ArrayReply("aa{sv}")
 
     # ---------------------------------------------------- events -> signals
 
     def _dict(self, device: Device) -> dict[str, Variant]:
         return device_dict(device, self.service.supported(device), self.service.created)
 
-    def _listed(self, device: Device) -> dict[str, Variant]:
-        """GetDevices' dict of a device: cached, with the held inhibits."""
+    def _listed(self, device: Device) -> ArrayElement:
+        """GetDevices' dict of a device, with the held inhibits: cached, marshalled once."""
         service = self.service
-        listed: dict[str, Variant] = service.cache.lookup(
+        listed: ArrayElement = service.cache.lookup(
             device,
-            lambda: device_dict(
-                device, service.supported(device), service.created, service.engine.inhibits
+            lambda: ArrayElement(
+                "a{sv}",
+                device_dict(
+                    device, service.supported(device), service.created, service.engine.inhibits
+                ),
             ),
         )
         return listed
@@ -199,7 +205,9 @@ class CompatInterface(CompatRefusals, FwupdEvents):
     @method()
     @fwupd_errors
     async def GetDevices(self) -> "aa{sv}":
-        return [self._listed(device) for device in await self.service.devices()]
+        return self._devices.reply(
+            [self._listed(device) for device in await self.service.devices()]
+        )
 
     @method()
     @fwupd_errors

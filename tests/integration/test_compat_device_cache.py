@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,94 @@ def test_a_staged_update_shows_in_the_next_get_devices(
     after = _pfru(_fwupd(private_bus.address, "GetDevices")[0])
     assert after != before
     assert after["Flags"] != before["Flags"]  # updatable -> updatable-hidden while staged
+
+
+SUPPORTED = 0x20  # fwupd's FWUPD_DEVICE_FLAG_SUPPORTED
+LFA_GUID = "11111111-2222-3333-4444-555555555555"
+
+
+def _pfru_cabinet(cli: Cli, tmp_path: Path, version: str, guid: str = PFRU_GUID) -> bytes:
+    sample = tmp_path / f"pfru-{version}.bin"
+    cli("sim", "sample", "pfru/code-injection", "--version", version, "-o", str(sample))
+    payload = sample.read_bytes()
+    metainfo = make_metainfo(
+        appstream_id="org.example.pfru",
+        guids=[guid],
+        version=version,
+        payload_name="firmware.bin",
+        payload=payload,
+    )
+    return make_cabinet({"firmware.bin": payload, "firmware.metainfo.xml": metainfo})
+
+
+def test_a_remote_folder_change_shows_in_the_next_get_devices(
+    compat: DaemonProcess, private_bus: PrivateBus, cli: Cli, tmp_path: Path
+) -> None:
+    """The remotes scan is kept between calls, never past a change (issue 17 item 3).
+
+    Each step checks the very next call, without waiting: a kept scan that missed
+    the change, or a kept reply body, fails here.
+    """
+
+    def supported() -> bool:
+        return bool(_pfru(_fwupd(private_bus.address, "GetDevices")[0])["Flags"] & SUPPORTED)
+
+    folder = tmp_path / "firmware"
+    assert not supported()
+    assert not supported()  # kept: still nothing
+    # a remote appears whose folder does not exist yet
+    (tmp_path / "remotes.d" / "local.conf").write_text(
+        f"[fwupd Remote]\nEnabled=true\nPath={folder}\n"
+    )
+    assert not supported()
+    folder.mkdir()
+    assert not supported()
+    cabinet = _pfru_cabinet(cli, tmp_path, "4")
+    (folder / "pfru.cab").write_bytes(cabinet)
+    assert supported()
+    assert supported()
+    # the cabinet rewritten in place for another device (another size: the store
+    # knows a cabinet by path, mtime and size, and this rewrite may share the mtime)
+    other = _pfru_cabinet(cli, tmp_path, "40", guid=LFA_GUID)
+    assert len(other) != len(cabinet)
+    (folder / "pfru.cab").write_bytes(other)
+    assert not supported()
+    (folder / "pfru.cab").write_bytes(cabinet)
+    assert supported()
+    # removed, renamed in, the remote disabled, the folder removed
+    (folder / "pfru.cab").unlink()
+    assert not supported()
+    (tmp_path / "pfru.cab").write_bytes(cabinet)
+    os.rename(tmp_path / "pfru.cab", folder / "pfru.cab")
+    assert supported()
+    (tmp_path / "remotes.d" / "local.conf").write_text(
+        f"[fwupd Remote]\nEnabled=false\nPath={folder}\n"
+    )
+    assert not supported()
+    (tmp_path / "remotes.d" / "local.conf").write_text(
+        f"[fwupd Remote]\nEnabled=true\nPath={folder}\n"
+    )
+    assert supported()
+    (folder / "pfru.cab").unlink()
+    folder.rmdir()
+    assert not supported()
+
+
+def test_added_and_removed_devices_show_in_get_devices(
+    compat: DaemonProcess, private_bus: PrivateBus, cli: Cli
+) -> None:
+    def lfa_images() -> int:
+        devices = _fwupd(private_bus.address, "GetDevices")[0]
+        return sum(LFA_GUID in d.get("Guid", Variant("as", [])).value for d in devices)
+
+    assert lfa_images() == 0
+    assert lfa_images() == 0  # the reply body is kept
+    cli("sim", "add", "lfa", f"guid={LFA_GUID}", "pending=3.1")
+    deadline = time.monotonic() + 20
+    while lfa_images() == 0:  # the daemon takes the uevent when its loop gets to it
+        assert time.monotonic() < deadline, "the added LFA image never showed"
+        time.sleep(0.05)
+    cli("sim", "remove", LFA_GUID[:8])
+    while lfa_images() == 1:
+        assert time.monotonic() < deadline, "the removed LFA image still shows"
+        time.sleep(0.05)
