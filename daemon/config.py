@@ -1,4 +1,4 @@
-"""``/etc/livefw/livefw.conf``: TOML, validated by pydantic.
+"""``/etc/livefw/livefw.conf``: TOML, validated by livefw.model.
 
 A bad value is reported as one line naming the key, e.g.
 ``livefw.conf: daemon.shutdown_timeout: Input should be a valid number``.
@@ -20,9 +20,8 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from livefw.errors import ConfigError
+from livefw.model import Field, Model, ValidationError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -40,11 +39,11 @@ DROPINS_MAX = 64
 DROPIN_SIZE_MAX = 1 << 20
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Section(Model, extra="forbid", frozen=True):
+    """A table of livefw.conf: unknown keys are errors, values never change."""
 
 
-class DaemonSection(_Section):
+class DaemonSection(_Section, frozen=True):
     """``[daemon]``."""
 
     #: seconds SIGTERM waits for an irreversible step in flight before exiting anyway.
@@ -58,7 +57,7 @@ class DaemonSection(_Section):
     fwupd_version: str = ""
 
 
-class AuthSection(_Section):
+class AuthSection(_Section, frozen=True):
     """``[auth]``."""
 
     #: ``auto``: polkit when it is on the bus, else the fallback; ``required``: refuse
@@ -68,7 +67,7 @@ class AuthSection(_Section):
     fallback_uids: tuple[int, ...] = (0,)
 
 
-class InstallSection(_Section):
+class InstallSection(_Section, frozen=True):
     """``[install]``."""
 
     #: largest payload accepted, in bytes (the PFRU buffer size is not exposed).
@@ -85,10 +84,8 @@ class InstallSection(_Section):
     remotes_dir: str = "/etc/livefw/remotes.d"
 
 
-class PluginsSection(BaseModel):
+class PluginsSection(Model, extra="allow", frozen=True):
     """``[plugins]``: ``disabled`` plus one table per plugin (``[plugins.lfa]``)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
 
     disabled: tuple[str, ...] = ()
 
@@ -99,7 +96,7 @@ class PluginsSection(BaseModel):
         return dict(value) if isinstance(value, dict) else {}
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     """The whole configuration."""
 
     daemon: DaemonSection = DaemonSection()

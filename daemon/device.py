@@ -19,8 +19,6 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
-from pydantic import BaseModel, ConfigDict
-
 from livefw.device_properties import (
     BY_ATTRIBUTE,
     PROPERTIES,
@@ -30,6 +28,7 @@ from livefw.device_properties import (
     DeviceProperties,
 )
 from livefw.errors import NotSupported
+from livefw.model import Model
 
 if TYPE_CHECKING:
     from livefw.plugin import InstallOptions, InstallResult, Operation, Payload
@@ -51,14 +50,12 @@ _WIRE_TYPES: dict[str, Any] = {
 }
 
 
-class DeviceInfo(BaseModel):
+class DeviceInfo(Model, frozen=True):
     """A frozen snapshot of a device in its wire form.
 
     One field per property row (:data:`livefw.device_properties.PROPERTIES`), flags
     sorted, states as text.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     __annotations__ = {prop.attribute: _WIRE_TYPES[prop.signature] for prop in PROPERTIES}
 

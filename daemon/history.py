@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict
 
 from livefw.errors import NotFound
+from livefw.model import Model
 from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
 from livefw.state import HISTORY_UNFINISHED, HistoryState, history_transition
 from livefw.statefiles import prepare_database
@@ -72,7 +72,7 @@ _V1_ADDED = {
 }
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(Model, frozen=True):
     """One row of the history.
 
     Attributes:
@@ -83,8 +83,6 @@ class HistoryEntry(BaseModel):
             :data:`~livefw.state.HISTORY_ALLOWED`).
         data: what the operation recorded for reconciliation (staged paths ...).
     """
-
-    model_config = ConfigDict(frozen=True)
 
     id: int
     op_id: str

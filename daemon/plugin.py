@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict
 
 from livefw.device import Device, DeviceInfo, device_id
 from livefw.device_properties import DeviceChanges
 from livefw.errors import Internal, NoSpace, NotSupported
 from livefw.history import HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
+from livefw.model import Model
 from livefw.sanitize import clean as clean_text
 from livefw.state import FLAGS, Status, UpdateState
 from livefw.statefiles import StateDirError, read_private, write_atomic
@@ -58,15 +58,13 @@ __all__ = [
 ONLY_UPGRADE = "only-version-upgrade"
 
 
-class Probe(BaseModel):
+class Probe(Model, frozen=True):
     """What :meth:`Plugin.probe` found.
 
     ``ok``: the machine has the interface; ``unsupported``: it does not, and
     ``reason`` says why in words a person understands; ``defer``: not yet (a
     module still loading), the engine retries on the next uevent.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     result: Literal["ok", "unsupported", "defer", "failed"]
     reason: str = ""
@@ -87,10 +85,8 @@ class Probe(BaseModel):
         return cls(result="defer", reason=reason)
 
 
-class InstallOptions(BaseModel):
+class InstallOptions(Model, frozen=True):
     """Options of Install (wire: ``a{sv}`` with kebab-case keys)."""
-
-    model_config = ConfigDict(frozen=True)
 
     allow_older: bool = False
     allow_reinstall: bool = False

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import errno
 
-from pydantic import ValidationError
-
 from livefw.errors import KernelError
 from livefw.kernel import Handle, OpenFlags
 from livefw.kernel.uapi import liveupdate as uapi
+from livefw.model import ValidationError
 from livefw.plugin import Plugin, PluginContext, Probe
 from livefw.plugins.liveupdate.context import LiveUpdateContext
 from livefw.plugins.liveupdate.device import LiveUpdateDevice, LiveUpdateSession

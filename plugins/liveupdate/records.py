@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from livefw.errors import InvalidArgument
 from livefw.kernel.uapi import liveupdate as uapi
+from livefw.model import Field, Model
 from livefw.plugin import clean_text
 
 __all__ = [
@@ -99,10 +98,8 @@ def kernel_session_name(owner: int, name: str) -> str:
     return f"{KERNEL_PREFIX}{owner}.{name}"
 
 
-class SessionRecord(BaseModel):
+class SessionRecord(Model, extra="forbid"):
     """One brokered session in the registry."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     owner: int
@@ -121,10 +118,8 @@ class SessionRecord(BaseModel):
         return sorted(int(token) for token in self.tokens if token not in self.retrieved)
 
 
-class Registry(BaseModel):
+class Registry(Model, extra="forbid"):
     """What survives a restart (registry.json) and a kexec (the registry memfd)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     generation: int = 0
     boot_id: str = ""

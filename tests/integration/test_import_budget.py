@@ -48,11 +48,17 @@ raise SystemExit(main())
 """
 
 #: modules the daemon must not import before it serves: the CLI's (rich), parsers and
-#: exporters only an install, a refresh or ``livefw metrics`` uses, and test or debug
-#: machinery. (importlib.metadata, with email, zipfile and csv, is still imported: by
-#: pydantic's plugin loader when the first model class is built, not by livefw; see
-#: bench/REPORT.md for what leaving pydantic off the start path would take.)
+#: exporters only an install, a refresh or ``livefw metrics`` uses, test or debug
+#: machinery, and pydantic: livefw's records are livefw.model (pydantic and its plugin
+#: loader's importlib.metadata, email, zipfile and csv were ~70 ms and ~12 MiB of a
+#: 3-device start; bench/NOTES.md, issue 17).
 FORBIDDEN = (
+    "pydantic",
+    "pydantic_core",
+    "importlib.metadata",
+    "email",
+    "zipfile",
+    "csv",
     "rich",
     "cabarchive",
     "defusedxml",

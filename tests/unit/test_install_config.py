@@ -7,9 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from livefw.config import Config, load_config
+from livefw.model import Model
 
 CONF = Path(__file__).resolve().parent.parent.parent / "data" / "livefw.conf"
 #: a commented-out key at its default: "#key = value" (no space after the "#")
@@ -42,7 +41,7 @@ def test_every_setting_is_listed_with_its_default_value() -> None:
     defaults = Config()
     for name, field in Config.model_fields.items():
         section = getattr(defaults, name)
-        assert isinstance(section, BaseModel)
+        assert isinstance(section, Model)
         assert field.annotation is not None
         keys = type(section).model_fields
         assert set(listed.get(name, {})) == set(keys), f"[{name}] keys differ from config.py"

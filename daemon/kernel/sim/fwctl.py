@@ -47,8 +47,6 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import cast
 
-from pydantic import BaseModel
-
 from livefw.errors import InvalidArgument, NotFound
 from livefw.kernel.provider import OpenFlags, UEvent
 from livefw.kernel.sim.fwctl_cxl import CxlFeaturesSim
@@ -63,6 +61,7 @@ from livefw.kernel.sim.fwctl_model import (
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
 from livefw.kernel.uapi import fwctl as uapi
+from livefw.model import Model
 
 #: the fwctl char region is dynamic; a plausible major for the simulation.
 FWCTL_MAJOR = 239
@@ -131,7 +130,7 @@ class FwctlComponent(SimComponent):
         "response (CXL retval BUSY, mlx5 status BAD_SYS_STATE); the ioctl succeeds",
     }
 
-    def __init__(self, machine: SimMachine, state: BaseModel) -> None:
+    def __init__(self, machine: SimMachine, state: Model) -> None:
         super().__init__(machine, state)
         #: identity of each registered node; old fds compare against it (ENODEV).
         self._alive: dict[int, object] = {}

@@ -1,6 +1,6 @@
 """The simulated fwctl machine's state: nodes, CXL features, the mailbox log entry.
 
-Persisted by the machine (pydantic models); shared by the fwctl core
+Persisted by the machine (livefw.model records); shared by the fwctl core
 (livefw.kernel.sim.fwctl) and the driver simulations (fwctl_cxl, fwctl_mlx5).
 """
 
@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from livefw.kernel.uapi import fwctl as uapi
+from livefw.model import Field, Model
 
 Kind = Literal["cxl", "mlx5", "pds", "sample"]
 #: mailbox commands kept in FwctlComponent.mailbox_log.
@@ -30,10 +29,8 @@ class MailboxCommand:
     retval: int
 
 
-class CxlFeature(BaseModel):
+class CxlFeature(Model, extra="forbid"):
     """One feature of the simulated CXL device (its firmware's view: true flags)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     uuid: str
     label: str = ""
@@ -48,10 +45,8 @@ class CxlFeature(BaseModel):
     saved: str
 
 
-class FwctlNode(BaseModel):
+class FwctlNode(Model, extra="forbid"):
     """A fwctl device with its parents and firmware state."""
-
-    model_config = ConfigDict(extra="forbid")
 
     minor: int
     kind: Kind
@@ -69,7 +64,7 @@ class FwctlNode(BaseModel):
     registers: dict[str, str] = Field(default_factory=dict)
 
 
-class FwctlState(BaseModel):
+class FwctlState(Model, extra="forbid"):
     """The simulated fwctl core, drivers and firmware.
 
     Attributes:
@@ -81,8 +76,6 @@ class FwctlState(BaseModel):
             Capabilities register; 256 .. 1 MiB on real devices). cxl_set_feature() and
             cxl_get_feature() split transfers into pieces of this size.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     present: bool = True
     tainted: bool = False

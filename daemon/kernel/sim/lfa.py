@@ -27,13 +27,12 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from livefw.errors import InvalidArgument, KernelError
 from livefw.kernel.provider import UEvent
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
 from livefw.kernel.sim.vfs import Attr, Dir, fail
 from livefw.kernel.uapi import lfa as uapi
+from livefw.model import Field, Model
 
 _TRUE = {"1", "y", "yes", "on", "true"}
 _FALSE = {"0", "n", "no", "off", "false"}
@@ -48,10 +47,8 @@ def _kstrtobool(data: bytes, path: str) -> bool:
     raise fail(errno.EINVAL, "write", path)
 
 
-class LfaImage(BaseModel):
+class LfaImage(Model, extra="forbid"):
     """One image in the agent's inventory."""
-
-    model_config = ConfigDict(extra="forbid")
 
     guid: str
     capable: bool = True
@@ -66,10 +63,8 @@ class LfaImage(BaseModel):
     last_rendezvous: bool | None = None
 
 
-class LfaCache(BaseModel):
+class LfaCache(Model, extra="forbid"):
     """What the kernel cached at the last enumeration (lfa_fw.c ``set_image_flags()``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     capable: bool
     may_reset_cpu: bool
@@ -77,7 +72,7 @@ class LfaCache(BaseModel):
     current: str
 
 
-class LfaState(BaseModel):
+class LfaState(Model, extra="forbid"):
     """The simulated agent and driver.
 
     Attributes:
@@ -90,8 +85,6 @@ class LfaState(BaseModel):
         activated_remove: GUIDs that disappear from the inventory after the next
             activation (directories removed, as after a re-enumeration).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     present: bool = True
     style: Literal["v3", "rfc"] = "v3"

@@ -83,7 +83,6 @@ from collections.abc import Mapping
 from typing import Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
 from livefw.errors import KernelError
 from livefw.kernel.provider import OpenFlags
@@ -91,6 +90,7 @@ from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, SimHandle, fail
 from livefw.kernel.uapi import fs
 from livefw.kernel.uapi import liveupdate as uapi
+from livefw.model import Field, Model
 
 #: fcntl(2) F_ADD_SEALS / F_GET_SEALS (include/uapi/linux/fcntl.h).
 F_ADD_SEALS = fcntl.F_ADD_SEALS
@@ -101,10 +101,8 @@ Key = tuple[int, int]
 log = structlog.get_logger("livefw.sim")
 
 
-class SimFile(BaseModel):
+class SimFile(Model, extra="forbid"):
     """A preserved file: identity while held, contents once serialised by a kexec."""
-
-    model_config = ConfigDict(extra="forbid")
 
     token: int
     kind: Literal["memfd", "vfio"] = "memfd"
@@ -128,10 +126,8 @@ class SimFile(BaseModel):
     failed_errno: int = 0
 
 
-class SimSession(BaseModel):
+class SimSession(Model, extra="forbid"):
     """A session in the outgoing or incoming table."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     direction: Literal["outgoing", "incoming"] = "outgoing"
@@ -149,7 +145,7 @@ class SimSession(BaseModel):
         return (self.dev, self.ino)
 
 
-class LiveUpdateState(BaseModel):
+class LiveUpdateState(Model, extra="forbid"):
     """The simulated LUO.
 
     Attributes:
@@ -178,8 +174,6 @@ class LiveUpdateState(BaseModel):
         divergences: what a client did to a preserved memfd that the real kernel
             would have refused and the sim could not stop (see the module doc).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     present: bool = True
     eio: bool = False
@@ -293,7 +287,7 @@ class LiveUpdateComponent(SimComponent):
         "6.19 and 7.0 only)",
     }
 
-    def __init__(self, machine: SimMachine, state: BaseModel) -> None:
+    def __init__(self, machine: SimMachine, state: Model) -> None:
         super().__init__(machine, state)
         self.device_open = False
         self._purged = False

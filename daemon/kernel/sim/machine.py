@@ -27,11 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from livefw.errors import InvalidArgument, NotFound, NotSupported
 from livefw.kernel.provider import MountEntry, UEvent
 from livefw.kernel.sim.vfs import Attr, Dir, File, SimHandle
+from livefw.model import Field, Model
 
 __all__ = [
     "BlobStore",
@@ -112,7 +111,7 @@ def parse_kernel_version(text: str) -> tuple[int, int]:
 _FRAMEWORK_MODULES = {"vfs", "machine", "provider", "control"}
 
 
-class FaultSpec(BaseModel):
+class FaultSpec(Model, extra="forbid"):
     """A fault armed in the simulated firmware or kernel.
 
     Attributes:
@@ -121,8 +120,6 @@ class FaultSpec(BaseModel):
         kind: one of the component's ``FAULTS``.
         count: how many times it fires; -1 for every time.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     component: str
     target: str = "*"
@@ -140,10 +137,8 @@ class SimDevice:
     summary: str = ""
 
 
-class MachineState(BaseModel):
+class MachineState(Model, extra="forbid"):
     """What machine.json holds besides the components' own sections."""
-
-    model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
     profile: str = "default"
@@ -163,7 +158,7 @@ class SimComponent(ABC):
     """One technology of the simulated machine (kernel driver plus firmware).
 
     A component renders its interfaces into the machine's VFS in :meth:`render`,
-    keeps its state as a pydantic model in ``self.state`` (persisted by the machine),
+    keeps its state as a livefw.model record in ``self.state`` (persisted by the machine),
     and reacts to reboot and kexec. Mutations must happen under ``machine.lock`` and
     end with ``machine.changed()`` so the state is saved.
 
@@ -176,11 +171,11 @@ class SimComponent(ABC):
 
     name: ClassVar[str]
     order: ClassVar[int] = 50
-    state_model: ClassVar[type[BaseModel]]
+    state_model: ClassVar[type[Model]]
     FAULTS: ClassVar[dict[str, str]] = {}
     BROKEN: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, machine: SimMachine, state: BaseModel) -> None:
+    def __init__(self, machine: SimMachine, state: Model) -> None:
         self.machine = machine
         self.state = state
 
@@ -195,7 +190,7 @@ class SimComponent(ABC):
 
     @classmethod
     @abstractmethod
-    def default_state(cls, profile: str, scale: int) -> BaseModel:
+    def default_state(cls, profile: str, scale: int) -> Model:
         """The component's state for a new machine of ``profile``.
 
         ``scale`` is the number of synthetic devices asked for by the ``scale``
@@ -241,7 +236,7 @@ class SimComponent(ABC):
             if annotation is bool:
                 parsed = value.lower() in ("1", "true", "yes", "on")
             else:
-                parsed = annotation(value)  # type: ignore[misc]
+                parsed = annotation(value)
         except ValueError as error:
             raise InvalidArgument(f"{self.name}.{key}: {error}") from error
         setattr(self.state, key, parsed)

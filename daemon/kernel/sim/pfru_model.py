@@ -9,9 +9,8 @@ operations of livefw.kernel.sim.pfru_kernel.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from livefw.kernel.uapi import pfru as uapi
+from livefw.model import Field, Model
 
 __all__ = [
     "KEY_CODE",
@@ -38,10 +37,8 @@ _DEFAULT_OEM = "2f9a8b7c-6d5e-4f40-9a1b-2c3d4e5f6a7b"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
-class Capsule(BaseModel):
+class Capsule(Model, extra="forbid"):
     """What the firmware sees in its communication buffer (or has staged)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     size: int
     sha256: str
@@ -56,13 +53,11 @@ class Capsule(BaseModel):
     signature_ok: bool = False
 
 
-class Ring(BaseModel):
+class Ring(Model, extra="forbid"):
     """One telemetry log buffer (a ring of ``size`` bytes, written at ``head``).
 
     ``data`` holds the bytes as latin-1 text so machine.json stays JSON.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     base: int
     data: str = ""
@@ -70,7 +65,7 @@ class Ring(BaseModel):
     rollover: int = 0
 
 
-class PfruState(BaseModel):
+class PfruState(Model, extra="forbid"):
     """The simulated platform (firmware values) and driver state.
 
     Attributes:
@@ -92,8 +87,6 @@ class PfruState(BaseModel):
         staged: the one capsule the firmware holds staged.
         telemetry_started: the telemetry service has produced data (mmap works).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     update_present: bool = True
     telemetry_present: bool = True

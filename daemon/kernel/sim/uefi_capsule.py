@@ -22,8 +22,6 @@ import struct
 import uuid
 from collections.abc import Callable
 
-from pydantic import BaseModel
-
 from livefw.errors import InvalidArgument
 from livefw.kernel.provider import MountEntry
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
@@ -60,6 +58,7 @@ from livefw.kernel.sim.uefi_model import (
 from livefw.kernel.sim.vfs import Attr, Dir, File, FsPolicy, Node, fail
 from livefw.kernel.uapi import capsule as cap
 from livefw.kernel.uapi import efi
+from livefw.model import Model
 
 #: hostile_mounts kinds: mount point, device, MAJ:MIN, disk MAJ:MIN, removable, options.
 HOSTILE_MOUNTS: dict[
@@ -356,7 +355,7 @@ class UefiCapsuleComponent(SimComponent):
 
     # ------------------------------------------------------------ profiles
 
-    def __init__(self, machine: SimMachine, state: BaseModel) -> None:
+    def __init__(self, machine: SimMachine, state: Model) -> None:
         super().__init__(machine, state)
         #: the platform firmware's part of a boot (capsules on disk, BootNext, loader)
         self.firmware = UefiFirmware(self)

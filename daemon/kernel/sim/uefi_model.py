@@ -1,6 +1,6 @@
 """The simulated UEFI platform's state and constants.
 
-Persisted by the machine (pydantic models); shared by the kernel side
+Persisted by the machine (livefw.model records); shared by the kernel side
 (livefw.kernel.sim.uefi_capsule: ESRT, efivarfs, the ESP) and the boot firmware
 (livefw.kernel.sim.uefi_firmware: BootNext, the fwupd loader, UpdateCapsule).
 """
@@ -14,10 +14,9 @@ import os
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from livefw.kernel.sim.machine import STATE_FILE
 from livefw.kernel.uapi import efi
+from livefw.model import Field, Model
 
 #: the component's name (its section in machine.json, its device keys' prefix).
 COMPONENT_NAME = "uefi_capsule"
@@ -64,10 +63,8 @@ STATUS_FAULTS: dict[str, int] = {
 }
 
 
-class EsrtEntryState(BaseModel):
+class EsrtEntryState(Model, extra="forbid"):
     """One ESRT entry and the firmware behind it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     fw_class: str
     name: str
@@ -91,16 +88,14 @@ class EsrtEntryState(BaseModel):
         )
 
 
-class VarState(BaseModel):
+class VarState(Model, extra="forbid"):
     """A committed EFI variable: the efivarfs file content and its inode flag."""
-
-    model_config = ConfigDict(extra="forbid")
 
     content: str  # base64 of attributes + data
     immutable: bool = False
 
 
-class UefiState(BaseModel):
+class UefiState(Model, extra="forbid"):
     """The simulated platform.
 
     Attributes:
@@ -132,8 +127,6 @@ class UefiState(BaseModel):
             ``home`` (a vfat mounted in a home directory).
         last_boot_hang: why the last boot hung in the loader (``""`` if it did not).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     boot: Literal["uefi", "legacy", "xen-dom0"] = "uefi"
     esrt_present: bool = True
