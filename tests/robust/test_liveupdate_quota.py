@@ -20,6 +20,7 @@ import pytest
 from nobody_env import hostile, parse_lines
 
 from livefw.plugins.liveupdate.records import (
+    REGISTRY_SESSIONS,
     SESSIONS_MAX,
     SESSIONS_PER_USER,
     SESSIONS_RESERVED_FOR_ROOT,
@@ -91,13 +92,20 @@ print(json.dumps([made, refusal]))
 """
 
 
+#: 7.1 in `make robust` only (slow): ~750 sessions take 15-50 s on the shared machine
+@pytest.mark.parametrize("kernel", ["7.2", pytest.param("7.1", marks=pytest.mark.slow)])
 async def test_several_users_together_leave_root_its_sessions(
-    bus_dir: str, state_dir: Path
+    bus_dir: str, state_dir: Path, kernel: str
 ) -> None:
     """Three uids, each within sessions_per_user, cannot take the sessions kept for
     root: with the default limits (256 per user, 248 of the 744 kept for root) main
-    let nobody, bin and daemon take all 744, and root (the VMM manager) got NoSpace."""
-    with hostile(bus_dir, state_dir) as h:
+    let nobody, bin and daemon take all 744, and root (the VMM manager) got NoSpace.
+
+    Up to 7.1 the kernel's own 744 (luo_session.c LUO_SESSION_MAX) also counts
+    livefwd's registry sessions: the registry rewrite after root's 247th session
+    finds no room, so root gets 246 there (the refusal names the registry session).
+    """
+    with hostile(bus_dir, state_dir, extra_args=("--sim-kernel", kernel)) as h:
         h.polkit.set_allowed(["org.livefw.daemon1.liveupdate"])
 
         async def fill(uid: int, limit: int = SESSIONS_MAX) -> tuple[int, str | None]:
@@ -112,8 +120,19 @@ async def test_several_users_together_leave_root_its_sessions(
         nobody, other, third = await fill(NOBODY), await fill(OTHER), await fill(THIRD)
         root_made, root_refusal = await fill(0)
         # first what main fails on: the three users took all 744, root got none
-        assert root_made == SESSIONS_RESERVED_FOR_ROOT, (nobody, other, third, root_refusal)
-        assert str(root_refusal).startswith(f"NoSpace: livefwd already brokers {SESSIONS_MAX} ")
+        if kernel == "7.1":
+            assert root_made == SESSIONS_RESERVED_FOR_ROOT - len(REGISTRY_SESSIONS), (
+                nobody,
+                other,
+                third,
+                root_refusal,
+            )
+            assert str(root_refusal).startswith(
+                f"NoSpace: creating session {REGISTRY_SESSIONS[0]}: the kernel has no room"
+            )
+        else:
+            assert root_made == SESSIONS_RESERVED_FOR_ROOT, (nobody, other, third, root_refusal)
+            assert str(root_refusal).startswith(f"NoSpace: livefwd already brokers {SESSIONS_MAX} ")
         assert nobody == (
             SESSIONS_PER_USER,
             f"NoSpace: you hold {SESSIONS_PER_USER} live-update sessions and one user "
