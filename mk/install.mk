@@ -5,8 +5,8 @@
 #   make rpm-check                                   `rpmspec -P` on packaging/livefw.spec
 #
 # The Python code and its dependencies go into a private virtual environment in
-# $(PREFIX)/lib/livefw, made with Debian's own interpreter (Debian 12 ships pydantic 1.x
-# and no cabarchive); $(PREFIX)/sbin/livefwd and $(PREFIX)/bin/livefw link into it.
+# $(PREFIX)/lib/livefw, made with Debian's own interpreter (Debian 12 ships no
+# cabarchive); $(PREFIX)/sbin/livefwd and $(PREFIX)/bin/livefw link into it.
 # The test (tests/integration/test_install.py), debian/rules and the RPM spec all run
 # this same target.
 
