@@ -18,7 +18,7 @@ from bench.procfs import cpu_delta, cpu_snapshot
 from bench.stats import mmm, summary
 from bench.targets import Target
 from livefw.bus.backend import Variant
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.kernel.sim.pfru_capsule import build_capsule
 from livefw.kernel.uapi import pfru as pfru_uapi
 

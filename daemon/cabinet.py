@@ -10,8 +10,11 @@ carries), the payload(s) and optionally a ``.jcat`` file with signatures
 * reads it with the ``cabarchive`` library (no compression or MSZIP, as fwupd);
 * parses each metainfo with ``defusedxml`` (no DTDs, no entity expansion) under a
   size cap;
-* verifies payload checksums and declared sizes;
-* compares versions the way fwupd does and evaluates ``<requires>``.
+* verifies payload checksums and declared sizes.
+
+Versions compare in :mod:`livefw.vercmp`, a release's ``<requires>`` is evaluated in
+:mod:`livefw.requires`, and cabinets are written (for tests, the bench and ``livefw
+remotes``) by :mod:`livefw.cabinet_build`.
 
 Nothing here touches the disk: a cabinet is bytes in, frozen objects out.
 """
@@ -22,12 +25,11 @@ import functools
 import hashlib
 import re
 import struct
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from livefw.errors import InvalidFile, NotFound, NotSupported
+from livefw.errors import InvalidFile
 from livefw.fdread import TooLarge
 from livefw.lazy import lazy_module
 from livefw.sanitize import NAME_MAX, TEXT_MAX, clean
@@ -43,12 +45,8 @@ __all__ = [
     "Limits",
     "Release",
     "Requirement",
-    "check_requirements",
-    "compare_versions",
     "is_cabinet",
-    "make_cabinet",
-    "make_metainfo",
-    "normalize_version",
+    "load_cabarchive",
     "read_cabinet",
 ]
 
@@ -94,16 +92,15 @@ def _ms_cab_checksum(buf: bytes, seed: int = 0) -> int:
     return csum
 
 
-# cabarchive, defusedxml and re2 are imported on first use: livefwd imports this module
+# cabarchive and defusedxml are imported on first use: livefwd imports this module
 # at start (the bus layer's install path), and parsing a cabinet is the first use
 # (tests/integration/test_import_budget.py keeps them off the start path).
 SafeET: Any = lazy_module("defusedxml.ElementTree")
 defusedxml: Any = lazy_module("defusedxml")
-re2: Any = lazy_module("re2")
 
 
 @functools.cache
-def _cabarchive() -> Any:
+def load_cabarchive() -> Any:
     """cabarchive, with its parser and writer using :func:`_ms_cab_checksum`."""
     import cabarchive
     import cabarchive.parser
@@ -115,7 +112,6 @@ def _cabarchive() -> Any:
     return cabarchive
 
 
-_PART = re.compile(r"^(-?\d*)(.*)$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -312,7 +308,7 @@ def _precheck(data: bytes, limits: Limits) -> None:
 
 def _unpack(data: bytes, limits: Limits) -> dict[str, bytes]:
     _precheck(data, limits)
-    cab = _cabarchive()
+    cab = load_cabarchive()
     try:
         archive = cab.CabArchive(data)
     except cab.errors.NotSupportedError as error:
@@ -544,296 +540,3 @@ def read_cabinet(data: bytes, limits: Limits | None = None) -> Cabinet:
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
     )
-
-
-# ----------------------------------------------------------------------- versions
-
-
-def normalize_version(version: str, version_format: str) -> str:
-    """A version without dots, on a device that uses dotted versions, as fwupd formats it.
-
-    fwupd treats a release version with no dot as the raw integer and formats it
-    with the version format (triplet ``0xAABBCCDD`` -> ``AA.BB.CCDD``).
-    """
-    if "." in version or not version.isdigit():
-        return version
-    value = int(version)
-    fmt = version_format.lower()
-    if fmt == "triplet":
-        return f"{(value >> 24) & 0xFF}.{(value >> 16) & 0xFF}.{value & 0xFFFF}"
-    if fmt == "quad":
-        parts = [(value >> s) & 0xFF for s in (24, 16, 8, 0)]
-        return ".".join(str(p) for p in parts)
-    if fmt == "pair":
-        return f"{(value >> 16) & 0xFFFF}.{value & 0xFFFF}"
-    if fmt == "bcd":
-        return f"{(value >> 4) & 0xF}{value & 0xF}"
-    if fmt == "hex":
-        return f"0x{value:08x}"
-    return version
-
-
-def _split(part: str) -> tuple[int, str]:
-    match = _PART.match(part)
-    assert match is not None  # the pattern matches every string
-    number, rest = match.groups()
-    try:
-        return (int(number) if number not in ("", "-") else 0), rest
-    except ValueError:
-        return 0, part
-
-
-def _compare_rest(a: str, b: str) -> int:
-    """Character-wise, with ``~`` before everything, including the end of the text."""
-    for i in range(max(len(a), len(b))):
-        ca = a[i] if i < len(a) else ""
-        cb = b[i] if i < len(b) else ""
-        if ca == cb:
-            continue
-        if ca == "~":
-            return -1
-        if cb == "~":
-            return 1
-        if not ca:
-            return -1
-        if not cb:
-            return 1
-        return -1 if ca < cb else 1
-    return 0
-
-
-def compare_versions(a: str, b: str, version_format: str = "") -> int:
-    """Fwupd's comparison: -1, 0 or 1.
-
-    ``plain`` compares text; ``hex`` parses; everything else splits on ``.``,
-    compares each part as an integer and then the text after it; a version with
-    fewer parts is older.
-    """
-    fmt = version_format.lower()
-    if fmt == "plain":
-        return (a > b) - (a < b)
-    if fmt == "hex":
-        try:
-            x, y = int(a, 16), int(b, 16)
-            return (x > y) - (x < y)
-        except ValueError:
-            pass
-    parts_a, parts_b = a.split("."), b.split(".")
-    for i in range(max(len(parts_a), len(parts_b))):
-        if i >= len(parts_a):
-            return -1
-        if i >= len(parts_b):
-            return 1
-        num_a, rest_a = _split(parts_a[i])
-        num_b, rest_b = _split(parts_b[i])
-        if num_a != num_b:
-            return -1 if num_a < num_b else 1
-        result = _compare_rest(rest_a, rest_b)
-        if result:
-            return result
-    return 0
-
-
-# ------------------------------------------------------------------- requirements
-
-
-#: longest ``regex``/``glob`` pattern and longest text a requirement compares (a real
-#: one is a version pattern of a few dozen characters).
-PATTERN_MAX = 256
-#: memory RE2 may use for one compiled pattern: a bigger program is refused ("pattern
-#: too large"), which keeps one compile to a few milliseconds.
-PATTERN_MEMORY = 64 * 1024
-#: CPU time all ``<requires>`` patterns of one check may take (compiles included).
-REQUIREMENTS_CPU_BUDGET = 0.05
-
-
-def _re2_options() -> Any:
-    options = re2.Options()
-    options.max_mem = PATTERN_MEMORY
-    options.log_errors = False  # RE2 would write the hostile pattern to stderr
-    return options
-
-
-@functools.lru_cache(maxsize=64)
-def _pattern(compare: str, want: str) -> Any:
-    """A compiled ``regex`` or ``glob`` requirement (at most 64 kept, 64 KiB each).
-
-    Requirement patterns come from cabinets, that is from anyone who can hand the
-    daemon a file. Python's ``re`` backtracks: ``^(.*)(.*)...(.*)X`` against a version
-    string runs for hours, in the event loop, and the daemon answers nothing. RE2
-    matches in time linear in the text, with a bounded program; what it lacks
-    (backreferences, lookaround) is refused. ``glob`` is fwupd's
-    ``g_pattern_match_simple``: ``*`` and ``?`` only, over the whole text.
-    """
-    if len(want) > PATTERN_MAX:
-        raise InvalidFile(
-            f"a <requires> {compare} pattern is {len(want)} characters long; at most "
-            f"{PATTERN_MAX} are accepted"
-        )
-    if compare == "glob":
-        pattern = "".join(".*" if c == "*" else "." if c == "?" else re2.escape(c) for c in want)
-        pattern = f"\\A(?:{pattern})\\z"
-    else:
-        pattern = want
-    try:
-        return re2.compile(pattern, _re2_options())
-    except re2.error as error:
-        reason = error.args[0] if error.args else error
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        raise InvalidFile(
-            f"the <requires> {compare} pattern {want[:64]!r} cannot be used: {reason} "
-            "(livefw matches requirement patterns with RE2, in linear time: no "
-            "backreferences or lookaround, bounded size)"
-        ) from error
-
-
-def _compare_ok(compare: str, have: str, want: str, version_format: str) -> bool:
-    if compare in ("glob", "regex"):
-        if len(have) > PATTERN_MAX:
-            raise InvalidFile(
-                f"a <requires> {compare} would compare a text of {len(have)} characters; "
-                f"at most {PATTERN_MAX} are accepted"
-            )
-        return _pattern(compare, want).search(have) is not None
-    result = compare_versions(have, want, version_format)
-    table = {
-        "eq": result == 0,
-        "ne": result != 0,
-        "lt": result < 0,
-        "le": result <= 0,
-        "gt": result > 0,
-        "ge": result >= 0,
-    }
-    if compare not in table:
-        raise InvalidFile(f"unknown requirement comparison {compare!r}")
-    return table[compare]
-
-
-def check_requirements(
-    release: Release,
-    device_version: str,
-    version_format: str,
-    runtimes: Mapping[str, str],
-) -> None:
-    """Evaluate ``<requires>`` against a device and the daemon.
-
-    Args:
-        release: the release to check.
-        device_version: the device's current version.
-        version_format: the format both versions use.
-        runtimes: component ids the daemon knows with their versions
-            (``org.freedesktop.fwupd``, ``org.livefw.daemon`` ...).
-
-    Raises:
-        InvalidFile: a requirement is not met; a pattern RE2 cannot compile (or too
-            long); evaluating them took more than REQUIREMENTS_CPU_BUDGET.
-        NotFound: a runtime id the daemon does not know.
-        NotSupported: a requirement livefw cannot evaluate (HWIDs, bootloader,
-            parent/child devices, client features): refused rather than ignored.
-    """
-    started = time.thread_time()
-    for req in release.requirements:
-        if time.thread_time() - started > REQUIREMENTS_CPU_BUDGET:
-            raise InvalidFile(
-                f"evaluating the <requires> of {release.appstream_id} took more than "
-                f"{REQUIREMENTS_CPU_BUDGET * 1000:.0f} ms of CPU: the cabinet is refused"
-            )
-        if req.kind == "id":
-            have = runtimes.get(req.text)
-            if have is None:
-                raise NotFound(f"the firmware requires {req.text}, which livefw does not know")
-            if req.compare and not _compare_ok(req.compare, have, req.version, ""):
-                raise InvalidFile(
-                    f"not compatible with {req.text} version {have}, requires "
-                    f"{req.compare} {req.version}"
-                )
-        elif req.kind == "firmware" and not req.text and not req.depth:
-            if req.compare and not _compare_ok(
-                req.compare, device_version, req.version, version_format
-            ):
-                raise InvalidFile(
-                    f"not compatible with firmware version {device_version}, requires "
-                    f"{req.compare} {req.version}"
-                )
-        else:
-            what = f"<{req.kind}>{req.text}</{req.kind}>" if req.text else f"<{req.kind}/>"
-            raise NotSupported(
-                f"the firmware requires {what}, which livefw cannot check; refusing rather "
-                "than installing it unchecked"
-            )
-
-
-# ------------------------------------------------------------------------ writing
-
-
-def make_metainfo(
-    *,
-    appstream_id: str,
-    guids: list[str] | tuple[str, ...],
-    version: str,
-    payload_name: str,
-    payload: bytes,
-    name: str = "",
-    summary: str = "",
-    vendor: str = "",
-    protocol: str = "",
-    version_format: str = "",
-    description: str = "",
-    requires: list[Requirement] | tuple[Requirement, ...] = (),
-    timestamp: int = 0,
-) -> bytes:
-    """An AppStream firmware component for one payload (what vendors ship)."""
-    from xml.etree.ElementTree import Element, SubElement, tostring
-
-    component = Element("component", {"type": "firmware"})
-    SubElement(component, "id").text = appstream_id
-    SubElement(component, "name").text = name or appstream_id
-    SubElement(component, "summary").text = summary or f"Firmware for {name or appstream_id}"
-    if vendor:
-        SubElement(component, "developer_name").text = vendor
-    SubElement(component, "metadata_license").text = "CC0-1.0"
-    SubElement(component, "project_license").text = "proprietary"
-    provides = SubElement(component, "provides")
-    for guid in guids:
-        SubElement(provides, "firmware", {"type": "flashed"}).text = guid
-    if requires:
-        node = SubElement(component, "requires")
-        for req in requires:
-            attrs = {k: v for k, v in (("compare", req.compare), ("version", req.version)) if v}
-            if req.depth:
-                attrs["depth"] = req.depth
-            child = SubElement(node, req.kind, attrs)
-            if req.text:
-                child.text = req.text
-    releases = SubElement(component, "releases")
-    release = SubElement(
-        releases,
-        "release",
-        {"version": version, "timestamp": str(timestamp), "urgency": "medium"},
-    )
-    for kind in ("sha1", "sha256"):
-        checksum = SubElement(
-            release, "checksum", {"type": kind, "filename": payload_name, "target": "content"}
-        )
-        checksum.text = hashlib.new(kind, payload).hexdigest()
-    SubElement(release, "size", {"type": "installed"}).text = str(len(payload))
-    text = SubElement(SubElement(release, "description"), "p")
-    text.text = description or f"Version {version}."
-    custom = [("LVFS::UpdateProtocol", protocol), ("LVFS::VersionFormat", version_format)]
-    if any(value for _, value in custom):
-        node = SubElement(component, "custom")
-        for key, value in custom:
-            if value:
-                SubElement(node, "value", {"key": key}).text = value
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(component) + b"\n"
-
-
-def make_cabinet(files: Mapping[str, bytes], compress: bool = True) -> bytes:
-    """An MS-CAB archive of flat ``files`` (MSZIP when ``compress``)."""
-    cab = _cabarchive()
-
-    archive = cab.CabArchive()
-    for name, data in files.items():
-        archive[name] = cab.CabFile(data)
-    return bytes(archive.save(compress=compress))

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from livefw.cabinet import compare_versions, normalize_version
 from livefw.device import Device
 from livefw.errors import (
     Busy,
@@ -41,6 +40,7 @@ from livefw.errors import (
     VersionSame,
 )
 from livefw.plugin import InstallOptions, Payload
+from livefw.vercmp import compare_versions, normalize_version
 from livefw.versions import VersionTooLow, check_version, version_format
 
 if TYPE_CHECKING:

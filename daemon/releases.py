@@ -30,20 +30,14 @@ from dataclasses import dataclass
 import structlog
 
 import livefw
-from livefw.cabinet import (
-    Cabinet,
-    Limits,
-    Release,
-    check_requirements,
-    compare_versions,
-    normalize_version,
-    read_cabinet,
-)
+from livefw.cabinet import Cabinet, Limits, Release, read_cabinet
 from livefw.config import Config
 from livefw.device import Device
 from livefw.errors import Busy, InvalidFile, LivefwError, NotFound, NothingToDo, NotSupported
 from livefw.jcat import parse_jcat, trusted_files
 from livefw.remotes import Remote, RemoteStore
+from livefw.requires import check_requirements
+from livefw.vercmp import compare_versions, normalize_version
 from livefw.versions import compare_to_running, version_format
 
 __all__ = ["Candidate", "ReleaseService", "fwupd_version"]

@@ -14,17 +14,17 @@ every plugin alike, as fwupd's ``fu_engine_check_requirements`` /
 
 Plugins add only their device-specific refusals (another platform, another update
 type, a security version below the running one) in ``Device.check_install``.
-Versions compare as fwupd compares them (:func:`livefw.cabinet.compare_versions`),
+Versions compare as fwupd compares them (:func:`livefw.vercmp.compare_versions`),
 in the device's version format (:func:`version_format`) unless a release names
 its own.
 """
 
 from __future__ import annotations
 
-from livefw.cabinet import compare_versions, normalize_version
 from livefw.device import Device
 from livefw.errors import InvalidFile, VersionNewer, VersionSame
 from livefw.plugin import ONLY_UPGRADE, InstallOptions
+from livefw.vercmp import compare_versions, normalize_version
 
 __all__ = [
     "ONLY_UPGRADE",

@@ -159,7 +159,8 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 async def cmd_build_cabinet(client: Client | None, args: argparse.Namespace, out: Output) -> int:
-    from livefw.cabinet import make_cabinet, make_metainfo, read_cabinet
+    from livefw.cabinet import read_cabinet
+    from livefw.cabinet_build import make_cabinet, make_metainfo
     from livefw.errors import LivefwError
     from livefw.jcat import sign_files
 

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livefw import cabinet, jcat
+from livefw import cabinet, cabinet_build, jcat
 from livefw.cli.cmd_pfru import _text as telemetry_text
 from livefw.config import load_config
 from livefw.errors import InvalidFile, LivefwError
@@ -66,7 +66,7 @@ def _samples() -> dict[str, bytes]:
             "uefi": uefi.sample(system, None, None),
             "pfru": pfru_sim.sample("pfru/code-injection", None, None),
         }
-    metainfo = cabinet.make_metainfo(
+    metainfo = cabinet_build.make_metainfo(
         appstream_id="org.example.fuzz",
         name="Fuzz",
         guids=["ddc0ee61-e7f0-4e7d-acc5-c070a398838e"],
@@ -75,10 +75,10 @@ def _samples() -> dict[str, bytes]:
         payload=b"\x01" * 64,
     )
     out["metainfo"] = metainfo
-    out["cab"] = cabinet.make_cabinet(
+    out["cab"] = cabinet_build.make_cabinet(
         {"firmware.metainfo.xml": metainfo, "firmware.bin": b"\x01" * 64}
     )
-    out["cab-plain"] = cabinet.make_cabinet(
+    out["cab-plain"] = cabinet_build.make_cabinet(
         {"firmware.metainfo.xml": metainfo, "firmware.bin": b"\x01" * 64}, compress=False
     )
     option = efi.LoadOption(
@@ -150,7 +150,9 @@ def test_cabinets(data: bytes) -> None:
 
 @given(mutated("metainfo"))
 def test_metainfo_in_a_cabinet(metainfo: bytes) -> None:
-    data = cabinet.make_cabinet({"firmware.metainfo.xml": metainfo, "firmware.bin": b"\x01" * 64})
+    data = cabinet_build.make_cabinet(
+        {"firmware.metainfo.xml": metainfo, "firmware.bin": b"\x01" * 64}
+    )
     call(cabinet.read_cabinet, data)
 
 
@@ -160,7 +162,9 @@ def test_metainfo_with_an_unknown_encoding_is_invalid_file() -> None:
     metainfo = SAMPLES["metainfo"].replace(b'encoding="utf-8"', b'encoding="TTF-8"', 1)
     metainfo = metainfo.replace(b'encoding="UTF-8"', b'encoding="TTF-8"', 1)
     assert b"TTF-8" in metainfo
-    data = cabinet.make_cabinet({"firmware.metainfo.xml": metainfo, "firmware.bin": b"\x01" * 64})
+    data = cabinet_build.make_cabinet(
+        {"firmware.metainfo.xml": metainfo, "firmware.bin": b"\x01" * 64}
+    )
     with pytest.raises(InvalidFile, match="encoding"):
         cabinet.read_cabinet(data)
 
@@ -174,7 +178,7 @@ def test_metainfo_entity_expansion_is_refused() -> None:
         )
         + b']><component type="firmware"><id>&i;</id></component>'
     )
-    data = cabinet.make_cabinet({"firmware.metainfo.xml": bomb, "firmware.bin": b"\x01"})
+    data = cabinet_build.make_cabinet({"firmware.metainfo.xml": bomb, "firmware.bin": b"\x01"})
     call(cabinet.read_cabinet, data)
     with pytest.raises(ALLOWED):
         cabinet.read_cabinet(data)

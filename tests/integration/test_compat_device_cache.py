@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from livefw.bus.backend import Message, MessageBus, MessageType, Variant, call, disconnect
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.testing import Cli, DaemonProcess, PolkitMock, PrivateBus
 
 FWUPD = "org.freedesktop.fwupd"

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from livefw.bus.backend import Variant
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.cli.client import CallError, Client
 from livefw.kernel.uapi.fwctl import pack_get_supported_features
 from livefw.testing import Cli, DaemonProcess, PolkitMock, PrivateBus

@@ -24,7 +24,8 @@ from typing import Any
 from hangfs import HangFS
 from nobody_env import Hostile, hostile, parse_lines, probe
 
-from livefw.cabinet import Requirement, make_cabinet, make_metainfo
+from livefw.cabinet import Requirement
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.cli.client import Client
 from livefw.testing import Cli
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from nobody_env import hostile
 
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.errors import InvalidFile
 from livefw.jcat import parse_jcat
 

@@ -8,7 +8,7 @@ import cabarchive.parser
 import cabarchive.utils
 import pytest
 
-from livefw import cabinet
+from livefw import cabinet, cabinet_build
 
 
 @pytest.mark.parametrize("size", [*range(0, 41), 4095, 32768, 32767, 32766, 32765])
@@ -22,7 +22,7 @@ def test_checksum_matches_cabarchive(size: int) -> None:
 
 def test_parser_uses_it_and_still_rejects_a_corrupt_block() -> None:
     payload = os.urandom(100_000)
-    cab = bytearray(cabinet.make_cabinet({"firmware.bin": payload}, compress=False))
+    cab = bytearray(cabinet_build.make_cabinet({"firmware.bin": payload}, compress=False))
     # installed when livefw first uses cabarchive (it is imported lazily)
     assert cabarchive.parser._checksum_compute is cabinet._ms_cab_checksum
     assert cabarchive.CabArchive(bytes(cab))["firmware.bin"].buf == payload

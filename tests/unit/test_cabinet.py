@@ -7,17 +7,11 @@ import time
 
 import pytest
 
-from livefw.cabinet import (
-    Limits,
-    Requirement,
-    check_requirements,
-    compare_versions,
-    make_cabinet,
-    make_metainfo,
-    normalize_version,
-    read_cabinet,
-)
+from livefw.cabinet import Limits, Requirement, read_cabinet
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.errors import InvalidFile, NotFound, NotSupported
+from livefw.requires import check_requirements
+from livefw.vercmp import compare_versions, normalize_version
 
 GUID = "b2f84b79-7b6e-4e45-885f-3fb9bb185402"
 PAYLOAD = bytes(range(256)) * 64

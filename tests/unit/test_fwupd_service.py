@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.compat_state import INHIBITS_PER_SENDER, Inhibits, latest_rows
 from livefw.config import load_config
 from livefw.device import Device

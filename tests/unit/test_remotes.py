@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from livefw.cabinet import Requirement, make_cabinet, make_metainfo
+from livefw.cabinet import Requirement
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.config import Config, InstallSection
 from livefw.engine import Engine
 from livefw.errors import InvalidFile, NotFound, NothingToDo, VersionNewer, VersionSame

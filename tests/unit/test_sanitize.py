@@ -165,7 +165,8 @@ def test_output_prints_hostile_text_inert_on_a_terminal(
 
 
 def test_cabinet_text_a_client_shows_is_sanitised() -> None:
-    from livefw.cabinet import make_cabinet, make_metainfo, read_cabinet
+    from livefw.cabinet import read_cabinet
+    from livefw.cabinet_build import make_cabinet, make_metainfo
 
     payload = b"\x00" * 64
     metainfo = make_metainfo(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import livefw.releases
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.errors import Busy
 from livefw.fdread import TooLarge
 from livefw.plugins.pfru.plugin import PfruPlugin
