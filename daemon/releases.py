@@ -23,6 +23,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from livefw.cabinet import Cabinet, Limits, Release, read_cabinet
 from livefw.config import Config
 from livefw.device import Device
 from livefw.errors import Busy, InvalidFile, LivefwError, NotFound, NothingToDo, NotSupported
+from livefw.fswatch import FolderWatch
 from livefw.jcat import parse_jcat, trusted_files
 from livefw.remotes import Remote, RemoteStore
 from livefw.requires import check_requirements
@@ -106,6 +108,18 @@ UNTRUSTED_SIZE = 16 * 1024 * 1024
 UNTRUSTED_UNPACKED = 32 * 1024 * 1024
 #: callers that may wait for the one unauthenticated parse at a time; more get Busy.
 UNTRUSTED_QUEUE = 8
+#: longest a remotes scan is kept (seconds) even though no change was seen: inotify
+#: does not report changes made to a network file system by another machine.
+REMOTES_MAX_AGE = 5.0
+
+
+@dataclass
+class _KeptScan:
+    """A remotes scan, kept until its watch sees a change (see ReleaseService.available)."""
+
+    candidates: list[Candidate]
+    watch: FolderWatch
+    started: float
 
 
 class ReleaseService:
@@ -123,6 +137,12 @@ class ReleaseService:
         section = config.install
         self.pki_dir = section.pki_dir
         self.store = RemoteStore(section.remotes_dir, Limits())
+        self._kept: _KeptScan | None = None
+        self._scans_started = 0
+        self._kept_from = 0  # which scan (in start order) _kept is
+        self._inotify = True  # False once inotify failed: every call scans
+        #: remotes scans run (tests count them)
+        self.scans = 0
         self.reconfigure(config)
         self._trust_cache: dict[str, tuple[bool, bool]] = {}
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="livefw-cabinet")
@@ -145,6 +165,7 @@ class ReleaseService:
             max_unpacked=UNTRUSTED_UNPACKED,
         )
         self.store.limits = self.limits
+        self.drop_kept_scan()  # the size limit decides which cabinets parse
 
     @contextlib.asynccontextmanager
     async def untrusted(self) -> AsyncIterator[Limits]:
@@ -287,6 +308,7 @@ class ReleaseService:
         return self.store.remotes()
 
     def _scan(self) -> list[Candidate]:
+        self.scans += 1
         found = []
         for entry in self.store.scan():
             if entry.cabinet is None:
@@ -303,8 +325,61 @@ class ReleaseService:
         return found
 
     async def available(self) -> list[Candidate]:
-        """Every release of every enabled remote."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._scan)
+        """Every release of every enabled remote.
+
+        The scan reads the remotes directory, each remote's folder and the PKI folder
+        in a thread. Its result is kept while an inotify watch on those folders
+        (livefw.fswatch) has seen no change and for at most :data:`REMOTES_MAX_AGE`:
+        a change made before a call is in that call's answer, and a call that finds
+        nothing changed costs one non-blocking read instead of a thread hop (fwupd's
+        GetDevices asks on every call; issue 17 item 3). Where a folder cannot be
+        watched (no inotify, a symbolic link in a path or among the cabinets or
+        certificates) every call scans.
+        """
+        kept = self._kept
+        if (
+            kept is not None
+            and not kept.watch.changed()
+            and time.monotonic() - kept.started < REMOTES_MAX_AGE
+        ):
+            return kept.candidates
+        self._scans_started += 1
+        order, started = self._scans_started, time.monotonic()
+        candidates, watch = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._watched_scan
+        )
+        if watch is not None:
+            if order > self._kept_from:  # a scan started later may have finished first
+                self.drop_kept_scan()
+                self._kept, self._kept_from = _KeptScan(candidates, watch, started), order
+            else:
+                watch.close()
+        return candidates
+
+    def drop_kept_scan(self) -> None:
+        """Forget the kept remotes scan: the next :meth:`available` scans."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.watch.close()
+
+    def _watched_scan(self) -> tuple[list[Candidate], FolderWatch | None]:
+        """Watch the folders the scan reads, then scan (blocking: in a thread)."""
+        watch = self._watch() if self._inotify else None
+        return self._scan(), watch
+
+    def _watch(self) -> FolderWatch | None:
+        """A watch on every folder the scan reads, made before it reads them; or None."""
+        watch = FolderWatch.create()
+        if watch is None:
+            self._inotify = False
+            return None
+        folders = [(self.store.remotes_dir, ".conf"), (self.pki_dir, "")]
+        if watch.add(self.store.remotes_dir):
+            folders += [(r.path, ".cab") for r in self.store.remotes() if r.enabled]
+        if all(watch.add(folder) and _no_links(folder, suffix) for folder, suffix in folders):
+            return watch
+        watch.close()
+        return None
 
     async def releases(self, device: Device) -> list[Candidate]:
         """Releases for a device, newest first (duplicates of one cabinet folded).
@@ -396,3 +471,17 @@ class ReleaseService:
             return await asyncio.to_thread(read)
         except OSError as error:
             raise NotFound(f"{candidate.location}: {error.strerror}") from error
+
+
+def _no_links(folder: str, suffix: str) -> bool:
+    """Whether no entry of ``folder`` ending in ``suffix`` is a symbolic link.
+
+    A link's target can change without an event in the folder (livefw.fswatch).
+    """
+    try:
+        with os.scandir(folder) as entries:
+            return not any(e.is_symlink() for e in entries if e.name.endswith(suffix))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
