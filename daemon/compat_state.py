@@ -268,12 +268,26 @@ class DeviceCache:
     At 1,000 devices building them was a third of the call (bench/REPORT.md,
     profile). An entry is valid for the same device object with the same
     ``supported`` answer; :meth:`drop` on every change of the device.
+    :attr:`generation` counts drops and ``supported`` changes: while it stays the
+    same, no device's dict changed, nor which devices there are (the engine's
+    device events drop their device too).
     """
 
     def __init__(self) -> None:
-        #: device ids a remote holds a release for (fwupd's ``supported`` flag).
-        self.supported: set[str] = set()
+        self._supported: set[str] = set()
         self._dicts: dict[str, tuple[Device, bool, Any]] = {}
+        self.generation = 0
+
+    @property
+    def supported(self) -> set[str]:
+        """Device ids a remote holds a release for (fwupd's ``supported`` flag)."""
+        return self._supported
+
+    @supported.setter
+    def supported(self, ids: set[str]) -> None:
+        if ids != self._supported:
+            self.generation += 1
+        self._supported = ids
 
     def get(self, device: Device) -> Any | None:
         """The cached dict of ``device``, or None."""
@@ -292,6 +306,7 @@ class DeviceCache:
 
     def drop(self, device_id: str | None = None) -> None:
         """Forget one device's dict (it changed), or every dict."""
+        self.generation += 1
         if device_id is None:
             self._dicts.clear()
         else:

@@ -163,6 +163,9 @@ class FwupdService(EngineListener):
         )
         self.host = HostInfo()
         self.host_security_id = "HSI:0"
+        #: what refresh_supported and devices worked out last, and from what
+        self._supported_from: tuple[object, int] | None = None
+        self._listed: tuple[tuple[int, int], list[Device]] | None = None
         self._config: FwupdConfig | None = None
         self._events = FwupdEvents()
 
@@ -231,24 +234,40 @@ class FwupdService(EngineListener):
             available = await self.engine.releases.available()
         except LivefwError:
             available = []
+        # the same kept scan and no device changed: the same answer
+        last = self._supported_from
+        if last is not None and last[0] is available and last[1] == self.cache.generation:
+            return
         self.cache.supported = {
             device.id
             for device in self.engine.devices.values()
             if "updatable" in device.flags
             and any(c.release.provides(device.guids) for c in available)
         }
+        self._supported_from = (available, self.cache.generation)
 
     async def devices(self) -> list[Device]:
         """GetDevices: the visible devices by plugin and name, ``supported`` refreshed.
+
+        The list is kept while :attr:`DeviceCache.generation` stays the same, and the
+        same list object comes back (callers must not change it): a caller may keep
+        what it built from it until another list comes.
 
         Raises:
             NothingToDo: none (fwupd's answer).
         """
         await self.refresh_supported()
-        devices = sorted(
-            (d for d in self.engine.devices.values() if visible(d)),
-            key=lambda d: (d.plugin, d.name),
-        )
+        # the count too: a device taken out of the engine without its event
+        generation = (self.cache.generation, len(self.engine.devices))
+        listed = self._listed
+        if listed is not None and listed[0] == generation:
+            devices = listed[1]
+        else:
+            devices = sorted(
+                (d for d in self.engine.devices.values() if visible(d)),
+                key=lambda d: (d.plugin, d.name),
+            )
+            self._listed = (generation, devices)
         if not devices:
             raise NothingToDo("No detected devices")
         return devices

@@ -407,6 +407,19 @@ class ArrayReply:
         self.signature = signature
         self._elements: list[ArrayElement] = []
         self._body: Prebuilt | None = None
+        self._items: object = None
+
+    def reply_for(self, items: Sequence[Any], element: Callable[[Any], ArrayElement]) -> Prebuilt:
+        """The body for ``element(item)`` of each item, reused whole for the same ``items``.
+
+        For an owner that hands out a new ``items`` object on every change (kept
+        here, so its identity cannot be reused by another object).
+        """
+        if items is not self._items or self._body is None:
+            body = self.reply([element(item) for item in items])
+            self._items = items
+            return body
+        return self._body
 
     def reply(self, elements: list[ArrayElement]) -> Prebuilt:
         """The body for ``elements`` (all of this reply's element type)."""

@@ -205,9 +205,7 @@ class CompatInterface(CompatRefusals, FwupdEvents):
     @method()
     @fwupd_errors
     async def GetDevices(self) -> "aa{sv}":
-        return self._devices.reply(
-            [self._listed(device) for device in await self.service.devices()]
-        )
+        return self._devices.reply_for(await self.service.devices(), self._listed)
 
     @method()
     @fwupd_errors

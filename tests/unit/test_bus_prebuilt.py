@@ -156,3 +156,20 @@ def test_the_writer_sends_header_then_body_through_a_full_socket() -> None:
         loop.close()
         ours.close()
         peer.close()
+
+
+def test_array_reply_for_the_same_items_object_reuses_the_body() -> None:
+    reply = ArrayReply("aa{sv}")
+    built: list[int] = []
+
+    def element(index: int) -> ArrayElement:
+        built.append(index)
+        return ArrayElement("a{sv}", _device(index))
+
+    items = [1, 2, 3]
+    first = reply.reply_for(items, element)
+    assert reply.reply_for(items, element) is first
+    assert built == [1, 2, 3]
+    second = reply.reply_for([1, 2], element)  # another list: built again
+    assert built == [1, 2, 3, 1, 2]
+    assert second.data == marshal_body("aa{sv}", [[_device(1), _device(2)]])

@@ -430,3 +430,36 @@ async def test_quit_is_ignored_while_an_update_runs(
     await service.quit(polkit, ":1.5")
     assert raised == [signal.SIGTERM]
     assert polkit.asked == ["org.freedesktop.fwupd.quit"] * 2
+
+
+async def test_the_device_list_is_kept_until_a_device_or_supported_changes(
+    service: FwupdService, tmp_path: Path
+) -> None:
+    """GetDevices reuses its body while the same list comes (issue 17 item 3)."""
+    service.attach(Recorder())
+    device = fake(service)
+    first = await service.devices()
+    assert await service.devices() is first
+    device.update(name="Renamed firmware")
+    renamed = await service.devices()
+    assert renamed is not first
+    assert [d.name for d in renamed] == ["Renamed firmware"]
+    assert await service.devices() is renamed
+    assert not service.supported(device)
+    # a release for it lands in a remote: supported, and a new list
+    folder = tmp_path / "firmware"
+    folder.mkdir()
+    (tmp_path / "remotes.d" / "local.conf").write_text(f"[fwupd Remote]\nPath={folder}\n")
+    (folder / "fake.cab").write_bytes(cabinet("2.0", name="Renamed firmware"))
+    supported = await service.devices()
+    assert supported is not renamed
+    assert service.supported(device)
+    assert await service.devices() is supported
+    (folder / "fake.cab").unlink()
+    assert await service.devices() is not supported
+    assert not service.supported(device)
+    # an inhibit changes every updatable device's dict
+    kept = await service.devices()
+    inhibit = service.inhibit(":1.5", "backup running")
+    assert await service.devices() is not kept
+    service.uninhibit(":1.5", inhibit)
