@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from livefw import releases
-from livefw.cabinet import make_cabinet, make_metainfo
+from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.config import Config, InstallSection
 from livefw.fswatch import MAX_FOLDERS, FolderWatch
 from livefw.releases import ReleaseService
