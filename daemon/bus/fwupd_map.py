@@ -144,22 +144,7 @@ def device_dict(
         if value:
             result[key] = Variant("s", value)
     if "needs-activation" in device.flags and str(device.update_state) == "pending":
-        # fwupd's way to tell a GUI what to do next; GUIs without an Activate button
-        # (gnome-firmware, gnome-software) show the message
-        pending = f" {device.version_pending}" if device.version_pending else ""
-        if "UpdateError" not in result:
-            # gnome-firmware 43 shows a device's UpdateError, not its UpdateMessage
-            # (only a release's): say there what to do
-            result["UpdateError"] = Variant(
-                "s",
-                f"Firmware{pending} is staged and waits for activation: run "
-                "`fwupdmgr activate` or `livefw activate`",
-            )
-        result["UpdateMessage"] = Variant(
-            "s",
-            f"Firmware{pending} is staged. Run `fwupdmgr activate` (or `livefw activate`) "
-            "to switch to it without a reboot.",
-        )
+        result.update(_staged_fields(device, "UpdateError" in result))
     result.update(_version_fields(device.version, fmt, "Version"))
     result.update(_version_fields(device.version_lowest, fmt, "VersionLowest"))
     if str(device.status) != "idle":
@@ -171,6 +156,41 @@ def device_dict(
             "s", "Updates are inhibited: " + "; ".join(sorted(inhibits.values()))
         )
     return result
+
+
+def _staged_fields(device: Device, has_error: bool) -> dict[str, Variant]:
+    """What a device whose update is staged and waits for activation adds to its dict.
+
+    fwupd 2.0.20 (checked with its test plugin's NeedsActivation, peer-bench) sets
+    needs-activation and swaps updatable for updatable-hidden, as :func:`device_flags`
+    does, and nothing else; the GUIs have no Activate button (docs/compat.md, "Staged
+    updates"), so livefwd says what to do where each client looks:
+
+    * ``UpdateError``: fwupdmgr get-devices and gnome-firmware 43 print it. (fwupd's
+      staging plugins set the update-pending problem instead; with any problem both
+      clients hide the Update Error, so livefwd sets none.)
+    * the ``UpdateMessage`` of the device's first ``Release``: gnome-software 43.5
+      (Debian) reads the device again after its Install call and shows that message
+      in a dialog.
+    * ``UpdateMessage`` on the device: what libfwupd 1.x clients read.
+    """
+    pending = f" {device.version_pending}" if device.version_pending else ""
+    message = (
+        f"Firmware{pending} is staged. Run `fwupdmgr activate` (or `livefw activate`) "
+        "to switch to it without a reboot."
+    )
+    fields = {"UpdateMessage": Variant("s", message)}
+    if not has_error:
+        fields["UpdateError"] = Variant(
+            "s",
+            f"Firmware{pending} is staged and waits for activation: run "
+            "`fwupdmgr activate` or `livefw activate`",
+        )
+    release = {"UpdateMessage": Variant("s", message)}
+    if device.version_pending:
+        release["Version"] = Variant("s", device.version_pending)
+    fields["Release"] = Variant("aa{sv}", [release])
+    return fields
 
 
 def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Variant]:

@@ -11,8 +11,10 @@ button stays "Installing" (shown with the fwupd daemon itself: docs/compat.md).
 livefwd publishes ``file://localhost/folder/x.cab`` and no RemoteId instead: the
 download is a local copy, and gnome-software hands the cabinet to Install.
 
-The test clicks Update, checks that the Install call came and the PFRU device is
-staged, and keeps two screenshots in ``$LIVEFW_GUI_SHOTS``.
+The test clicks Update, checks that the Install call came, that the PFRU device is
+staged and that gnome-software says the update waits for activation (a dialog with
+the staged release's UpdateMessage, issue 18's "Up to Date" gap), and keeps two
+screenshots in ``$LIVEFW_GUI_SHOTS``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ PFRU_NAME = "Platform firmware runtime code injection"
 #: the Update button of the first row of "Device Firmware" in gnome-software 43.5's
 #: updates page (its default 1050x600 window at 0,0 on a 1280x800 screen)
 UPDATE_BUTTON = ("751", "167")
+
+
+def visible_windows(pid: int, env: dict[str, str]) -> list[str]:
+    """The X ids of the visible top-level windows of process ``pid``."""
+    result = subprocess.run(
+        ["xdotool", "search", "--onlyvisible", "--pid", str(pid)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return result.stdout.split()
 
 
 def test_gnome_software_updates_from_a_directory_remote(
@@ -102,7 +113,16 @@ def test_gnome_software_updates_from_a_directory_remote(
             return devices.get(PFRU_NAME, {}).get("UpdateState") == "pending"
 
         wait_for(staged, 60, "the PFRU device was not staged")
-        time.sleep(5)
+        # the staged firmware waits for activation: gnome-software reads the device
+        # again after Install and shows its first Release's UpdateMessage in a dialog
+        # over the window (gs_page_show_update_message); without it the page just says
+        # "Up to Date"
+        wait_for(
+            lambda: len(visible_windows(gui.pid, gui_environment)) >= 2,
+            60,
+            "gnome-software showed no dialog about the pending activation",
+        )
+        time.sleep(3)  # let it render
         screenshot(DISPLAY, shots / "gnome-software-installed.png", gui_environment)
         assert gui.poll() is None, gs_log.read_text(errors="replace")[-3000:]
     text = gs_log.read_text(errors="replace")

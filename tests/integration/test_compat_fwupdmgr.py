@@ -169,6 +169,38 @@ def test_install_cabinets_activate_and_history(compat: Compat) -> None:
     assert {d["Name"]: d for d in history}["System Firmware"]["UpdateState"] == 2
 
 
+def test_a_staged_update_says_how_to_activate_it(compat: Compat) -> None:
+    """A PFRU capsule staged, waiting for activation: what fwupdmgr get-devices shows.
+
+    As fwupd 2.0.20 for a device with needs-activation (checked with peer-bench):
+    updatable swapped for updatable-hidden, "Device update needs activation"; plus
+    livefw's Update Error saying what to run, and no problem (fwupdmgr would print
+    the problem instead of the error). The device's first Release carries the
+    UpdateMessage gnome-software 43.5 shows after its Install (tests/gui).
+    """
+    cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "4", "pfru")
+    compat.fwupdmgr("install", cab, "--no-reboot-check")
+    text = compat.fwupdmgr("get-devices").stdout
+    block = text[text.index("Platform firmware runtime code injection") :]
+    block = block[: block.index("Platform firmware runtime driver update")]
+    assert "Device update needs activation" in block, text
+    assert "Update State:       Pending" in block, text
+    assert "Firmware 4 is staged and waits for activation: run" in block, text
+    pfru = compat.devices()["Platform firmware runtime code injection"]
+    assert "Problems" not in pfru
+    # libfwupd reads the device's Release (gnome-software's dialog); fwupdmgr --json
+    # lists it with the releases it asks GetReleases for
+    assert any(
+        "fwupdmgr activate" in release.get("UpdateMessage", "")
+        for release in pfru.get("Releases", [])
+    ), pfru
+    compat.fwupdmgr("activate", pfru["DeviceId"])
+    pfru = compat.devices()["Platform firmware runtime code injection"]
+    assert "UpdateError" not in pfru
+    assert "needs-activation" not in pfru["Flags"]
+    assert not pfru.get("Releases")
+
+
 def test_the_same_cabinet_twice_is_version_same(compat: Compat) -> None:
     cab = compat.cabinet("pfru/code-injection", PFRU_CODE_INJECTION_GUID, "3", "same")
     result = compat.fwupdmgr("install", cab, "--no-reboot-check", "--json", check=False)
