@@ -43,6 +43,8 @@ __all__ = ["Field", "FieldInfo", "Model", "ValidationError"]
 _MISSING: Any = object()
 _NONE = type(None)
 _SCALARS = (str, int, float, bool, _NONE)
+#: field types whose values are kept as they come when their type is exactly this
+_EXACT = frozenset({str, int, float, bool})
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
@@ -65,6 +67,10 @@ class ValidationError(ValueError):
     def errors(self) -> list[dict[str, Any]]:
         """Each error: ``loc`` (field names and indexes), ``msg``, ``type``."""
         return [dict(error) for error in self._errors]
+
+
+class _Unmatched:
+    """No value has this type: the plan's marker for fields without a fast path."""
 
 
 class _Invalid(Exception):
@@ -461,7 +467,7 @@ class Model(metaclass=_ModelMeta):
     __model_extra_mode__: ClassVar[str]
     __fields_ready__: ClassVar[bool]
     _dumper: ClassVar[Callable[[Any], dict[str, Any]]]
-    _plan: ClassVar[list[tuple[str, Converter, FieldInfo]]]
+    _plan: ClassVar[list[tuple[str, Converter, FieldInfo, type]]]
 
     @property
     def model_extra(self) -> dict[str, Any] | None:
@@ -488,7 +494,9 @@ class Model(metaclass=_ModelMeta):
                 # livefw's own annotation text, as typing.get_type_hints evaluates it
                 annotation = eval(annotation, vars(sys.modules[module]))
             info.annotation = annotation
-            plan.append((name, _bounded(_converter(annotation), info), info))
+            unbounded = info.ge is None and info.gt is None
+            exact = annotation if annotation in _EXACT and unbounded else _Unmatched
+            plan.append((name, _bounded(_converter(annotation), info), info, exact))
         cls._plan = plan
         # {"name": o.name, ...} as one expression: the dumps' inner loop (machine.json
         # at 10,000 simulated devices holds ~40,000 records); names are identifiers
@@ -502,8 +510,12 @@ class Model(metaclass=_ModelMeta):
         if not cls.__dict__.get("__fields_ready__"):
             cls._ready()
         put = object.__setattr__
-        for name, convert, info in cls._plan:
-            value = values.get(name, _MISSING)
+        get = values.get
+        for name, convert, info, exact in cls._plan:
+            value = get(name, _MISSING)
+            if type(value) is exact:  # already what the field holds: nothing to convert
+                put(self, name, value)
+                continue
             if value is _MISSING:
                 if info.default_factory is not None:
                     value = info.default_factory()
