@@ -127,12 +127,17 @@ def load_remotes(remotes_dir: str) -> tuple[list[Remote], dict[str, str]]:
 
 
 class RemoteStore:
-    """Scans the remotes' folders, caching parsed cabinets by (path, mtime, size)."""
+    """Scans the remotes' folders, caching parsed cabinets by path and stat.
+
+    A cabinet is parsed again when its inode, size, mtime or ctime differ: a file
+    renamed into place (rsync, ``install``) is a new inode even when it keeps the
+    size and, with ``rsync -t``, the mtime of the one it replaces.
+    """
 
     def __init__(self, remotes_dir: str, limits: Limits) -> None:
         self.remotes_dir = remotes_dir
         self.limits = limits
-        self._cache: dict[str, tuple[int, int, RemoteFile]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int, int], RemoteFile]] = {}
 
     def remotes(self) -> list[Remote]:
         """The configured remotes (invalid files are logged and left out)."""
@@ -181,9 +186,10 @@ class RemoteStore:
             info = os.stat(path)
         except OSError as error:
             return RemoteFile(remote, path, None, error.strerror or str(error))
+        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         cached = self._cache.get(path)
-        if cached and cached[0] == info.st_mtime_ns and cached[1] == info.st_size:
-            entry = cached[2]
+        if cached and cached[0] == key:
+            entry = cached[1]
             return RemoteFile(remote, path, entry.cabinet, entry.error)
         entry = RemoteFile(remote, path, None, "")
         if info.st_size > self.limits.max_size:
@@ -199,5 +205,5 @@ class RemoteStore:
                 entry = RemoteFile(remote, path, None, error.message)
         if entry.error:
             log.warning("remote_cabinet_invalid", remote=remote.id, path=path, error=entry.error)
-        self._cache[path] = (info.st_mtime_ns, info.st_size, entry)
+        self._cache[path] = (key, entry)
         return entry

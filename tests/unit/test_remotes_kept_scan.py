@@ -103,7 +103,7 @@ def _service(tmp_path: Path) -> ReleaseService:
     return ReleaseService(config)
 
 
-def _cabinet(version: str) -> bytes:
+def _cabinet(version: str, compress: bool = True) -> bytes:
     payload = b"firmware " + version.encode()
     metainfo = make_metainfo(
         appstream_id="org.example.test",
@@ -112,7 +112,9 @@ def _cabinet(version: str) -> bytes:
         payload_name="firmware.bin",
         payload=payload,
     )
-    return make_cabinet({"firmware.bin": payload, "firmware.metainfo.xml": metainfo})
+    return make_cabinet(
+        {"firmware.bin": payload, "firmware.metainfo.xml": metainfo}, compress=compress
+    )
 
 
 async def test_the_scan_is_kept_until_a_folder_changes(tmp_path: Path) -> None:
@@ -171,3 +173,24 @@ async def test_linked_cabinets_are_scanned_on_every_call(tmp_path: Path) -> None
     for _ in range(3):
         assert [c.release.version for c in await service.available()] == ["1"]
     assert service.scans == 3  # the link's target can change without an event here
+
+
+async def test_a_cabinet_renamed_over_with_the_same_size_and_mtime_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """rsync -t: a new file renamed into place keeps the old one's mtime (and here size)."""
+    service = _service(tmp_path)
+    folder = tmp_path / "firmware"
+    folder.mkdir()
+    (tmp_path / "remotes.d" / "local.conf").write_text(f"[fwupd Remote]\nPath={folder}\n")
+    old, new = _cabinet("1", compress=False), _cabinet("2", compress=False)
+    assert len(old) == len(new)
+    (folder / "fw.cab").write_bytes(old)
+    assert [c.release.version for c in await service.available()] == ["1"]
+    before = os.stat(folder / "fw.cab")
+    (tmp_path / "fw.cab.tmp").write_bytes(new)
+    os.utime(tmp_path / "fw.cab.tmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.rename(tmp_path / "fw.cab.tmp", folder / "fw.cab")
+    assert os.stat(folder / "fw.cab").st_mtime_ns == before.st_mtime_ns
+    assert [c.release.version for c in await service.available()] == ["2"]
+    service.drop_kept_scan()
