@@ -79,8 +79,10 @@ FORBIDDEN = (
 #: 458 when kernel.uapi.efi became a package of nine modules of one role each (paths,
 #: names, esrt, efivarfs, load_option, efitime, update_info, capsule_delivery,
 #: capsule_file): 9 small livefw modules, no new outside one.
-#: Without pydantic (livefw.model, issue 17): 370 with dbus-fast, 361 with dbus-next.
-BUDGET = 375
+#: Without pydantic (livefw.model, issue 17): 370 with dbus-fast, 361 with dbus-next;
+#: 376 / 367 when the kept remotes scan and the requirement checks landed (livefw.fswatch,
+#: .requires, .vercmp: livefw's own).
+BUDGET = 385
 
 
 @pytest.mark.parametrize("backend", ["fast", "next"])
