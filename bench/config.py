@@ -43,6 +43,8 @@ SETTLE_SECONDS = _env_float("SETTLE_SECONDS", 2.0, 0.5)
 MEM_CALLS = _env_int("MEM_CALLS", 10_000, 500)
 STAGE_MIB = _env_int("STAGE_MIB", 64, 64)
 STAGE_RUNS = _env_int("STAGE_RUNS", 3, 1)
+#: the staging series' payloads (bench/staging.py): raw, cabinet (UEFI capsule), pfru
+STAGE_KINDS = os.environ.get("STAGE_KINDS", "raw cabinet pfru").split()
 CONCURRENCY = 16
 REPEAT_BUDGET = _env_float("REPEAT_BUDGET", 4.0, 0.5)  # seconds per latency repeat
 #: the verdicts use pin=one; a quick run measures only that

@@ -7,14 +7,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from typing import Any
 
-from bench.config import CALLS, LIVEFW_NAME, LIVEFW_PATH, STAGE_MIB, STAGE_PLUGIN, STAGE_RUNS, log
+from bench.config import (
+    CALLS,
+    LIVEFW_NAME,
+    LIVEFW_PATH,
+    STAGE_KINDS,
+    STAGE_MIB,
+    STAGE_PLUGIN,
+    STAGE_RUNS,
+    log,
+)
 from bench.fwupd import wipe
 from bench.harness import Harness
-from bench.procfs import cpu_delta, cpu_snapshot
+from bench.procfs import cpu_delta, cpu_snapshot, read_mem
 from bench.stats import mmm, summary
 from bench.targets import Target
 from livefw.bus.backend import Variant
@@ -63,7 +73,7 @@ async def extras(h: Harness, t: Target) -> dict[str, Any]:
     _prepare_machine(os.path.join(t.state_dir, "sim", "machine.json"))
     proc, _ = await h.launch(t, f"{t.key}-extras.log", argv)
     try:
-        res["stage"] = await staging(h, t)
+        res["stage"] = await staging(h, t, proc.pid)
         res["telemetry"] = await telemetry(h, t, proc.pid)
     finally:
         await h.stop(proc, t)
@@ -154,7 +164,36 @@ def floor_cp_sha256(src: str, scratch: str) -> float:
     return seconds
 
 
-async def staging(h: Harness, t: Target) -> dict[str, Any]:
+def _attach(pid: int | None, kind: str) -> subprocess.Popen[bytes] | None:
+    """``STAGE_ATTACH``, a command started on the daemon around each install.
+
+    ``{pid}`` and ``{kind}`` are replaced, e.g. ``strace -c -f -p {pid} -o /tmp/{kind}.txt``
+    or ``py-spy record --threads -p {pid} -o /tmp/{kind}.svg``; it gets SIGINT after the
+    install. For profiles only: the figures of such a run are not the daemon's.
+    """
+    command = os.environ.get("STAGE_ATTACH")
+    if not command or pid is None:
+        return None
+    argv = [a.replace("{pid}", str(pid)).replace("{kind}", kind) for a in command.split()]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the install starts
+    return proc
+
+
+def _detach(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+def _reset_peak(pid: int | None) -> None:
+    """Reset the daemon's VmHWM (``/proc/PID/clear_refs``: 5 resets the peak RSS)."""
+    if pid is not None:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+
+
+async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, Any]:
     """Install (stage) a 64 MiB capsule: UEFI raw and as a cabinet, and PFRU raw.
 
     UEFI: the capsule goes to the simulated ESP (fsynced) and the UEFI variables; PFRU:
@@ -184,13 +223,17 @@ async def staging(h: Harness, t: Target) -> dict[str, Any]:
         del payload
     sim_dir = os.path.join(t.state_dir, "sim")
     for kind, path in (("raw", raw), ("cabinet", cab), ("pfru", "")):
-        times, floors, errors = [], [], []
+        if kind not in STAGE_KINDS:
+            continue
+        times, floors, errors, peaks, ratios = [], [], [], [], []
         target = pfru_device if kind == "pfru" else device
         for _ in range(STAGE_RUNS):
             if kind == "pfru":
                 path = _pfru_capsule(h, sim_dir)
             floors.append(floor_cp_sha256(path, h.scratch))
             fd = os.open(path, os.O_RDONLY)
+            _reset_peak(pid)
+            tracer = _attach(pid, kind)
             try:
                 t0 = time.perf_counter()
                 try:
@@ -205,10 +248,14 @@ async def staging(h: Harness, t: Target) -> dict[str, Any]:
                         bus=h.fd_bus,
                     )
                     times.append(time.perf_counter() - t0)
+                    ratios.append(floors[-1] / times[-1])  # the floor taken just before
+                    if pid is not None:
+                        peaks.append(read_mem(pid)["VmHWM"] / 1024)
                 except RuntimeError as error:
                     errors.append(str(error))
             finally:
                 os.close(fd)
+                _detach(tracer)
             with contextlib.suppress(RuntimeError):
                 await h.call(
                     LIVEFW_NAME,
@@ -223,6 +270,13 @@ async def staging(h: Harness, t: Target) -> dict[str, Any]:
             "seconds": summary(times),
             "floor_seconds": summary(floors),
             "errors": errors[:3],
+            "peak_rss_mib": summary(peaks),
+            "samples": {
+                "seconds": times,
+                "floor_seconds": floors,
+                "peak_rss_mib": peaks,
+                "ratio": ratios,
+            },
         }
         log(
             f"{t.key}: staging {kind}: {mmm(summary(times), '{:.3f}')} s, "

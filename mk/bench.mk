@@ -5,6 +5,8 @@
 #                      writes bench/REPORT-quick.md and bench/results-quick.json
 #   make bench-report  rewrite bench/REPORT.md from bench/results.json (after editing
 #                      bench/NOTES.md)
+#   make bench-staging only the staging series (bench/staging_ab.py, a few minutes, never
+#                      writes REPORT.md); STAGE_TREES="base=DIR new=." interleaves source trees
 #   make test-next     the whole test suite on the dbus-next backend (LIVEFW_DBUS_BACKEND=next;
 #                      dbus-fast is the default, and `make test` runs the bus-level
 #                      integration tests on dbus-next too)
@@ -13,7 +15,7 @@
 # (apt-get, service starts blocked); dbus-fast (the `fast` extra) is added to the venv
 # (a dependency since issue 17) so both backends are measured.
 
-.PHONY: bench-deps bench-quick bench-report test-next
+.PHONY: bench-deps bench-quick bench-report bench-staging test-next
 
 bench: bench-deps
 
@@ -23,6 +25,9 @@ bench-deps: venv
 
 bench-quick: bench-deps
 	BENCH_QUICK=1 $(BIN)/python bench/run.py
+
+bench-staging: bench-deps
+	$(BIN)/python bench/staging_ab.py
 
 bench-report: venv
 	$(BIN)/python bench/run.py --report
