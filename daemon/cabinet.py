@@ -7,7 +7,8 @@ carries), the payload(s) and optionally a ``.jcat`` file with signatures
 
 * checks the archive's headers for bomb shapes (declared sizes, file and folder
   counts, names with directories) **before** anything is decompressed;
-* reads it with the ``cabarchive`` library (no compression or MSZIP, as fwupd);
+* reads it itself (no compression or MSZIP, as fwupd; ``cabarchive`` only writes,
+  :mod:`livefw.cabinet_build`), each block checked and no payload copied twice;
 * parses each metainfo with ``defusedxml`` (no DTDs, no entity expansion) under a
   size cap;
 * verifies payload checksums and declared sizes.
@@ -25,7 +26,9 @@ import functools
 import hashlib
 import re
 import struct
-from collections.abc import Mapping
+import threading
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,31 +67,36 @@ _CFDATA_MAX = 0x8000
 #: an ``int`` that does not fit fwupd's signed parts (fwupd compares as gint64).
 
 
-def _ms_cab_checksum(buf: bytes, seed: int = 0) -> int:
+def _ms_cab_checksum(buf: bytes | memoryview, seed: int = 0) -> int:
     """The MS-CAB CFDATA checksum, as cabarchive's ``_checksum_compute`` computes it.
 
     cabarchive XORs the block's little-endian 32-bit words one by one in Python:
     5.7 of 8.3 s reading a 64 MiB cabinet (bench/REPORT.md, staging). The same XOR
-    is done here on one big integer folded in halves (each fold one C-level
-    operation over the block), then the spec's 1-3 byte tail as cabarchive does it
-    (big-endian order, a quirk of the format). A test compares both on random
-    blocks of every tail length.
+    is done here on integers: the block's 4 KiB pieces XORed onto each other (word
+    alignment is kept, so the XOR of all words is too), then that one integer
+    folded in halves down to one word (each step one C-level operation), then the
+    spec's 1-3 byte tail as cabarchive does it (big-endian order, a quirk of the
+    format). A test compares both on random blocks of every tail length.
     """
-    whole = len(buf) // 4 * 4
-    value = int.from_bytes(buf[:whole], "little")
-    words = whole // 4
+    view = memoryview(buf)
+    whole = len(view) // 4 * 4
+    chunk = 4096
+    value = 0
+    for at in range(0, whole, chunk):
+        value ^= int.from_bytes(view[at : min(at + chunk, whole)], "little")
+    words = min(whole, chunk) // 4
     while words > 1:
         half = (words + 1) // 2
         value = (value & ((1 << (32 * half)) - 1)) ^ (value >> (32 * half))
         words = half
     csum = seed ^ value
-    left = len(buf) - whole
+    left = len(view) - whole
     if left == 3:
-        csum ^= (buf[whole] << 16) | (buf[whole + 1] << 8) | buf[whole + 2]
+        csum ^= (view[whole] << 16) | (view[whole + 1] << 8) | view[whole + 2]
     elif left == 2:
-        csum ^= (buf[whole] << 8) | buf[whole + 1]
+        csum ^= (view[whole] << 8) | view[whole + 1]
     elif left == 1:
-        csum ^= buf[whole]
+        csum ^= view[whole]
     return csum
 
 
@@ -160,6 +168,7 @@ class Release:
         protocol: ``LVFS::UpdateProtocol`` or ``""``.
         payload_name: the payload file inside the cabinet.
         payload: the payload bytes (checksums verified).
+        payload_sha256: its SHA-256, hex.
         metainfo_name: the metainfo file the component came from.
     """
 
@@ -184,6 +193,8 @@ class Release:
     payload: bytes = field(repr=False)
     metainfo_name: str
     requirements: tuple[Requirement, ...] = ()
+    #: the payload's SHA-256 (hex), computed when its checksums were verified.
+    payload_sha256: str = ""
 
     @property
     def size(self) -> int:
@@ -217,15 +228,15 @@ class Cabinet:
         return sorted(name for name in self.files if name.lower().endswith(".jcat"))
 
 
-def is_cabinet(data: bytes) -> bool:
+def is_cabinet(data: bytes | memoryview) -> bool:
     """Whether ``data`` starts like an MS-CAB archive."""
-    return data[:4] == CAB_MAGIC
+    return bytes(data[:4]) == CAB_MAGIC
 
 
 # ------------------------------------------------------------------ archive shape
 
 
-def _precheck(data: bytes, limits: Limits) -> None:
+def _precheck(data: bytes | memoryview, limits: Limits) -> None:
     """Walk CFHEADER, CFFOLDER, CFFILE and CFDATA headers without decompressing.
 
     Raises:
@@ -285,9 +296,10 @@ def _precheck(data: bytes, limits: Limits) -> None:
         for _ in range(files):
             cb_file, _, _, _, _, _ = struct.unpack_from("<IIHHHH", data, offset)
             offset += 16
-            end = data.index(b"\0", offset, offset + limits.max_name + 1)
-            name = data[offset:end].decode("utf-8", "replace")
-            offset = end + 1
+            raw = bytes(data[offset : offset + limits.max_name + 1])
+            end = raw.index(b"\0")  # ValueError: none within max_name
+            name = raw[:end].decode("utf-8", "replace")
+            offset += end + 1
             if "/" in name or "\\" in name or name in ("", ".", ".."):
                 raise InvalidFile(
                     f"the cabinet holds {name!r}: firmware cabinets are flat (no folders)"
@@ -306,26 +318,122 @@ def _precheck(data: bytes, limits: Limits) -> None:
         )
 
 
-def _unpack(data: bytes, limits: Limits) -> dict[str, bytes]:
-    _precheck(data, limits)
-    cab = load_cabarchive()
+def _unpack(data: bytes | memoryview, limits: Limits) -> dict[str, bytes]:
+    """Every file of a cabinet :func:`_precheck` passed, CFDATA checksums verified.
+
+    The archive's own reader, not cabarchive's parser: that one copied every block,
+    joined each folder and sliced each file out of it (three copies of a 64 MiB
+    payload) and summed checksums word by word (bench/NOTES.md, staging). Here a
+    stored (uncompressed) block is a view of ``data``, an MSZIP block is inflated
+    once (bounded by its declared size), and each file is joined once from the
+    blocks that hold it. The rules are cabarchive's: version 1.3, no chained
+    cabinets, stored blocks with equal sizes, MSZIP blocks with the ``CK`` prefix and
+    the previous block as dictionary, checksums where non-zero, each block's declared
+    size, each file inside its folder; :func:`_precheck` has bounded every count
+    and size before.
+    """
+    view = memoryview(data)
     try:
-        archive = cab.CabArchive(data)
-    except cab.errors.NotSupportedError as error:
-        raise InvalidFile(f"unsupported cabinet: {error}") from error
-    except (cab.errors.CorruptionError, ValueError, IndexError, struct.error) as error:
+        return _extract(data, view, limits.max_name)
+    except (struct.error, IndexError, ValueError, zlib.error) as error:
         raise InvalidFile(f"corrupt cabinet: {error or type(error).__name__}") from error
-    files: dict[str, bytes] = {}
-    total = 0
-    for name, cabfile in archive.items():
-        payload = bytes(cabfile.buf or b"")
-        total += len(payload)
-        if total > limits.max_unpacked:
-            raise TooLarge(f"the cabinet unpacks to more than {limits.max_unpacked} bytes")
-        if name in files:
+
+
+def _extract(data: bytes | memoryview, view: memoryview, max_name: int) -> dict[str, bytes]:
+    (_, _, _, _, coff_files, _, minor, major, folders, files, flags, _, index) = struct.unpack_from(
+        "<4sIIIIIBBHHHHH", data, 0
+    )
+    if (major, minor) != (1, 3):
+        raise InvalidFile(f"unsupported cabinet: version {major}.{minor} (only 1.3)")
+    if index != 0:
+        raise InvalidFile("unsupported cabinet: a chained cabinet")
+    offset = 36
+    folder_reserve = data_reserve = 0
+    if flags & _CFHDR_RESERVE_PRESENT:
+        header_reserve, folder_reserve, data_reserve = struct.unpack_from("<HBB", data, offset)
+        offset += 4 + header_reserve
+    # each folder as (uncompressed offset, block) pieces: views of ``data`` or inflated
+    pieces: list[list[tuple[int, bytes | memoryview]]] = []
+    for _ in range(folders):
+        coff_start, blocks, compression = struct.unpack_from("<IHH", data, offset)
+        offset += 8 + folder_reserve
+        if blocks == 0:
+            raise InvalidFile("corrupt cabinet: a folder without data blocks")
+        pieces.append(_folder(data, view, coff_start, blocks, compression & 0x000F, data_reserve))
+    out: dict[str, bytes] = {}
+    offset = coff_files
+    for _ in range(files):
+        size, start, folder, _, _, _ = struct.unpack_from("<IIHHHH", data, offset)
+        offset += 16
+        raw = view[offset : offset + max_name + 1].tobytes()  # _precheck found the NUL
+        end = raw.index(b"\0")
+        name = raw[:end].decode()  # strict UTF-8, as cabarchive
+        offset += end + 1
+        if folder >= len(pieces):  # 0xFFFD-0xFFFF: continued across cabinets
+            raise InvalidFile(f"corrupt cabinet: {name!r} is in no folder of this cabinet")
+        if name in out:
             raise InvalidFile(f"the cabinet holds {name!r} twice")
-        files[name] = payload
-    return files
+        out[name] = _file(pieces[folder], start, size, name)
+    return out
+
+
+def _folder(
+    data: bytes | memoryview, view: memoryview, at: int, blocks: int, compression: int, reserve: int
+) -> list[tuple[int, bytes | memoryview]]:
+    """One folder's blocks, checksums and sizes verified, with their uncompressed offsets."""
+    out: list[tuple[int, bytes | memoryview]] = []
+    zdict = b""
+    position = 0
+    for _ in range(blocks):
+        checksum, packed, unpacked = struct.unpack_from("<IHH", data, at)
+        body = view[at + 8 + reserve : at + 8 + reserve + packed]
+        if len(body) != packed:
+            raise InvalidFile("the cabinet is truncated (a data block runs past its end)")
+        if (
+            checksum
+            and _ms_cab_checksum(struct.pack("<HH", packed, unpacked), _ms_cab_checksum(body))
+            != checksum
+        ):
+            raise InvalidFile(
+                f"corrupt cabinet: the checksum of the data block at byte {at} does not match"
+            )
+        block: bytes | memoryview
+        if compression == 0:
+            if packed != unpacked:
+                raise InvalidFile(f"corrupt cabinet: a stored block at byte {at} changes size")
+            block = body
+        else:
+            if body[:2].tobytes() != b"CK":
+                raise InvalidFile(f"corrupt cabinet: the MSZIP block at byte {at} has no CK")
+            inflate = zlib.decompressobj(-zlib.MAX_WBITS, zdict=zdict)
+            block = inflate.decompress(body[2:], unpacked + 1)  # never past its size
+            if len(block) <= unpacked:
+                block += inflate.flush(unpacked + 1 - len(block))
+            if len(block) != unpacked:
+                raise InvalidFile(
+                    f"corrupt cabinet: the MSZIP block at byte {at} inflates to "
+                    f"{len(block)} bytes, not {unpacked}"
+                )
+            zdict = block
+        out.append((position, block))
+        position += unpacked
+        at += 8 + reserve + packed
+    return out
+
+
+def _file(pieces: list[tuple[int, bytes | memoryview]], start: int, size: int, name: str) -> bytes:
+    """The ``size`` bytes at ``start`` of a folder, joined once from its blocks."""
+    end = start + size
+    parts = [
+        memoryview(block)[max(start - at, 0) : end - at]
+        for at, block in pieces
+        if at < end and at + len(block) > start
+    ]
+    if sum(len(part) for part in parts) != size:
+        raise InvalidFile(
+            f"corrupt cabinet: {name} is {size} bytes at {start} but its folder ends first"
+        )
+    return b"".join(parts) if size else b""
 
 
 # ----------------------------------------------------------------------- metainfo
@@ -392,11 +500,38 @@ def _custom(component: Element) -> dict[str, str]:
     return values
 
 
-def _checksum_ok(kind: str, expected: str, blob: bytes) -> bool | None:
-    algorithm = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}.get(kind.lower())
-    if algorithm is None:
-        return None
-    return hashlib.new(algorithm, blob).hexdigest() == expected.strip().lower()
+_ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
+
+
+def _digests(data: bytes | memoryview, algorithms: list[str]) -> Callable[[], dict[str, str]]:
+    """Start hashing ``data`` with each of ``algorithms`` in a thread; call to wait.
+
+    hashlib lets go of the GIL while it hashes, so the digests of a 64 MiB cabinet
+    and of its payload are computed while the archive is unpacked and the other
+    digest runs, not one after the other (bench/NOTES.md, staging).
+    """
+    found: dict[str, str] = {}
+    failed: list[BaseException] = []
+    if not algorithms:
+        return lambda: found
+
+    def run() -> None:
+        try:
+            for name in algorithms:
+                found[name] = hashlib.new(name, data).hexdigest()
+        except BaseException as error:  # MemoryError: raised in the waiting thread
+            failed.append(error)
+
+    thread = threading.Thread(target=run, name="livefw-cabinet-hash", daemon=True)
+    thread.start()
+
+    def wait() -> dict[str, str]:
+        thread.join()
+        if failed:
+            raise failed[0]
+        return found
+
+    return wait
 
 
 def _release_of(
@@ -442,9 +577,19 @@ def _release_of(
         raise InvalidFile(
             f"{metainfo_name}: the payload {payload_name} is missing from the cabinet"
         )
+    # every listed checksum is verified; SHA-256 is always computed (the engine's
+    # history records it), the others at the same time in a thread
+    others = sorted({_ALGORITHMS[k.lower()] for k, _ in checksums if k.lower() in _ALGORITHMS})
+    others = [name for name in others if name != "sha256"]
+    waiting = _digests(payload, others)
+    try:
+        sha256 = hashlib.sha256(payload).hexdigest()
+    finally:
+        found = waiting()
+    found["sha256"] = sha256
     for kind, expected in checksums:
-        ok = _checksum_ok(kind, expected, payload)
-        if ok is False:
+        algorithm = _ALGORITHMS.get(kind.lower())
+        if algorithm is not None and found[algorithm] != expected.strip().lower():
             raise InvalidFile(
                 f"{payload_name}: the {kind} checksum does not match the metainfo; the "
                 "cabinet is damaged or was tampered with"
@@ -506,20 +651,44 @@ def _release_of(
         update_message=_shown(custom.get("LVFS::UpdateMessage", ""), TEXT_MAX),
         payload_name=payload_name,
         payload=payload,
+        payload_sha256=found["sha256"],
         metainfo_name=metainfo_name,
         requirements=requirements,
     )
 
 
-def read_cabinet(data: bytes, limits: Limits | None = None) -> Cabinet:
+def read_cabinet(
+    data: bytes | memoryview, limits: Limits | None = None, *, sha256: str = ""
+) -> Cabinet:
     """Parse and verify a cabinet.
+
+    ``sha256``: the archive's SHA-256 when the caller knows it already (livefw.fdread
+    computes it while it reads a client's file), so that it is not computed again.
 
     Raises:
         InvalidFile: not a cabinet, a bomb shape, unsafe or invalid metainfo, no
             firmware component, a missing payload, a checksum or size mismatch.
     """
     limits = limits or Limits()
-    files = _unpack(data, limits)
+    _precheck(data, limits)  # the shape first: a refused archive costs no hashing
+    whole = _digests(data, ["sha1"] if sha256 else ["sha1", "sha256"])
+    try:
+        files = _unpack(data, limits)
+        releases = _releases(files, limits)
+    except BaseException:
+        whole()  # the thread ends within this call: a refused cabinet costs no more
+        raise
+    sums = whole()
+    return Cabinet(
+        files=files,
+        releases=tuple(releases),
+        sha1=sums["sha1"],
+        sha256=sha256 or sums["sha256"],
+        size=len(data),
+    )
+
+
+def _releases(files: dict[str, bytes], limits: Limits) -> list[Release]:
     metainfos = sorted(n for n in files if n.lower().endswith(".metainfo.xml"))
     if not metainfos:
         raise InvalidFile("the cabinet has no *.metainfo.xml: it is not a firmware package")
@@ -533,10 +702,4 @@ def read_cabinet(data: bytes, limits: Limits | None = None) -> Cabinet:
                 )
     if not releases:
         raise InvalidFile('the metainfo has no <component type="firmware">')
-    return Cabinet(
-        files=files,
-        releases=tuple(releases),
-        sha1=hashlib.sha1(data).hexdigest(),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    )
+    return releases

@@ -516,7 +516,7 @@ class Engine:
         """
         every = target in ("", "*")
         if is_cabinet(payload.data):
-            candidates = await self.releases.open(payload.data, authorized)
+            candidates = await self.releases.open(payload.data, authorized, payload.sha256)
             devices = list(self.devices.values()) if every else [self.get_device(target)]
             plans = plan_cabinet(devices, candidates, options, self.releases, every=every)
         elif every:
@@ -536,7 +536,11 @@ class Engine:
         Raises:
             see :func:`livefw.planner.check`.
         """
-        payload = Payload(candidate.release.payload, candidate.release.payload_name)
+        payload = Payload(
+            candidate.release.payload,
+            candidate.release.payload_name,
+            candidate.release.payload_sha256,
+        )
         return planner.check(device, payload, options, candidate, self.releases)
 
     async def install_file(
@@ -586,9 +590,12 @@ class Engine:
         return [await self._install(plan, caller_uid) for plan in plans]
 
     async def _install(self, plan: Plan, caller_uid: int) -> HistoryEntry:
-        # hashlib drops the GIL: a 64 MiB payload is hashed off the loop
+        # hashlib drops the GIL: a 64 MiB payload is hashed off the loop, and only
+        # when nobody has yet (a cabinet's payload was, when its checksums were verified)
         payload = plan.payload
-        digest = await asyncio.to_thread(lambda: hashlib.sha256(payload.data).hexdigest())
+        digest = payload.sha256 or await asyncio.to_thread(
+            lambda: hashlib.sha256(payload.data).hexdigest()
+        )
         async with self.guard.held(f"install of {plan.device.name}"):
             self._check_running()
             device = self.get_device(plan.device.id)
@@ -814,7 +821,8 @@ class Engine:
         cap = self.config.install.max_payload_size
         limit = cap if limit is None else min(limit, cap)
         reader = self.payload_readers[0 if authorized else 1]
-        return Payload(await reader.read(fd, limit), name)
+        contents = await reader.read(fd, limit)
+        return Payload(contents.data, name, contents.sha256)
 
     def match_payload(self, payload: Payload, options: InstallOptions) -> Device:
         """The one updatable device a raw payload is for (see :func:`livefw.planner.plan_raw`)."""

@@ -13,7 +13,10 @@ lines): it gets the descriptor as its stdin, checks it is a regular file (or mem
 within the size limit and copies it into a memfd that livefwd created and handed it
 as its stdout; livefwd reads the memfd once, after the child has exited (no pipe, so
 no 64 KiB wake-ups on the event loop and no buffer grown chunk by chunk). The child
-copies with ``pread``, not ``sendfile(2)``: on a FUSE file a ``sendfile`` stuck in
+computes the file's SHA-256 in the same pass, on each chunk while it is in the
+cache, and hands it over in a second memfd: nobody hashes the 64 MiB again (the
+engine's history records it; bench/NOTES.md, staging).
+The child copies with ``pread``, not ``sendfile(2)``: on a FUSE file a ``sendfile`` stuck in
 the file system holds the inode lock, so even the client's own ``close()`` of the
 file would hang behind livefwd's killed reader. livefwd watches the memfd's size for
 progress and the child's pidfd for its exit. No progress for ``stall`` seconds, or no
@@ -33,12 +36,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import structlog
 
 from livefw.errors import Busy, InvalidFile, Timeout
 
-__all__ = ["FdReader", "TooLarge"]
+__all__ = ["Contents", "FdReader", "TooLarge"]
 
 log = structlog.get_logger("livefw.fdread")
 
@@ -47,8 +51,8 @@ _NOT_REGULAR, _EMPTY, _TOO_LARGE, _GREW = 3, 4, 5, 6
 _ERRNO_BASE = 100
 
 _CHILD = r"""
-import os, stat, sys
-limit = int(sys.argv[1])
+import hashlib, os, stat, sys
+limit, sums = int(sys.argv[1]), int(sys.argv[2])
 try:
     info = os.fstat(0)
 except OSError as error:
@@ -60,21 +64,26 @@ if info.st_size == 0:
 if info.st_size > limit:
     os.write(1, str(info.st_size).encode())
     sys.exit(5)
+digest = hashlib.sha256()
+buf = bytearray(1 << 20)
 total = 0
 while True:
     try:
-        chunk = os.pread(0, min(1 << 20, limit + 1 - total), total)
+        size = os.preadv(0, [memoryview(buf)[: min(len(buf), limit + 1 - total)]], total)
     except OSError as error:
         sys.exit(100 + min(error.errno or 0, 150))
-    if not chunk:
+    if not size:
         break
-    total += len(chunk)
+    total += size
     if total > limit:
         sys.exit(6)
-    view = memoryview(chunk)
+    view = memoryview(buf)[:size]
+    digest.update(view)
     while view:
         view = view[os.write(1, view):]
-sys.exit(4 if total == 0 else 0)
+if total == 0:
+    sys.exit(4)
+os.write(sums, digest.hexdigest().encode())
 """
 
 
@@ -82,12 +91,35 @@ sys.exit(4 if total == 0 else 0)
 _TICK = 0.2
 
 
-def _contents(out: int, limit: int) -> bytes:
-    """What the child wrote into the memfd ``out``: at most ``limit + 1`` bytes.
+def _too_large_size(out: int) -> int:
+    """The file size the child wrote as digits when the file was over the limit."""
+    text = os.pread(out, 24, 0)
+    return int(text) if text.isdigit() and len(text) < 24 else 0
 
-    (Or the file's size as digits, which the child writes when it is over ``limit``.)
+
+@dataclass(frozen=True)
+class Contents:
+    """A file read by :meth:`FdReader.read`.
+
+    Attributes:
+        data: the bytes, read from the memfd in one ``pread`` once the child exited.
+        sha256: their SHA-256 (hex), computed by the reader while it copied them.
     """
-    size = min(os.fstat(out).st_size, max(limit + 1, 24))
+
+    data: bytes
+    sha256: str
+
+
+def _contents(out: int, size: int) -> bytes:
+    """The ``size`` bytes the child wrote into the memfd ``out``.
+
+    Read, not mapped: a mapping would keep a duplicate of the memfd's descriptor
+    (Python's mmap holds one) for as long as anything refers to the payload, and a
+    refused payload lingers in exception tracebacks until the cyclic collector runs,
+    which showed as descriptors left open after a burst of hostile GetDetails
+    (tests/robust/test_hostile_install.py). One ``pread`` into a new bytes object is
+    the one copy livefwd makes.
+    """
     data = os.pread(out, size, 0)
     while len(data) < size:  # a tmpfs read returns everything; be safe anyway
         more = os.pread(out, size - len(data), len(data))
@@ -109,14 +141,15 @@ class TooLarge(InvalidFile):
         self.size = size
 
 
-def _spawn(fd: int, out: int, limit: int) -> subprocess.Popen[bytes]:
+def _spawn(fd: int, out: int, sums: int, limit: int) -> subprocess.Popen[bytes]:
     """Start the reader (a vfork and exec: it returns once the child runs, in ~1 ms)."""
     return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _CHILD, str(limit)],
+        [sys.executable, "-I", "-S", "-c", _CHILD, str(limit), str(sums)],
         stdin=fd,
         stdout=out,
         stderr=subprocess.DEVNULL,
         close_fds=True,
+        pass_fds=(sums,),
         env={"LC_ALL": "C"},
     )
 
@@ -143,7 +176,7 @@ class FdReader:
         """Children not yet exited (running or killed)."""
         return len(self._children)
 
-    async def read(self, fd: int, limit: int) -> bytes:
+    async def read(self, fd: int, limit: int) -> Contents:
         """The whole regular file (or memfd) behind ``fd``, at most ``limit`` bytes.
 
         ``fd`` stays the caller's (it is duplicated into the child).
@@ -166,17 +199,28 @@ class FdReader:
             raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
         try:
             try:
-                child = _spawn(fd, out, limit)
-            except OSError as error:  # EAGAIN (process limit), EMFILE, ENOMEM
+                sums = os.memfd_create("livefw-sha256", os.MFD_CLOEXEC)
+            except OSError as error:
                 raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
-            self._children.add(child)
             try:
-                status = await self._wait(loop, child, out)
+                try:
+                    child = _spawn(fd, out, sums, limit)
+                except OSError as error:  # EAGAIN (process limit), EMFILE, ENOMEM
+                    raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
+                self._children.add(child)
+                try:
+                    status = await self._wait(loop, child, out)
+                finally:
+                    if child.poll() is None:
+                        child.kill()
+                    self._reap(child)
+                self._check(status, out, limit)
+                digest = os.pread(sums, 65, 0).decode("ascii", "replace")
             finally:
-                if child.poll() is None:
-                    child.kill()
-                self._reap(child)
-            return self._result(status, _contents(out, limit), limit)
+                os.close(sums)
+            if len(digest) != 64:  # the child exits 0 only after writing it
+                raise InvalidFile(f"reading the {self.name} failed (no checksum)")
+            return Contents(_contents(out, os.fstat(out).st_size), digest)
         finally:
             os.close(out)
 
@@ -224,10 +268,11 @@ class FdReader:
             return
         asyncio.get_running_loop().call_later(0.5, self._reap, child)
 
-    def _result(self, status: int, data: bytes, limit: int) -> bytes:
+    def _check(self, status: int, out: int, limit: int) -> None:
+        """Raise what the child's exit ``status`` means; return when it read the file."""
         what = self.name
-        if status == 0 and len(data) <= limit:
-            return data
+        if status == 0 and os.fstat(out).st_size <= limit:
+            return
         if status == _NOT_REGULAR:
             raise InvalidFile(
                 f"the {what} must be a regular file or a memfd, not a pipe, socket or device"
@@ -235,9 +280,9 @@ class FdReader:
         if status == _EMPTY:
             raise InvalidFile(f"the {what} file is empty")
         if status == _TOO_LARGE:
-            size = int(data) if data.isdigit() and len(data) < 24 else 0
+            size = _too_large_size(out)
             raise TooLarge(f"the {what} is {size} bytes, over the limit of {limit} bytes", size)
-        if status == _GREW or len(data) > limit:
+        if status in (0, _GREW):
             raise TooLarge(f"the {what} grew past the limit of {limit} bytes while read")
         if status >= _ERRNO_BASE:
             reason = os.strerror(status - _ERRNO_BASE)

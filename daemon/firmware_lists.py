@@ -60,7 +60,7 @@ def checksums(values: Iterable[str]) -> set[str]:
     return result
 
 
-def _sums(data: bytes) -> tuple[str, str]:
+def _sums(data: bytes | memoryview) -> tuple[str, str]:
     return hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
 
 

@@ -520,7 +520,7 @@ class FwupdService(EngineListener):
         try:
             async with releases.untrusted() as limits:
                 data = await self.engine.read_payload(fd, limit=limits.max_size, authorized=False)
-                candidates = await releases.open(data.data, authorized=False)
+                candidates = await releases.open(data.data, authorized=False, sha256=data.sha256)
         except TooLarge as error:
             limits = releases.untrusted_limits
             raise TooLarge(

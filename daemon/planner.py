@@ -238,7 +238,11 @@ def plan_cabinet(
         for candidate in candidates:
             if not candidate.release.provides(device.guids):
                 continue
-            payload = Payload(candidate.release.payload, candidate.release.payload_name)
+            payload = Payload(
+                candidate.release.payload,
+                candidate.release.payload_name,
+                candidate.release.payload_sha256,
+            )
             try:
                 plans.append(check(device, payload, options, candidate, releases))
             except LivefwError as error:

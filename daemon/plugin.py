@@ -96,10 +96,17 @@ class InstallOptions(Model, frozen=True):
 
 @dataclass(frozen=True)
 class Payload:
-    """A payload a client handed in, read completely and size-checked by the engine."""
+    """A payload a client handed in, read completely and size-checked by the engine.
+
+    ``sha256`` is the hex SHA-256 of ``data`` when whoever made the payload already
+    computed it (livefw.fdread while it copied a client's file; a cabinet's payload
+    when its checksums were verified), so that the engine does not hash 64 MiB
+    again; ``""`` when not known.
+    """
 
     data: bytes
     name: str = ""
+    sha256: str = ""
 
 
 @dataclass(frozen=True)

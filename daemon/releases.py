@@ -229,30 +229,39 @@ class ReleaseService:
         return hashlib.sha1(repr(entries).encode()).hexdigest()
 
     def _open(
-        self, data: bytes, remote: Remote | None, location: str, limits: Limits
+        self,
+        data: bytes | memoryview,
+        remote: Remote | None,
+        location: str,
+        limits: Limits,
+        sha256: str,
     ) -> list[Candidate]:
-        cabinet = read_cabinet(data, limits)
+        cabinet = read_cabinet(data, limits, sha256=sha256)
         payload_ok, metadata_ok = self._trust(cabinet, remote)
         return [
             Candidate(release, cabinet, payload_ok, metadata_ok, remote, location)
             for release in cabinet.releases
         ]
 
-    def _open_any(self, data: bytes, limits: Limits) -> list[Candidate]:
+    def _open_any(self, data: bytes | memoryview, limits: Limits, sha256: str) -> list[Candidate]:
         # a cabinet that is also in a remote's folder (the same bytes) is that
         # remote's release: it counts as trusted when the remote is (as in fwupd,
         # which matches the installed cabinet's checksum against remote metadata)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         for entry in self.store.scan():
             if entry.cabinet is not None and entry.cabinet.sha256 == digest:
-                return self._open(data, entry.remote, entry.path, limits)
-        return self._open(data, None, "", limits)
+                return self._open(data, entry.remote, entry.path, limits, digest)
+        return self._open(data, None, "", limits, digest)
 
-    async def open(self, data: bytes, authorized: bool = True) -> list[Candidate]:
+    async def open(
+        self, data: bytes | memoryview, authorized: bool = True, sha256: str = ""
+    ) -> list[Candidate]:
         """Parse a cabinet a client handed in and work out its trust (in a thread).
 
         ``authorized=False`` (inside :meth:`untrusted`): the small limits and the
-        single thread for callers polkit has not yet been asked about.
+        single thread for callers polkit has not yet been asked about. ``sha256``:
+        the file's SHA-256 when known (livefw.fdread computes it while it reads),
+        so that the 64 MiB are not hashed again.
 
         Raises:
             InvalidFile: see :func:`livefw.cabinet.read_cabinet`; a bad .jcat.
@@ -260,9 +269,11 @@ class ReleaseService:
         """
         loop = asyncio.get_running_loop()
         if authorized:
-            return await loop.run_in_executor(self._executor, self._open_any, data, self.limits)
+            return await loop.run_in_executor(
+                self._executor, self._open_any, data, self.limits, sha256
+            )
         return await loop.run_in_executor(
-            self._untrusted_executor, self._open_any, data, self.untrusted_limits
+            self._untrusted_executor, self._open_any, data, self.untrusted_limits, sha256
         )
 
     # -------------------------------------------------------------- checking

@@ -188,7 +188,7 @@ class Handle(Protocol):
     async def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` bytes (all when -1)."""
 
-    async def write(self, data: bytes) -> int:
+    async def write(self, data: bytes | memoryview) -> int:
         """Write ``data`` in exactly one write(2) call; returns the count written."""
 
     async def ioctl(
@@ -249,7 +249,9 @@ class KernelProvider(Protocol):
     async def read_file(self, path: str) -> bytes:
         """Read a whole file (efivarfs variable, file on the ESP)."""
 
-    async def write_file(self, path: str, data: bytes, *, durable: bool = False) -> None:
+    async def write_file(
+        self, path: str, data: bytes | memoryview, *, durable: bool = False
+    ) -> None:
         """Create or replace ``path`` with ``data`` in one write(2).
 
         ``durable`` adds an fsync of the file before returning.

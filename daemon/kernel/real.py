@@ -89,7 +89,7 @@ class RealHandle:
 
         return await asyncio.to_thread(_call, "read", self.path, run)
 
-    async def write(self, data: bytes) -> int:
+    async def write(self, data: bytes | memoryview) -> int:
         """One write(2) call, as PFRU and efivarfs require."""
         return await asyncio.to_thread(_call, "write", self.path, lambda: os.write(self._fd, data))
 
@@ -197,7 +197,9 @@ class RealProvider:
 
         return await asyncio.to_thread(_call, "read", path, run)
 
-    async def write_file(self, path: str, data: bytes, *, durable: bool = False) -> None:
+    async def write_file(
+        self, path: str, data: bytes | memoryview, *, durable: bool = False
+    ) -> None:
         """Create or replace a file with one write(2)."""
         full = self._abs(path)
 

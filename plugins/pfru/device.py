@@ -307,7 +307,7 @@ class PfruDevice(Device):
         await self._after_activation(version)
         return InstallResult(UpdateState.SUCCESS, self.version)
 
-    async def _write(self, handle: Handle, data: bytes) -> None:
+    async def _write(self, handle: Handle, data: bytes | memoryview) -> None:
         try:
             written = await handle.write(data)
         except KernelError as error:

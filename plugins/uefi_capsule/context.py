@@ -178,7 +178,7 @@ class UefiCapsuleContext(DeviceContext):
 
     # ------------------------------------------------------------ ESP files
 
-    async def write_atomic(self, path: str, tmp: str, data: bytes) -> None:
+    async def write_atomic(self, path: str, tmp: str, data: bytes | memoryview) -> None:
         """Temp file, fsync, rename: a reader sees the old file or the whole new one."""
         try:
             await self.provider.makedirs(posixpath.dirname(path))

@@ -72,7 +72,9 @@ class UefiCapsuleDevice(Device):
 
     def __init__(self, ctx: UefiCapsuleContext, entry_dir: str, entry: efi.EsrtEntry) -> None:
         #: (payload bytes, capsule flags, version, capsule to stage) of the last check
-        self._inspected: tuple[bytes, int, int | None, bytes] | None = None
+        self._inspected: tuple[bytes | memoryview, int, int | None, bytes | memoryview] | None = (
+            None
+        )
         name = _TYPE_NAMES.get(entry.fw_type, "UEFI Firmware")
         if entry.fw_type != efi.FW_TYPE_SYSTEM:
             name = f"{name} {entry.fw_class[:8]}"
@@ -140,7 +142,7 @@ class UefiCapsuleDevice(Device):
 
     # ------------------------------------------------------------- checks
 
-    def _version_of(self, payload: Payload) -> tuple[int | None, bytes]:
+    def _version_of(self, payload: Payload) -> tuple[int | None, bytes | memoryview]:
         """Validate the capsule for this device: ``(version, capsule bytes to stage)``.
 
         The engine checks a payload twice (before and under its lock) and the install
@@ -156,7 +158,7 @@ class UefiCapsuleDevice(Device):
         self._inspected = (data, self.entry.capsule_flags, *found)
         return found
 
-    def _inspect(self, data: bytes) -> tuple[int | None, bytes]:
+    def _inspect(self, data: bytes | memoryview) -> tuple[int | None, bytes | memoryview]:
         try:
             info = efi.inspect_capsule(data, (self.fw_class,))
         except cap.CapsuleError as error:
@@ -235,7 +237,7 @@ class UefiCapsuleDevice(Device):
         await self.ctx.unstage(self.fw_class, {})
         await self.refresh()
 
-    async def _stage(self, data: bytes, op: Operation) -> None:
+    async def _stage(self, data: bytes | memoryview, op: Operation) -> None:
         """Stage ``data``; on any failure undo every step, then raise."""
         env = await self.ctx.detect()
         if env.method == "none":
@@ -298,7 +300,7 @@ class UefiCapsuleDevice(Device):
         return record
 
     async def _stage_nvram(
-        self, data: bytes, env: Environment, record: dict[str, Any], op: Operation
+        self, data: bytes | memoryview, env: Environment, record: dict[str, Any], op: Operation
     ) -> None:
         provider = self.ctx.provider
         assert env.partition is not None  # method "nvram" implies it
@@ -355,7 +357,12 @@ class UefiCapsuleDevice(Device):
         await self.ctx.vars.set(efi.BOOT_NEXT, GLOBAL, struct.pack("<H", number))
 
     async def _check_before_boot_next(
-        self, env: Environment, record: dict[str, Any], data: bytes, loader: bytes, number: int
+        self,
+        env: Environment,
+        record: dict[str, Any],
+        data: bytes | memoryview,
+        loader: bytes,
+        number: int,
     ) -> None:
         """Re-read everything the loader will need; raise (and so roll back) if any differs.
 
@@ -409,7 +416,9 @@ class UefiCapsuleDevice(Device):
                 "retry"
             )
 
-    async def _files_differ(self, record: dict[str, Any], data: bytes, loader: bytes) -> list[str]:
+    async def _files_differ(
+        self, record: dict[str, Any], data: bytes | memoryview, loader: bytes
+    ) -> list[str]:
         """The capsule and the loader as read back from the ESP, where they differ."""
         problems = []
         for path, expected, what in (
@@ -447,7 +456,9 @@ class UefiCapsuleDevice(Device):
             )
         return node
 
-    async def _stage_on_disk(self, data: bytes, record: dict[str, Any], op: Operation) -> None:
+    async def _stage_on_disk(
+        self, data: bytes | memoryview, record: dict[str, Any], op: Operation
+    ) -> None:
         await self.ctx.write_atomic(record["capsule"], record["capsule_tmp"], data)
         op.progress(Status.DEVICE_WRITE, 70)
         value = await self.ctx.os_indications()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 import time
 
+import cabarchive
 import pytest
 
 from livefw.cabinet import Limits, Requirement, read_cabinet
@@ -235,3 +238,80 @@ def test_too_many_requirements_are_refused() -> None:
     many = [Requirement("firmware", compare="ge", version="1")] * 17
     with pytest.raises(InvalidFile, match="17 requirements, over the limit of 16"):
         _release(*many)
+
+
+def _blocks(cab: bytes) -> list[int]:
+    """The offsets of the CFDATA headers of a one-folder cabinet."""
+    coff_start, count, _ = struct.unpack_from("<IHH", cab, 36)
+    out, at = [], coff_start
+    for _ in range(count):
+        out.append(at)
+        at += 8 + struct.unpack_from("<IHH", cab, at)[1]
+    return out
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_livefws_reader_unpacks_every_file_without_cabarchives_parser(
+    compress: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive's own reader (issue 17.5: cabarchive copied a 64 MiB payload three
+    times): several files across many 32 KiB blocks, stored or MSZIP, byte for byte."""
+    payload = os.urandom(300_000)
+    extra = b"x" * 70_000  # a second file that starts inside a block
+    data = make_cabinet(
+        {
+            "firmware.bin": payload,
+            "notes.txt": extra,
+            "firmware.metainfo.xml": _metainfo(payload=payload),
+        },
+        compress=compress,
+    )
+    monkeypatch.setattr(cabarchive, "CabArchive", None)  # not used to read any more
+    cabinet = read_cabinet(memoryview(data))
+    assert cabinet.files["firmware.bin"] == payload
+    assert cabinet.files["notes.txt"] == extra
+    assert cabinet.releases[0].payload == payload
+    assert cabinet.releases[0].payload_sha256 == hashlib.sha256(payload).hexdigest()
+    assert cabinet.sha256 == hashlib.sha256(data).hexdigest()
+    assert cabinet.sha1 == hashlib.sha1(data).hexdigest()
+    # a digest the caller already has (livefw.fdread's) is taken, not computed again
+    assert read_cabinet(data, sha256="ab" * 32).sha256 == "ab" * 32
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_corrupt_data_block_is_refused(compress: bool) -> None:
+    data = bytearray(
+        _cab(payload=os.urandom(100_000))
+        if compress
+        else make_cabinet(
+            {"firmware.bin": os.urandom(100_000), "firmware.metainfo.xml": _metainfo()},
+            compress=False,
+        )
+    )
+    data[_blocks(bytes(data))[1] + 100] ^= 0xFF
+    with pytest.raises(InvalidFile, match="checksum of the data block"):
+        read_cabinet(bytes(data))
+
+
+def test_an_mszip_block_inflating_past_its_declared_size_is_refused() -> None:
+    """A block is inflated at most one byte past what it declares (a bomb stops there)."""
+    data = bytearray(_cab(payload=bytes(100_000)))
+    at = _blocks(bytes(data))[0]
+    _, packed, unpacked = struct.unpack_from("<IHH", data, at)
+    struct.pack_into("<IHH", data, at, 0, packed, unpacked - 1000)  # checksum 0: none
+    with pytest.raises(InvalidFile, match="corrupt cabinet"):
+        read_cabinet(bytes(data))
+
+
+def test_a_file_twice_in_the_directory_is_refused() -> None:
+    """cabarchive kept the last of two files of one name; livefw refuses the archive."""
+    data = make_cabinet(
+        {
+            "firmware.bin": PAYLOAD,
+            "firmware.metainfo.xml": _metainfo(),
+            "a.bin": b"1",
+            "b.bin": b"2",
+        }
+    )
+    with pytest.raises(InvalidFile, match="twice"):
+        read_cabinet(data.replace(b"b.bin\x00", b"a.bin\x00", 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ async def test_reads_a_regular_file_and_keeps_the_callers_fd(tmp_path: Path) -> 
     fd = os.open(path, os.O_RDONLY)
     try:
         reader = FdReader("payload")
-        assert await reader.read(fd, 3_000_000) == b"x" * 3_000_000
+        assert (await reader.read(fd, 3_000_000)).data == b"x" * 3_000_000
         os.fstat(fd)  # still ours
         with pytest.raises(TooLarge, match="3000000 bytes, over the limit of 100"):
             await reader.read(fd, 100)
@@ -66,7 +67,7 @@ async def test_a_large_file_is_read_whole_and_the_callers_offset_kept(
     fd = os.open(path, os.O_RDONLY)
     try:
         os.lseek(fd, 1234, os.SEEK_SET)
-        assert await FdReader("payload").read(fd, len(data)) == data
+        assert (await FdReader("payload").read(fd, len(data))).data == data
         assert os.lseek(fd, 0, os.SEEK_CUR) == 1234
     finally:
         os.close(fd)
@@ -78,7 +79,7 @@ async def test_a_memfd_payload_and_a_tiny_limit_report_the_size() -> None:
     try:
         os.write(fd, b"abc" * 1000)
         reader = FdReader("payload")
-        assert await reader.read(fd, 3000) == b"abc" * 1000
+        assert (await reader.read(fd, 3000)).data == b"abc" * 1000
         with pytest.raises(TooLarge, match="3000 bytes, over the limit of 2 "):
             await reader.read(fd, 2)
         with pytest.raises(TooLarge):
@@ -96,3 +97,29 @@ async def test_a_pipe_is_refused(tmp_path: Path) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+async def test_the_sha256_is_computed_in_the_same_pass(tmp_path: Path) -> None:
+    """The child hashes each chunk while it copies it (issue 17.5: nobody reads the
+    64 MiB again to hash them); a change to the client's file after the read is not
+    seen (livefwd has its own copy)."""
+    data = os.urandom(3 << 20)
+    fd = os.memfd_create("payload")
+    try:
+        os.write(fd, data)
+        contents = await FdReader("payload").read(fd, len(data))
+        os.pwrite(fd, b"changed", 0)
+    finally:
+        os.close(fd)
+    assert contents.sha256 == hashlib.sha256(data).hexdigest()
+    assert contents.data == data
+    assert type(contents.data) is bytes
+    # livefwd keeps no descriptor of the read
+    assert not [n for n in os.listdir("/proc/self/fd") if "livefw-" in _link(int(n))]
+
+
+def _link(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""

@@ -399,3 +399,27 @@ def test_configure_knobs(tmp_path: Path) -> None:
     assert "acpi_pfr_update0" not in machine.root.children["dev"].children  # type: ignore[attr-defined]
     keys = [d.key for d in component.devices()]
     assert keys == ["pfru/telemetry"]
+
+
+async def test_a_written_capsule_is_kept_hashed_and_saved_without_copies(tmp_path: Path) -> None:
+    """The buffer is the written bytes (no copy beyond the kernel's one), saved once as a
+    blob, and the stage sees the same capsule (issue 17.5: the simulated firmware made
+    ~10 copies of a 32 MiB capsule per write)."""
+    machine, provider, component = make(tmp_path)
+    capsule = component.sample(CODE, None, None)
+    handle = await provider.open(uapi.UPDATE_NODE, OpenFlags.RDWR)
+    await handle.write(capsule)
+    assert component._comm is capsule  # immutable bytes: kept, not copied
+    state = component.state
+    assert state.buffer is not None
+    assert state.buffer.well_formed
+    assert state.buffer.signature_ok
+    # a shorter write keeps what lies beyond it (pfru_write() copies to the start)
+    await handle.write(capsule[:20])
+    assert component._comm == capsule
+    await handle.ioctl(uapi.PFRU_IOC_STAGE)
+    await handle.close()
+    # the buffer survives the daemon: a new process loads the same bytes
+    again = SimMachine.load(machine.directory).components["pfru"]
+    assert isinstance(again, PfruComponent)
+    assert again._comm == capsule

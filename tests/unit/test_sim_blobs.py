@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+import livefw.engine
 from livefw.config import Config
 from livefw.engine import Engine
 from livefw.errors import InvalidArgument
@@ -115,4 +117,42 @@ async def test_staging_inspects_the_capsule_once_and_saves_no_capsule_as_json(
     assert calls.count(len(payload.data)) == 1
     assert max(len(v) for v in _esp_state(machine).values()) < INLINE_MAX * 2
     assert len(_blobs(machine)) == 1
+    await engine.stop()
+
+
+async def test_a_payload_read_from_a_descriptor_is_hashed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """livefw.fdread hashes while it copies; the engine takes that digest for the
+    history instead of hashing 4 MiB again (issue 17.5)."""
+    machine = SimMachine.create(str(tmp_path / "sim"))
+    _grow_esp(machine)
+    engine = Engine(SimProvider(machine), Config(), str(tmp_path), [UefiCapsulePlugin])
+    await engine.start()
+    device = next(d for d in engine.devices.values() if d.plugin == "uefi_capsule")
+    data = os.urandom(4 << 20)
+    fd = os.memfd_create("capsule")
+    try:
+        os.write(fd, data)
+        payload = await engine.read_payload(fd, "raw.bin")
+    finally:
+        os.close(fd)
+    assert payload.sha256 == hashlib.sha256(data).hexdigest()
+    hashed: list[int] = []
+
+    class Counting:
+        @staticmethod
+        def sha256(buffer: bytes) -> object:
+            hashed.append(len(buffer))
+            return hashlib.sha256(buffer)
+
+    monkeypatch.setattr(livefw.engine, "hashlib", Counting)
+    entry = await engine.install(device.id, payload, InstallOptions())
+    assert entry.data["payload-sha256"] == payload.sha256
+    assert hashed == []
+    # a payload nobody hashed yet is hashed by the engine
+    await engine.cancel(device.id)
+    entry = await engine.install(device.id, Payload(data, "raw.bin"), InstallOptions())
+    assert entry.data["payload-sha256"] == payload.sha256
+    assert hashed == [len(data)]
     await engine.stop()

@@ -216,6 +216,13 @@ def test_fmp_capsule_walk_golden() -> None:
     bare = efi.inspect_capsule(payload)
     assert bare.header is None
     assert bare.images[0].version == 42
+    # nothing is copied (issue 17.5: a 64 MiB capsule was copied twice per walk, and
+    # walked again after every staging): each payload is a read-only view of the file
+    for walked, source in ((found, capsule), (bare.images[0], payload)):
+        assert isinstance(walked.payload, memoryview)
+        assert walked.payload.obj is source
+        assert walked.payload.readonly
+    assert found.payload == payload
 
 
 # ------------------------------------------------------------------ round trips

@@ -38,9 +38,9 @@ async def test_untrusted_limits_and_threads(make_engine: Any, monkeypatch: Any) 
     threads: list[str] = []
     real = livefw.releases.read_cabinet
 
-    def spy(data: bytes, limits: Any = None) -> Any:
+    def spy(data: bytes, limits: Any = None, **kwargs: Any) -> Any:
         threads.append(threading.current_thread().name)
-        return real(data, limits)
+        return real(data, limits, **kwargs)
 
     monkeypatch.setattr(livefw.releases, "read_cabinet", spy)
     big = _cab(UNTRUSTED_UNPACKED + 1)

@@ -100,8 +100,10 @@ class PfruComponent(SimComponent):
         super().__init__(machine, state)
         #: live ring buffers: mmap views stay valid while the firmware appends.
         self._rings: dict[str, bytearray] = {}
-        #: the communication buffer as far as writes reached (zeros beyond).
-        self._comm = bytearray(machine.blobs.unpack(state.comm_data))
+        #: the communication buffer as far as writes reached (zeros beyond); immutable
+        #: bytes, replaced by each write, so that views of it stay valid and a
+        #: capsule written whole is kept, hashed and saved without a copy.
+        self._comm = machine.blobs.unpack(state.comm_data)
         for log_type in uapi.LogType:
             key = _ring_key(log_type)
             ring = state.rings.get(key)
@@ -258,11 +260,13 @@ class PfruComponent(SimComponent):
                 path,
                 f"{len(data)} bytes > communication buffer of {state.comm_buf_size}",
             )
-        # the bytes reach the buffer before the kernel looks at them.
-        if len(data) > len(self._comm):
-            self._comm.extend(bytes(len(data) - len(self._comm)))
-        self._comm[: len(data)] = data
-        state.comm_data = self.machine.blobs.pack(bytes(self._comm))
+        # the bytes reach the buffer before the kernel looks at them (one copy, the
+        # kernel's memcpy; none when they are already immutable bytes and cover it)
+        if len(data) >= len(self._comm):
+            self._comm = data if type(data) is bytes else bytes(data)
+        else:
+            self._comm = b"".join((data, memoryview(self._comm)[len(data) :]))
+        state.comm_data = self.machine.blobs.pack(self._comm)
         state.buffer = self._inspect()
         self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
         self.machine.changed(self.name)
@@ -278,11 +282,13 @@ class PfruComponent(SimComponent):
         when a capsule's fields point there (whatever memory follows, or a fault);
         the simulation reads zeros there too.
         """
-        out = bytearray(size)
         limit = min(len(self._comm), self.state.comm_buf_size)
         start, end = max(offset, 0), min(offset + size, limit)
+        if start == offset and end - start == size:
+            return self._comm[start:end]
+        out = bytearray(size)
         if start < end:
-            out[start - offset : end - offset] = self._comm[start:end]
+            out[start - offset : end - offset] = memoryview(self._comm)[start:end]
         return bytes(out)
 
     def _inspect(self) -> Capsule:
@@ -293,8 +299,11 @@ class PfruComponent(SimComponent):
         everything (lengths, signature, platform) itself when asked to stage.
         """
         head = self._comm_read(0, capsule.CAPSULE_HEADER.size)
-        image_size = capsule.CAPSULE_HEADER.unpack(head)[3]
-        data = self._comm_read(0, min(image_size, self.state.comm_buf_size))
+        image_size = min(capsule.CAPSULE_HEADER.unpack(head)[3], self.state.comm_buf_size)
+        if image_size <= len(self._comm):
+            data: bytes | memoryview = memoryview(self._comm)[:image_size]  # no copy
+        else:
+            data = self._comm_read(0, image_size)  # zeros past what was written
         digest = hashlib.sha256(data).hexdigest()
         try:
             walked = uapi.walk_capsule(data)
@@ -554,7 +563,7 @@ class PfruComponent(SimComponent):
                 self.state.staged = None
                 self.state.buffer = None
                 self.state.comm_data = ""
-                self._comm = bytearray()
+                self._comm = b""
             self.machine.changed(self.name)
             self.machine.render()
         self._uevent("remove", which)
@@ -654,7 +663,7 @@ class PfruComponent(SimComponent):
         state = self.state
         state.buffer = None
         state.comm_data = ""
-        self._comm = bytearray()
+        self._comm = b""
         if state.staged is not None:
             self._history("reboot: staged capsule discarded")
         state.staged = None

@@ -122,7 +122,7 @@ class _Handle:
         with self._machine.lock:
             return self._inner.do_read(size)
 
-    async def write(self, data: bytes) -> int:
+    async def write(self, data: bytes | memoryview) -> int:
         self._inner.check_open("write")
         with self._machine.lock:
             return self._inner.do_write(bytes(data))
@@ -257,7 +257,7 @@ class SimProvider:
                 raise fail(errno.EISDIR, "read", path)
             return bytes(node.data)
 
-    def write_file_sync(self, path: str, data: bytes) -> None:
+    def write_file_sync(self, path: str, data: bytes | memoryview) -> None:
         """One write(2) creating or replacing a regular file, through the policy."""
         with self.machine.lock:
             parent, name, policy = self._parent(path)
@@ -271,7 +271,9 @@ class SimProvider:
                 parent.children[name] = node
             policy.after_change()
 
-    async def write_file(self, path: str, data: bytes, *, durable: bool = False) -> None:
+    async def write_file(
+        self, path: str, data: bytes | memoryview, *, durable: bool = False
+    ) -> None:
         self.write_file_sync(path, data)
 
     async def unlink(self, path: str) -> None:

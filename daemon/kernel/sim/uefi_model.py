@@ -216,6 +216,6 @@ def efi_now() -> efi.EfiTime:
     )
 
 
-def sim_signature(payload: bytes) -> bytes:
+def sim_signature(payload: bytes | memoryview) -> bytes:
     """The simulated PKCS7 blob over an FMP image payload."""
     return SIM_CERT_PREFIX + hashlib.sha256(payload).digest()

@@ -92,12 +92,12 @@ def guid_to_efi(text: str) -> bytes:
     return uuid.UUID(text).bytes_le
 
 
-def guid_from_efi(raw: bytes) -> str:
+def guid_from_efi(raw: bytes | memoryview) -> str:
     """16 bytes in EFI order as the usual lowercase GUID string."""
     return str(uuid.UUID(bytes_le=bytes(raw)))
 
 
-def _need(data: bytes, offset: int, size: int, what: str) -> None:
+def _need(data: bytes | memoryview, offset: int, size: int, what: str) -> None:
     if offset < 0 or size < 0 or offset + size > len(data):
         raise CapsuleError(
             f"{what} at byte {offset} needs {size} bytes but the file has {len(data)}: "
@@ -115,7 +115,7 @@ class CapsuleHeader:
     image_size: int
 
 
-def parse_capsule_header(data: bytes) -> CapsuleHeader:
+def parse_capsule_header(data: bytes | memoryview) -> CapsuleHeader:
     """Parse and bounds-check EFI_CAPSULE_HEADER at offset 0.
 
     Raises:
@@ -159,7 +159,7 @@ class FmpCapsuleHeader:
     size: int
 
 
-def parse_fmp_capsule_header(data: bytes, offset: int) -> FmpCapsuleHeader:
+def parse_fmp_capsule_header(data: bytes | memoryview, offset: int) -> FmpCapsuleHeader:
     """Parse EFI_FIRMWARE_MANAGEMENT_CAPSULE_HEADER and its ItemOffsetList.
 
     Raises:
@@ -206,7 +206,7 @@ class FmpImageHeader:
     size: int
 
 
-def parse_fmp_image_header(data: bytes, offset: int) -> FmpImageHeader:
+def parse_fmp_image_header(data: bytes | memoryview, offset: int) -> FmpImageHeader:
     """Parse an FMP image header of version 1, 2 or 3.
 
     Raises:
@@ -266,7 +266,7 @@ class ImageAuth:
     size: int
 
 
-def parse_image_auth(data: bytes, offset: int) -> ImageAuth:
+def parse_image_auth(data: bytes | memoryview, offset: int) -> ImageAuth:
     """Parse EFI_FIRMWARE_IMAGE_AUTHENTICATION with its certificate.
 
     Raises:

@@ -353,7 +353,7 @@ class PayloadHeader:
     svn_ver: int
 
     @classmethod
-    def unpack_from(cls, data: bytes, offset: int) -> PayloadHeader:
+    def unpack_from(cls, data: bytes | memoryview, offset: int) -> PayloadHeader:
         """Decode 40 bytes at ``offset`` (the caller checked the bounds)."""
         sig, version, size, hw_ver, rt_ver, raw_platform, svn = PAYLOAD_HDR.unpack_from(
             data, offset
@@ -411,7 +411,7 @@ class StricterThanKernel(CapsuleError):
     """
 
 
-def walk_capsule(data: bytes) -> PfruCapsule:
+def walk_capsule(data: bytes | memoryview) -> PfruCapsule:
     """Walk a capsule as pfr_update.c ``applicable_image()`` does, with bounds.
 
     The kernel reads EFI_CAPSULE_HEADER, skips ``HeaderSize``; skips the FMP capsule

@@ -58,7 +58,7 @@ class FmpPayloadHeader:
         )
 
     @classmethod
-    def find(cls, data: bytes, offset: int = 0) -> FmpPayloadHeader | None:
+    def find(cls, data: bytes | memoryview, offset: int = 0) -> FmpPayloadHeader | None:
         """The header at ``offset``, or None when there is none (no signature)."""
         if offset < 0 or len(data) < offset + FMP_PAYLOAD_HEADER.size:
             return None
@@ -83,14 +83,14 @@ class CapsuleImage:
             CapsuleGuid of a non-FMP capsule; ``""`` for a payload without header).
         auth: its EFI_FIRMWARE_IMAGE_AUTHENTICATION, if it has one.
         payload: the image after the authentication (starts with the FMP payload
-            header when it has one).
+            header when it has one): a read-only view into the capsule walked.
         version, lowest: from the FMP payload header, or None.
     """
 
     image_type: str
     hardware_instance: int
     auth: ImageAuth | None
-    payload: bytes
+    payload: bytes | memoryview
     version: int | None
     lowest: int | None
 
@@ -109,7 +109,9 @@ class CapsuleInfo:
     images: tuple[CapsuleImage, ...]
 
 
-def _image(image_type: str, instance: int, auth: ImageAuth | None, payload: bytes) -> CapsuleImage:
+def _image(
+    image_type: str, instance: int, auth: ImageAuth | None, payload: bytes | memoryview
+) -> CapsuleImage:
     found = FmpPayloadHeader.find(payload)
     return CapsuleImage(
         image_type,
@@ -121,21 +123,26 @@ def _image(image_type: str, instance: int, auth: ImageAuth | None, payload: byte
     )
 
 
-def inspect_capsule(data: bytes, fw_classes: tuple[str, ...] = ()) -> CapsuleInfo:
+def inspect_capsule(data: bytes | memoryview, fw_classes: tuple[str, ...] = ()) -> CapsuleInfo:
     """Walk a capsule file: its header, FMP items, authentication and payload header.
 
     A file whose first 16 bytes are neither the FMP capsule GUID nor one of
     ``fw_classes`` is a bare payload (fwupd's rule in fu-uefi-capsule-device.c: it
     then prepends a synthetic EFI_CAPSULE_HEADER).
 
+    Nothing is copied: each image's ``payload`` is a read-only view into ``data``
+    (a 64 MiB capsule was copied twice per walk, and walked after every staging
+    to read its version back: bench/NOTES.md, staging).
+
     Raises:
         CapsuleError: a length or offset that does not fit the file.
     """
-    first = guid_from_efi(data[:16]) if len(data) >= 16 else ""
+    view = memoryview(data).toreadonly()
+    first = guid_from_efi(view[:16]) if len(view) >= 16 else ""
     if first != FMP_CAPSULE_GUID and first not in fw_classes:
-        return CapsuleInfo(None, False, (_image("", 0, None, bytes(data)),))
-    header = parse_capsule_header(data)
-    body = bytes(data[: header.image_size])
+        return CapsuleInfo(None, False, (_image("", 0, None, view),))
+    header = parse_capsule_header(view)
+    body = view[: header.image_size]
     if header.guid != FMP_CAPSULE_GUID:
         return CapsuleInfo(
             header, False, (_image(header.guid, 0, None, body[header.header_size :]),)
