@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.config import (
     CALLS,
+    CLK_TCK,
     LIVEFW_NAME,
     LIVEFW_PATH,
     STAGE_KINDS,
@@ -186,6 +187,21 @@ def _detach(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(60)
 
 
+def _cpu_ms(pid: int | None) -> float | None:
+    """CPU time of the daemon (every thread, ended ones too) and its reaped children
+    (the fd reader), ms, at clock-tick resolution (``/proc/PID/stat``).
+
+    Less moved by other load on the machine than the wall time: what an A/B of a
+    change to the staging path compares first (bench/staging_ab.py).
+    """
+    if pid is None:
+        return None
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    # utime, stime, cutime, cstime
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) * 1000 / CLK_TCK
+
+
 def _reset_peak(pid: int | None) -> None:
     """Reset the daemon's VmHWM (``/proc/PID/clear_refs``: 5 resets the peak RSS)."""
     if pid is not None:
@@ -225,7 +241,7 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
     for kind, path in (("raw", raw), ("cabinet", cab), ("pfru", "")):
         if kind not in STAGE_KINDS:
             continue
-        times, floors, errors, peaks, ratios = [], [], [], [], []
+        times, floors, errors, peaks, ratios, cpu = [], [], [], [], [], []
         target = pfru_device if kind == "pfru" else device
         for _ in range(STAGE_RUNS):
             if kind == "pfru":
@@ -234,6 +250,7 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
             fd = os.open(path, os.O_RDONLY)
             _reset_peak(pid)
             tracer = _attach(pid, kind)
+            before = _cpu_ms(pid)
             try:
                 t0 = time.perf_counter()
                 try:
@@ -249,6 +266,8 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
                     )
                     times.append(time.perf_counter() - t0)
                     ratios.append(floors[-1] / times[-1])  # the floor taken just before
+                    if pid is not None and before is not None:
+                        cpu.append(_cpu_ms(pid) - before)  # type: ignore[operator]
                     if pid is not None:
                         peaks.append(read_mem(pid)["VmHWM"] / 1024)
                 except RuntimeError as error:
@@ -276,6 +295,7 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
                 "floor_seconds": floors,
                 "peak_rss_mib": peaks,
                 "ratio": ratios,
+                "cpu_ms": cpu,
             },
         }
         log(
