@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import re
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -325,12 +326,13 @@ def _unpack(data: bytes | memoryview, limits: Limits) -> dict[str, bytes]:
     joined each folder and sliced each file out of it (three copies of a 64 MiB
     payload) and summed checksums word by word (bench/NOTES.md, staging). Here a
     stored (uncompressed) block is a view of ``data``, an MSZIP block is inflated
-    once (bounded by its declared size), and each file is joined once from the
-    blocks that hold it. The rules are cabarchive's: version 1.3, no chained
-    cabinets, stored blocks with equal sizes, MSZIP blocks with the ``CK`` prefix and
-    the previous block as dictionary, checksums where non-zero, each block's declared
-    size, each file inside its folder; :func:`_precheck` has bounded every count
-    and size before.
+    once (bounded by its declared size), and each file is written once, block by
+    block as its folder is read, into a buffer that becomes its bytes (no block
+    list, no join: a 64 MiB MSZIP payload is held once, not twice). The rules are
+    cabarchive's: version 1.3, no chained cabinets, stored blocks with equal sizes,
+    MSZIP blocks with the ``CK`` prefix and the previous block as dictionary,
+    checksums where non-zero, each block's declared size, each file inside its
+    folder; :func:`_precheck` has bounded every count and size before.
     """
     view = memoryview(data)
     try:
@@ -352,15 +354,17 @@ def _extract(data: bytes | memoryview, view: memoryview, max_name: int) -> dict[
     if flags & _CFHDR_RESERVE_PRESENT:
         header_reserve, folder_reserve, data_reserve = struct.unpack_from("<HBB", data, offset)
         offset += 4 + header_reserve
-    # each folder as (uncompressed offset, block) pieces: views of ``data`` or inflated
-    pieces: list[list[tuple[int, bytes | memoryview]]] = []
+    folder_list = []
     for _ in range(folders):
         coff_start, blocks, compression = struct.unpack_from("<IHH", data, offset)
         offset += 8 + folder_reserve
         if blocks == 0:
             raise InvalidFile("corrupt cabinet: a folder without data blocks")
-        pieces.append(_folder(data, view, coff_start, blocks, compression & 0x000F, data_reserve))
-    out: dict[str, bytes] = {}
+        folder_list.append((coff_start, blocks, compression & 0x000F))
+    # each file as (start, end, sink) in its folder; written block by block as the
+    # folder is read, so that no more than one block is held besides the files
+    wanted: list[list[tuple[int, int, io.BytesIO]]] = [[] for _ in folder_list]
+    sinks: dict[str, tuple[int, io.BytesIO]] = {}
     offset = coff_files
     for _ in range(files):
         size, start, folder, _, _, _ = struct.unpack_from("<IIHHHH", data, offset)
@@ -369,19 +373,30 @@ def _extract(data: bytes | memoryview, view: memoryview, max_name: int) -> dict[
         end = raw.index(b"\0")
         name = raw[:end].decode()  # strict UTF-8, as cabarchive
         offset += end + 1
-        if folder >= len(pieces):  # 0xFFFD-0xFFFF: continued across cabinets
+        if folder >= len(folder_list):  # 0xFFFD-0xFFFF: continued across cabinets
             raise InvalidFile(f"corrupt cabinet: {name!r} is in no folder of this cabinet")
-        if name in out:
+        if name in sinks:
             raise InvalidFile(f"the cabinet holds {name!r} twice")
-        out[name] = _file(pieces[folder], start, size, name)
+        sink = io.BytesIO()
+        sinks[name] = (size, sink)
+        wanted[folder].append((start, start + size, sink))
+    for (at, blocks, compression), parts in zip(folder_list, wanted, strict=True):
+        for position, block in _folder(data, view, at, blocks, compression, data_reserve):
+            for first, last, sink in parts:
+                if first < position + len(block) and position < last:
+                    sink.write(memoryview(block)[max(first - position, 0) : last - position])
+    out: dict[str, bytes] = {}
+    for name, (size, sink) in sinks.items():
+        if sink.tell() != size:
+            raise InvalidFile(f"corrupt cabinet: {name} is {size} bytes but its folder ends first")
+        out[name] = sink.getvalue()  # the buffer itself, not a copy, when it is not shared
     return out
 
 
 def _folder(
     data: bytes | memoryview, view: memoryview, at: int, blocks: int, compression: int, reserve: int
-) -> list[tuple[int, bytes | memoryview]]:
+) -> Iterator[tuple[int, bytes | memoryview]]:
     """One folder's blocks, checksums and sizes verified, with their uncompressed offsets."""
-    out: list[tuple[int, bytes | memoryview]] = []
     zdict = b""
     position = 0
     for _ in range(blocks):
@@ -415,25 +430,9 @@ def _folder(
                     f"{len(block)} bytes, not {unpacked}"
                 )
             zdict = block
-        out.append((position, block))
+        yield position, block
         position += unpacked
         at += 8 + reserve + packed
-    return out
-
-
-def _file(pieces: list[tuple[int, bytes | memoryview]], start: int, size: int, name: str) -> bytes:
-    """The ``size`` bytes at ``start`` of a folder, joined once from its blocks."""
-    end = start + size
-    parts = [
-        memoryview(block)[max(start - at, 0) : end - at]
-        for at, block in pieces
-        if at < end and at + len(block) > start
-    ]
-    if sum(len(part) for part in parts) != size:
-        raise InvalidFile(
-            f"corrupt cabinet: {name} is {size} bytes at {start} but its folder ends first"
-        )
-    return b"".join(parts) if size else b""
 
 
 # ----------------------------------------------------------------------- metainfo
