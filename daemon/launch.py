@@ -8,6 +8,14 @@ The CLI (``livefw``) keeps its rich output; the daemon's console renderer falls 
 to plain tracebacks. ``None`` in :data:`sys.modules` makes ``import rich`` raise
 ImportError, which structlog handles (a documented import-system rule).
 
+asyncio is imported here with ``ssl`` blocked the same way: asyncio imports ssl only
+to offer TLS transports (``try: import ssl except ImportError: ssl = None`` in
+asyncio.sslproto, base_events and selector_events), livefwd never opens one, and ssl
+with _ssl (libssl, and ~20 IntEnums converted from its constants at import) was
+~10 ms and ~1 MiB of a 3-device start (bench/NOTES.md, issue 17). The block is
+lifted right after, so a later ``import ssl`` elsewhere still works; only asyncio's
+own TLS support stays off in livefwd.
+
 The cyclic garbage collector is off from here until the daemon serves
 (livefw.daemon.Daemon.run then freezes what start-up built and turns it back on).
 Start-up allocates the modules, the devices and their property maps, all of which
@@ -29,6 +37,12 @@ def main() -> int:
     gc.disable()
     if "rich" not in sys.modules:
         sys.modules["rich"] = None  # type: ignore[assignment]
+    if "ssl" not in sys.modules and "asyncio" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
+        try:
+            import asyncio  # noqa: F401 (imported without TLS support, see above)
+        finally:
+            del sys.modules["ssl"]
     from livefw.daemon import main as daemon_main
 
     return daemon_main()

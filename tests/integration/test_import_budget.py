@@ -60,6 +60,9 @@ FORBIDDEN = (
     "zipfile",
     "csv",
     "rich",
+    # asyncio's TLS support: livefwd opens no TLS connection (livefw.launch)
+    "ssl",
+    "_ssl",
     "cabarchive",
     "defusedxml",
     "re2",
