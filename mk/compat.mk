@@ -42,4 +42,4 @@ test-gui: venv install-fwupd-client
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
 	LIVEFW_GUI_TEST=1 LIVEFW_GUI_SHOTS=$(abspath $(GUI_SHOTS)) $(BIN)/pytest -q tests/gui
 	@echo "screenshots: $(GUI_SHOTS)/gnome-firmware-livefw.png gnome-firmware-staged.png" \
-		"gnome-software-update.png gnome-software-installed.png"
+		"gnome-firmware-upgraded.png gnome-software-update.png gnome-software-installed.png"

@@ -210,7 +210,8 @@ class CompatInterface(CompatRefusals, FwupdEvents):
     @method()
     @fwupd_errors
     async def GetReleases(self, device_id: "s") -> "aa{sv}":
-        return [release_dict(c, order) for c, order in await self.service.releases(device_id)]
+        releases = await self.service.releases(device_id)
+        return [release_dict(c, order, as_fwupd=True) for c, order in releases]
 
     @method()
     @fwupd_errors

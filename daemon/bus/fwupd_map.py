@@ -193,8 +193,33 @@ def _staged_fields(device: Device, has_error: bool) -> dict[str, Variant]:
     return fields
 
 
-def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Variant]:
-    """The fwupd release dict (libfwupd/fwupd-release.c); ``order``: -1/0/1 vs the device."""
+def release_dict(
+    candidate: Candidate, order: int | None = None, as_fwupd: bool = False
+) -> dict[str, Variant]:
+    """The fwupd release dict (libfwupd/fwupd-release.c); ``order``: -1/0/1 vs the device.
+
+    ``as_fwupd`` (GetReleases): a directory remote's release as fwupd 2.0.20 publishes
+    it, ``file:///folder/x.cab`` with the remote's ``RemoteId``; otherwise (GetUpgrades
+    and the rest) ``file://localhost/folder/x.cab`` without one. No one dict serves
+    both clients (docs/compat.md, "Directory remotes: Remote ID"):
+
+    * gnome-software 43.5 calls GetUpgrades (never GetReleases), ignores RemoteId and
+      downloads ``Locations[0]`` with libfwupd's downloader, which first asks GLib
+      whether the URI's host is reachable: the empty host of ``file:///`` never is
+      ("network is unreachable"; the Update button hangs, also against fwupd). With
+      the host ``localhost`` the download is a local copy.
+    * libfwupd's install_release (fwupdmgr install DEVICE VERSION, update, downgrade;
+      gnome-firmware's buttons) with a RemoteId of a directory remote cuts the first 7
+      characters off ``Locations[0]`` and opens the rest as a path, so it needs
+      ``file:///``; with a RemoteId of any other kind it passes the location through
+      curl, which drops ``localhost`` from a file URL (the same "network is
+      unreachable"). Without a RemoteId it downloads ``file://localhost`` too.
+
+    fwupdmgr get-releases prints the RemoteId ("Remote ID"); its install path and
+    gnome-firmware's take the fwupd form; every other reply keeps the form
+    gnome-software can download. Either way Install gets the cabinet by fd and
+    livefw.releases finds it in its trusted folder by its contents.
+    """
     release = candidate.release
     trust = (TRUSTED_PAYLOAD if candidate.trusted_payload else 0) | (
         TRUSTED_METADATA if candidate.trusted_metadata else 0
@@ -210,19 +235,16 @@ def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Va
         "Checksum": Variant("s", f"{candidate.cabinet.sha1},{candidate.cabinet.sha256}"),
         "TrustFlags": Variant("t", trust),
     }
-    if candidate.location:
-        # A directory remote's file as a URL libfwupd's downloader takes, and no
-        # RemoteId. fwupd publishes file:///folder/x.cab with its directory remote's
-        # id: libfwupd's install_release then opens the path itself (fwupdmgr update),
-        # but gnome-software downloads Locations[0] into its cache, and libfwupd's
-        # downloader first asks GLib whether the URI's host is reachable: the empty
-        # host of file:/// never is ("network is unreachable"; the Update button
-        # hangs, also against fwupd 2.0.20). With the host "localhost" the download
-        # is a local copy, and without a RemoteId install_release downloads too, so
-        # fwupdmgr, gnome-software and gnome-firmware all hand the cabinet to Install
-        # (livefw.releases still finds it in its trusted folder by its contents).
-        # (percent-encoded: a space, '%' or '#' in a folder name stays part of the path)
-        url = "file://localhost" + urllib.parse.quote(candidate.location)
+    if candidate.location and _utf8(candidate.location):
+        # (a file name that is not UTF-8 cannot be a D-Bus string: no location, and
+        # the client says so, instead of a reply that cannot be sent)
+        if as_fwupd and candidate.remote is not None:
+            # libfwupd opens location[7:] as is: the path unquoted, as fwupd has it
+            url = "file://" + candidate.location
+            result["RemoteId"] = Variant("s", candidate.remote.id)
+        else:
+            # percent-encoded: a space, '%' or '#' in a folder name stays in the path
+            url = "file://localhost" + urllib.parse.quote(candidate.location)
         result["Locations"] = Variant("as", [url])
         result["Filename"] = Variant("s", os.path.basename(candidate.location))
     for key, value in (
@@ -246,6 +268,15 @@ def release_dict(candidate: Candidate, order: int | None = None) -> dict[str, Va
     if release.install_duration:
         result["InstallDuration"] = Variant("u", release.install_duration)
     return result
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 (a name from the file system may hold surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: the Install options fwupd's clients send (1.x booleans, 2.x ``install-flags``),

@@ -12,6 +12,7 @@ showing livefw's devices and the PFRU releases; the screenshot is kept in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -124,3 +125,66 @@ def test_gnome_firmware_shows_a_staged_pfru_update_waits_for_activation(
         "`livefw activate`" in traffic
     )
     assert "to switch to it without a reboot" in traffic  # the device's UpdateMessage
+
+
+#: gnome-firmware 43.2's Upgrade button of the first release of a device without an
+#: Update Error row, then its confirmation dialog's Upgrade (window fit to 1280x800)
+UPGRADE_BUTTON = ("1074", "416")
+CONFIRM_BUTTON = ("637", "105")
+
+
+def test_gnome_firmware_upgrade_button_installs_from_a_directory_remote(
+    daemon_factory: Callable[..., DaemonProcess],
+    private_bus: PrivateBus,
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """gnome-firmware's Upgrade takes GetReleases' release as fwupd publishes it (the
+    remote's RemoteId, file:///folder/x.cab): libfwupd's install_release looks the
+    remote up, opens the file itself and calls Install (docs/compat.md, "Directory
+    remotes: Remote ID")."""
+    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
+    shots.mkdir(parents=True, exist_ok=True)
+    env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4",))
+    log = tmp_path / "gnome-firmware.log"
+    with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
+        gui_environment,
+        monitor_log,
+    ):
+        gui = processes.start(["gnome-firmware"], log, gui_environment)
+        wait_for(
+            lambda: "member=GetReleases" in monitor_log.read_text(errors="replace"),
+            60,
+            "gnome-firmware never called GetReleases",
+        )
+        time.sleep(4)  # let it render
+        fit_window(gui_environment)
+        for button in (UPGRADE_BUTTON, CONFIRM_BUTTON):
+            subprocess.run(
+                ["xdotool", "mousemove", *button, "click", "1"],
+                env=gui_environment, check=True, capture_output=True,
+            )  # fmt: skip
+            time.sleep(3)
+        wait_for(
+            lambda: "member=Install" in monitor_log.read_text(errors="replace"),
+            60,
+            "gnome-firmware never called Install: " + log.read_text(errors="replace")[-2000:],
+        )
+
+        def staged() -> bool:
+            out = subprocess.run(
+                [livefw_bin(), "get-devices", "--json"],
+                env=env, capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            devices = {d["Name"]: d for d in json.loads(out or "[]")}
+            pfru = devices.get("Platform firmware runtime code injection", {})
+            return bool(pfru.get("UpdateState") == "pending")
+
+        wait_for(staged, 60, "the PFRU device was not staged")
+        time.sleep(3)
+        screenshot(DISPLAY, shots / "gnome-firmware-upgraded.png", gui_environment)
+        assert gui.poll() is None, log.read_text(errors="replace")[-3000:]
+    traffic = monitor_log.read_text(errors="replace")
+    # install_release looked the remote up by the release's RemoteId
+    between = traffic[traffic.index("member=GetReleases") : traffic.index("member=Install")]
+    assert "member=GetRemotes" in between, "install_release did not look the remote up"

@@ -344,8 +344,16 @@ def test_a_directory_remote_feeds_get_updates(compat: Compat, cli: Cli) -> None:
     remotes = json.loads(compat.fwupdmgr("get-remotes", "--json").stdout)["Remotes"]
     assert [r["Id"] for r in remotes] == ["fleet", "lvfs"]  # lvfs: offered disabled
 
-    # the client downloads Locations[0] (a local copy) itself and passes a memfd
+    # get-releases (GetReleases, which gnome-software never calls) has fwupd's form:
+    # the remote's id, and file:/// that libfwupd's install_release opens as a path
     pfru_id = device["DeviceId"]
+    releases = json.loads(compat.fwupdmgr("get-releases", pfru_id, "--json").stdout)
+    by_version = {r["Version"]: r for r in releases["Releases"]}
+    assert by_version["4"]["RemoteId"] == "fleet"
+    assert by_version["4"]["Locations"] == [f"file://{folder}/pfru4.cab"]
+    assert "Remote ID:          fleet" in compat.fwupdmgr("get-releases", pfru_id).stdout
+    # install DEVICE VERSION takes that release: install_release opens the file
+    # itself (a space, '%' and '#' in the folder's name) and passes a memfd
     compat.fwupdmgr("install", pfru_id, "4", "--no-reboot-check", "--json")
     assert compat.devices()[device["Name"]]["UpdateState"] == 1
     compat.fwupdmgr("activate", pfru_id)
