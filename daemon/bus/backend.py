@@ -47,7 +47,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -234,7 +234,7 @@ def marshal_body(signature: str, body: list[Any]) -> bytes:
 
 
 class Prebuilt:
-    """A method's single return value, already marshalled.
+    """A method's single return value, already marshalled (``data``: bytes).
 
     A method returns it instead of the value (its out signature must be
     ``signature``); :meth:`LivefwBus.send` writes ``data`` as the reply's body.
@@ -327,12 +327,17 @@ def _prebuilt_message(msg: Message, prebuilt: Prebuilt) -> Message:
     return copy
 
 
+#: a part of a body: bytes, or a view of a kept body (see :func:`views`)
+Part = bytes | memoryview
+
+
 class ArrayElement:
     """One element of an array of arrays or dicts (``a{sv}`` in ``aa{sv}``), marshalled once.
 
     An array's bytes depend on where it starts modulo 8 (the padding between its
-    length and its first 8-aligned entry), so each of the two places an element can
-    start at (it is 4-aligned) is marshalled when first needed and kept.
+    length and its first 8-aligned entry), so they are kept for the place (0 or 4
+    modulo 8) the element was last joined at, as a view of the body it was joined
+    into (:meth:`place`); the other place is marshalled when needed.
     """
 
     __slots__ = ("_at0", "_at4", "signature", "value")
@@ -342,18 +347,28 @@ class ArrayElement:
             raise ValueError(f"{signature!r} is not an array type")
         self.signature = signature
         self.value = value
-        self._at0: bytes | None = None
-        self._at4: bytes | None = None
+        self._at0: Part | None = None
+        self._at4: Part | None = None
 
-    def at(self, offset: int) -> bytes:
+    def at(self, offset: int) -> Part:
         """The element's bytes when it starts at ``offset`` of the body (4-aligned)."""
         if offset & 7:
-            if self._at4 is None:
-                self._at4 = marshal_body("u" + self.signature, [0, self.value])[4:]
-            return self._at4
-        if self._at0 is None:
-            self._at0 = marshal_body(self.signature, [self.value])
-        return self._at0
+            if self._at4 is not None:
+                return self._at4
+            return marshal_body("u" + self.signature, [0, self.value])[4:]
+        if self._at0 is not None:
+            return self._at0
+        return marshal_body(self.signature, [self.value])
+
+    def place(self, offset: int, view: memoryview) -> None:
+        """Keep ``view`` (of a kept body) as the bytes at ``offset``; forget the others.
+
+        Only one body is pinned per element: views of an older one go.
+        """
+        if offset & 7:
+            self._at0, self._at4 = None, view
+        else:
+            self._at0, self._at4 = view, None
 
 
 def dict_entry(signature: str, key: Any, value: Any) -> bytes:
@@ -362,38 +377,47 @@ def dict_entry(signature: str, key: Any, value: Any) -> bytes:
     return marshal_body("a" + signature, [{key: value}])[8:]
 
 
-def dict_body(entries: Sequence[bytes]) -> bytes:
-    """The body of one ``a{...}`` argument whose entries come from :func:`dict_entry`."""
-    parts = [b"", _ZEROS[:4]]
-    length = 0
+def dict_body(entries: Iterable[Part], starts: list[int] | None = None) -> bytes:
+    """The body of one ``a{...}`` argument whose entries come from :func:`dict_entry`.
+
+    ``starts``, when given, receives where each entry begins in the body. Entries
+    may come from a generator: each is copied in as it comes, so freshly marshalled
+    ones need not all be alive at once.
+    """
+    buf = bytearray(8)  # the array's length, then padding to the first entry
     for entry in entries:
-        pad = -length & 7  # entries start 8-aligned; the first one at body offset 8
-        if pad:
-            parts.append(_ZEROS[:pad])
-        parts.append(entry)
-        length += pad + len(entry)
-    return _finish_array(parts, length)
+        buf += _ZEROS[: -len(buf) & 7]  # entries start 8-aligned
+        if starts is not None:
+            starts.append(len(buf))
+        buf += entry
+    return _finish_array(buf, len(buf) - 8)
 
 
-def array_body(elements: Sequence[ArrayElement]) -> bytes:
-    """The body of one ``aa...`` argument made of :class:`ArrayElement` s."""
-    parts = [b""]
-    offset = 4  # the first element follows the array's length (both 4-aligned)
+def array_body(elements: Sequence[ArrayElement], keep: bool = False) -> bytes:
+    """The body of one ``aa...`` argument made of :class:`ArrayElement` s.
+
+    ``keep``: the caller keeps the body, so each element's bytes become a view of it.
+    """
+    buf = bytearray(4)  # the array's length; elements are 4-aligned
+    placed: list[tuple[int, int]] = []
     for element in elements:
-        pad = -offset & 3
-        if pad:
-            parts.append(_ZEROS[:pad])
-        data = element.at(offset + pad)
-        parts.append(data)
-        offset += pad + len(data)
-    return _finish_array(parts, offset - 4)
+        buf += _ZEROS[: -len(buf) & 3]
+        data = element.at(len(buf))  # freshly marshalled ones are dropped once copied
+        placed.append((len(buf), len(data)))
+        buf += data
+    body = _finish_array(buf, len(buf) - 4)
+    if keep:
+        whole = memoryview(body)
+        for element, (start, size) in zip(elements, placed, strict=True):
+            element.place(start, whole[start : start + size])
+    return body
 
 
-def _finish_array(parts: list[bytes], length: int) -> bytes:
+def _finish_array(buf: bytearray, length: int) -> bytes:
     if length > MAX_ARRAY_BYTES:
         raise ValueError(f"an array of {length} bytes is over D-Bus's {MAX_ARRAY_BYTES}")
-    parts[0] = _UINT32.pack(length)
-    return b"".join(parts)
+    _UINT32.pack_into(buf, 0, length)
+    return bytes(buf)
 
 
 class ArrayReply:
@@ -430,7 +454,7 @@ class ArrayReply:
             or len(last) != len(elements)
             or any(a is not b for a, b in zip(last, elements, strict=True))
         ):
-            body = self._body = Prebuilt(self.signature, array_body(elements))
+            body = self._body = Prebuilt(self.signature, array_body(elements, keep=True))
             self._elements = elements
         return body
 
@@ -706,7 +730,7 @@ class LivefwBus(MessageBus):
         self._property_maps: dict[int, tuple[ServiceInterface, dict[str, Any]]] = {}
         #: GetManagedObjects kept marshalled: path -> its entry's bytes (objects whose
         #: interfaces all keep their maps), the listed paths, the whole body
-        self._object_fragments: dict[str, bytes] = {}
+        self._object_fragments: dict[str, Part] = {}
         self._managed_paths_cache: tuple[str, list[tuple[str, Any]]] | None = None
         self._managed_body: tuple[str, Prebuilt] | None = None
         #: largest body of a call or signal handed to the library (see MAX_BODY)
@@ -1330,23 +1354,47 @@ class LivefwBus(MessageBus):
         if whole is not None and whole[0] == root:
             return whole[1]
         fragments = self._object_fragments
-        parts: list[bytes] = []
-        complete = True
-        for path, exported in self._managed_paths(root):
-            fragment = fragments.get(path)
-            if fragment is None:
-                found = self._object_entry(exported)
-                if found is None:
-                    return None
-                fragment = dict_entry(MANAGED_OBJECT, path, found[0])
-                if found[1]:
-                    fragments[path] = fragment
-                else:
-                    complete = False
-            parts.append(fragment)
-        body = Prebuilt(MANAGED_OBJECTS, dict_body(parts))
-        if complete:
+        listed = self._managed_paths(root)
+        # (size, kept) of each entry, as it is joined in
+        placed: list[tuple[int, bool]] = []
+        failed = False
+
+        def entries() -> Iterator[Part]:
+            nonlocal failed
+            for path, exported in listed:
+                fragment = fragments.get(path)
+                keep = True
+                if fragment is None:
+                    found = self._object_entry(exported)
+                    if found is None:
+                        failed = True
+                        return
+                    fragment = dict_entry(MANAGED_OBJECT, path, found[0])
+                    keep = found[1]
+                placed.append((len(fragment), keep))
+                yield fragment
+
+        starts: list[int] = []
+        data = dict_body(entries(), starts)
+        if failed:
+            return None
+        body = Prebuilt(MANAGED_OBJECTS, data)
+        view = memoryview(data)
+        parts: dict[str, Part] = {
+            path: view[start : start + size]
+            for (path, _), start, (size, keep) in zip(listed, starts, placed, strict=True)
+            if keep
+        }
+        if len(parts) == len(listed):
+            # every entry is kept, as a view of the kept body: the bytes are in memory
+            # once, and entries of objects no longer listed go with the bodies they pinned
+            self._object_fragments = parts
             self._managed_body = (root, body)
+        else:
+            # this body is not kept: copies, so that no entry pins a body of one call
+            for path, part in parts.items():
+                if path not in fragments:
+                    fragments[path] = bytes(part)
         return body
 
     def _object_changed(self, path: str | None = None) -> None:

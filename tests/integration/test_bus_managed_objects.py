@@ -248,6 +248,11 @@ async def test_kept_bytes_follow_changes_exports_and_hidden_prefixes(
         kept = server._managed_body
         assert kept is not None
         assert server._managed_objects_body(ROOT) is kept[1]
+        # the kept entries are views of the kept body, not copies
+        assert all(
+            isinstance(part, memoryview) and part.obj is kept[1].data
+            for part in server._object_fragments.values()
+        )
         cached[5].index = 555
         cached[5].emit_properties_changed({"Index": 555})
         assert server._managed_body is None

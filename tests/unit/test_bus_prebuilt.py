@@ -63,6 +63,8 @@ def test_array_reply_reuses_the_body_until_an_element_changes() -> None:
     elements = [ArrayElement("a{sv}", _device(i)) for i in range(4)]
     first = reply.reply(list(elements))
     assert reply.reply(list(elements)) is first
+    # the elements' bytes are views of the kept body
+    assert all(isinstance(e.at(4) if e._at4 is not None else e.at(0), memoryview) for e in elements)
     elements[2] = ArrayElement("a{sv}", _device(99))
     second = reply.reply(list(elements))
     assert second is not first
