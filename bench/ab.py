@@ -161,6 +161,9 @@ async def main() -> None:
                     await h.stop(proc, target)
     finally:
         h.kill_all()
+        for connection in (h.bus, h.fd_bus):
+            if connection is not None:
+                connection.disconnect()  # before the bus goes: no EOF from its reader
         bus.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     for key, by_label in sizes.items():
