@@ -143,7 +143,9 @@ def device_dict(
     ):
         if value:
             result[key] = Variant("s", value)
-    if "needs-activation" in device.flags and str(device.update_state) == "pending":
+    if "needs-activation" in device.flags:
+        # staged through livefw (PFRU) or by the platform (an LFA image the kernel
+        # reports activation_pending for): either way `activate` switches to it
         result.update(_staged_fields(device, "UpdateError" in result))
     result.update(_version_fields(device.version, fmt, "Version"))
     result.update(_version_fields(device.version_lowest, fmt, "VersionLowest"))

@@ -126,6 +126,8 @@ def test_get_devices_shows_the_simulated_devices(compat: Compat, cli: Cli) -> No
     lfa = devices["TF-A BL31 runtime"]
     assert "needs-activation" in lfa["Flags"]
     assert "needs-reboot" not in lfa["Flags"]
+    # an image the platform staged: gnome-firmware and fwupdmgr say what to run
+    assert lfa["UpdateError"].startswith("Firmware 2.14 is staged and waits for activation")
     plugins = {d["Plugin"] for d in devices.values()}
     assert plugins == {"pfru", "uefi_capsule", "lfa"}  # fwctl and liveupdate stay off
 

@@ -73,13 +73,22 @@ def test_a_device_with_nothing_staged_has_no_problem_and_no_release() -> None:
     assert "Problems" not in values
     assert "Release" not in values
     assert "UpdateMessage" not in values
-    # an image pending since boot (LFA: the kernel's activation_pending) has no
-    # staged release livefw knows of: the flag alone, as fwupd's test plugin
-    device = _device()
-    device.update(flags=device.flags | {"needs-activation"})
-    values = device_dict(device, True, 0)
-    assert values["Flags"].value & DEVICE_FLAGS["needs-activation"]
-    assert "Release" not in values
+    assert "UpdateError" not in values
+
+
+def test_an_image_the_platform_staged_says_how_to_activate_it() -> None:
+    """An LFA image the kernel reports activation_pending for, not staged by livefw
+    (its UpdateState stays none): the same hint; without a pending version, none in
+    the text and no Version in the release."""
+    device = Device(
+        "lfa", "lfa0", name="TF-A BL31 runtime", flags=["internal", "needs-activation"],
+        guids=[GUID], version="2.13",
+    )  # fmt: skip
+    values = device_dict(device, False, 0)
+    assert values["UpdateError"].value.startswith("Firmware is staged and waits for activation")
+    (release,) = values["Release"].value
+    assert "Version" not in release
+    assert "fwupdmgr activate" in release["UpdateMessage"].value
 
 
 def _candidate(location: str) -> Any:
