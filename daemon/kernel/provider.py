@@ -28,6 +28,7 @@ __all__ = [
     "BOOT_ID_PATH",
     "UEVENT_BUFFER_MAX",
     "UEVENT_RESCAN",
+    "WRITE_CHUNK",
     "Handle",
     "KernelProvider",
     "MountEntry",
@@ -40,6 +41,13 @@ __all__ = [
 
 #: where the kernel reports the current boot's random id (proc(5)).
 BOOT_ID_PATH = "proc/sys/kernel/random/boot_id"
+#: contents larger than this are written in writes of at most this many bytes (an ESP
+#: capsule; the simulator's blobs). One write(2) of a 64 MiB capsule into ext4's page
+#: cache took 0.4-1.2 s on the bench's VM against 0.02-0.14 s for the same bytes in
+#: 1 MiB writes; 4 MiB writes were as slow as one (the page cache is then filled with
+#: large folios, which that VM backs slowly; bench/NOTES.md, staging). Anything up to
+#: this size (an efivarfs variable: one write is one SetVariable) is one write(2).
+WRITE_CHUNK = 1 << 20
 
 
 class OpenFlags(IntFlag):
@@ -253,6 +261,9 @@ class KernelProvider(Protocol):
         self, path: str, data: bytes | memoryview, *, durable: bool = False
     ) -> None:
         """Create or replace ``path`` with ``data`` in one write(2).
+
+        Contents larger than :data:`WRITE_CHUNK` go in writes of that size, each
+        complete.
 
         ``durable`` adds an fsync of the file before returning.
         """

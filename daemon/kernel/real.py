@@ -21,6 +21,7 @@ from typing import TypeVar
 from livefw.errors import KernelError
 from livefw.kernel.fdstore import FdStore
 from livefw.kernel.provider import (
+    WRITE_CHUNK,
     Handle,
     MountEntry,
     OpenFlags,
@@ -200,15 +201,22 @@ class RealProvider:
     async def write_file(
         self, path: str, data: bytes | memoryview, *, durable: bool = False
     ) -> None:
-        """Create or replace a file with one write(2)."""
+        """Create or replace a file with one write(2), or 1 MiB writes past that.
+
+        Each write must be complete (a short one is EIO, as one short write(2) was:
+        efivarfs takes a variable in one write). See :data:`WRITE_CHUNK` for why a
+        capsule is not one write.
+        """
         full = self._abs(path)
 
         def run() -> None:
             fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                written = os.write(fd, data)
-                if written != len(data):
-                    raise OSError(errno.EIO, "short write")
+                with memoryview(data) as view:
+                    for at in range(0, max(len(view), 1), WRITE_CHUNK):
+                        chunk = view[at : at + WRITE_CHUNK]
+                        if os.write(fd, chunk) != len(chunk):
+                            raise OSError(errno.EIO, "short write")
                 if durable:
                     os.fsync(fd)
             finally:

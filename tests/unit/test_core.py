@@ -19,7 +19,7 @@ from livefw.errors import (
     KernelError,
 )
 from livefw.history import History
-from livefw.kernel.provider import normalize
+from livefw.kernel.provider import WRITE_CHUNK, normalize
 from livefw.kernel.real import RealProvider
 from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.sim.provider import SimProvider
@@ -266,3 +266,28 @@ def test_only_the_backend_imports_the_dbus_library() -> None:
             if {"dbus_next", "dbus_fast", "dbus"} & {n.split(".")[0] for n in names}:
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+async def test_real_provider_writes_a_capsule_in_1_mib_writes_and_a_variable_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write(2) of 64 MiB into the page cache took 10x as long as 1 MiB writes on
+    the bench's VM (issue 17.5, livefw.kernel.provider.WRITE_CHUNK); an efivarfs
+    variable must stay one write (one write is one SetVariable)."""
+    (tmp_path / "esp").mkdir()
+    provider = RealProvider(str(tmp_path))
+    sizes: list[int] = []
+    real_write = os.write
+
+    def counting(fd: int, data: bytes) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    capsule = os.urandom(WRITE_CHUNK * 2 + 5)
+    await provider.write_file("esp/capsule.cap", capsule, durable=True)
+    assert sizes == [WRITE_CHUNK, WRITE_CHUNK, 5]
+    assert (tmp_path / "esp/capsule.cap").read_bytes() == capsule
+    sizes.clear()
+    await provider.write_file("esp/var", b"\x07\x00\x00\x00" + bytes(40_000))
+    assert sizes == [40_004]

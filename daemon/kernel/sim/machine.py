@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from livefw.errors import InvalidArgument, NotFound, NotSupported
-from livefw.kernel.provider import MountEntry, UEvent
+from livefw.kernel.provider import WRITE_CHUNK, MountEntry, UEvent
 from livefw.kernel.sim.vfs import Attr, Dir, File, SimHandle
 from livefw.model import Field, Model
 
@@ -315,7 +315,7 @@ class BlobStore:
             with memoryview(data) as view:
                 done = 0
                 while done < len(view):
-                    done += os.write(fd, view[done:])
+                    done += os.write(fd, view[done : done + WRITE_CHUNK])
             os.fsync(fd)
         except BaseException:
             os.close(fd)
