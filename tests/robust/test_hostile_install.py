@@ -372,6 +372,13 @@ async def test_unauthenticated_cabinet_parsing_is_small_serial_and_off_the_defau
         small = h.file("small.cab", _bomb(30))
         big = h.file("big.cab", _bomb(100))
         paths = [small] * 6 + [big] * 2
+        # The first GetDevices opens the remotes' inotify watch (kept for the daemon's
+        # life, livefw.fswatch): open it before counting what the attack may leave.
+        client = await Client.connect(h.bus.address)
+        try:
+            await client.call("GetDevices", path="/", interface=FWUPD, destination=FWUPD)
+        finally:
+            await client.close()
         fds = h.fds()
         h.reset_peak()
         before = h.status("VmRSS")
