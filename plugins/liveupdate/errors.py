@@ -65,7 +65,14 @@ def map_kexec_error(error: KernelError, vfio: list[str]) -> LivefwError:
     """
     unchanged = "the kexec did not happen and every session is as it was"
     if error.errno == errno.EPERM:
-        return NotSupported(f"livefwd may not kexec (EPERM: it needs CAP_SYS_BOOT); {unchanged}")
+        # kernel/reboot.c answers EPERM without CAP_SYS_BOOT; a seccomp filter without
+        # reboot(2) answers the same before the kernel sees the call (livefwd.service's
+        # SystemCallErrorNumber=EPERM; the VM lane's sandbox-kexec shows both)
+        return NotSupported(
+            "livefwd may not kexec (EPERM: reboot(2) needs CAP_SYS_BOOT and a system-call "
+            "filter that allows it: livefwd.service's CapabilityBoundingSet= and "
+            f"SystemCallFilter=reboot, or a drop-in that removed either); {unchanged}"
+        )
     if error.errno == errno.EBUSY:
         return Busy(f"another kexec is in progress (the kernel's kexec lock is taken); {unchanged}")
     if error.errno == errno.EAGAIN:

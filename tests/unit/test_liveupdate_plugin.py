@@ -1,5 +1,6 @@
 """The liveupdate device and its sessions on the simulated kernel: bad input, restart, kexec."""
 
+import errno
 import fcntl
 import json
 import os
@@ -439,6 +440,23 @@ async def test_kexec_failures_say_what_to_do(
         await device.kexec()
     assert machine.state.boot_id == boot
     assert set(device.session(ALICE, info.kernel_name).tokens()) == {1}
+
+
+def test_kexec_eperm_names_both_causes() -> None:
+    """EPERM comes from a missing CAP_SYS_BOOT or from the unit's seccomp filter.
+
+    The VM lane's sandbox-kexec drops each in turn from livefwd.service: both answer
+    EPERM, and the message used to name the capability alone.
+    """
+    from livefw.errors import KernelError
+    from livefw.plugins.liveupdate.errors import map_kexec_error
+
+    mapped = map_kexec_error(KernelError(errno.EPERM, "reboot", "kexec"), [])
+    assert isinstance(mapped, NotSupported)
+    text = str(mapped)
+    assert "CAP_SYS_BOOT" in text
+    assert "SystemCallFilter=reboot" in text
+    assert "every session is as it was" in text
 
 
 # ------------------------------------------------ frozen memfds (issue 14.5)
