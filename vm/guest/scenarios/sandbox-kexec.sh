@@ -10,6 +10,8 @@
 # preserves the host's payload; `livefw liveupdate kexec` (D-Bus Kexec) really kexecs.
 # Boot 2 (same command line, so systemd and the unit again): livefwd takes the session
 # back, the payload is retrieved (the host compares the bytes), the session finished.
+# The negative controls (the unit without CAP_SYS_BOOT, without reboot(2) in its
+# filter: EPERM) are in sandbox.sh, which keeps both scenarios under 10 minutes.
 # CapBnd of exactly CAP_LINUX_IMMUTABLE (9) and CAP_SYS_BOOT (22), as the unit says
 BND=0000000000400200
 # sandboxed NAME: fail unless livefwd's process is the unit's sandboxed one

@@ -4,7 +4,8 @@
 # (vm/guest/init overrides only ExecStart and the config file), so its capability
 # bounding set, NoNewPrivileges, DevicePolicy=closed + DeviceAllow, seccomp filter
 # and mount protections are what the kernel enforces. The machine has every device
-# of the other scenarios; livefwd must still see and drive each of them.
+# of the other scenarios; livefwd must still see and drive each of them. Then the
+# unit's kexec lines are removed in turn (EPERM each); sandbox-kexec does the kexec.
 PLATFORM=6c6976ef-6677-4d00-8000-766d6c616e65
 failures=""
 start_livefwd || { result FAIL "livefwd.service did not answer: $(systemctl status livefwd.service 2>&1 | tail -5 | tr '\n' '|')"; return 0; }
@@ -44,6 +45,50 @@ if check lu-create livefw liveupdate create sb1 && check lu-preserve livefw live
 else
     failures="$failures liveupdate"; fact liveupdate "failed: $(printf '%s' "$CHECK_OUT" | tail -2 | tr '\n' ' ')"
 fi
+# The unit's two kexec lines, each removed in turn: a byte copy of
+# systemd/livefwd.service per case plus a drop-in with the removal that runs livefwd's
+# own kexec call (vm/guest/kexec_eperm.py) as a oneshot instead of the daemon (a
+# daemon start costs ~100 s under TCG). Each must get EPERM (no image is loaded here:
+# a call that got through would answer EINVAL, never kexec). The kexec itself under
+# the unit as shipped is the sandbox-kexec scenario.
+site=$(ls -d "$REPO"/.venv/lib/python3*/site-packages | head -1)
+pyver=$(basename "$(dirname "$site")")
+for what in cap seccomp; do
+    case $what in
+        cap) line="CapabilityBoundingSet=~CAP_SYS_BOOT" ;;
+        seccomp) line="SystemCallFilter=~reboot" ;;
+    esac
+    unit=/run/systemd/system/livefwd-no$what.service
+    cp "$REPO/systemd/livefwd.service" "$unit"
+    mkdir -p "$unit.d"
+    # no ExecStartPre/RuntimeDirectory: the copy must not touch livefwd.service's /run/livefw
+    cat > "$unit.d/negative.conf" <<UNIT
+[Service]
+$line
+Type=oneshot
+Restart=no
+ExecStartPre=
+RuntimeDirectory=
+ExecStart=
+ExecStart=/usr/bin/$pyver -c "import runpy, site; site.addsitedir('$site'); runpy.run_path('$GUEST_DIR/kexec_eperm.py', run_name='__main__')"
+StandardOutput=append:/run/livefw-vm/negative-$what.out
+UNIT
+done
+systemctl daemon-reload
+for what in cap seccomp; do
+    case $what in
+        cap) line="CapabilityBoundingSet=~CAP_SYS_BOOT" bnd=0000000000000200 ;;
+        seccomp) line="SystemCallFilter=~reboot" bnd=0000000000400200 ;;
+    esac
+    systemctl start "livefwd-no$what.service"
+    rc=$?
+    got=$(tr '\n' ' ' < "/run/livefw-vm/negative-$what.out" 2>&1)
+    fact "without_$what" "$line: exit $rc, $(printf '%s' "$got" | cut -c1-200)"
+    case "$rc $got" in
+        "0 CapBnd: $bnd Seccomp: 2 EPERM: "*CAP_SYS_BOOT*) ;;
+        *) failures="$failures kexec-without-$what" ;;
+    esac
+done
 check esp livefw esp
 fact esp "exit $? $(printf '%s' "$CHECK_OUT" | tail -3 | tr -s ' ' | tr '\n' '|')"
 journalctl -b --no-pager -u livefwd.service | grep -iE "denied|EPERM|Operation not permitted|error" | head -5 > "$RES/sandbox-denials.txt"
@@ -51,5 +96,5 @@ fact journal "$(tr '\n' '|' < "$RES/sandbox-denials.txt" | cut -c1-500)"
 if [ -n "$failures" ]; then
     result FAIL "under livefwd.service's sandbox these failed:$failures"
 else
-    result PASS "sandboxed livefwd (unit as shipped) drove PFRU, PFRT, fwctl and /dev/liveupdate"
+    result PASS "sandboxed livefwd (unit as shipped) drove PFRU, PFRT, fwctl and /dev/liveupdate; its kexec call without CAP_SYS_BOOT or reboot(2) in the filter: EPERM"
 fi
