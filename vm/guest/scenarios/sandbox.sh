@@ -61,12 +61,14 @@ for what in cap seccomp; do
     unit=/run/systemd/system/livefwd-no$what.service
     cp "$REPO/systemd/livefwd.service" "$unit"
     mkdir -p "$unit.d"
-    # no ExecStartPre/RuntimeDirectory: the copy must not touch livefwd.service's /run/livefw
+    # BusName: systemd refuses two units with one bus name. No ExecStartPre= or
+    # RuntimeDirectory=: the copy must not touch livefwd.service's /run/livefw.
     cat > "$unit.d/negative.conf" <<UNIT
 [Service]
 $line
 Type=oneshot
 Restart=no
+BusName=org.livefw.VmNegative$what
 ExecStartPre=
 RuntimeDirectory=
 ExecStart=
@@ -83,6 +85,7 @@ for what in cap seccomp; do
     systemctl start "livefwd-no$what.service"
     rc=$?
     got=$(tr '\n' ' ' < "/run/livefw-vm/negative-$what.out" 2>&1)
+    [ "$rc" -eq 0 ] || got="$got $(systemctl status "livefwd-no$what.service" 2>&1 | tail -4 | tr '\n' '|')"
     fact "without_$what" "$line: exit $rc, $(printf '%s' "$got" | cut -c1-200)"
     case "$rc $got" in
         "0 CapBnd: $bnd Seccomp: 2 EPERM: "*CAP_SYS_BOOT*) ;;
