@@ -10,6 +10,7 @@ from livefw.errors import KernelError
 from livefw.kernel.provider import OpenFlags
 from livefw.kernel.sim.machine import FaultSpec, SimMachine
 from livefw.kernel.sim.pfru import PfruComponent
+from livefw.kernel.sim.pfru_capsule import sim_digest
 from livefw.kernel.sim.provider import SimProvider
 from livefw.kernel.uapi import pfru as uapi
 
@@ -414,6 +415,12 @@ async def test_a_written_capsule_is_kept_hashed_and_saved_without_copies(tmp_pat
     assert state.buffer is not None
     assert state.buffer.well_formed
     assert state.buffer.signature_ok
+    # one SHA-256 pass: the recorded digest is the one the signature was checked with
+    walked = uapi.walk_capsule(capsule)
+    signed = sim_digest(
+        walked.auth.monotonic_count, capsule[walked.payload_offset : walked.image_end]
+    )
+    assert state.buffer.sha256 == signed.hex()
     # a shorter write keeps what lies beyond it (pfru_write() copies to the start)
     await handle.write(capsule[:20])
     assert component._comm == capsule

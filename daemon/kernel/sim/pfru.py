@@ -22,7 +22,7 @@ import hashlib
 from livefw.errors import InvalidArgument
 from livefw.kernel.provider import OpenFlags, UEvent
 from livefw.kernel.sim.machine import SimComponent, SimDevice, SimMachine
-from livefw.kernel.sim.pfru_capsule import build_capsule, sim_signature
+from livefw.kernel.sim.pfru_capsule import SIM_SIGNATURE_MAGIC, build_capsule, sim_digest
 from livefw.kernel.sim.pfru_kernel import TelemetryHandle, UpdateHandle, kernel_applicable_image
 from livefw.kernel.sim.pfru_model import (
     KEY_CODE,
@@ -304,25 +304,27 @@ class PfruComponent(SimComponent):
             data: bytes | memoryview = memoryview(self._comm)[:image_size]  # no copy
         else:
             data = self._comm_read(0, image_size)  # zeros past what was written
-        digest = hashlib.sha256(data).hexdigest()
         try:
             walked = uapi.walk_capsule(data)
         except capsule.CapsuleError as error:
+            digest = hashlib.sha256(data).hexdigest()
             return Capsule(size=len(data), sha256=digest, well_formed=False, problem=str(error))
         payload = walked.payload
+        # one pass: the digest the signature is checked against is the one recorded
+        # (a second SHA-256 of the whole buffer cost as much as the signature check)
+        signed = sim_digest(
+            walked.auth.monotonic_count, data[walked.payload_offset : walked.image_end]
+        )
         return Capsule(
             size=len(data),
-            sha256=digest,
+            sha256=signed.hex(),
             well_formed=True,
             update_type=int(walked.update_type),
             rt_ver=payload.rt_ver,
             svn_ver=payload.svn_ver,
             hw_ver=payload.hw_ver,
             platform_id=payload.platform_id,
-            signature_ok=walked.auth.cert_data
-            == sim_signature(
-                walked.auth.monotonic_count, data[walked.payload_offset : walked.image_end]
-            ),
+            signature_ok=walked.auth.cert_data == SIM_SIGNATURE_MAGIC + signed,
         )
 
     def start_update(self, action: uapi.StartAction, path: str) -> None:

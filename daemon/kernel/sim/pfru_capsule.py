@@ -16,7 +16,13 @@ import struct
 from livefw.kernel.uapi import capsule
 from livefw.kernel.uapi import pfru as uapi
 
-__all__ = ["SAMPLE_PAYLOAD_SIG", "SIM_SIGNATURE_MAGIC", "build_capsule", "sim_signature"]
+__all__ = [
+    "SAMPLE_PAYLOAD_SIG",
+    "SIM_SIGNATURE_MAGIC",
+    "build_capsule",
+    "sim_digest",
+    "sim_signature",
+]
 
 #: simulated signature marker (see the module docstring).
 SIM_SIGNATURE_MAGIC = b"LIVEFW-SIM-SIG\x00"
@@ -24,11 +30,16 @@ SIM_SIGNATURE_MAGIC = b"LIVEFW-SIM-SIG\x00"
 SAMPLE_PAYLOAD_SIG = 0x55524650  # "PFRU" little-endian
 
 
-def sim_signature(monotonic_count: int, payload: bytes | memoryview) -> bytes:
-    """The simulated firmware's signature over a payload (see the module docstring)."""
+def sim_digest(monotonic_count: int, payload: bytes | memoryview) -> bytes:
+    """What the simulated signature signs: SHA-256 of the count and the payload."""
     digest = hashlib.sha256(struct.pack("<Q", monotonic_count))
     digest.update(payload)  # not joined to the count first: a 32 MiB copy
-    return SIM_SIGNATURE_MAGIC + digest.digest()
+    return digest.digest()
+
+
+def sim_signature(monotonic_count: int, payload: bytes | memoryview) -> bytes:
+    """The simulated firmware's signature over a payload (see the module docstring)."""
+    return SIM_SIGNATURE_MAGIC + sim_digest(monotonic_count, payload)
 
 
 def build_capsule(

@@ -41,6 +41,9 @@ class Capsule(Model, extra="forbid"):
     """What the firmware sees in its communication buffer (or has staged)."""
 
     size: int
+    #: SHA-256 (hex) of what the firmware authenticates: the monotonic count and the
+    #: signed payload (the simulated signature's digest); of the whole buffer when it
+    #: holds no well-formed capsule.
     sha256: str
     #: the kernel-style walk succeeded (structure, image type, header v1/v2).
     well_formed: bool
