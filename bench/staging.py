@@ -241,7 +241,7 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
     for kind, path in (("raw", raw), ("cabinet", cab), ("pfru", "")):
         if kind not in STAGE_KINDS:
             continue
-        times, floors, errors, peaks, ratios, cpu = [], [], [], [], [], []
+        times, floors, errors, peaks, ratios, cpu, rss = [], [], [], [], [], [], []
         target = pfru_device if kind == "pfru" else device
         for _ in range(STAGE_RUNS):
             if kind == "pfru":
@@ -249,6 +249,8 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
             floors.append(floor_cp_sha256(path, h.scratch))
             fd = os.open(path, os.O_RDONLY)
             _reset_peak(pid)
+            if pid is not None:
+                rss.append(read_mem(pid)["VmRSS"] / 1024)  # where the peak starts from
             tracer = _attach(pid, kind)
             before = _cpu_ms(pid)
             try:
@@ -296,6 +298,7 @@ async def staging(h: Harness, t: Target, pid: int | None = None) -> dict[str, An
                 "peak_rss_mib": peaks,
                 "ratio": ratios,
                 "cpu_ms": cpu,
+                "rss_before_mib": rss,
             },
         }
         log(

@@ -116,7 +116,14 @@ async def main_async(scratch: str) -> dict[str, dict[str, dict[str, list[float]]
                 res = await one_tree(h, t, pythonpath)
                 for kind, row in res.items():
                     dest = samples.setdefault(label, {}).setdefault(kind, {})
-                    for key in ("seconds", "floor_seconds", "peak_rss_mib", "ratio", "cpu_ms"):
+                    for key in (
+                        "seconds",
+                        "floor_seconds",
+                        "peak_rss_mib",
+                        "ratio",
+                        "cpu_ms",
+                        "rss_before_mib",
+                    ):
                         dest.setdefault(key, []).extend(row["samples"][key])
                     dest.setdefault("errors", []).extend(row["errors"])
     finally:
@@ -147,12 +154,14 @@ def main() -> int:
             # the load of the moment better than the ratio of two medians
             paired = summary(row["ratio"])
             cpu = summary(row["cpu_ms"])
+            base = summary(row["rss_before_mib"])
             print(
                 f"{label:>8} {kind:>8}: staging {s['median'] if s else float('nan'):.3f} s "
                 f"(min {s['min'] if s else float('nan'):.3f}), floor "
                 f"{fl['median'] if fl else float('nan'):.3f} s, ratio {ratio:.2f}x "
                 f"(paired {paired['median'] if paired else float('nan'):.2f}x), "
-                f"peak RSS {rss['median'] if rss else float('nan'):.0f} MiB, "
+                f"peak RSS {rss['median'] if rss else float('nan'):.0f} MiB "
+                f"(from {base['median'] if base else float('nan'):.0f}), "
                 f"daemon+reader CPU {cpu['median'] if cpu else float('nan'):.0f} ms "
                 f"(min {cpu['min'] if cpu else float('nan'):.0f}), "
                 f"errors {len(row['errors'])} {row['errors'][:1]}"
