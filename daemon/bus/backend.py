@@ -1,9 +1,11 @@
-"""The one module that imports the D-Bus library.
+"""livefwd's bus connection (:class:`LivefwBus`), and the D-Bus names the rest imports.
 
-Everything else in livefw (bus layer, CLI, tests) imports D-Bus names from here, so
-the backend (dbus-next today, dbus-fast later) can be swapped in one place.
+The bus layer, the CLI, tests and bench import D-Bus names from here; they come from
+:mod:`livefw.bus.dbuslib`, the one module that imports the library (dbus-fast or
+dbus-next, chosen there) and fixes its writer. Reply bodies marshalled ahead are
+:mod:`livefw.bus.prebuilt`'s.
 
-:class:`LivefwBus` adds what livefwd needs on top of dbus-next's message bus:
+:class:`LivefwBus` adds what livefwd needs on top of the library's message bus:
 
 * ``InterfacesAdded``/``InterfacesRemoved`` are emitted from the ObjectManager's
   path (dbus-next emits them from the object's own path, which
@@ -22,36 +24,46 @@ the backend (dbus-next today, dbus-fast later) can be swapped in one place.
   the library's unmarshaller: its bytes are dropped as they arrive, its fds closed, and
   a call is answered ``org.freedesktop.DBus.Error.LimitsExceeded`` (see
   :mod:`livefw.bus.framing` and :meth:`LivefwBus._refuse_oversized`).
-
-Backend selection: ``LIVEFW_DBUS_BACKEND=fast`` (the default: dbus-fast, the
-maintained fork of dbus-next with Cython-compiled marshalling) or
-``LIVEFW_DBUS_BACKEND=next`` (dbus-next, pure Python, last released in 2021; the
-``next`` extra). The variable is read once, at import; both backends get the same
-fixes (the EAGAIN-safe writer, fds closed after send, the ObjectManager and
-hidden-path behaviour, cached property maps) and ``make test`` runs the bus-level
-integration tests on both. :data:`BACKEND` says which one is in use. (Type checking
-sees dbus-next's names; the two libraries have the same API.)
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
 import contextvars
-import importlib
-import importlib.util
 import inspect
 import os
-import socket
-import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import structlog
 
+from livefw.bus.dbuslib import (
+    BACKEND,
+    BusType,
+    DBusError,
+    ErrorType,
+    Message,
+    MessageBus,
+    MessageFlag,
+    MessageType,
+    NameFlag,
+    PropertyAccess,
+    RequestNameReply,
+    ServiceInterface,
+    Variant,
+    call,
+    call_bus_driver,
+    dbus_property,
+    disconnect,
+    intr,
+    marshal,
+    method,
+    signal,
+    wait_for_disconnect,
+)
 from livefw.bus.framing import (
     INTERFACE,
     MEMBER,
@@ -61,403 +73,45 @@ from livefw.bus.framing import (
     LargeCall,
     RefusedMessage,
 )
-from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
-
-#: the D-Bus library in use: "fast" (dbus-fast) or "next" (dbus-next). Unset, it is
-#: dbus-fast, a dependency; a venv made before dbus-fast became one (no dbus_fast
-#: module) gets dbus-next rather than failing. Asked for explicitly, it is what runs.
-BACKEND = os.environ.get("LIVEFW_DBUS_BACKEND", "").strip().lower() or (
-    "fast" if importlib.util.find_spec("dbus_fast") is not None else "next"
+from livefw.bus.prebuilt import (
+    MANAGED_OBJECT,
+    MANAGED_OBJECTS,
+    Part,
+    Prebuilt,
+    _prebuilt_message,
+    dict_body,
+    dict_entry,
 )
-if BACKEND not in ("next", "fast"):
-    raise ImportError(
-        f"LIVEFW_DBUS_BACKEND={BACKEND!r} is not a D-Bus backend: use 'fast' (dbus-fast, "
-        "the default) or 'next' (dbus-next)"
-    )
-
-if TYPE_CHECKING or BACKEND == "next":
-    from dbus_next import introspection as intr
-    from dbus_next.aio.message_bus import MessageBus as _AioMessageBus
-    from dbus_next.aio.message_bus import _MessageWriter
-    from dbus_next.constants import (
-        BusType,
-        ErrorType,
-        MessageFlag,
-        MessageType,
-        NameFlag,
-        PropertyAccess,
-        RequestNameReply,
-    )
-    from dbus_next.errors import DBusError
-    from dbus_next.message import Message
-    from dbus_next.service import ServiceInterface, dbus_property, method, signal
-    from dbus_next.signature import Variant
-else:
-    # The same names from dbus-fast (imported by name so that type checking does not
-    # depend on whether the optional extra is installed).
-    try:
-        _fast_aio = importlib.import_module("dbus_fast.aio.message_bus")
-    except ImportError as _error:
-        raise ImportError(
-            "LIVEFW_DBUS_BACKEND=fast needs dbus-fast: pip install 'livefw[fast]'"
-        ) from _error
-    _fast_constants = importlib.import_module("dbus_fast.constants")
-    _fast_service = importlib.import_module("dbus_fast.service")
-    intr = importlib.import_module("dbus_fast.introspection")
-    _AioMessageBus = _fast_aio.MessageBus
-    _MessageWriter = _fast_aio._MessageWriter
-    BusType = _fast_constants.BusType
-    ErrorType = _fast_constants.ErrorType
-    MessageFlag = _fast_constants.MessageFlag
-    MessageType = _fast_constants.MessageType
-    NameFlag = _fast_constants.NameFlag
-    PropertyAccess = _fast_constants.PropertyAccess
-    RequestNameReply = _fast_constants.RequestNameReply
-    DBusError = importlib.import_module("dbus_fast.errors").DBusError
-    Message = importlib.import_module("dbus_fast.message").Message
-    ServiceInterface = _fast_service.ServiceInterface
-    dbus_property = _fast_service.dbus_property
-    method = _fast_service.method
-    signal = _fast_service.signal
-    Variant = importlib.import_module("dbus_fast.signature").Variant
-    _Marshaller = importlib.import_module("dbus_fast._private.marshaller").Marshaller
-if TYPE_CHECKING or BACKEND == "next":
-    from dbus_next._private.marshaller import Marshaller as _Marshaller
+from livefw.errors import ERROR_PREFIX, Busy, InvalidArgument
 
 __all__ = [
     "BACKEND",
     "CURRENT_MESSAGE",
-    "ArrayElement",
-    "ArrayReply",
+    "MAX_BODY",
     "BusType",
     "DBusError",
     "ErrorType",
+    "Guard",
     "LivefwBus",
     "Message",
     "MessageBus",
     "MessageFlag",
     "MessageType",
     "NameFlag",
-    "Prebuilt",
     "PropertyAccess",
     "RequestNameReply",
     "ServiceInterface",
     "Variant",
     "call",
+    "call_bus_driver",
     "dbus_property",
     "disconnect",
     "intr",
     "marshal",
-    "marshal_body",
     "method",
     "signal",
     "wait_for_disconnect",
 ]
-
-
-def _contains_type(signature: Any, body: list[Any], token: str) -> bool:
-    """Whether a message body of ``signature`` holds a value of type ``token``.
-
-    The same answer as the library's ``signature_contains_type`` (which both use on
-    every method call and reply to find file descriptors), found with string tests
-    instead of walking signature trees: a type code is one character and ``h``/``v``
-    appear in a signature only as types, so a signature without ``token`` or ``v``
-    needs no walk, and a variant is only descended into when its own signature has
-    a ``v``. The library's version cost ~35 µs per device dict of a GetDevices reply
-    (bench/NOTES.md); this one a few string tests per variant.
-    """
-    text = signature if isinstance(signature, str) else signature.signature
-    if token in text:
-        return True
-    if "v" not in text:
-        return False
-    stack = list(body)
-    while stack:
-        member = stack.pop()
-        if type(member) is Variant:
-            inner = member.signature
-            if token in inner:
-                return True
-            if "v" in inner:
-                stack.append(member.value)
-        elif type(member) is list:
-            stack.extend(member)
-        elif type(member) is dict:
-            stack.extend(member.values())
-    return False
-
-
-#: the library's own version (tests compare the two).
-_library_contains_type: Callable[[Any, list[Any], str], bool] | None = None
-
-
-def _use_fast_type_scan() -> None:
-    """Put :func:`_contains_type` where the library's service code looks it up."""
-    global _library_contains_type
-    package = "dbus_next" if BACKEND == "next" else "dbus_fast"
-    util = importlib.import_module(f"{package}._private.util")
-    if _library_contains_type is None:
-        _library_contains_type = util.signature_contains_type
-    for loaded in (importlib.import_module(f"{package}.service"), util):
-        if hasattr(loaded, "signature_contains_type"):
-            setattr(loaded, "signature_contains_type", _contains_type)  # noqa: B010
-
-
-_use_fast_type_scan()
-
-
-# ---------------------------------------------------------------- prebuilt bodies
-#
-# A large reply that rarely changes (GetManagedObjects, fwupd's GetDevices) is sent
-# from bytes marshalled ahead: each object's or device's part is marshalled once and
-# kept until it changes, and a call only joins the parts and writes a header. The
-# libraries marshal the whole tree on every call (bench/NOTES.md, issue 17: 23 ms of
-# daemon CPU per GetManagedObjects at 1,000 devices, most of it the marshaller and
-# the scan of every variant for file descriptors).
-
-#: D-Bus arrays hold at most 2**26 bytes (the specification's "Valid Signatures").
-MAX_ARRAY_BYTES = 1 << 26
-#: GetManagedObjects' reply and one entry of it
-MANAGED_OBJECTS = "a{oa{sa{sv}}}"
-MANAGED_OBJECT = "{oa{sa{sv}}}"
-_ZEROS = bytes(8)
-_UINT32 = struct.Struct("<I")
-
-
-def marshal_body(signature: str, body: list[Any]) -> bytes:
-    """The wire bytes of a message body (little-endian), as the library writes it.
-
-    Raises:
-        Exception: whatever the library raises for a body that does not match.
-    """
-    return bytes(_Marshaller(signature, body).marshall())
-
-
-class Prebuilt:
-    """A method's single return value, already marshalled (``data``: bytes).
-
-    A method returns it instead of the value (its out signature must be
-    ``signature``); :meth:`LivefwBus.send` writes ``data`` as the reply's body.
-    ``data`` must be what :func:`marshal_body` gives for ``signature``: build it
-    with :class:`ArrayReply` or :func:`marshal_body`, never by hand.
-    """
-
-    __slots__ = ("data", "signature")
-
-    def __init__(self, signature: str, data: bytes) -> None:
-        if "h" in signature:
-            raise ValueError("a prebuilt body cannot carry file descriptors")
-        self.signature = signature
-        self.data = data
-
-
-class _PrebuiltMessage(Message):
-    """A message whose body is a :class:`Prebuilt`: the header is marshalled per send.
-
-    Both libraries' writers call ``msg._marshall()`` from Python, so this override is
-    what they send (dbus-fast's Message is a compiled class that allows subclasses).
-    """
-
-    __slots__ = ("prebuilt",)
-    prebuilt: Prebuilt
-
-    def _marshall(self, negotiate_unix_fd: bool = False) -> _Wire:
-        data = self.prebuilt.data
-        fields: list[list[Any]] = []
-        if self.path:
-            fields.append([1, Variant("o", self.path)])
-        if self.interface:
-            fields.append([2, Variant("s", self.interface)])
-        if self.member:
-            fields.append([3, Variant("s", self.member)])
-        if self.error_name:
-            fields.append([4, Variant("s", self.error_name)])
-        if self.reply_serial:
-            fields.append([5, Variant("u", self.reply_serial)])
-        if self.destination:
-            fields.append([6, Variant("s", self.destination)])
-        fields.append([8, Variant("g", self.signature)])
-        header = marshal_body(
-            "yyyyuua(yv)",
-            [
-                ord("l"),
-                self.message_type.value,
-                self.flags.value,
-                1,  # protocol version
-                len(data),
-                self.serial,
-                fields,
-            ],
-        )
-        return _Wire(header + _ZEROS[: -len(header) & 7], data)
-
-
-class _Wire(tuple[bytes, bytes]):
-    """A message as header and body, written one after the other (:class:`_Writer`).
-
-    Joining them would copy the body (megabytes for GetManagedObjects at 1,000
-    devices) on every send.
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, header: bytes, body: bytes) -> _Wire:
-        return super().__new__(cls, (header, body))
-
-
-def _prebuilt_message(msg: Message, prebuilt: Prebuilt) -> Message:
-    if prebuilt.signature != msg.signature:
-        raise ValueError(
-            f"a prebuilt body of {prebuilt.signature!r} in a reply of {msg.signature!r}"
-        )
-    copy = _PrebuiltMessage(
-        destination=msg.destination,
-        path=msg.path,
-        interface=msg.interface,
-        member=msg.member,
-        message_type=msg.message_type,
-        flags=msg.flags,
-        error_name=msg.error_name,
-        reply_serial=msg.reply_serial,
-        signature=msg.signature,
-        body=[],
-        serial=msg.serial,
-    )
-    copy.prebuilt = prebuilt
-    return copy
-
-
-#: a part of a body: bytes, or a view of a kept body (see :func:`views`)
-Part = bytes | memoryview
-
-
-class ArrayElement:
-    """One element of an array of arrays or dicts (``a{sv}`` in ``aa{sv}``), marshalled once.
-
-    An array's bytes depend on where it starts modulo 8 (the padding between its
-    length and its first 8-aligned entry), so they are kept for the place (0 or 4
-    modulo 8) the element was last joined at, as a view of the body it was joined
-    into (:meth:`place`); the other place is marshalled when needed.
-    """
-
-    __slots__ = ("_at0", "_at4", "signature", "value")
-
-    def __init__(self, signature: str, value: Any) -> None:
-        if signature[:1] != "a":
-            raise ValueError(f"{signature!r} is not an array type")
-        self.signature = signature
-        self.value = value
-        self._at0: Part | None = None
-        self._at4: Part | None = None
-
-    def at(self, offset: int) -> Part:
-        """The element's bytes when it starts at ``offset`` of the body (4-aligned)."""
-        if offset & 7:
-            if self._at4 is not None:
-                return self._at4
-            return marshal_body("u" + self.signature, [0, self.value])[4:]
-        if self._at0 is not None:
-            return self._at0
-        return marshal_body(self.signature, [self.value])
-
-    def place(self, offset: int, view: memoryview) -> None:
-        """Keep ``view`` (of a kept body) as the bytes at ``offset``; forget the others.
-
-        Only one body is pinned per element: views of an older one go.
-        """
-        if offset & 7:
-            self._at0, self._at4 = None, view
-        else:
-            self._at0, self._at4 = view, None
-
-
-def dict_entry(signature: str, key: Any, value: Any) -> bytes:
-    """One entry of an ``a{...}`` (``signature`` like ``{oa{sv}}``) at an 8-aligned offset."""
-    # the array's length and the padding to the entry's 8-byte alignment come first
-    return marshal_body("a" + signature, [{key: value}])[8:]
-
-
-def dict_body(entries: Iterable[Part], starts: list[int] | None = None) -> bytes:
-    """The body of one ``a{...}`` argument whose entries come from :func:`dict_entry`.
-
-    ``starts``, when given, receives where each entry begins in the body. Entries
-    may come from a generator: each is copied in as it comes, so freshly marshalled
-    ones need not all be alive at once.
-    """
-    buf = bytearray(8)  # the array's length, then padding to the first entry
-    for entry in entries:
-        buf += _ZEROS[: -len(buf) & 7]  # entries start 8-aligned
-        if starts is not None:
-            starts.append(len(buf))
-        buf += entry
-    return _finish_array(buf, len(buf) - 8)
-
-
-def array_body(elements: Sequence[ArrayElement], keep: bool = False) -> bytes:
-    """The body of one ``aa...`` argument made of :class:`ArrayElement` s.
-
-    ``keep``: the caller keeps the body, so each element's bytes become a view of it.
-    """
-    buf = bytearray(4)  # the array's length; elements are 4-aligned
-    placed: list[tuple[int, int]] = []
-    for element in elements:
-        buf += _ZEROS[: -len(buf) & 3]
-        data = element.at(len(buf))  # freshly marshalled ones are dropped once copied
-        placed.append((len(buf), len(data)))
-        buf += data
-    body = _finish_array(buf, len(buf) - 4)
-    if keep:
-        whole = memoryview(body)
-        for element, (start, size) in zip(elements, placed, strict=True):
-            element.place(start, whole[start : start + size])
-    return body
-
-
-def _finish_array(buf: bytearray, length: int) -> bytes:
-    if length > MAX_ARRAY_BYTES:
-        raise ValueError(f"an array of {length} bytes is over D-Bus's {MAX_ARRAY_BYTES}")
-    _UINT32.pack_into(buf, 0, length)
-    return bytes(buf)
-
-
-class ArrayReply:
-    """A reply of one ``aa...`` argument from per-item :class:`ArrayElement` s.
-
-    The body of the last call is kept: when the same element objects come in the
-    same order (nothing changed), it is reused whole.
-    """
-
-    def __init__(self, signature: str) -> None:
-        self.signature = signature
-        self._elements: list[ArrayElement] = []
-        self._body: Prebuilt | None = None
-        self._items: object = None
-
-    def reply_for(self, items: Sequence[Any], element: Callable[[Any], ArrayElement]) -> Prebuilt:
-        """The body for ``element(item)`` of each item, reused whole for the same ``items``.
-
-        For an owner that hands out a new ``items`` object on every change (kept
-        here, so its identity cannot be reused by another object).
-        """
-        if items is not self._items or self._body is None:
-            body = self.reply([element(item) for item in items])
-            self._items = items
-            return body
-        return self._body
-
-    def reply(self, elements: list[ArrayElement]) -> Prebuilt:
-        """The body for ``elements`` (all of this reply's element type)."""
-        last = self._elements
-        body = self._body
-        if (
-            body is None
-            or len(last) != len(elements)
-            or any(a is not b for a, b in zip(last, elements, strict=True))
-        ):
-            body = self._body = Prebuilt(self.signature, array_body(elements, keep=True))
-            self._elements = elements
-        return body
-
 
 log = structlog.get_logger("livefw.bus")
 
@@ -466,158 +120,7 @@ CURRENT_MESSAGE: contextvars.ContextVar[Message | None] = contextvars.ContextVar
     "livefw_current_message", default=None
 )
 
-
-class _Writer(_MessageWriter):
-    """The library's writer, fixed for a full socket and for fds handed over.
-
-    dbus-next 0.2.3 and dbus-fast 5 treat ``EAGAIN`` from ``send()`` as a fatal error
-    and drop the whole connection: with many or large messages queued, the writer moves
-    on to the next message after finishing one and finds the socket full. Here a full
-    socket just means "wait until writable". File descriptors registered with
-    :meth:`LivefwBus.close_after_send` are closed once the kernel has taken them
-    (SCM_RIGHTS dups them into the message), so a method can return a descriptor it
-    does not keep.
-
-    dbus-next queues messages in an ``asyncio.Queue`` and calls ``write_callback()``;
-    dbus-fast queues them in a ``deque`` and calls ``write_callback(remove_writer=False)``
-    when it writes at once from ``send()`` (it then registers the writer itself while
-    anything is left). Both are handled here.
-    """
-
-    #: the body of a :class:`_Wire` whose header is being written
-    _tail: bytes | None = None
-
-    def _next_message(self) -> Any:
-        messages = self.messages
-        if isinstance(messages, collections.deque):
-            return messages.popleft() if messages else None
-        return messages.get_nowait() if messages.qsize() else None
-
-    def write_callback(self, remove_writer: bool = True) -> None:
-        try:
-            while True:
-                if self.buf is None:
-                    queued = self._next_message()
-                    if queued is None:
-                        if remove_writer:
-                            self.loop.remove_writer(self.fd)
-                        return
-                    buf, unix_fds, fut = queued
-                    if type(buf) is _Wire:
-                        buf, self._tail = buf
-                    self.unix_fds = unix_fds
-                    self.buf = memoryview(buf)
-                    self.offset = 0
-                    self.fut = fut
-                try:
-                    if self.unix_fds and self.negotiate_unix_fd:
-                        ancdata = [
-                            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self.unix_fds))
-                        ]
-                        sent = self.sock.sendmsg([self.buf[self.offset :]], ancdata)
-                        self.bus._fds_sent(self.unix_fds)
-                        self.unix_fds = None
-                    else:
-                        sent = self.sock.send(self.buf[self.offset :])
-                except (BlockingIOError, InterruptedError):
-                    return  # the loop calls back when the socket is writable again
-                self.offset += sent
-                if self.offset >= len(self.buf) and self._tail is not None:
-                    self.buf, self.offset, self._tail = memoryview(self._tail), 0, None
-                elif self.offset >= len(self.buf):
-                    self.buf = None
-                    if self.fut is not None and not self.fut.done():
-                        self.fut.set_result(None)
-                else:
-                    return
-        except Exception as error:
-            if self.fut is not None and not self.fut.done():
-                if getattr(self.bus, "_user_disconnect", False):
-                    self.fut.set_result(None)  # dbus-fast: a disconnect we asked for
-                else:
-                    self.fut.set_exception(error)
-            self.bus._finalize(error)
-
-
-class MessageBus(_AioMessageBus):
-    """The library's asyncio bus with the fixed writer (clients: the CLI, tests)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if BACKEND == "next":
-            self._writer = _Writer(self)  # dbus-fast makes its writer in connect()
-        self._owned_fds: set[int] = set()
-
-    async def _authenticate(self) -> None:
-        if BACKEND == "fast":
-            # dbus-fast has just connected the socket and made its own writer, which
-            # nothing has used yet: put the fixed one in its place.
-            self._writer = _Writer(self)
-        await super()._authenticate()
-
-    def close_after_send(self, fd: int) -> None:
-        """Close ``fd`` once a message carrying it has been written to the socket."""
-        self._owned_fds.add(fd)
-
-    def _fds_sent(self, fds: list[int]) -> None:
-        for fd in fds:
-            if fd in self._owned_fds:
-                self._owned_fds.discard(fd)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-
-
 Guard = Callable[[Message], Awaitable[bool]]
-
-
-async def call(bus: _AioMessageBus, message: Message) -> Message:
-    """Send a method call and return the reply (METHOD_RETURN or ERROR).
-
-    Raises:
-        ConnectionError: the bus went away before a reply came.
-    """
-    reply = await bus.call(message)
-    if reply is None:
-        raise ConnectionError(f"no reply to {message.member}: the bus connection is closed")
-    return reply
-
-
-async def call_bus_driver(
-    bus: _AioMessageBus, member: str, signature: str = "", body: list[Any] | None = None
-) -> Message:
-    """Call a method of the bus itself (``org.freedesktop.DBus``: AddMatch, ...).
-
-    Raises:
-        ConnectionError: the bus went away before a reply came.
-    """
-    return await call(
-        bus,
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member=member,
-            signature=signature,
-            body=body or [],
-        ),
-    )
-
-
-def marshal(message: Message, negotiate_unix_fd: bool = False) -> bytes:
-    """A message's wire bytes (both libraries; dbus-fast's ``_marshall`` has no default)."""
-    wire = message._marshall(negotiate_unix_fd)
-    return b"".join(wire) if type(wire) is _Wire else bytes(wire)
-
-
-def disconnect(bus: _AioMessageBus) -> None:
-    """Close a bus connection."""
-    bus.disconnect()
-
-
-async def wait_for_disconnect(bus: _AioMessageBus) -> None:
-    """Return when the connection is closed (raises if it closed with an error)."""
-    await bus.wait_for_disconnect()
-
 
 _ASYNC: dict[Any, bool] = {}
 

@@ -22,8 +22,6 @@ import os
 from collections.abc import Iterator
 
 from livefw.bus.backend import (
-    ArrayElement,
-    ArrayReply,
     DBusError,
     PropertyAccess,
     Variant,
@@ -44,6 +42,7 @@ from livefw.bus.fwupd_map import (
     remote_dicts,
     security_attr_dict,
 )
+from livefw.bus.prebuilt import ArrayElement, ArrayReply
 from livefw.device import Device
 from livefw.errors import LivefwError
 from livefw.fwupd_service import FwupdEvents, FwupdService

@@ -84,7 +84,8 @@ FORBIDDEN = (
 #: capsule_file): 9 small livefw modules, no new outside one.
 #: Without pydantic (livefw.model, issue 17): 370 with dbus-fast, 361 with dbus-next;
 #: 376 / 367 when the kept remotes scan and the requirement checks landed (livefw.fswatch,
-#: .requires, .vercmp: livefw's own).
+#: .requires, .vercmp: livefw's own). livefw.bus.backend split by role into .dbuslib and
+#: .prebuilt: 2 more livefw modules, 376 / 367 measured after it; the budget held them.
 BUDGET = 385
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from dbus_next.aio.message_bus import _MessageWriter  # the unfixed writer, for contrast
 
-from livefw.bus.backend import Message, _Writer
+from livefw.bus.dbuslib import Message, _Writer
 
 
 class _StubBus:

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from livefw.bus import backend
-from livefw.bus.backend import Variant
+from livefw.bus import dbuslib
+from livefw.bus.dbuslib import Variant
 
 CASES: list[tuple[str, list[Any], bool]] = [
     ("", [], False),
@@ -29,22 +29,22 @@ CASES: list[tuple[str, list[Any], bool]] = [
 
 @pytest.mark.parametrize(("signature", "body", "expected"), CASES)
 def test_the_scan_matches_the_library(signature: str, body: list[Any], expected: bool) -> None:
-    library = backend._library_contains_type
+    library = dbuslib._library_contains_type
     assert library is not None
     assert library(signature, body, "h") is expected
-    assert backend._contains_type(signature, body, "h") is expected
+    assert dbuslib._contains_type(signature, body, "h") is expected
 
 
 def test_the_library_service_code_uses_the_fast_scan() -> None:
-    package = "dbus_next" if backend.BACKEND == "next" else "dbus_fast"
+    package = "dbus_next" if dbuslib.BACKEND == "next" else "dbus_fast"
     for name in (f"{package}.service", f"{package}._private.util"):
-        assert importlib.import_module(name).signature_contains_type is backend._contains_type
+        assert importlib.import_module(name).signature_contains_type is dbuslib._contains_type
 
 
 def test_marshal_gives_the_wire_bytes_with_either_library() -> None:
-    message = backend.Message(destination="x.y", path="/x", interface="x.y", member="M")
+    message = dbuslib.Message(destination="x.y", path="/x", interface="x.y", member="M")
     message.serial = 7
-    data = backend.marshal(message)
+    data = dbuslib.marshal(message)
     assert data[:1] == b"l"  # little-endian
     assert data[1] == 1  # METHOD_CALL
     assert int.from_bytes(data[8:12], "little") == 7  # serial

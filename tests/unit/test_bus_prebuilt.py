@@ -7,20 +7,15 @@ from typing import Any
 
 import pytest
 
-from livefw.bus.backend import (
+from livefw.bus.dbuslib import Message, MessageType, Variant, _Writer, marshal, marshal_body
+from livefw.bus.prebuilt import (
     ArrayElement,
     ArrayReply,
-    Message,
-    MessageType,
     Prebuilt,
-    Variant,
     _prebuilt_message,
-    _Writer,
     array_body,
     dict_body,
     dict_entry,
-    marshal,
-    marshal_body,
 )
 
 
