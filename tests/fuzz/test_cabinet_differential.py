@@ -42,7 +42,7 @@ def _cabarchive(data: bytes) -> dict[str, bytes] | None:
     cab: Any = cabinet.load_cabarchive()
     try:
         archive = cab.CabArchive(data)
-    except Exception:  # noqa: BLE001 - any refusal of the library counts as a refusal
+    except Exception:  # any refusal of the library counts as a refusal
         return None
     return {name: bytes(item.buf) for name, item in archive.items()}
 
