@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 class Processes:
     """Background processes, stopped in reverse order by PID."""
@@ -33,6 +35,28 @@ class Processes:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def gui_marks(tools: tuple[str, ...], timeout: int) -> list[pytest.MarkDecorator]:
+    """A GUI test module's marks: only under `make test-gui`, only with its ``tools``."""
+    return [
+        pytest.mark.skipif(
+            os.environ.get("LIVEFW_GUI_TEST") != "1",
+            reason="GUI test: run `make test-gui` (sets LIVEFW_GUI_TEST=1)",
+        ),
+        pytest.mark.skipif(
+            any(shutil.which(tool) is None for tool in tools),
+            reason=f"needs {', '.join(tools)} (`make test-gui` installs them)",
+        ),
+        pytest.mark.timeout(timeout),
+    ]
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$LIVEFW_GUI_SHOTS`` (build/gui/ under make), else ``tmp_path``."""
+    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

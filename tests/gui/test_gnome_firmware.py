@@ -13,22 +13,21 @@ showing livefw's devices and the PFRU releases; the screenshot is kept in
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from guikit import (
     Processes,
     fit_window,
     fleet_daemon,
+    gui_marks,
     gui_session,
     livefw_bin,
     screenshot,
+    shots_dir,
     wait_for,
 )
 
@@ -36,17 +35,7 @@ from livefw.testing import DaemonProcess, PrivateBus
 
 TOOLS = ("gnome-firmware", "Xvfb", "import", "dbus-monitor", "fwupdmgr")
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.environ.get("LIVEFW_GUI_TEST") != "1",
-        reason="GUI test: run `make test-gui` (sets LIVEFW_GUI_TEST=1)",
-    ),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in TOOLS),
-        reason=f"needs {', '.join(TOOLS)} (`make test-gui` installs them)",
-    ),
-    pytest.mark.timeout(300),
-]
+pytestmark = gui_marks(TOOLS, timeout=300)
 
 DISPLAY = ":97"
 
@@ -85,8 +74,7 @@ def test_gnome_firmware_shows_livefw_devices_and_releases(
     processes: Processes,
     tmp_path: Path,
 ) -> None:
-    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = shots_dir(tmp_path)
     # a trusted directory remote with two PFRU releases, so the device is "supported"
     env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4", "5"))
     traffic = _screenshot_gnome_firmware(
@@ -108,8 +96,7 @@ def test_gnome_firmware_shows_a_staged_pfru_update_waits_for_activation(
     tmp_path: Path,
 ) -> None:
     """Issue 18 item 9: gnome-firmware has no Activate button; the device says what to do."""
-    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = shots_dir(tmp_path)
     env, firmware = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4",))
     subprocess.run(
         [livefw_bin(), "install", str(firmware / "pfru-4.cab")],
@@ -143,8 +130,7 @@ def test_gnome_firmware_upgrade_button_installs_from_a_directory_remote(
     remote's RemoteId, file:///folder/x.cab): libfwupd's install_release looks the
     remote up, opens the file itself and calls Install (docs/compat.md, "Directory
     remotes: Remote ID")."""
-    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = shots_dir(tmp_path)
     env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4",))
     log = tmp_path / "gnome-firmware.log"
     with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (

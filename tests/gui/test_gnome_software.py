@@ -20,31 +20,27 @@ screenshots in ``$LIVEFW_GUI_SHOTS``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from guikit import Processes, fleet_daemon, gui_session, livefw_bin, screenshot, wait_for
+from guikit import (
+    Processes,
+    fleet_daemon,
+    gui_marks,
+    gui_session,
+    livefw_bin,
+    screenshot,
+    shots_dir,
+    wait_for,
+)
 
 from livefw.testing import DaemonProcess, PrivateBus
 
 TOOLS = ("gnome-software", "Xvfb", "import", "xdotool", "dbus-monitor")
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.environ.get("LIVEFW_GUI_TEST") != "1",
-        reason="GUI test: run `make test-gui` (sets LIVEFW_GUI_TEST=1)",
-    ),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in TOOLS),
-        reason=f"needs {', '.join(TOOLS)} (`make test-gui` installs them)",
-    ),
-    pytest.mark.timeout(400),
-]
+pytestmark = gui_marks(TOOLS, timeout=400)
 
 DISPLAY = ":96"
 PFRU_NAME = "Platform firmware runtime code injection"
@@ -68,8 +64,7 @@ def test_gnome_software_updates_from_a_directory_remote(
     processes: Processes,
     tmp_path: Path,
 ) -> None:
-    shots = Path(os.environ.get("LIVEFW_GUI_SHOTS", str(tmp_path)))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = shots_dir(tmp_path)
     env, _ = fleet_daemon(daemon_factory, private_bus, tmp_path, ("4",))
     gs_log = tmp_path / "gnome-software.log"
     with gui_session(processes, private_bus.address, env, DISPLAY, tmp_path) as (
