@@ -35,7 +35,7 @@ from bench.config import FWUPD_BIN  # first: it sets the client's D-Bus backend
 from bench.fwupd import fwupd_root
 from bench.harness import Harness
 from bench.procfs import apply_pin, cpu_delta, cpu_snapshot
-from bench.targets import Target, livefw_devices, livefw_profile
+from bench.targets import Target, livefw_devices, livefw_profile, scratch_config
 from livefw.bus.backend import marshal
 from livefw.testing import PrivateBus
 
@@ -76,14 +76,7 @@ def _target(scratch: str, bus: PrivateBus, label: str, size: int) -> Target:
     profile, scale = livefw_profile(size)
     state = os.path.join(scratch, f"{label}-{size}")
     os.makedirs(state, exist_ok=True)
-    conf = os.path.join(scratch, "livefw.conf")
-    if not os.path.exists(conf):
-        os.makedirs(os.path.join(scratch, "remotes.d"), exist_ok=True)
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write(
-                f'[install]\npki_dir = "{scratch}/pki"\nremotes_dir = "{scratch}/remotes.d"\n'
-                "only_trusted = false\n"
-            )
+    conf = scratch_config(scratch)
     env["LIVEFW_DBUS_BACKEND"] = "fast"
     env.pop("JOURNAL_STREAM", None)
     python = os.path.join(TREES[label], ".venv", "bin", "python")

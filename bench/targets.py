@@ -30,6 +30,20 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def scratch_config(scratch: str) -> str:
+    """livefwd's config for a run, written once in ``scratch``: never /etc/livefw, and
+    unsigned cabinets allowed (the staging series' own)."""
+    conf = os.path.join(scratch, "livefw.conf")
+    if not os.path.exists(conf):
+        os.makedirs(os.path.join(scratch, "remotes.d"), exist_ok=True)
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write(
+                f'[install]\npki_dir = "{scratch}/pki"\nremotes_dir = "{scratch}/remotes.d"\n'
+                "only_trusted = false\n"
+            )
+    return conf
+
+
 def livefw_profile(devices: int) -> tuple[str, int]:
     """Simulator profile giving about ``devices`` devices on the compat interface.
 
@@ -70,15 +84,7 @@ def make_targets(scratch: str, bus: PrivateBus, devices: int, fwupd_ok: bool) ->
     for backend in BACKENDS:
         state = os.path.join(scratch, f"livefw-{backend}-{devices}")
         os.makedirs(state, exist_ok=True)
-        conf = os.path.join(scratch, "livefw.conf")
-        if not os.path.exists(conf):
-            # never /etc/livefw; unsigned cabinets allowed (the staging test's own)
-            os.makedirs(os.path.join(scratch, "remotes.d"), exist_ok=True)
-            with open(conf, "w", encoding="utf-8") as f:
-                f.write(
-                    f'[install]\npki_dir = "{scratch}/pki"\nremotes_dir = "{scratch}/remotes.d"\n'
-                    "only_trusted = false\n"
-                )
+        conf = scratch_config(scratch)
         env = dict(bus.env())
         env["LIVEFW_DBUS_BACKEND"] = backend
         env.pop("JOURNAL_STREAM", None)
