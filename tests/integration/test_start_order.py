@@ -53,26 +53,6 @@ raise SystemExit(main())
 """
 
 
-def _owned(bus: PrivateBus, name: str) -> bool:
-    result = subprocess.run(
-        [
-            "busctl",
-            f"--address={bus.address}",
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "NameHasOwner",
-            "s",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() == "b true"
-
-
 def test_libfwupd_version_is_asked_while_the_engine_starts(
     private_bus: PrivateBus, tmp_path: Path
 ) -> None:
@@ -101,12 +81,12 @@ def test_libfwupd_version_is_asked_while_the_engine_starts(
     try:
         deadline = time.monotonic() + 90
         while proc.poll() is None and time.monotonic() < deadline:
-            if _owned(private_bus, "org.freedesktop.fwupd"):
+            if private_bus.name_has_owner("org.freedesktop.fwupd"):
                 break
             time.sleep(0.05)
-        assert _owned(private_bus, "org.freedesktop.fwupd"), (tmp_path / "livefwd.log").read_text(
-            errors="replace"
-        )[-3000:]
+        assert private_bus.name_has_owner("org.freedesktop.fwupd"), (
+            tmp_path / "livefwd.log"
+        ).read_text(errors="replace")[-3000:]
     finally:
         proc.terminate()
         try:
