@@ -8,6 +8,7 @@ template there. Every process is stopped by ``stop()`` (and by the context manag
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "as_user",
     "busctl",
     "raw_message",
+    "wait_for",
 ]
 
 #: the uid tests run unprivileged clients as (``nobody``).
@@ -205,6 +207,18 @@ class PrivateBus(_Process):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} was not owned within {timeout} s")
             time.sleep(0.05)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait on the running loop until ``predicate()`` holds; AssertionError after ``timeout``.
+
+    A deadline, not a count of sleeps: on a loaded machine a uevent can take seconds.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
 
 
 def busctl(

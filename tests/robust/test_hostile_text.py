@@ -13,7 +13,6 @@ the strings sanitised (``livefw.sanitize``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from livefw.sanitize import escape_controls
-from livefw.testing import NOBODY, Cli, DaemonProcess, PolkitMock
+from livefw.testing import Cli, DaemonProcess, PolkitMock
 
 HOSTILE = {
     "markup": "[/]",
@@ -65,15 +64,6 @@ def _terminal(cli: Cli, *args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=120,
     )
-
-
-@pytest.fixture
-def nobody() -> int:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a client as nobody (setpriv)")
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
-    return NOBODY
 
 
 def _sessions(cli: Cli) -> dict[str, dict[str, Any]]:

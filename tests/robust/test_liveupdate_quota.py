@@ -11,8 +11,6 @@ session makes room again.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,15 +27,6 @@ from livefw.testing import NOBODY, Cli, DaemonProcess, PolkitMock
 
 OTHER = 2  # bin: a second unprivileged uid (the bus wants one with a passwd entry)
 THIRD = 1  # daemon: a third one
-
-
-@pytest.fixture
-def nobody() -> int:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a client as nobody (setpriv)")
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
-    return NOBODY
 
 
 def _names(cli: Cli, uid: int | None = None) -> list[str]:

@@ -28,6 +28,7 @@ from livefw.plugins.fwctl import (
     parse_scope,
 )
 from livefw.plugins.fwctl.device import Parent
+from livefw.testing import wait_for
 
 MEDIA = "6b0c3a2e-6f1d-4c1e-9a53-1f2d3c4b5a60"  # reset-only effects: debug-write
 THERMAL = "a7c3d1e4-0b2f-4e7a-8c19-5d6e7f809112"  # immediate effects: debug-write-full
@@ -71,15 +72,6 @@ def sent(engine: Engine) -> int:
 async def hot_add(engine: Engine, options: dict[str, str]) -> None:
     """Hot-add a simulated node; the engine subscribed before coldplug (start())."""
     await asyncio.to_thread(sim(engine).add_device, options)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    # a deadline, not a count of sleeps: on a loaded machine a uevent can take seconds
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 # ------------------------------------------------------------------ devices

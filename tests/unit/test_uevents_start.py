@@ -38,18 +38,10 @@ from livefw.kernel.uapi import pfru as pfru_uapi
 from livefw.plugins.fwctl import FwctlPlugin
 from livefw.plugins.lfa import LfaPlugin
 from livefw.plugins.pfru import PfruPlugin
+from livefw.testing import wait_for
 
 MakeEngine = Callable[..., Any]
 NEW_GUID = "11111111-2222-3333-4444-555555555555"
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    # a deadline, not a count of sleeps: on a loaded machine a uevent can take seconds
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 def component(engine: Engine, name: str) -> Any:
