@@ -31,11 +31,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.config import FWUPD_BIN  # first: it sets the client's D-Bus backend
-from bench.fwupd import fwupd_root
+import bench.config  # noqa: F401 (first: it sets the client's D-Bus backend)
 from bench.harness import Harness
 from bench.procfs import apply_pin, cpu_delta, cpu_snapshot
-from bench.targets import Target, livefw_devices, livefw_profile, scratch_config
+from bench.targets import Target, fwupd_target, livefw_target
 from livefw.bus.backend import marshal
 from livefw.testing import PrivateBus
 
@@ -60,42 +59,14 @@ CALL = {
 
 
 def _target(scratch: str, bus: PrivateBus, label: str, size: int) -> Target:
-    env = dict(bus.env())
     if label == "F":
-        root = os.path.join(scratch, f"fwupd-{size}")
-        env.update(fwupd_root(root, max(1, livefw_devices(size) - 1)))
-        return Target(
-            key=f"F-{size}",
-            label="F",
-            argv=[FWUPD_BIN],
-            env=env,
-            name="org.freedesktop.fwupd",
-            state_dir=os.path.join(root, "var"),
-            devices_wanted=size,
-        )
-    profile, scale = livefw_profile(size)
-    state = os.path.join(scratch, f"{label}-{size}")
-    os.makedirs(state, exist_ok=True)
-    conf = scratch_config(scratch)
-    env["LIVEFW_DBUS_BACKEND"] = "fast"
-    env.pop("JOURNAL_STREAM", None)
+        return fwupd_target(scratch, bus, size, key=f"F-{size}", label="F")
     python = os.path.join(TREES[label], ".venv", "bin", "python")
-    argv = [python, "-m", "livefw", "--simulate", "--fwupd-compat", "--state-dir", state]
-    argv += ["--bus-address", bus.address, "--config", conf]
-    argv += ["--profile", profile, "--scale", str(scale)]
+    t = livefw_target(scratch, bus, size, "fast", python, key=f"{label}-{size}", label=label)
     if PROFILE_OUT and label == list(TREES)[-1]:
         out = os.path.join(PROFILE_OUT, f"{label}-{size}.prof")
-        argv = [python, "-m", "cProfile", "-o", out, *argv[1:]]
-    return Target(
-        key=f"{label}-{size}",
-        label=label,
-        argv=argv,
-        env=env,
-        name="org.freedesktop.fwupd",
-        state_dir=state,
-        devices_wanted=size,
-        native=True,
-    )
+        t.argv = [python, "-m", "cProfile", "-o", out, *t.argv[1:]]
+    return t
 
 
 async def _measure(h: Harness, pid: int, call: tuple[str, str, str, str]) -> tuple[float, float]:

@@ -95,7 +95,7 @@ async def main_async(scratch: str) -> dict[str, Any]:
     }
     try:
         for n in SIZES:
-            targets = make_targets(scratch, bus, n, fwupd_ok)
+            targets = make_targets(scratch, bus, n, fwupd_ok, floor=True)
             results["labels"][str(n)] = [(t.key, t.label) for t in targets]
             for t in targets:
                 res: dict[str, Any] = {"label": t.label}
@@ -103,6 +103,8 @@ async def main_async(scratch: str) -> dict[str, Any]:
                 log(f"{t.key}: start-up series")
                 try:
                     res["start"] = await startup(h, t)
+                    if t.extra.get("start_only"):  # the floor: start-up only
+                        continue
                     res["steady"] = await steady(h, t, extra_steps=n == SIZES[0])
                     if n == SIZES[0] and t.native:
                         log(f"{t.key}: staging and telemetry (default profile)")

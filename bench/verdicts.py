@@ -85,6 +85,9 @@ def verdicts(results: dict[str, Any]) -> None:
                     f"dbus-{b}: {ours['median']:.0f} ms vs fwupd {peer['median']:.0f} ms "
                     f"= {fmt_band(rb)}"
                 )
+        floor = _get(by, f"floor-{n}", "start", "warm", "ms", "median")
+        if floor is not None and peer:
+            parts.append(f"floor (a minimal Python D-Bus daemon) {floor:.0f} ms")
         out.append(_row(f"start-up ≤ {limit}× fwupd's warm start ({n} devices)", vs, parts))
 
     # 17.2 memory

@@ -7,6 +7,9 @@
 #                      bench/NOTES.md)
 #   make bench-staging only the staging series (bench/staging_ab.py, a few minutes, never
 #                      writes REPORT.md); STAGE_TREES="base=DIR new=." interleaves source trees
+#   make bench-start   interleaved warm starts (bench/start_ab.py, about a minute, never writes
+#                      REPORT.md) beside the floor, a minimal Python D-Bus daemon;
+#                      TREES="base=DIR new=." interleaves source trees, FWUPD=1 adds fwupd
 #   make test-next     the whole test suite on the dbus-next backend (LIVEFW_DBUS_BACKEND=next;
 #                      dbus-fast is the default, and `make test` runs the bus-level
 #                      integration tests on dbus-next too)
@@ -15,7 +18,7 @@
 # (apt-get, service starts blocked); dbus-fast (the `fast` extra) is added to the venv
 # (a dependency since issue 17) so both backends are measured.
 
-.PHONY: bench-deps bench-quick bench-report bench-staging test-next
+.PHONY: bench-deps bench-quick bench-report bench-staging bench-start test-next
 
 bench: bench-deps
 
@@ -28,6 +31,9 @@ bench-quick: bench-deps
 
 bench-staging: bench-deps
 	$(BIN)/python bench/staging_ab.py
+
+bench-start: bench-deps
+	TREES="$${TREES:-new=.}" $(BIN)/python bench/start_ab.py
 
 bench-report: venv
 	$(BIN)/python bench/run.py --report
