@@ -13,8 +13,11 @@ threads, the steadier figure on a shared machine). ``FWUPD=1`` adds Debian's fwu
 
 Knobs: TREES, SIZES, ROUNDS, BUDGET (seconds of calls per measurement), AB_CALLS
 (GetDevices GetManagedObjects), PIN (one/none), PROFILE_OUT (a folder: the second
-tree runs under cProfile there), FWUPD=1. Prints one line per figure with each
-tree's median and range over the rounds and the ratios B/A and to fwupd's GetDevices.
+tree runs under cProfile there), FWUPD=1, AB_BACKEND (livefwd's: fast or next),
+INFLIGHT (1: after the timed calls, each call 16 at once, as the steady series does).
+Prints one line per figure with each tree's median and range over the rounds and the
+ratios B/A and to fwupd's GetDevices; ``RSS-after-calls`` is the daemon's VmRSS once
+its calls are done.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bench.config  # noqa: F401 (first: it sets the client's D-Bus backend)
+from bench.config import CONCURRENCY  # first: it sets the client's D-Bus backend
 from bench.harness import Harness
-from bench.procfs import apply_pin, cpu_delta, cpu_snapshot
+from bench.procfs import apply_pin, cpu_delta, cpu_snapshot, read_mem
 from bench.targets import Target, fwupd_target, livefw_target
 from livefw.bus.backend import marshal
 from livefw.testing import PrivateBus
@@ -46,6 +49,8 @@ CALLS = os.environ.get("AB_CALLS", "GetDevices GetManagedObjects").split()
 PIN = os.environ.get("PIN", "one")
 PROFILE_OUT = os.environ.get("PROFILE_OUT", "")
 WITH_FWUPD = os.environ.get("FWUPD", "0") == "1"
+INFLIGHT = os.environ.get("INFLIGHT", "1") == "1"
+BACKEND = os.environ.get("AB_BACKEND", "fast")
 
 CALL = {
     "GetDevices": ("org.freedesktop.fwupd", "/", "org.freedesktop.fwupd", "GetDevices"),
@@ -62,7 +67,7 @@ def _target(scratch: str, bus: PrivateBus, label: str, size: int) -> Target:
     if label == "F":
         return fwupd_target(scratch, bus, size, key=f"F-{size}", label="F")
     python = os.path.join(TREES[label], ".venv", "bin", "python")
-    t = livefw_target(scratch, bus, size, "fast", python, key=f"{label}-{size}", label=label)
+    t = livefw_target(scratch, bus, size, BACKEND, python, key=f"{label}-{size}", label=label)
     if PROFILE_OUT and label == list(TREES)[-1]:
         out = os.path.join(PROFILE_OUT, f"{label}-{size}.prof")
         t.argv = [python, "-m", "cProfile", "-o", out, *t.argv[1:]]
@@ -121,6 +126,14 @@ async def main() -> None:
                         figures.setdefault(f"{size} {name} daemon CPU µs", {}).setdefault(
                             label, []
                         ).append(cpu)
+                    if label != "F" and INFLIGHT:
+                        # the steady series' 16 in flight (bench/measure.py): their
+                        # replies at once are what the memory figure has seen there
+                        for name in CALLS:
+                            await asyncio.gather(*[h.call(*CALL[name]) for _ in range(CONCURRENCY)])
+                    figures.setdefault(f"{size} RSS-after-calls MiB", {}).setdefault(
+                        label, []
+                    ).append(read_mem(proc.pid)["VmRSS"] / 1024)
                     apply_pin("none", [h.bus_pid] if h.bus_pid else [])
                     await h.stop(proc, target)
     finally:

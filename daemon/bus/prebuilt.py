@@ -135,41 +135,49 @@ Part = bytes | memoryview
 class ArrayElement:
     """One element of an array of arrays or dicts (``a{sv}`` in ``aa{sv}``), marshalled once.
 
-    An array's bytes depend on where it starts modulo 8 (the padding between its
-    length and its first 8-aligned entry), so they are kept for the place (0 or 4
-    modulo 8) the element was last joined at, as a view of the body it was joined
-    into (:meth:`place`); the other place is marshalled when needed.
+    An array's bytes depend on where it starts modulo 8: an array of 8-aligned
+    entries (dicts, structs, ``t``, ``x``, ``d``) has 4 bytes of padding between its
+    length and its first entry when it starts at 0 modulo 8, none at 4; the entries
+    themselves are the same bytes either way. So the element keeps one form only,
+    for the place it was last joined at (a view of the body it was joined into,
+    :meth:`place`), and the other is that form with the padding taken out or put
+    in. The value is marshalled on the first :meth:`at` and then let go: the bytes
+    stand for it (at 1,000 devices the fwupd device dicts, a Variant per property,
+    were ~2 MiB next to 0.6 MB of their bytes; bench/NOTES.md, issue 17).
     """
 
-    __slots__ = ("_at0", "_at4", "signature", "value")
+    __slots__ = ("_aligned", "_pad", "_part", "signature", "value")
 
     def __init__(self, signature: str, value: Any) -> None:
         if signature[:1] != "a":
             raise ValueError(f"{signature!r} is not an array type")
         self.signature = signature
-        self.value = value
-        self._at0: Part | None = None
-        self._at4: Part | None = None
+        #: the value until it is marshalled (None after)
+        self.value: Any = value
+        #: padding after the length at 0 modulo 8: 4 for 8-aligned entries, else 0
+        self._pad = 4 if signature[1:2] in ("{", "(", "t", "x", "d") else 0
+        self._part: Part | None = None
+        self._aligned = True  # whether _part is the form at 0 modulo 8
 
     def at(self, offset: int) -> Part:
         """The element's bytes when it starts at ``offset`` of the body (4-aligned)."""
-        if offset & 7:
-            if self._at4 is not None:
-                return self._at4
-            return marshal_body("u" + self.signature, [0, self.value])[4:]
-        if self._at0 is not None:
-            return self._at0
-        return marshal_body(self.signature, [self.value])
+        aligned = not offset & 7
+        part = self._part
+        if part is None:
+            part = marshal_body(self.signature, [self.value])  # the form at 0 modulo 8
+            self._part, self._aligned, self.value = part, True, None
+        if aligned == self._aligned or not self._pad:
+            return part
+        if aligned:  # padding put in after the length
+            return b"".join((part[:4], _ZEROS[: self._pad], part[4:]))
+        return b"".join((part[:4], part[4 + self._pad :]))  # padding taken out
 
     def place(self, offset: int, view: memoryview) -> None:
         """Keep ``view`` (of a kept body) as the bytes at ``offset``; forget the others.
 
         Only one body is pinned per element: views of an older one go.
         """
-        if offset & 7:
-            self._at0, self._at4 = None, view
-        else:
-            self._at0, self._at4 = view, None
+        self._part, self._aligned, self.value = view, not offset & 7, None
 
 
 def dict_entry(signature: str, key: Any, value: Any) -> bytes:

@@ -259,3 +259,32 @@ async def test_kept_bytes_follow_changes_exports_and_hidden_prefixes(
         assert _index(await check(), "c5") == 555
     finally:
         disconnect(server)
+
+
+async def test_kept_entries_hold_their_bytes_once(private_bus: PrivateBus) -> None:
+    """An object whose entry is kept as bytes keeps no property maps beside them.
+
+    Issue 17 item 2: at 1,000 devices the maps (a Variant per property) were ~4 MiB
+    next to the 2 MB of bytes they had been marshalled into. Maps of objects that are
+    read on every call stay (their cacheable interfaces' getters are not run again).
+    """
+    server = LivefwBus(bus_address=private_bus.address, object_manager_path=ROOT)
+    await server.connect()
+    try:
+        cached = [CachedThing("org.example.Thing", i) for i in range(4)]
+        for index, thing in enumerate(cached):
+            server.export_object(f"{ROOT}/c{index}", [thing, Empty("org.example.Empty")])
+        side = CachedThing("org.example.Cached", 51)
+        server.export_object(f"{ROOT}/plain", [Thing("org.example.Thing", 50), side])
+        body = server._managed_objects_body(ROOT)
+        assert body is not None
+        assert not any(id(thing) in server._property_maps for thing in cached)
+        assert id(side) in server._property_maps  # its object is marshalled every call
+        # a change rebuilds the object's entry from its getters
+        cached[1].index = 100
+        cached[1].emit_properties_changed({"Index": 100})
+        objects = await _objects(private_bus.address, str(server.unique_name))
+        assert _index(objects, "c1") == 100
+        assert objects == server._managed_objects(ROOT)
+    finally:
+        disconnect(server)

@@ -55,18 +55,49 @@ def test_dict_body_is_the_library_marshalling() -> None:
 
 def test_array_reply_reuses_the_body_until_an_element_changes() -> None:
     reply = ArrayReply("aa{sv}")
-    elements = [ArrayElement("a{sv}", _device(i)) for i in range(4)]
+    devices = [_device(i) for i in range(4)]
+    elements = [ArrayElement("a{sv}", d) for d in devices]
     first = reply.reply(list(elements))
     assert reply.reply(list(elements)) is first
-    # the elements' bytes are views of the kept body
-    assert all(isinstance(e.at(4) if e._at4 is not None else e.at(0), memoryview) for e in elements)
+    # the elements' bytes are views of the kept body, and only those are kept
+    assert all(isinstance(e._part, memoryview) and e._part.obj is first.data for e in elements)
+    assert all(e.value is None for e in elements)
     elements[2] = ArrayElement("a{sv}", _device(99))
+    devices[2] = _device(99)
     second = reply.reply(list(elements))
     assert second is not first
-    assert second.data == marshal_body("aa{sv}", [[e.value for e in elements]])
-    assert reply.reply(elements[:3]).data == marshal_body(
-        "aa{sv}", [[e.value for e in elements[:3]]]
-    )
+    assert second.data == marshal_body("aa{sv}", [devices])
+    assert reply.reply(elements[:3]).data == marshal_body("aa{sv}", [devices[:3]])
+
+
+@pytest.mark.parametrize(
+    ("signature", "values"),
+    [
+        ("a{sv}", [_device(i) for i in range(7)] + [{}]),
+        ("as", [["x" * i] * (i % 3) for i in range(5)]),
+        ("a(st)", [[("s" * i, i)] * (i % 3) for i in range(5)]),
+    ],
+)
+def test_an_element_keeps_one_form_of_its_bytes_and_not_its_value(
+    signature: str, values: list[Any]
+) -> None:
+    """Either placement comes from the one kept form (issue 17 item 2: the device
+    dicts were kept beside their bytes)."""
+    for value in values:
+        at0 = marshal_body(signature, [value])
+        at4 = marshal_body("u" + signature, [0, value])[4:]
+        element = ArrayElement(signature, value)
+        assert element.at(4) == at4
+        assert element.value is None  # marshalled: the bytes stand for it
+        assert element.at(0) == at0
+        assert element.at(4) == at4
+        body = memoryview(b"...." + at4)
+        element.place(4, body[4:])
+        assert element.at(4) is not None
+        assert bytes(element.at(4)) == at4
+        assert element.at(0) == at0
+        element.place(0, memoryview(at0))
+        assert element.at(4) == at4
 
 
 def test_a_prebuilt_reply_is_the_same_message_on_the_wire() -> None:
