@@ -138,7 +138,8 @@ class Engine:
         self.inhibits: dict[str, str] = {}
         self._explicit_classes = list(plugin_classes) if plugin_classes is not None else None
         #: classes of plugins whose probe said "defer" or "unsupported": probed again
-        #: on an ``add`` uevent (a driver loaded after livefwd started).
+        #: on a uevent their ``probe_uevents`` name (a driver bound, a module loaded
+        #: after livefwd started) and after lost uevents; never on other uevents.
         self._waiting: dict[str, type[Plugin]] = {}
         #: the one engine lock and the irreversible-step guard (livefw.guard)
         self.guard = EngineGuard()
@@ -245,7 +246,13 @@ class Engine:
     def _hotplug_lock(self, name: str) -> asyncio.Lock:
         return self._hotplug_locks.setdefault(name, asyncio.Lock())
 
-    async def _load_plugin(self, cls: type[Plugin]) -> None:
+    async def _load_plugin(self, cls: type[Plugin], again: bool = False) -> None:
+        """Probe ``cls`` and coldplug it when its interface is there.
+
+        ``again``: a re-probe of a waiting plugin (a matching uevent, a rescan); its
+        interface still being missing is then logged at debug level only, since
+        start-up already said so once at info level.
+        """
         name = cls.name
         if name in self.config.plugins.disabled:
             self.plugins[name] = PluginRecord(
@@ -274,7 +281,8 @@ class Engine:
                     await plugin.coldplug()
             else:
                 self._waiting[name] = cls
-            log.info("plugin_probed", plugin=name, result=probe.result, reason=probe.reason)
+            say = log.debug if again and probe.result != "ok" else log.info
+            say("plugin_probed", plugin=name, result=probe.result, reason=probe.reason)
         except Exception as error:
             log.exception("plugin_failed", plugin=name)
             reason = error.message if isinstance(error, LivefwError) else repr(error)
@@ -312,7 +320,7 @@ class Engine:
         log.warning("uevents_lost", dropped=dropped, action="rescanning every plugin")
         for name, cls in list(self._waiting.items()):
             if not self.stopping:
-                await self._load_plugin(cls)
+                await self._load_plugin(cls, again=True)
                 if self.plugins[name].plugin is not None:
                     log.info("plugin_loaded_late", plugin=name, devpath="")
         try:
@@ -322,14 +330,15 @@ class Engine:
 
     async def _dispatch_uevent(self, event: UEvent) -> None:
         log.debug("uevent", action=event.action, devpath=event.devpath)
-        if event.action == "add":
-            # an interface that appears late (module loaded, agent started): probe again;
-            # a plugin that loads now coldplugs, which covers the device of this event
-            for name, cls in list(self._waiting.items()):
-                if not self.stopping:
-                    await self._load_plugin(cls)
-                    if self.plugins[name].plugin is not None:
-                        log.info("plugin_loaded_late", plugin=name, devpath=event.devpath)
+        # an interface that appears late (driver bound, module loaded): probe again,
+        # but only the plugins this kind of event can concern (Plugin.probe_uevents);
+        # a plugin that loads now coldplugs, which covers the device of this event
+        for name, cls in list(self._waiting.items()):
+            if self.stopping or not any(m.matches(event) for m in cls.probe_uevents):
+                continue
+            await self._load_plugin(cls, again=True)
+            if self.plugins[name].plugin is not None:
+                log.info("plugin_loaded_late", plugin=name, devpath=event.devpath)
         for record in list(self.plugins.values()):
             if record.plugin is None:
                 continue

@@ -47,6 +47,7 @@ __all__ = [
     "Probe",
     "Reconciliation",
     "Status",
+    "UEventMatch",
     "UpdateState",
     "clean_text",
     "device_id",
@@ -63,7 +64,9 @@ class Probe(Model, frozen=True):
 
     ``ok``: the machine has the interface; ``unsupported``: it does not, and
     ``reason`` says why in words a person understands; ``defer``: not yet (a
-    module still loading), the engine retries on the next uevent.
+    module still loading). After ``unsupported`` or ``defer`` the engine probes
+    again only on a uevent the plugin's :attr:`Plugin.probe_uevents` names (and
+    after lost uevents), never on every uevent.
     """
 
     result: Literal["ok", "unsupported", "defer", "failed"]
@@ -120,6 +123,44 @@ class InstallResult:
 
     state: UpdateState
     version: str
+
+
+@dataclass(frozen=True)
+class UEventMatch:
+    """One kind of uevent that can make a plugin's missing interface appear.
+
+    Every field given must match (``""``: any). The fields are those the kernel
+    puts in every uevent (lib/kobject_uevent.c ``kobject_uevent_env()``: ACTION,
+    DEVPATH, SUBSYSTEM) and the one a device node adds (drivers/base/core.c
+    ``dev_uevent()``: DEVNAME, the node's name below /dev). udev hands DEVNAME on as
+    an absolute path (``/dev/acpi_pfr_update0``); both forms match.
+
+    Attributes:
+        action: ACTION (``add``: a device registered, a module loaded).
+        subsystem: SUBSYSTEM exactly (``misc``, ``fwctl``, ``module``).
+        devname: DEVNAME exactly, without ``/dev/`` (``liveupdate``).
+        devpath: DEVPATH exactly, below /sys without the leading slash
+            (``module/lfa_fw``).
+    """
+
+    action: str = "add"
+    subsystem: str = ""
+    devname: str = ""
+    devpath: str = ""
+
+    def matches(self, event: UEvent) -> bool:
+        """Whether ``event`` is of this kind."""
+        if self.action and event.action != self.action:
+            return False
+        if self.subsystem and event.subsystem != self.subsystem:
+            return False
+        if self.devpath and event.devpath.strip("/") != self.devpath:
+            return False
+        if self.devname:
+            name = event.properties.get("DEVNAME", "")
+            if name.removeprefix("/dev/") != self.devname:
+                return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -295,9 +336,17 @@ class Plugin(ABC):
 
     Attributes:
         name: equals the folder, the entry point and the devices' ``Plugin``.
+        probe_uevents: the uevents that can make this plugin's interface appear
+            after :meth:`probe` found it missing (a driver binding, a module
+            loading). The engine probes a waiting plugin again only on one of
+            these, so a machine's stream of unrelated uevents (ttys, disks,
+            network) costs it nothing. Empty: the interface cannot appear while the
+            system runs (built in and set up at boot), so only a lost-uevent rescan
+            probes again. Each entry cites the kernel source that emits it.
     """
 
     name: ClassVar[str]
+    probe_uevents: ClassVar[tuple[UEventMatch, ...]] = ()
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
@@ -311,7 +360,12 @@ class Plugin(ABC):
         """Create the devices present now."""
 
     async def on_uevent(self, event: UEvent) -> None:
-        """Hotplug: add or remove devices. Default: ignore."""
+        """Hotplug: add or remove devices. Default: ignore.
+
+        Called with every uevent while the plugin is loaded (its probe said ``ok``);
+        a plugin picks its own events out (:attr:`probe_uevents` only decides when a
+        plugin that is not loaded is probed again).
+        """
 
     async def refresh(self) -> None:
         """Re-scan (``livefw refresh``): add, update and remove devices."""

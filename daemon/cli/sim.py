@@ -164,6 +164,17 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         _request(args, "set", component=args.component, key=key, value=value)
         out.info(f"Set {args.component}.{key} = {value}")
         return exitcodes.OK
+    if verb == "uevent":
+        result = _request(
+            args,
+            "uevent",
+            action=args.action,
+            devpath=args.devpath,
+            subsystem=args.subsystem,
+            properties=_options(args.properties),
+        )
+        out.info(f"Sent uevent {result['action']} /{result['devpath']} ({result['subsystem']})")
+        return exitcodes.OK
     if verb in ("reboot", "kexec"):
         result = _request(args, verb)
         out.info(f"Simulated {verb} done; new boot id {result['boot_id']}")
@@ -243,6 +254,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("set", help="set a knob of a simulated component")
     p.add_argument("component")
     p.add_argument("setting", help="KEY=VALUE")
+
+    p = verbs.add_parser(
+        "uevent", help="send a uevent of hardware nothing simulates (a tty, a disk, a NIC)"
+    )
+    p.add_argument("action", help="add, remove, change, move, online, offline, bind, unbind")
+    p.add_argument("devpath", help="below /sys, e.g. devices/virtual/tty/tty5")
+    p.add_argument("properties", nargs="*", help="KEY=VALUE, e.g. DEVNAME=tty5")
+    p.add_argument("--subsystem", default="", help="SUBSYSTEM, e.g. tty, block, net")
 
     verbs.add_parser("reboot", help="reboot: firmware runs at boot, the daemon ends")
     verbs.add_parser("kexec", help="kexec: preserved files carried over, the daemon ends")

@@ -16,7 +16,7 @@ from livefw.errors import KernelError
 from livefw.kernel import Handle, OpenFlags, UEvent
 from livefw.kernel.uapi import fwctl as uapi
 from livefw.kernel.uapi.fwctl import Scope
-from livefw.plugin import Plugin, PluginContext, Probe
+from livefw.plugin import Plugin, PluginContext, Probe, UEventMatch
 from livefw.plugins.fwctl.context import FwctlConfig, FwctlContext
 from livefw.plugins.fwctl.device import FwctlDevice, Parent
 
@@ -51,6 +51,15 @@ class FwctlPlugin(Plugin):
     """Devices from ``/sys/class/fwctl``; RPCs through ``/dev/fwctl/fwctl<N>``."""
 
     name = "fwctl"
+    #: /sys/class/fwctl appears with fwctl.ko (drivers/fwctl/main.c ``fwctl_init()``
+    #: registers the class; kernel/module/main.c ``do_init_module()`` sends the
+    #: module's ``add``, SUBSYSTEM=module, DEVPATH=/module/fwctl, once its init
+    #: returned); its devices with a driver binding (``fwctl_register()`` ->
+    #: cdev_device_add(): ``add`` with SUBSYSTEM=fwctl). docs/kernel.md, Uevents.
+    probe_uevents = (
+        UEventMatch(subsystem="module", devpath=f"module/{uapi.FWCTL_MODULE}"),
+        UEventMatch(subsystem=uapi.FWCTL_SUBSYSTEM),
+    )
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)

@@ -21,6 +21,7 @@ from livefw.plugin import (
     PluginContext,
     Probe,
     Reconciliation,
+    UEventMatch,
     UpdateState,
 )
 from livefw.plugins.lfa.context import LfaContext
@@ -32,6 +33,16 @@ class LfaPlugin(Plugin):
     """Devices from ``/sys/firmware/lfa``."""
 
     name = "lfa"
+    #: lfa_fw.c (every posting up to v3) sends no uevent for /sys/firmware/lfa: it is
+    #: a kset below firmware_kobj, which belongs to no kset, so kset_register() ->
+    #: lib/kobject_uevent.c ``kobject_uevent_env()`` refuses ("attempted to send uevent
+    #: without kset"); nor for the image directories (``kobject_init_and_add()`` sends
+    #: none and the driver never calls kobject_uevent()). What can bring the directory
+    #: while livefwd runs is loading lfa_fw.ko, whose init (v3: the smccc driver's
+    #: probe, run by driver registration) creates it before kernel/module/main.c
+    #: ``do_init_module()`` sends the module's ``add`` (DEVPATH=/module/lfa_fw).
+    #: Built in, it exists before livefwd starts. docs/kernel.md, Uevents.
+    probe_uevents = (UEventMatch(subsystem="module", devpath=f"module/{uapi.LFA_MODULE}"),)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)

@@ -21,7 +21,7 @@ from livefw.errors import KernelError
 from livefw.kernel import Handle, OpenFlags
 from livefw.kernel.uapi import liveupdate as uapi
 from livefw.model import ValidationError
-from livefw.plugin import Plugin, PluginContext, Probe
+from livefw.plugin import Plugin, PluginContext, Probe, UEventMatch
 from livefw.plugins.liveupdate.context import LiveUpdateContext
 from livefw.plugins.liveupdate.device import LiveUpdateDevice, LiveUpdateSession
 from livefw.plugins.liveupdate.errors import fd_of
@@ -40,6 +40,14 @@ class LiveUpdatePlugin(Plugin):
     """Finds ``/dev/liveupdate`` and recovers the brokered sessions."""
 
     name = "liveupdate"
+    #: kernel/liveupdate/luo_core.c ``liveupdate_ioctl_init()`` (late_initcall,
+    #: built in: CONFIG_LIVEUPDATE is bool) registers the misc device ``liveupdate``
+    #: at boot, so its ``add`` (SUBSYSTEM=misc, DEVNAME=liveupdate) comes before
+    #: livefwd; it is the only event that could bring /dev/liveupdate. A probe that
+    #: failed for another reason (EBUSY: another orchestrator) is not retried.
+    probe_uevents = (
+        UEventMatch(subsystem="misc", devname=uapi.LIVEUPDATE_DEV.removeprefix("dev/")),
+    )
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)

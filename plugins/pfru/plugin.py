@@ -21,6 +21,7 @@ from livefw.plugin import (
     PluginContext,
     Probe,
     Reconciliation,
+    UEventMatch,
     UpdateState,
 )
 from livefw.plugins.pfru.context import PfruContext
@@ -34,6 +35,14 @@ class PfruPlugin(Plugin):
     """Devices for ``/dev/acpi_pfr_update0``; telemetry from ``/dev/acpi_pfr_telemetry0``."""
 
     name = "pfru"
+    #: the update node appears when pfr_update binds its ACPI device (module loaded
+    #: late, ACPI hotplug): drivers/acpi/pfr_update.c ``acpi_pfru_probe()`` registers
+    #: a misc device named ``pfru<N>`` with the node name ``acpi_pfr_update<N>``, and
+    #: drivers/char/misc.c ``misc_register()`` -> device_create() sends ``add`` with
+    #: SUBSYSTEM=misc and DEVNAME=acpi_pfr_update0 (docs/kernel.md, Uevents). The
+    #: telemetry node is no trigger: without the update node the probe fails anyway,
+    #: and with it the plugin is loaded and follows telemetry in on_uevent.
+    probe_uevents = (UEventMatch(subsystem="misc", devname=uapi.UPDATE_NODE.removeprefix("dev/")),)
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)

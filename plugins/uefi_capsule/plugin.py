@@ -30,6 +30,12 @@ class UefiCapsulePlugin(Plugin):
     """Devices from the ESRT; capsules staged for the firmware."""
 
     name = "uefi_capsule"
+    #: no uevent can bring the ESRT: drivers/firmware/efi/esrt.c ``esrt_sysfs_init()``
+    #: is a built-in initcall (CONFIG_EFI_ESRT is bool) and its kobjects hang below
+    #: efi_kobj, in no kset, so they send no uevent; a mount of efivarfs sends none
+    #: either. The plugin reads /proc/self/mountinfo again at each install and
+    #: refresh (``UefiCapsuleContext.detect``) to learn of a late efivarfs or ESP.
+    probe_uevents = ()
 
     def __init__(self, ctx: PluginContext) -> None:
         super().__init__(ctx)

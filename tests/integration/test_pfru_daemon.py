@@ -298,3 +298,46 @@ def test_pfru_revisions_over_the_bus_and_the_cli(
     polkit.set_allowed(["org.livefw.daemon1.pfru-configure", "org.livefw.daemon1.telemetry-read"])
     cli("pfru-revision", CODE_ID, "--set", "1")
     assert bctl("get-property", BUS, CODE_PATH, PFRU, "Revision").stdout.strip() == "u 1"
+
+
+def test_missing_pfru_is_probed_again_only_when_its_driver_binds(
+    daemon_factory: Callable[..., DaemonProcess], polkit: PolkitMock, cli: Cli
+) -> None:
+    """Unrelated uevents (consoles, ttys, disks, NICs) probe nothing; the update
+    driver binding (misc ``add``, DEVNAME=acpi_pfr_update0) loads the plugin."""
+    cli("sim", "init", "--kernel", "7.2", "--force")
+    cli("sim", "remove", "pfru/code-injection")  # the update driver is not bound
+    daemon = daemon_factory()  # --verbose: every probe logs plugin_probed
+
+    def pfru_probes() -> int:
+        return sum(
+            "plugin_probed" in line and "plugin=pfru" in line for line in daemon.log().splitlines()
+        )
+
+    assert pfru_probes() == 1
+    assert "pfru" not in cli("get-devices", "--json").stdout
+    noise = [
+        ("devices/virtual/vc/vcs7", "vc", "DEVNAME=vcs7"),
+        ("devices/virtual/tty/tty9", "tty", "DEVNAME=tty9"),
+        ("devices/virtual/block/loop3", "block", "DEVNAME=loop3"),
+        ("devices/virtual/net/veth1", "net", "INTERFACE=veth1"),
+        ("devices/virtual/misc/rfkill", "misc", "DEVNAME=rfkill"),
+    ]
+    for devpath, subsystem, prop in noise:
+        cli("sim", "uevent", "add", devpath, prop, "--subsystem", subsystem)
+    # a loaded plugin's own hotplug, after the noise: once it is handled, so is the noise
+    cli("sim", "add", "fwctl", "type=mlx5", "pci=0000:09:00.0")
+    deadline = time.monotonic() + 60
+    while "0000:09:00.0" not in cli("get-devices", "--json").stdout:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.1)
+    assert pfru_probes() == 1
+
+    cli("sim", "add", "pfru", "device=update")
+    deadline = time.monotonic() + 60
+    while CODE_ID not in cli("get-devices", "--json").stdout:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.1)
+    assert pfru_probes() == 2
+    assert "plugin_loaded_late" in daemon.log()
+    assert device(cli, CODE_ID)["Plugin"] == "pfru"

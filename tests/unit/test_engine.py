@@ -21,6 +21,7 @@ from livefw.plugin import (
     Plugin,
     Probe,
     Reconciliation,
+    UEventMatch,
     UpdateState,
 )
 from livefw.state import Status
@@ -155,6 +156,7 @@ class LatePlugin(Plugin):
     """Unsupported until its interface appears (as after `modprobe`)."""
 
     name = "late"
+    probe_uevents = (UEventMatch(devpath="devices/late"),)
     present = False
 
     async def probe(self) -> Probe:
@@ -178,7 +180,7 @@ async def test_unsupported_plugin_is_probed_again_on_an_add_uevent(tmp_path: Pat
         await engine._dispatch_uevent(UEvent("add", "devices/late"))
         assert engine.plugins["late"].probe.result == "ok"
         assert [d.name for d in engine.devices.values()] == ["Late device"]
-        await engine._dispatch_uevent(UEvent("add", "devices/other"))
+        await engine._dispatch_uevent(UEvent("add", "devices/late"))
         assert len(engine.devices) == 1  # loaded once, not again
     finally:
         LatePlugin.present = False

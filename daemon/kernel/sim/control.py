@@ -22,11 +22,18 @@ from typing import Any
 import structlog
 
 from livefw.errors import InvalidArgument, LivefwError
+from livefw.kernel.provider import UEvent
 from livefw.kernel.sim.machine import FaultSpec, SimMachine
 
 __all__ = ["CONTROL_SOCKET", "ControlServer", "execute", "request"]
 
 CONTROL_SOCKET = "control.sock"
+#: lib/kobject_uevent.c ``kobject_actions``: the only ACTION values the kernel sends.
+UEVENT_ACTIONS = ("add", "remove", "change", "move", "online", "offline", "bind", "unbind")
+#: include/linux/kobject.h: a uevent's environment fits UEVENT_BUFFER_SIZE bytes in
+#: at most UEVENT_NUM_ENVP variables; a foreign uevent is held to the same bounds.
+UEVENT_BUFFER_SIZE = 2048
+UEVENT_NUM_ENVP = 64
 #: commands after which the daemon ends (the simulated kernel went away).
 ENDS_DAEMON = ("reboot", "kexec")
 
@@ -103,11 +110,45 @@ def execute(machine: SimMachine, command: str, args: dict[str, Any]) -> Any:
             component.configure(str(args.get("key", "")), str(args.get("value", "")))
             machine.changed()
         return {"set": f"{component.name}.{args.get('key')}"}
+    if command == "uevent":
+        event = foreign_uevent(args)
+        machine.emit(event)
+        return {"action": event.action, "devpath": event.devpath, "subsystem": event.subsystem}
     if command == "reboot":
         return {"boot_id": machine.reboot()}
     if command == "kexec":
         return {"boot_id": machine.kexec()}
     raise InvalidArgument(f"unknown sim command {command!r}")
+
+
+def foreign_uevent(args: dict[str, Any]) -> UEvent:
+    """A uevent of hardware no component simulates (a tty, a disk, a network card).
+
+    ``livefw sim uevent`` emits it, so that tests can show which uevents make
+    livefwd work (probes, rescans) and which must not. Held to the kernel's own
+    limits: an ACTION of lib/kobject_uevent.c, the environment's size and count.
+    """
+    action = str(args.get("action", ""))
+    if action not in UEVENT_ACTIONS:
+        raise InvalidArgument(f"uevent action must be one of {', '.join(UEVENT_ACTIONS)}")
+    devpath = str(args.get("devpath", "")).strip("/")
+    subsystem = str(args.get("subsystem", ""))
+    raw = args.get("properties") or {}
+    if not devpath or not isinstance(raw, dict):
+        raise InvalidArgument("a uevent needs a DEVPATH (below /sys) and KEY=VALUE properties")
+    properties = {str(k): str(v) for k, v in raw.items()}
+    size = (
+        len(action) + len(devpath) + len(subsystem) + 40
+    )  # ACTION=, DEVPATH=, SUBSYSTEM=, SEQNUM=
+    size += sum(len(k) + len(v) + 2 for k, v in properties.items())
+    bad = [k for k in properties if not k or not k.replace("_", "").isalnum() or not k.isupper()]
+    if bad:
+        raise InvalidArgument(f"uevent property names are upper-case words: {bad[0][:40]!r}")
+    if size > UEVENT_BUFFER_SIZE or len(properties) + 4 > UEVENT_NUM_ENVP:
+        raise InvalidArgument(
+            f"a uevent holds at most {UEVENT_BUFFER_SIZE} bytes in {UEVENT_NUM_ENVP} variables"
+        )
+    return UEvent(action, devpath, subsystem, properties)
 
 
 class ControlServer:

@@ -514,11 +514,16 @@ class FwctlComponent(SimComponent):
             if any(node.pci == pci for node in self.state.nodes):
                 raise InvalidArgument(f"a simulated fwctl device already sits at {pci}")
             node = _make_node(kind, minor, index, pci)
+            loaded = not self.state.present
             self.state.present = True  # loading a driver loads fwctl.ko
             self.state.nodes.append(node)
             self._alive[minor] = object()
             self.machine.changed(self.name)
             self.machine.render()
+        if loaded:
+            # kernel/module/main.c do_init_module(): the module's add, after its init
+            # registered the class (drivers/fwctl/main.c fwctl_init())
+            self.machine.emit(UEvent("add", f"module/{uapi.FWCTL_MODULE}", "module"))
         self.machine.emit(self._uevent("add", node))
         return next(d for d in self.devices() if d.key == f"fwctl/fwctl{minor}")
 

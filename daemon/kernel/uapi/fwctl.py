@@ -27,6 +27,9 @@ FWCTL_CLASS = "sys/class/fwctl"
 FWCTL_DEV_DIR = "dev/fwctl"
 #: uevents of fwctl class devices carry this subsystem.
 FWCTL_SUBSYSTEM = "fwctl"
+#: the core's module (drivers/fwctl/Makefile: ``obj-$(CONFIG_FWCTL) += fwctl.o``),
+#: whose ``add`` uevent has DEVPATH=/module/fwctl.
+FWCTL_MODULE = "fwctl"
 #: the class device's attributes we read (``device`` is the parent link).
 ATTR_DEV = "dev"
 ATTR_UEVENT = "uevent"

@@ -11,8 +11,14 @@ import uuid
 #: sysfs directory: one subdirectory per firmware image, named by its GUID printed
 #: raw (``%pUb``), never byte-swapped.
 LFA_SYSFS = "sys/firmware/lfa"
-#: the kobject path uevents carry for LFA images (below /sys).
+#: the kobject path of LFA image directories below /sys. lfa_fw.c sends no uevent
+#: for them (it never calls kobject_uevent()); the simulator still emits ``add`` and
+#: ``remove`` with this path after a re-enumeration (docs/kernel.md, Uevents).
 LFA_DEVPATH = "firmware/lfa"
+#: the driver's module (drivers/firmware/smccc/Makefile in the postings:
+#: ``obj-$(CONFIG_ARM_LFA) += lfa_fw.o``), whose ``add`` uevent has
+#: DEVPATH=/module/lfa_fw.
+LFA_MODULE = "lfa_fw"
 
 ATTR_NAME = "name"
 ATTR_ACTIVATION_CAPABLE = "activation_capable"
