@@ -167,6 +167,42 @@ def _use_fast_type_scan() -> None:
 _use_fast_type_scan()
 
 
+def _marshaller_without_cycles() -> None:
+    """dbus-next: a Marshaller lets go of its writers once it has marshalled.
+
+    dbus-next's ``Marshaller`` keeps ``writers``, a dict of its own bound methods: a
+    reference cycle per Marshaller (two per message sent, body and header), holding
+    the message's buffer and body until the cyclic collector finds it. Start-up runs
+    without the collector (livefw.launch) and then freezes what it built
+    (livefw.daemon): at 1,000 devices the ~1,500 InterfacesAdded signals' marshallers,
+    buffers and property values, ~12 MiB, stayed for the process's life (bench/NOTES.md,
+    issue 17 item 2). Dropping the dict after ``marshall()`` (also when it raises)
+    leaves no cycle; a Marshaller that marshals again gets a new dict. dbus-fast's
+    compiled Marshaller has no such dict.
+    """
+    if BACKEND != "next":
+        return
+    cls: Any = _Marshaller
+    original = cls.marshall
+    if getattr(original, "livefw_no_cycles", False):
+        return
+    names = {code: bound.__name__ for code, bound in cls("", []).writers.items()}
+
+    def marshall(self: Any) -> Any:
+        if self.writers is None:
+            self.writers = {code: getattr(self, name) for code, name in names.items()}
+        try:
+            return original(self)
+        finally:
+            self.writers = None
+
+    marshall.livefw_no_cycles = True  # type: ignore[attr-defined]
+    cls.marshall = marshall
+
+
+_marshaller_without_cycles()
+
+
 def marshal_body(signature: str, body: list[Any]) -> bytes:
     """The wire bytes of a message body (little-endian), as the library writes it.
 

@@ -75,7 +75,7 @@ def test_array_reply_reuses_the_body_until_an_element_changes() -> None:
     [
         ("a{sv}", [_device(i) for i in range(7)] + [{}]),
         ("as", [["x" * i] * (i % 3) for i in range(5)]),
-        ("a(st)", [[("s" * i, i)] * (i % 3) for i in range(5)]),
+        ("a(st)", [[["s" * i, i]] * (i % 3) for i in range(5)]),
     ],
 )
 def test_an_element_keeps_one_form_of_its_bytes_and_not_its_value(
