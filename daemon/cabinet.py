@@ -500,6 +500,31 @@ def _custom(component: Element) -> dict[str, str]:
 
 
 _ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
+#: strongest first: the one of these a metainfo lists first here is verified.
+_STRENGTH = ("sha512", "sha256", "sha1")
+_KIND_NAMES = {"sha1": "SHA-1", "sha256": "SHA-256", "sha512": "SHA-512"}
+
+
+def _strongest(checksums: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """The strongest algorithm among ``checksums`` (kind, hex) and its listed values.
+
+    The rule (README, "Installing"): of the checksums a metainfo lists for a file,
+    the strongest kind is verified (SHA-512 over SHA-256 over SHA-1), every value
+    listed for that kind must match, and the weaker kinds are not computed: a
+    collision that fools SHA-256 or SHA-512 is out of reach, so a weaker checksum
+    adds no assurance, only a pass over the payload (bench/NOTES.md, staging). fwupd
+    checks only the first checksum listed, whatever its kind, so this is at least
+    as strict. ``("", [])`` when none of a known kind is listed.
+    """
+    listed: dict[str, list[str]] = {}
+    for kind, value in checksums:
+        algorithm = _ALGORITHMS.get(kind.strip().lower())
+        if algorithm is not None:
+            listed.setdefault(algorithm, []).append(value.strip().lower())
+    for algorithm in _STRENGTH:
+        if algorithm in listed:
+            return algorithm, listed[algorithm]
+    return "", []
 
 
 def _digests(data: bytes | memoryview, algorithms: list[str]) -> Callable[[], dict[str, str]]:
@@ -576,22 +601,21 @@ def _release_of(
         raise InvalidFile(
             f"{metainfo_name}: the payload {payload_name} is missing from the cabinet"
         )
-    # every listed checksum is verified; SHA-256 is always computed (the engine's
-    # history records it), the others at the same time in a thread
-    others = sorted({_ALGORITHMS[k.lower()] for k, _ in checksums if k.lower() in _ALGORITHMS})
-    others = [name for name in others if name != "sha256"]
-    waiting = _digests(payload, others)
+    # the strongest listed checksum is verified, the weaker ones are not computed
+    # (_strongest); SHA-256 is always computed (the engine's history records it),
+    # another algorithm at the same time in a thread
+    algorithm, expected = _strongest(checksums)
+    waiting = _digests(payload, [algorithm] if algorithm not in ("", "sha256") else [])
     try:
         sha256 = hashlib.sha256(payload).hexdigest()
     finally:
         found = waiting()
     found["sha256"] = sha256
-    for kind, expected in checksums:
-        algorithm = _ALGORITHMS.get(kind.lower())
-        if algorithm is not None and found[algorithm] != expected.strip().lower():
+    for value in expected:
+        if found[algorithm] != value:
             raise InvalidFile(
-                f"{payload_name}: the {kind} checksum does not match the metainfo; the "
-                "cabinet is damaged or was tampered with"
+                f"{payload_name}: the {_KIND_NAMES[algorithm]} checksum does not match the "
+                "metainfo; the cabinet is damaged or was tampered with"
             )
     for size in release.findall("size"):
         if size.get("type") == "installed":

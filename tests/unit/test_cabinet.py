@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import time
+from typing import Any
 
 import cabarchive
 import pytest
 
+import livefw.cabinet
 from livefw.cabinet import Limits, Requirement, read_cabinet
 from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.errors import InvalidFile, NotFound, NotSupported
@@ -315,3 +318,84 @@ def test_a_file_twice_in_the_directory_is_refused() -> None:
     )
     with pytest.raises(InvalidFile, match="twice"):
         read_cabinet(data.replace(b"b.bin\x00", b"a.bin\x00", 1))
+
+
+# ---------------------------------------------- which listed checksum is verified
+
+
+def _listing(*checksums: tuple[str, str]) -> bytes:
+    """The metainfo with exactly ``checksums`` (kind, hex) for the payload."""
+    text = re.sub(rb"<checksum [^>]*>[0-9a-f]*</checksum>", b"", _metainfo())
+    attrs = 'filename="firmware.bin" target="content"'
+    listed = b"".join(
+        f'<checksum type="{kind}" {attrs}>{value}</checksum>'.encode() for kind, value in checksums
+    )
+    return text.replace(b'<size type="installed">', listed + b'<size type="installed">', 1)
+
+
+def _sum(kind: str, data: bytes = PAYLOAD) -> str:
+    return hashlib.new(kind, data).hexdigest()
+
+
+WRONG_SHA1 = "0" * 40
+
+
+class _CountingHashlib:
+    """livefw.cabinet's hashlib, counting which algorithms hash the payload."""
+
+    def __init__(self) -> None:
+        self.payload_passes: list[str] = []
+
+    def _count(self, name: str, data: object) -> None:
+        if isinstance(data, bytes | memoryview) and bytes(data) == PAYLOAD:
+            self.payload_passes.append(name)
+
+    def new(self, name: str, data: bytes = b"") -> Any:
+        self._count(name, data)
+        return hashlib.new(name, data)
+
+    def sha256(self, data: bytes = b"") -> Any:
+        self._count("sha256", data)
+        return hashlib.sha256(data)
+
+
+def test_only_the_strongest_listed_checksum_is_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHA-1 and SHA-256 listed: the payload is hashed once, with SHA-256; the SHA-1
+    (wrong here, so that checking it would refuse) is not computed."""
+    counting = _CountingHashlib()
+    monkeypatch.setattr(livefw.cabinet, "hashlib", counting)
+    data = _cab(_listing(("sha1", WRONG_SHA1), ("sha256", _sum("sha256"))))
+    (release,) = read_cabinet(data).releases
+    assert counting.payload_passes == ["sha256"]
+    assert release.payload_sha256 == _sum("sha256")
+
+
+def test_sha1_alone_is_verified() -> None:
+    (release,) = read_cabinet(_cab(_listing(("sha1", _sum("sha1"))))).releases
+    assert release.payload == PAYLOAD
+    assert release.payload_sha256 == _sum("sha256")  # the history's digest all the same
+    with pytest.raises(InvalidFile, match="SHA-1 checksum does not match"):
+        read_cabinet(_cab(_listing(("sha1", WRONG_SHA1))))
+
+
+def test_a_mismatching_strongest_checksum_is_refused_whatever_the_weaker_say() -> None:
+    wrong_sha256 = _sum("sha256", PAYLOAD + b"x")
+    with pytest.raises(InvalidFile, match="SHA-256 checksum does not match"):
+        read_cabinet(_cab(_listing(("sha1", _sum("sha1")), ("sha256", wrong_sha256))))
+    wrong_sha512 = _sum("sha512", PAYLOAD + b"x")
+    listed = (("sha256", _sum("sha256")), ("sha512", wrong_sha512))
+    with pytest.raises(InvalidFile, match="SHA-512 checksum does not match"):
+        read_cabinet(_cab(_listing(*listed)))
+    # every value listed for the strongest kind must match, not only one of them
+    twice = (("sha256", _sum("sha256")), ("SHA256", wrong_sha256))
+    with pytest.raises(InvalidFile, match="SHA-256 checksum does not match"):
+        read_cabinet(_cab(_listing(*twice)))
+
+
+def test_sha512_is_verified_over_sha256(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = _CountingHashlib()
+    monkeypatch.setattr(livefw.cabinet, "hashlib", counting)
+    listed = (("sha1", WRONG_SHA1), ("sha256", _sum("sha256")), ("sha512", _sum("sha512")))
+    (release,) = read_cabinet(_cab(_listing(*listed))).releases
+    assert sorted(counting.payload_passes) == ["sha256", "sha512"]  # SHA-256 for the history
+    assert release.payload_sha256 == _sum("sha256")
