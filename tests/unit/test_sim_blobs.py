@@ -13,9 +13,13 @@ import livefw.engine
 from livefw.config import Config
 from livefw.engine import Engine
 from livefw.errors import InvalidArgument
+from livefw.kernel.provider import OpenFlags
 from livefw.kernel.sim.machine import BLOB_DIR, INLINE_MAX, SimMachine
+from livefw.kernel.sim.pfru import PfruComponent
+from livefw.kernel.sim.pfru_capsule import build_capsule
 from livefw.kernel.sim.provider import SimProvider
 from livefw.kernel.sim.uefi_capsule import UefiCapsuleComponent
+from livefw.kernel.uapi import pfru as pfru_uapi
 from livefw.plugin import InstallOptions, Payload
 from livefw.plugins.uefi_capsule import UefiCapsulePlugin
 from livefw.plugins.uefi_capsule import plugin as uefi_plugin
@@ -156,3 +160,49 @@ async def test_a_payload_read_from_a_descriptor_is_hashed_once(
     assert entry.data["payload-sha256"] == payload.sha256
     assert hashed == [len(data)]
     await engine.stop()
+
+
+async def test_the_pfru_buffer_is_a_blob_without_fsync_an_esp_file_with_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PFRU communication buffer is memory on a real machine (pfru_write() is a
+    memcpy): its blob outlives livefwd's process through the page cache, as machine.json
+    does, with no fsync; an ESP file the daemon writes durably gets its one fsync, also
+    when the same bytes were kept as a buffer first."""
+    machine = SimMachine.create(str(tmp_path / "sim"))
+    _grow_esp(machine)
+    provider = SimProvider(machine)
+    pfru = machine.components["pfru"]
+    assert isinstance(pfru, PfruComponent)
+    capsule = build_capsule(
+        image_type=pfru_uapi.IMAGE_TYPES[pfru_uapi.UpdateType.CODE_INJECTION],
+        rt_ver=pfru.state.code_rt_version + 1,
+        svn_ver=0,
+        platform_id=pfru.state.platform_id,
+        body_size=INLINE_MAX * 2,
+    )
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def counting(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    handle = await provider.open(pfru_uapi.UPDATE_NODE, OpenFlags.RDWR)
+    assert await handle.write(capsule) == len(capsule)
+    await handle.close()
+    [blob] = _blobs(machine)
+    assert not [path for path in synced if BLOB_DIR in path]
+    reloaded = SimMachine.load(machine.directory).components["pfru"]
+    assert isinstance(reloaded, PfruComponent)
+    assert reloaded._comm == capsule  # the buffer outlives the process all the same
+    await provider.makedirs(f"{ESP}/EFI/x")
+    await provider.write_file(f"{ESP}/EFI/x/same.cap", capsule, durable=True)
+    assert _blobs(machine) == [blob]  # the same bytes: the same blob, not written again
+    assert [path for path in synced if BLOB_DIR in path] == [
+        str(Path(machine.directory) / BLOB_DIR / blob)
+    ]
+    big = os.urandom(INLINE_MAX + 1)
+    await provider.write_file(f"{ESP}/EFI/x/big.cap", big, durable=True)
+    assert len([path for path in synced if BLOB_DIR in path]) == 2

@@ -285,11 +285,11 @@ class BlobStore:
     machine.json is rewritten (and fsynced) whenever the simulated kernel makes a
     change durable; carrying a 64 MiB capsule inside it as base64 made every such step
     cost seconds (bench/REPORT.md, staging). Contents over :data:`INLINE_MAX` are
-    instead written once to ``<dir>/blobs/<id>`` (temp file, fsync, rename) before the
-    state that refers to them (``"blob:<id>"``) is saved, and deleted after a save that
-    no longer refers to them. A bytes object keeps its blob while it lives, so the
-    same contents moved around (a rename on the ESP, a reboot's re-render) are not
-    written again.
+    instead written once to ``<dir>/blobs/<id>`` (temp file, fsync unless it stands
+    for memory, rename) before the state that refers to them (``"blob:<id>"``) is
+    saved, and deleted after a save that no longer refers to them. A bytes object
+    keeps its blob while it lives, so the same contents moved around (a rename on the
+    ESP, a reboot's re-render) are not written again.
     """
 
     def __init__(self, directory: str) -> None:
@@ -300,14 +300,34 @@ class BlobStore:
         #: blobs this process wrote or read: the only ones :meth:`collect` deletes
         #: (another process on the same machine may have written the others).
         self._known: set[str] = set()
+        #: blobs written without an fsync (``durable=False``) and not fsynced since.
+        self._volatile: set[str] = set()
 
-    def pack(self, data: bytes) -> str:
-        """``data`` as machine.json stores it: inline base64, or a blob reference."""
+    def pack(self, data: bytes, *, durable: bool = True) -> str:
+        """``data`` as machine.json stores it: inline base64, or a blob reference.
+
+        ``durable``: the blob is fsynced, as the file the simulated kernel stores
+        would be on disk (an ESP file the daemon writes with ``durable=True``).
+        ``False`` for contents that are memory on a real machine (the PFRU
+        communication buffer: the kernel's ``write()`` is a memcpy into it,
+        drivers/acpi/pfr_update.c ``pfru_write()``): the blob only has to outlive
+        livefwd's process, which the page cache does, as for machine.json itself
+        (:meth:`SimMachine._write`); an fsync there was a disk write the real path
+        never makes, in the PFRU staging figure (bench/NOTES.md, staging).
+        """
         if len(data) <= INLINE_MAX:
             return base64.b64encode(data).decode("ascii")
         hit = self._by_object.get(id(data))
         if hit is not None and hit[0] is data:
-            return BLOB_PREFIX + hit[1]
+            ref = hit[1]
+            if durable and ref in self._volatile:  # the same bytes, now on a disk
+                fd = os.open(os.path.join(self.directory, ref), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._volatile.discard(ref)
+            return BLOB_PREFIX + ref
         ref = uuid.uuid4().hex
         os.makedirs(self.directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=self.directory)
@@ -316,7 +336,8 @@ class BlobStore:
                 done = 0
                 while done < len(view):
                     done += os.write(fd, view[done : done + WRITE_CHUNK])
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
@@ -324,6 +345,8 @@ class BlobStore:
         os.close(fd)
         os.replace(tmp, os.path.join(self.directory, ref))
         self._remember(ref, data)
+        if not durable:
+            self._volatile.add(ref)
         return BLOB_PREFIX + ref
 
     def unpack(self, text: str) -> bytes:
@@ -367,6 +390,7 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.directory, ref))
         self._known &= live
+        self._volatile &= live
 
     def sweep(self, live: frozenset[str]) -> None:
         """Delete every blob the saved state (``live``) does not refer to (left by a crash)."""

@@ -266,7 +266,7 @@ class PfruComponent(SimComponent):
             self._comm = data if type(data) is bytes else bytes(data)
         else:
             self._comm = b"".join((data, memoryview(self._comm)[len(data) :]))
-        state.comm_data = self.machine.blobs.pack(self._comm)
+        state.comm_data = self.machine.blobs.pack(self._comm, durable=False)  # memory
         state.buffer = self._inspect()
         self._log(uapi.LogLevel.VERBOSE, f"comm buffer: {len(data)} bytes loaded")
         self.machine.changed(self.name)
