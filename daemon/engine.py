@@ -329,7 +329,7 @@ class Engine:
             log.exception("uevent_rescan_failed")
 
     async def _dispatch_uevent(self, event: UEvent) -> None:
-        log.debug("uevent", action=event.action, devpath=event.devpath)
+        log.debug("uevent", action=event.action, devpath=event.devpath, subsystem=event.subsystem)
         # an interface that appears late (driver bound, module loaded): probe again,
         # but only the plugins this kind of event can concern (Plugin.probe_uevents);
         # a plugin that loads now coldplugs, which covers the device of this event
