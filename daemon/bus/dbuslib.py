@@ -23,6 +23,7 @@ import collections
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import socket
 from collections.abc import Callable
@@ -201,6 +202,59 @@ def _marshaller_without_cycles() -> None:
 
 
 _marshaller_without_cycles()
+
+
+class _ServiceInspect:
+    """``inspect`` as the library's service module sees it, D-Bus members kept per class.
+
+    ``ServiceInterface.__init__`` (both libraries) walks ``inspect.getmembers(type(self))``
+    for every instance and keeps the members that are D-Bus properties, methods and
+    signals: ``dir()`` of the class, a ``getattr`` per attribute (the ~80 of ``object``
+    and ServiceInterface included) and a sort, 1,500 times for a machine of 999
+    devices (~30 ms of its start, bench/NOTES.md item 11). Here the walk runs once per
+    class and keeps only those members, in the walk's order; the constructor's loop
+    skips every other member anyway, so each instance gets the same lists as before.
+    A class's D-Bus members are fixed before its first instance is made (livefw adds
+    the Device getters at import, :mod:`livefw.bus.device`). Every other ``inspect``
+    function, and ``getmembers`` with a predicate, is the real one.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+        self._members: dict[type, list[tuple[str, Any]]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+    def getmembers(self, cls: Any, predicate: Any = None) -> list[tuple[str, Any]]:
+        if predicate is not None or not isinstance(cls, type):
+            return inspect.getmembers(cls, predicate)
+        found = self._members.get(cls)
+        if found is None:
+            found = self._members[cls] = [
+                (name, member)
+                for name, member in inspect.getmembers(cls)
+                if self._is_dbus_member(member)
+            ]
+        return found
+
+    def _is_dbus_member(self, member: Any) -> bool:
+        if type(member) is self._service._Property:
+            return True
+        member_dict = getattr(member, "__dict__", {})
+        return "__DBUS_METHOD" in member_dict or "__DBUS_SIGNAL" in member_dict
+
+
+def _keep_members_per_class() -> None:
+    """Put :class:`_ServiceInspect` where the library's ServiceInterface looks ``inspect`` up."""
+    service = importlib.import_module(
+        "dbus_next.service" if BACKEND == "next" else "dbus_fast.service"
+    )
+    if not isinstance(getattr(service, "inspect", None), _ServiceInspect):
+        setattr(service, "inspect", _ServiceInspect(service))  # noqa: B010
+
+
+_keep_members_per_class()
 
 
 def marshal_body(signature: str, body: list[Any]) -> bytes:
