@@ -133,6 +133,35 @@ def _is_async(function: Any) -> bool:
     return known
 
 
+#: interface class -> whether every property getter is synchronous
+_SYNC_GETTERS: dict[type, bool] = {}
+
+
+def _sync_getters(interface: ServiceInterface) -> bool:
+    """Whether every property of ``interface`` is read without awaiting (kept per class)."""
+    known = _SYNC_GETTERS.get(type(interface))
+    if known is None:
+        known = _SYNC_GETTERS[type(interface)] = not any(
+            _is_async(prop.prop_getter) for prop in ServiceInterface._get_properties(interface)
+        )
+    return known
+
+
+def _readable_values(interface: ServiceInterface) -> dict[str, Any]:
+    """Every readable, enabled property of ``interface`` as ``Variant``s, read now.
+
+    The libraries' ``_get_all_property_values`` answer for synchronous getters, in the
+    same order, without its callback per value (and its scan of the whole result after
+    each one). Raises what a getter or ``Variant`` raises.
+    """
+    values: dict[str, Any] = {}
+    for prop in ServiceInterface._get_properties(interface):
+        if prop.disabled or not prop.access.readable():
+            continue
+        values[prop.name] = Variant(prop.signature, getattr(interface, prop.prop_getter.__name__))
+    return values
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
@@ -709,8 +738,35 @@ class LivefwBus(MessageBus):
         )
 
     def _send_interfaces_added(self, path: str, interfaces: list[ServiceInterface]) -> None:
-        """One InterfacesAdded from the manager path with every interface's properties."""
+        """One InterfacesAdded from the manager path with every interface's properties.
+
+        Sent while livefwd starts too, before it owns its name: dbus-daemon delivers a
+        signal to a match rule that names a sender only while the sending connection
+        is that name's primary owner (bus/signals.c ``match_rule_matches``), but a
+        rule without a sender (a monitor, ``path='/org/livefw/Daemon1'``) sees these,
+        so they stay. Interfaces whose getters are all synchronous are read in one
+        pass (:func:`_readable_values`); the library's per-value callbacks cost ~40 ms
+        of a 999-device start (bench/NOTES.md item 11). An interface whose getter
+        raises is sent with no properties, as the library's way sends it.
+        """
         if self._disconnected or self._is_hidden(path):
+            return
+        if all(_sync_getters(interface) for interface in interfaces):
+            found: dict[str, Any] = {}
+            for interface in interfaces:
+                try:
+                    found[interface.name] = _readable_values(interface)
+                except Exception:
+                    found[interface.name] = {}
+            self.send(
+                Message.new_signal(
+                    path=self.object_manager_path,
+                    interface="org.freedesktop.DBus.ObjectManager",
+                    member="InterfacesAdded",
+                    signature="oa{sa{sv}}",
+                    body=[path, found],
+                )
+            )
             return
         values: dict[str, Any] = {}
 
@@ -809,17 +865,12 @@ class LivefwBus(MessageBus):
             if cached is not None and cached[0] is interface:
                 entry[interface.name] = cached[1]
                 continue
-            values: dict[str, Any] = {}
-            for prop in ServiceInterface._get_properties(interface):
-                if prop.disabled or not prop.access.readable():
-                    continue
-                getter = prop.prop_getter
-                if _is_async(getter):
-                    return None
-                try:
-                    values[prop.name] = Variant(prop.signature, getattr(interface, getter.__name__))
-                except Exception:
-                    return None
+            if not _sync_getters(interface):
+                return None
+            try:
+                values = _readable_values(interface)
+            except Exception:
+                return None
             entry[interface.name] = values
             if not values or getattr(interface, "livefw_cache_properties", False):
                 maps[id(interface)] = (interface, values)
