@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from livefw import planner
-from livefw.cabinet import is_cabinet
 from livefw.config import Config
 from livefw.device import Device
 from livefw.entrypoints import entry_points
@@ -524,6 +523,8 @@ class Engine:
                 list is set (livefw.firmware_lists).
         """
         every = target in ("", "*")
+        from livefw.cabinet import is_cabinet  # an install: not on the start path
+
         if is_cabinet(payload.data):
             candidates = await self.releases.open(payload.data, authorized, payload.sha256)
             devices = list(self.devices.values()) if every else [self.get_device(target)]

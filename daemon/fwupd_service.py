@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, NamedTuple
 import structlog
 
 import livefw
-from livefw.cabinet import is_cabinet
 from livefw.compat_state import ClientState, CompatState, DeviceCache, Inhibits, latest_rows
 from livefw.device import Device
 from livefw.engine import Engine, EngineListener
@@ -35,13 +34,16 @@ from livefw.history import HistoryEntry
 from livefw.hostinfo import HostInfo, SecurityAttr, host_security_id, load_host
 from livefw.hostinfo import report_metadata as host_report_metadata
 from livefw.hostinfo import security_attrs as host_security_attrs
+from livefw.libfwupd import fwupd_version
 from livefw.planner import Plan
 from livefw.plugin import InstallOptions
-from livefw.releases import Candidate, fwupd_version
-from livefw.remotes import Remote
 
 if TYPE_CHECKING:
+    # only for annotations: releases, remotes and cabinets are imported by the first
+    # call that needs them, not while livefwd starts (test_import_budget)
     from livefw.fwupd_config import FwupdConfig
+    from livefw.releases import Candidate
+    from livefw.remotes import Remote
 
 __all__ = [
     "ACTION_ACTIVATE",
@@ -463,6 +465,8 @@ class FwupdService(EngineListener):
         authorized: bool,
     ) -> list[Plan]:
         payload = await self.engine.read_payload(fd, name, limit=limit, authorized=authorized)
+        from livefw.cabinet import is_cabinet
+
         if not is_cabinet(payload.data):
             raise InvalidFile(
                 "not a firmware cabinet (.cab); raw capsules go through livefw's own API "

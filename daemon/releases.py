@@ -21,8 +21,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,50 +35,19 @@ from livefw.device import Device
 from livefw.errors import Busy, InvalidFile, LivefwError, NotFound, NothingToDo, NotSupported
 from livefw.fswatch import FolderWatch
 from livefw.jcat import parse_jcat, trusted_files
+from livefw.libfwupd import fwupd_version
 from livefw.remotes import Remote, RemoteStore
 from livefw.requires import check_requirements
 from livefw.vercmp import compare_versions, normalize_version
 from livefw.versions import compare_to_running, version_format
 
-__all__ = ["Candidate", "ReleaseService", "fwupd_version"]
+__all__ = ["Candidate", "ReleaseService"]
 
 log = structlog.get_logger("livefw.releases")
 
 #: the fwupd release whose cabinet semantics livefw implements (``<requires>`` on
 #: ``org.freedesktop.fwupd`` compares against it unless a libfwupd is installed).
 FWUPD_LEVEL = "2.0.0"
-
-_FWUPD_VERSION_PROBE = """
-import ctypes
-for soname in ("libfwupd.so.3", "libfwupd.so.2"):
-    try:
-        function = ctypes.CDLL(soname).fwupd_version_string
-    except (OSError, AttributeError):
-        continue
-    function.restype = ctypes.c_char_p
-    print((function() or b"").decode())
-    break
-"""
-
-
-@functools.cache
-def fwupd_version() -> str:
-    """The installed libfwupd's version (``fwupd_version_string()``), or ``""``.
-
-    Asked in a child process, so libfwupd and GLib are never loaded into livefwd.
-    """
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", _FWUPD_VERSION_PROBE],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    version = result.stdout.strip()
-    return version if result.returncode == 0 and len(version) < 64 else ""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from livefw.bus.backend import Variant
 from livefw.bus.context import parse_options
@@ -22,9 +23,13 @@ from livefw.fwupd_service import LVFS_REMOTE_ID, Detail
 from livefw.history import HistoryEntry
 from livefw.hostinfo import SecurityAttr
 from livefw.plugin import InstallOptions
-from livefw.releases import Candidate
-from livefw.remotes import Remote
 from livefw.versions import version_format
+
+if TYPE_CHECKING:
+    # only for annotations: releases and remotes are imported by the first call that
+    # needs them, not while livefwd starts (tests/integration/test_import_budget.py)
+    from livefw.releases import Candidate
+    from livefw.remotes import Remote
 
 #: protocols whose devices finish an install at the next boot.
 REBOOT_PROTOCOLS = frozenset({"org.uefi.capsule"})
@@ -196,7 +201,7 @@ def _staged_fields(device: Device, has_error: bool) -> dict[str, Variant]:
 
 
 def release_dict(
-    candidate: Candidate, order: int | None = None, as_fwupd: bool = False
+    candidate: "Candidate", order: int | None = None, as_fwupd: bool = False
 ) -> dict[str, Variant]:
     """The fwupd release dict (libfwupd/fwupd-release.c); ``order``: -1/0/1 vs the device.
 
@@ -409,7 +414,7 @@ def detail_dict(detail: Detail, created: int) -> dict[str, Variant]:
     return result
 
 
-def remote_dicts(remotes: list[Remote]) -> list[dict[str, Variant]]:
+def remote_dicts(remotes: "list[Remote]") -> list[dict[str, Variant]]:
     """GetRemotes: livefw's directory remotes, then fwupd's LVFS remote, disabled.
 
     fwupdmgr expects the LVFS remote (refresh, report-devices, the upload nag);

@@ -6,7 +6,7 @@ live in the engine and the plugins.
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import livefw
 from livefw.bus.backend import (
@@ -22,7 +22,11 @@ from livefw.bus.errors import dbus_errors
 from livefw.errors import InvalidArgument, LivefwError
 from livefw.history import HistoryEntry
 from livefw.plugin import InstallOptions
-from livefw.releases import Candidate
+
+if TYPE_CHECKING:
+    # only for annotations: releases and remotes are imported by the first call that
+    # needs them, not while livefwd starts (tests/integration/test_import_budget.py)
+    from livefw.releases import Candidate
 
 INTERFACE = "org.livefw.Daemon1.Manager"
 
@@ -62,7 +66,7 @@ def history_dict(entry: HistoryEntry) -> dict[str, Variant]:
     }
 
 
-def release_dict(candidate: Candidate, order: int) -> dict[str, Variant]:
+def release_dict(candidate: "Candidate", order: int) -> dict[str, Variant]:
     """A release a remote offers, as ``a{sv}`` (``Order``: -1 older, 0 same, 1 newer)."""
     release = candidate.release
     return {

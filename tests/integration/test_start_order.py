@@ -1,7 +1,7 @@
 """livefwd's start path: what runs side by side while the daemon starts (issue 17 item 1).
 
 The fwupd-compatible API reports the installed libfwupd's version, which livefwd asks
-a child process for (livefw.releases.fwupd_version). Asked when the compat API starts,
+a child process for (livefw.libfwupd.fwupd_version). Asked when the compat API starts,
 the start waited for it after everything else; it is asked first now, in a thread, and
 the machine and the engine start meanwhile. Ordering, not time, is checked: the wrapper
 records when the probe starts and when the engine starts.
@@ -27,14 +27,14 @@ def record(what):
         events.append([what, time.monotonic()])
         with open(out, "w") as f:
             json.dump(events, f)
-import livefw.releases
+import livefw.libfwupd
 @functools.cache
 def fwupd_version():
     record("probe-start")
     time.sleep(0.5)  # a slow probe: the engine must not wait for it
     record("probe-end")
     return "2.0.20"
-livefw.releases.fwupd_version = fwupd_version
+livefw.libfwupd.fwupd_version = fwupd_version
 import livefw.engine
 start = livefw.engine.Engine.start
 async def recorded_start(self):

@@ -41,3 +41,22 @@ def test_load_resolves_module_and_attribute_path() -> None:
     from livefw.entrypoints import EntryPoint
 
     assert EntryPoint("x", "os.path:join").load() is __import__("os").path.join
+
+
+def test_sections_parsed_as_importlib_metadata_parses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        "# a comment\n[console_scripts]\nx = y:z\n\n"
+        "  [livefw.plugins]  \n  a=mod_a:A  \n# b = commented:Out\nno equals sign\n"
+        "c = mod_c:C [extra]\n[other]\nd = mod_d:D\n"
+    )
+    _dist(tmp_path, "vendor-1.0", text)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    ours = [(e.name, e.value) for e in entry_points("livefw.plugins")]
+    assert ours == [("a", "mod_a:A"), ("c", "mod_c:C [extra]")]
+    # importlib.metadata, given the same lines without the one it cannot parse
+    from importlib.metadata import EntryPoints
+
+    theirs = EntryPoints._from_text(text.replace("no equals sign\n", ""))
+    assert [(e.name, e.value) for e in theirs if e.group == "livefw.plugins"] == ours
