@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 import livefw
+from livefw import memory
 from livefw.bus.backend import (
     MAX_BODY,
     BusType,
@@ -269,6 +270,7 @@ class Daemon:
         # (livefw.launch turned the collector off for start-up).
         gc.freeze()
         gc.enable()
+        memory.trim()  # start-up's freed pages (livefw.memory)
         log.info(
             "livefwd_ready",
             version=livefw.__version__,

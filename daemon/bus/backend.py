@@ -79,6 +79,7 @@ from livefw.bus.prebuilt import (
     Part,
     Prebuilt,
     _prebuilt_message,
+    built,
     dict_body,
     dict_entry,
 )
@@ -962,6 +963,7 @@ class LivefwBus(MessageBus):
             for path, part in parts.items():
                 if path not in fragments:
                     fragments[path] = bytes(part)
+        built(data)
         return body
 
     def _object_changed(self, path: str | None = None) -> None:

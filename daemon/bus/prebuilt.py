@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from livefw import memory
 from livefw.bus.dbuslib import Message, Variant, _Wire, marshal_body
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Part",
     "Prebuilt",
     "array_body",
+    "built",
     "dict_body",
     "dict_entry",
 ]
@@ -222,6 +224,15 @@ def array_body(elements: Sequence[ArrayElement], keep: bool = False) -> bytes:
     return body
 
 
+def built(data: bytes) -> None:
+    """A kept body was just built: after a large one, free pages go back to the kernel.
+
+    Building it allocated and freed several times its size (:mod:`livefw.memory`).
+    """
+    if len(data) >= memory.TRIM_AFTER_BYTES:
+        memory.trim()
+
+
 def _finish_array(buf: bytearray, length: int) -> bytes:
     if length > MAX_ARRAY_BYTES:
         raise ValueError(f"an array of {length} bytes is over D-Bus's {MAX_ARRAY_BYTES}")
@@ -265,4 +276,5 @@ class ArrayReply:
         ):
             body = self._body = Prebuilt(self.signature, array_body(elements, keep=True))
             self._elements = elements
+            built(body.data)
         return body

@@ -288,3 +288,32 @@ async def test_kept_entries_hold_their_bytes_once(private_bus: PrivateBus) -> No
         assert objects == server._managed_objects(ROOT)
     finally:
         disconnect(server)
+
+
+class BigThing(CachedThing):
+    @dbus_property(access=PropertyAccess.READ)
+    def Blob(self) -> "s":
+        return "b" * 3000
+
+
+async def test_a_large_body_built_is_followed_by_a_trim(private_bus: PrivateBus) -> None:
+    """Building the kept body returns the freed heap pages (livefw.memory), once."""
+    from livefw import memory
+
+    trims: list[int] = []
+    original = memory.trim
+    memory.trim = lambda: trims.append(1) or True  # type: ignore[assignment]
+    server = LivefwBus(bus_address=private_bus.address, object_manager_path=ROOT)
+    await server.connect()
+    try:
+        for index in range(120):
+            server.export_object(f"{ROOT}/b{index}", [BigThing("org.example.Thing", index)])
+        body = server._managed_objects_body(ROOT)
+        assert body is not None
+        assert len(body.data) >= memory.TRIM_AFTER_BYTES
+        assert trims == [1]
+        assert server._managed_objects_body(ROOT) is body  # kept: no build, no trim
+        assert trims == [1]
+    finally:
+        memory.trim = original  # type: ignore[method-assign]
+        disconnect(server)
