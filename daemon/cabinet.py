@@ -513,7 +513,8 @@ def _strongest(checksums: list[tuple[str, str]]) -> tuple[str, list[str]]:
     listed for that kind must match, and the weaker kinds are not computed: a
     collision that fools SHA-256 or SHA-512 is out of reach, so a weaker checksum
     adds no assurance, only a pass over the payload (bench/NOTES.md, staging). fwupd
-    checks only the first checksum listed, whatever its kind, so this is at least
+    checks one, the first content checksum listed whatever its kind
+    (libfwupdplugin/fu-cabinet.c ``fu_cabinet_parse_release()``), so this is at least
     as strict. ``("", [])`` when none of a known kind is listed.
     """
     listed: dict[str, list[str]] = {}
