@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
@@ -35,6 +37,7 @@ __all__ = [
     "OpenFlags",
     "UEvent",
     "UEventSubscription",
+    "make_memfd",
     "normalize",
     "path_parts",
 ]
@@ -376,3 +379,26 @@ def normalize(path: str) -> str:
             nothing a caller supplies can leave the provider's root.
     """
     return "/".join(path_parts(path))
+
+
+def make_memfd(name: str, data: bytes, seals: int = 0) -> int:
+    """A close-on-exec, sealable memfd holding ``data``, positioned at 0, with ``seals``.
+
+    Both providers' ``create_memfd`` (here, not in livefw.kernel.real: the simulator
+    would import the real provider, ctypes and mmap for it at every start).
+
+    Raises:
+        OSError: memfd_create, write or F_ADD_SEALS failed (the fd is closed).
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        if seals:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

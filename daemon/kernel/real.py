@@ -27,6 +27,7 @@ from livefw.kernel.provider import (
     OpenFlags,
     UEvent,
     UEventSubscription,
+    make_memfd,
     normalize,
 )
 from livefw.kernel.uapi.fs import FS_IMMUTABLE_FL, FS_IOC_GETFLAGS, FS_IOC_SETFLAGS
@@ -36,26 +37,6 @@ T = TypeVar("T")
 #: reboot(2) command that starts the kernel loaded with kexec_load/kexec_file_load
 #: (include/uapi/linux/reboot.h LINUX_REBOOT_CMD_KEXEC; glibc <sys/reboot.h> RB_KEXEC).
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
-
-
-def make_memfd(name: str, data: bytes, seals: int = 0) -> int:
-    """A close-on-exec, sealable memfd holding ``data``, positioned at 0, with ``seals``.
-
-    Raises:
-        OSError: memfd_create, write or F_ADD_SEALS failed (the fd is closed).
-    """
-    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.lseek(fd, 0, os.SEEK_SET)
-        if seals:
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _call(op: str, path: str, fn: Callable[[], T]) -> T:

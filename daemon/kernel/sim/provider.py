@@ -20,10 +20,10 @@ from livefw.kernel.provider import (
     MountEntry,
     OpenFlags,
     UEventSubscription,
+    make_memfd,
     normalize,
     path_parts,
 )
-from livefw.kernel.real import make_memfd
 from livefw.kernel.sim.machine import SimMachine
 from livefw.kernel.sim.vfs import Attr, Device, Dir, File, FsPolicy, Node, SimHandle, fail
 
