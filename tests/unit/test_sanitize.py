@@ -48,6 +48,18 @@ def test_escape_controls_writes_every_control_visibly() -> None:
         escape_controls(text).encode()  # valid UTF-8: sendable on D-Bus
 
 
+def test_every_code_point_is_escaped_as_the_pattern_says() -> None:
+    """The printable-text shortcut escapes exactly what the pattern alone escapes."""
+    from livefw.sanitize import _UNSAFE, _escape
+
+    # the shortcut holds if every character the pattern matches is not printable
+    unsafe = [chr(code) for code in range(0x110000) if _UNSAFE.match(chr(code))]
+    assert len(unsafe) == 0x20 + 0x21 + 14 + 0x800  # C0, DEL + C1, bidi, surrogates
+    assert not any(char.isprintable() for char in unsafe)
+    for text in [*HOSTILE, "plain", "é ü 中 ✓", "nbsp\u00a0", "private\ue000", ""]:
+        assert escape_controls(text) == _UNSAFE.sub(_escape, text), text
+
+
 def test_clean_caps_length_and_work() -> None:
     assert clean("x" * 10_000, 16) == "x" * 15 + "…"
     assert len(clean("\x1b" * 1_000_000, NAME_MAX)) == NAME_MAX
