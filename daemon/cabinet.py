@@ -500,7 +500,7 @@ def _custom(component: Element) -> dict[str, str]:
 
 
 _ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
-#: strongest first: the one of these a metainfo lists first here is verified.
+#: strongest first: the first of these that a metainfo lists is the one verified.
 _STRENGTH = ("sha512", "sha256", "sha1")
 _KIND_NAMES = {"sha1": "SHA-1", "sha256": "SHA-256", "sha512": "SHA-512"}
 
@@ -508,11 +508,12 @@ _KIND_NAMES = {"sha1": "SHA-1", "sha256": "SHA-256", "sha512": "SHA-512"}
 def _strongest(checksums: list[tuple[str, str]]) -> tuple[str, list[str]]:
     """The strongest algorithm among ``checksums`` (kind, hex) and its listed values.
 
-    The rule (README, "Installing"): of the checksums a metainfo lists for a file,
-    the strongest kind is verified (SHA-512 over SHA-256 over SHA-1), every value
-    listed for that kind must match, and the weaker kinds are not computed: a
-    collision that fools SHA-256 or SHA-512 is out of reach, so a weaker checksum
-    adds no assurance, only a pass over the payload (bench/NOTES.md, staging). fwupd
+    The rule (README, "fwupd compatibility"; docs/compat.md): of the checksums a
+    metainfo lists for a file, the strongest kind is verified (SHA-512 over SHA-256
+    over SHA-1), every value listed for that kind must match, and the weaker kinds
+    are not computed: a collision that fools SHA-256 or SHA-512 is out of reach, so a
+    weaker checksum adds no assurance, only a pass over the payload (bench/NOTES.md,
+    staging). fwupd
     checks one, the first content checksum listed whatever its kind
     (libfwupdplugin/fu-cabinet.c ``fu_cabinet_parse_release()``), so this is at least
     as strict. ``("", [])`` when none of a known kind is listed.
