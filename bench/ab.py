@@ -16,8 +16,9 @@ Knobs: TREES, SIZES, ROUNDS, BUDGET (seconds of calls per measurement), AB_CALLS
 tree runs under cProfile there), FWUPD=1, AB_BACKEND (livefwd's: fast or next),
 INFLIGHT (1: after the timed calls, each call 16 at once, as the steady series does).
 Prints one line per figure with each tree's median and range over the rounds and the
-ratios B/A and to fwupd's GetDevices; ``RSS-after-calls`` is the daemon's VmRSS once
-its calls are done.
+ratios B/A and to fwupd's GetDevices; ``RSS-after-start`` is the daemon's VmRSS
+SETTLE_SECONDS after it owns its name and one GetDevices (as bench/measure.py reads
+it), ``RSS-after-calls`` once its calls are done.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.config import CONCURRENCY  # first: it sets the client's D-Bus backend
+from bench.config import CONCURRENCY, SETTLE_SECONDS  # first: it sets the client's D-Bus backend
 from bench.harness import Harness
 from bench.procfs import apply_pin, cpu_delta, cpu_snapshot, read_mem
 from bench.targets import Target, fwupd_target, livefw_target
@@ -110,6 +111,12 @@ async def main() -> None:
                 for label in labels if rnd % 2 == 0 else labels[::-1]:
                     target = targets[label]
                     proc, _ = await h.launch(target, f"{label}-{size}-{rnd}.log")
+                    # as the steady series reads it: settled, after one GetDevices
+                    await asyncio.sleep(SETTLE_SECONDS)
+                    await h.call(*CALL["GetDevices"])
+                    figures.setdefault(f"{size} RSS-after-start MiB", {}).setdefault(
+                        label, []
+                    ).append(read_mem(proc.pid)["VmRSS"] / 1024)
                     apply_pin(PIN, [proc.pid, *([h.bus_pid] if h.bus_pid else [])])
                     for name in CALLS:
                         if label == "F" and name != "GetDevices":
@@ -155,8 +162,10 @@ async def main() -> None:
         if len(tree_labels) == 2:
             a, b = tree_labels
             line.append(f"{b}/{a} {medians[b] / medians[a]:.2f}")
+        if name.startswith("RSS") and "F" in medians:
+            line += [f"{label}/F {medians[label] / medians['F']:.2f}" for label in TREES]
         peer = figures.get(key.replace(name, "GetDevices"), {}).get("F")
-        if peer:
+        if peer and not name.startswith("RSS"):
             line += [
                 f"{label}/F(GetDevices) {medians[label] / statistics.median(peer):.2f}"
                 for label in by_label
