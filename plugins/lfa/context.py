@@ -35,13 +35,21 @@ class LfaContext(DeviceContext):
         self.images: dict[str, LfaDevice] = {}
 
     async def guids(self) -> list[str]:
-        """The image directories, in the kernel's order; anything else is logged."""
-        guids = []
+        """The image directories (at most :data:`uapi.MAX_IMAGES`); others are logged."""
+        guids: list[str] = []
+        skipped = 0
         for entry in await self.provider.listdir(uapi.LFA_SYSFS):
             try:
-                guids.append(str(uuid.UUID(entry)))
+                guid = str(uuid.UUID(entry))
             except ValueError:
-                self.log.warning("lfa_unexpected_entry", entry=entry)
+                self.log.warning("lfa_unexpected_entry", entry=entry[:64])
+                continue
+            if len(guids) >= uapi.MAX_IMAGES:
+                skipped += 1
+                continue
+            guids.append(guid)
+        if skipped:
+            self.log.warning("lfa_too_many_images", limit=uapi.MAX_IMAGES, skipped=skipped)
         return guids
 
     async def add_image(self, guid: str) -> None:
@@ -56,8 +64,13 @@ class LfaContext(DeviceContext):
             # RFC postings print "(unknown)", v2+ the GUID (lfa_fw.c fw_images_uuids)
             name = f"LFA image {guid}"
         device = LfaDevice(self, guid, name)
-        await device.read_options()
-        await device.refresh()
+        try:
+            await device.read_options()
+            await device.read_state()
+        except KernelError as error:
+            if error.errno not in _GONE:
+                raise
+            return  # removed by a re-enumeration while it was read
         if guid in self.images:
             # registered while this one read the image: the rescan an activation runs
             # (LfaDevice.activate) and the uevent of the same enumeration race
@@ -73,23 +86,44 @@ class LfaContext(DeviceContext):
             self.plugin.remove_device(device.id)
             self.log.info("lfa_image_removed", guid=guid)
 
-    async def rescan(self) -> None:
-        """Follow the kernel's enumeration: drop vanished images, add new ones, re-read all."""
+    async def rescan(self, *, options: bool = False) -> None:
+        """Follow the kernel's enumeration: drop vanished images, add new ones, re-read all.
+
+        The driver names each directory by the image's GUID and, re-enumerating after
+        an activation, keeps the directories whose GUID the agent still lists, adds
+        the new ones and removes the rest (lfa_fw.c ``update_fw_image_node()``,
+        ``remove_invalid_fw_images()``); a device is matched to its directory the same
+        way. Nothing announces such a change (docs/kernel.md, Uevents), so this runs
+        on the triggers the plugin's module docstring lists. Bounded: at most
+        :data:`uapi.MAX_IMAGES` images, one page per attribute read.
+
+        Args:
+            options: also re-read ``force_cpu_rendezvous`` and ``auto_activate``
+                (``Refresh``, a module reload: only the administrator changes them).
+        """
         if not await self.provider.exists(uapi.LFA_SYSFS):
             for guid in list(self.images):
                 self.remove_image(guid)
             return
-        present = set(await self.guids())
+        present = await self.guids()
+        listed = set(present)
         for guid in list(self.images):
-            if guid not in present:
+            if guid not in listed:
                 self.remove_image(guid)
-        for guid in sorted(present):
-            if guid in self.images:
-                try:
-                    await self.images[guid].refresh()
-                except KernelError as error:
-                    if error.errno not in (errno.ENOENT, errno.ENODEV):
-                        raise
-                    self.remove_image(guid)
-            else:
+        for guid in present:
+            device = self.images.get(guid)
+            if device is None:
                 await self.add_image(guid)
+                continue
+            try:
+                if options:
+                    await device.read_options()
+                await device.read_state()
+            except KernelError as error:
+                if error.errno not in _GONE:
+                    raise
+                self.remove_image(guid)
+
+
+#: errnos of an image directory that vanished while it was read.
+_GONE = (errno.ENOENT, errno.ENODEV)

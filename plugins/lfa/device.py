@@ -89,7 +89,37 @@ class LfaDevice(Device):
         self.auto_activate = None if auto == "" else auto == "1"
 
     async def refresh(self) -> None:
-        """Re-read every attribute; pending state is queried live by the kernel."""
+        """Re-read the image (``GetDevice``, after livefw wrote to it).
+
+        When its directory is gone the kernel re-enumerated without telling anyone
+        (an activation by another process or by ``auto_activate``; docs/kernel.md,
+        Uevents): the whole inventory is read again, so images that came with it
+        appear too, and the caller learns that this one is gone.
+
+        Raises:
+            NotFound: the image's directory no longer exists.
+        """
+        try:
+            await self.read_state()
+        except KernelError as error:
+            if error.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
+            self.ctx.log.info("lfa_rescan", reason="image gone", guid=self.guid)
+            await self.ctx.rescan()
+            raise NotFound(
+                f"{self.name} is no longer in /sys/firmware/lfa: the kernel enumerated the "
+                "images again (after an activation made outside livefwd)"
+            ) from error
+
+    async def read_state(self) -> None:
+        """Read every attribute; pending state is queried live by the kernel.
+
+        Raises:
+            KernelError: ENOENT when the image's directory does not exist.
+        """
+        base = f"{uapi.LFA_SYSFS}/{self.guid}"
+        if not await self.ctx.provider.is_dir(base):
+            raise KernelError(errno.ENOENT, "read", base)
         capable = await self._read(uapi.ATTR_ACTIVATION_CAPABLE, "0") == "1"
         pending = await self._read(uapi.ATTR_ACTIVATION_PENDING, "0") == "1"
         may_reset = await self._read(uapi.ATTR_MAY_RESET_CPU, "0") == "1"

@@ -1,8 +1,20 @@
 """Arm LFA: find the activatable firmware images; settle interrupted activations.
 
 The plugin's part is the device lifecycle: probe for ``/sys/firmware/lfa``, one
-device per image directory at coldplug, follow the directories' uevents, re-read on
-``livefw refresh``, and reconcile an activation a stopped daemon left unfinished. The
+device per image directory at coldplug, rescan when the tree can have changed, and
+reconcile an activation a stopped daemon left unfinished.
+
+The kernel announces no change of the tree (no uevent for ``/sys/firmware/lfa`` or an
+image directory, no ``sysfs_notify()``; docs/kernel.md, Uevents), so the images are
+enumerated again (:meth:`LfaContext.rescan`) on the signals that exist:
+
+* livefwd's own activation (:meth:`LfaDevice.activate`): the driver re-enumerated;
+* ``Refresh`` (``livefw refresh``) and the engine's rescan after lost uevents;
+* ``add``/``remove`` of module ``lfa_fw`` (a reload rebuilds or drops the tree);
+* ``GetDevice`` of an image whose directory is gone (:meth:`LfaDevice.refresh`).
+
+An activation made by another process or by the driver's ``auto_activate`` is seen
+at the next of these; ``GetDevices`` does not rescan (see the README). The
 operations (activate, cancel, the activation settings) live on :class:`LfaDevice`
 (``device.py``); the image inventory the devices share lives in their
 :class:`LfaContext` (``context.py``).
@@ -10,9 +22,7 @@ operations (activate, cancel, the activation settings) live on :class:`LfaDevice
 
 from __future__ import annotations
 
-import errno
-
-from livefw.errors import KernelError, NotSupported
+from livefw.errors import NotSupported
 from livefw.kernel import UEvent
 from livefw.kernel.uapi import lfa as uapi
 from livefw.plugin import (
@@ -68,27 +78,23 @@ class LfaPlugin(Plugin):
 
     async def refresh(self) -> None:
         """Re-list images and re-read each, with the administrator's settings."""
-        for device in list(self.device_ctx.images.values()):
-            try:
-                await device.read_options()
-            except KernelError as error:
-                if error.errno not in (errno.ENOENT, errno.ENODEV):
-                    raise  # a vanished image is removed by the rescan
-        await self.device_ctx.rescan()
+        await self.device_ctx.rescan(options=True)
 
     async def on_uevent(self, event: UEvent) -> None:
-        """Image directories come and go after activations and notifications."""
-        prefix = uapi.LFA_DEVPATH + "/"
-        if not event.devpath.startswith(prefix):
+        """lfa_fw.ko loaded or unloaded: the whole tree was rebuilt or removed.
+
+        The module's own ``add``/``remove`` (kernel/module/main.c
+        ``do_init_module()``; kernel/module/sysfs.c ``mod_sysfs_teardown()``) are the
+        only uevents that say anything about ``/sys/firmware/lfa``; a reload makes new
+        image objects (settings back to their defaults), so every image is re-read.
+        """
+        if event.subsystem != "module" or event.devpath.strip("/") != self._module_devpath:
             return
-        guid = event.devpath[len(prefix) :].split("/", 1)[0]
-        images = self.device_ctx.images
-        if event.action == "add":
-            await self.device_ctx.add_image(guid)
-        elif event.action == "remove":
-            self.device_ctx.remove_image(guid)
-        elif event.action == "change" and guid in images:
-            await images[guid].refresh()
+        if event.action in ("add", "remove"):
+            self.device_ctx.log.info("lfa_rescan", reason=f"module {event.action}")
+            await self.device_ctx.rescan(options=True)
+
+    _module_devpath = f"module/{uapi.LFA_MODULE}"
 
     async def reconcile(self, entry: HistoryEntry, boot_changed: bool) -> Reconciliation | None:
         """An activation interrupted by a daemon crash: did the version change?"""

@@ -234,8 +234,11 @@ def test_introspection_matches_the_xml_contract(
 def test_object_manager_signals_come_from_the_manager_path(daemon: DaemonProcess, cli: Cli) -> None:
     monitor = cli.popen("monitor", "--count", "2", "--timeout", "30")
     time.sleep(0.5)  # let the monitor subscribe
+    # no uevent for LFA images (docs/kernel.md, Uevents): `livefw refresh` rescans
     cli("sim", "add", "lfa", "guid=11111111-2222-3333-4444-555555555555", "pending=3.1")
+    cli("refresh")
     cli("sim", "remove", "11111111")
+    cli("refresh")
     out, err = monitor.communicate(timeout=60)
     assert "added /org/livefw/Daemon1/devices/" in out, err
     assert "(LFA image 11111111-2222-3333-4444-555555555555)" in out

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -70,3 +71,36 @@ def test_lfa_activation_options(
     polkit.set_allowed(["org.livefw.daemon1.activate"])
     cli("lfa-options", RMM_ID, "--auto-activate", "on")
     assert cli("lfa-options", RMM_ID, "--json").stdout.count('"auto-activate": true') == 1
+
+
+def _lfa_ids(cli: Cli) -> set[str]:
+    devices = json.loads(cli("get-devices", "--json").stdout)
+    return {d["Id"] for d in devices if d.get("Plugin") == "lfa"}
+
+
+def test_images_change_only_on_the_triggers_a_real_kernel_gives(
+    daemon: DaemonProcess, cli: Cli
+) -> None:
+    """lfa_fw.c sends no uevent for its images (docs/kernel.md, Uevents): livefwd sees
+    an out-of-band change at `livefw refresh`, and follows a reload of lfa_fw.ko (the
+    module's own ``remove``/``add``)."""
+    new = "11111111-2222-3333-4444-555555555555"
+    new_id = hashlib.sha1(f"lfa:{new}".encode()).hexdigest()
+    before = _lfa_ids(cli)
+    assert RMM_ID in before
+    cli("sim", "add", "lfa", f"guid={new}", "pending=1.1")
+    cli("sim", "remove", RMM[:8])
+    # GetDevices is a reply to many clients, not a rescan; nothing else announced it
+    assert _lfa_ids(cli) == before
+    cli("refresh")
+    assert _lfa_ids(cli) == (before - {RMM_ID}) | {new_id}
+
+    cli("sim", "set", "lfa", "module_loaded=0")
+    deadline = time.monotonic() + 30
+    while _lfa_ids(cli):  # the daemon takes the module's `remove` when its loop gets to it
+        assert time.monotonic() < deadline, "unloading lfa_fw left its images listed"
+        time.sleep(0.05)
+    cli("sim", "set", "lfa", "module_loaded=1")
+    while _lfa_ids(cli) != (before - {RMM_ID}) | {new_id}:
+        assert time.monotonic() < deadline, "loading lfa_fw did not bring its images back"
+        time.sleep(0.05)

@@ -137,6 +137,7 @@ def test_hostile_firmware_strings_are_published_and_logged_sanitised(
     version = "1.0\x1b[2J\x9b1m\u202e"
     pending = "2.0\n<2>forged critical"
     cli("sim", "add", "lfa", f"version={version}", f"pending={pending}")
+    cli("refresh")  # no uevent for LFA images: the daemon rescans on Refresh
     devices = json.loads(cli("get-devices", "--json").stdout)
     (device,) = [d for d in devices if d["Version"].startswith("1.0\\x1b")]
     assert device["Version"] == escape_controls(version)

@@ -5,15 +5,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from livefw.engine import Engine
-from livefw.errors import ActivationFailed, NothingToDo, NotSupported
+from livefw.errors import ActivationFailed, NotFound, NothingToDo, NotSupported
+from livefw.kernel.provider import UEvent
 from livefw.kernel.sim.machine import FaultSpec, SimMachine
+from livefw.kernel.uapi import lfa as lfa_uapi
 from livefw.plugin import Plugin
 from livefw.plugins.lfa import LfaDevice, LfaPlugin
 from livefw.state import UpdateState
+from livefw.testing import wait_for
 
 BL31 = "47d4086d-4cfe-9846-9b95-2950cbbd5a00"
+BL33_GUID = "d6d0eea7-fcea-d54b-9782-9934f234b6e4"
 
 
 def by_name(engine: Engine, text: str) -> Any:
@@ -123,6 +128,111 @@ async def test_activation_removing_an_image_removes_the_device(engine: Engine) -
     lfa_state(engine).activated_remove = ["6c0762a6-12f2-4b56-92cb-ba8f633606d9"]
     await engine.activate(by_name(engine, "BL31").id)
     assert not any("RMM" in d.name for d in engine.devices.values())
+
+
+# ------------------------- image changes without a uevent (docs/kernel.md, Uevents)
+
+NEW = "11111111-2222-3333-4444-555555555555"
+RMM_GUID = "6c0762a6-12f2-4b56-92cb-ba8f633606d9"
+
+
+def machine_of(engine: Engine) -> SimMachine:
+    return engine.provider.machine  # type: ignore[attr-defined,no-any-return]
+
+
+def guids(engine: Engine) -> set[str]:
+    return {d.physical_id for d in engine.devices.values() if d.plugin == "lfa"}
+
+
+async def settle(engine: Engine) -> None:
+    """Every uevent emitted so far has been dispatched: the engine dispatches in order,
+    so once a marker emitted now reaches it, anything emitted before has been handled."""
+    marker = "devices/virtual/tty/ttyLFAMARK"
+    with capture_logs() as logs:
+        machine_of(engine).emit(UEvent("add", marker, "tty"))
+        await wait_for(lambda: any(log.get("devpath") == marker for log in logs))
+
+
+async def test_out_of_band_change_is_seen_at_refresh_not_before(engine: Engine) -> None:
+    """An activation by another process re-enumerates silently: livefwd still lists
+    the old inventory until a rescan trigger (here ``Refresh``)."""
+    lfa = machine_of(engine).components["lfa"]
+    lfa.add_device({"guid": NEW, "pending": "1.1"})
+    lfa.remove_device(f"lfa/{RMM_GUID}")
+    await settle(engine)
+    assert guids(engine) == {BL31, RMM_GUID, BL33_GUID}
+    await engine.refresh()
+    assert guids(engine) == {BL31, NEW, BL33_GUID}
+    assert by_name(engine, "11111111").version_pending == "1.1"
+
+
+async def test_module_reload_rescans(engine: Engine) -> None:
+    """``add``/``remove`` of /module/lfa_fw are the uevents a real kernel sends: the
+    images go with the unload and come back, re-read, with the load."""
+    machine = machine_of(engine)
+    lfa = machine.components["lfa"]
+    rmm = by_name(engine, "RMM")
+    await rmm.set_activation_options(force_cpu_rendezvous=False)
+    lfa.add_device({"guid": NEW})
+    await settle(engine)
+    assert NEW not in guids(engine)
+    with machine.lock:
+        lfa.configure("module_loaded", "0")
+    await wait_for(lambda: not guids(engine))
+    with machine.lock:
+        lfa.configure("module_loaded", "1")
+    await wait_for(lambda: guids(engine) == {BL31, RMM_GUID, BL33_GUID, NEW})
+    # new image objects: the reload reset the administrator's setting, and livefw shows it
+    assert by_name(engine, "RMM").force_cpu_rendezvous is True
+
+
+async def test_unrelated_module_does_not_rescan(engine: Engine) -> None:
+    lfa = machine_of(engine).components["lfa"]
+    lfa.add_device({"guid": NEW})
+    machine_of(engine).emit(UEvent("add", "module/other_fw", "module"))
+    await settle(engine)
+    assert NEW not in guids(engine)
+
+
+async def test_own_activation_follows_the_reenumeration_by_guid(engine: Engine) -> None:
+    """After livefw's activation the driver re-enumerated (lfa_fw.c
+    update_fw_images_tree(), remove_invalid_fw_images()): new GUIDs are added, vanished
+    ones removed, the others keep their device."""
+    lfa = machine_of(engine).components["lfa"]
+    bl31, bl33 = by_name(engine, "BL31"), by_name(engine, "BL33")
+    lfa.add_device({"guid": NEW})
+    lfa_state(engine).activated_remove = [RMM_GUID]
+    await settle(engine)
+    assert NEW not in guids(engine)
+    await engine.activate(bl31.id)
+    assert guids(engine) == {BL31, NEW, BL33_GUID}
+    assert by_name(engine, "BL31") is bl31
+    assert by_name(engine, "BL33") is bl33
+    assert bl31.version == "2.14"
+
+
+async def test_get_device_of_a_vanished_image_rescans(engine: Engine) -> None:
+    """GetDevice re-reads one image; its directory gone means the kernel re-enumerated,
+    so the whole inventory is read again and the caller gets NotFound."""
+    lfa = machine_of(engine).components["lfa"]
+    rmm = by_name(engine, "RMM")
+    lfa.remove_device(f"lfa/{RMM_GUID}")
+    lfa.add_device({"guid": NEW})
+    with pytest.raises(NotFound, match="no longer in /sys/firmware/lfa"):
+        await engine.refresh_device(rmm.id)
+    assert guids(engine) == {BL31, NEW, BL33_GUID}
+    assert rmm.version == "0.7"  # not overwritten with the defaults of a missing file
+
+
+async def test_rescan_reads_at_most_max_images(
+    make_engine: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lfa_uapi, "MAX_IMAGES", 2)
+    with capture_logs() as logs:
+        engine = await make_engine([LfaPlugin])
+    assert len(guids(engine)) == 2
+    (warning,) = [log for log in logs if log["event"] == "lfa_too_many_images"]
+    assert (warning["limit"], warning["skipped"]) == (2, 1)
 
 
 async def test_rfc_style_tree_is_tolerated(make_engine: Callable[..., Any]) -> None:

@@ -1,11 +1,13 @@
 """The simulated LFA agent and driver behave like the v3 posting (docs/kernel.md, Arm LFA)."""
 
+import asyncio
 import errno
 from pathlib import Path
 
 import pytest
 
 from livefw.errors import KernelError
+from livefw.kernel.provider import UEvent
 from livefw.kernel.sim.machine import FaultSpec, SimMachine
 from livefw.kernel.sim.provider import SimProvider
 from livefw.kernel.uapi import lfa
@@ -141,17 +143,61 @@ async def test_empty_profile_has_no_lfa_directory(tmp_path: Path) -> None:
     assert not await provider.exists(lfa.LFA_SYSFS)
 
 
-async def test_hotplug_emits_uevents(provider: SimProvider, machine: SimMachine) -> None:
+async def _next_is_marker(machine: SimMachine, queue: "asyncio.Queue[UEvent]") -> None:
+    """Nothing was emitted before this point: the sim delivers in order, so a marker
+    emitted now is the next event unless something came before it."""
+    machine.emit(UEvent("change", "marker"))
+    assert (await queue.get()).devpath == "marker"
+
+
+async def test_tree_changes_send_no_uevent(provider: SimProvider, machine: SimMachine) -> None:
+    """lfa_fw.c never calls kobject_uevent(): hot-add, hot-remove and the re-enumeration
+    after an activation change the tree silently (docs/kernel.md, Uevents)."""
     queue = machine.subscribe()
-    added = machine.components["lfa"].add_device({"guid": "11111111-2222-3333-4444-555555555555"})
-    event = await queue.get()
-    assert (event.action, event.devpath) == (
-        "add",
-        "firmware/lfa/11111111-2222-3333-4444-555555555555",
-    )
+    new = "11111111-2222-3333-4444-555555555555"
+    added = machine.components["lfa"].add_device({"guid": new})
+    assert await provider.is_dir(f"{lfa.LFA_SYSFS}/{new}")
     machine.components["lfa"].remove_device(added.key)
-    assert (await queue.get()).action == "remove"
-    assert not await provider.exists(f"{lfa.LFA_SYSFS}/11111111-2222-3333-4444-555555555555")
+    assert not await provider.exists(f"{lfa.LFA_SYSFS}/{new}")
+    machine.components["lfa"].state.activated_remove = [RMM]  # type: ignore[attr-defined]
+    await provider.write_attr(attr(BL31, "activate"), "1")
+    assert not await provider.exists(f"{lfa.LFA_SYSFS}/{RMM}")
+    await _next_is_marker(machine, queue)
+
+
+async def test_module_reload_sends_the_module_events_and_resets_the_settings(
+    provider: SimProvider, machine: SimMachine
+) -> None:
+    """kernel/module/main.c do_init_module(): ``add`` /module/lfa_fw after the init made
+    the tree; unloading removes the tree, then ``remove``. New image objects start with
+    force_cpu_rendezvous 1 (lfa_fw.c update_fw_image_node())."""
+    await provider.write_attr(attr(RMM, "force_cpu_rendezvous"), "0")
+    queue = machine.subscribe()
+    component = machine.components["lfa"]
+    with machine.lock:
+        component.configure("module_loaded", "0")
+    event = await queue.get()
+    assert (event.action, event.devpath, event.subsystem) == ("remove", "module/lfa_fw", "module")
+    assert not await provider.exists(lfa.LFA_SYSFS)
+    with machine.lock:
+        component.configure("module_loaded", "1")
+    event = await queue.get()
+    assert (event.action, event.devpath, event.subsystem) == ("add", "module/lfa_fw", "module")
+    assert await provider.listdir(lfa.LFA_SYSFS) == sorted([BL31, RMM, BL33])
+    assert await provider.read_attr(attr(RMM, "force_cpu_rendezvous")) == "1"
+    await _next_is_marker(machine, queue)
+
+
+async def test_module_load_without_an_agent_sends_nothing(tmp_path: Path) -> None:
+    """lfa_init() / lfa_smccc_probe() fail without an agent: no tree, no module ``add``."""
+    machine = SimMachine.create(str(tmp_path / "sim"), "empty")
+    provider = SimProvider(machine)
+    queue = machine.subscribe()
+    with machine.lock:
+        machine.components["lfa"].configure("module_loaded", "0")
+        machine.components["lfa"].configure("module_loaded", "1")
+    assert not await provider.exists(lfa.LFA_SYSFS)
+    await _next_is_marker(machine, queue)
 
 
 async def test_force_cpu_rendezvous_decides_stop_machine(

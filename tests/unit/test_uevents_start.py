@@ -161,14 +161,22 @@ async def test_device_hot_added_during_coldplug_appears_without_refresh(
         await engine.stop()
 
 
-async def test_device_removed_during_coldplug_goes_without_refresh(tmp_path: Path) -> None:
+async def test_lfa_image_removed_during_coldplug_stays_until_a_rescan(tmp_path: Path) -> None:
+    """The LFA driver sends no uevent when an image directory goes (docs/kernel.md,
+    Uevents): livefwd lists it until a rescan trigger, here ``livefw refresh``."""
     machine = SimMachine.create(str(tmp_path / "sim"), "default")
     engine = Engine(SimProvider(machine), Config(), str(tmp_path), [LfaRemovesDuringColdplug])
     LfaRemovesDuringColdplug.engine = engine  # type: ignore[attr-defined]
     LfaRemovesDuringColdplug.victim = "6c0762a6-12f2-4b56-92cb-ba8f633606d9"  # type: ignore[attr-defined]
     try:
         await engine.start()
-        await wait_for(lambda: len(engine.devices) == 2)
+        marker = "devices/virtual/tty/ttyMARK"
+        with capture_logs() as logs:  # every uevent emitted before the marker is handled
+            machine.emit(UEvent("add", marker, "tty"))
+            await wait_for(lambda: any(log.get("devpath") == marker for log in logs))
+        assert len(engine.devices) == 3
+        await engine.refresh()
+        assert len(engine.devices) == 2
         assert not any("RMM" in device.name for device in engine.devices.values())
     finally:
         await engine.stop()
@@ -227,7 +235,8 @@ def known_adds(engine: Engine) -> list[UEvent]:
     node = fwctl.state.nodes[0]
     return [
         fwctl._uevent("add", node),
-        UEvent("add", "firmware/lfa/47d4086d-4cfe-9846-9b95-2950cbbd5a00"),
+        # the LFA driver sends none for its images; a module add makes it rescan
+        UEvent("add", "module/lfa_fw", "module"),
         UEvent("add", pfru_uapi.UPDATE_DEVPATH, "misc", {"DEVNAME": "acpi_pfr_update0"}),
         UEvent("add", pfru_uapi.TELEMETRY_DEVPATH, "misc", {"DEVNAME": "acpi_pfr_telemetry0"}),
     ]
@@ -242,7 +251,8 @@ async def test_duplicate_add_is_silent_and_changes_nothing(three: Engine) -> Non
     for event in known_adds(engine):
         with capture_logs() as logs:
             await engine._dispatch_uevent(event)
-        assert [log["event"] for log in logs] == ["uevent"], event
+        rescan = ["lfa_rescan"] if event.subsystem == "module" else []
+        assert [log["event"] for log in logs] == ["uevent", *rescan], event
     assert engine.devices == before
     assert all(engine.devices[key] is device for key, device in before.items())
     assert (recorder.added, recorder.removed) == ([], [])
@@ -295,9 +305,11 @@ async def test_refresh_racing_a_hot_add_registers_the_device_once(tmp_path: Path
         await engine.stop()
 
 
-async def test_lfa_rescan_racing_its_uevent_registers_the_image_once(tmp_path: Path) -> None:
-    """An activation re-enumerates (LfaDevice.activate -> rescan) while the kernel's
-    ``add`` uevents for the same images are dispatched."""
+async def test_lfa_rescan_racing_a_module_reload_registers_the_image_once(
+    tmp_path: Path,
+) -> None:
+    """An activation re-enumerates (LfaDevice.activate -> rescan) while the ``add`` of a
+    module reload (/module/lfa_fw) is dispatched: both read the same new image."""
     machine = SimMachine.create(str(tmp_path / "sim"), "default")
     engine = Engine(YieldingProvider(machine), Config(), str(tmp_path), [LfaPlugin])
     await engine.start()
@@ -310,7 +322,7 @@ async def test_lfa_rescan_racing_its_uevent_registers_the_image_once(tmp_path: P
         with capture_logs() as logs:
             await asyncio.gather(
                 plugin.device_ctx.rescan(),
-                engine._dispatch_uevent(UEvent("add", f"firmware/lfa/{NEW_GUID}")),
+                engine._dispatch_uevent(UEvent("add", "module/lfa_fw", "module")),
             )
         assert len(engine.devices) == 4
         assert [log for log in logs if log["event"] == "lfa_image_added"] != []

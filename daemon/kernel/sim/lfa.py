@@ -16,6 +16,19 @@ inside ``stop_machine()`` (``cpu_rendezvous || force_cpu_rendezvous``; RFC v1 al
 rendezvoused); ``auto_activate`` (v2+, default 0) makes the driver's notification
 handler activate a capable, pending image by itself when the platform signals a new
 image (``livefw sim stage`` plays the BMC plus that notification).
+
+No uevent for the tree, as in every posting up to v3: ``/sys/firmware/lfa`` is a kset
+below ``firmware_kobj``, which belongs to no kset, so lib/kobject_uevent.c
+``kobject_uevent_env()`` refuses its ``add``; the image kobjects join that kset
+through ``kobject_init_and_add()`` (lfa_fw.c ``update_fw_image_node()``), which sends
+nothing, and the driver never calls ``kobject_uevent()``, so lib/kobject.c
+``__kobject_del()`` owes no ``remove`` either when ``remove_invalid_fw_images()``
+deletes one. A re-enumeration after an activation and ``livefw sim add/remove lfa``
+therefore change the tree silently. The one event is the module's: loading lfa_fw.ko
+(``livefw sim set lfa module_loaded=1``) sends ``add`` DEVPATH=/module/lfa_fw once its
+init created the tree (kernel/module/main.c ``do_init_module()``), unloading sends the
+``remove`` the sent ``add`` owes after the exit removed it (kernel/module/sysfs.c
+``mod_sysfs_teardown()``; lib/kobject.c). docs/kernel.md, Uevents.
 """
 
 from __future__ import annotations
@@ -84,9 +97,12 @@ class LfaState(Model, extra="forbid"):
         retry_budget_seconds: the driver's budget for BUSY/call-again on ACTIVATE.
         activated_remove: GUIDs that disappear from the inventory after the next
             activation (directories removed, as after a re-enumeration).
+        module_loaded: lfa_fw.ko is loaded (its init made the tree when the agent is
+            present); ``livefw sim set lfa module_loaded=0/1`` unloads and loads it.
     """
 
     present: bool = True
+    module_loaded: bool = True
     style: Literal["v3", "rfc"] = "v3"
     activate_seconds: float = 0.5
     prime_iterations: int = 2
@@ -183,7 +199,7 @@ class LfaComponent(SimComponent):
 
     def render(self, root: Dir) -> None:
         """sys/firmware/lfa/<guid>/<attr> for every cached image."""
-        if not self.state.present:
+        if not (self.state.present and self.state.module_loaded):
             return
         top = root.mkdirs(uapi.LFA_SYSFS)
         for guid in self.state.cache:
@@ -299,19 +315,42 @@ class LfaComponent(SimComponent):
             self._reenumerate()
 
     def _reenumerate(self) -> None:
-        """After a successful activation: rescan, add/remove directories by GUID."""
-        before = set(self.state.cache)
+        """After a successful activation: rescan, add/remove directories by GUID.
+
+        Silently, as lfa_fw.c ``update_fw_images_tree()`` and
+        ``remove_invalid_fw_images()`` do (no ``kobject_uevent()``; module docstring).
+        """
         removed = set(self.state.activated_remove)
         self.state.images = [i for i in self.state.images if i.guid not in removed]
         self.state.activated_remove = []
         self._enumerate(self.state)
         self.machine.changed(self.name)
         self.machine.render()
-        after = set(self.state.cache)
-        for guid in sorted(after - before):
-            self.machine.emit(UEvent("add", f"{uapi.LFA_DEVPATH}/{guid}"))
-        for guid in sorted(before - after):
-            self.machine.emit(UEvent("remove", f"{uapi.LFA_DEVPATH}/{guid}"))
+
+    def configure(self, key: str, value: str) -> None:
+        """``module_loaded`` loads or unloads lfa_fw.ko; other knobs as every component.
+
+        Loading creates the tree only when the agent answers (lfa_fw.c ``lfa_init()``
+        / v3 ``lfa_smccc_probe()``; otherwise the init fails and no ``add`` is sent)
+        with fresh image objects: ``force_cpu_rendezvous`` 1 and ``auto_activate`` 0
+        again (``update_fw_image_node()``). Called with the machine lock held.
+        """
+        if key != "module_loaded":
+            super().configure(key, value)
+            return
+        load = value.lower() in _TRUE
+        if load == self.state.module_loaded:
+            return
+        self.state.module_loaded = load
+        if load:
+            for image in self.state.images:
+                image.force_cpu_rendezvous, image.auto_activate = True, False
+            self._enumerate(self.state)
+        self.machine.changed(self.name)
+        self.machine.render()
+        if self.state.present:
+            action = "add" if load else "remove"
+            self.machine.emit(UEvent(action, f"module/{uapi.LFA_MODULE}", "module"))
 
     def _cancel(self, guid: str) -> None:
         """LFA_CANCEL: nothing is primed outside an activation, so the agent refuses."""
@@ -344,7 +383,11 @@ class LfaComponent(SimComponent):
         ]
 
     def add_device(self, options: dict[str, str]) -> SimDevice:
-        """Add an image (as after a firmware-side change plus a notification)."""
+        """Add an image to the agent and its directory to the tree, silently.
+
+        As the kernel's re-enumeration after an activation made by another process (or
+        by the driver's auto-activation) would: no uevent (module docstring).
+        """
         guid = options.get("guid") or str(uuid.uuid4())
         try:
             guid = str(uuid.UUID(guid))
@@ -365,18 +408,16 @@ class LfaComponent(SimComponent):
             self._enumerate(self.state)
             self.machine.changed(self.name)
             self.machine.render()
-        self.machine.emit(UEvent("add", f"{uapi.LFA_DEVPATH}/{guid}"))
         return self.devices()[-1]
 
     def remove_device(self, key: str) -> None:
-        """Remove an image and its directory."""
+        """Remove an image and its directory, silently (as :meth:`add_device`)."""
         guid = key.removeprefix("lfa/")
         with self.machine.lock:
             self.state.images = [i for i in self.state.images if i.guid != guid]
             self._enumerate(self.state)
             self.machine.changed(self.name)
             self.machine.render()
-        self.machine.emit(UEvent("remove", f"{uapi.LFA_DEVPATH}/{guid}"))
 
     def stage(self, key: str, options: dict[str, str]) -> str:
         """A new image arrives out of band (the BMC drops it): it becomes pending."""

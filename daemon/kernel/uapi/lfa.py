@@ -11,10 +11,11 @@ import uuid
 #: sysfs directory: one subdirectory per firmware image, named by its GUID printed
 #: raw (``%pUb``), never byte-swapped.
 LFA_SYSFS = "sys/firmware/lfa"
-#: the kobject path of LFA image directories below /sys. lfa_fw.c sends no uevent
-#: for them (it never calls kobject_uevent()); the simulator still emits ``add`` and
-#: ``remove`` with this path after a re-enumeration (docs/kernel.md, Uevents).
-LFA_DEVPATH = "firmware/lfa"
+#: at most this many image directories are read (one device each); more are logged
+#: and left out. The driver makes one per inventory entry the agent reports
+#: (lfa_fw.c ``update_fw_images_tree()``: GET_INFO's count, an int from firmware); each
+#: attribute read is bounded by sysfs itself (``sysfs_emit()``: one page).
+MAX_IMAGES = 16384
 #: the driver's module (drivers/firmware/smccc/Makefile in the postings:
 #: ``obj-$(CONFIG_ARM_LFA) += lfa_fw.o``), whose ``add`` uevent has
 #: DEVPATH=/module/lfa_fw.
