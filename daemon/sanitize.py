@@ -75,7 +75,7 @@ def escape_controls(text: str, keep: str = "") -> str:
     if text.isprintable():
         # every character escaped here is one str.isprintable() refuses (Cc, Cf, Cs,
         # Zl, Zp): most text has none, and this test costs a quarter of the regex's
-        # (43,000 strings while a 999-device machine starts; bench/NOTES.md item 11)
+        # (43,000 strings while a 999-device machine starts; bench/NOTES.md item 14)
         return text
     if keep:
         return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m), text)

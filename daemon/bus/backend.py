@@ -747,7 +747,7 @@ class LivefwBus(MessageBus):
         rule without a sender (a monitor, ``path='/org/livefw/Daemon1'``) sees these,
         so they stay. Interfaces whose getters are all synchronous are read in one
         pass (:func:`_readable_values`); the library's per-value callbacks cost ~40 ms
-        of a 999-device start (bench/NOTES.md item 11). An interface whose getter
+        of a 999-device start (bench/NOTES.md item 14). An interface whose getter
         raises is sent with no properties, as the library's way sends it.
         """
         if self._disconnected or self._is_hidden(path):

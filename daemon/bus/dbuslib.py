@@ -211,7 +211,7 @@ class _ServiceInspect:
     for every instance and keeps the members that are D-Bus properties, methods and
     signals: ``dir()`` of the class, a ``getattr`` per attribute (the ~80 of ``object``
     and ServiceInterface included) and a sort, 1,500 times for a machine of 999
-    devices (~30 ms of its start, bench/NOTES.md item 11). Here the walk runs once per
+    devices (~30 ms of its start, bench/NOTES.md item 14). Here the walk runs once per
     class and keeps only those members, in the walk's order; the constructor's loop
     skips every other member anyway, so each instance gets the same lists as before.
     A class's D-Bus members are fixed before its first instance is made (livefw adds

@@ -1,7 +1,7 @@
 """InterfacesAdded: the library's answer, read in one pass, and who sees it before the name.
 
 livefwd exports every object before it owns its name, so each export's InterfacesAdded
-goes out first (issue 17 item 1, bench/NOTES.md item 11). dbus-daemon delivers a
+goes out first (issue 17 item 1, bench/NOTES.md item 14). dbus-daemon delivers a
 signal to a match rule that names a sender only while the sending connection is that
 name's primary owner (bus/signals.c ``match_rule_matches``), so a client watching
 ``sender='org.livefw.Daemon1'`` never sees them, while a rule without a sender does:

@@ -2,7 +2,7 @@
 
 Both libraries walk ``inspect.getmembers(type(self))`` in ``ServiceInterface.__init__``;
 livefw.bus.dbuslib keeps the D-Bus members per class (issue 17 item 1, bench/NOTES.md
-item 11). These tests count the real walks and compare each livefw interface class's
+item 14). These tests count the real walks and compare each livefw interface class's
 members with what the library's own, uncached walk gives.
 """
 
