@@ -12,6 +12,7 @@ coldplug, uevents and refresh.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import uuid
 
@@ -85,6 +86,46 @@ class LfaContext(DeviceContext):
         if device is not None:
             self.plugin.remove_device(device.id)
             self.log.info("lfa_image_removed", guid=guid)
+
+    async def await_removals(self) -> None:
+        """After an activation: let the driver delete the images it dropped, bounded.
+
+        The v1+ driver invalidates every image, re-enumerates, and deletes those the
+        agent no longer lists from a workqueue (lfa_fw.c ``update_fw_images_tree()``,
+        ``remove_invalid_fw_images()``), possibly after the write to ``activate`` has
+        returned. A rescan in that window would show them with the invalidated values
+        (version 0.0, not capable), so the directories that read exactly those are
+        waited for, at most :data:`uapi.REMOVAL_WAIT_S`; one still there is kept.
+        """
+        waiting = [guid for guid in list(self.images) if await self._invalidated(guid)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + uapi.REMOVAL_WAIT_S
+        while waiting and loop.time() < deadline:
+            await asyncio.sleep(uapi.RETRY_INTERVAL_S)
+            waiting = [
+                guid for guid in waiting if await self.provider.is_dir(f"{uapi.LFA_SYSFS}/{guid}")
+            ]
+        if waiting:
+            self.log.warning("lfa_invalidated_image_stays", guids=waiting[:8])
+
+    async def _invalidated(self, guid: str) -> bool:
+        base = f"{uapi.LFA_SYSFS}/{guid}"
+        values = []
+        for name in (
+            uapi.ATTR_ACTIVATION_CAPABLE,
+            uapi.ATTR_MAY_RESET_CPU,
+            uapi.ATTR_CPU_RENDEZVOUS,
+            uapi.ATTR_CURRENT_VERSION,
+        ):
+            try:
+                values.append((await self.provider.read_attr(f"{base}/{name}")).strip())
+            except KernelError as error:
+                if error.errno not in _GONE:
+                    raise
+                return False  # gone already, or a posting without current_version
+            if values[-1] != uapi.INVALIDATED[len(values) - 1]:
+                return False
+        return True
 
     async def rescan(self, *, options: bool = False) -> None:
         """Follow the kernel's enumeration: drop vanished images, add new ones, re-read all.

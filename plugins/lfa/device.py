@@ -179,7 +179,9 @@ class LfaDevice(Device):
             raise _map_activate_error(self.name, error) from error
         op.progress(Status.DEVICE_VERIFY, 90)
         # the driver enumerates again after a successful activation (lfa_fw.c
-        # update_fw_images_tree()): images may come or go, not only this one change
+        # update_fw_images_tree()): images may come or go, not only this one change;
+        # the ones it dropped are deleted from a workqueue, maybe not yet
+        await self.ctx.await_removals()
         await self.ctx.rescan()
         return self.version
 

@@ -211,6 +211,20 @@ async def test_own_activation_follows_the_reenumeration_by_guid(engine: Engine) 
     assert bl31.version == "2.14"
 
 
+async def test_own_activation_waits_for_the_driver_to_delete_dropped_images(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The v1+ driver deletes dropped images from a workqueue: a rescan right after the
+    write would still list them with version 0.0 (lfa_fw.c update_fw_images_tree())."""
+    monkeypatch.setattr(lfa_uapi, "REMOVAL_WAIT_S", 30.0)  # a deadline, not a timing
+    lfa_state(engine).removal_delay_seconds = 0.2
+    lfa_state(engine).activated_remove = [RMM_GUID]
+    rmm = by_name(engine, "RMM")
+    await engine.activate(by_name(engine, "BL31").id)
+    assert guids(engine) == {BL31, BL33_GUID}
+    assert rmm.version == "0.7"  # never shown with the invalidated values
+
+
 async def test_get_device_of_a_vanished_image_rescans(engine: Engine) -> None:
     """GetDevice re-reads one image; its directory gone means the kernel re-enumerated,
     so the whole inventory is read again and the caller gets NotFound."""

@@ -238,3 +238,26 @@ async def test_auto_activate_activates_on_the_notification(
     component.stage(f"lfa/{BL31}", {"version": "2.15"})
     assert not [t for t in component.auto_threads if t.is_alive()]  # type: ignore[attr-defined]
     assert await provider.read_attr(attr(BL31, "activation_pending")) == "1"
+
+
+async def test_dropped_image_stays_invalidated_until_the_workqueue_runs(
+    provider: SimProvider, machine: SimMachine
+) -> None:
+    """v1+ update_fw_images_tree() invalidates every image; remove_invalid_fw_images()
+    deletes the dropped ones from a workqueue, after the write may have returned."""
+    state = machine.components["lfa"].state
+    state.removal_delay_seconds = 0.2  # type: ignore[attr-defined]
+    state.activated_remove = [RMM]  # type: ignore[attr-defined]
+    await provider.write_attr(attr(BL31, "activate"), "1")
+    values = [
+        await provider.read_attr(attr(RMM, name))
+        for name in ("activation_capable", "may_reset_cpu", "cpu_rendezvous", "current_version")
+    ]
+    assert tuple(values) == lfa.INVALIDATED
+    assert await provider.read_attr(attr(RMM, "activation_pending")) == "0"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while await provider.exists(f"{lfa.LFA_SYSFS}/{RMM}"):
+        assert loop.time() < deadline, "the workqueue never removed the dropped image"
+        await asyncio.sleep(0.01)
+    assert await provider.read_attr(attr(BL31, "current_version")) == "2.14"

@@ -99,6 +99,9 @@ class LfaState(Model, extra="forbid"):
             activation (directories removed, as after a re-enumeration).
         module_loaded: lfa_fw.ko is loaded (its init made the tree when the agent is
             present); ``livefw sim set lfa module_loaded=0/1`` unloads and loads it.
+        removal_delay_seconds: how long after a re-enumeration the directories of
+            vanished images stay, with the driver's invalidated values, before its
+            workqueue deletes them (0: at once).
     """
 
     present: bool = True
@@ -110,9 +113,12 @@ class LfaState(Model, extra="forbid"):
     images: list[LfaImage] = Field(default_factory=list)
     cache: dict[str, LfaCache] = Field(default_factory=dict)
     activated_remove: list[str] = Field(default_factory=list)
+    removal_delay_seconds: float = 0.0
 
 
 _BL31, _BL33, _RMM = list(uapi.KNOWN_IMAGES)
+#: what update_fw_images_tree() leaves in an image the agent no longer lists.
+_INVALIDATED = LfaCache(capable=False, may_reset_cpu=False, cpu_rendezvous=False, current="0.0")
 
 
 class LfaComponent(SimComponent):
@@ -323,9 +329,38 @@ class LfaComponent(SimComponent):
         removed = set(self.state.activated_remove)
         self.state.images = [i for i in self.state.images if i.guid not in removed]
         self.state.activated_remove = []
+        before = self.state.cache
         self._enumerate(self.state)
+        delay = self.state.removal_delay_seconds
+        stale = sorted(set(before) - set(self.state.cache))
+        if delay > 0 and stale:
+            # update_fw_images_tree() first invalidates every image (set_image_flags(
+            # image, -1, 0b1000, 0, 0): not capable, no CPU reset, rendezvous optional,
+            # version 0.0); those the agent no longer lists keep that until the queued
+            # remove_invalid_fw_images() deletes them, after the write has returned.
+            for guid in stale:
+                self.state.cache[guid] = _INVALIDATED.model_copy()
+            timer = threading.Timer(delay, self._remove_invalid, args=(stale,))
+            timer.daemon = True
+            timer.start()
         self.machine.changed(self.name)
         self.machine.render()
+
+    def _remove_invalid(self, guids: list[str]) -> None:
+        """The driver's workqueue: delete the directories of invalidated images."""
+        with self.machine.lock:
+            listed = {image.guid for image in self.state.images}
+            for guid in guids:
+                if guid not in listed:
+                    self.state.cache.pop(guid, None)
+            self.machine.changed(self.name)
+            self.machine.render()
+
+    def on_start(self) -> None:
+        """A workqueue removal a stopped simulator did not run: run it now."""
+        listed = {image.guid for image in self.state.images}
+        if set(self.state.cache) - listed:
+            self._remove_invalid(sorted(set(self.state.cache) - listed))
 
     def configure(self, key: str, value: str) -> None:
         """``module_loaded`` loads or unloads lfa_fw.ko; other knobs as every component.

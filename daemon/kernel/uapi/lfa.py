@@ -86,6 +86,15 @@ PRIME_TIMEOUT_S = 30.0
 ACTIVATE_TIMEOUT_S = 10.0
 RETRY_INTERVAL_S = 0.010
 
+#: what lfa_fw.c ``update_fw_images_tree()`` leaves in an image the agent no longer
+#: lists (``set_image_flags(image, -1, 0b1000, 0, 0)``) until the queued
+#: ``remove_invalid_fw_images()`` deletes its directory, after the write to
+#: ``activate`` may already have returned (v1+): capable, may_reset_cpu,
+#: cpu_rendezvous, current_version.
+INVALIDATED = ("0", "0", "0", "0.0")
+#: how long livefw waits after its activation for such directories to go.
+REMOVAL_WAIT_S = 1.0
+
 
 def guid_dirname(x1: int, x2: int) -> str:
     """The sysfs directory name of an image from GET_INVENTORY's x1/x2 registers."""
