@@ -223,11 +223,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("devices", help="list simulated devices and their keys")
     p.add_argument("--json", action="store_true")
 
-    p = verbs.add_parser("add", help="hot-add a device (uevent add)")
+    p = verbs.add_parser("add", help="hot-add a device (uevent add; lfa: none, as its driver)")
     p.add_argument("component", help="lfa, pfru, fwctl, ...")
     p.add_argument("options", nargs="*", help="KEY=VALUE options of the component")
 
-    p = verbs.add_parser("remove", help="hot-remove a device (uevent remove)")
+    p = verbs.add_parser(
+        "remove", help="hot-remove a device (uevent remove; lfa: none, as its driver)"
+    )
     p.add_argument("device", help="sim device key, key prefix or name")
 
     p = verbs.add_parser("stage", help="a new image arrives out of band (e.g. from a BMC)")

@@ -205,11 +205,11 @@ class SimComponent(ABC):
         """The devices this component simulates."""
 
     def add_device(self, options: dict[str, str]) -> SimDevice:
-        """Hot-add a device (``livefw sim add``); emits an ``add`` uevent."""
+        """Hot-add a device (``livefw sim add``); emits the ``add`` uevent the kernel would."""
         raise NotSupported(f"the simulated {self.name} component cannot add devices")
 
     def remove_device(self, key: str) -> None:
-        """Hot-remove a device (``livefw sim remove``); emits a ``remove`` uevent."""
+        """Hot-remove a device (``livefw sim remove``); emits the ``remove`` the kernel would."""
         raise NotSupported(f"the simulated {self.name} component cannot remove devices")
 
     def stage(self, key: str, options: dict[str, str]) -> str:
