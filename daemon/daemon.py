@@ -228,6 +228,7 @@ class Daemon:
             bus_type=BusType.SYSTEM,
             object_manager_path=MANAGER_PATH,
             large_calls=bus_large_calls(self.config),
+            announce=False,  # until the name is requested (LivefwBus.start_announcing)
         )
         try:
             await bus.connect()

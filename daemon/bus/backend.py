@@ -240,6 +240,7 @@ class LivefwBus(MessageBus):
         object_manager_path: str = "/",
         max_body: int = MAX_BODY,
         large_calls: Sequence[LargeCall] = (),
+        announce: bool = True,
     ) -> None:
         super().__init__(
             bus_address=bus_address,  # None means: use bus_type
@@ -251,6 +252,8 @@ class LivefwBus(MessageBus):
         self._guards: list[tuple[str, Guard]] = []
         self._guard_tasks: set[asyncio.Future[None]] = set()
         self._batching = False
+        #: whether exports and unexports send InterfacesAdded/Removed (see start_announcing)
+        self._announce = announce
         self._fd_list_interfaces: set[str] = set()
         # (sender, serial) of calls holding fds until their reply -> how many
         self._fd_calls: dict[tuple[str, int], int] = {}
@@ -738,18 +741,34 @@ class LivefwBus(MessageBus):
             )
         )
 
+    def start_announcing(self) -> None:
+        """Send InterfacesAdded/Removed from now on (a bus made with ``announce=False``).
+
+        livefwd exports every object before it requests its first name and calls this
+        just before the request, as GLib's ``GDBusObjectManagerServer`` recommends
+        (gio/gdbusobjectmanagerserver.c, ``g_dbus_object_manager_server_new()``: export
+        the objects first, then set the connection, "to avoid InterfacesAdded signals
+        being emitted"). Nobody can use the start-up signals: dbus-daemon delivers a
+        signal to a rule that names a sender only while the sending connection owns that
+        name (bus/signals.c ``match_rule_matches``), and a client that sees the name
+        appear asks GetManagedObjects, which lists every object. At 999 devices they
+        were ~1,500 signals and ~60 ms of the start (bench/NOTES.md item 14). Objects
+        exported or removed after this call are announced; the request is sent after
+        it, so dbus-daemon routes those signals with the name already owned.
+        """
+        self._announce = True
+
     def _send_interfaces_added(self, path: str, interfaces: list[ServiceInterface]) -> None:
         """One InterfacesAdded from the manager path with every interface's properties.
 
-        Sent while livefwd starts too, before it owns its name: dbus-daemon delivers a
-        signal to a match rule that names a sender only while the sending connection
-        is that name's primary owner (bus/signals.c ``match_rule_matches``), but a
-        rule without a sender (a monitor, ``path='/org/livefw/Daemon1'``) sees these,
-        so they stay. Interfaces whose getters are all synchronous are read in one
-        pass (:func:`_readable_values`); the library's per-value callbacks cost ~40 ms
-        of a 999-device start (bench/NOTES.md item 14). An interface whose getter
-        raises is sent with no properties, as the library's way sends it.
+        Not sent before :meth:`start_announcing` on a bus made with ``announce=False``.
+        Interfaces whose getters are all synchronous are read in one pass
+        (:func:`_readable_values`); the library's per-value callbacks cost ~40 ms of a
+        999-device start (bench/NOTES.md item 14). An interface whose getter raises is
+        sent with no properties, as the library's way sends it.
         """
+        if not self._announce:
+            return
         if self._disconnected or self._is_hidden(path):
             return
         if all(_sync_getters(interface) for interface in interfaces):
@@ -792,7 +811,7 @@ class LivefwBus(MessageBus):
             self._send_interfaces_added(path, [interface])
 
     def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
-        if self._disconnected or self._is_hidden(path):
+        if self._disconnected or not self._announce or self._is_hidden(path):
             return
         self.send(
             Message.new_signal(

@@ -71,6 +71,9 @@ class DaemonService(EngineListener):
         Raises:
             Internal: another process owns it.
         """
+        # objects exported from now on are announced; those exported so far are in
+        # GetManagedObjects, which a client asks when it sees the name appear
+        self.bus.start_announcing()
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise Internal(f"{BUS_NAME} is already owned by another process (is livefwd running?)")

@@ -1,11 +1,13 @@
-"""InterfacesAdded: the library's answer, read in one pass, and who sees it before the name.
+"""InterfacesAdded: the library's answer read in one pass, and none before the name.
 
-livefwd exports every object before it owns its name, so each export's InterfacesAdded
-goes out first (issue 17 item 1, bench/NOTES.md item 14). dbus-daemon delivers a
-signal to a match rule that names a sender only while the sending connection is that
-name's primary owner (bus/signals.c ``match_rule_matches``), so a client watching
-``sender='org.livefw.Daemon1'`` never sees them, while a rule without a sender does:
-they are observable and are still sent, now without the library's callback per value.
+livefwd exports every object before it requests its name and announces none of them
+(issue 17 item 1, bench/NOTES.md item 14): dbus-daemon delivers a signal to a match
+rule that names a sender only while the sending connection is that name's primary
+owner (bus/signals.c ``match_rule_matches``), so a client watching
+``sender='org.livefw.Daemon1'`` could never see them, and one that sees the name appear
+reads GetManagedObjects, which lists every object; GLib's ``GDBusObjectManagerServer``
+recommends the same (export first, then set the connection). Objects exported after
+the request are announced, read in one pass without the library's callback per value.
 """
 
 # ruff: noqa: F821, F722 - D-Bus signatures as annotations (no postponed evaluation here)
@@ -171,4 +173,46 @@ async def test_signals_before_the_name_reach_only_rules_without_a_sender(
     finally:
         disconnect(anyone)
         disconnect(by_name)
+        disconnect(server)
+
+
+async def test_a_quiet_bus_announces_only_what_is_exported_after_start_announcing(
+    private_bus: PrivateBus,
+) -> None:
+    """livefwd's bus (``announce=False``) sends no InterfacesAdded/Removed for start-up."""
+    server = LivefwBus(bus_address=private_bus.address, object_manager_path=ROOT, announce=False)
+    await server.connect()
+    client = await MessageBus(bus_address=private_bus.address).connect()
+    seen: list[Message] = []
+    client.add_message_handler(
+        lambda m: seen.append(m) if m.member and m.member.startswith("Interfaces") else None
+    )
+    # a rule without a sender: the only kind that could see signals before the name
+    await call_bus_driver(client, "AddMatch", "s", [f"type='signal',path='{ROOT}'"])
+    try:
+        for index in range(3):
+            server.export_object(f"{ROOT}/t{index}", [Thing(index), Empty()])
+        server.unexport(f"{ROOT}/t2")
+        server.start_announcing()
+        await server.request_name(OWNER, NameFlag.DO_NOT_QUEUE)
+        server.export_object(f"{ROOT}/late", [Thing(9)])
+        server.unexport(f"{ROOT}/t1")
+        await _until(seen, 2)
+        await asyncio.sleep(0.2)  # anything sent before would have arrived first
+        assert [(m.member, m.body[0]) for m in seen] == [
+            ("InterfacesAdded", f"{ROOT}/late"),
+            ("InterfacesRemoved", f"{ROOT}/t1"),
+        ]
+        reply = await client.call(
+            Message(
+                destination=OWNER,
+                path=ROOT,
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="GetManagedObjects",
+            )
+        )
+        assert reply is not None
+        assert sorted(reply.body[0]) == [f"{ROOT}/late", f"{ROOT}/t0"]
+    finally:
+        disconnect(client)
         disconnect(server)

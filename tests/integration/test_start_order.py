@@ -9,11 +9,13 @@ records when the probe starts and when the engine starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from livefw.testing import PrivateBus
 
@@ -99,3 +101,40 @@ def test_libfwupd_version_is_asked_while_the_engine_starts(
     assert events.count("probe-start") == 1
     assert events.index("probe-start") < events.index("engine-start")
     assert events.index("probe-end") < events.index("compat-start")
+
+
+async def test_start_up_exports_announce_nothing_a_later_device_is_announced(
+    private_bus: PrivateBus, daemon_factory: Any, polkit: Any, cli: Any
+) -> None:
+    """livefwd's start-up exports send no InterfacesAdded; a hotplugged device does.
+
+    The watcher's rule names no sender (the only kind that could see a signal before the
+    name is owned: bus/signals.c ``match_rule_matches``); it is subscribed before
+    livefwd starts and reads what arrived once the name is owned and a device is added.
+    """
+    from livefw.bus.backend import MessageBus, call_bus_driver, disconnect
+
+    watcher = await MessageBus(bus_address=private_bus.address).connect()
+    seen: list[tuple[str, str]] = []
+    watcher.add_message_handler(
+        lambda m: (
+            seen.append((m.member, m.body[0]))
+            if m.member in ("InterfacesAdded", "InterfacesRemoved")
+            else None
+        )
+    )
+    await call_bus_driver(watcher, "AddMatch", "s", ["type='signal',path='/org/livefw/Daemon1'"])
+    try:
+        daemon_factory()  # returns once org.livefw.Daemon1 is owned
+        listed = json.loads(cli("fwctl", "list", "--json").stdout)
+        assert listed, "the minimal machine has fwctl devices exported"
+        cli("sim", "add", "fwctl", "type=mlx5", "pci=0000:09:00.0")
+        for _ in range(250):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert [member for member, _path in seen] == ["InterfacesAdded"], seen
+        assert seen[0][1].startswith("/org/livefw/Daemon1/devices/")
+    finally:
+        disconnect(watcher)
