@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -102,7 +104,7 @@ class Contents:
     """A file read by :meth:`FdReader.read`.
 
     Attributes:
-        data: the bytes, read from the memfd in one ``pread`` once the child exited.
+        data: the bytes, read from the memfd while the child writes it (:class:`_Drain`).
         sha256: their SHA-256 (hex), computed by the reader while it copied them.
     """
 
@@ -110,23 +112,78 @@ class Contents:
     sha256: str
 
 
-def _contents(out: int, size: int) -> bytes:
-    """The ``size`` bytes the child wrote into the memfd ``out``.
+class _Drain:
+    """Reads the memfd ``out`` in a thread while the child still writes it.
 
     Read, not mapped: a mapping would keep a duplicate of the memfd's descriptor
     (Python's mmap holds one) for as long as anything refers to the payload, and a
     refused payload lingers in exception tracebacks until the cyclic collector runs,
     which showed as descriptors left open after a burst of hostile GetDetails
-    (tests/robust/test_hostile_install.py). One ``pread`` into a new bytes object is
-    the one copy livefwd makes.
+    (tests/robust/test_hostile_install.py). The read was one ``pread`` once the child
+    had exited, ~45 ms for 64 MiB (mostly page faults of the new buffer) after the
+    child's copy; here each range the memfd's size shows is read as soon as it is
+    there, into an ``io.BytesIO`` grown to fit (through ``getbuffer()``), so on two
+    cores the read overlaps the child's copy and what is left at its exit is the last
+    chunk (bench/NOTES.md, staging). ``getvalue()`` then hands the buffer over as the
+    payload's bytes without a copy: still the one copy livefwd makes. A memfd read
+    never blocks (tmpfs), so the thread always ends when told; it backs off while
+    the memfd does not grow (a stalled reader costs a few wake-ups a second).
     """
-    data = os.pread(out, size, 0)
-    while len(data) < size:  # a tmpfs read returns everything; be safe anyway
-        more = os.pread(out, size - len(data), len(data))
-        if not more:
-            break
-        data += more
-    return data
+
+    def __init__(self, out: int) -> None:
+        self._out = out
+        self._buffer = io.BytesIO()
+        self._have = 0
+        self._done = threading.Event()
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="livefw-fdread", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pause = 0.001
+        try:
+            while True:
+                done = self._done.is_set()  # before the size: then that size is the last
+                if self._read_to(os.fstat(self._out).st_size):
+                    pause = 0.001
+                elif done:
+                    return
+                else:
+                    self._done.wait(pause)
+                    pause = min(pause * 2, 0.05)
+        except BaseException as error:  # MemoryError: raised by finish()
+            self._failed.append(error)
+
+    def _read_to(self, size: int) -> bool:
+        """Read up to ``size``; whether anything was read."""
+        if size <= self._have:
+            return False
+        buffer = self._buffer
+        buffer.seek(size - 1)
+        buffer.write(b"\0")  # grows the buffer (the new part zeroed)
+        with buffer.getbuffer() as view:
+            while self._have < size:
+                got = os.preadv(self._out, [view[self._have : size]], self._have)
+                if not got:  # cannot shrink: the child only appends; be safe anyway
+                    buffer.truncate(self._have)
+                    return True
+                self._have += got
+        return True
+
+    def finish(self) -> bytes:
+        """Everything the child wrote (call once it has exited)."""
+        self._done.set()
+        self._thread.join()
+        if self._failed:
+            raise self._failed[0]
+        self._read_to(os.fstat(self._out).st_size)  # nothing left, normally
+        return self._buffer.getvalue()[: self._have]
+
+    def stop(self) -> None:
+        """End the thread; nothing is kept."""
+        self._done.set()
+        self._thread.join()
+        self._buffer = io.BytesIO()
 
 
 class TooLarge(InvalidFile):
@@ -208,19 +265,23 @@ class FdReader:
                 except OSError as error:  # EAGAIN (process limit), EMFILE, ENOMEM
                     raise Busy(f"cannot start a {self.name} reader: {error.strerror}") from error
                 self._children.add(child)
+                drain = _Drain(out)
                 try:
-                    status = await self._wait(loop, child, out)
+                    try:
+                        status = await self._wait(loop, child, out)
+                    finally:
+                        if child.poll() is None:
+                            child.kill()
+                        self._reap(child)
+                    self._check(status, out, limit)
+                    digest = os.pread(sums, 65, 0).decode("ascii", "replace")
+                    if len(digest) != 64:  # the child exits 0 only after writing it
+                        raise InvalidFile(f"reading the {self.name} failed (no checksum)")
+                    return Contents(drain.finish(), digest)
                 finally:
-                    if child.poll() is None:
-                        child.kill()
-                    self._reap(child)
-                self._check(status, out, limit)
-                digest = os.pread(sums, 65, 0).decode("ascii", "replace")
+                    drain.stop()  # the thread has ended before ``out`` is closed
             finally:
                 os.close(sums)
-            if len(digest) != 64:  # the child exits 0 only after writing it
-                raise InvalidFile(f"reading the {self.name} failed (no checksum)")
-            return Contents(_contents(out, os.fstat(out).st_size), digest)
         finally:
             os.close(out)
 

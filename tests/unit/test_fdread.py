@@ -123,3 +123,45 @@ def _link(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return ""
+
+
+_TWO_CHUNKS = r"""
+import hashlib, os, sys, time
+sums = int(sys.argv[2])
+data = bytes(range(256)) * 4096
+os.write(1, data)          # the first MiB, then a pause the daemon's reads can see
+time.sleep(0.6)
+os.write(1, data)
+os.write(sums, hashlib.sha256(data + data).hexdigest().encode())
+"""
+
+
+async def test_the_memfd_is_read_while_the_child_still_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's copy overlaps the child's (bench/NOTES.md item 11): a read of the
+    first part happens before the child wrote the rest, and the bytes come out whole."""
+    monkeypatch.setattr(livefw.fdread, "_CHILD", _TWO_CHUNKS)
+    reads: list[int] = []
+    real = livefw.fdread._Drain._read_to
+
+    def recorded(self: livefw.fdread._Drain, size: int) -> bool:
+        read = real(self, size)
+        if read:
+            reads.append(size)
+        return read
+
+    monkeypatch.setattr(livefw.fdread._Drain, "_read_to", recorded)
+    path = tmp_path / "payload"
+    path.write_bytes(b"x")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        contents = await FdReader("payload", stall=5).read(fd, 4 << 20)
+    finally:
+        os.close(fd)
+    chunk = bytes(range(256)) * 4096
+    assert contents.data == chunk + chunk
+    assert contents.sha256 == hashlib.sha256(chunk + chunk).hexdigest()
+    # a read before the second MiB was written (tmpfs grows page by page: maybe part of it)
+    assert 0 < reads[0] <= len(chunk), reads
+    assert reads[-1] == 2 * len(chunk)
