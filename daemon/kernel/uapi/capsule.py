@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
+
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "CAPSULE_FLAG_INITIATE_RESET",
@@ -105,14 +106,21 @@ def _need(data: bytes | memoryview, offset: int, size: int, what: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class CapsuleHeader:
+class CapsuleHeader(Frozen):
     """EFI_CAPSULE_HEADER."""
 
+    _FIELDS = ("guid", "header_size", "flags", "image_size")
     guid: str
     header_size: int
     flags: int
     image_size: int
+
+    def __init__(self, guid: str, header_size: int, flags: int, image_size: int) -> None:
+        _set = object.__setattr__
+        _set(self, "guid", guid)
+        _set(self, "header_size", header_size)
+        _set(self, "flags", flags)
+        _set(self, "image_size", image_size)
 
 
 def parse_capsule_header(data: bytes | memoryview) -> CapsuleHeader:
@@ -144,19 +152,34 @@ def pack_capsule_header(guid: str, header_size: int, flags: int, image_size: int
     return head + bytes(max(0, header_size - len(head)))
 
 
-@dataclass(frozen=True)
-class FmpCapsuleHeader:
+class FmpCapsuleHeader(Frozen):
     """EFI_FIRMWARE_MANAGEMENT_CAPSULE_HEADER.
 
     Attributes:
         size: bytes taken by the header including ItemOffsetList.
     """
 
+    _FIELDS = ("version", "embedded_drivers", "payloads", "offsets", "size")
     version: int
     embedded_drivers: int
     payloads: int
     offsets: tuple[int, ...]
     size: int
+
+    def __init__(
+        self,
+        version: int,
+        embedded_drivers: int,
+        payloads: int,
+        offsets: tuple[int, ...],
+        size: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "version", version)
+        _set(self, "embedded_drivers", embedded_drivers)
+        _set(self, "payloads", payloads)
+        _set(self, "offsets", offsets)
+        _set(self, "size", size)
 
 
 def parse_fmp_capsule_header(data: bytes | memoryview, offset: int) -> FmpCapsuleHeader:
@@ -187,8 +210,7 @@ def pack_fmp_capsule_header(
     return head + b"".join(_OFFSET.pack(value) for value in offsets)
 
 
-@dataclass(frozen=True)
-class FmpImageHeader:
+class FmpImageHeader(Frozen):
     """EFI_FIRMWARE_MANAGEMENT_CAPSULE_IMAGE_HEADER (any version).
 
     Attributes:
@@ -196,6 +218,16 @@ class FmpImageHeader:
         hardware_instance: 0 for v1; capsule_support: 0 below v3.
     """
 
+    _FIELDS = (
+        "version",
+        "image_type",
+        "image_index",
+        "image_size",
+        "vendor_code_size",
+        "hardware_instance",
+        "capsule_support",
+        "size",
+    )
     version: int
     image_type: str
     image_index: int
@@ -204,6 +236,27 @@ class FmpImageHeader:
     hardware_instance: int
     capsule_support: int
     size: int
+
+    def __init__(
+        self,
+        version: int,
+        image_type: str,
+        image_index: int,
+        image_size: int,
+        vendor_code_size: int,
+        hardware_instance: int,
+        capsule_support: int,
+        size: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "version", version)
+        _set(self, "image_type", image_type)
+        _set(self, "image_index", image_index)
+        _set(self, "image_size", image_size)
+        _set(self, "vendor_code_size", vendor_code_size)
+        _set(self, "hardware_instance", hardware_instance)
+        _set(self, "capsule_support", capsule_support)
+        _set(self, "size", size)
 
 
 def parse_fmp_image_header(data: bytes | memoryview, offset: int) -> FmpImageHeader:
@@ -248,8 +301,7 @@ def pack_fmp_image_header(
     return full[: FMP_IMAGE_HEADER_SIZES.get(version, _IMAGE_HEADER_V3.size)]
 
 
-@dataclass(frozen=True)
-class ImageAuth:
+class ImageAuth(Frozen):
     """EFI_FIRMWARE_IMAGE_AUTHENTICATION.
 
     Attributes:
@@ -257,6 +309,15 @@ class ImageAuth:
         size: bytes taken by the whole structure (8 + cert_length).
     """
 
+    _FIELDS = (
+        "monotonic_count",
+        "cert_length",
+        "revision",
+        "cert_type",
+        "cert_guid",
+        "cert_data",
+        "size",
+    )
     monotonic_count: int
     cert_length: int
     revision: int
@@ -264,6 +325,25 @@ class ImageAuth:
     cert_guid: str
     cert_data: bytes
     size: int
+
+    def __init__(
+        self,
+        monotonic_count: int,
+        cert_length: int,
+        revision: int,
+        cert_type: int,
+        cert_guid: str,
+        cert_data: bytes,
+        size: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "monotonic_count", monotonic_count)
+        _set(self, "cert_length", cert_length)
+        _set(self, "revision", revision)
+        _set(self, "cert_type", cert_type)
+        _set(self, "cert_guid", cert_guid)
+        _set(self, "cert_data", cert_data)
+        _set(self, "size", size)
 
 
 def parse_image_auth(data: bytes | memoryview, offset: int) -> ImageAuth:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
 from enum import IntEnum
 
 from livefw.kernel.uapi.ioc import io
+from livefw.kernel.uapi.record import Frozen
 
 # ------------------------------------------------------------------ nodes, sysfs
 
@@ -181,18 +181,27 @@ MLX5_STATUS_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Mlx5Command:
+class Mlx5Command(Frozen):
     """One entry of the scope table.
 
     An opcode, the lowest scope that allows it, and the first kernel release whose
     allow-list carries it (older kernels answer EBADMSG).
     """
 
+    _FIELDS = ("opcode", "name", "scope", "since")
     opcode: int
     name: str
     scope: Scope
     since: tuple[int, int] = (6, 15)
+
+    def __init__(
+        self, opcode: int, name: str, scope: Scope, since: tuple[int, int] = (6, 15)
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "opcode", opcode)
+        _set(self, "name", name)
+        _set(self, "scope", scope)
+        _set(self, "since", since)
 
 
 #: first release of the fwctl core and of the mlx5, CXL and pds drivers (drivers/fwctl/).
@@ -424,10 +433,19 @@ def cxl_set_feature_min_scope(effects: int) -> Scope | None:
     return None
 
 
-@dataclass(frozen=True)
-class CxlFeatureEntry:
+class CxlFeatureEntry(Frozen):
     """A decoded struct cxl_feat_entry."""
 
+    _FIELDS = (
+        "uuid",
+        "index",
+        "get_size",
+        "set_size",
+        "flags",
+        "get_version",
+        "set_version",
+        "effects",
+    )
     uuid: str
     index: int
     get_size: int
@@ -436,6 +454,27 @@ class CxlFeatureEntry:
     get_version: int
     set_version: int
     effects: int
+
+    def __init__(
+        self,
+        uuid: str,
+        index: int,
+        get_size: int,
+        set_size: int,
+        flags: int,
+        get_version: int,
+        set_version: int,
+        effects: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "uuid", uuid)
+        _set(self, "index", index)
+        _set(self, "get_size", get_size)
+        _set(self, "set_size", set_size)
+        _set(self, "flags", flags)
+        _set(self, "get_version", get_version)
+        _set(self, "set_version", set_version)
+        _set(self, "effects", effects)
 
     @property
     def changeable(self) -> bool:
@@ -500,13 +539,19 @@ def pack_set_feature(
     return pack_cxl_rpc(CXL_MBOX_OP_SET_FEATURE, header + data)
 
 
-@dataclass(frozen=True)
-class CxlSupportedFeatures:
+class CxlSupportedFeatures(Frozen):
     """A decoded Get Supported Features response."""
 
+    _FIELDS = ("retval", "supported", "entries")
     retval: int
     supported: int
     entries: tuple[CxlFeatureEntry, ...]
+
+    def __init__(self, retval: int, supported: int, entries: tuple[CxlFeatureEntry, ...]) -> None:
+        _set = object.__setattr__
+        _set(self, "retval", retval)
+        _set(self, "supported", supported)
+        _set(self, "entries", entries)
 
 
 def unpack_supported_features(response: bytes) -> CxlSupportedFeatures:

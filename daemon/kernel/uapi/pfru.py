@@ -10,12 +10,12 @@ each behaviour with its source function in docs/kernel.md (PFRU / PFRT). Python
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 
 from livefw.kernel.uapi import capsule
 from livefw.kernel.uapi.capsule import CapsuleError
 from livefw.kernel.uapi.ioc import ior, iow
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "CAP_INFO",
@@ -193,10 +193,22 @@ _ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 # ------------------------------------------------------------------ structs
 
 
-@dataclass(frozen=True)
-class UpdateCapInfo:
+class UpdateCapInfo(Frozen):
     """``struct pfru_update_cap_info`` with GUIDs as strings (EFI byte order decoded)."""
 
+    _FIELDS = (
+        "status",
+        "update_cap",
+        "code_type",
+        "fw_version",
+        "code_rt_version",
+        "drv_type",
+        "drv_rt_version",
+        "drv_svn",
+        "platform_id",
+        "oem_id",
+        "oem_info_len",
+    )
     status: int
     update_cap: int
     code_type: str
@@ -208,6 +220,33 @@ class UpdateCapInfo:
     platform_id: str
     oem_id: str
     oem_info_len: int
+
+    def __init__(
+        self,
+        status: int,
+        update_cap: int,
+        code_type: str,
+        fw_version: int,
+        code_rt_version: int,
+        drv_type: str,
+        drv_rt_version: int,
+        drv_svn: int,
+        platform_id: str,
+        oem_id: str,
+        oem_info_len: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "status", status)
+        _set(self, "update_cap", update_cap)
+        _set(self, "code_type", code_type)
+        _set(self, "fw_version", fw_version)
+        _set(self, "code_rt_version", code_rt_version)
+        _set(self, "drv_type", drv_type)
+        _set(self, "drv_rt_version", drv_rt_version)
+        _set(self, "drv_svn", drv_svn)
+        _set(self, "platform_id", platform_id)
+        _set(self, "oem_id", oem_id)
+        _set(self, "oem_info_len", oem_info_len)
 
     @classmethod
     def unpack(cls, raw: bytes | bytearray) -> UpdateCapInfo:
@@ -252,13 +291,19 @@ class UpdateCapInfo:
         return self.image_type(update_type) != _ZERO_GUID
 
 
-@dataclass(frozen=True)
-class LogInfo:
+class LogInfo(Frozen):
     """``struct pfrt_log_info``."""
 
+    _FIELDS = ("log_level", "log_type", "log_revid")
     log_level: int
     log_type: int
     log_revid: int
+
+    def __init__(self, log_level: int, log_type: int, log_revid: int) -> None:
+        _set = object.__setattr__
+        _set(self, "log_level", log_level)
+        _set(self, "log_type", log_type)
+        _set(self, "log_revid", log_revid)
 
     @classmethod
     def unpack(cls, raw: bytes | bytearray) -> LogInfo:
@@ -270,10 +315,20 @@ class LogInfo:
         return LOG_INFO.pack(self.log_level, self.log_type, self.log_revid)
 
 
-@dataclass(frozen=True)
-class LogDataInfo:
+class LogDataInfo(Frozen):
     """``struct pfrt_log_data_info`` with the lo/hi address pairs combined."""
 
+    _FIELDS = (
+        "status",
+        "ext_status",
+        "chunk1_addr",
+        "chunk2_addr",
+        "max_data_size",
+        "chunk1_size",
+        "chunk2_size",
+        "rollover_cnt",
+        "reset_cnt",
+    )
     status: int
     ext_status: int
     chunk1_addr: int
@@ -283,6 +338,29 @@ class LogDataInfo:
     chunk2_size: int
     rollover_cnt: int
     reset_cnt: int
+
+    def __init__(
+        self,
+        status: int,
+        ext_status: int,
+        chunk1_addr: int,
+        chunk2_addr: int,
+        max_data_size: int,
+        chunk1_size: int,
+        chunk2_size: int,
+        rollover_cnt: int,
+        reset_cnt: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "status", status)
+        _set(self, "ext_status", ext_status)
+        _set(self, "chunk1_addr", chunk1_addr)
+        _set(self, "chunk2_addr", chunk2_addr)
+        _set(self, "max_data_size", max_data_size)
+        _set(self, "chunk1_size", chunk1_size)
+        _set(self, "chunk2_size", chunk2_size)
+        _set(self, "rollover_cnt", rollover_cnt)
+        _set(self, "reset_cnt", reset_cnt)
 
     @classmethod
     def unpack(cls, raw: bytes | bytearray) -> LogDataInfo:
@@ -340,10 +418,10 @@ class LogDataInfo:
         )
 
 
-@dataclass(frozen=True)
-class PayloadHeader:
+class PayloadHeader(Frozen):
     """``struct pfru_payload_hdr``: the PFRU header inside the FMP image."""
 
+    _FIELDS = ("sig", "hdr_version", "hdr_size", "hw_ver", "rt_ver", "platform_id", "svn_ver")
     sig: int
     hdr_version: int
     hdr_size: int
@@ -351,6 +429,25 @@ class PayloadHeader:
     rt_ver: int
     platform_id: str
     svn_ver: int
+
+    def __init__(
+        self,
+        sig: int,
+        hdr_version: int,
+        hdr_size: int,
+        hw_ver: int,
+        rt_ver: int,
+        platform_id: str,
+        svn_ver: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "sig", sig)
+        _set(self, "hdr_version", hdr_version)
+        _set(self, "hdr_size", hdr_size)
+        _set(self, "hw_ver", hw_ver)
+        _set(self, "rt_ver", rt_ver)
+        _set(self, "platform_id", platform_id)
+        _set(self, "svn_ver", svn_ver)
 
     @classmethod
     def unpack_from(cls, data: bytes | memoryview, offset: int) -> PayloadHeader:
@@ -376,8 +473,7 @@ class PayloadHeader:
 # --------------------------------------------------------------- capsule walk
 
 
-@dataclass(frozen=True)
-class PfruCapsule:
+class PfruCapsule(Frozen):
     """What :func:`walk_capsule` found, at the offsets the kernel uses.
 
     Attributes:
@@ -388,6 +484,18 @@ class PfruCapsule:
         image_end: end of the image data (header + UpdateImageSize + vendor code).
     """
 
+    _FIELDS = (
+        "header",
+        "fmp",
+        "image",
+        "auth",
+        "payload",
+        "update_type",
+        "image_offset",
+        "auth_offset",
+        "payload_offset",
+        "image_end",
+    )
     header: capsule.CapsuleHeader
     fmp: capsule.FmpCapsuleHeader
     image: capsule.FmpImageHeader
@@ -398,6 +506,31 @@ class PfruCapsule:
     auth_offset: int
     payload_offset: int
     image_end: int
+
+    def __init__(
+        self,
+        header: capsule.CapsuleHeader,
+        fmp: capsule.FmpCapsuleHeader,
+        image: capsule.FmpImageHeader,
+        auth: capsule.ImageAuth,
+        payload: PayloadHeader,
+        update_type: UpdateType,
+        image_offset: int,
+        auth_offset: int,
+        payload_offset: int,
+        image_end: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "header", header)
+        _set(self, "fmp", fmp)
+        _set(self, "image", image)
+        _set(self, "auth", auth)
+        _set(self, "payload", payload)
+        _set(self, "update_type", update_type)
+        _set(self, "image_offset", image_offset)
+        _set(self, "auth_offset", auth_offset)
+        _set(self, "payload_offset", payload_offset)
+        _set(self, "image_end", image_end)
 
 
 class StricterThanKernel(CapsuleError):

@@ -9,7 +9,6 @@ and Firmware"), the capsule-on-disk directory, the ``Capsule####`` result variab
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
 from livefw.kernel.uapi.efi.efitime import EfiTime
@@ -21,6 +20,7 @@ from livefw.kernel.uapi.efi.esrt import (
     LAST_ATTEMPT_SUCCESS,
     LAST_ATTEMPT_UNSUCCESSFUL,
 )
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "CAPSULE_LAST",
@@ -128,14 +128,27 @@ def efi_status_to_last_attempt(status: int) -> int:
     return LAST_ATTEMPT_UNSUCCESSFUL
 
 
-@dataclass(frozen=True)
-class CapsuleResult:
+class CapsuleResult(Frozen):
     """EFI_CAPSULE_RESULT_VARIABLE_HEADER (+ the FMP part when present)."""
 
+    _FIELDS = ("capsule_guid", "processed", "status", "fmp")
     capsule_guid: str
     processed: EfiTime
     status: int
     fmp: tuple[int, int, int, str] | None = None
+
+    def __init__(
+        self,
+        capsule_guid: str,
+        processed: EfiTime,
+        status: int,
+        fmp: tuple[int, int, int, str] | None = None,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "capsule_guid", capsule_guid)
+        _set(self, "processed", processed)
+        _set(self, "status", status)
+        _set(self, "fmp", fmp)
 
     def pack(self) -> bytes:
         """Header (with VariableTotalSize) and the optional FMP part."""

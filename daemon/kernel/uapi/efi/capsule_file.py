@@ -9,7 +9,6 @@ capsule GUID is a bare payload, as in fwupd's fu-uefi-capsule-device.c.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from livefw.kernel.uapi.capsule import (
     FMP_CAPSULE_GUID,
@@ -22,6 +21,7 @@ from livefw.kernel.uapi.capsule import (
     parse_fmp_image_header,
     parse_image_auth,
 )
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "CAPSULE_SUPPORT_AUTHENTICATION",
@@ -40,13 +40,24 @@ FMP_PAYLOAD_HEADER = struct.Struct("<IIII")
 FMP_PAYLOAD_HEADER_SIGNATURE = 0x3153534D  # SIGNATURE_32('M', 'S', 'S', '1')
 
 
-@dataclass(frozen=True)
-class FmpPayloadHeader:
+class FmpPayloadHeader(Frozen):
     """FMP_PAYLOAD_HEADER v1."""
 
+    _FIELDS = ("fw_version", "lowest_supported_version", "header_size")
     fw_version: int
     lowest_supported_version: int
     header_size: int = FMP_PAYLOAD_HEADER.size
+
+    def __init__(
+        self,
+        fw_version: int,
+        lowest_supported_version: int,
+        header_size: int = FMP_PAYLOAD_HEADER.size,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "fw_version", fw_version)
+        _set(self, "lowest_supported_version", lowest_supported_version)
+        _set(self, "header_size", header_size)
 
     def pack(self) -> bytes:
         """16 bytes."""
@@ -74,8 +85,7 @@ class FmpPayloadHeader:
 CAPSULE_SUPPORT_AUTHENTICATION = 0x1
 
 
-@dataclass(frozen=True)
-class CapsuleImage:
+class CapsuleImage(Frozen):
     """One firmware image a capsule carries.
 
     Attributes:
@@ -87,6 +97,7 @@ class CapsuleImage:
         version, lowest: from the FMP payload header, or None.
     """
 
+    _FIELDS = ("image_type", "hardware_instance", "auth", "payload", "version", "lowest")
     image_type: str
     hardware_instance: int
     auth: ImageAuth | None
@@ -94,9 +105,25 @@ class CapsuleImage:
     version: int | None
     lowest: int | None
 
+    def __init__(
+        self,
+        image_type: str,
+        hardware_instance: int,
+        auth: ImageAuth | None,
+        payload: bytes | memoryview,
+        version: int | None,
+        lowest: int | None,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "image_type", image_type)
+        _set(self, "hardware_instance", hardware_instance)
+        _set(self, "auth", auth)
+        _set(self, "payload", payload)
+        _set(self, "version", version)
+        _set(self, "lowest", lowest)
 
-@dataclass(frozen=True)
-class CapsuleInfo:
+
+class CapsuleInfo(Frozen):
     """What :func:`inspect_capsule` found.
 
     Attributes:
@@ -104,9 +131,18 @@ class CapsuleInfo:
             synthetic header to those).
     """
 
+    _FIELDS = ("header", "fmp", "images")
     header: CapsuleHeader | None
     fmp: bool
     images: tuple[CapsuleImage, ...]
+
+    def __init__(
+        self, header: CapsuleHeader | None, fmp: bool, images: tuple[CapsuleImage, ...]
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "header", header)
+        _set(self, "fmp", fmp)
+        _set(self, "images", images)
 
 
 def _image(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "EFI_TIME",
@@ -15,10 +16,20 @@ EFI_TIME = struct.Struct("<HBBBBBxIhBx")
 EFI_UNSPECIFIED_TIMEZONE = 0x07FF
 
 
-@dataclass(frozen=True)
-class EfiTime:
+class EfiTime(Frozen):
     """EFI_TIME (16 bytes); all zero means "never"."""
 
+    _FIELDS = (
+        "year",
+        "month",
+        "day",
+        "hour",
+        "minute",
+        "second",
+        "nanosecond",
+        "timezone",
+        "daylight",
+    )
     year: int = 0
     month: int = 0
     day: int = 0
@@ -28,6 +39,29 @@ class EfiTime:
     nanosecond: int = 0
     timezone: int = 0
     daylight: int = 0
+
+    def __init__(
+        self,
+        year: int = 0,
+        month: int = 0,
+        day: int = 0,
+        hour: int = 0,
+        minute: int = 0,
+        second: int = 0,
+        nanosecond: int = 0,
+        timezone: int = 0,
+        daylight: int = 0,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "year", year)
+        _set(self, "month", month)
+        _set(self, "day", day)
+        _set(self, "hour", hour)
+        _set(self, "minute", minute)
+        _set(self, "second", second)
+        _set(self, "nanosecond", nanosecond)
+        _set(self, "timezone", timezone)
+        _set(self, "daylight", daylight)
 
     def pack(self) -> bytes:
         """16 bytes."""

@@ -9,9 +9,8 @@ kernel behaviour with its source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "ESRT_DIR",
@@ -124,10 +123,18 @@ def last_attempt_transient(status: int) -> bool:
     return status in (LAST_ATTEMPT_PWR_EVT_AC, LAST_ATTEMPT_PWR_EVT_BATT)
 
 
-@dataclass(frozen=True)
-class EsrtEntry:
+class EsrtEntry(Frozen):
     """One ``entries/entry<N>`` directory."""
 
+    _FIELDS = (
+        "fw_class",
+        "fw_type",
+        "fw_version",
+        "lowest_supported_fw_version",
+        "capsule_flags",
+        "last_attempt_version",
+        "last_attempt_status",
+    )
     fw_class: str
     fw_type: int
     fw_version: int
@@ -135,6 +142,25 @@ class EsrtEntry:
     capsule_flags: int
     last_attempt_version: int
     last_attempt_status: int
+
+    def __init__(
+        self,
+        fw_class: str,
+        fw_type: int,
+        fw_version: int,
+        lowest_supported_fw_version: int,
+        capsule_flags: int,
+        last_attempt_version: int,
+        last_attempt_status: int,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "fw_class", fw_class)
+        _set(self, "fw_type", fw_type)
+        _set(self, "fw_version", fw_version)
+        _set(self, "lowest_supported_fw_version", lowest_supported_fw_version)
+        _set(self, "capsule_flags", capsule_flags)
+        _set(self, "last_attempt_version", last_attempt_version)
+        _set(self, "last_attempt_status", last_attempt_status)
 
     def render(self) -> dict[str, str]:
         """File name -> content, exactly as esrt.c prints them."""

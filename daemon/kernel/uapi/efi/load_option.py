@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "BOOT_NEXT",
@@ -98,16 +99,40 @@ SIGNATURE_MBR = 0x01
 SIGNATURE_GUID = 0x02
 
 
-@dataclass(frozen=True)
-class HardDriveNode:
+class HardDriveNode(Frozen):
     """Media / Hard Drive device path node (GPT partition of the ESP)."""
 
+    _FIELDS = (
+        "partition_number",
+        "partition_start",
+        "partition_size",
+        "partition_signature",
+        "partition_format",
+        "signature_type",
+    )
     partition_number: int
     partition_start: int
     partition_size: int
     partition_signature: str
     partition_format: int = PART_FORMAT_GPT
     signature_type: int = SIGNATURE_GUID
+
+    def __init__(
+        self,
+        partition_number: int,
+        partition_start: int,
+        partition_size: int,
+        partition_signature: str,
+        partition_format: int = PART_FORMAT_GPT,
+        signature_type: int = SIGNATURE_GUID,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "partition_number", partition_number)
+        _set(self, "partition_start", partition_start)
+        _set(self, "partition_size", partition_size)
+        _set(self, "partition_signature", partition_signature)
+        _set(self, "partition_format", partition_format)
+        _set(self, "signature_type", signature_type)
 
     def pack(self) -> bytes:
         """42 bytes."""
@@ -124,11 +149,15 @@ class HardDriveNode:
         )
 
 
-@dataclass(frozen=True)
-class FilePathNode:
+class FilePathNode(Frozen):
     """Media / File Path node: a backslash path relative to the volume root."""
 
+    _FIELDS = ("path",)
     path: str
+
+    def __init__(self, path: str) -> None:
+        _set = object.__setattr__
+        _set(self, "path", path)
 
     def pack(self) -> bytes:
         """Header plus UTF-16LE path and a NUL character."""
@@ -136,13 +165,19 @@ class FilePathNode:
         return DP_NODE_HEADER.pack(DP_TYPE_MEDIA, DP_SUBTYPE_FILE_PATH, 4 + len(text)) + text
 
 
-@dataclass(frozen=True)
-class RawNode:
+class RawNode(Frozen):
     """Any other device path node, kept as its bytes after the header."""
 
+    _FIELDS = ("type", "subtype", "data")
     type: int
     subtype: int
     data: bytes = b""
+
+    def __init__(self, type: int, subtype: int, data: bytes = b"") -> None:
+        _set = object.__setattr__
+        _set(self, "type", type)
+        _set(self, "subtype", subtype)
+        _set(self, "data", data)
 
     def pack(self) -> bytes:
         """Header plus data."""

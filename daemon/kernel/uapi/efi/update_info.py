@@ -8,7 +8,6 @@ Source: fwupd-efi ``efi/fwup-efi.h`` (the record, its version and status values)
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
 from livefw.kernel.uapi.efi.efitime import EfiTime
@@ -18,6 +17,7 @@ from livefw.kernel.uapi.efi.load_option import (
     decode_device_path,
     encode_device_path,
 )
+from livefw.kernel.uapi.record import Frozen
 
 __all__ = [
     "BOOTLOADER_SUPPORTS_FWUPD",
@@ -57,17 +57,48 @@ def update_info_name(fw_class: str, hw_instance: int = 0) -> str:
     return f"fwupd-{fw_class.lower()}-{hw_instance}"
 
 
-@dataclass(frozen=True)
-class UpdateInfo:
+#: the default time_attempted (all zero), one instance as the dataclass's default was
+_NO_TIME = EfiTime()
+
+
+class UpdateInfo(Frozen):
     """fwupd's UPDATE_INFO record (``fwupd-<guid>-0`` under :data:`FWUPDATE_GUID`)."""
 
+    _FIELDS = (
+        "guid",
+        "capsule_flags",
+        "device_path",
+        "hw_inst",
+        "time_attempted",
+        "status",
+        "version",
+    )
     guid: str
     capsule_flags: int
     device_path: list[DevicePathNode]
     hw_inst: int = 0
-    time_attempted: EfiTime = EfiTime()  # noqa: RUF009 (EfiTime is a frozen dataclass)
+    time_attempted: EfiTime = _NO_TIME
     status: int = UPDATE_INFO_STATUS_ATTEMPT_UPDATE
     version: int = UPDATE_INFO_VERSION
+
+    def __init__(
+        self,
+        guid: str,
+        capsule_flags: int,
+        device_path: list[DevicePathNode],
+        hw_inst: int = 0,
+        time_attempted: EfiTime = _NO_TIME,
+        status: int = UPDATE_INFO_STATUS_ATTEMPT_UPDATE,
+        version: int = UPDATE_INFO_VERSION,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "guid", guid)
+        _set(self, "capsule_flags", capsule_flags)
+        _set(self, "device_path", device_path)
+        _set(self, "hw_inst", hw_inst)
+        _set(self, "time_attempted", time_attempted)
+        _set(self, "status", status)
+        _set(self, "version", version)
 
     def pack(self) -> bytes:
         """The 52-byte header followed by the capsule file's device path."""

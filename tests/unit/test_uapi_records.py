@@ -1,0 +1,89 @@
+"""The decoded kernel structures that are :class:`livefw.kernel.uapi.record.Frozen`
+records behave as the ``@dataclass(frozen=True)`` classes they were (issue 17 item 1:
+they left ``@dataclass`` only for what building one costs at import)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+from typing import Any
+
+import pytest
+
+import livefw.kernel.uapi
+from livefw.kernel.uapi.record import Frozen
+
+
+def _records() -> list[type[Frozen]]:
+    found: dict[str, type[Frozen]] = {}
+    package = livefw.kernel.uapi
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Frozen) and value is not Frozen:
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    return [found[name] for name in sorted(found)]
+
+
+RECORDS = _records()
+
+
+def test_the_start_paths_structures_are_records() -> None:
+    """The converted classes are all found (a rename would empty the checks below)."""
+    names = {cls.__name__ for cls in RECORDS}
+    assert {"CapsuleHeader", "UpdateCapInfo", "EsrtEntry", "EfiTime", "Mlx5Command"} <= names
+    assert len(RECORDS) >= 22
+
+
+def _twin(cls: type[Frozen]) -> tuple[type[Any], list[inspect.Parameter]]:
+    """The frozen dataclass with the same fields, defaults and name as ``cls``."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    spec: list[Any] = []
+    for param in params:
+        if param.default is inspect.Parameter.empty:
+            spec.append((param.name, Any))
+        else:
+            spec.append((param.name, Any, dataclasses.field(default=param.default)))
+    twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
+    twin.__qualname__ = cls.__qualname__
+    return twin, params
+
+
+@pytest.mark.parametrize("cls", RECORDS, ids=lambda cls: cls.__qualname__)
+def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
+    twin, params = _twin(cls)
+    # __init__ takes the fields in _FIELDS order, positionally or by keyword
+    assert tuple(p.name for p in params) == cls._FIELDS
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+    assert cls.__match_args__ == cls._FIELDS  # type: ignore[attr-defined]
+    values = [1000 + index for index in range(len(params))]
+    mine, theirs = cls(*values), twin(*values)
+    assert repr(mine) == repr(theirs)
+    assert hash(mine) == hash(theirs)
+    assert mine == cls(**dict(zip(cls._FIELDS, values, strict=True)))
+    assert mine != cls(*values[:-1], values[-1] + 1)
+    # only the very same class compares equal
+    assert mine != theirs
+    assert theirs != mine
+    assert mine.__eq__(theirs) is NotImplemented
+    assert mine != tuple(values)
+    # defaults: the same objects the dataclass would use
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    short, short_twin = cls(*values[: len(required)]), twin(*values[: len(required)])
+    assert repr(short) == repr(short_twin)
+    for name in cls._FIELDS:
+        assert getattr(short, name) is getattr(short_twin, name)
+    # frozen, with the dataclass's errors and messages
+    for action in (
+        lambda obj: setattr(obj, cls._FIELDS[0], 1),
+        lambda obj: setattr(obj, "not_a_field", 1),
+        lambda obj: delattr(obj, cls._FIELDS[0]),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError) as mine_error:
+            action(mine)
+        with pytest.raises(dataclasses.FrozenInstanceError) as their_error:
+            action(theirs)
+        assert str(mine_error.value) == str(their_error.value)
+    assert [getattr(mine, name) for name in cls._FIELDS] == values
