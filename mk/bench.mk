@@ -25,6 +25,8 @@ bench: bench-deps
 bench-deps: venv
 	@$(BIN)/python -c 'import dbus_fast' 2>/dev/null || \
 		$(BIN)/pip install -q -e '.[test,fast]' --config-settings editable_mode=strict
+	@# editable_mode=strict links files: a module added since `make venv` needs a re-install
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict --no-deps
 
 bench-quick: bench-deps
 	BENCH_QUICK=1 $(BIN)/python bench/run.py
