@@ -18,17 +18,23 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
+
+from livefw.record import Frozen
 
 __all__ = ["EntryPoint", "entry_points"]
 
 
-@dataclass(frozen=True)
-class EntryPoint:
+class EntryPoint(Frozen):
     """``name = module:attr`` of a group."""
 
+    _FIELDS = ("name", "value")
     name: str
     value: str
+
+    def __init__(self, name: str, value: str) -> None:
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "value", value)
 
     def load(self) -> object:
         """Import the module and return the attribute (``module:attr.sub``)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
@@ -37,6 +36,7 @@ from livefw.hostinfo import security_attrs as host_security_attrs
 from livefw.libfwupd import fwupd_version
 from livefw.planner import Plan
 from livefw.plugin import InstallOptions
+from livefw.record import Frozen
 
 if TYPE_CHECKING:
     # only for annotations: releases, remotes and cabinets are imported by the first
@@ -138,14 +138,23 @@ class Detail(NamedTuple):
     order: int | None
 
 
-@dataclass(frozen=True)
-class InstallJob:
+class InstallJob(Frozen):
     """An Install planned: the plans, and what polkit granted while planning."""
 
+    _FIELDS = ("plans", "activate", "granted", "uid")
     plans: list[Plan]
     activate: bool
     granted: frozenset[str]
     uid: int
+
+    def __init__(
+        self, plans: list[Plan], activate: bool, granted: frozenset[str], uid: int
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "plans", plans)
+        _set(self, "activate", activate)
+        _set(self, "granted", granted)
+        _set(self, "uid", uid)
 
 
 class FwupdService(EngineListener):

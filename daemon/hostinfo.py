@@ -32,6 +32,7 @@ from typing import Any
 from livefw.errors import LivefwError
 from livefw.kernel.provider import KernelProvider
 from livefw.kernel.uapi import efi
+from livefw.record import Frozen
 
 #: where the kernel publishes the SMBIOS strings it parsed (drivers/firmware/dmi-id.c).
 DMI_DIR = "sys/class/dmi/id"
@@ -92,10 +93,21 @@ RESULT = {
 }
 
 
-@dataclass(frozen=True)
-class SecurityAttr:
+class SecurityAttr(Frozen):
     """One HSI attribute, as fwupd's ``GetHostSecurityAttrs`` dictionary carries it."""
 
+    _FIELDS = (
+        "appstream_id",
+        "name",
+        "level",
+        "result",
+        "success",
+        "summary",
+        "runtime_issue",
+        "action",
+        "success_result",
+        "plugin",
+    )
     appstream_id: str
     name: str
     level: int
@@ -106,6 +118,31 @@ class SecurityAttr:
     action: int = 0
     success_result: str = "enabled"
     plugin: str = "livefw"
+
+    def __init__(
+        self,
+        appstream_id: str,
+        name: str,
+        level: int,
+        result: str,
+        success: bool,
+        summary: str,
+        runtime_issue: bool = False,
+        action: int = 0,
+        success_result: str = "enabled",
+        plugin: str = "livefw",
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "appstream_id", appstream_id)
+        _set(self, "name", name)
+        _set(self, "level", level)
+        _set(self, "result", result)
+        _set(self, "success", success)
+        _set(self, "summary", summary)
+        _set(self, "runtime_issue", runtime_issue)
+        _set(self, "action", action)
+        _set(self, "success_result", success_result)
+        _set(self, "plugin", plugin)
 
     def flags(self) -> int:
         """FwupdSecurityAttrFlags."""

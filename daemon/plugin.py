@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import structlog
@@ -26,6 +25,7 @@ from livefw.errors import Internal, NoSpace, NotSupported
 from livefw.history import HistoryEntry
 from livefw.kernel.provider import BOOT_ID_PATH, KernelProvider, UEvent
 from livefw.model import Model
+from livefw.record import Frozen
 from livefw.sanitize import clean as clean_text
 from livefw.state import FLAGS, Status, UpdateState
 from livefw.statefiles import StateDirError, read_private, write_atomic
@@ -97,8 +97,7 @@ class InstallOptions(Model, frozen=True):
     force: bool = False
 
 
-@dataclass(frozen=True)
-class Payload:
+class Payload(Frozen):
     """A payload a client handed in, read completely and size-checked by the engine.
 
     ``sha256`` is the hex SHA-256 of ``data`` when whoever made the payload already
@@ -107,13 +106,19 @@ class Payload:
     again; ``""`` when not known.
     """
 
+    _FIELDS = ("data", "name", "sha256")
     data: bytes
     name: str = ""
     sha256: str = ""
 
+    def __init__(self, data: bytes, name: str = "", sha256: str = "") -> None:
+        _set = object.__setattr__
+        _set(self, "data", data)
+        _set(self, "name", name)
+        _set(self, "sha256", sha256)
 
-@dataclass(frozen=True)
-class InstallResult:
+
+class InstallResult(Frozen):
     """What :meth:`Device.install` did.
 
     Attributes:
@@ -121,12 +126,17 @@ class InstallResult:
         version: the version now running (after ``success``) or staged.
     """
 
+    _FIELDS = ("state", "version")
     state: UpdateState
     version: str
 
+    def __init__(self, state: UpdateState, version: str) -> None:
+        _set = object.__setattr__
+        _set(self, "state", state)
+        _set(self, "version", version)
 
-@dataclass(frozen=True)
-class UEventMatch:
+
+class UEventMatch(Frozen):
     """One kind of uevent that can make a plugin's missing interface appear.
 
     Every field given must match (``""``: any). The fields are those the kernel
@@ -143,10 +153,20 @@ class UEventMatch:
             (``module/lfa_fw``).
     """
 
+    _FIELDS = ("action", "subsystem", "devname", "devpath")
     action: str = "add"
     subsystem: str = ""
     devname: str = ""
     devpath: str = ""
+
+    def __init__(
+        self, action: str = "add", subsystem: str = "", devname: str = "", devpath: str = ""
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "action", action)
+        _set(self, "subsystem", subsystem)
+        _set(self, "devname", devname)
+        _set(self, "devpath", devpath)
 
     def matches(self, event: UEvent) -> bool:
         """Whether ``event`` is of this kind."""
@@ -163,8 +183,7 @@ class UEventMatch:
         return True
 
 
-@dataclass(frozen=True)
-class Reconciliation:
+class Reconciliation(Frozen):
     """A plugin's verdict on an unfinished history row.
 
     Attributes:
@@ -175,9 +194,16 @@ class Reconciliation:
         version: the version the device runs now, if known.
     """
 
+    _FIELDS = ("state", "reason", "version")
     state: UpdateState
     reason: str = ""
     version: str = ""
+
+    def __init__(self, state: UpdateState, reason: str = "", version: str = "") -> None:
+        _set = object.__setattr__
+        _set(self, "state", state)
+        _set(self, "reason", reason)
+        _set(self, "version", version)
 
 
 class Operation:

@@ -50,6 +50,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from livefw.record import Frozen
+
 #: the D-Bus specification's message types (``METHOD_CALL`` .. ``SIGNAL``)
 METHOD_CALL = 1
 SIGNAL = 4
@@ -80,8 +82,7 @@ _KEEP = 255
 LARGE_PREFIX = 4 + _KEEP + 1 + 3 + 4
 
 
-@dataclass(frozen=True)
-class LargeCall:
+class LargeCall(Frozen):
     """A method call allowed a body over the connection's ``max_body``.
 
     Its signature must be a string (at most 255 bytes), then a byte array, then
@@ -96,11 +97,23 @@ class LargeCall:
         rest: the most bytes after the byte array (padding included).
     """
 
+    _FIELDS = ("interface", "member", "signature", "max_body", "rest")
     interface: str
     member: str
     signature: str
     max_body: int
     rest: int
+
+    def __init__(
+        self, interface: str, member: str, signature: str, max_body: int, rest: int
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "interface", interface)
+        _set(self, "member", member)
+        _set(self, "signature", signature)
+        _set(self, "max_body", max_body)
+        _set(self, "rest", rest)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not self.signature.startswith("say"):

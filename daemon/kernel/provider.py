@@ -25,6 +25,7 @@ from enum import IntFlag
 from typing import Protocol, runtime_checkable
 
 from livefw.errors import InvalidArgument
+from livefw.record import Frozen
 
 __all__ = [
     "BOOT_ID_PATH",
@@ -175,16 +176,33 @@ class UEventSubscription:
             callback()
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(Frozen):
     """One line of ``/proc/self/mountinfo``, reduced to what livefw uses."""
 
+    _FIELDS = ("mount_point", "fs_type", "source", "major", "minor", "options")
     mount_point: str
     fs_type: str
     source: str
     major: int
     minor: int
     options: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        mount_point: str,
+        fs_type: str,
+        source: str,
+        major: int,
+        minor: int,
+        options: tuple[str, ...] = (),
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "mount_point", mount_point)
+        _set(self, "fs_type", fs_type)
+        _set(self, "source", source)
+        _set(self, "major", major)
+        _set(self, "minor", minor)
+        _set(self, "options", options)
 
 
 @runtime_checkable

@@ -8,16 +8,15 @@ plugin (the contract of :class:`livefw.plugin.DeviceContext`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from livefw.errors import ConfigError
 from livefw.kernel.uapi import fwctl as uapi
 from livefw.plugin import DeviceContext, PluginContext
+from livefw.record import Frozen
 
 
-@dataclass(frozen=True)
-class FwctlConfig:
+class FwctlConfig(Frozen):
     """``[plugins.fwctl]`` in livefw.conf.
 
     Attributes:
@@ -28,11 +27,33 @@ class FwctlConfig:
         allow_full_debug: allow the debug-write-full scope at all.
     """
 
+    _FIELDS = (
+        "max_request_size",
+        "max_response_size",
+        "default_response_size",
+        "allow_unknown_write",
+        "allow_full_debug",
+    )
     max_request_size: int = 64 * 1024
     max_response_size: int = 1024 * 1024
     default_response_size: int = 64 * 1024
     allow_unknown_write: bool = False
     allow_full_debug: bool = False
+
+    def __init__(
+        self,
+        max_request_size: int = 64 * 1024,
+        max_response_size: int = 1024 * 1024,
+        default_response_size: int = 64 * 1024,
+        allow_unknown_write: bool = False,
+        allow_full_debug: bool = False,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "max_request_size", max_request_size)
+        _set(self, "max_response_size", max_response_size)
+        _set(self, "default_response_size", default_response_size)
+        _set(self, "allow_unknown_write", allow_unknown_write)
+        _set(self, "allow_full_debug", allow_full_debug)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> FwctlConfig:

@@ -31,25 +31,36 @@ from livefw.kernel.uapi.fwctl import Scope
 from livefw.plugin import Device
 from livefw.plugins.fwctl import drivers
 from livefw.plugins.fwctl.context import FwctlContext
+from livefw.record import Frozen
 
 PROTOCOL = "org.livefw.fwctl"
 INTERFACE = "org.livefw.Daemon1.Fwctl"
 
 
-@dataclass(frozen=True)
-class RpcOptions:
+class RpcOptions(Frozen):
     """Options of Rpc (wire ``a{sv}``): ``response-size`` (u)."""
 
+    _FIELDS = ("response_size",)
     response_size: int | None = None
 
+    def __init__(self, response_size: int | None = None) -> None:
+        _set = object.__setattr__
+        _set(self, "response_size", response_size)
 
-@dataclass(frozen=True)
-class RpcPlan:
+
+class RpcPlan(Frozen):
     """What :meth:`FwctlDevice.check_rpc` decided: the request may be sent."""
 
+    _FIELDS = ("scope", "command", "response_size")
     scope: Scope
     command: str
     response_size: int
+
+    def __init__(self, scope: Scope, command: str, response_size: int) -> None:
+        _set = object.__setattr__
+        _set(self, "scope", scope)
+        _set(self, "command", command)
+        _set(self, "response_size", response_size)
 
 
 @dataclass(frozen=True)
@@ -65,15 +76,30 @@ class RpcResult:
     info: dict[str, bool | int | str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Parent:
+class Parent(Frozen):
     """Where a fwctl node hangs in sysfs."""
 
+    _FIELDS = ("name", "driver", "pci_address", "pci_driver", "vendor_id")
     name: str = ""
     driver: str = ""
     pci_address: str = ""
     pci_driver: str = ""
     vendor_id: int = 0
+
+    def __init__(
+        self,
+        name: str = "",
+        driver: str = "",
+        pci_address: str = "",
+        pci_driver: str = "",
+        vendor_id: int = 0,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "driver", driver)
+        _set(self, "pci_address", pci_address)
+        _set(self, "pci_driver", pci_driver)
+        _set(self, "vendor_id", vendor_id)
 
 
 def scope_name(scope: Scope) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from dataclasses import dataclass
 from typing import Any
 
 from livefw.errors import (
@@ -28,6 +27,7 @@ from livefw.errors import (
 from livefw.kernel import Handle, OpenFlags
 from livefw.kernel.uapi import pfru as uapi
 from livefw.plugin import DeviceContext, PluginContext
+from livefw.record import Frozen
 
 __all__ = [
     "DEFAULT_MAX_CAPSULE_SIZE",
@@ -69,8 +69,7 @@ def parse_revision(value: int, what: str = "PFRU _DSM revision") -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Revisions:
+class Revisions(Frozen):
     """Which ``_DSM`` revisions the kernel accepts and the firmware answers.
 
     Attributes:
@@ -82,11 +81,33 @@ class Revisions:
         telemetry_firmware: revisions at which the firmware answered GET_DATA_INFO.
     """
 
+    _FIELDS = (
+        "update_revision",
+        "update_firmware",
+        "telemetry_revision",
+        "telemetry_firmware",
+        "kernel",
+    )
     update_revision: int
     update_firmware: tuple[int, ...]
     telemetry_revision: int
     telemetry_firmware: tuple[int, ...]
     kernel: tuple[int, ...] = KERNEL_REVISIONS
+
+    def __init__(
+        self,
+        update_revision: int,
+        update_firmware: tuple[int, ...],
+        telemetry_revision: int,
+        telemetry_firmware: tuple[int, ...],
+        kernel: tuple[int, ...] = KERNEL_REVISIONS,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "update_revision", update_revision)
+        _set(self, "update_firmware", update_firmware)
+        _set(self, "telemetry_revision", telemetry_revision)
+        _set(self, "telemetry_firmware", telemetry_firmware)
+        _set(self, "kernel", kernel)
 
 
 class PfruContext(DeviceContext):

@@ -11,7 +11,6 @@ the platform, not to one update type, so it is published on one PFRU device obje
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 from typing import Any
 
 from livefw.errors import Busy, Internal, InvalidArgument, KernelError
@@ -19,6 +18,7 @@ from livefw.kernel import Handle, OpenFlags
 from livefw.kernel.uapi import pfru as uapi
 from livefw.plugins.pfru.context import PfruContext, map_errno, parse_revision
 from livefw.plugins.pfru.device import PFRU_INTERFACE, PfruDevice
+from livefw.record import Frozen
 
 __all__ = [
     "TELEMETRY_INTERFACE",
@@ -89,8 +89,7 @@ def parse_log_type(text: str) -> uapi.LogType:
     raise InvalidArgument(f"unknown telemetry log type {text!r}: use execution or history (0, 1)")
 
 
-@dataclass(frozen=True)
-class TelemetryRead:
+class TelemetryRead(Frozen):
     """A consistent copy of the telemetry log.
 
     Attributes:
@@ -100,10 +99,18 @@ class TelemetryRead:
         info: the data info the copy is consistent with.
     """
 
+    _FIELDS = ("data", "cursor", "lost", "info")
     data: bytes
     cursor: int
     lost: bool
     info: uapi.LogDataInfo
+
+    def __init__(self, data: bytes, cursor: int, lost: bool, info: uapi.LogDataInfo) -> None:
+        _set = object.__setattr__
+        _set(self, "data", data)
+        _set(self, "cursor", cursor)
+        _set(self, "lost", lost)
+        _set(self, "info", info)
 
 
 class PfruTelemetryDevice(PfruDevice):

@@ -6,27 +6,38 @@ Persisted by the machine (livefw.model records); shared by the fwctl core
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from livefw.kernel.uapi import fwctl as uapi
 from livefw.model import Field, Model
+from livefw.record import Frozen
 
 Kind = Literal["cxl", "mlx5", "pds", "sample"]
 #: mailbox commands kept in FwctlComponent.mailbox_log.
 MAILBOX_LOG_MAX = 256
 
 
-@dataclass(frozen=True)
-class MailboxCommand:
+class MailboxCommand(Frozen):
     """One CXL mailbox command the simulated kernel sent to a device (for tests)."""
 
+    _FIELDS = ("minor", "opcode", "flags", "offset", "length", "retval")
     minor: int
     opcode: int
     flags: int
     offset: int
     length: int
     retval: int
+
+    def __init__(
+        self, minor: int, opcode: int, flags: int, offset: int, length: int, retval: int
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "minor", minor)
+        _set(self, "opcode", opcode)
+        _set(self, "flags", flags)
+        _set(self, "offset", offset)
+        _set(self, "length", length)
+        _set(self, "retval", retval)
 
 
 class CxlFeature(Model, extra="forbid"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 import uuid
 
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "CAPSULE_FLAG_INITIATE_RESET",

@@ -17,7 +17,7 @@ import uuid
 from enum import IntEnum
 
 from livefw.kernel.uapi.ioc import io
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 # ------------------------------------------------------------------ nodes, sysfs
 

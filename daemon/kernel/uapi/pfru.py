@@ -15,7 +15,7 @@ from enum import IntEnum
 from livefw.kernel.uapi import capsule
 from livefw.kernel.uapi.capsule import CapsuleError
 from livefw.kernel.uapi.ioc import ior, iow
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "CAP_INFO",

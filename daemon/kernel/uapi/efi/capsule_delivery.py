@@ -20,7 +20,7 @@ from livefw.kernel.uapi.efi.esrt import (
     LAST_ATTEMPT_SUCCESS,
     LAST_ATTEMPT_UNSUCCESSFUL,
 )
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "CAPSULE_LAST",

@@ -21,7 +21,7 @@ from livefw.kernel.uapi.capsule import (
     parse_fmp_image_header,
     parse_image_auth,
 )
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "CAPSULE_SUPPORT_AUTHENTICATION",

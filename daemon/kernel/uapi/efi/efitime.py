@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "EFI_TIME",

@@ -10,7 +10,7 @@ kernel behaviour with its source.
 from __future__ import annotations
 
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "ESRT_DIR",

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "BOOT_NEXT",

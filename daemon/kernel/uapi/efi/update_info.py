@@ -17,7 +17,7 @@ from livefw.kernel.uapi.efi.load_option import (
     decode_device_path,
     encode_device_path,
 )
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
 
 __all__ = [
     "BOOTLOADER_SUPPORTS_FWUPD",

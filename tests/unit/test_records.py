@@ -1,6 +1,6 @@
-"""The decoded kernel structures that are :class:`livefw.kernel.uapi.record.Frozen`
-records behave as the ``@dataclass(frozen=True)`` classes they were (issue 17 item 1:
-they left ``@dataclass`` only for what building one costs at import)."""
+"""The classes that are :class:`livefw.record.Frozen` records behave as the
+``@dataclass(frozen=True)`` classes they were (issue 17 item 1: they left ``@dataclass``
+only for what building one costs at import)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,33 @@ from typing import Any
 import pytest
 
 import livefw.kernel.uapi
-from livefw.kernel.uapi.record import Frozen
+from livefw.record import Frozen
+
+#: the modules outside livefw.kernel.uapi with Frozen records
+MODULES = (
+    "livefw.bus.framing",
+    "livefw.entrypoints",
+    "livefw.fwupd_service",
+    "livefw.hostinfo",
+    "livefw.kernel.provider",
+    "livefw.kernel.sim.fwctl_model",
+    "livefw.plugin",
+    "livefw.plugins.fwctl.context",
+    "livefw.plugins.fwctl.device",
+    "livefw.plugins.pfru.context",
+    "livefw.plugins.pfru.telemetry",
+)
+
+#: field values for a class whose __post_init__ checks them (ints for the others)
+SAMPLES: dict[str, list[Any]] = {"LargeCall": ["org.example.I", "Put", "sayh", 1000, 8]}
 
 
 def _records() -> list[type[Frozen]]:
     found: dict[str, type[Frozen]] = {}
     package = livefw.kernel.uapi
-    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        module = importlib.import_module(info.name)
+    names = [info.name for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+    for name in [*names, *MODULES]:
+        module = importlib.import_module(name)
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Frozen) and value is not Frozen:
                 found[f"{value.__module__}.{value.__qualname__}"] = value
@@ -34,7 +53,8 @@ def test_the_start_paths_structures_are_records() -> None:
     """The converted classes are all found (a rename would empty the checks below)."""
     names = {cls.__name__ for cls in RECORDS}
     assert {"CapsuleHeader", "UpdateCapInfo", "EsrtEntry", "EfiTime", "Mlx5Command"} <= names
-    assert len(RECORDS) >= 22
+    assert {"LargeCall", "SecurityAttr", "Payload", "TelemetryRead", "RpcPlan"} <= names
+    assert len(RECORDS) >= 38
 
 
 def _twin(cls: type[Frozen]) -> tuple[type[Any], list[inspect.Parameter]]:
@@ -46,7 +66,8 @@ def _twin(cls: type[Frozen]) -> tuple[type[Any], list[inspect.Parameter]]:
             spec.append((param.name, Any))
         else:
             spec.append((param.name, Any, dataclasses.field(default=param.default)))
-    twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
+    namespace = {"__post_init__": cls.__post_init__} if hasattr(cls, "__post_init__") else {}
+    twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=True, namespace=namespace)
     twin.__qualname__ = cls.__qualname__
     return twin, params
 
@@ -58,7 +79,7 @@ def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
     assert tuple(p.name for p in params) == cls._FIELDS
     assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
     assert cls.__match_args__ == cls._FIELDS  # type: ignore[attr-defined]
-    values = [1000 + index for index in range(len(params))]
+    values = SAMPLES.get(cls.__name__) or [1000 + index for index in range(len(params))]
     mine, theirs = cls(*values), twin(*values)
     assert repr(mine) == repr(theirs)
     assert hash(mine) == hash(theirs)
@@ -71,6 +92,12 @@ def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
     assert mine != tuple(values)
     # defaults: the same objects the dataclass would use
     required = [p for p in params if p.default is inspect.Parameter.empty]
+    if hasattr(cls, "__post_init__"):  # it checks the values: a wrong one fails alike
+        with pytest.raises(ValueError, match="signature") as mine_error:
+            cls(*values[:2], "s", *values[3:])
+        with pytest.raises(ValueError, match="signature") as their_error:
+            twin(*values[:2], "s", *values[3:])
+        assert str(mine_error.value) == str(their_error.value)
     short, short_twin = cls(*values[: len(required)]), twin(*values[: len(required)])
     assert repr(short) == repr(short_twin)
     for name in cls._FIELDS:

@@ -10,7 +10,7 @@ imported before livefwd owns its name that was ~10 ms of a 3-device start's ~140
 dataclass methods it replaces: equality only with an instance of the very same class,
 field by field in order (``NotImplemented`` otherwise); the hash of the fields' tuple;
 ``Name(field=value!r, ...)``; :class:`dataclasses.FrozenInstanceError` on assigning or
-deleting an attribute; ``__match_args__``. tests/unit/test_uapi_records.py compares every
+deleting an attribute; ``__match_args__``. tests/unit/test_records.py compares every
 subclass with the dataclass it was.
 """
 
