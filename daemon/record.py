@@ -19,7 +19,19 @@ from __future__ import annotations
 from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar
 
-__all__ = ["Frozen"]
+__all__ = ["FACTORY", "Frozen"]
+
+
+class _Factory:
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+#: the default of a field whose value is made per instance, as
+#: ``field(default_factory=f)`` (the dataclass's own sentinel shows as ``<factory>``
+#: too): ``__init__`` takes ``value: T = FACTORY`` and keeps
+#: ``f() if value is FACTORY else value``.
+FACTORY: Any = _Factory()
 
 
 class Frozen:

@@ -20,12 +20,11 @@ import collections
 import fcntl
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Protocol, runtime_checkable
 
 from livefw.errors import InvalidArgument
-from livefw.record import Frozen
+from livefw.record import FACTORY, Frozen
 
 __all__ = [
     "BOOT_ID_PATH",
@@ -65,8 +64,7 @@ class OpenFlags(IntFlag):
     TRUNCATE = 16
 
 
-@dataclass(frozen=True)
-class UEvent:
+class UEvent(Frozen):
     """A kernel uevent as the provider reports it.
 
     Attributes:
@@ -77,10 +75,24 @@ class UEvent:
         properties: the uevent's environment (``DEVNAME``, ``MAJOR`` ...).
     """
 
+    _FIELDS = ("action", "devpath", "subsystem", "properties")
     action: str
     devpath: str
     subsystem: str = ""
-    properties: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str]
+
+    def __init__(
+        self,
+        action: str,
+        devpath: str,
+        subsystem: str = "",
+        properties: Mapping[str, str] = FACTORY,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "action", action)
+        _set(self, "devpath", devpath)
+        _set(self, "subsystem", subsystem)
+        _set(self, "properties", dict() if properties is FACTORY else properties)
 
 
 #: the action of the marker :class:`UEventSubscription` yields after it dropped events

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import struct
-from dataclasses import dataclass, field
 
 from livefw.errors import (
     Busy,
@@ -31,7 +30,7 @@ from livefw.kernel.uapi.fwctl import Scope
 from livefw.plugin import Device
 from livefw.plugins.fwctl import drivers
 from livefw.plugins.fwctl.context import FwctlContext
-from livefw.record import Frozen
+from livefw.record import FACTORY, Frozen
 
 PROTOCOL = "org.livefw.fwctl"
 INTERFACE = "org.livefw.Daemon1.Fwctl"
@@ -63,8 +62,7 @@ class RpcPlan(Frozen):
         _set(self, "response_size", response_size)
 
 
-@dataclass(frozen=True)
-class RpcResult:
+class RpcResult(Frozen):
     """An RPC's response and what the kernel and device said about it.
 
     ``info`` keys: ``tainted`` (b), ``response-length`` (u, the driver's length, which
@@ -72,8 +70,14 @@ class RpcResult:
     mlx5 ``device-status`` (u) / ``device-status-name`` (s), for mlx5 ``syndrome`` (u).
     """
 
+    _FIELDS = ("response", "info")
     response: bytes
-    info: dict[str, bool | int | str] = field(default_factory=dict)
+    info: dict[str, bool | int | str]
+
+    def __init__(self, response: bytes, info: dict[str, bool | int | str] = FACTORY) -> None:
+        _set = object.__setattr__
+        _set(self, "response", response)
+        _set(self, "info", dict() if info is FACTORY else info)
 
 
 class Parent(Frozen):

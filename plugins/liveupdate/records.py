@@ -9,13 +9,13 @@ in a reserved session, ``livefw.registry.a``/``.b``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livefw.errors import InvalidArgument
 from livefw.kernel.uapi import liveupdate as uapi
 from livefw.model import Field, Model
 from livefw.plugin import clean_text
+from livefw.record import FACTORY, Frozen
 
 __all__ = [
     "FDSTORE_PREFIX",
@@ -126,16 +126,33 @@ class Registry(Model, extra="forbid"):
     sessions: list[SessionRecord] = Field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class SessionInfo:
+class SessionInfo(Frozen):
     """A session as the bus layer and the CLI see it."""
 
+    _FIELDS = ("name", "kernel_name", "owner", "state", "label", "tokens")
     name: str
     kernel_name: str
     owner: int
     state: str
     label: str
-    tokens: dict[int, str] = field(default_factory=dict)
+    tokens: dict[int, str]
+
+    def __init__(
+        self,
+        name: str,
+        kernel_name: str,
+        owner: int,
+        state: str,
+        label: str,
+        tokens: dict[int, str] = FACTORY,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "kernel_name", kernel_name)
+        _set(self, "owner", owner)
+        _set(self, "state", state)
+        _set(self, "label", label)
+        _set(self, "tokens", dict() if tokens is FACTORY else tokens)
 
 
 def info_of(record: SessionRecord) -> SessionInfo:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import livefw.kernel.uapi
-from livefw.record import Frozen
+from livefw.record import FACTORY, Frozen
 
 #: the modules outside livefw.kernel.uapi with Frozen records
 MODULES = (
@@ -26,6 +26,7 @@ MODULES = (
     "livefw.plugin",
     "livefw.plugins.fwctl.context",
     "livefw.plugins.fwctl.device",
+    "livefw.plugins.liveupdate.records",
     "livefw.plugins.pfru.context",
     "livefw.plugins.pfru.telemetry",
 )
@@ -54,16 +55,23 @@ def test_the_start_paths_structures_are_records() -> None:
     names = {cls.__name__ for cls in RECORDS}
     assert {"CapsuleHeader", "UpdateCapInfo", "EsrtEntry", "EfiTime", "Mlx5Command"} <= names
     assert {"LargeCall", "SecurityAttr", "Payload", "TelemetryRead", "RpcPlan"} <= names
-    assert len(RECORDS) >= 38
+    assert {"UEvent", "RpcResult", "SessionInfo", "LoadOption"} <= names  # FACTORY defaults
+    assert len(RECORDS) >= 42
 
 
 def _twin(cls: type[Frozen]) -> tuple[type[Any], list[inspect.Parameter]]:
     """The frozen dataclass with the same fields, defaults and name as ``cls``."""
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     spec: list[Any] = []
+    required = [
+        1000 + index for index, p in enumerate(params) if p.default is inspect.Parameter.empty
+    ]
     for param in params:
         if param.default is inspect.Parameter.empty:
             spec.append((param.name, Any))
+        elif param.default is FACTORY:  # the type of what an instance gets, made afresh
+            made = type(getattr(cls(*required), param.name))
+            spec.append((param.name, Any, dataclasses.field(default_factory=made)))
         else:
             spec.append((param.name, Any, dataclasses.field(default=param.default)))
     namespace = {"__post_init__": cls.__post_init__} if hasattr(cls, "__post_init__") else {}
@@ -100,8 +108,17 @@ def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
         assert str(mine_error.value) == str(their_error.value)
     short, short_twin = cls(*values[: len(required)]), twin(*values[: len(required)])
     assert repr(short) == repr(short_twin)
-    for name in cls._FIELDS:
-        assert getattr(short, name) is getattr(short_twin, name)
+    for param in params:
+        mine_value, their_value = getattr(short, param.name), getattr(short_twin, param.name)
+        if param.default is FACTORY:
+            # a new value each instance, as field(default_factory=...) gives; shown alike
+            assert type(mine_value) is type(their_value)
+            assert mine_value == their_value
+            assert mine_value is not getattr(cls(*values[: len(required)]), param.name)
+            twin_param = inspect.signature(twin.__init__).parameters[param.name]
+            assert repr(param.default) == repr(twin_param.default) == "<factory>"
+        else:
+            assert mine_value is their_value
     # frozen, with the dataclass's errors and messages
     for action in (
         lambda obj: setattr(obj, cls._FIELDS[0], 1),

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field
 
 from livefw.kernel.uapi.capsule import guid_from_efi, guid_to_efi
-from livefw.record import Frozen
+from livefw.record import FACTORY, Frozen
 
 __all__ = [
     "BOOT_NEXT",
@@ -246,14 +245,27 @@ def _read_utf16z(data: bytes, offset: int) -> tuple[str, int]:
 LOAD_OPTION_HEADER = struct.Struct("<IH")
 
 
-@dataclass(frozen=True)
-class LoadOption:
+class LoadOption(Frozen):
     """EFI_LOAD_OPTION (``Boot####``)."""
 
+    _FIELDS = ("attributes", "description", "file_path", "optional_data")
     attributes: int
     description: str
-    file_path: list[DevicePathNode] = field(default_factory=list)
+    file_path: list[DevicePathNode]
     optional_data: bytes = b""
+
+    def __init__(
+        self,
+        attributes: int,
+        description: str,
+        file_path: list[DevicePathNode] = FACTORY,
+        optional_data: bytes = b"",
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "attributes", attributes)
+        _set(self, "description", description)
+        _set(self, "file_path", list() if file_path is FACTORY else file_path)
+        _set(self, "optional_data", optional_data)
 
     def pack(self) -> bytes:
         """Header, UTF-16LE description + NUL, device path list, optional data."""
