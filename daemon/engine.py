@@ -22,7 +22,6 @@ import functools
 import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -59,6 +58,7 @@ from livefw.plugin import (
     Probe,
 )
 from livefw.reconcile import reconcile_at_start, verdict_after_failure
+from livefw.record import Record
 from livefw.state import HistoryState, Status, UpdateState
 from livefw.statefiles import private_dir
 
@@ -72,13 +72,18 @@ log = structlog.get_logger("livefw.engine")
 ENTRY_POINT_GROUP = "livefw.plugins"
 
 
-@dataclass
-class PluginRecord:
+class PluginRecord(Record):
     """A plugin as ``livefw plugins`` shows it: loaded or not, and why."""
 
+    _FIELDS = ("name", "plugin", "probe")
     name: str
     plugin: Plugin | None
     probe: Probe
+
+    def __init__(self, name: str, plugin: Plugin | None, probe: Probe) -> None:
+        self.name = name
+        self.plugin = plugin
+        self.probe = probe
 
 
 class EngineListener:

@@ -26,13 +26,12 @@ import hashlib
 import platform
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from livefw.errors import LivefwError
 from livefw.kernel.provider import KernelProvider
 from livefw.kernel.uapi import efi
-from livefw.record import Frozen
+from livefw.record import FACTORY, Frozen, Record
 
 #: where the kernel publishes the SMBIOS strings it parsed (drivers/firmware/dmi-id.c).
 DMI_DIR = "sys/class/dmi/id"
@@ -152,14 +151,26 @@ class SecurityAttr(Frozen):
         return value
 
 
-@dataclass
-class HostInfo:
+class HostInfo(Record):
     """What ``org.freedesktop.fwupd``'s Host* properties and Hwids publish."""
 
-    dmi: dict[str, str] = field(default_factory=dict)
+    _FIELDS = ("dmi", "dmi_reason", "machine_id", "machine_id_reason")
+    dmi: dict[str, str]
     dmi_reason: str = ""
     machine_id: str = ""
     machine_id_reason: str = ""
+
+    def __init__(
+        self,
+        dmi: dict[str, str] = FACTORY,
+        dmi_reason: str = "",
+        machine_id: str = "",
+        machine_id_reason: str = "",
+    ) -> None:
+        self.dmi = dict() if dmi is FACTORY else dmi
+        self.dmi_reason = dmi_reason
+        self.machine_id = machine_id
+        self.machine_id_reason = machine_id_reason
 
     @property
     def vendor(self) -> str:

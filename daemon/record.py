@@ -1,4 +1,4 @@
-"""Frozen records without a generated class: what ``@dataclass(frozen=True)`` gives, written once.
+"""Records without a generated class: what ``@dataclass`` gives, written once.
 
 ``@dataclass`` compiles each class's ``__init__``, ``__repr__``, ``__eq__``, ``__hash__``,
 ``__setattr__`` and ``__delattr__`` from generated source when the module is imported
@@ -10,8 +10,9 @@ imported before livefwd owns its name that was ~10 ms of a 3-device start's ~140
 dataclass methods it replaces: equality only with an instance of the very same class,
 field by field in order (``NotImplemented`` otherwise); the hash of the fields' tuple;
 ``Name(field=value!r, ...)``; :class:`dataclasses.FrozenInstanceError` on assigning or
-deleting an attribute; ``__match_args__``. tests/unit/test_records.py compares every
-subclass with the dataclass it was.
+deleting an attribute; ``__match_args__``. A mutable :class:`Record` subclass (a plain
+``@dataclass``) sets its fields as usual and has no hash. tests/unit/test_records.py
+compares every subclass with the dataclass it was.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar
 
-__all__ = ["FACTORY", "Frozen"]
+__all__ = ["FACTORY", "Frozen", "Record"]
 
 
 class _Factory:
@@ -34,8 +35,12 @@ class _Factory:
 FACTORY: Any = _Factory()
 
 
-class Frozen:
-    """Base of an immutable record whose fields are ``_FIELDS``, in ``__init__``'s order."""
+class Record:
+    """Base of a mutable record whose fields are ``_FIELDS``, in ``__init__``'s order.
+
+    What ``@dataclass`` gives: ``__eq__`` (same class only, field by field), no hash
+    (``__hash__ = None``), ``Name(field=value!r, ...)``, ``__match_args__``.
+    """
 
     __slots__ = ()
     _FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -48,16 +53,27 @@ class Frozen:
         return tuple([getattr(self, name) for name in self._FIELDS])
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Frozen) and other.__class__ is self.__class__:
+        if isinstance(other, Record) and other.__class__ is self.__class__:
             return self._values() == other._values()
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self._values())
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as @dataclass(eq=True)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
         return f"{self.__class__.__qualname__}({inner})"
+
+
+class Frozen(Record):
+    """Base of an immutable record: a hashable :class:`Record` without assignment.
+
+    Assigning or deleting an attribute raises :class:`dataclasses.FrozenInstanceError`.
+    """
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]  # Record's is None (mutable)
+        return hash(self._values())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")

@@ -47,10 +47,9 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from livefw.record import Frozen
+from livefw.record import FACTORY, Frozen, Record
 
 #: the D-Bus specification's message types (``METHOD_CALL`` .. ``SIGNAL``)
 METHOD_CALL = 1
@@ -136,17 +135,29 @@ class LargeCall(Frozen):
         return end <= body_length and body_length - end <= self.rest
 
 
-@dataclass
-class RefusedMessage:
+class RefusedMessage(Record):
     """What is known about a message that was skipped: its fixed header and small fields."""
 
+    _FIELDS = (
+        "message_type",
+        "flags",
+        "serial",
+        "body_length",
+        "header_length",
+        "fields",
+        "fds",
+        "reason",
+        "byte_order",
+        "limit",
+        "detail",
+    )
     message_type: int
     flags: int
     serial: int
     body_length: int
     header_length: int
     #: header field code -> value (strings of up to 255 bytes, integers)
-    fields: dict[int, Any] = field(default_factory=dict)
+    fields: dict[int, Any]
     #: how many fds came with it (all closed)
     fds: int = 0
     #: which limit: "body" or "header"
@@ -157,6 +168,32 @@ class RefusedMessage:
     limit: int = 0
     #: for a large call's member that was refused within its own limit: why
     detail: str = ""
+
+    def __init__(
+        self,
+        message_type: int,
+        flags: int,
+        serial: int,
+        body_length: int,
+        header_length: int,
+        fields: dict[int, Any] = FACTORY,
+        fds: int = 0,
+        reason: str = "body",
+        byte_order: str = "little",
+        limit: int = 0,
+        detail: str = "",
+    ) -> None:
+        self.message_type = message_type
+        self.flags = flags
+        self.serial = serial
+        self.body_length = body_length
+        self.header_length = header_length
+        self.fields = dict() if fields is FACTORY else fields
+        self.fds = fds
+        self.reason = reason
+        self.byte_order = byte_order
+        self.limit = limit
+        self.detail = detail
 
     @property
     def sender(self) -> str | None:

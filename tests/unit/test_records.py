@@ -1,6 +1,6 @@
-"""The classes that are :class:`livefw.record.Frozen` records behave as the
-``@dataclass(frozen=True)`` classes they were (issue 17 item 1: they left ``@dataclass``
-only for what building one costs at import)."""
+"""The classes that are :class:`livefw.record.Frozen` and :class:`livefw.record.Record`
+records behave as the ``@dataclass(frozen=True)`` and ``@dataclass`` classes they were
+(issue 17 item 1: they left ``@dataclass`` only for what building one costs at import)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from typing import Any
 import pytest
 
 import livefw.kernel.uapi
-from livefw.record import FACTORY, Frozen
+from livefw.record import FACTORY, Frozen, Record
 
 #: the modules outside livefw.kernel.uapi with Frozen records
 MODULES = (
     "livefw.bus.framing",
+    "livefw.engine",
     "livefw.entrypoints",
     "livefw.fwupd_service",
     "livefw.hostinfo",
     "livefw.kernel.provider",
     "livefw.kernel.sim.fwctl_model",
+    "livefw.kernel.sim.vfs",
     "livefw.plugin",
     "livefw.plugins.fwctl.context",
     "livefw.plugins.fwctl.device",
@@ -31,18 +33,20 @@ MODULES = (
     "livefw.plugins.pfru.telemetry",
 )
 
+BASES = (Record, Frozen)
+
 #: field values for a class whose __post_init__ checks them (ints for the others)
 SAMPLES: dict[str, list[Any]] = {"LargeCall": ["org.example.I", "Put", "sayh", 1000, 8]}
 
 
-def _records() -> list[type[Frozen]]:
-    found: dict[str, type[Frozen]] = {}
+def _records() -> list[type[Record]]:
+    found: dict[str, type[Record]] = {}
     package = livefw.kernel.uapi
     names = [info.name for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
     for name in [*names, *MODULES]:
         module = importlib.import_module(name)
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Frozen) and value is not Frozen:
+            if isinstance(value, type) and issubclass(value, Record) and value not in BASES:
                 found[f"{value.__module__}.{value.__qualname__}"] = value
     return [found[name] for name in sorted(found)]
 
@@ -56,10 +60,11 @@ def test_the_start_paths_structures_are_records() -> None:
     assert {"CapsuleHeader", "UpdateCapInfo", "EsrtEntry", "EfiTime", "Mlx5Command"} <= names
     assert {"LargeCall", "SecurityAttr", "Payload", "TelemetryRead", "RpcPlan"} <= names
     assert {"UEvent", "RpcResult", "SessionInfo", "LoadOption"} <= names  # FACTORY defaults
-    assert len(RECORDS) >= 42
+    assert {"Attr", "Dir", "PluginRecord", "HostInfo", "RefusedMessage"} <= names  # mutable
+    assert len(RECORDS) >= 49
 
 
-def _twin(cls: type[Frozen]) -> tuple[type[Any], list[inspect.Parameter]]:
+def _twin(cls: type[Record]) -> tuple[type[Any], list[inspect.Parameter]]:
     """The frozen dataclass with the same fields, defaults and name as ``cls``."""
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     spec: list[Any] = []
@@ -75,13 +80,14 @@ def _twin(cls: type[Frozen]) -> tuple[type[Any], list[inspect.Parameter]]:
         else:
             spec.append((param.name, Any, dataclasses.field(default=param.default)))
     namespace = {"__post_init__": cls.__post_init__} if hasattr(cls, "__post_init__") else {}
-    twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=True, namespace=namespace)
+    frozen = issubclass(cls, Frozen)
+    twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=frozen, namespace=namespace)
     twin.__qualname__ = cls.__qualname__
     return twin, params
 
 
 @pytest.mark.parametrize("cls", RECORDS, ids=lambda cls: cls.__qualname__)
-def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
+def test_record_behaves_as_its_dataclass(cls: type[Record]) -> None:
     twin, params = _twin(cls)
     # __init__ takes the fields in _FIELDS order, positionally or by keyword
     assert tuple(p.name for p in params) == cls._FIELDS
@@ -90,7 +96,11 @@ def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
     values = SAMPLES.get(cls.__name__) or [1000 + index for index in range(len(params))]
     mine, theirs = cls(*values), twin(*values)
     assert repr(mine) == repr(theirs)
-    assert hash(mine) == hash(theirs)
+    if issubclass(cls, Frozen):
+        assert hash(mine) == hash(theirs)
+    else:  # mutable: no hash, as @dataclass(eq=True) without frozen
+        assert cls.__hash__ is None
+        assert twin.__hash__ is None
     assert mine == cls(**dict(zip(cls._FIELDS, values, strict=True)))
     assert mine != cls(*values[:-1], values[-1] + 1)
     # only the very same class compares equal
@@ -119,6 +129,13 @@ def test_record_behaves_as_its_frozen_dataclass(cls: type[Frozen]) -> None:
             assert repr(param.default) == repr(twin_param.default) == "<factory>"
         else:
             assert mine_value is their_value
+    if not issubclass(cls, Frozen):
+        # mutable: a field is assigned as on the dataclass, and compares after it
+        setattr(mine, cls._FIELDS[0], 1)
+        setattr(theirs, cls._FIELDS[0], 1)
+        assert repr(mine) == repr(theirs)
+        assert mine == cls(1, *values[1:])
+        return
     # frozen, with the dataclass's errors and messages
     for action in (
         lambda obj: setattr(obj, cls._FIELDS[0], 1),

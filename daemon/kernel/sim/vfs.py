@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 from livefw.errors import KernelError
 from livefw.kernel.provider import OpenFlags
+from livefw.record import FACTORY, Record
 
 __all__ = ["Attr", "Device", "Dir", "File", "FsPolicy", "Node", "SimHandle", "fail"]
 
@@ -31,8 +31,7 @@ class Node:
     mode: int = 0o444
 
 
-@dataclass
-class Attr(Node):
+class Attr(Node, Record):
     """A sysfs attribute: ``read`` renders text, ``write`` receives one write's bytes.
 
     Attributes:
@@ -40,36 +39,65 @@ class Attr(Node):
             a worker thread so the daemon's loop stays responsive.
     """
 
+    _FIELDS = ("read", "write", "mode", "blocking")
     read: Callable[[], str] | None = None
     write: Callable[[bytes], None] | None = None
     mode: int = 0o444
     blocking: bool = False
 
+    def __init__(
+        self,
+        read: Callable[[], str] | None = None,
+        write: Callable[[bytes], None] | None = None,
+        mode: int = 0o444,
+        blocking: bool = False,
+    ) -> None:
+        self.read = read
+        self.write = write
+        self.mode = mode
+        self.blocking = blocking
 
-@dataclass
-class File(Node):
+
+class File(Node, Record):
     """A regular file with contents and inode flags."""
 
+    _FIELDS = ("data", "mode", "immutable")
     data: bytes = b""
     mode: int = 0o644
     immutable: bool = False
 
+    def __init__(self, data: bytes = b"", mode: int = 0o644, immutable: bool = False) -> None:
+        self.data = data
+        self.mode = mode
+        self.immutable = immutable
 
-@dataclass
-class Device(Node):
+
+class Device(Node, Record):
     """A character device node; ``opener`` builds the handle for each open()."""
 
+    _FIELDS = ("opener", "mode")
     opener: Callable[[str, OpenFlags], SimHandle]
     mode: int = 0o600
 
+    def __init__(self, opener: Callable[[str, OpenFlags], SimHandle], mode: int = 0o600) -> None:
+        self.opener = opener
+        self.mode = mode
 
-@dataclass
-class Dir(Node):
+
+class Dir(Node, Record):
     """A directory of named nodes."""
 
-    children: dict[str, Node] = field(default_factory=dict)
+    _FIELDS = ("children", "mode", "policy")
+    children: dict[str, Node]
     mode: int = 0o755
     policy: FsPolicy | None = None
+
+    def __init__(
+        self, children: dict[str, Node] = FACTORY, mode: int = 0o755, policy: FsPolicy | None = None
+    ) -> None:
+        self.children = dict() if children is FACTORY else children
+        self.mode = mode
+        self.policy = policy
 
     def mkdirs(self, path: str) -> Dir:
         """Return the directory at ``path`` below this one, creating missing parts."""
