@@ -319,9 +319,7 @@ def _precheck(data: bytes | memoryview, limits: Limits) -> None:
         )
 
 
-def _unpack(
-    data: bytes | memoryview, limits: Limits, hasher: _Hasher | None = None
-) -> dict[str, bytes]:
+def _unpack(data: bytes | memoryview, limits: Limits) -> dict[str, bytes]:
     """Every file of a cabinet :func:`_precheck` passed, CFDATA checksums verified.
 
     The archive's own reader, not cabarchive's parser: that one copied every block,
@@ -335,28 +333,15 @@ def _unpack(
     MSZIP blocks with the ``CK`` prefix and the previous block as dictionary,
     checksums where non-zero, each block's declared size, each file inside its
     folder; :func:`_precheck` has bounded every count and size before.
-
-    Each file's buffer has its declared size from the start (zeroed memory the
-    kernel maps on first write, so no pass over it) and ``hasher`` computes its
-    SHA-256 in a thread as the blocks fill it (:class:`_Hasher`; one of its own,
-    which this call ends, when none is given).
     """
     view = memoryview(data)
-    own = hasher is None
-    if hasher is None:
-        hasher = _Hasher(data, [])
     try:
-        return _extract(data, view, limits.max_name, hasher)
+        return _extract(data, view, limits.max_name)
     except (struct.error, IndexError, ValueError, zlib.error) as error:
         raise InvalidFile(f"corrupt cabinet: {error or type(error).__name__}") from error
-    finally:
-        if own:
-            hasher.stop()
 
 
-def _extract(
-    data: bytes | memoryview, view: memoryview, max_name: int, hasher: _Hasher
-) -> dict[str, bytes]:
+def _extract(data: bytes | memoryview, view: memoryview, max_name: int) -> dict[str, bytes]:
     (_, _, _, _, coff_files, _, minor, major, folders, files, flags, _, index) = struct.unpack_from(
         "<4sIIIIIBBHHHHH", data, 0
     )
@@ -376,13 +361,10 @@ def _extract(
         if blocks == 0:
             raise InvalidFile("corrupt cabinet: a folder without data blocks")
         folder_list.append((coff_start, blocks, compression & 0x000F))
-    # each file as (start, end, index) in its folder; written block by block as the
-    # folder is read into a buffer of its declared size (``bytes(size)`` is calloc'd
-    # memory: no page is touched before a block is written to it; BytesIO takes it
-    # without a copy and hands it back from getvalue() without one)
-    wanted: list[list[tuple[int, int, int]]] = [[] for _ in folder_list]
-    names: dict[str, int] = {}
-    sinks: list[tuple[str, io.BytesIO, memoryview, tuple[int, int]]] = []
+    # each file as (start, end, sink) in its folder; written block by block as the
+    # folder is read, so that no more than one block is held besides the files
+    wanted: list[list[tuple[int, int, io.BytesIO]]] = [[] for _ in folder_list]
+    sinks: dict[str, tuple[int, io.BytesIO]] = {}
     offset = coff_files
     for _ in range(files):
         size, start, folder, _, _, _ = struct.unpack_from("<IIHHHH", data, offset)
@@ -393,35 +375,21 @@ def _extract(
         offset += end + 1
         if folder >= len(folder_list):  # 0xFFFD-0xFFFF: continued across cabinets
             raise InvalidFile(f"corrupt cabinet: {name!r} is in no folder of this cabinet")
-        if name in names:
+        if name in sinks:
             raise InvalidFile(f"the cabinet holds {name!r} twice")
-        sink = io.BytesIO(bytes(size))  # size: bounded by _precheck (max_unpacked)
-        names[name] = len(sinks)
-        wanted[folder].append((start, start + size, len(sinks)))
-        sinks.append((name, sink, sink.getbuffer(), (folder, start)))
-    # the thread hashes the files in the order they fill
-    order = sorted(range(len(sinks)), key=lambda i: sinks[i][3])
-    filled = hasher.track([(sinks[i][0], sinks[i][2]) for i in order])
-    slot = {index: n for n, index in enumerate(order)}
+        sink = io.BytesIO()
+        sinks[name] = (size, sink)
+        wanted[folder].append((start, start + size, sink))
     for (at, blocks, compression), parts in zip(folder_list, wanted, strict=True):
         for position, block in _folder(data, view, at, blocks, compression, data_reserve):
-            for first, last, index in parts:
+            for first, last, sink in parts:
                 if first < position + len(block) and position < last:
-                    low = max(first - position, 0)
-                    high = min(last - position, len(block))
-                    to = position + low - first
-                    sinks[index][2][to : to + high - low] = memoryview(block)[low:high]
-                    filled(slot[index], to + high - low)
+                    sink.write(memoryview(block)[max(first - position, 0) : last - position])
     out: dict[str, bytes] = {}
-    for name, _sink, buffer, _ in sinks:
-        if hasher.progress(slot[names[name]]) != len(buffer):
-            raise InvalidFile(
-                f"corrupt cabinet: {name} is {len(buffer)} bytes but its folder ends first"
-            )
-    hasher.wait_files()  # its views of the buffers end with it
-    for name, sink, buffer, _ in sinks:
-        buffer.release()
-        out[name] = sink.getvalue()  # the buffer itself, not a copy: nothing shares it
+    for name, (size, sink) in sinks.items():
+        if sink.tell() != size:
+            raise InvalidFile(f"corrupt cabinet: {name} is {size} bytes but its folder ends first")
+        out[name] = sink.getvalue()  # the buffer itself, not a copy, when it is not shared
     return out
 
 
@@ -592,109 +560,8 @@ def _digests(data: bytes | memoryview, algorithms: list[str]) -> Callable[[], di
     return wait
 
 
-#: the hashing thread takes a file's new bytes in steps of at least this many: each
-#: hashlib call lets go of the GIL and waits to get it back from the unpacking
-#: thread, so few large calls (32 KiB blocks one by one were slower than hashing
-#: after the unpacking: bench/NOTES.md, staging)
-_HASH_STEP = 4 << 20
-
-
-class _Hasher:
-    """One thread: the archive's digests, then each file's SHA-256 as it is unpacked.
-
-    The archive's digests (the blocked/approved lists, the release ``Checksum``, the
-    history) take one hashlib call; then the thread hashes each file's buffer as
-    :func:`_extract` fills it, in steps of :data:`_HASH_STEP`, so that the
-    payload's SHA-256 is done when the unpacking ends instead of after it
-    (bench/NOTES.md, staging, fourth pass). hashlib lets go of the GIL while it
-    hashes, so this runs on another core beside the unpacking. :meth:`stop` ends it
-    at its next step (a refused cabinet).
-    """
-
-    def __init__(self, data: bytes | memoryview, algorithms: list[str]) -> None:
-        self._data: bytes | memoryview | None = data
-        self._algorithms = algorithms
-        self._cond = threading.Condition()
-        self._files: list[tuple[str, memoryview]] | None = None
-        self._filled: list[int] = []
-        self._stopped = False
-        self._failed: list[BaseException] = []
-        #: the archive's digests by algorithm, and each file's SHA-256 by name
-        self.archive: dict[str, str] = {}
-        self.files: dict[str, str] = {}
-        self._thread = threading.Thread(target=self._run, name="livefw-cabinet-hash", daemon=True)
-        self._thread.start()
-
-    def track(self, files: list[tuple[str, memoryview]]) -> Callable[[int, int], None]:
-        """Hash ``files`` (name, buffer) in this order; returns ``filled(index, upto)``."""
-        filled = [0] * len(files)
-        told = [0] * len(files)
-        with self._cond:
-            self._filled, self._files = filled, files
-            self._cond.notify()
-        cond = self._cond
-
-        def mark(index: int, upto: int) -> None:
-            filled[index] = upto
-            if upto - told[index] >= _HASH_STEP or upto == len(files[index][1]):
-                told[index] = upto
-                with cond:
-                    cond.notify()
-
-        return mark
-
-    def progress(self, index: int) -> int:
-        """How many bytes of the ``index``-th tracked file are written."""
-        return self._filled[index]
-
-    def _run(self) -> None:
-        try:
-            data = self._data
-            assert data is not None
-            for name in self._algorithms:
-                self.archive[name] = hashlib.new(name, data).hexdigest()
-            self._data = data = None
-            with self._cond:
-                while self._files is None and not self._stopped:
-                    self._cond.wait()
-                files = self._files or []
-            for index, (name, buffer) in enumerate(files):
-                digest = hashlib.sha256()
-                done = 0
-                while done < len(buffer):
-                    want = min(_HASH_STEP, len(buffer) - done)
-                    with self._cond:
-                        while not self._stopped and self._filled[index] - done < want:
-                            self._cond.wait()
-                        if self._stopped:
-                            return
-                        upto = self._filled[index]
-                    digest.update(buffer[done:upto])
-                    done = upto
-                self.files[name] = digest.hexdigest()
-        except BaseException as error:  # MemoryError: raised in the waiting thread
-            self._failed.append(error)
-
-    def wait_files(self) -> None:
-        """Wait for the thread (every tracked file is written); its failure is raised."""
-        self._thread.join()
-        if self._failed:
-            raise self._failed[0]
-
-    def stop(self) -> None:
-        """End the thread at its next step and wait for it (the cabinet is refused)."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join()
-
-
 def _release_of(
-    component: Element,
-    metainfo_name: str,
-    files: Mapping[str, bytes],
-    limits: Limits,
-    sha256s: Mapping[str, str],
+    component: Element, metainfo_name: str, files: Mapping[str, bytes], limits: Limits
 ) -> Release:
     appstream_id = _text(component.find("id"))
     if not appstream_id:
@@ -737,12 +604,12 @@ def _release_of(
             f"{metainfo_name}: the payload {payload_name} is missing from the cabinet"
         )
     # the strongest listed checksum is verified, the weaker ones are not computed
-    # (_strongest); SHA-256 is always computed (the engine's history records it:
-    # while the archive unpacked, _Hasher), another algorithm in a thread
+    # (_strongest); SHA-256 is always computed (the engine's history records it),
+    # another algorithm at the same time in a thread
     algorithm, expected = _strongest(checksums)
     waiting = _digests(payload, [algorithm] if algorithm not in ("", "sha256") else [])
     try:
-        sha256 = sha256s.get(payload_name) or hashlib.sha256(payload).hexdigest()
+        sha256 = hashlib.sha256(payload).hexdigest()
     finally:
         found = waiting()
     found["sha256"] = sha256
@@ -829,15 +696,14 @@ def read_cabinet(
     """
     limits = limits or Limits()
     _precheck(data, limits)  # the shape first: a refused archive costs no hashing
-    hasher = _Hasher(data, ["sha1"] if sha256 else ["sha1", "sha256"])
+    whole = _digests(data, ["sha1"] if sha256 else ["sha1", "sha256"])
     try:
-        files = _unpack(data, limits, hasher)
-        releases = _releases(files, limits, hasher.files)
+        files = _unpack(data, limits)
+        releases = _releases(files, limits)
     except BaseException:
-        hasher.stop()  # the thread ends within this call: a refused cabinet costs no more
+        whole()  # the thread ends within this call: a refused cabinet costs no more
         raise
-    hasher.wait_files()
-    sums = hasher.archive
+    sums = whole()
     return Cabinet(
         files=files,
         releases=tuple(releases),
@@ -847,14 +713,14 @@ def read_cabinet(
     )
 
 
-def _releases(files: dict[str, bytes], limits: Limits, sha256s: Mapping[str, str]) -> list[Release]:
+def _releases(files: dict[str, bytes], limits: Limits) -> list[Release]:
     metainfos = sorted(n for n in files if n.lower().endswith(".metainfo.xml"))
     if not metainfos:
         raise InvalidFile("the cabinet has no *.metainfo.xml: it is not a firmware package")
     releases: list[Release] = []
     for name in metainfos:
         for component in _parse_metainfo(name, files[name], limits):
-            releases.append(_release_of(component, name, files, limits, sha256s))
+            releases.append(_release_of(component, name, files, limits))
             if len(releases) > limits.max_components:
                 raise InvalidFile(
                     f"the cabinet has more than {limits.max_components} firmware components"

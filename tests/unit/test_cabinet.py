@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import struct
-import threading
 import time
 from typing import Any
 
@@ -342,37 +341,22 @@ WRONG_SHA1 = "0" * 40
 
 
 class _CountingHashlib:
-    """livefw.cabinet's hashlib, counting which algorithms hash the payload.
-
-    A pass is a hash object fed the payload's bytes, in one call or in steps (the
-    unpacking's thread hashes each file as it fills: livefw.cabinet._Hasher).
-    """
+    """livefw.cabinet's hashlib, counting which algorithms hash the payload."""
 
     def __init__(self) -> None:
         self.payload_passes: list[str] = []
 
-    def new(self, name: str, data: bytes | memoryview = b"") -> Any:
-        return _Counted(self, name, data)
+    def _count(self, name: str, data: object) -> None:
+        if isinstance(data, bytes | memoryview) and bytes(data) == PAYLOAD:
+            self.payload_passes.append(name)
 
-    def sha256(self, data: bytes | memoryview = b"") -> Any:
-        return _Counted(self, "sha256", data)
+    def new(self, name: str, data: bytes = b"") -> Any:
+        self._count(name, data)
+        return hashlib.new(name, data)
 
-
-class _Counted:
-    def __init__(self, owner: _CountingHashlib, name: str, data: bytes | memoryview) -> None:
-        self.owner, self.name, self.fed = owner, name, bytearray()
-        self.real = hashlib.new(name)
-        self.update(data)
-
-    def update(self, data: bytes | memoryview) -> None:
-        if len(self.fed) <= len(PAYLOAD):
-            self.fed += data
-        self.real.update(data)
-
-    def hexdigest(self) -> str:
-        if self.fed == PAYLOAD:
-            self.owner.payload_passes.append(self.name)
-        return self.real.hexdigest()
+    def sha256(self, data: bytes = b"") -> Any:
+        self._count("sha256", data)
+        return hashlib.sha256(data)
 
 
 def test_only_the_strongest_listed_checksum_is_computed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -384,93 +368,6 @@ def test_only_the_strongest_listed_checksum_is_computed(monkeypatch: pytest.Monk
     (release,) = read_cabinet(data).releases
     assert counting.payload_passes == ["sha256"]
     assert release.payload_sha256 == _sum("sha256")
-
-
-def test_the_payload_is_hashed_while_the_archive_still_unpacks(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The payload's SHA-256 is fed to the hashing thread as the blocks fill its
-    buffer, not after the unpacking (bench/NOTES.md, staging, fourth pass): the
-    unpacking halts halfway through the payload until the thread has hashed some of
-    it, which it never would if the payload were hashed only once unpacked."""
-    payload = os.urandom(0x8000 * 8)
-    data = _cab(_metainfo(payload=payload), payload)
-    monkeypatch.setattr(livefw.cabinet, "_HASH_STEP", 0x8000, raising=False)
-    fed = threading.Event()
-    real_sha256 = hashlib.sha256
-
-    class Watched:
-        def __init__(self, data: bytes | memoryview = b"") -> None:
-            self.real = real_sha256()
-            self.update(data)
-
-        def update(self, data: bytes | memoryview) -> None:
-            if len(data) and bytes(data) == payload[: len(data)]:
-                fed.set()
-            self.real.update(data)
-
-        def hexdigest(self) -> str:
-            return self.real.hexdigest()
-
-    class Hashlib:
-        new = staticmethod(hashlib.new)
-        sha256 = Watched
-
-    monkeypatch.setattr(livefw.cabinet, "hashlib", Hashlib)
-    real_folder = livefw.cabinet._folder
-    waited: list[bool] = []
-
-    def halting(*args: Any) -> Any:
-        for position, block in real_folder(*args):
-            if position >= 0x8000 * 4 and not waited:
-                waited.append(fed.wait(timeout=10))  # a deadline, not a timing
-            yield position, block
-
-    monkeypatch.setattr(livefw.cabinet, "_folder", halting)
-    (release,) = read_cabinet(data).releases
-    assert waited == [True]
-    assert release.payload == payload
-    assert release.payload_sha256 == hashlib.sha256(payload).hexdigest()
-
-
-def test_each_unpacked_file_is_its_buffer_not_a_copy() -> None:
-    """The payload is written into a buffer of its declared size that becomes its
-    bytes: the unpacking holds it once (a view of the buffer left alive, e.g. by the
-    hashing thread, would make ``getvalue()`` copy it)."""
-    import tracemalloc
-
-    payload = os.urandom(4 << 20)
-    data = _cab(_metainfo(payload=payload), payload)
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        (release,) = read_cabinet(data).releases
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert release.payload == payload
-    assert peak < len(payload) * 1.5
-
-
-def test_a_refused_cabinet_stops_the_hashing_thread() -> None:
-    """A folder that ends before a file does: refused, and the thread waiting for the
-    rest of that file ends with the refusal (no thread left behind)."""
-    data = bytearray(_cab())
-    # the last file of the folder declares one byte more than the folder holds
-    (coff_files,) = struct.unpack_from("<I", data, 16)
-    (count,) = struct.unpack_from("<H", data, 28)
-    entries, at = [], coff_files
-    for _ in range(count):
-        size, start = struct.unpack_from("<II", data, at)
-        entries.append((start, size, at))
-        at = data.index(b"\0", at + 16) + 1
-    _, size, at = max(entries)
-    struct.pack_into("<I", data, at, size + 1)
-    before = {t for t in threading.enumerate() if t.name == "livefw-cabinet-hash"}
-    with pytest.raises(InvalidFile, match="folder ends first"):
-        read_cabinet(bytes(data))
-    after = {t for t in threading.enumerate() if t.name == "livefw-cabinet-hash"}
-    assert after <= before
 
 
 def test_sha1_alone_is_verified() -> None:
