@@ -144,11 +144,7 @@ async def main() -> None:
                     apply_pin("none", [h.bus_pid] if h.bus_pid else [])
                     await h.stop(proc, target)
     finally:
-        h.kill_all()
-        for connection in (h.bus, h.fd_bus):
-            if connection is not None:
-                connection.disconnect()  # before the bus goes: no EOF from its reader
-        bus.stop()
+        h.close(bus)
         shutil.rmtree(scratch, ignore_errors=True)
     for key, by_label in sizes.items():
         print(key, by_label)

@@ -130,6 +130,14 @@ class Harness:
         self.live.pop(proc.pid, None)
         return stopped
 
+    def close(self, bus: PrivateBus) -> None:
+        """Stop every daemon, the harness's connections, then the private bus."""
+        self.kill_all()
+        for connection in (self.bus, self.fd_bus):
+            if connection is not None:
+                connection.disconnect()  # before the bus goes: no EOF from its reader
+        bus.stop()
+
     def kill_all(self) -> None:
         for proc in list(self.live.values()):
             if proc.poll() is None:

@@ -142,11 +142,7 @@ async def main() -> None:
                     await asyncio.sleep(0.1)
                 log(f"size {size}: round {rnd + 1}/{ROUNDS}")
     finally:
-        h.kill_all()
-        for connection in (h.bus, h.fd_bus):
-            if connection is not None:
-                connection.disconnect()  # before the bus goes: no EOF from its reader
-        bus.stop()
+        h.close(bus)
         shutil.rmtree(scratch, ignore_errors=True)
     report(samples)
     if OUT:

@@ -778,33 +778,28 @@ class LivefwBus(MessageBus):
                     found[interface.name] = _readable_values(interface)
                 except Exception:
                     found[interface.name] = {}
-            self.send(
-                Message.new_signal(
-                    path=self.object_manager_path,
-                    interface="org.freedesktop.DBus.ObjectManager",
-                    member="InterfacesAdded",
-                    signature="oa{sa{sv}}",
-                    body=[path, found],
-                )
-            )
+            self._interfaces_added(path, found)
             return
         values: dict[str, Any] = {}
 
         def on_values(iface: Any, result: Any, user_data: Any, error: Any) -> None:
             values[iface.name] = {} if error is not None else result
             if len(values) == len(interfaces):
-                self.send(
-                    Message.new_signal(
-                        path=self.object_manager_path,
-                        interface="org.freedesktop.DBus.ObjectManager",
-                        member="InterfacesAdded",
-                        signature="oa{sa{sv}}",
-                        body=[path, values],
-                    )
-                )
+                self._interfaces_added(path, values)
 
         for interface in interfaces:
             ServiceInterface._get_all_property_values(interface, on_values)
+
+    def _interfaces_added(self, path: str, values: dict[str, Any]) -> None:
+        self.send(
+            Message.new_signal(
+                path=self.object_manager_path,
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="InterfacesAdded",
+                signature="oa{sa{sv}}",
+                body=[path, values],
+            )
+        )
 
     def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
         if not self._batching:
