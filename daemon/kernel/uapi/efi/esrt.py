@@ -126,15 +126,7 @@ def last_attempt_transient(status: int) -> bool:
 class EsrtEntry(Frozen):
     """One ``entries/entry<N>`` directory."""
 
-    _FIELDS = (
-        "fw_class",
-        "fw_type",
-        "fw_version",
-        "lowest_supported_fw_version",
-        "capsule_flags",
-        "last_attempt_version",
-        "last_attempt_status",
-    )
+    _FIELDS = ESRT_ENTRY_FILES  # a field per file of the entry directory, in order
     fw_class: str
     fw_type: int
     fw_version: int
