@@ -802,3 +802,35 @@ async def test_vfio_finish_waits_for_retrieve_and_bind(
     assert await retrieve_fd(incoming, 2) >= 0  # nothing was released
     luo(reloaded).configure("vfio_bound", "1")
     await incoming.ioctl(uapi.LIVEUPDATE_SESSION_FINISH, finish)
+
+
+async def test_opening_the_device_saves_the_machine_only_when_it_purged_a_session(
+    machine: SimMachine, provider: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon's first open of /dev/liveupdate deletes the sessions a previous process
+    held and nobody handed back; with none to delete, machine.json is not rewritten
+    (every daemon start opens it)."""
+    device = await provider.open(DEV, OpenFlags.RDWR)
+    session = await create(provider, device, "vm")
+    await preserve(session, memfd(b"guest"), 1)
+    # the process "exits" without closing: a new daemon on the same machine.json
+    reloaded = SimMachine.load(machine.directory)
+    saved: list[str] = []
+    real = reloaded.changed
+
+    def recording(name: str) -> None:
+        saved.append(name)
+        real(name)
+
+    monkeypatch.setattr(reloaded, "changed", recording)
+    provider2 = SimProvider(reloaded, FdStore({}))
+    device2 = await provider2.open(DEV, OpenFlags.RDWR)
+    assert saved == ["liveupdate"]  # the unheld session was deleted, and that is saved
+    assert luo(SimMachine.load(machine.directory)).state.sessions == []
+    await device2.close()
+    # a third daemon: nothing left to purge, nothing saved
+    third = SimMachine.load(machine.directory)
+    monkeypatch.setattr(third, "changed", recording)
+    saved.clear()
+    await (await SimProvider(third, FdStore({})).open(DEV, OpenFlags.RDWR)).close()
+    assert saved == []

@@ -402,10 +402,15 @@ class LiveUpdateComponent(SimComponent):
         if self._purged:
             return
         self._purged = True
-        for session in list(self.state.sessions):
-            if (session.direction == "outgoing" or session.retrieved) and not self._live(session):
-                self._delete(session)
-        self.machine.changed(self.name)
+        gone = [
+            session
+            for session in self.state.sessions
+            if (session.direction == "outgoing" or session.retrieved) and not self._live(session)
+        ]
+        for session in gone:
+            self._delete(session)
+        if gone:  # nothing to save otherwise (a save of machine.json at every daemon start)
+            self.machine.changed(self.name)
 
     # -------------------------------------------------------------- device
 
