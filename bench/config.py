@@ -61,6 +61,14 @@ PROFILE = os.environ.get("PROFILE", "0" if QUICK else "1") == "1"
 #: skips it unless SCALE=1); SCALE_BACKENDS the livefwd backends it runs on
 SCALE = os.environ.get("SCALE", "0" if QUICK else "1") == "1"
 SCALE_BACKENDS = [b for b in os.environ.get("SCALE_BACKENDS", "fast next").split() if b in BACKENDS]
+#: the call loop of bench/soak.py (issue 17 item 2: no growth over 10 minutes): SOAK=0
+#: skips it; SOAK_SECONDS long, RSS read every SOAK_SAMPLE s, the first SOAK_WARMUP s
+#: not judged (and the window compared at each end that long), at SOAK_DEVICES devices
+SOAK = os.environ.get("SOAK", "1") == "1"
+SOAK_SECONDS = _env_float("SOAK_SECONDS", 600, 30)
+SOAK_SAMPLE = _env_float("SOAK_SAMPLE", 2.0, 1.0)
+SOAK_WARMUP = _env_float("SOAK_WARMUP", 60, 10)
+SOAK_DEVICES = _env_int("SOAK_DEVICES", 51, 51)
 FWUPD_BIN = os.environ.get("FWUPD_BIN", "/usr/libexec/fwupd/fwupd")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_CPUS = os.sched_getaffinity(0)

@@ -23,7 +23,7 @@ from bench.config import (
     START_RUNS,
     WARMUP,
 )
-from bench.stats import _get, mmm, ratio
+from bench.stats import _get, fmt_band, mmm, ratio, ratio_band
 from livefw.bus.backend import BACKEND as CLIENT_LIB
 
 
@@ -72,6 +72,49 @@ def machine_info() -> dict[str, Any]:
         "livefw": pyver("livefw"),
         "client": f"dbus-{CLIENT_LIB}",
     }
+
+
+def _soak_section(results: dict[str, Any], w: Any) -> None:
+    """The long call loop (bench/soak.py), when the run made it."""
+    soak = results.get("soak")
+    if not soak or not soak.get("targets"):
+        return
+    window = next(iter(soak["targets"].values())).get("window_s", 0)
+    w(f"## Memory over a {soak['seconds'] / 60:.0f}-minute call loop")
+    w("")
+    w(
+        f"bench/soak.py: every daemon at once, each on its own private bus, at "
+        f"{soak['devices']} devices, each under a client calling without pause (the compat "
+        "`GetDevices`, `GetRemotes`, `GetHistory` and properties, livefwd's "
+        "`GetManagedObjects` and `Ping`, and every tenth round `GetDetails` of a small "
+        "cabinet and of a file that is no cabinet, both passed as descriptors). RSS every "
+        f"few seconds; the first {window:.0f} s are the warm-up. *First* and *last*: the "
+        f"RSS of the {window:.0f} s after the warm-up and of the last {window:.0f} s "
+        "(median, p25-p75); *slope*: least squares over everything after the warm-up. "
+        "Descriptors and threads: counted between two calls after the warm-up and at "
+        "the end. Refusals are the calls' expected errors (no history yet, a file that "
+        "is no cabinet)."
+    )
+    w("")
+    w(
+        "| target | calls | calls/s | first MiB | last MiB | last / first | "
+        "slope MiB/min | descriptors | threads | refusals |"
+    )
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for r in soak["targets"].values():
+        first, last = r.get("first_mib"), r.get("last_mib")
+        if not first or not last:
+            continue
+        refusals = sum(r.get("refused", {}).values())
+        (fd0, th0), (fd1, th1) = r["after_warmup"], r["at_end"]
+        w(
+            f"| {r['label']} | {r['calls']} | {r['calls'] / r['seconds']:.0f} | "
+            f"{first['median']:.1f} ({first['p25']:.1f}-{first['p75']:.1f}) | "
+            f"{last['median']:.1f} ({last['p25']:.1f}-{last['p75']:.1f}) | "
+            f"{fmt_band(ratio_band(last, first))} | {r['slope_mib_per_min']:+.3f} | "
+            f"{fd0} → {fd1} | {th0} → {th1} | {refusals} |"
+        )
+    w("")
 
 
 def write_report(results: dict[str, Any], path: str) -> None:
@@ -240,6 +283,7 @@ def write_report(results: dict[str, Any], path: str) -> None:
                 f"{s['idle']['wakeups']} | {a.get('Threads')} |"
             )
     w("")
+    _soak_section(results, w)
     # --------------------------------------------------------------- staging
     w(f"## Staging a {STAGE_MIB} MiB capsule (s)")
     w("")

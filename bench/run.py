@@ -21,7 +21,8 @@ on a hermetic fake root (see :func:`fwupd_root`); livefwd runs ``--simulate
 Knobs (environment): BENCH_QUICK=1; SIZES="3 51 999"; CALLS (sequential calls per
 repeat); REPEATS; START_RUNS; IDLE_SECONDS; MEM_CALLS (calls before the second memory
 reading); STAGE_MIB; STAGE_RUNS; BACKENDS="next fast"; PROFILE=0 skips the cProfile
-run; FWUPD=0 skips fwupd; KEEP=1 keeps the scratch directory.
+run; FWUPD=0 skips fwupd; SOAK=0 skips the call loop (bench/soak.py; SOAK_SECONDS,
+SOAK_DEVICES); KEEP=1 keeps the scratch directory.
 
 Figures are min / median / max and are read as ratios to fwupd or to a floor taken
 in the same run (``Peer.Ping`` to the same daemon; ``cp`` + ``sha256sum``): absolute
@@ -59,13 +60,25 @@ from typing import Any
 # run as a script (`python bench/run.py`): the harness's modules are the `bench` package
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.config import BACKENDS, HERE, PROFILE, QUICK, SCALE, SCALE_BACKENDS, SIZES, log
+from bench.config import (
+    BACKENDS,
+    HERE,
+    PROFILE,
+    QUICK,
+    SCALE,
+    SCALE_BACKENDS,
+    SIZES,
+    SOAK,
+    SOAK_DEVICES,
+    log,
+)
 from bench.fwupd import ensure_fwupd
 from bench.harness import Harness
 from bench.measure import startup, steady
 from bench.profiling import profile
 from bench.report import machine_info, write_report
 from bench.scale import SCALE_SIZES, scale
+from bench.soak import soak
 from bench.staging import extras, make_payloads
 from bench.targets import make_targets
 from bench.verdicts import slopes, verdicts
@@ -112,6 +125,13 @@ async def main_async(scratch: str) -> dict[str, Any]:
                 except Exception as error:  # keep what was measured, say what failed
                     errors.append(f"{t.key}: {type(error).__name__}: {error}")
                     log(f"{t.key}: FAILED: {error}")
+        if SOAK:
+            try:
+                results["soak"] = await soak(scratch, SOAK_DEVICES, fwupd_ok)
+                errors.extend(results["soak"].get("errors", []))
+            except Exception as error:
+                errors.append(f"soak: {type(error).__name__}: {error}")
+                log(f"soak: FAILED: {error}")
         if SCALE:
             for backend in SCALE_BACKENDS:
                 log(f"scale: livefwd (dbus-{backend}) at {SCALE_SIZES} devices")

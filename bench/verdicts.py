@@ -153,6 +153,47 @@ def verdicts(results: dict[str, Any]) -> None:
 
     _scale_verdicts(results, out)
     _idle_verdict(by, out)
+    _soak_verdict(results, out)
+
+
+#: "no growth": the loop's last window at most this much above its first
+SOAK_GROWTH = 1.01
+
+
+def _soak_verdict(results: dict[str, Any], out: list[dict[str, str]]) -> None:
+    """17.2: no growth over the call loop (bench/soak.py): RSS, descriptors, threads."""
+    soak = results.get("soak")
+    if not soak or not soak.get("targets"):
+        return
+    vs, parts = [], []
+    for key, r in soak["targets"].items():
+        first, last = r.get("first_mib"), r.get("last_mib")
+        rb = ratio_band(last, first)
+        if not rb:
+            continue
+        counts = f"descriptors {r['after_warmup'][0]} → {r['at_end'][0]}, threads "
+        counts += f"{r['after_warmup'][1]} → {r['at_end'][1]}"
+        text = (
+            f"{r['label']}: {first['median']:.1f} → {last['median']:.1f} MiB = "
+            f"{fmt_band(rb)}, {r['slope_mib_per_min']:+.3f} MiB/min"
+        )
+        if key.startswith("soak-fwupd"):
+            parts.append(f"{text} (peer)")
+            continue
+        verdict = judge(rb, SOAK_GROWTH)
+        if r["at_end"][0] > r["after_warmup"][0] or r["at_end"][1] > r["after_warmup"][1]:
+            verdict = "not met"
+        vs.append((key.split("-")[2], verdict))
+        parts.append(f"{text}, {counts}")
+    minutes = soak["seconds"] / 60
+    out.append(
+        _row(
+            f"no growth over a {minutes:.0f}-minute call loop (RSS ≤ {SOAK_GROWTH}× its "
+            f"first window, no descriptor or thread more; {soak['devices']} devices)",
+            vs,
+            parts,
+        )
+    )
 
 
 def _scale_verdicts(results: dict[str, Any], out: list[dict[str, str]]) -> None:

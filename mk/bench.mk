@@ -1,6 +1,6 @@
 # Benchmarks beside fwupd (issue 10): never part of `make test`.
 #
-#   make bench         full run (about 20-30 min): bench/REPORT.md, bench/results.json
+#   make bench         full run (about 23 min on an idle machine): bench/REPORT.md, bench/results.json
 #   make bench-quick   BENCH_QUICK=1: fewer calls and starts, short idle (under 3 min);
 #                      writes bench/REPORT-quick.md and bench/results-quick.json
 #   make bench-report  rewrite bench/REPORT.md from bench/results.json (after editing
@@ -10,6 +10,9 @@
 #   make bench-start   interleaved warm starts (bench/start_ab.py, about a minute, never writes
 #                      REPORT.md) beside the floor, a minimal Python D-Bus daemon;
 #                      TREES="base=DIR new=." interleaves source trees, FWUPD=1 adds fwupd
+#   make bench-soak    only the 10-minute call loop (bench/soak.py: fwupd and livefwd at
+#                      once, each on its own bus; RSS, descriptors and threads), its summary
+#                      as JSON on stdout, never writes REPORT.md; SOAK_SECONDS=60 for a short one
 #   make test-next     the whole test suite on the dbus-next backend (LIVEFW_DBUS_BACKEND=next;
 #                      dbus-fast is the default, and `make test` runs the bus-level
 #                      integration tests on dbus-next too)
@@ -18,7 +21,7 @@
 # (apt-get, service starts blocked); dbus-fast (the `fast` extra) is added to the venv
 # (a dependency since issue 17) so both backends are measured.
 
-.PHONY: bench-deps bench-quick bench-report bench-staging bench-start test-next
+.PHONY: bench-deps bench-quick bench-report bench-soak bench-staging bench-start test-next
 
 bench: bench-deps
 
@@ -33,6 +36,9 @@ bench-quick: bench-deps
 
 bench-staging: bench-deps
 	$(BIN)/python bench/staging_ab.py
+
+bench-soak: bench-deps
+	$(BIN)/python -m bench.soak
 
 bench-start: bench-deps
 	TREES="$${TREES:-new=.}" $(BIN)/python bench/start_ab.py
