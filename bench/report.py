@@ -80,7 +80,7 @@ def _soak_section(results: dict[str, Any], w: Any) -> None:
     if not soak or not soak.get("targets"):
         return
     window = next(iter(soak["targets"].values())).get("window_s", 0)
-    w(f"## Memory over a {soak['seconds'] / 60:.0f}-minute call loop")
+    w(f"## Memory over a {soak['seconds'] / 60:g}-minute call loop")
     w("")
     w(
         f"bench/soak.py: every daemon at once, each on its own private bus, at "

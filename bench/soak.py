@@ -227,7 +227,7 @@ async def _one(
 
 async def soak(scratch: str, devices: int, fwupd_ok: bool) -> dict[str, Any]:
     """Every daemon's loop at once, each on its own bus; stopped by pid at the end."""
-    root = os.path.join(scratch, "soak")
+    root = tempfile.mkdtemp(prefix="soak.", dir=scratch)  # fake roots and states of its own
     buses: list[tuple[Target, PrivateBus, PolkitMock]] = []
     warm = min(SOAK_WARMUP, SOAK_SECONDS / 3)
     try:
@@ -238,9 +238,10 @@ async def soak(scratch: str, devices: int, fwupd_ok: bool) -> dict[str, Any]:
             polkit = PolkitMock(bus).start()
             polkit.allow_unknown()
             if key == "fwupd":
-                t = fwupd_target(scratch, bus, devices, key=f"soak-fwupd-{devices}")
+                # in a scratch of its own: fwupd's fake root for this count may exist
+                t = fwupd_target(root, bus, devices, key=f"soak-fwupd-{devices}")
             else:
-                t = livefw_target(scratch, bus, devices, key, key=f"soak-livefw-{key}-{devices}")
+                t = livefw_target(root, bus, devices, key, key=f"soak-livefw-{key}-{devices}")
             buses.append((t, bus, polkit))
         log(
             f"soak: {', '.join(t.label for t, _, _ in buses)} at {devices} devices, "

@@ -188,7 +188,7 @@ def _soak_verdict(results: dict[str, Any], out: list[dict[str, str]]) -> None:
     minutes = soak["seconds"] / 60
     out.append(
         _row(
-            f"no growth over a {minutes:.0f}-minute call loop (RSS ≤ {SOAK_GROWTH}× its "
+            f"no growth over a {minutes:g}-minute call loop (RSS ≤ {SOAK_GROWTH}× its "
             f"first window, no descriptor or thread more; {soak['devices']} devices)",
             vs,
             parts,
