@@ -52,7 +52,7 @@ from bench.harness import Harness
 from bench.procfs import read_mem
 from bench.stats import summary
 from bench.targets import Target, fwupd_target, livefw_target
-from livefw.bus.backend import Message, MessageBus, MessageType
+from livefw.bus.backend import MessageBus, MessageType
 from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.testing import PolkitMock, PrivateBus
 
@@ -112,7 +112,7 @@ _DETAILS_EVERY = 10
 
 
 async def _loop(
-    bus: Any, t: Target, files: tuple[str, str], until: float, out: dict[str, Any]
+    h: Harness, bus: Any, t: Target, files: tuple[str, str], until: float, out: dict[str, Any]
 ) -> None:
     """Call until ``time.perf_counter()`` passes ``until``; count calls and refusals
     (by error name) into ``out``."""
@@ -129,16 +129,9 @@ async def _loop(
         for (dest, path, iface, member, signature, body), file in batch:
             fd = os.open(file, os.O_RDONLY) if file else -1
             try:
-                reply = await bus.call(
-                    Message(
-                        destination=dest,
-                        path=path,
-                        interface=iface,
-                        member=member,
-                        signature=signature,
-                        body=body,
-                        unix_fds=[fd] if file else [],
-                    )
+                fds = [fd] if file else []
+                reply = await h.call(
+                    dest, path, iface, member, signature, body, fds, bus=bus, check=False
                 )
             finally:
                 if file:
@@ -206,9 +199,9 @@ async def _one(
         sampler = asyncio.ensure_future(_sample(proc.pid, stop, samples, t0))
         files = _files(scratch, t.key)
         try:
-            await _loop(client, t, files, t0 + warm, out)
+            await _loop(h, client, t, files, t0 + warm, out)
             out["after_warmup"] = _quiet(proc.pid)  # [descriptors, threads]
-            await _loop(client, t, files, t0 + seconds, out)
+            await _loop(h, client, t, files, t0 + seconds, out)
             out["seconds"] = time.perf_counter() - t0
             out["at_end"] = _quiet(proc.pid)
             stop.set()
