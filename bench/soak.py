@@ -3,13 +3,14 @@
 """Memory over a long call loop: issue 17 item 2, "no growth over a 10-minute call loop".
 
 fwupd and each livefwd backend run at the same time, each on a private bus of its own
-(both own ``org.freedesktop.fwupd``), for ``SOAK_SECONDS`` (600; 60 in a quick run) at
+(both own ``org.freedesktop.fwupd``), for ``SOAK_SECONDS`` (600; 30 in a quick run) at
 ``SOAK_DEVICES`` devices, each under a client that calls without pause. Every
 iteration makes the calls a frontend and a shell user make: the compat ``GetDevices``,
 ``GetRemotes``, ``GetHistory``, the compat properties, and for livefwd its
 ``GetManagedObjects`` and ``Peer.Ping``; every tenth iteration also ``GetDetails`` of a
 small cabinet passed as a descriptor (livefwd reads it through a reader child and
-parses it; no device has its GUID) and of a file that is no cabinet (refused). Refusals
+parses it; no device has its GUID, so it is described for none) and of a file that is
+no cabinet (refused). Refusals
 are expected and counted by name; anything else ends the loop.
 
 Every ``SOAK_SAMPLE`` seconds the daemon's RSS (``VmRSS``) is read. The first
@@ -56,7 +57,8 @@ from livefw.bus.backend import MessageBus, MessageType
 from livefw.cabinet_build import make_cabinet, make_metainfo
 from livefw.testing import PolkitMock, PrivateBus
 
-#: a GUID no simulated or fake-ESRT device has: GetDetails parses, then refuses
+#: a GUID no simulated or fake-ESRT device has: GetDetails parses the cabinet and
+#: answers with its release for no device (both daemons; no refusal)
 _NO_DEVICE_GUID = "0e9d2d36-9e4b-4a56-b9a5-1c0de5d0ac31"
 
 
