@@ -791,13 +791,17 @@ class LivefwBus(MessageBus):
             ServiceInterface._get_all_property_values(interface, on_values)
 
     def _interfaces_added(self, path: str, values: dict[str, Any]) -> None:
+        self._manager_signal("InterfacesAdded", "oa{sa{sv}}", [path, values])
+
+    def _manager_signal(self, member: str, signature: str, body: list[Any]) -> None:
+        """Send an ``org.freedesktop.DBus.ObjectManager`` signal from the manager's path."""
         self.send(
             Message.new_signal(
                 path=self.object_manager_path,
                 interface="org.freedesktop.DBus.ObjectManager",
-                member="InterfacesAdded",
-                signature="oa{sa{sv}}",
-                body=[path, values],
+                member=member,
+                signature=signature,
+                body=body,
             )
         )
 
@@ -808,15 +812,7 @@ class LivefwBus(MessageBus):
     def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
         if self._disconnected or not self._announce or self._is_hidden(path):
             return
-        self.send(
-            Message.new_signal(
-                path=self.object_manager_path,
-                interface="org.freedesktop.DBus.ObjectManager",
-                member="InterfacesRemoved",
-                signature="oas",
-                body=[path, removed_interfaces],
-            )
-        )
+        self._manager_signal("InterfacesRemoved", "oas", [path, removed_interfaces])
 
     def _default_get_managed_objects_handler(self, msg: Message, send_reply: Any) -> None:
         if msg.path != self.object_manager_path:
